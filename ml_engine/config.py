@@ -1,0 +1,643 @@
+"""Typed, validated configuration.
+
+A config is a stack of YAML files plus ``--set key=value`` overrides:
+
+* a file may name the file it builds on with ``inherits: base.yaml`` (relative to itself);
+  the chain is read base first, each later file overriding keys of the earlier ones;
+* ``--set a.b.c=value`` overrides one key last (the value is parsed as YAML, so ``3``,
+  ``true`` and ``[a, b]`` keep their types);
+* ``${NAME}`` or ``${NAME:-default}`` anywhere in a string value is replaced by the
+  environment variable NAME; secrets belong there, never in files.
+
+Every error names the file (or ``--set``) that set the offending key and its dotted key path,
+and is raised before any Spark session exists.
+
+Example::
+
+    cfg = load_config("conf/local.yaml", overrides=["ingest.batch_id=2026-11-28"])
+    cfg.storage.table_path("bronze")
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ml_engine.schemas import ROLE_CATEGORICAL, ROLE_NUMERIC, TableSchema, load_schema
+
+TABLE_NAMES = (
+    "bronze",
+    "quarantine",
+    "silver",
+    "dq_metrics",
+    "outlier_stats",
+    "features",
+    "training_set",
+    "predictions",
+    "drift_metrics",
+)
+
+
+class ConfigError(ValueError):
+    """A config file, override or reference is invalid; the message says where and why."""
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def schema_errors(self, schema: TableSchema, path: str) -> list[tuple[str, str]]:
+        """Checks this section against the input schema.
+
+        Args:
+            schema: the loaded input schema.
+            path: dotted key path of this section (``"clean"``).
+
+        Returns:
+            ``(key path, message)`` pairs, empty when the section fits the schema.
+        """
+        return []
+
+
+def _missing_columns(
+    schema: TableSchema, path: str, columns: Iterable[str], extra: Iterable[str] = ()
+) -> list[tuple[str, str]]:
+    """Errors for each referenced column that is neither in the schema nor in ``extra``."""
+    known = set(schema.names) | set(extra)
+    return [
+        (f"{path}", f"column '{c}' is not in schema '{schema.name}' ({schema.source})")
+        for c in columns
+        if c not in known
+    ]
+
+
+# --------------------------------------------------------------------------- foundation
+
+
+class StorageConfig(StrictModel):
+    """Where tables live: ``<root>/tables/<name>`` unless ``tables`` maps a name to a path."""
+
+    root: str
+    tables: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_tables(self) -> StorageConfig:
+        unknown = sorted(set(self.tables) - set(TABLE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown table name(s) {unknown}; known: {list(TABLE_NAMES)}")
+        return self
+
+    def table_path(self, name: str) -> str:
+        """Absolute path (or URI) of table ``name``."""
+        if name in self.tables:
+            return self.tables[name]
+        return str(Path(self.root) / "tables" / name) if "://" not in self.root else (
+            f"{self.root.rstrip('/')}/tables/{name}"
+        )
+
+    def path(self, *parts: str) -> str:
+        """A path below the storage root, for models, reports and other non-table outputs."""
+        if "://" in self.root:
+            return "/".join([self.root.rstrip("/"), *parts])
+        return str(Path(self.root, *parts))
+
+
+class DeltaConfig(StrictModel):
+    """Which Delta implementation handles the transaction log (see ``ml_engine.tables``)."""
+
+    backend: Literal["auto", "spark", "rs"] = "auto"
+
+
+class SparkConfig(StrictModel):
+    """Spark settings, kept apart from job parameters.
+
+    ``master`` applies only when the job is not launched by spark-submit (which sets its own).
+    ``conf`` entries are applied unless spark-submit already set the same key.
+    """
+
+    master: str = "local[*]"
+    app_name: str = "ml-engine"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stringify_conf(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("conf"), dict):
+            data = dict(data)
+            data["conf"] = {
+                k: (str(v).lower() if isinstance(v, bool) else str(v))
+                for k, v in data["conf"].items()
+            }
+        return data
+
+
+class MlflowConfig(StrictModel):
+    """MLflow tracking: a server URI or ``sqlite:///path`` file store; secrets via ``${ENV}``."""
+
+    tracking_uri: str | None = None
+    experiment: str = "ml-engine"
+    registered_model: str = "ml-engine-model"
+
+
+class CsvOptions(StrictModel):
+    header: bool = True
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    quote: str = '"'
+    escape: str = "\\"
+
+
+class IngestConfig(StrictModel):
+    """Raw input to ``bronze`` and ``quarantine``.
+
+    ``path`` is a file, a directory or a glob of files of one ``format``.
+    """
+
+    path: str | None = None
+    format: Literal["csv", "json", "parquet"] = "csv"
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    timestamp_format: str = "yyyy-MM-dd HH:mm:ss"
+    date_format: str = "yyyy-MM-dd"
+
+
+class SampleDataConfig(StrictModel):
+    """The deterministic sample data generator (``ml-engine generate-sample-data``)."""
+
+    rows: int = Field(default=20_000, ge=10)
+    current_rows: int | None = Field(default=None, ge=10)
+    seed: int = 42
+    files: int = Field(default=2, ge=1)
+
+
+# --------------------------------------------------------------------------- clean (issue 3)
+
+
+class CleanRule(StrictModel):
+    """One data-quality rule on ``silver`` candidates.
+
+    ``type``: ``range`` (``min``/``max``), ``allowed`` (``values``), ``pattern`` (``pattern``,
+    a Java regex that must match the whole value) or ``expression`` (``expr``, a SQL boolean
+    over columns that must hold). ``action``: ``warn`` counts violations, ``drop`` sends the row
+    to quarantine with the rule as reason, ``fail`` stops the job.
+    """
+
+    name: str
+    type: Literal["range", "allowed", "pattern", "expression"]
+    column: str | None = None
+    min: float | None = None
+    max: float | None = None
+    values: list[Any] | None = None
+    pattern: str | None = None
+    expr: str | None = None
+    action: Literal["warn", "drop", "fail"] = "drop"
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> CleanRule:
+        need = {
+            "range": ("column",),
+            "allowed": ("column", "values"),
+            "pattern": ("column", "pattern"),
+            "expression": ("expr",),
+        }[self.type]
+        missing = [k for k in need if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"rule '{self.name}' of type {self.type} needs {missing}")
+        if self.type == "range" and self.min is None and self.max is None:
+            raise ValueError(f"rule '{self.name}' of type range needs min and/or max")
+        return self
+
+
+class MissingValuePolicy(StrictModel):
+    strategy: Literal["drop", "mean", "median", "mode", "constant"]
+    value: Any = None
+
+
+class CleanConfig(StrictModel):
+    """``bronze`` -> ``silver``: dedup, standardisation, missing values, rules, metrics."""
+
+    dedup: Literal["latest_by_key", "exact", "none"] = "latest_by_key"
+    trim: bool = True
+    case: dict[str, Literal["lower", "upper"]] = Field(default_factory=dict)
+    mappings: dict[str, dict[str, str]] = Field(default_factory=dict)
+    missing: dict[str, MissingValuePolicy] = Field(default_factory=dict)
+    rules: list[CleanRule] = Field(default_factory=list)
+    # Constraints declared in the schema file become rules with this action.
+    schema_constraints_action: Literal["warn", "drop", "fail", "ignore"] = "drop"
+    quantiles: list[float] = Field(default_factory=lambda: [0.05, 0.25, 0.5, 0.75, 0.95])
+    fail_sample_size: int = Field(default=5, ge=1)
+
+    def schema_errors(self, schema: TableSchema, path: str) -> list[tuple[str, str]]:
+        errors: list[tuple[str, str]] = []
+        for key, cols in (("case", self.case), ("mappings", self.mappings), ("missing", self.missing)):
+            for c in cols:
+                errors += _missing_columns(schema, f"{path}.{key}.{c}", [c])
+        for i, rule in enumerate(self.rules):
+            rpath = f"{path}.rules.{i}"
+            if rule.column is None:
+                continue
+            missing = _missing_columns(schema, f"{rpath}.column", [rule.column])
+            if missing:
+                errors += missing
+                continue
+            col = schema.column(rule.column)
+            if rule.type == "range" and not col.is_numeric_or_temporal:
+                errors.append(
+                    (f"{rpath}.column", f"rule '{rule.name}' is a range rule but column "
+                     f"'{rule.column}' has type {col.type}; use a numeric column")
+                )
+            if rule.type == "pattern" and col.type != "string":
+                errors.append(
+                    (f"{rpath}.column", f"rule '{rule.name}' is a pattern rule but column "
+                     f"'{rule.column}' has type {col.type}; patterns apply to string columns")
+                )
+        for c, policy in self.missing.items():
+            if c in schema.names and policy.strategy in ("mean", "median"):
+                if not schema.column(c).is_numeric:
+                    errors.append(
+                        (f"{path}.missing.{c}.strategy", f"{policy.strategy} imputation needs "
+                         f"a numeric column, '{c}' has type {schema.column(c).type}")
+                    )
+        return errors
+
+
+# --------------------------------------------------------------------------- outliers (issue 3)
+
+
+class DetectorConfig(StrictModel):
+    """One outlier detector. ``columns`` defaults to the schema's numeric features."""
+
+    method: Literal["iqr", "mad", "zscore", "mahalanobis"]
+    columns: list[str] | None = None
+    # iqr: fences at Q1 - k*IQR and Q3 + k*IQR.
+    k: float = Field(default=1.5, gt=0)
+    # mad (robust z), zscore and mahalanobis: a row is an outlier above this score.
+    threshold: float = Field(default=3.5, gt=0)
+
+
+class OutliersConfig(StrictModel):
+    """``silver`` -> ``silver`` with outlier flags / capped values / outliers quarantined."""
+
+    detectors: list[DetectorConfig] = Field(
+        default_factory=lambda: [DetectorConfig(method="iqr", k=3.0)]
+    )
+    policy: Literal["flag", "cap", "drop"] = "flag"
+    # Fit on this run's data and save (true), or load the detector saved by an earlier fit.
+    refit: bool = True
+    model_path: str | None = None
+
+    def schema_errors(self, schema: TableSchema, path: str) -> list[tuple[str, str]]:
+        errors: list[tuple[str, str]] = []
+        for i, det in enumerate(self.detectors):
+            for c in det.columns or []:
+                p = f"{path}.detectors.{i}.columns"
+                miss = _missing_columns(schema, p, [c])
+                errors += miss
+                if not miss and not schema.column(c).is_numeric:
+                    errors.append((p, f"column '{c}' has type {schema.column(c).type}; "
+                                      f"outlier detectors need numeric columns"))
+        return errors
+
+
+# --------------------------------------------------------------------------- features (issue 3)
+
+
+class WindowAggConfig(StrictModel):
+    """Per-entity aggregates over the last ``days`` days as of each event."""
+
+    columns: list[str] = Field(default_factory=list)
+    days: list[int] = Field(default_factory=lambda: [7, 30])
+    aggs: list[Literal["count", "sum", "mean", "max", "min"]] = Field(
+        default_factory=lambda: ["count", "sum", "mean", "max"]
+    )
+
+
+class SelectionConfig(StrictModel):
+    """Optional feature selection with MLlib's selectors."""
+
+    variance_threshold: float | None = None
+    univariate: dict[str, Any] | None = None
+
+
+class FeaturesConfig(StrictModel):
+    """``silver`` -> ``features`` keyed by entity + event time."""
+
+    expressions: dict[str, str] = Field(default_factory=dict)
+    log: list[str] = Field(default_factory=list)
+    ratios: dict[str, list[str]] = Field(default_factory=dict)
+    buckets: dict[str, list[float]] = Field(default_factory=dict)
+    date_parts: dict[str, list[Literal["year", "month", "day", "dayofweek", "hour"]]] = Field(
+        default_factory=dict
+    )
+    windows: WindowAggConfig = Field(default_factory=WindowAggConfig)
+    # Re-running a date range replaces the rows of that range.
+    start: str | None = None
+    end: str | None = None
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+
+    def schema_errors(self, schema: TableSchema, path: str) -> list[tuple[str, str]]:
+        errors: list[tuple[str, str]] = []
+        for c in self.log:
+            errors += _missing_columns(schema, f"{path}.log", [c])
+        for name, pair in self.ratios.items():
+            errors += _missing_columns(schema, f"{path}.ratios.{name}", pair)
+        for c in self.buckets:
+            errors += _missing_columns(schema, f"{path}.buckets.{c}", [c])
+        for c in self.date_parts:
+            errors += _missing_columns(schema, f"{path}.date_parts.{c}", [c])
+        errors += _missing_columns(
+            schema, f"{path}.windows.columns", self.windows.columns, extra=self.expressions
+        )
+        return errors
+
+
+# --------------------------------------------------------------------------- the whole config
+
+
+class Config(StrictModel):
+    """The whole, validated configuration of one run."""
+
+    schema_path: str = Field(alias="schema")
+    # The batch every job of this run works on. Re-running a job for the same batch replaces
+    # that batch's rows instead of adding them again. Default: last component of ingest.path.
+    batch_id: str | None = None
+    storage: StorageConfig
+    delta: DeltaConfig = Field(default_factory=DeltaConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    sample_data: SampleDataConfig = Field(default_factory=SampleDataConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    outliers: OutliersConfig = Field(default_factory=OutliersConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+    # Set by load_config; not part of the file format.
+    _schema: TableSchema | None = None
+
+    @property
+    def table_schema(self) -> TableSchema:
+        """The loaded input schema named by ``schema``."""
+        if self._schema is None:
+            self._schema = load_schema(self.schema_path)
+        return self._schema
+
+    def effective_batch_id(self) -> str:
+        """``batch_id``, or the last path component of ``ingest.path`` (``raw/current`` -> ``current``).
+
+        Raises:
+            ConfigError: neither is set.
+        """
+        if self.batch_id:
+            return self.batch_id
+        if not self.ingest.path:
+            raise ConfigError("batch_id: not set, and ingest.path is not set to derive it from")
+        name = Path(self.ingest.path.rstrip("/")).name
+        return re.sub(r"\.(csv|json|jsonl|parquet)$", "", name) or "batch"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, as it would be written to a YAML file."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+SECTIONS_CHECKED_AGAINST_SCHEMA = ("clean", "outliers", "features")
+
+# --------------------------------------------------------------------------- loading
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute_env(value: Any, where: str, env: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{where}: environment variable {name} is not set; export it "
+                f"or write ${{{name}:-default}}"
+            )
+
+        return _ENV_RE.sub(repl, value)
+    return value
+
+
+def _walk(data: Any, prefix: str = ""):
+    """Yields (dotted key path, value) for every leaf of nested dicts and lists."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from _walk(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _walk(v, f"{prefix}.{i}" if prefix else str(i))
+    else:
+        yield prefix, data
+
+
+def _merge(base: dict, top: dict, origin: str, provenance: dict[str, str], prefix: str = "") -> dict:
+    """Deep-merges ``top`` into ``base`` (dicts merge, everything else replaces)."""
+    out = dict(base)
+    for k, v in top.items():
+        path = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v, origin, provenance, path)
+        else:
+            out[k] = v
+            for leaf, _ in _walk(v, path):
+                provenance[leaf] = origin
+            provenance[path] = origin
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def _file_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'inherits' makes a cycle: {' -> '.join(map(str, seen + (path,)))}")
+    data = _read_yaml(path)
+    parent = data.pop("inherits", None)
+    chain: list[tuple[Path, dict]] = []
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise ConfigError(f"{path}: inherits: must be a file name, got {parent!r}")
+        chain = _file_chain(path.parent / parent, seen + (path,))
+    return chain + [(path, data)]
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[int(part)]
+            continue
+        if part not in node or not isinstance(node[part], (dict, list)):
+            node[part] = {}
+        node = node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Splits ``a.b=value`` into the key path and the YAML-parsed value.
+
+    Raises:
+        ConfigError: when there is no ``=`` or the key is empty.
+    """
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected key.path=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text}: the key path is empty")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _origin_of(loc: str, provenance: dict[str, str]) -> str:
+    parts = loc.split(".")
+    while parts:
+        key = ".".join(parts)
+        if key in provenance:
+            return provenance[key]
+        parts.pop()
+    return "defaults"
+
+
+def _absolutize(path: str | None) -> str | None:
+    if path is None or "://" in path or path.startswith("sqlite:"):
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def build_config(
+    data: dict,
+    provenance: dict[str, str] | None = None,
+    check_schema: bool = True,
+    env: dict[str, str] | None = None,
+) -> Config:
+    """Validates already-merged config data.
+
+    Args:
+        data: nested dict, as read from YAML.
+        provenance: dotted key path -> file that set it, used to name files in errors.
+        check_schema: load the schema file and check column references against it.
+        env: environment for ``${VAR}`` substitution (default ``os.environ``).
+
+    Raises:
+        ConfigError: listing every problem with its file and key path.
+    """
+    provenance = provenance or {}
+    env = dict(os.environ) if env is None else env
+    def substitute(node: Any, path: str) -> Any:
+        if isinstance(node, dict):
+            return {k: substitute(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [substitute(v, f"{path}.{i}") for i, v in enumerate(node)]
+        return _substitute_env(node, f"{_origin_of(path, provenance)}: {path}", env)
+
+    substituted = substitute(data, "")
+    try:
+        cfg = Config.model_validate(substituted)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"{_origin_of(loc, provenance)}: {loc or '<top>'}: {err['msg']}")
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+
+    # Paths are resolved once, on the driver, against the directory the command runs in.
+    cfg.schema_path = _absolutize(cfg.schema_path)
+    cfg.storage.root = _absolutize(cfg.storage.root)
+    if cfg.ingest.path:
+        cfg.ingest.path = _absolutize(cfg.ingest.path)
+
+    if check_schema:
+        origin = _origin_of("schema", provenance)
+        try:
+            schema = load_schema(cfg.schema_path)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{origin}: schema: {exc}") from None
+        cfg._schema = schema
+        problems: list[tuple[str, str]] = []
+        for section in SECTIONS_CHECKED_AGAINST_SCHEMA:
+            problems += getattr(cfg, section).schema_errors(schema, section)
+        if problems:
+            lines = [f"{_origin_of(p, provenance)}: {p}: {msg}" for p, msg in problems]
+            raise ConfigError("config does not fit the schema:\n  " + "\n  ".join(lines))
+    return cfg
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    check_schema: bool = True,
+    env: dict[str, str] | None = None,
+) -> Config:
+    """Loads, layers and validates a config file (see the module docstring).
+
+    Args:
+        path: the environment's config file, e.g. ``conf/local.yaml``.
+        overrides: ``key.path=value`` strings applied last.
+        check_schema: also check column references against the schema file.
+        env: environment for ``${VAR}`` substitution (default ``os.environ``).
+
+    Raises:
+        ConfigError: a missing or malformed file, an unknown key, a wrong type, a missing
+            required value, an unset environment variable or a column the schema lacks.
+    """
+    provenance: dict[str, str] = {}
+    merged: dict = {}
+    for file, data in _file_chain(Path(path)):
+        merged = _merge(merged, data, str(file), provenance)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(merged, key, value)
+        provenance[key] = f"--set {key}"
+        for leaf, _ in _walk(value, key):
+            provenance[leaf] = f"--set {key}"
+    return build_config(merged, provenance, check_schema=check_schema, env=env)
+
+
+def dump_config(cfg: Config, path: str | os.PathLike[str]) -> None:
+    """Writes the effective config as YAML (a file that ``load_config`` reads back)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def numeric_features(schema: TableSchema) -> list[str]:
+    """Names of the schema's numeric feature columns, in schema order."""
+    return [c.name for c in schema.columns if c.role == ROLE_NUMERIC]
+
+
+def categorical_features(schema: TableSchema) -> list[str]:
+    """Names of the schema's categorical feature columns, in schema order."""
+    return [c.name for c in schema.columns if c.role == ROLE_CATEGORICAL]

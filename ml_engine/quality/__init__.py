@@ -1,0 +1,1 @@
+"""Data quality: ingest validation, cleaning rules, data-quality metrics and quarantine."""

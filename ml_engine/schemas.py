@@ -1,0 +1,279 @@
+"""Input schemas: files in ``schemas/`` that say what each input column is.
+
+A schema file (YAML or JSON) looks like::
+
+    name: transactions
+    columns:
+      - name: customer_id
+        type: string
+        nullable: false
+        role: key
+        constraints: {pattern: "C[0-9]{6}"}
+      - name: amount
+        type: double
+        role: numeric_feature
+        constraints: {min: 0, max: 50000}
+
+Types: ``string``, ``int``, ``long``, ``double``, ``float``, ``boolean``, ``date``,
+``timestamp``, ``decimal(p,s)``. Roles: ``record_id`` (one record), ``key`` (entity key), ``event_time``, ``label``,
+``numeric_feature``, ``categorical_feature`` or none. Constraints: ``min``, ``max``,
+``allowed`` (list of values), ``pattern`` (Java regex matching the whole value).
+Loading never needs a Spark session.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pyspark.sql import types as T
+
+ROLE_RECORD_ID = "record_id"
+ROLE_KEY = "key"
+ROLE_EVENT_TIME = "event_time"
+ROLE_LABEL = "label"
+ROLE_NUMERIC = "numeric_feature"
+ROLE_CATEGORICAL = "categorical_feature"
+ROLES = (ROLE_RECORD_ID, ROLE_KEY, ROLE_EVENT_TIME, ROLE_LABEL, ROLE_NUMERIC, ROLE_CATEGORICAL)
+
+_SIMPLE_TYPES: dict[str, T.DataType] = {
+    "string": T.StringType(),
+    "int": T.IntegerType(),
+    "integer": T.IntegerType(),
+    "long": T.LongType(),
+    "bigint": T.LongType(),
+    "double": T.DoubleType(),
+    "float": T.FloatType(),
+    "boolean": T.BooleanType(),
+    "date": T.DateType(),
+    "timestamp": T.TimestampType(),
+}
+_DECIMAL_RE = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
+_CONSTRAINT_KEYS = {"min", "max", "allowed", "pattern"}
+_COLUMN_KEYS = {"name", "type", "nullable", "role", "constraints", "description", "format"}
+
+
+class SchemaError(ValueError):
+    """A schema file is malformed; the message names the file and column."""
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Value constraints of one column (None where not declared)."""
+
+    min: float | None = None
+    max: float | None = None
+    allowed: tuple[Any, ...] | None = None
+    pattern: str | None = None
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One declared column."""
+
+    name: str
+    type: str
+    spark_type: T.DataType
+    nullable: bool = True
+    role: str | None = None
+    constraints: Constraints = field(default_factory=Constraints)
+    format: str | None = None
+    description: str | None = None
+
+    @property
+    def is_numeric(self) -> bool:
+        return isinstance(self.spark_type, T.NumericType)
+
+    @property
+    def is_numeric_or_temporal(self) -> bool:
+        return self.is_numeric or isinstance(self.spark_type, (T.DateType, T.TimestampType))
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A loaded schema: ordered columns, their constraints and roles."""
+
+    name: str
+    columns: tuple[ColumnSpec, ...]
+    source: str = "<inline>"
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def struct(self) -> T.StructType:
+        """The Spark ``StructType`` of the typed table."""
+        return T.StructType(
+            [T.StructField(c.name, c.spark_type, c.nullable) for c in self.columns]
+        )
+
+    def column(self, name: str) -> ColumnSpec:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"column '{name}' is not in schema '{self.name}' ({self.source})")
+
+    def with_role(self, role: str) -> list[ColumnSpec]:
+        return [c for c in self.columns if c.role == role]
+
+    def _single(self, role: str) -> str | None:
+        cols = self.with_role(role)
+        return cols[0].name if cols else None
+
+    @property
+    def record_id(self) -> str | None:
+        """The column that identifies one record (re-sent duplicates share it), if declared."""
+        return self._single(ROLE_RECORD_ID)
+
+    @property
+    def key(self) -> str | None:
+        """The entity key column, if the schema declares one."""
+        return self._single(ROLE_KEY)
+
+    @property
+    def event_time(self) -> str | None:
+        return self._single(ROLE_EVENT_TIME)
+
+    @property
+    def label(self) -> str | None:
+        return self._single(ROLE_LABEL)
+
+    @property
+    def numeric_features(self) -> list[str]:
+        return [c.name for c in self.with_role(ROLE_NUMERIC)]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [c.name for c in self.with_role(ROLE_CATEGORICAL)]
+
+
+def parse_type(name: str) -> T.DataType:
+    """Maps a schema type name to a Spark type.
+
+    Raises:
+        ValueError: for an unknown type name.
+    """
+    key = name.strip().lower()
+    if key in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[key]
+    m = _DECIMAL_RE.match(key)
+    if m:
+        return T.DecimalType(int(m.group(1)), int(m.group(2)))
+    raise ValueError(
+        f"unknown type '{name}'; use one of {sorted(set(_SIMPLE_TYPES))} or decimal(p,s)"
+    )
+
+
+def _column(raw: Any, index: int, where: str) -> ColumnSpec:
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{where}: columns[{index}] must be a mapping, got {raw!r}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise SchemaError(f"{where}: columns[{index}] has no 'name'")
+    at = f"{where}: column '{name}'"
+    unknown = set(raw) - _COLUMN_KEYS
+    if unknown:
+        raise SchemaError(f"{at}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_COLUMN_KEYS)}")
+    if "type" not in raw:
+        raise SchemaError(f"{at}: missing 'type'")
+    try:
+        spark_type = parse_type(str(raw["type"]))
+    except ValueError as exc:
+        raise SchemaError(f"{at}: {exc}") from None
+    nullable = raw.get("nullable", True)
+    if not isinstance(nullable, bool):
+        raise SchemaError(f"{at}: 'nullable' must be true or false, got {nullable!r}")
+    role = raw.get("role")
+    if role is not None and role not in ROLES:
+        raise SchemaError(f"{at}: unknown role '{role}'; use one of {list(ROLES)}")
+    rc = raw.get("constraints") or {}
+    if not isinstance(rc, dict):
+        raise SchemaError(f"{at}: 'constraints' must be a mapping")
+    unknown = set(rc) - _CONSTRAINT_KEYS
+    if unknown:
+        raise SchemaError(f"{at}: unknown constraint(s) {sorted(unknown)}; allowed: {sorted(_CONSTRAINT_KEYS)}")
+    for bound in ("min", "max"):
+        if bound in rc and not isinstance(rc[bound], (int, float)):
+            raise SchemaError(f"{at}: constraint '{bound}' must be a number, got {rc[bound]!r}")
+    if ("min" in rc or "max" in rc) and not isinstance(
+        spark_type, (T.NumericType, T.DateType, T.TimestampType)
+    ):
+        raise SchemaError(f"{at}: min/max constraints need a numeric type, not {raw['type']}")
+    allowed = rc.get("allowed")
+    if allowed is not None and not isinstance(allowed, list):
+        raise SchemaError(f"{at}: constraint 'allowed' must be a list")
+    pattern = rc.get("pattern")
+    if pattern is not None:
+        if not isinstance(spark_type, T.StringType):
+            raise SchemaError(f"{at}: a pattern constraint needs type string, not {raw['type']}")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise SchemaError(f"{at}: pattern {pattern!r} is not a valid regex: {exc}") from None
+    if "min" in rc and "max" in rc and rc["min"] > rc["max"]:
+        raise SchemaError(f"{at}: min {rc['min']} is greater than max {rc['max']}")
+    return ColumnSpec(
+        name=name,
+        type=str(raw["type"]).strip().lower(),
+        spark_type=spark_type,
+        nullable=nullable,
+        role=role,
+        constraints=Constraints(
+            min=rc.get("min"),
+            max=rc.get("max"),
+            allowed=tuple(allowed) if allowed is not None else None,
+            pattern=pattern,
+        ),
+        format=raw.get("format"),
+        description=raw.get("description"),
+    )
+
+
+def schema_from_dict(data: Any, source: str = "<inline>") -> TableSchema:
+    """Builds a schema from parsed file content.
+
+    Raises:
+        SchemaError: naming ``source`` and the column for any malformed part.
+    """
+    if not isinstance(data, dict):
+        raise SchemaError(f"{source}: a schema must be a mapping with 'name' and 'columns'")
+    cols = data.get("columns")
+    if not isinstance(cols, list) or not cols:
+        raise SchemaError(f"{source}: 'columns' must be a non-empty list")
+    columns = tuple(_column(raw, i, source) for i, raw in enumerate(cols))
+    seen: set[str] = set()
+    for c in columns:
+        if c.name.lower() in seen:
+            raise SchemaError(f"{source}: column '{c.name}' is declared twice")
+        seen.add(c.name.lower())
+    for role in (ROLE_RECORD_ID, ROLE_KEY, ROLE_EVENT_TIME, ROLE_LABEL):
+        having = [c.name for c in columns if c.role == role]
+        if len(having) > 1:
+            raise SchemaError(f"{source}: role '{role}' is given to several columns {having}; only one may have it")
+    et = [c for c in columns if c.role == ROLE_EVENT_TIME]
+    if et and not isinstance(et[0].spark_type, (T.TimestampType, T.DateType)):
+        raise SchemaError(f"{source}: column '{et[0].name}': role event_time needs type timestamp or date")
+    return TableSchema(name=str(data.get("name") or Path(source).stem), columns=columns, source=source)
+
+
+def load_schema(path: str | Path) -> TableSchema:
+    """Reads a ``.yaml``/``.yml``/``.json`` schema file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        SchemaError: the file is not valid YAML/JSON or declares something malformed.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"schema file {p} not found")
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SchemaError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}") from None
+    return schema_from_dict(data, str(p))

@@ -1,0 +1,102 @@
+"""The one SparkSession factory. Nothing in ml_engine builds a session at import time."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from pyspark import SparkConf, SparkContext
+from pyspark.sql import SparkSession
+
+from ml_engine.config import SparkConfig
+
+# Settings every session gets unless spark-submit or the config already set them:
+# INT64 microsecond timestamps are what Delta (and delta-rs) expect in Parquet files; UTC keeps
+# event times independent of the machine's zone.
+ENGINE_DEFAULTS = {
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+class JavaNotFoundError(RuntimeError):
+    """Spark needs a Java runtime and none was found."""
+
+
+def check_java() -> str:
+    """Returns the java executable Spark will use.
+
+    Raises:
+        JavaNotFoundError: with installation advice, instead of a Py4J stack trace later.
+    """
+    java_home = os.environ.get("JAVA_HOME")
+    candidate = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
+    if not candidate or not os.path.exists(candidate):
+        raise JavaNotFoundError(
+            "Java was not found (no JAVA_HOME, no 'java' on PATH). Spark needs Java 17: "
+            "install it (Debian/Ubuntu: 'sudo apt-get install openjdk-17-jre-headless'; "
+            "macOS: 'brew install openjdk@17') or set JAVA_HOME."
+        )
+    try:
+        subprocess.run([candidate, "-version"], capture_output=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise JavaNotFoundError(f"{candidate} does not run ({exc}); install Java 17") from exc
+    return candidate
+
+
+def under_spark_submit() -> bool:
+    """True when this Python process was launched by spark-submit (a JVM is already there)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def build_session(
+    spark_cfg: SparkConfig | None = None,
+    app_name: str | None = None,
+    extra_conf: dict[str, str] | None = None,
+) -> SparkSession:
+    """Builds (or returns the running) SparkSession.
+
+    Under spark-submit the master and every ``--conf`` given there win; the config's
+    ``spark.master`` is only used for a local run, and ``spark.conf`` entries only fill keys
+    spark-submit left unset.
+
+    Args:
+        spark_cfg: the ``spark`` section of the config (defaults if None).
+        app_name: overrides ``spark_cfg.app_name`` (jobs pass ``ml-engine:<job>``).
+        extra_conf: settings the caller needs (e.g. a Delta backend's), applied like
+            ``spark_cfg.conf`` but with lower priority.
+
+    Raises:
+        JavaNotFoundError: when no Java runtime is available (local runs only).
+    """
+    spark_cfg = spark_cfg or SparkConfig()
+    if not under_spark_submit():
+        check_java()
+    if under_spark_submit():
+        # Attach to spark-submit's JVM so its --master and --conf values are visible here.
+        SparkContext._ensure_initialized()
+        existing = SparkConf()
+    else:
+        existing = SparkConf(loadDefaults=False)
+    builder = SparkSession.builder
+    if not existing.contains("spark.master"):
+        builder = builder.master(spark_cfg.master)
+    if not existing.contains("spark.app.name"):
+        builder = builder.appName(app_name or spark_cfg.app_name)
+    wanted = {**ENGINE_DEFAULTS, **(extra_conf or {}), **spark_cfg.conf}
+    for key, value in wanted.items():
+        if not existing.contains(key):
+            builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    # A session that already existed keeps its static settings; runtime ones still apply.
+    for key in ("spark.sql.parquet.outputTimestampType", "spark.sql.session.timeZone"):
+        if not existing.contains(key):
+            spark.conf.set(key, wanted[key])
+    return spark
+
+
+def describe(spark: SparkSession, text: str) -> None:
+    """Sets the job description shown in the Spark UI for the jobs that follow."""
+    spark.sparkContext.setJobDescription(text)

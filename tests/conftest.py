@@ -1,0 +1,58 @@
+"""Shared fixtures: one Spark session for the whole run, real Delta tables in tmp dirs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--delta-backend",
+        action="store",
+        default="rs",
+        choices=("rs", "spark"),
+        help="Delta backend the table contract tests run against (default: rs).",
+    )
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The one SparkSession of the test run: local[2], 2 shuffle partitions, UI off."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from ml_engine.config import SparkConfig
+    from ml_engine.session import build_session
+
+    session = build_session(
+        SparkConfig(
+            master="local[2]",
+            app_name="ml-engine-tests",
+            conf={
+                "spark.sql.shuffle.partitions": "2",
+                "spark.default.parallelism": "2",
+                "spark.ui.enabled": "false",
+                "spark.ui.showConsoleProgress": "false",
+                "spark.sql.adaptive.enabled": "false",
+                "spark.driver.memory": "2g",
+                "spark.sql.ansi.enabled": "true",
+            },
+        )
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def sample_schema_path(project_root) -> Path:
+    return project_root / "schemas" / "transactions.yaml"
