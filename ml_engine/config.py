@@ -489,7 +489,7 @@ def _file_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dic
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node: Any = data
-    for i, part in enumerate(parts[:-1]):
+    for part in parts[:-1]:
         if isinstance(node, list):
             node = node[int(part)]
             continue

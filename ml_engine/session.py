@@ -100,3 +100,31 @@ def build_session(
 def describe(spark: SparkSession, text: str) -> None:
     """Sets the job description shown in the Spark UI for the jobs that follow."""
     spark.sparkContext.setJobDescription(text)
+
+
+class JobCounter:
+    """Counts the Spark jobs started inside a ``with`` block (benchmarks and scale tests).
+
+    Example::
+
+        with JobCounter(spark) as jobs:
+            run_clean(spark, cfg, tables)
+        print(jobs.count)
+    """
+
+    def __init__(self, spark: SparkSession, group: str | None = None):
+        import uuid
+
+        self.spark = spark
+        self.group = group or f"ml-engine-count-{uuid.uuid4().hex[:8]}"
+        self.count = 0
+
+    def __enter__(self) -> JobCounter:
+        self.spark.sparkContext.setJobGroup(self.group, self.group, interruptOnCancel=False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sc = self.spark.sparkContext
+        self.count = len(sc.statusTracker().getJobIdsForGroup(self.group))
+        sc.setLocalProperty("spark.jobGroup.id", None)
+        sc.setLocalProperty("spark.job.description", None)
