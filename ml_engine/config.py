@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -309,7 +310,15 @@ class OutliersConfig(StrictModel):
 
 
 class WindowAggConfig(StrictModel):
-    """Per-entity aggregates over the last ``days`` days as of each event."""
+    """Per-entity aggregates over the last ``days`` days as of each event.
+
+    For an event of entity ``k`` at time ``t`` the window holds the events of ``k`` with event
+    time in ``(t - days, t]``: the current event (and any other event of ``k`` at the same
+    instant) is included, an event exactly ``days`` days earlier is not. ``columns`` are
+    numeric schema columns or names of ``features.expressions``; every column gets every
+    aggregate for every ``days``, named ``<column>_<agg>_<days>d``. ``count`` counts the
+    non-null values of the column, so ``mean = sum / count``.
+    """
 
     columns: list[str] = Field(default_factory=list)
     days: list[int] = Field(default_factory=lambda: [7, 30])
@@ -317,43 +326,207 @@ class WindowAggConfig(StrictModel):
         default_factory=lambda: ["count", "sum", "mean", "max"]
     )
 
+    @model_validator(mode="after")
+    def _positive_unique(self) -> WindowAggConfig:
+        if any(d < 1 for d in self.days):
+            raise ValueError(f"days {self.days}: every window must be at least 1 day")
+        if len(set(self.days)) != len(self.days) or len(set(self.aggs)) != len(self.aggs):
+            raise ValueError("days and aggs must not repeat a value")
+        if len(set(self.columns)) != len(self.columns):
+            raise ValueError(f"columns {self.columns} repeat a column")
+        return self
+
+
+class UnivariateConfig(StrictModel):
+    """MLlib's ``UnivariateFeatureSelector``: the test follows from the two types.
+
+    continuous features + categorical label: ANOVA F-test; categorical + categorical:
+    chi-squared; continuous + continuous: F-value of a linear regression. ``threshold`` means
+    what Spark's ``selectionThreshold`` means for ``selection_mode``: the number of features
+    (numTopFeatures), a fraction of them (percentile) or the p-value / error-rate bound
+    (fpr, fdr, fwe). Unset: Spark's default (50, 0.1, 0.05).
+    """
+
+    feature_type: Literal["categorical", "continuous"] = "continuous"
+    label_type: Literal["categorical", "continuous"] = "categorical"
+    selection_mode: Literal["numTopFeatures", "percentile", "fpr", "fdr", "fwe"] = "numTopFeatures"
+    threshold: float | None = None
+
+    @model_validator(mode="after")
+    def _threshold_fits_mode(self) -> UnivariateConfig:
+        t = self.threshold
+        if t is None:
+            return self
+        if self.selection_mode == "numTopFeatures" and (t < 1 or t != int(t)):
+            raise ValueError(f"threshold {t}: numTopFeatures needs a whole number >= 1")
+        if self.selection_mode != "numTopFeatures" and not 0 <= t <= 1:
+            raise ValueError(f"threshold {t}: {self.selection_mode} needs a value in [0, 1]")
+        return self
+
 
 class SelectionConfig(StrictModel):
-    """Optional feature selection with MLlib's selectors."""
+    """Optional feature selection with MLlib's selectors (see ``ml_engine.features.select_features``).
 
-    variance_threshold: float | None = None
-    univariate: dict[str, Any] | None = None
+    ``variance_threshold``: drop features whose sample variance is not above it (0 drops
+    constant columns). ``univariate``: then keep the features a univariate test selects.
+    ``columns``: the candidate (numeric) columns of the training set; default every numeric
+    feature column.
+    """
+
+    variance_threshold: float | None = Field(default=None, ge=0)
+    univariate: UnivariateConfig | None = None
+    columns: list[str] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.variance_threshold is not None or self.univariate is not None
 
 
 class FeaturesConfig(StrictModel):
-    """``silver`` -> ``features`` keyed by entity + event time."""
+    """``silver`` -> ``features`` keyed by entity + event time (see ``ml_engine.features``).
+
+    Output names: ``expressions`` and ``ratios`` use their keys; ``log`` gives ``log_<col>``;
+    ``buckets`` ``<col>_bucket``; ``date_parts`` ``<col>_<part>``; ``windows``
+    ``<col>_<agg>_<days>d``. ``log_negative``: ``signed`` computes ``sign(x) * log1p(|x|)``
+    (equal to ``log1p(x)`` for x >= 0), ``null`` gives null for negative values. ``buckets``
+    maps a column to increasing split points: bucket ``i`` is ``[s_i, s_i+1)``, the last one
+    also includes its upper split, values outside (and NaN) give null; use ``-.inf``/``.inf``
+    for open ends. ``passthrough``: silver columns copied unchanged (default: the schema's
+    numeric and categorical features). ``start``/``end`` (ISO date or timestamp, start
+    inclusive, end exclusive) select the events to (re)build by event time instead of the
+    run's batch.
+    """
 
     expressions: dict[str, str] = Field(default_factory=dict)
     log: list[str] = Field(default_factory=list)
+    log_negative: Literal["signed", "null"] = "signed"
     ratios: dict[str, list[str]] = Field(default_factory=dict)
     buckets: dict[str, list[float]] = Field(default_factory=dict)
     date_parts: dict[str, list[Literal["year", "month", "day", "dayofweek", "hour"]]] = Field(
         default_factory=dict
     )
     windows: WindowAggConfig = Field(default_factory=WindowAggConfig)
+    passthrough: list[str] | None = None
     # Re-running a date range replaces the rows of that range.
     start: str | None = None
     end: str | None = None
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
 
+    @model_validator(mode="after")
+    def _well_formed(self) -> FeaturesConfig:
+        for name, pair in self.ratios.items():
+            if len(pair) != 2:
+                raise ValueError(f"ratios.{name}: give [numerator, denominator], got {pair}")
+        for col, splits in self.buckets.items():
+            if len(splits) < 2 or any(a >= b for a, b in zip(splits[:-1], splits[1:], strict=True)):
+                raise ValueError(
+                    f"buckets.{col}: splits {splits} must be at least 2 strictly increasing numbers"
+                )
+        bounds = {}
+        for key in ("start", "end"):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    bounds[key] = datetime.fromisoformat(value)
+                except ValueError:
+                    raise ValueError(
+                        f"{key}: {value!r} is not an ISO date or timestamp (2026-01-31 or "
+                        f"2026-01-31 12:00:00)"
+                    ) from None
+        if len(bounds) == 2 and bounds["start"] >= bounds["end"]:
+            raise ValueError(f"start {self.start} must be before end {self.end}")
+        return self
+
+    def output_names(self) -> list[str]:
+        """Names of the engineered columns, in output order."""
+        names = list(self.expressions)
+        names += [f"log_{c}" for c in self.log]
+        names += list(self.ratios)
+        names += [f"{c}_bucket" for c in self.buckets]
+        names += [f"{c}_{p}" for c, parts in self.date_parts.items() for p in parts]
+        names += [
+            f"{c}_{agg}_{d}d"
+            for c in self.windows.columns
+            for d in self.windows.days
+            for agg in self.windows.aggs
+        ]
+        return names
+
     def schema_errors(self, schema: TableSchema, path: str) -> list[tuple[str, str]]:
         errors: list[tuple[str, str]] = []
-        for c in self.log:
-            errors += _missing_columns(schema, f"{path}.log", [c])
+
+        def numeric(p: str, cols: Iterable[str], what: str) -> None:
+            for c in cols:
+                miss = _missing_columns(schema, p, [c])
+                errors.extend(miss)
+                if not miss and not schema.column(c).is_numeric:
+                    errors.append(
+                        (p, f"column '{c}' has type {schema.column(c).type}; {what} needs a "
+                            f"numeric column")
+                    )
+
+        numeric(f"{path}.log", self.log, "log")
         for name, pair in self.ratios.items():
-            errors += _missing_columns(schema, f"{path}.ratios.{name}", pair)
+            numeric(f"{path}.ratios.{name}", pair, "a ratio")
         for c in self.buckets:
-            errors += _missing_columns(schema, f"{path}.buckets.{c}", [c])
+            numeric(f"{path}.buckets.{c}", [c], "bucketing")
         for c in self.date_parts:
-            errors += _missing_columns(schema, f"{path}.date_parts.{c}", [c])
-        errors += _missing_columns(
-            schema, f"{path}.windows.columns", self.windows.columns, extra=self.expressions
+            p = f"{path}.date_parts.{c}"
+            miss = _missing_columns(schema, p, [c])
+            errors += miss
+            if not miss and schema.column(c).type not in ("timestamp", "date"):
+                errors.append(
+                    (p, f"column '{c}' has type {schema.column(c).type}; date parts need a "
+                        f"timestamp or date column")
+                )
+        numeric(
+            f"{path}.windows.columns",
+            [c for c in self.windows.columns if c not in self.expressions],
+            "a window aggregate",
         )
+        if self.windows.columns and (schema.key is None or schema.event_time is None):
+            errors.append(
+                (f"{path}.windows.columns", f"window aggregates need a column with role key and "
+                 f"one with role event_time in schema '{schema.name}' ({schema.source})")
+            )
+        errors += _missing_columns(schema, f"{path}.passthrough", self.passthrough or [])
+        taken = {c for c in schema.names} | {"batch_id", "source_file", "ingested_at"}
+        seen: set[str] = set()
+        for name in self.output_names():
+            if name in taken or name in seen:
+                errors.append(
+                    (path, f"engineered column '{name}' clashes with an input column or another "
+                           f"engineered column; rename it")
+                )
+            seen.add(name)
+        return errors
+
+
+class TrainingSetConfig(StrictModel):
+    """Label events + ``features`` -> ``training_set``, point-in-time correct.
+
+    Labels come from ``labels_path`` (a Delta table) or, by default, from ``silver``. The
+    column names default to the schema's roles: ``label_id`` record_id, ``key`` key,
+    ``label_time`` event_time, ``label`` label. ``feature_columns``: the feature table columns
+    to join (default: all except ids, times, label and batch_id).
+    """
+
+    labels_path: str | None = None
+    key: str | None = None
+    label_time: str | None = None
+    label: str | None = None
+    label_id: str | None = None
+    feature_columns: list[str] | None = None
+
+    def schema_errors(self, schema: TableSchema, path: str) -> list[tuple[str, str]]:
+        if self.labels_path is not None:
+            # A separate label table is not described by the schema; checked when read.
+            return []
+        errors: list[tuple[str, str]] = []
+        for key in ("key", "label_time", "label", "label_id"):
+            value = getattr(self, key)
+            if value is not None:
+                errors += _missing_columns(schema, f"{path}.{key}", [value])
         return errors
 
 
@@ -376,6 +549,7 @@ class Config(StrictModel):
     clean: CleanConfig = Field(default_factory=CleanConfig)
     outliers: OutliersConfig = Field(default_factory=OutliersConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    training_set: TrainingSetConfig = Field(default_factory=TrainingSetConfig)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
@@ -407,7 +581,7 @@ class Config(StrictModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
-SECTIONS_CHECKED_AGAINST_SCHEMA = ("clean", "outliers", "features")
+SECTIONS_CHECKED_AGAINST_SCHEMA = ("clean", "outliers", "features", "training_set")
 
 # --------------------------------------------------------------------------- loading
 
@@ -486,8 +660,15 @@ def _file_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dic
     return chain + [(path, data)]
 
 
+# Mappings whose own keys contain dots (Spark settings): the rest of the path is one key.
+_LITERAL_KEY_MAPS = ("spark.conf.",)
+
+
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
+    for prefix in _LITERAL_KEY_MAPS:
+        if dotted.startswith(prefix) and len(dotted) > len(prefix):
+            parts = prefix.rstrip(".").split(".") + [dotted[len(prefix):]]
     node: Any = data
     for part in parts[:-1]:
         if isinstance(node, list):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -40,9 +41,17 @@ def check_java() -> str:
             "macOS: 'brew install openjdk@17') or set JAVA_HOME."
         )
     try:
-        subprocess.run([candidate, "-version"], capture_output=True, check=True, timeout=30)
+        out = subprocess.run([candidate, "-version"], capture_output=True, check=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as exc:
         raise JavaNotFoundError(f"{candidate} does not run ({exc}); install Java 17") from exc
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr.decode(errors="replace"))
+    if m:
+        major = int(m.group(2)) if m.group(1) == "1" else int(m.group(1))
+        if major < 17:
+            raise JavaNotFoundError(
+                f"{candidate} is Java {major}; Spark 4 needs Java 17 or newer: install "
+                "openjdk-17 and set JAVA_HOME to it"
+            )
     return candidate
 
 
@@ -97,9 +106,40 @@ def build_session(
     return spark
 
 
-def describe(spark: SparkSession, text: str) -> None:
-    """Sets the job description shown in the Spark UI for the jobs that follow."""
+def describe(spark: SparkSession, text: str | None) -> None:
+    """Sets the job description shown in the Spark UI for the jobs that follow (None clears)."""
     spark.sparkContext.setJobDescription(text)
+
+
+DELTA_EXTENSION_CLASS = "io.delta.sql.DeltaSparkSessionExtension"
+
+
+def delta_extra_conf(cfg) -> dict[str, str]:
+    """Session settings for the delta-spark backend, when it is wanted and can load.
+
+    ``delta.backend: spark`` always gets them (a missing jar then fails clearly when the table
+    backend opens). ``auto`` gets them under spark-submit when the Delta classes are on the
+    driver's classpath (``--packages``/``--jars``); a local ``auto`` run uses ``rs`` unless
+    ``spark.jars.packages`` names delta-spark.
+    """
+    from ml_engine.tables import delta_spark_conf
+
+    backend = cfg.delta.backend
+    if backend == "rs":
+        return {}
+    if backend == "spark" or "delta-spark" in cfg.spark.conf.get("spark.jars.packages", ""):
+        return delta_spark_conf()
+    if under_spark_submit():
+        SparkContext._ensure_initialized()
+        jvm = SparkContext._jvm
+        try:
+            jvm.java.lang.Class.forName(
+                DELTA_EXTENSION_CLASS, False, jvm.Thread.currentThread().getContextClassLoader()
+            )
+            return delta_spark_conf()
+        except Exception:  # noqa: BLE001 - a Py4J error means the class is not there
+            return {}
+    return {}
 
 
 class JobCounter:

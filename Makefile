@@ -1,0 +1,45 @@
+# The two commands: `make demo` and `make test`. Both create the environment first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+WORKDIR ?= demo
+ROWS    ?=
+
+.PHONY: demo test lint format env check-java clean-demo benchmark
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed; found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { [ -n "$$JAVA_HOME" ] && [ -x "$$JAVA_HOME/bin/java" ]; } || { \
+	  echo "Java 17 is needed by Spark and was not found (no 'java' on PATH, no JAVA_HOME)."; \
+	  echo "Install it: Debian/Ubuntu 'sudo apt-get install -y openjdk-17-jre-headless',"; \
+	  echo "macOS 'brew install openjdk@17', or set JAVA_HOME to a Java 17 installation."; \
+	  exit 1; }
+
+demo: check-java env
+	$(BIN)/ml-engine demo --workdir $(WORKDIR) $(if $(ROWS),--rows $(ROWS),)
+
+test: check-java env
+	$(BIN)/pytest
+
+lint: env
+	$(BIN)/ruff check ml_engine jobs tests benchmarks
+	$(BIN)/ruff format --check ml_engine jobs tests benchmarks
+
+format: env
+	$(BIN)/ruff format ml_engine jobs tests benchmarks
+	$(BIN)/ruff check --fix ml_engine jobs tests benchmarks
+
+benchmark: check-java env
+	$(BIN)/python benchmarks/bench_data_jobs.py
+
+clean-demo:
+	rm -rf $(WORKDIR)

@@ -1,0 +1,63 @@
+"""The session factory: local default, and spark-submit's master and --conf win."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyspark
+
+SCRIPT = """
+from ml_engine.config import SparkConfig
+from ml_engine.session import build_session
+spark = build_session(SparkConfig({args}))
+print("MASTER", spark.sparkContext.master)
+print("PARTITIONS", spark.conf.get("spark.sql.shuffle.partitions"))
+print("TS", spark.conf.get("spark.sql.parquet.outputTimestampType"))
+spark.stop()
+"""
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYSPARK_PYTHON"] = sys.executable
+    return env
+
+
+def _values(stdout: str) -> dict[str, str]:
+    return dict(line.split(" ", 1) for line in stdout.splitlines() if line.split(" ")[0] in {"MASTER", "PARTITIONS", "TS"})
+
+
+def test_local_run_defaults_to_local_star_and_applies_config(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text(SCRIPT.format(args='conf={"spark.sql.shuffle.partitions": "3", "spark.ui.enabled": "false"}'))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _values(r.stdout) == {"MASTER": "local[*]", "PARTITIONS": "3", "TS": "TIMESTAMP_MICROS"}
+
+
+def test_spark_submit_master_and_conf_win_over_config(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text(
+        SCRIPT.format(args='master="local[2]", conf={"spark.sql.shuffle.partitions": "3", "spark.ui.enabled": "false"}')
+    )
+    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    r = subprocess.run(
+        [str(spark_submit), "--master", "local[1]", "--conf", "spark.sql.shuffle.partitions=7", str(script)],
+        capture_output=True, text=True, env=_env(), timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _values(r.stdout) == {"MASTER": "local[1]", "PARTITIONS": "7", "TS": "TIMESTAMP_MICROS"}
+
+
+def test_importing_the_package_builds_no_session():
+    code = (
+        "import ml_engine, ml_engine.config, ml_engine.schemas, ml_engine.session, ml_engine.jobs, "
+        "ml_engine.cli\n"
+        "from pyspark import SparkContext\n"
+        "print(SparkContext._active_spark_context is None and SparkContext._gateway is None)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "True", r.stderr
