@@ -29,8 +29,9 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pyspark.sql import types as T
 
-from ml_engine.schemas import ROLE_CATEGORICAL, ROLE_NUMERIC, TableSchema, load_schema
+from ml_engine.schemas import ROLE_CATEGORICAL, ROLE_NUMERIC, TableSchema, load_schema, parse_type
 
 TABLE_NAMES = (
     "bronze",
@@ -147,12 +148,27 @@ class MlflowConfig(StrictModel):
     registered_model: str = "ml-engine-model"
 
 
+# Charsets Spark's CSV and JSON readers accept (unless spark.sql.legacy.javaCharsets is set).
+SPARK_CHARSETS = ("utf-8", "utf-16", "utf-16be", "utf-16le", "utf-32", "us-ascii", "iso-8859-1")
+
+
 class CsvOptions(StrictModel):
+    """How ``ingest`` reads CSV: a header line per file, delimiter, encoding, quote, escape."""
+
     header: bool = True
-    delimiter: str = ","
+    delimiter: str = Field(default=",", min_length=1)
     encoding: str = "utf-8"
     quote: str = '"'
     escape: str = "\\"
+
+    @model_validator(mode="after")
+    def _known_encoding(self) -> CsvOptions:
+        if self.encoding.lower() not in SPARK_CHARSETS:
+            raise ValueError(
+                f"encoding {self.encoding!r} is not one Spark reads; use one of "
+                f"{list(SPARK_CHARSETS)} (latin-1 is iso-8859-1)"
+            )
+        return self
 
 
 class IngestConfig(StrictModel):
@@ -183,13 +199,17 @@ class SampleDataConfig(StrictModel):
 class CleanRule(StrictModel):
     """One data-quality rule on ``silver`` candidates.
 
-    ``type``: ``range`` (``min``/``max``), ``allowed`` (``values``), ``pattern`` (``pattern``,
-    a Java regex that must match the whole value) or ``expression`` (``expr``, a SQL boolean
-    over columns that must hold). ``action``: ``warn`` counts violations, ``drop`` sends the row
-    to quarantine with the rule as reason, ``fail`` stops the job.
+    ``type``: ``range`` (``min``/``max``, inclusive; on date/timestamp columns the bounds are
+    epoch seconds), ``allowed`` (``values``), ``pattern`` (``pattern``, a Java regex that must
+    match the whole value) or ``expression`` (``expr``, a SQL boolean over columns that must
+    hold). A null value (or an expression that evaluates to null) is not a violation: nulls are
+    the business of ``clean.missing``. ``action``: ``warn`` counts violations, ``drop`` sends
+    the row to quarantine with the rule as reason, ``fail`` stops the job before anything is
+    written. Names are unique; the prefix ``schema:`` is reserved for the rules made from the
+    schema's constraints (``schema:<column>:range|allowed|pattern``).
     """
 
-    name: str
+    name: str = Field(min_length=1)
     type: Literal["range", "allowed", "pattern", "expression"]
     column: str | None = None
     min: float | None = None
@@ -212,21 +232,58 @@ class CleanRule(StrictModel):
             raise ValueError(f"rule '{self.name}' of type {self.type} needs {missing}")
         if self.type == "range" and self.min is None and self.max is None:
             raise ValueError(f"rule '{self.name}' of type range needs min and/or max")
+        if self.type == "range" and self.min is not None and self.max is not None:
+            if self.min > self.max:
+                raise ValueError(f"rule '{self.name}': min {self.min} is greater than max {self.max}")
+        if self.type == "pattern":
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"rule '{self.name}': pattern {self.pattern!r} is not a valid regex: {exc}"
+                ) from None
         return self
 
 
 class MissingValuePolicy(StrictModel):
+    """What to do with nulls of one column.
+
+    ``drop``: the row goes to quarantine; ``mean`` / ``median`` (numeric columns; rounded
+    half-up for integral types; the median is the lower median, an observed value) / ``mode``
+    (the most frequent value; ties go to the smallest value) are learned from the rows that
+    reach ``silver``; ``constant`` fills ``value``.
+    """
+
     strategy: Literal["drop", "mean", "median", "mode", "constant"]
     value: Any = None
 
+    @model_validator(mode="after")
+    def _value_for_constant(self) -> MissingValuePolicy:
+        if self.strategy == "constant" and self.value is None:
+            raise ValueError("strategy constant needs a value")
+        if self.strategy != "constant" and self.value is not None:
+            raise ValueError(f"value is only used by strategy constant, not {self.strategy}")
+        return self
+
 
 class CleanConfig(StrictModel):
-    """``bronze`` -> ``silver``: dedup, standardisation, missing values, rules, metrics."""
+    """``bronze`` -> ``silver``: dedup, standardisation, missing values, rules, metrics.
+
+    ``dedup``: ``latest_by_key`` keeps, per record id (the schema's ``record_id`` column, else
+    its ``key``), the row with the latest event time (ties: latest ``ingested_at``, then the
+    greatest ``source_file``); ``exact`` removes rows equal in every schema column; ``none``.
+    ``trim`` strips string columns (a blank string becomes null); ``case`` and ``mappings``
+    (raw spelling -> canonical spelling, applied after trim and case) apply to string columns.
+    ``coerce`` casts columns to another type (a schema type name); a value that does not cast
+    becomes null and is counted. ``quantiles`` are reported per numeric column in
+    ``dq_metrics``.
+    """
 
     dedup: Literal["latest_by_key", "exact", "none"] = "latest_by_key"
     trim: bool = True
     case: dict[str, Literal["lower", "upper"]] = Field(default_factory=dict)
     mappings: dict[str, dict[str, str]] = Field(default_factory=dict)
+    coerce: dict[str, str] = Field(default_factory=dict)
     missing: dict[str, MissingValuePolicy] = Field(default_factory=dict)
     rules: list[CleanRule] = Field(default_factory=list)
     # Constraints declared in the schema file become rules with this action.
@@ -234,11 +291,75 @@ class CleanConfig(StrictModel):
     quantiles: list[float] = Field(default_factory=lambda: [0.05, 0.25, 0.5, 0.75, 0.95])
     fail_sample_size: int = Field(default=5, ge=1)
 
+    @model_validator(mode="after")
+    def _rules_and_quantiles(self) -> CleanConfig:
+        names = [r.name for r in self.rules]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"rule name(s) {repeated} are used more than once; names must be unique")
+        reserved = [n for n in names if n.startswith("schema:")]
+        if reserved:
+            raise ValueError(
+                f"rule name(s) {reserved}: the prefix 'schema:' is reserved for schema constraints"
+            )
+        bad = [q for q in self.quantiles if not 0 <= q <= 1]
+        if bad:
+            raise ValueError(f"quantiles {bad} are outside [0, 1]")
+        if len(set(self.quantiles)) != len(self.quantiles):
+            raise ValueError(f"quantiles {self.quantiles} repeat a value")
+        return self
+
+    def column_type(self, schema: TableSchema, column: str) -> T.DataType:
+        """The Spark type ``column`` has after coercion (its schema type unless coerced).
+
+        Raises:
+            KeyError: the column is not in the schema.
+        """
+        if column in self.coerce:
+            return parse_type(self.coerce[column])
+        return schema.column(column).spark_type
+
     def schema_errors(self, schema: TableSchema, path: str) -> list[tuple[str, str]]:
         errors: list[tuple[str, str]] = []
-        for key, cols in (("case", self.case), ("mappings", self.mappings), ("missing", self.missing)):
+        for key, cols in (
+            ("case", self.case),
+            ("mappings", self.mappings),
+            ("coerce", self.coerce),
+            ("missing", self.missing),
+        ):
             for c in cols:
-                errors += _missing_columns(schema, f"{path}.{key}.{c}", [c])
+                miss = _missing_columns(schema, f"{path}.{key}.{c}", [c])
+                errors += miss
+                if miss or key not in ("case", "mappings"):
+                    continue
+                if schema.column(c).type != "string":
+                    errors.append(
+                        (f"{path}.{key}.{c}", f"{key} only applies to string columns, '{c}' "
+                         f"has type {schema.column(c).type}")
+                    )
+        for c, target in self.coerce.items():
+            try:
+                parse_type(target)
+            except ValueError as exc:
+                errors.append((f"{path}.coerce.{c}", str(exc)))
+
+        def ctype(c: str) -> T.DataType | None:
+            """The column's type after coercion; None when an error above already covers it."""
+            try:
+                return self.column_type(schema, c)
+            except (KeyError, ValueError):
+                return None
+
+        def numeric(c: str) -> bool:
+            return isinstance(ctype(c), T.NumericType)
+
+        if self.dedup == "latest_by_key" and "dedup" in self.model_fields_set:
+            if schema.record_id is None and schema.key is None:
+                errors.append(
+                    (f"{path}.dedup", f"latest_by_key needs a column with role record_id or key "
+                     f"in schema '{schema.name}' ({schema.source}); declare one or use exact "
+                     f"or none")
+                )
         for i, rule in enumerate(self.rules):
             rpath = f"{path}.rules.{i}"
             if rule.column is None:
@@ -247,24 +368,45 @@ class CleanConfig(StrictModel):
             if missing:
                 errors += missing
                 continue
-            col = schema.column(rule.column)
-            if rule.type == "range" and not col.is_numeric_or_temporal:
+            dtype = ctype(rule.column)
+            if dtype is None:
+                continue
+            tname = dtype.simpleString()
+            if rule.type == "range" and not isinstance(
+                dtype, (T.NumericType, T.DateType, T.TimestampType)
+            ):
                 errors.append(
                     (f"{rpath}.column", f"rule '{rule.name}' is a range rule but column "
-                     f"'{rule.column}' has type {col.type}; use a numeric column")
+                     f"'{rule.column}' has type {tname}; use a numeric column")
                 )
-            if rule.type == "pattern" and col.type != "string":
+            if rule.type == "pattern" and not isinstance(dtype, T.StringType):
                 errors.append(
                     (f"{rpath}.column", f"rule '{rule.name}' is a pattern rule but column "
-                     f"'{rule.column}' has type {col.type}; patterns apply to string columns")
+                     f"'{rule.column}' has type {tname}; patterns apply to string columns")
                 )
-        for c, policy in self.missing.items():
-            if c in schema.names and policy.strategy in ("mean", "median"):
-                if not schema.column(c).is_numeric:
+            if rule.type == "allowed" and numeric(rule.column):
+                bad = [v for v in rule.values or [] if isinstance(v, bool) or not isinstance(v, (int, float))]
+                if bad:
                     errors.append(
-                        (f"{path}.missing.{c}.strategy", f"{policy.strategy} imputation needs "
-                         f"a numeric column, '{c}' has type {schema.column(c).type}")
+                        (f"{rpath}.values", f"rule '{rule.name}': column '{rule.column}' has "
+                         f"type {tname} but values {bad} are not numbers")
                     )
+        for c, policy in self.missing.items():
+            if ctype(c) is None:
+                continue
+            tname = ctype(c).simpleString()
+            if policy.strategy in ("mean", "median") and not numeric(c):
+                errors.append(
+                    (f"{path}.missing.{c}.strategy", f"{policy.strategy} imputation needs "
+                     f"a numeric column, '{c}' has type {tname}")
+                )
+            if policy.strategy == "constant" and numeric(c) and (
+                isinstance(policy.value, bool) or not isinstance(policy.value, (int, float))
+            ):
+                errors.append(
+                    (f"{path}.missing.{c}.value", f"column '{c}' has type {tname} but the "
+                     f"constant {policy.value!r} is not a number")
+                )
         return errors
 
 
@@ -272,7 +414,14 @@ class CleanConfig(StrictModel):
 
 
 class DetectorConfig(StrictModel):
-    """One outlier detector. ``columns`` defaults to the schema's numeric features."""
+    """One outlier detector (see ``ml_engine.outliers``).
+
+    ``method``: ``iqr`` (a value is an outlier outside ``Q1 - k*IQR`` .. ``Q3 + k*IQR``),
+    ``mad`` (robust z ``0.6745 * (x - median) / MAD`` beyond ``threshold``), ``zscore``
+    (``(x - mean) / std`` beyond ``threshold``) or ``mahalanobis`` (distance of the
+    standardised row from the mean beyond ``threshold``; ``sqrt(chi2.ppf(0.999, n_columns))``
+    is a principled choice). ``columns`` defaults to the schema's numeric features.
+    """
 
     method: Literal["iqr", "mad", "zscore", "mahalanobis"]
     columns: list[str] | None = None
@@ -281,23 +430,37 @@ class DetectorConfig(StrictModel):
     # mad (robust z), zscore and mahalanobis: a row is an outlier above this score.
     threshold: float = Field(default=3.5, gt=0)
 
+    @model_validator(mode="after")
+    def _columns_listed_once(self) -> DetectorConfig:
+        if self.columns is not None:
+            if not self.columns:
+                raise ValueError("columns is empty; list numeric columns or leave it out")
+            twice = sorted({c for c in self.columns if self.columns.count(c) > 1})
+            if twice:
+                raise ValueError(f"columns lists {twice} more than once")
+        return self
+
 
 class OutliersConfig(StrictModel):
     """``silver`` -> ``silver`` with outlier flags / capped values / outliers quarantined."""
 
     detectors: list[DetectorConfig] = Field(
-        default_factory=lambda: [DetectorConfig(method="iqr", k=3.0)]
+        default_factory=lambda: [DetectorConfig(method="iqr", k=3.0)], min_length=1
     )
     policy: Literal["flag", "cap", "drop"] = "flag"
     # Fit on this run's data and save (true), or load the detector saved by an earlier fit.
     refit: bool = True
+    # Where the fitted detectors are saved (default <storage root>/models/outliers).
     model_path: str | None = None
 
     def schema_errors(self, schema: TableSchema, path: str) -> list[tuple[str, str]]:
         errors: list[tuple[str, str]] = []
         for i, det in enumerate(self.detectors):
+            p = f"{path}.detectors.{i}.columns"
+            if det.columns is None and not schema.numeric_features:
+                errors.append((p, f"not set, and schema '{schema.name}' ({schema.source}) has "
+                                  f"no numeric_feature columns to default to; list the columns"))
             for c in det.columns or []:
-                p = f"{path}.detectors.{i}.columns"
                 miss = _missing_columns(schema, p, [c])
                 errors += miss
                 if not miss and not schema.column(c).is_numeric:
@@ -461,8 +624,11 @@ class FeaturesConfig(StrictModel):
                 errors.extend(miss)
                 if not miss and not schema.column(c).is_numeric:
                     errors.append(
-                        (p, f"column '{c}' has type {schema.column(c).type}; {what} needs a "
-                            f"numeric column")
+                        (
+                            p,
+                            f"column '{c}' has type {schema.column(c).type}; {what} needs a "
+                            f"numeric column",
+                        )
                     )
 
         numeric(f"{path}.log", self.log, "log")
@@ -476,8 +642,11 @@ class FeaturesConfig(StrictModel):
             errors += miss
             if not miss and schema.column(c).type not in ("timestamp", "date"):
                 errors.append(
-                    (p, f"column '{c}' has type {schema.column(c).type}; date parts need a "
-                        f"timestamp or date column")
+                    (
+                        p,
+                        f"column '{c}' has type {schema.column(c).type}; date parts need a "
+                        f"timestamp or date column",
+                    )
                 )
         numeric(
             f"{path}.windows.columns",
@@ -486,8 +655,11 @@ class FeaturesConfig(StrictModel):
         )
         if self.windows.columns and (schema.key is None or schema.event_time is None):
             errors.append(
-                (f"{path}.windows.columns", f"window aggregates need a column with role key and "
-                 f"one with role event_time in schema '{schema.name}' ({schema.source})")
+                (
+                    f"{path}.windows.columns",
+                    f"window aggregates need a column with role key and "
+                    f"one with role event_time in schema '{schema.name}' ({schema.source})",
+                )
             )
         errors += _missing_columns(schema, f"{path}.passthrough", self.passthrough or [])
         taken = {c for c in schema.names} | {"batch_id", "source_file", "ingested_at"}
@@ -495,8 +667,11 @@ class FeaturesConfig(StrictModel):
         for name in self.output_names():
             if name in taken or name in seen:
                 errors.append(
-                    (path, f"engineered column '{name}' clashes with an input column or another "
-                           f"engineered column; rename it")
+                    (
+                        path,
+                        f"engineered column '{name}' clashes with an input column or another "
+                        f"engineered column; rename it",
+                    )
                 )
             seen.add(name)
         return errors

@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StructType
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, DataType, MapType, StructField, StructType
 
 
 class TableError(RuntimeError):
@@ -121,3 +122,102 @@ class DeltaTables(ABC):
 
         Returns the removed file paths.
         """
+
+
+# --- Checks every backend applies before writing (shared so the backends behave the same) ---
+
+
+def _without_nullability(data_type: DataType) -> DataType:
+    """The same type with every field / element / value nullable and no field metadata."""
+    if isinstance(data_type, StructType):
+        return StructType(
+            [StructField(f.name, _without_nullability(f.dataType), True) for f in data_type.fields]
+        )
+    if isinstance(data_type, ArrayType):
+        return ArrayType(_without_nullability(data_type.elementType), True)
+    if isinstance(data_type, MapType):
+        return MapType(
+            _without_nullability(data_type.keyType), _without_nullability(data_type.valueType), True
+        )
+    return data_type
+
+
+def nullable_schema(schema: StructType) -> StructType:
+    """``schema`` with every field nullable (what Parquet readers return)."""
+    return _without_nullability(schema)  # type: ignore[return-value]
+
+
+def conform_to_table(path: str, table_schema: StructType, df: DataFrame) -> DataFrame:
+    """Checks that ``df`` has the table's columns and types and orders them like the table.
+
+    Nullability differences are allowed; anything else (missing, extra or differently typed
+    columns) is refused, because the tables never evolve their schema silently.
+
+    Args:
+        path: the table (named in the error).
+        table_schema: the table's schema.
+        df: the rows to write.
+
+    Returns:
+        ``df`` with its columns in the table's order.
+
+    Raises:
+        TableError: naming the missing, extra and differently typed columns.
+    """
+    table_fields = {f.name: f for f in table_schema.fields}
+    df_fields = {f.name: f for f in df.schema.fields}
+    missing = [name for name in table_fields if name not in df_fields]
+    extra = [name for name in df_fields if name not in table_fields]
+    retyped = [
+        f"{name} (table: {table_fields[name].dataType.simpleString()}, "
+        f"data: {df_fields[name].dataType.simpleString()})"
+        for name in table_fields
+        if name in df_fields
+        and _without_nullability(table_fields[name].dataType)
+        != _without_nullability(df_fields[name].dataType)
+    ]
+    if missing or extra or retyped:
+        problems = []
+        if missing:
+            problems.append(f"missing columns {missing}")
+        if extra:
+            problems.append(f"columns not in the table {extra}")
+        if retyped:
+            problems.append(f"different types: {', '.join(retyped)}")
+        raise TableError(
+            f"cannot write to Delta table {path}: the data's schema differs from the table's "
+            f"({'; '.join(problems)}). Select and cast the columns to the table's schema "
+            f"({table_schema.simpleString()}), or write to a new table."
+        )
+    return df.select(*[df[name] for name in table_fields])
+
+
+def check_unique_keys(path: str, df: DataFrame, keys: list[str]) -> None:
+    """Refuses an upsert whose rows are not unique on ``keys`` (one small Spark job).
+
+    Raises:
+        TableError: a key column is missing from ``df``, or a key occurs more than once (the
+            message shows one such key and its count).
+    """
+    if not keys:
+        raise TableError(f"upsert into Delta table {path} needs at least one key column")
+    absent = [k for k in keys if k not in df.columns]
+    if absent:
+        raise TableError(
+            f"upsert into Delta table {path}: key columns {absent} are not in the data "
+            f"(columns: {df.columns})"
+        )
+    dup = (
+        df.groupBy(*keys)
+        .agg(F.count(F.lit(1)).alias("__ml_engine_rows"))
+        .where(F.col("__ml_engine_rows") > 1)
+        .limit(1)
+        .collect()
+    )
+    if dup:
+        row = dup[0].asDict()
+        n = row.pop("__ml_engine_rows")
+        raise TableError(
+            f"upsert into Delta table {path}: the data is not unique on keys {keys}: "
+            f"{row} occurs {n} times. Deduplicate the rows before upserting."
+        )

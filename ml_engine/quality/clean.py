@@ -1,0 +1,848 @@
+"""The clean job: ``bronze`` -> ``silver`` with quarantine and data-quality metrics.
+
+The work is a chain of pure transformations, each a native Spark expression over all columns
+at once (no Python UDFs, no per-column jobs):
+
+1. :func:`standardise` - trim strings (blank -> null), upper/lower case, canonical spellings;
+2. :func:`with_coerced_types` - optional casts, failures become null and are recorded;
+3. :func:`deduplicate` - ``latest_by_key``, ``exact`` or ``none``, remembering how many input
+   rows each surviving row stands for (so ``rows_in`` needs no extra count);
+4. :func:`with_violations` - every rule (config rules + schema constraints) and the
+   missing-value ``drop`` policy evaluated per row: the names of the rules a row violates and,
+   for rows that leave ``silver``, the quarantine reason;
+5. :func:`summarise` - ONE aggregation for all counts, means and KLL medians, plus one grouped
+   aggregation for all modes;
+6. :func:`impute` - fills nulls with the learned values.
+
+:func:`run_clean` is the job: it reads the batch from ``bronze``, persists the result of steps
+1-4 once, decides (``fail`` rules) before writing anything, then writes ``silver``, its
+``quarantine`` rows (stage ``clean``) and its ``dq_metrics`` rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ml_engine.config import CleanConfig, CleanRule, Config, MissingValuePolicy
+from ml_engine.jobs import JobError, JobResult
+from ml_engine.quality.metrics import metric_rows, profile_metrics, with_run_info
+from ml_engine.quality.quarantine import quarantine_rows, replace_predicate
+from ml_engine.schemas import TableSchema, parse_type
+from ml_engine.session import describe
+from ml_engine.tables.base import DeltaTables
+
+STAGE = "clean"
+META_COLUMNS = ("batch_id", "source_file", "ingested_at")
+
+# Helper columns added by the pipeline; none of them reaches silver.
+COPIES = "_dq_copies"  # input rows a deduplicated row stands for (itself + removed duplicates)
+COERCE_FAILED = "_dq_coerce_failed"  # array<string>: columns whose value did not cast
+VIOLATIONS = "_dq_violations"  # array<string>: names of the rules the row violates
+REASON = "_dq_reason"  # quarantine reason; null for rows that go to silver
+
+
+# --------------------------------------------------------------------------- standardisation
+
+
+def standardise(
+    df: DataFrame,
+    trim: bool = True,
+    case: Mapping[str, str] | None = None,
+    mappings: Mapping[str, Mapping[str, str]] | None = None,
+    exclude: Sequence[str] = META_COLUMNS,
+) -> DataFrame:
+    """Trims string columns, sets their case and maps spellings to canonical ones.
+
+    Per string column, in this order: leading/trailing whitespace removed and a blank value
+    made null (``trim``); ``lower``/``upper`` case (``case``); a value equal to a key of
+    ``mappings[column]`` replaced by the key's value (keys are trimmed and cased like the
+    column, so ``{Mobile: app}`` works with ``lower``).
+
+    Args:
+        df: any DataFrame.
+        trim: strip string columns.
+        case: column -> ``"lower"`` or ``"upper"``.
+        mappings: column -> {spelling: canonical spelling}.
+        exclude: string columns left untouched (the table's metadata columns).
+
+    Returns:
+        ``df`` with the same columns and types.
+
+    Raises:
+        ValueError: ``case``/``mappings`` name a column that is not a string column of ``df``.
+    """
+    case = dict(case or {})
+    mappings = {k: dict(v) for k, v in (mappings or {}).items()}
+    strings = {f.name for f in df.schema.fields if isinstance(f.dataType, T.StringType)} - set(
+        exclude
+    )
+    bad = sorted((set(case) | set(mappings)) - strings)
+    if bad:
+        raise ValueError(f"standardise: {bad} are not string columns of the input {df.columns}")
+
+    def fix(name: str) -> Column:
+        c = F.col(name)
+        if name not in strings:
+            return c
+        if trim:
+            c = F.regexp_replace(c, r"^\s+|\s+$", "")
+            c = F.when(c == "", F.lit(None).cast("string")).otherwise(c)
+        how = case.get(name)
+        if how == "lower":
+            c = F.lower(c)
+        elif how == "upper":
+            c = F.upper(c)
+        if mappings.get(name):
+            table: dict[str, str] = {}
+            for raw, canonical in mappings[name].items():
+                k = raw.strip() if trim else raw
+                k = k.lower() if how == "lower" else k.upper() if how == "upper" else k
+                table[k] = canonical
+            lookup = F.create_map(*[F.lit(x) for kv in sorted(table.items()) for x in kv])
+            c = F.coalesce(F.try_element_at(lookup, c), c)
+        return c
+
+    return df.select(*[fix(n).alias(n) for n in df.columns])
+
+
+def with_coerced_types(df: DataFrame, coerce: Mapping[str, str]) -> DataFrame:
+    """Casts columns to new types; a value that does not cast becomes null.
+
+    Args:
+        df: input rows.
+        coerce: column -> schema type name (``double``, ``int``, ``timestamp``, ``decimal(p,s)``...).
+
+    Returns:
+        ``df`` with the columns cast plus ``COERCE_FAILED``: array of the names of the columns
+        whose non-null value failed to cast in that row (empty when none).
+
+    Raises:
+        ValueError: an unknown type name or a column ``df`` lacks.
+    """
+    missing = sorted(set(coerce) - set(df.columns))
+    if missing:
+        raise ValueError(f"coerce: columns {missing} are not in the input {df.columns}")
+    targets = {c: parse_type(t) for c, t in coerce.items()}
+    cols = [
+        F.col(n).try_cast(targets[n]).alias(n) if n in targets else F.col(n) for n in df.columns
+    ]
+    failed = [
+        F.when(F.col(c).isNotNull() & F.col(c).try_cast(t).isNull(), F.lit(c))
+        for c, t in sorted(targets.items())
+    ]
+    flags = F.array_compact(F.array(*failed)) if failed else F.array().cast("array<string>")
+    return df.select(*cols, flags.alias(COERCE_FAILED))
+
+
+# --------------------------------------------------------------------------- dedup
+
+
+def dedup_key(schema: TableSchema) -> str | None:
+    """The column ``latest_by_key`` deduplicates on: the record id, else the entity key."""
+    return schema.record_id or schema.key
+
+
+def deduplicate(
+    df: DataFrame,
+    mode: str,
+    columns: Sequence[str],
+    key: str | None = None,
+    event_time: str | None = None,
+) -> DataFrame:
+    """Removes duplicate rows, deterministically.
+
+    ``latest_by_key``: per ``key`` the row with the latest ``event_time`` survives; ties go to
+    the latest ``ingested_at``, then the greatest ``source_file``, then the smallest values of
+    the remaining columns, so the result never depends on partitioning. Rows with a null key
+    are all kept. ``exact``: rows equal in all ``columns`` collapse to one (the latest
+    ingested copy). ``none``: nothing removed.
+
+    Args:
+        df: input rows (``ingested_at``/``source_file`` are used for ties when present).
+        mode: ``latest_by_key``, ``exact`` or ``none``.
+        columns: the data columns (``exact`` compares them; the rest break ties).
+        key: the record id column (``latest_by_key``).
+        event_time: the event time column (``latest_by_key``; optional).
+
+    Returns:
+        The surviving rows with ``COPIES`` (long): how many input rows each stands for, so
+        ``sum(COPIES)`` is the input row count and ``sum(COPIES) - count`` the duplicates
+        removed.
+
+    Raises:
+        ValueError: unknown mode, or ``latest_by_key`` without a key column in ``df``.
+    """
+    if mode == "none":
+        return df.withColumn(COPIES, F.lit(1).cast("long"))
+    meta_order = [
+        F.col(c).desc_nulls_last() for c in ("ingested_at", "source_file") if c in df.columns
+    ]
+    if mode == "latest_by_key":
+        if key is None or key not in df.columns:
+            raise ValueError(
+                f"dedup latest_by_key needs a record id or key column; got {key!r} "
+                f"(input columns {df.columns}); declare role record_id or key in the schema "
+                "or set clean.dedup to exact or none"
+            )
+        order = [F.col(event_time).desc_nulls_last()] if event_time else []
+        order += meta_order
+        order += [F.col(c).asc_nulls_first() for c in columns if c not in (key, event_time)]
+        part = Window.partitionBy(key)
+        ranked = df.select(
+            "*",
+            F.row_number().over(part.orderBy(*order)).alias("_dq_rank"),
+            F.count(F.lit(1)).over(part).alias("_dq_group"),
+        )
+        null_key = F.col(key).isNull()
+        return ranked.where(null_key | (F.col("_dq_rank") == 1)).select(
+            *df.columns,
+            F.when(null_key, F.lit(1)).otherwise(F.col("_dq_group")).cast("long").alias(COPIES),
+        )
+    if mode == "exact":
+        part = Window.partitionBy(*columns)
+        ranked = df.select(
+            "*",
+            F.row_number().over(part.orderBy(*(meta_order or [F.lit(1)]))).alias("_dq_rank"),
+            F.count(F.lit(1)).over(part).alias("_dq_group"),
+        )
+        return ranked.where(F.col("_dq_rank") == 1).select(
+            *df.columns, F.col("_dq_group").cast("long").alias(COPIES)
+        )
+    raise ValueError(f"unknown dedup mode {mode!r}; use latest_by_key, exact or none")
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def schema_rules(schema: TableSchema, action: str) -> list[CleanRule]:
+    """The schema's declared constraints as rules ``schema:<column>:range|allowed|pattern``.
+
+    Args:
+        schema: the input schema.
+        action: ``warn``, ``drop`` or ``fail`` for all of them; ``ignore`` gives no rules.
+    """
+    if action == "ignore":
+        return []
+    rules: list[CleanRule] = []
+    for col in schema.columns:
+        k = col.constraints
+        if k.min is not None or k.max is not None:
+            rules.append(
+                CleanRule(
+                    name=f"schema:{col.name}:range",
+                    type="range",
+                    column=col.name,
+                    min=k.min,
+                    max=k.max,
+                    action=action,
+                )
+            )
+        if k.allowed is not None:
+            rules.append(
+                CleanRule(
+                    name=f"schema:{col.name}:allowed",
+                    type="allowed",
+                    column=col.name,
+                    values=list(k.allowed),
+                    action=action,
+                )
+            )
+        if k.pattern is not None:
+            rules.append(
+                CleanRule(
+                    name=f"schema:{col.name}:pattern",
+                    type="pattern",
+                    column=col.name,
+                    pattern=k.pattern,
+                    action=action,
+                )
+            )
+    return rules
+
+
+def clean_rules(clean: CleanConfig, schema: TableSchema) -> list[CleanRule]:
+    """The config's rules followed by the schema constraints' rules."""
+    return list(clean.rules) + schema_rules(schema, clean.schema_constraints_action)
+
+
+def _bound(x: float | None, default: str) -> str:
+    return default if x is None else f"{x:g}"
+
+
+def _numeric_value(c: Column, dtype: T.DataType) -> Column:
+    """Numbers as they are; dates and timestamps as epoch seconds (for range rules)."""
+    if isinstance(dtype, (T.DateType, T.TimestampType)):
+        return F.unix_micros(c.cast("timestamp")) / F.lit(1_000_000)
+    return c
+
+
+def rule_violation(rule: CleanRule, dtype: T.DataType | None = None) -> Column:
+    """A boolean column: true when the row violates ``rule``, never null.
+
+    A null value (or an expression that evaluates to null) is not a violation.
+
+    Args:
+        rule: the rule.
+        dtype: the type of ``rule.column`` (needed for range rules on dates/timestamps).
+    """
+    if rule.type == "expression":
+        bad = ~F.coalesce(F.expr(rule.expr).cast("boolean"), F.lit(True))
+        return bad
+    c = F.col(rule.column)
+    if rule.type == "range":
+        v = _numeric_value(c, dtype or T.DoubleType())
+        conds = []
+        if rule.min is not None:
+            conds.append(v < F.lit(rule.min))
+        if rule.max is not None:
+            conds.append(v > F.lit(rule.max))
+        bad = conds[0] if len(conds) == 1 else conds[0] | conds[1]
+    elif rule.type == "allowed":
+        bad = ~c.isin([F.lit(v) for v in rule.values])
+    else:  # pattern: a Java regex that must match the whole value
+        bad = ~c.rlike(f"^(?:{rule.pattern})$")
+    return F.coalesce(bad, F.lit(False))
+
+
+def rule_reason(rule: CleanRule) -> Column:
+    """The quarantine reason for a row that violates ``rule``: rule, column and value."""
+    if rule.type == "expression":
+        return F.lit(f"rule {rule.name}: expression {rule.expr} does not hold")
+    value = F.col(rule.column).cast("string")
+    if rule.type == "range":
+        what = f"outside range [{_bound(rule.min, '-inf')}, {_bound(rule.max, 'inf')}]"
+    elif rule.type == "allowed":
+        what = "not in allowed values [" + ", ".join(str(v) for v in rule.values) + "]"
+    else:
+        what = f"does not match pattern {rule.pattern}"
+    return F.concat(
+        F.lit(f"rule {rule.name}: column {rule.column} value "), value, F.lit(f" {what}")
+    )
+
+
+def missing_reason(column: str) -> str:
+    """The quarantine reason for a null in a column whose missing-value policy is ``drop``."""
+    return f"column {column}: null, missing-value policy drop"
+
+
+def with_violations(
+    df: DataFrame, rules: Sequence[CleanRule], missing: Mapping[str, MissingValuePolicy]
+) -> DataFrame:
+    """Evaluates every rule and the ``drop`` missing-value policies on every row.
+
+    Args:
+        df: rows to check.
+        rules: rules in order (config rules, then schema rules).
+        missing: column -> policy; ``drop`` columns reject rows with a null there.
+
+    Returns:
+        ``df`` plus ``VIOLATIONS`` (array of the names of the rules the row violates, any
+        action) and ``REASON`` (the ``"; "``-joined reasons of the ``drop`` rules and ``drop``
+        policies that reject the row, null when the row goes on to silver).
+
+    Raises:
+        ValueError: an expression rule that is not a valid boolean SQL expression over the
+            columns of ``df``, or a rule on a column ``df`` lacks.
+    """
+    types = {f.name: f.dataType for f in df.schema.fields}
+    for rule in rules:
+        if rule.column is not None and rule.column not in types:
+            raise ValueError(f"rule '{rule.name}': column '{rule.column}' is not in {df.columns}")
+        if rule.type == "expression":
+            try:
+                dtype = df.select(F.expr(rule.expr)).schema.fields[0].dataType
+            except Exception as exc:  # parse and analysis errors of the user's SQL
+                raise ValueError(
+                    f"rule '{rule.name}': expression {rule.expr!r} is not valid SQL over "
+                    f"columns {df.columns}: {str(exc).splitlines()[0]}"
+                ) from None
+            if not isinstance(dtype, T.BooleanType):
+                raise ValueError(
+                    f"rule '{rule.name}': expression {rule.expr!r} has type "
+                    f"{dtype.simpleString()}; it must be a boolean that holds for good rows"
+                )
+    flags = [rule_violation(r, types.get(r.column)) for r in rules]
+    names = [F.when(v, F.lit(r.name)) for r, v in zip(rules, flags, strict=True)]
+    reasons = [
+        F.when(v, rule_reason(r)) for r, v in zip(rules, flags, strict=True) if r.action == "drop"
+    ]
+    reasons += [
+        F.when(F.col(c).isNull(), F.lit(missing_reason(c)))
+        for c, p in missing.items()
+        if p.strategy == "drop"
+    ]
+    violated = F.array_compact(F.array(*names)) if names else F.array().cast("array<string>")
+    reason = F.concat_ws("; ", *reasons) if reasons else F.lit("")
+    return df.select(
+        "*",
+        violated.alias(VIOLATIONS),
+        F.when(reason != "", reason).otherwise(F.lit(None).cast("string")).alias(REASON),
+    )
+
+
+def filter_kept(flagged: DataFrame) -> DataFrame:
+    """The rows of :func:`with_violations` output that go on to silver."""
+    return flagged.where(F.col(REASON).isNull())
+
+
+def filter_rejected(flagged: DataFrame) -> DataFrame:
+    """The rows of :func:`with_violations` output that go to quarantine."""
+    return flagged.where(F.col(REASON).isNotNull())
+
+
+# --------------------------------------------------------------------------- summary + imputation
+
+
+@dataclass(frozen=True)
+class CleanSummary:
+    """Small results of the clean pipeline, from one aggregation (plus one for modes).
+
+    ``fill_values``: column -> value the nulls of ``silver`` get (None when nothing could be
+    learned, e.g. the column has no value at all); typed like the column (int, float, Decimal,
+    str, bool), except modes of date/timestamp columns, which are ISO strings.
+    """
+
+    rows_in: int
+    rows_deduplicated: int
+    rows_quarantined: int
+    violations: dict[str, int] = field(default_factory=dict)
+    warnings: int = 0
+    coercion_failures: dict[str, int] = field(default_factory=dict)
+    missing_dropped: dict[str, int] = field(default_factory=dict)
+    nulls_imputed: dict[str, int] = field(default_factory=dict)
+    fill_values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duplicates_removed(self) -> int:
+        return self.rows_in - self.rows_deduplicated
+
+    @property
+    def rows_out(self) -> int:
+        return self.rows_deduplicated - self.rows_quarantined
+
+    def metric_values(self) -> list[tuple[str | None, str, float | None]]:
+        """``(column, metric, value)`` rows for ``dq_metrics`` (column None: table level)."""
+        rows: list[tuple[str | None, str, float | None]] = [
+            (None, "rows_in", self.rows_in),
+            (None, "rows_out", self.rows_out),
+            (None, "duplicates_removed", self.duplicates_removed),
+            (None, "rows_quarantined", self.rows_quarantined),
+            (None, "warnings", self.warnings),
+        ]
+        rows += [(name, "violations", n) for name, n in self.violations.items()]
+        rows += [(c, "coercion_failures", n) for c, n in self.coercion_failures.items()]
+        rows += [(c, "missing_dropped", n) for c, n in self.missing_dropped.items()]
+        rows += [(c, "nulls_imputed", n) for c, n in self.nulls_imputed.items()]
+        return [(c, m, None if v is None else float(v)) for c, m, v in rows]
+
+
+def _kll_median(c: Column) -> Column:
+    # The sketch of no values is not a valid buffer for get_quantile: guard on the count.
+    # KLL's quantile is the inverted CDF (lower median), exact while n <= k (200).
+    return F.when(
+        F.count(c) > 0,
+        F.kll_sketch_get_quantile_double(F.kll_sketch_agg_double(c.cast("double")), F.lit(0.5)),
+    )
+
+
+def _typed_stat(stat: Column, dtype: T.DataType) -> Column:
+    if isinstance(dtype, T.IntegralType):
+        return F.round(stat, 0).cast(dtype)
+    return stat.cast(dtype)
+
+
+def mode_values(df: DataFrame, columns: Sequence[str]) -> dict[str, Any]:
+    """The most frequent non-null value of each column, in one grouped aggregation.
+
+    The columns are stacked to ``(column, value)`` pairs and counted by one ``groupBy``; ties
+    go to the smallest value (numerically for numeric columns, else as text).
+
+    Args:
+        df: rows to learn from.
+        columns: the columns (any type).
+
+    Returns:
+        column -> value (Python scalar typed like the column; date/timestamp columns as ISO
+        strings); a column with no value is absent.
+    """
+    if not columns:
+        return {}
+    types = {f.name: f.dataType for f in df.schema.fields}
+    pairs = df.select(
+        F.inline(
+            F.array(
+                *[
+                    F.struct(
+                        F.lit(i).alias("i"),
+                        F.col(c).cast("string").alias("v"),
+                        (
+                            F.col(c).cast("double")
+                            if isinstance(types[c], T.NumericType)
+                            else F.lit(None).cast("double")
+                        ).alias("n"),
+                    )
+                    for i, c in enumerate(columns)
+                ]
+            )
+        )
+    ).where(F.col("v").isNotNull())
+    counts = pairs.groupBy("i", "v", "n").agg(F.count(F.lit(1)).alias("cnt"))
+    best = counts.groupBy("i").agg(
+        F.min_by("v", F.struct((-F.col("cnt")).alias("c"), "n", "v")).alias("v")
+    )
+    out: dict[str, Any] = {}
+    for row in best.collect():  # one row per mode column
+        c = columns[row["i"]]
+        out[c] = _from_string(row["v"], types[c])
+    return out
+
+
+def _from_string(text: str, dtype: T.DataType) -> Any:
+    if isinstance(dtype, T.IntegralType):
+        return int(text)
+    if isinstance(dtype, (T.DoubleType, T.FloatType)):
+        return float(text)
+    if isinstance(dtype, T.DecimalType):
+        return Decimal(text)
+    if isinstance(dtype, T.BooleanType):
+        return text == "true"
+    return text
+
+
+def summarise(
+    flagged: DataFrame,
+    rules: Sequence[CleanRule],
+    missing: Mapping[str, MissingValuePolicy],
+    coerced: Sequence[str] = (),
+) -> CleanSummary:
+    """Counts and imputation statistics of a flagged frame: one aggregation, plus one for modes.
+
+    Means and medians (KLL sketch, lower median) are learned from the rows that go to silver
+    (``REASON`` null) in the same aggregation that counts rows, duplicates, rule violations,
+    coercion failures and nulls; modes of all ``mode`` columns come from one grouped
+    aggregation (:func:`mode_values`). Rule violations and missing-value drops are counted over
+    all deduplicated rows.
+
+    Args:
+        flagged: output of :func:`with_violations` (with ``COPIES`` and, when ``coerced`` is
+            given, ``COERCE_FAILED``).
+        rules: the rules ``flagged`` was checked against.
+        missing: column -> missing-value policy.
+        coerced: the columns :func:`with_coerced_types` cast.
+
+    Returns:
+        The :class:`CleanSummary`.
+    """
+    types = {f.name: f.dataType for f in flagged.schema.fields}
+    kept = F.col(REASON).isNull()
+    aggs: list[Column] = [
+        F.coalesce(F.sum(COPIES), F.lit(0)).cast("long").alias("rows_in"),
+        F.count(F.lit(1)).alias("rows_dedup"),
+        F.count_if(~kept).alias("rows_rejected"),
+    ]
+    aggs += [
+        F.count_if(F.array_contains(VIOLATIONS, r.name)).alias(f"v{i}") for i, r in enumerate(rules)
+    ]
+    aggs += [
+        F.count_if(F.array_contains(COERCE_FAILED, c)).alias(f"c{i}") for i, c in enumerate(coerced)
+    ]
+    policies = sorted(missing.items())
+    for j, (c, p) in enumerate(policies):
+        if p.strategy == "drop":
+            aggs.append(F.count_if(F.col(c).isNull()).alias(f"m{j}"))
+            continue
+        aggs.append(F.count_if(kept & F.col(c).isNull()).alias(f"m{j}"))
+        value = F.when(kept, F.col(c))
+        if p.strategy == "mean":
+            aggs.append(_typed_stat(F.avg(value.cast("double")), types[c]).alias(f"f{j}"))
+        elif p.strategy == "median":
+            aggs.append(_typed_stat(_kll_median(value), types[c]).alias(f"f{j}"))
+    row = flagged.agg(*aggs).first()  # one row of counts and statistics
+    violations = {r.name: int(row[f"v{i}"]) for i, r in enumerate(rules)}
+    fills: dict[str, Any] = {}
+    for j, (c, p) in enumerate(policies):
+        if p.strategy in ("mean", "median"):
+            fills[c] = row[f"f{j}"]
+        elif p.strategy == "constant":
+            fills[c] = p.value
+    modes = [c for c, p in policies if p.strategy == "mode"]
+    if modes:
+        learned = mode_values(filter_kept(flagged), modes)
+        fills.update({c: learned.get(c) for c in modes})
+    return CleanSummary(
+        rows_in=int(row["rows_in"]),
+        rows_deduplicated=int(row["rows_dedup"]),
+        rows_quarantined=int(row["rows_rejected"]),
+        violations=violations,
+        warnings=sum(violations[r.name] for r in rules if r.action == "warn"),
+        coercion_failures={c: int(row[f"c{i}"]) for i, c in enumerate(coerced)},
+        missing_dropped={
+            c: int(row[f"m{j}"]) for j, (c, p) in enumerate(policies) if p.strategy == "drop"
+        },
+        nulls_imputed={
+            c: int(row[f"m{j}"]) for j, (c, p) in enumerate(policies) if p.strategy != "drop"
+        },
+        fill_values=fills,
+    )
+
+
+def impute(df: DataFrame, fills: Mapping[str, Any]) -> DataFrame:
+    """Replaces the nulls of each column in ``fills`` by its value (cast to the column's type).
+
+    Args:
+        df: rows to fill.
+        fills: column -> value; None leaves the column's nulls as they are.
+
+    Returns:
+        ``df`` with the same columns and types.
+    """
+    types = {f.name: f.dataType for f in df.schema.fields}
+
+    def fill(n: str) -> Column:
+        if fills.get(n) is None:
+            return F.col(n)
+        return F.coalesce(F.col(n), F.lit(fills[n]).cast(types[n])).alias(n)
+
+    return df.select(*[fill(n) for n in df.columns])
+
+
+def record_key(schema: TableSchema) -> Column:
+    """The value that names a row in quarantine and error messages: record id, else key, else
+    the JSON of the row's schema columns."""
+    name = schema.record_id or schema.key
+    if name is not None:
+        return F.col(name).cast("string")
+    return F.to_json(F.struct(*schema.names))
+
+
+def fail_samples(
+    flagged: DataFrame, rule_names: Sequence[str], key: Column, size: int
+) -> dict[str, list[str]]:
+    """Up to ``size`` keys (smallest first) of the rows violating each rule, in one job.
+
+    Args:
+        flagged: output of :func:`with_violations`.
+        rule_names: the rules to sample.
+        key: the column naming a row (:func:`record_key`).
+        size: keys per rule.
+    """
+    pairs = flagged.select(
+        F.explode(VIOLATIONS).alias("rule"), key.cast("string").alias("key")
+    ).where(F.col("rule").isin(list(rule_names)))
+    ranked = pairs.select(
+        "*",
+        F.row_number()
+        .over(Window.partitionBy("rule").orderBy(F.col("key").asc_nulls_last()))
+        .alias("rn"),
+    ).where(F.col("rn") <= size)
+    out: dict[str, list[str]] = {n: [] for n in rule_names}
+    for row in ranked.orderBy("rule", "rn").collect():  # at most size rows per rule
+        out[row["rule"]].append(row["key"])
+    return out
+
+
+def prepare(
+    df: DataFrame,
+    clean: CleanConfig,
+    schema: TableSchema,
+    rules: Sequence[CleanRule] | None = None,
+) -> DataFrame:
+    """Standardises, coerces, deduplicates and checks a batch of bronze rows.
+
+    Args:
+        df: bronze rows: the schema's columns plus ``batch_id``, ``source_file``,
+            ``ingested_at``.
+        clean: the ``clean`` config section.
+        schema: the input schema.
+        rules: the rules to check (default :func:`clean_rules`).
+
+    Returns:
+        The deduplicated rows (schema columns, types after coercion, metadata columns) with
+        ``COERCE_FAILED``, ``COPIES``, ``VIOLATIONS`` and ``REASON``; see
+        :func:`summarise`, :func:`filter_kept` and :func:`filter_rejected`.
+
+    Raises:
+        ValueError: ``df`` lacks a schema column, or an expression rule is not valid SQL.
+    """
+    lacking = [c for c in schema.names if c not in df.columns]
+    if lacking:
+        raise ValueError(
+            f"the input lacks schema columns {lacking} of schema '{schema.name}' "
+            f"({schema.source}); it has {df.columns}"
+        )
+    rules = clean_rules(clean, schema) if rules is None else rules
+    meta = [c for c in META_COLUMNS if c in df.columns]
+    std = standardise(
+        df.select(*schema.names, *meta), trim=clean.trim, case=clean.case, mappings=clean.mappings
+    )
+    coerced = with_coerced_types(std, clean.coerce)
+    deduped = deduplicate(
+        coerced, clean.dedup, schema.names, key=dedup_key(schema), event_time=schema.event_time
+    )
+    return with_violations(deduped, rules, clean.missing)
+
+
+def silver_rows(flagged: DataFrame, fills: Mapping[str, Any], schema: TableSchema) -> DataFrame:
+    """The rows that go to silver, nulls filled, with exactly the silver columns."""
+    meta = [c for c in META_COLUMNS if c in flagged.columns]
+    return impute(filter_kept(flagged).select(*schema.names, *meta), fills)
+
+
+def rejected_rows(flagged: DataFrame, schema: TableSchema) -> DataFrame:
+    """The rejected rows as quarantine rows (stage ``clean``, reason, record key, JSON row)."""
+    return quarantine_rows(
+        filter_rejected(flagged),
+        reason=F.col(REASON),
+        stage=STAGE,
+        record_key=record_key(schema),
+        raw_record=F.to_json(F.struct(*schema.names)),
+    )
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def with_table_columns(df: DataFrame, table_schema: T.StructType) -> DataFrame:
+    """``df`` plus a typed null column for each column of ``table_schema`` it lacks.
+
+    Args:
+        df: rows to write.
+        table_schema: the schema of the table they go to.
+    """
+    present = set(df.columns)
+    extra = [
+        F.lit(None).cast(f.dataType).alias(f.name)
+        for f in table_schema.fields
+        if f.name not in present
+    ]
+    return df.select("*", *extra) if extra else df
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
+    """The clean job for batch ``cfg.effective_batch_id()``: bronze -> silver + quarantine + dq_metrics.
+
+    Reads the batch from ``bronze``, runs :func:`prepare` once (persisted), counts and learns
+    imputation values (:func:`summarise`), and stops with :class:`JobError` before writing
+    anything when a ``fail`` rule is violated. Otherwise replaces the batch's partition of
+    ``silver``, the batch's ``clean`` rows of ``quarantine``, so a rerun leaves the same
+    silver and quarantine as a single run, and appends to ``dq_metrics`` (per-column profile of
+    silver, rule violations and row counts) under a new run id: dq_metrics is the log of runs. Columns that later stages added to ``silver``
+    (``detect_outliers``' flags) are written as nulls for the batch: rerun those stages.
+
+    Spark jobs: one aggregation (which also fills the cache), one grouped aggregation when a
+    column is imputed with its mode, one sample query when a ``fail`` rule is violated, and
+    the writes; none of them grows with the number of columns or rules.
+
+    Args:
+        spark: the session.
+        cfg: the validated config (``clean`` section, ``storage``, batch id).
+        tables: the Delta backend.
+
+    Returns:
+        ``JobResult("clean")`` with the three table paths and rows_in, rows_out,
+        duplicates_removed, rows_quarantined, warnings.
+
+    Raises:
+        JobError: no bronze table, bronze lacks a schema column, an expression rule is not
+            valid SQL, dedup ``latest_by_key`` without a record id/key column, or a ``fail``
+            rule is violated (naming the rule and sample keys).
+    """
+    schema = cfg.table_schema
+    clean = cfg.clean
+    batch = cfg.effective_batch_id()
+    paths = {n: cfg.storage.table_path(n) for n in ("bronze", "silver", "quarantine", "dq_metrics")}
+    if clean.dedup == "latest_by_key" and dedup_key(schema) is None:
+        raise JobError(
+            f"clean: dedup latest_by_key needs a column with role record_id or key in schema "
+            f"'{schema.name}' ({schema.source}); declare one or set clean.dedup to exact or none"
+        )
+    if not tables.exists(paths["bronze"]):
+        raise JobError(f"clean: no bronze table at {paths['bronze']}; run the ingest job first")
+
+    describe(spark, f"clean {batch}: read bronze")
+    bronze = tables.read(paths["bronze"]).where(F.col("batch_id") == F.lit(batch))
+    rules = clean_rules(clean, schema)
+    try:
+        flagged = prepare(bronze, clean, schema, rules)
+    except ValueError as exc:
+        raise JobError(f"clean: {paths['bronze']}: {exc}") from None
+    flagged = flagged.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        describe(spark, f"clean {batch}: dedup, rules, counts and imputation statistics")
+        summary = summarise(flagged, rules, clean.missing, coerced=sorted(clean.coerce))
+        failing = [r for r in rules if r.action == "fail" and summary.violations[r.name] > 0]
+        if failing:
+            describe(spark, f"clean {batch}: sample keys violating fail rules")
+            samples = fail_samples(
+                flagged, [r.name for r in failing], record_key(schema), clean.fail_sample_size
+            )
+            lines = [
+                f"rule {r.name} (column {r.column or '-'}) failed for "
+                f"{summary.violations[r.name]} row(s), e.g. keys {samples[r.name]}"
+                for r in failing
+            ]
+            raise JobError(
+                f"clean: batch {batch} of {paths['bronze']} violates fail rule(s): "
+                + "; ".join(lines)
+                + ". Nothing was written; fix the data or change the rules' action."
+            )
+
+        silver = silver_rows(flagged, summary.fill_values, schema)
+        if tables.exists(paths["silver"]):
+            # Later stages add columns to silver (detect_outliers: is_outlier...); they get
+            # nulls here and their values back when those stages run again for the batch.
+            silver = with_table_columns(silver, tables.read(paths["silver"]).schema)
+        describe(spark, f"clean {batch}: write silver")
+        tables.overwrite(
+            silver,
+            paths["silver"],
+            partition_by=["batch_id"],
+            replace_where=f"batch_id = {_sql_string(batch)}",
+        )
+        describe(spark, f"clean {batch}: write quarantine")
+        tables.overwrite(
+            rejected_rows(flagged, schema),
+            paths["quarantine"],
+            partition_by=["batch_id"],
+            replace_where=replace_predicate(STAGE, batch),
+        )
+        profile = profile_metrics(silver, schema.names, clean.quantiles)
+        counts = metric_rows(spark, summary.metric_values())
+        metrics = with_run_info(
+            profile.unionByName(counts),
+            run_id=uuid.uuid4().hex,
+            batch_id=batch,
+            stage=STAGE,
+            computed_at=datetime.now(timezone.utc),
+        )
+        describe(spark, f"clean {batch}: profile silver, write dq_metrics")
+        # dq_metrics is a log of runs: every run appends its rows under a new run_id, so
+        # the metrics of reruns of a batch can be compared.
+        tables.append(metrics, paths["dq_metrics"])
+    finally:
+        flagged.unpersist()
+    return JobResult(
+        job=STAGE,
+        outputs={n: paths[n] for n in ("silver", "quarantine", "dq_metrics")},
+        metrics={
+            "rows_in": summary.rows_in,
+            "rows_out": summary.rows_out,
+            "duplicates_removed": summary.duplicates_removed,
+            "rows_quarantined": summary.rows_quarantined,
+            "warnings": summary.warnings,
+        },
+    )

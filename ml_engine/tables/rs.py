@@ -1,0 +1,1334 @@
+"""The ``rs`` Delta backend: delta-rs keeps the transaction log, Spark does all data work.
+
+Reading asks delta-rs (the ``deltalake`` package) for a snapshot's data files and their
+partition values and lets Spark read exactly those Parquet files, adding the partition columns
+back as typed literals: one scan per distinct partition value (one for an unpartitioned table),
+all in one Spark job, never one job per file.
+
+Writing lets Spark write Parquet files into a fresh directory ``<table>/<write id>/`` (Hive-style
+``col=value/`` directories below it for partitioned tables), so concurrent or failed writes never
+touch each other's files. The driver then lists the written files, reads their footers (metadata
+only) for size, record count and min/max/null-count statistics, and commits all added and removed
+files in ONE delta-rs transaction. Until that commit nothing is visible to readers; files of a
+write that failed are removed by :meth:`RsDeltaTables.vacuum`.
+
+Overwrites with a predicate and upserts rewrite only the files that hold affected rows: one Spark
+job finds those files (rows carry their file's identity through ``_metadata.file_name``), the
+write job rewrites their surviving rows together with the new rows, and one commit removes the
+old files and adds the new ones.
+
+Table paths are local paths or URIs that both Spark (Hadoop file systems) and pyarrow / delta-rs
+understand with the same name (e.g. ``hdfs://``); on object stores use the ``spark`` backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from functools import reduce
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import deltalake
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
+from deltalake.transaction import (
+    AddAction,
+    CommitProperties,
+    RemoveAction,
+    Transaction,
+    create_table_with_add_actions,
+)
+from pyspark.errors import AnalysisException
+from pyspark.logger import PySparkLogger
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ml_engine.tables.base import (
+    Commit,
+    DeltaTables,
+    TableError,
+    TableNotFoundError,
+    check_unique_keys,
+    conform_to_table,
+    nullable_schema,
+)
+
+# Hidden columns that carry a row's file identity during overwrite-with-predicate and upsert.
+_GROUP = "__ml_engine_scan_group"
+_FILE = "__ml_engine_file_name"
+# Prefix of the messages of row checks raised inside Spark jobs (see _with_row_checks).
+_CHECK_MARK = "ml-engine check failed: "
+# commitInfo keys holding the engine's own operation name and parameters: delta-rs names every
+# commit it is handed "WRITE", and its own operationParameters win over custom ones.
+_OPERATION_KEY = "mlEngineOperation"
+_PARAMETERS_KEY = "mlEngineParameters"
+_COMMIT_ID_KEY = "mlEngineCommitId"
+
+# Written into a private directory, so the (faster) v2 algorithm is safe: task outputs land
+# there directly, and a job that fails leaves its files uncommitted for vacuum. Since
+# SPARK-39195 a failed authorised task commit aborts the stage, so no duplicate files remain
+# in a successful job's directory. No _SUCCESS marker: the Delta commit is the marker.
+_WRITE_OPTIONS = {
+    "mapreduce.fileoutputcommitter.algorithm.version": "2",
+    "mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+    "compression": "snappy",
+}
+_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+_LISTING_THRESHOLD = "spark.sql.sources.parallelPartitionDiscovery.threshold"
+# Delta writers keep string statistics short; a prefix is still a valid lower bound.
+_STRING_STATS_PREFIX = 32
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_DAY_US = 86_400_000_000
+
+# Reader features whose tables plain Parquet reading returns correctly (deletion vectors and
+# column mapping are checked per table: harmless while unused).
+_READABLE_FEATURES = {
+    "timestampNtz",
+    "v2Checkpoint",
+    "vacuumProtocolCheck",
+    "deletionVectors",
+    "columnMapping",
+    "variantType",
+    "variantType-preview",
+}
+_PARTITION_TYPES = (
+    T.StringType,
+    T.BooleanType,
+    T.ByteType,
+    T.ShortType,
+    T.IntegerType,
+    T.LongType,
+    T.FloatType,
+    T.DoubleType,
+    T.DecimalType,
+    T.DateType,
+    T.TimestampType,
+    T.TimestampNTZType,
+)
+
+
+@dataclass(frozen=True)
+class _DataFile:
+    """One data file of a snapshot."""
+
+    log_path: str  # as written in the log: URI-encoded, relative to the table (usually)
+    uri: str  # absolute location, decoded (a local path or a URI)
+    size: int
+    partition_values: tuple[Any, ...]  # typed, in partition-column order
+
+    @property
+    def name(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass
+class _Snapshot:
+    """A loaded table version with its Spark schema and data files."""
+
+    path: str
+    table: DeltaTable
+    schema: T.StructType
+    partition_by: list[str]
+    files: list[_DataFile]
+
+    @property
+    def data_schema(self) -> T.StructType:
+        return T.StructType([f for f in self.schema.fields if f.name not in self.partition_by])
+
+    @property
+    def partition_fields(self) -> list[T.StructField]:
+        by_name = {f.name: f for f in self.schema.fields}
+        return [by_name[c] for c in self.partition_by]
+
+
+class RsDeltaTables(DeltaTables):
+    """Delta tables with the log handled by delta-rs and all data work done by Spark.
+
+    Args:
+        spark: the session that reads and writes the data.
+
+    Example::
+
+        tables = RsDeltaTables(spark)
+        tables.append(df, "/data/tables/bronze", partition_by=["batch_id"])
+        bronze = tables.read("/data/tables/bronze", version=3)
+    """
+
+    name = "rs"
+
+    # ----------------------------------------------------------------------------- log only
+
+    def exists(self, path: str) -> bool:
+        return DeltaTable.is_deltatable(_location(path))
+
+    def create(self, path: str, schema: T.StructType, partition_by: list[str] | None = None) -> int:
+        """Creates an empty table (version 0) with ``schema``; its non-nullable columns are
+        enforced on every later write.
+
+        Raises:
+            TableError: a table already exists at ``path``, a partition column is missing or
+                has a type that cannot partition, or a type has no Delta equivalent.
+        """
+        location = _location(path)
+        if self.exists(path):
+            raise TableError(f"cannot create Delta table {path}: a table already exists there")
+        parts = list(partition_by or [])
+        _check_partition_columns(path, schema, parts)
+        self._commit_new(path, schema, parts, [], "CREATE TABLE", {})
+        return DeltaTable(location).version()
+
+    def version(self, path: str) -> int:
+        return self._open(path).version()
+
+    def history(self, path: str) -> list[Commit]:
+        commits = []
+        for info in self._open(path).history():
+            # The engine's own parameters when it made the commit (delta-rs adds its internal
+            # view, e.g. mode "Append" for an upsert), else whatever the writer recorded.
+            parameters = dict(
+                info[_PARAMETERS_KEY]
+                if isinstance(info.get(_PARAMETERS_KEY), dict)
+                else info.get("operationParameters") or {}
+            )
+            commits.append(
+                Commit(
+                    version=int(info["version"]),
+                    timestamp=datetime.fromtimestamp(info["timestamp"] / 1000, tz=timezone.utc),
+                    operation=info.get(_OPERATION_KEY) or info.get("operation", ""),
+                    parameters=parameters,
+                )
+            )
+        return commits
+
+    def transaction_version(self, path: str, app_id: str) -> int | None:
+        return self._open(path).transaction_version(app_id)
+
+    def vacuum(self, path: str) -> list[str]:
+        """Deletes every file the latest version does not reference: files of removed rows
+        (older versions can then no longer be read) and leftovers of failed writes.
+
+        Do not run it while another job writes the table: its not yet committed files would
+        be deleted too.
+
+        Returns:
+            The deleted files, relative to the table directory.
+        """
+        table = self._open(path)
+        try:
+            return table.vacuum(
+                retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True
+            )
+        except DeltaError as exc:
+            raise TableError(f"vacuum of Delta table {path} failed: {exc}") from exc
+
+    # --------------------------------------------------------------------------------- read
+
+    def read(
+        self, path: str, version: int | None = None, timestamp: datetime | str | None = None
+    ) -> DataFrame:
+        """The table's rows (latest, or as of ``version`` / ``timestamp``), read by Spark.
+
+        A timestamp selects the latest version committed at or before it; a string or a
+        datetime without zone is taken in the session time zone.
+
+        Raises:
+            TableNotFoundError: no table at ``path``.
+            TableError: both ``version`` and ``timestamp`` given, the version does not exist,
+                the timestamp is before the first commit, or the table uses deletion vectors or
+                column mapping (read it with the ``spark`` backend).
+        """
+        if version is not None and timestamp is not None:
+            raise TableError(f"read of Delta table {path}: give a version or a timestamp, not both")
+        table = self._open(path)
+        if version is not None:
+            self._load_version(table, path, version)
+        elif timestamp is not None:
+            self._load_timestamp(table, path, timestamp)
+        snapshot = _snapshot(path, table)
+        _check_readable(snapshot)
+        return self._scan(snapshot, snapshot.files)
+
+    # -------------------------------------------------------------------------------- write
+
+    def append(
+        self,
+        df: DataFrame,
+        path: str,
+        partition_by: list[str] | None = None,
+        app_id: str | None = None,
+        app_version: int | None = None,
+    ) -> int | None:
+        """Appends ``df`` in one commit; creates the table if missing (all columns nullable).
+
+        Raises:
+            TableError: only one of ``app_id`` / ``app_version`` given, schema or partitioning
+                differ from the table's, a NOT NULL column receives a null, or the Spark job
+                writing the files failed (nothing is committed then).
+        """
+        if (app_id is None) != (app_version is None):
+            raise TableError(
+                f"append to Delta table {path}: give both app_id and app_version or neither"
+            )
+        app = (app_id, int(app_version)) if app_id is not None else None
+        table = self._open_or_none(path)
+        if table is None:
+            return self._create_from(df, path, partition_by, "WRITE", {"mode": "Append"}, app=app)
+        if app is not None:
+            done = table.transaction_version(app[0])
+            if done is not None and done >= app[1]:
+                return None
+        snapshot = _snapshot(path, table, with_files=False)
+        _check_writable(snapshot, partition_by)
+        data = _with_row_checks(conform_to_table(path, snapshot.schema, df), snapshot)
+        adds = self._write_files(data, snapshot)
+        return self._commit(snapshot, adds, [], "WRITE", {"mode": "Append"}, app=app)
+
+    def overwrite(
+        self,
+        df: DataFrame,
+        path: str,
+        partition_by: list[str] | None = None,
+        replace_where: str | None = None,
+    ) -> int:
+        """Replaces all rows, or with ``replace_where`` the rows matching it, by ``df``.
+
+        With a predicate on partition columns only, whole partitions are replaced. Otherwise
+        the files holding matching rows are rewritten without them. Rows for which the
+        predicate is NULL do not match.
+
+        Raises:
+            TableError: the predicate does not resolve against the table's columns, a row of
+                ``df`` does not match it, schema or partitioning differ from the table's, the
+                table uses deletion vectors or column mapping, or the Spark job failed (nothing
+                is committed then).
+        """
+        parameters = {"mode": "Overwrite"}
+        if replace_where is not None:
+            parameters["predicate"] = replace_where
+        table = self._open_or_none(path)
+        if table is None:
+            return self._create_from(
+                df, path, partition_by, "WRITE", parameters, predicate=replace_where
+            )
+        snapshot = _snapshot(path, table, with_files=replace_where is not None)
+        _check_writable(snapshot, partition_by)
+        df = conform_to_table(path, snapshot.schema, df)
+        if replace_where is None:
+            adds = self._write_files(_with_row_checks(df, snapshot), snapshot)
+            return self._commit(snapshot, adds, [], "WRITE", parameters, overwrite=True)
+
+        _check_predicate(self.spark, path, snapshot.schema, replace_where)
+        _check_readable(snapshot)
+        new_rows = _with_row_checks(df, snapshot, predicate=replace_where)
+        matches = F.coalesce(F.expr(replace_where), F.lit(False))
+        if _only_partition_columns(self.spark, snapshot, replace_where):
+            removed = self._files_in_matching_partitions(snapshot, replace_where)
+            data = new_rows
+        else:
+            removed = self._files_with_rows(
+                snapshot, lambda rows: rows.where(matches), f"rows matching {replace_where!r}"
+            )
+            kept = self._scan(snapshot, removed).where(~matches)
+            data = new_rows.unionByName(kept)
+        adds = self._write_files(data, snapshot)
+        return self._commit(snapshot, adds, removed, "WRITE", parameters)
+
+    def upsert(
+        self, df: DataFrame, path: str, keys: list[str], partition_by: list[str] | None = None
+    ) -> int:
+        """Merges ``df`` by ``keys`` in one commit: rows with a matching key are replaced,
+        the others inserted. Null keys never match. Only files holding matched keys are
+        rewritten. ``df`` is evaluated several times (checks, matching, writing): cache it when
+        it is expensive to compute.
+
+        Raises:
+            TableError: ``df`` is not unique on ``keys`` or lacks one, schema or partitioning
+                differ from the table's, the table uses deletion vectors or column mapping, or
+                the Spark job failed (nothing is committed then).
+        """
+        check_unique_keys(path, df, list(keys))
+        parameters = {"keys": json.dumps(list(keys))}
+        table = self._open_or_none(path)
+        if table is None:
+            return self._create_from(df, path, partition_by, "MERGE", parameters)
+        snapshot = _snapshot(path, table)
+        _check_writable(snapshot, partition_by)
+        _check_readable(snapshot)
+        df = conform_to_table(path, snapshot.schema, df)
+        incoming_keys = df.select(*keys)
+        removed = self._files_with_rows(
+            snapshot,
+            lambda rows: rows.join(incoming_keys, on=list(keys), how="left_semi"),
+            f"keys {list(keys)} to upsert",
+        )
+        kept = self._scan(snapshot, removed).join(incoming_keys, on=list(keys), how="left_anti")
+        data = _with_row_checks(df, snapshot).unionByName(kept)
+        adds = self._write_files(data, snapshot)
+        return self._commit(snapshot, adds, removed, "MERGE", parameters)
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _open(self, path: str) -> DeltaTable:
+        location = _location(path)
+        try:
+            return DeltaTable(location)
+        except DeltaTableNotFoundError as exc:
+            raise TableNotFoundError(
+                f"no Delta table at {path} (no _delta_log with a commit in {location}); "
+                "check the path or write the table first"
+            ) from exc
+        except DeltaError as exc:
+            raise TableError(f"cannot open Delta table {path}: {exc}") from exc
+
+    def _open_or_none(self, path: str) -> DeltaTable | None:
+        return self._open(path) if self.exists(path) else None
+
+    def _load_version(self, table: DeltaTable, path: str, version: int) -> None:
+        latest = table.version()
+        if version < 0 or version > latest:
+            raise TableError(
+                f"Delta table {path} has no version {version} (versions 0..{latest} were "
+                "committed; vacuumed or cleaned-up versions may be unreadable)"
+            )
+        try:
+            table.load_as_version(int(version))
+        except DeltaError as exc:
+            raise TableError(f"cannot load version {version} of Delta table {path}: {exc}") from exc
+
+    def _load_timestamp(self, table: DeltaTable, path: str, timestamp: datetime | str) -> None:
+        moment = _as_aware(timestamp, self.spark.conf.get("spark.sql.session.timeZone") or "UTC")
+        first = min(info["timestamp"] for info in table.history())
+        moment_ms = (moment - _EPOCH) / timedelta(milliseconds=1)
+        if moment_ms < first:
+            first_at = datetime.fromtimestamp(first / 1000, tz=timezone.utc)
+            raise TableError(
+                f"Delta table {path} has no version at {moment.isoformat()}: its first commit "
+                f"is at {first_at.isoformat()}"
+            )
+        try:
+            table.load_as_version(moment)
+        except DeltaError as exc:
+            raise TableError(
+                f"cannot load Delta table {path} as of {moment.isoformat()}: {exc}"
+            ) from exc
+
+    def _scan(
+        self, snapshot: _Snapshot, files: list[_DataFile], with_file_ids: bool = False
+    ) -> DataFrame:
+        """Spark reads ``files``; partition columns come back as typed literals.
+
+        One Parquet scan per distinct partition value (and, with file ids, per set of files
+        with distinct names), united in one DataFrame: the read is one Spark job whatever the
+        number of files. With ``with_file_ids`` every row also carries ``_GROUP`` (the scan)
+        and ``_FILE`` (its file's name), which identify its file: see :meth:`_files_with_rows`.
+        """
+        data_schema = snapshot.data_schema
+        extra = [T.StructField(_GROUP, T.IntegerType()), T.StructField(_FILE, T.StringType())]
+        schema = nullable_schema(snapshot.schema)
+        # An empty branch with every column nullable: the union's columns are then nullable
+        # like Parquet columns, whatever literals the partition columns are (the optimizer
+        # drops the branch, and still prunes branches whose partition values a filter rules out).
+        anchor = _empty(self.spark, T.StructType(schema.fields + (extra if with_file_ids else [])))
+        if not files:
+            return anchor
+        parts = []
+        groups = _scan_groups(files, with_file_ids)
+        # The files are known: Spark only checks them, on the driver, instead of running a
+        # listing job for every scan of more than 32 files.
+        with _runtime_conf(self.spark, {_LISTING_THRESHOLD: str(2**31 - 1)}):
+            scans = [
+                self.spark.read.schema(data_schema).parquet(*[_spark_uri(f.uri) for f in group])
+                for group in groups
+            ]
+        for group_id, (group, scan) in enumerate(zip(groups, scans, strict=True)):
+            values = dict(zip(snapshot.partition_by, group[0].partition_values, strict=True))
+            columns = [
+                _typed_literal(values[f.name], f.dataType).alias(f.name)
+                if f.name in values
+                else scan[_quote_name(f.name)]
+                for f in snapshot.schema.fields
+            ]
+            if with_file_ids:
+                columns += [
+                    F.lit(group_id).alias(_GROUP),
+                    scan.metadataColumn("_metadata").getField("file_name").alias(_FILE),
+                ]
+            parts.append(scan.select(*columns))
+        return reduce(DataFrame.union, [*parts, anchor])
+
+    def _files_with_rows(self, snapshot: _Snapshot, select_rows, what: str) -> list[_DataFile]:
+        """The snapshot's files holding at least one row that ``select_rows`` keeps.
+
+        One Spark job; collects one (scan, file name) pair per such file.
+        """
+        groups = _scan_groups(snapshot.files, with_file_ids=True)
+        by_id = {(g, f.name): f for g, group in enumerate(groups) for f in group}
+        rows = self._scan(snapshot, snapshot.files, with_file_ids=True)
+        with _job_description(self.spark, f"ml-engine: find files of {snapshot.path} with {what}"):
+            hits = select_rows(rows).select(_GROUP, _FILE).distinct().collect()
+        return [by_id[(hit[_GROUP], hit[_FILE])] for hit in hits]
+
+    def _files_in_matching_partitions(self, snapshot: _Snapshot, predicate: str) -> list[_DataFile]:
+        """The files whose partition values match ``predicate`` (partition columns only).
+
+        The predicate is evaluated by Spark on the distinct partition values (a small local
+        relation), so it has Spark SQL semantics exactly like the check on the new rows.
+        """
+        distinct = sorted({f.partition_values for f in snapshot.files}, key=repr)
+        if not distinct:
+            return []
+        index = "__ml_engine_partition_index"
+        fields = [T.StructField(index, T.IntegerType(), False)] + [
+            T.StructField(f.name, f.dataType, True) for f in snapshot.partition_fields
+        ]
+        values = self.spark.createDataFrame(
+            [(i, *_python_partition_values(v)) for i, v in enumerate(distinct)],
+            T.StructType(fields),
+        )
+        with _job_description(self.spark, f"ml-engine: partitions of {snapshot.path} to replace"):
+            hits = values.where(F.coalesce(F.expr(predicate), F.lit(False))).select(index).collect()
+        matched = {distinct[row[index]] for row in hits}
+        return [f for f in snapshot.files if f.partition_values in matched]
+
+    def _create_from(
+        self,
+        df: DataFrame,
+        path: str,
+        partition_by: list[str] | None,
+        operation: str,
+        parameters: dict[str, str],
+        predicate: str | None = None,
+        app: tuple[str, int] | None = None,
+    ) -> int:
+        """Creates a table holding ``df`` in its first commit (columns nullable, as Delta
+        does for tables created by writing a DataFrame)."""
+        schema = nullable_schema(df.schema)
+        parts = list(partition_by or [])
+        _check_partition_columns(path, schema, parts)
+        _delta_schema(path, schema)  # unsupported types fail before any Spark job
+        if predicate is not None:
+            _check_predicate(self.spark, path, schema, predicate)
+        snapshot = _Snapshot(path, None, schema, parts, [])  # type: ignore[arg-type]
+        data = _with_row_checks(df.select(*[F.col(_quote_name(n)) for n in schema.names]),
+                                snapshot, predicate=predicate)  # fmt: skip
+        adds = self._write_files(data, snapshot)
+        self._commit_new(path, schema, parts, adds, operation, parameters, app=app)
+        return DeltaTable(_location(path)).version()
+
+    def _write_files(self, df: DataFrame, snapshot: _Snapshot) -> list[AddAction]:
+        """Spark writes ``df`` (table columns, in order) as Parquet into a new directory of the
+        table; returns one add action per non-empty file, with partition values and stats."""
+        location = _location(snapshot.path)
+        write_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:16]}"
+        target = _join(location, write_id)
+        fields = {f.name: f for f in snapshot.schema.fields}
+        out = df.select(
+            *[
+                _partition_string(c, fields[c].dataType).alias(c)
+                if c in snapshot.partition_by
+                else F.col(_quote_name(c))
+                for c in snapshot.schema.names
+            ]
+        )
+        writer = out.write.mode("errorifexists").options(**_WRITE_OPTIONS)
+        if snapshot.partition_by:
+            writer = writer.partitionBy(*snapshot.partition_by)
+        description = f"ml-engine: write Parquet files of Delta table {snapshot.path}"
+        try:
+            with (
+                _job_description(self.spark, description),
+                _runtime_conf(
+                    self.spark, {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
+                ),
+            ):
+                writer.parquet(_spark_uri(target))
+        except Exception as exc:  # the Spark job failed: nothing is committed
+            raise _write_error(snapshot, exc) from exc
+        return _add_actions(snapshot, target, write_id)
+
+    def _commit(
+        self,
+        snapshot: _Snapshot,
+        adds: list[AddAction],
+        removed: list[_DataFile],
+        operation: str,
+        parameters: dict[str, str],
+        overwrite: bool = False,
+        app: tuple[str, int] | None = None,
+    ) -> int:
+        """Commits ``adds`` and the removal of ``removed`` in one transaction on top of the
+        snapshot's version (delta-rs checks for conflicting concurrent commits)."""
+        now_ms = int(time.time() * 1000)
+        removes = [
+            RemoveAction(
+                path=urllib.parse.unquote(f.log_path),  # delta-rs encodes it again
+                data_change=True,
+                deletion_timestamp=now_ms,
+                size=f.size,
+                partition_values={
+                    field.name: _partition_text(value, field.dataType)
+                    for field, value in zip(
+                        snapshot.partition_fields, f.partition_values, strict=True
+                    )
+                },
+            )
+            for f in removed
+        ]
+        commit_id = uuid.uuid4().hex
+        try:
+            snapshot.table.create_write_transaction(
+                [*removes, *adds],
+                mode="overwrite" if overwrite else "append",
+                schema=snapshot.table.schema(),
+                partition_by=snapshot.partition_by or None,
+                commit_properties=_commit_properties(
+                    operation, parameters, snapshot.partition_by, app, commit_id
+                ),
+            )
+        except CommitFailedError as exc:
+            raise TableError(
+                f"commit to Delta table {snapshot.path} failed, probably because of a "
+                f"concurrent commit; nothing was committed, rerun the job: {exc}"
+            ) from exc
+        except DeltaError as exc:
+            raise TableError(f"commit to Delta table {snapshot.path} failed: {exc}") from exc
+        committed = _committed_version(snapshot.path, commit_id)
+        if removed:
+            table = DeltaTable(_location(snapshot.path), version=committed)
+            _check_removed(snapshot.path, table, removed)
+        return committed
+
+    def _commit_new(
+        self,
+        path: str,
+        schema: T.StructType,
+        partition_by: list[str],
+        adds: list[AddAction],
+        operation: str,
+        parameters: dict[str, str],
+        app: tuple[str, int] | None = None,
+    ) -> None:
+        try:
+            create_table_with_add_actions(
+                _location(path),
+                _delta_schema(path, schema),
+                adds,
+                mode="error",
+                partition_by=partition_by or None,
+                commit_properties=_commit_properties(operation, parameters, partition_by, app),
+            )
+        except DeltaError as exc:
+            raise TableError(
+                f"creating Delta table {path} failed (did another job create it meanwhile?): {exc}"
+            ) from exc
+
+
+# ---------------------------------------------------------------------------------- locations
+
+
+def _location(path: str) -> str:
+    """The table's location for delta-rs and pyarrow: an absolute local path or a URI."""
+    path = str(path)
+    if path.startswith("file://"):
+        path = urllib.parse.unquote(path[len("file://") :])
+    elif path.startswith("file:"):
+        path = urllib.parse.unquote(path[len("file:") :])
+    elif "://" in path:
+        return path.rstrip("/")
+    return os.path.abspath(path)
+
+
+def _spark_uri(location: str) -> str:
+    """The same location for Spark. Local paths get an explicit ``file://`` so that a default
+    file system other than the local one (HDFS on a cluster) is never assumed."""
+    return "file://" + location if location.startswith("/") else location
+
+
+def _join(location: str, relative: str) -> str:
+    return location.rstrip("/") + "/" + relative
+
+
+def _file_location(table_location: str, log_path: str) -> str:
+    """Absolute, decoded location of a file from its (URI-encoded) path in the log."""
+    if log_path.startswith("file:"):
+        return _location(log_path)  # decodes
+    if "://" in log_path:  # an absolute URI (shallow clones)
+        return urllib.parse.unquote(log_path)
+    return _join(table_location, urllib.parse.unquote(log_path))
+
+
+def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    if location.startswith("/"):
+        return pafs.LocalFileSystem(), location
+    return pafs.FileSystem.from_uri(location)
+
+
+def _quote_name(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+# ------------------------------------------------------------------------------------ schemas
+
+
+def _spark_schema(table: DeltaTable) -> T.StructType:
+    """The Delta schema as a Spark StructType (Delta stores schemas in Spark's JSON form)."""
+    return T.StructType.fromJson(json.loads(table.schema().to_json()))
+
+
+def _delta_schema(path: str, schema: T.StructType) -> deltalake.Schema:
+    try:
+        return deltalake.Schema.from_json(schema.json())
+    except Exception as exc:
+        unsupported = [
+            f.name
+            for f in schema.fields
+            if isinstance(f.dataType, T.UserDefinedType)
+            or f.dataType.typeName() in ("variant", "null", "calendarinterval")
+        ]
+        hint = (
+            f" Columns {unsupported} have no Delta type; convert ML vectors with "
+            "pyspark.ml.functions.vector_to_array."
+            if unsupported
+            else ""
+        )
+        raise TableError(
+            f"the schema of Delta table {path} cannot be stored in Delta: {exc}.{hint}"
+        ) from exc
+
+
+def _check_partition_columns(path: str, schema: T.StructType, partition_by: list[str]) -> None:
+    fields = {f.name: f for f in schema.fields}
+    missing = [c for c in partition_by if c not in fields]
+    if missing:
+        raise TableError(
+            f"Delta table {path}: partition columns {missing} are not columns of the data "
+            f"({schema.names})"
+        )
+    bad = [
+        f"{c} ({fields[c].dataType.simpleString()})"
+        for c in partition_by
+        if not isinstance(fields[c].dataType, _PARTITION_TYPES)
+    ]
+    if bad:
+        raise TableError(
+            f"Delta table {path}: cannot partition by {bad}; partition by string, integer, "
+            "boolean, decimal, date or timestamp columns"
+        )
+    if len(set(partition_by)) != len(partition_by) or len(partition_by) == len(schema.fields):
+        raise TableError(
+            f"Delta table {path}: partition columns {partition_by} must be distinct and leave "
+            "at least one data column"
+        )
+
+
+def _check_predicate(spark: SparkSession, path: str, schema: T.StructType, predicate: str) -> None:
+    """Analyses ``predicate`` against the table's columns (no Spark job)."""
+    try:
+        spark.createDataFrame([], nullable_schema(schema)).where(predicate).schema  # noqa: B018
+    except Exception as exc:
+        raise TableError(
+            f"replace_where predicate {predicate!r} is not a valid SQL predicate over the "
+            f"columns of Delta table {path} ({schema.names}): {_first_line(exc)}"
+        ) from exc
+
+
+def _only_partition_columns(spark: SparkSession, snapshot: _Snapshot, predicate: str) -> bool:
+    """True when ``predicate`` resolves against the partition columns alone."""
+    if not snapshot.partition_by:
+        return False
+    only_partitions = T.StructType([f for f in nullable_schema(snapshot.schema).fields
+                                    if f.name in snapshot.partition_by])  # fmt: skip
+    try:
+        with _quiet_analysis_errors():
+            spark.createDataFrame([], only_partitions).where(predicate).schema  # noqa: B018
+    except AnalysisException:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _quiet_analysis_errors() -> Iterator[None]:
+    """Silences PySpark's ERROR log of analysis exceptions for a block that expects them."""
+    # PySpark's own logger class: a plain logging.Logger registered under these names would
+    # break PySpark's later calls with extra keyword arguments.
+    names = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
+    loggers = [PySparkLogger.getLogger(name) for name in names]
+    previous = [logger.disabled for logger in loggers]
+    for logger in loggers:
+        logger.disabled = True
+    try:
+        yield
+    finally:
+        for logger, disabled in zip(loggers, previous, strict=True):
+            logger.disabled = disabled
+
+
+# ---------------------------------------------------------------------------- table features
+
+
+def _snapshot(path: str, table: DeltaTable, with_files: bool = True) -> _Snapshot:
+    schema = _spark_schema(table)
+    partition_by = list(table.metadata().partition_columns)
+    files = []
+    if with_files:
+        location = _location(path)
+        actions = pa.table(table.get_add_actions(flatten=True))
+        wanted = {"path", "size_bytes", *(f"partition.{c}" for c in partition_by)}
+        names = set(actions.column_names) & wanted
+        columns = {name: actions.column(name).to_pylist() for name in names}
+        for i, log_path in enumerate(columns.get("path", [])):
+            values = tuple(
+                columns[f"partition.{c}"][i] if f"partition.{c}" in names else None
+                for c in partition_by
+            )
+            files.append(
+                _DataFile(
+                    log_path=log_path,
+                    uri=_file_location(location, log_path),
+                    size=int(columns["size_bytes"][i]),
+                    partition_values=values,
+                )
+            )
+    return _Snapshot(path, table, schema, partition_by, files)
+
+
+def _check_readable(snapshot: _Snapshot) -> None:
+    """Refuses tables whose rows plain Parquet reading would get wrong.
+
+    Raises:
+        TableError: naming the table and the feature.
+    """
+    table, path = snapshot.table, snapshot.path
+    mode = table.metadata().configuration.get("delta.columnMapping.mode") or "none"
+    advice = "read it with the spark backend (delta.backend: spark, delta-spark on the classpath)"
+    if mode != "none":
+        raise TableError(
+            f"Delta table {path} uses column mapping (delta.columnMapping.mode={mode}): its "
+            f"Parquet column names differ from the table's; {advice}"
+        )
+    features = set(table.protocol().reader_features or [])
+    unknown = sorted(features - _READABLE_FEATURES)
+    if unknown:
+        raise TableError(
+            f"Delta table {path} uses reader features {unknown} that the rs backend cannot "
+            f"read correctly; {advice}"
+        )
+    if "deletionVectors" in features and _has_deletion_vectors(table):
+        raise TableError(
+            f"Delta table {path} has deletion vectors (rows deleted without rewriting files); "
+            f"{advice}, or purge them there with REORG TABLE ... APPLY (PURGE)"
+        )
+
+
+def _check_removed(path: str, committed: DeltaTable, removed: list[_DataFile]) -> None:
+    """Verifies that files meant to be removed are gone: a log written by another engine may
+    encode paths differently from delta-rs, and a remove that misses its add keeps rows twice.
+    """
+    remaining = {
+        urllib.parse.unquote(p)
+        for p in pa.table(committed.get_add_actions()).column("path").to_pylist()
+    }
+    still = sorted({urllib.parse.unquote(f.log_path) for f in removed} & remaining)
+    if still:
+        raise TableError(
+            f"Delta table {path}, version {committed.version()}: files meant to be removed are "
+            f"still in the table ({still[:3]}...), probably because another writer encoded "
+            "their paths differently; restore the previous version with the spark backend and "
+            "write this table with it"
+        )
+
+
+def _has_deletion_vectors(table: DeltaTable) -> bool:
+    reader = pa.RecordBatchReader.from_stream(table.deletion_vectors())
+    return any(batch.num_rows for batch in reader)
+
+
+def _check_writable(snapshot: _Snapshot, partition_by: list[str] | None) -> None:
+    """Refuses writes the rs backend cannot do correctly, and repartitioning.
+
+    Raises:
+        TableError: naming the table and what stands in the way.
+    """
+    path = snapshot.path
+    if partition_by is not None and list(partition_by) != snapshot.partition_by:
+        raise TableError(
+            f"Delta table {path} is partitioned by {snapshot.partition_by}, not "
+            f"{list(partition_by)}; write with the table's partitioning (or partition_by=None)"
+        )
+    configuration = snapshot.table.metadata().configuration
+    reasons = []
+    if (configuration.get("delta.columnMapping.mode") or "none") != "none":
+        reasons.append("column mapping")
+    if any(key.startswith("delta.constraints.") for key in configuration):
+        reasons.append("CHECK constraints")
+    for field in snapshot.schema.fields:
+        keys = set(field.metadata or {})
+        if "delta.generationExpression" in keys:
+            reasons.append(f"generated column {field.name}")
+        if any(key.startswith("delta.identity.") for key in keys):
+            reasons.append(f"identity column {field.name}")
+        if "delta.invariants" in keys:
+            reasons.append(f"invariant on {field.name}")
+    if reasons:
+        raise TableError(
+            f"Delta table {path} uses {', '.join(reasons)}, which the rs backend cannot "
+            "enforce when writing; write it with the spark backend (delta-spark)"
+        )
+
+
+# ------------------------------------------------------------------------------- row checks
+
+
+def _with_row_checks(df: DataFrame, snapshot: _Snapshot, predicate: str | None = None) -> DataFrame:
+    """``df`` with the table's row rules checked inside the Spark job that writes it.
+
+    NOT NULL columns must not receive nulls, and with ``predicate`` (replace_where) every row
+    must match it. A violating row fails the job with an error naming the rule and showing the
+    row; nothing is committed then. Checking while writing costs no extra pass over ``df``.
+    """
+    checks: list[tuple[Column, str]] = [
+        (
+            F.col(_quote_name(f.name)).isNull(),
+            f"column {f.name} of Delta table {snapshot.path} is NOT NULL but a row has a null",
+        )
+        for f in snapshot.schema.fields
+        if not f.nullable
+    ]
+    if predicate is not None:
+        checks.append(
+            (
+                ~F.coalesce(F.expr(predicate), F.lit(False)),
+                f"a row to write into Delta table {snapshot.path} does not match the "
+                f"replace_where predicate {predicate!r}; every written row must match it",
+            )
+        )
+    if not checks:
+        return df
+    row_json = F.to_json(F.struct(*[F.col(_quote_name(c)) for c in df.columns]))
+    rule: Column | None = None
+    for violated, message in checks:
+        error = F.raise_error(F.concat(F.lit(f"{_CHECK_MARK}{message}. Row: "), row_json))
+        rule = F.when(violated, error) if rule is None else rule.when(violated, error)
+    return df.where(rule.otherwise(F.lit(True)))  # type: ignore[union-attr]
+
+
+def _write_error(snapshot: _Snapshot, exc: Exception) -> TableError:
+    text = str(exc)
+    found = re.search(re.escape(_CHECK_MARK) + r"(.*?)(?: SQLSTATE: |\n|$)", text)
+    version = "does not exist yet" if snapshot.table is None else (
+        f"stays at version {snapshot.table.version()}")  # fmt: skip
+    if found:
+        return TableError(f"{found.group(1)} (nothing was committed; the table {version})")
+    return TableError(
+        f"the Spark job writing Delta table {snapshot.path} failed, nothing was committed "
+        f"(the table {version}; its leftover files are removed by vacuum): {_first_line(exc)}"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+# -------------------------------------------------------------------------- partition values
+
+
+def _scan_groups(files: list[_DataFile], with_file_ids: bool) -> list[list[_DataFile]]:
+    """Files grouped by partition values; with file ids also split so that file names are
+    unique within a group (Spark writers reuse a name in every partition directory)."""
+    by_values: dict[tuple[Any, ...], list[list[_DataFile]]] = {}
+    for f in files:
+        groups = by_values.setdefault(f.partition_values, [])
+        target = None
+        if with_file_ids:
+            target = next((g for g in groups if all(o.name != f.name for o in g)), None)
+        elif groups:
+            target = groups[0]
+        if target is None:
+            groups.append([f])
+        else:
+            target.append(f)
+    return [group for groups in by_values.values() for group in groups]
+
+
+def _empty(spark: SparkSession, schema: T.StructType) -> DataFrame:
+    """An empty DataFrame with ``schema`` that the optimizer turns into an empty local relation
+    (``createDataFrame([])`` would become an RDD scan that still runs a task)."""
+    nulls = [F.lit(None).cast(f.dataType).alias(f.name) for f in schema.fields]
+    return spark.range(1).select(*nulls).where(F.lit(False))
+
+
+def _typed_literal(value: Any, data_type: T.DataType) -> Column:
+    """A partition value from delta-rs as a Spark literal of the column's type."""
+    if value is None:
+        return F.lit(None).cast(data_type)
+    if isinstance(data_type, T.TimestampType):
+        return F.timestamp_micros(F.lit(_epoch_micros(value)))
+    if isinstance(data_type, T.TimestampNTZType):
+        return F.lit(value.strftime("%Y-%m-%d %H:%M:%S.%f")).cast(data_type)
+    if isinstance(data_type, T.DecimalType):
+        return F.lit(format(value, "f")).cast(data_type)
+    if isinstance(data_type, T.DateType):
+        return F.lit(value.isoformat()).cast(data_type)
+    return F.lit(value).cast(data_type)
+
+
+def _python_partition_values(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Partition values as Python objects createDataFrame takes (UTC datetimes stay aware)."""
+    return tuple(
+        v.astimezone(timezone.utc) if isinstance(v, datetime) and v.tzinfo else v for v in values
+    )
+
+
+def _epoch_micros(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def _partition_text(value: Any, data_type: T.DataType) -> str | None:
+    """A typed partition value in the Delta protocol's string form."""
+    if value is None:
+        return None
+    if isinstance(data_type, T.TimestampType):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(data_type, T.TimestampNTZType):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(data_type, T.BooleanType):
+        return "true" if value else "false"
+    if isinstance(data_type, T.DecimalType):
+        return format(value, "f")
+    return str(value)
+
+
+def _partition_string(name: str, data_type: T.DataType) -> Column:
+    """Spark expression giving a partition column's value in the Delta protocol's string form.
+
+    Spark writes it as the ``name=value`` directory, from which the driver reads it back; the
+    data files never hold partition columns. Timestamps are rendered in UTC by integer
+    arithmetic, independent of the session time zone.
+    """
+    c = F.col(_quote_name(name))
+    if isinstance(data_type, T.TimestampType):
+        return _micros_text(c, F.unix_micros(c), "%sT%02d:%02d:%02d.%06dZ")
+    if isinstance(data_type, T.TimestampNTZType):
+        # Only the cast to string is free of the session time zone (date_format and
+        # timestamp_diff shift wall-clock times in a DST gap); it drops trailing zeros.
+        text = c.cast("string")
+        fraction = F.rpad(F.regexp_extract(text, r"\.(\d+)$", 1), 6, "0")
+        return F.concat(F.substring_index(text, ".", 1), F.lit("."), fraction)
+    if isinstance(data_type, T.StringType):
+        return c
+    return c.cast("string")
+
+
+def _micros_text(value: Column, micros: Column, template: str) -> Column:
+    """``value`` (micros since the epoch, UTC wall clock) as date-time text, by integer
+    arithmetic; null stays null (format_string would render "null")."""
+    of_day = F.pmod(micros, F.lit(_DAY_US))
+    days = ((micros - of_day) / F.lit(_DAY_US)).cast("int")
+    text = F.format_string(
+        template,
+        F.date_from_unix_date(days).cast("string"),
+        F.floor(of_day / F.lit(3_600_000_000)),
+        F.floor(F.pmod(of_day, F.lit(3_600_000_000)) / F.lit(60_000_000)),
+        F.floor(F.pmod(of_day, F.lit(60_000_000)) / F.lit(1_000_000)),
+        F.pmod(of_day, F.lit(1_000_000)),
+    )
+    return F.when(value.isNotNull(), text)
+
+
+def _directory_partition_values(
+    path: str, relative: str, partition_by: list[str]
+) -> dict[str, str | None]:
+    """Partition values from a written file's ``col=value/`` directories (Spark escapes
+    special characters as ``%XX``; null is ``__HIVE_DEFAULT_PARTITION__``)."""
+    directories = relative.split("/")[:-1]
+    values: dict[str, str | None] = {}
+    for directory in directories:
+        name, sep, value = directory.partition("=")
+        if not sep:
+            continue
+        value = urllib.parse.unquote(value)
+        values[urllib.parse.unquote(name)] = None if value == _NULL_PARTITION else value
+    if list(values) != partition_by:
+        raise TableError(
+            f"unexpected directory layout {relative!r} written for Delta table {path}; "
+            f"expected partition directories {partition_by}"
+        )
+    return values
+
+
+# ------------------------------------------------------------------------------------ commits
+
+
+def _commit_properties(
+    operation: str,
+    parameters: dict[str, str],
+    partition_by: list[str],
+    app: tuple[str, int] | None,
+    commit_id: str | None = None,
+) -> CommitProperties:
+    """Commit info naming the operation like delta-spark does (CREATE TABLE, WRITE with mode
+    Append / Overwrite and predicate, MERGE), plus the app transaction of idempotent appends."""
+    parameters = {**parameters, "partitionBy": json.dumps(list(partition_by))}
+    metadata: dict[str, Any] = {_OPERATION_KEY: operation, _PARAMETERS_KEY: parameters}
+    if commit_id is not None:
+        metadata[_COMMIT_ID_KEY] = commit_id
+    return CommitProperties(
+        custom_metadata=metadata,
+        app_transactions=[Transaction(app[0], app[1])] if app else None,
+    )
+
+
+def _committed_version(path: str, commit_id: str) -> int:
+    """The version of the commit tagged ``commit_id`` (delta-rs does not return it, and other
+    writers may have committed after it), searched newest first."""
+    table = DeltaTable(_location(path))
+    for limit in (8, None):
+        for info in table.history(limit):
+            if info.get(_COMMIT_ID_KEY) == commit_id:
+                return int(info["version"])
+    raise TableError(f"Delta table {path}: the commit {commit_id} just made is not in its history")
+
+
+def _add_actions(snapshot: _Snapshot, target: str, write_id: str) -> list[AddAction]:
+    """Lists the files Spark wrote under ``target`` and describes each for the log."""
+    fs, base = _filesystem(target)
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    files = []
+    for info in infos:
+        relative = info.path[len(base) :].lstrip("/")
+        hidden = any(part.startswith((".", "_")) for part in relative.split("/"))
+        if info.type == pafs.FileType.File and not hidden:
+            files.append((info, relative))
+    if not files:
+        return []
+    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+        footers = list(pool.map(lambda f: pq.read_metadata(f[0].path, filesystem=fs), files))
+    leaves = _stat_leaves(snapshot.data_schema)
+    now_ms = int(time.time() * 1000)
+    actions = []
+    for (info, relative), footer in zip(files, footers, strict=True):
+        if footer.num_rows == 0:
+            continue  # Spark writes an empty file for an empty partition; vacuum removes it
+        mtime = info.mtime_ns // 1_000_000 if info.mtime_ns else now_ms
+        actions.append(
+            AddAction(
+                # delta-rs takes the plain relative path and URI-encodes it for the log
+                path=f"{write_id}/{relative}",
+                size=int(info.size),
+                partition_values=_directory_partition_values(
+                    snapshot.path, relative, snapshot.partition_by
+                ),
+                modification_time=int(mtime),
+                data_change=True,
+                stats=_stats_json(footer, leaves),
+            )
+        )
+    return actions
+
+
+# ------------------------------------------------------------------------------------- stats
+
+
+def _stat_leaves(schema: T.StructType) -> dict[str, tuple[tuple[str, ...], T.DataType]]:
+    """Parquet column paths (``a`` or ``s.x``) of the primitive columns that get statistics:
+    top-level and inside structs, not inside arrays or maps (as Delta writers do)."""
+    leaves: dict[str, tuple[tuple[str, ...], T.DataType]] = {}
+
+    def walk(fields: list[T.StructField], prefix: tuple[str, ...]) -> None:
+        for f in fields:
+            if "." in f.name:
+                continue  # ambiguous in Parquet's dotted paths: no statistics
+            names = (*prefix, f.name)
+            if isinstance(f.dataType, T.StructType):
+                walk(f.dataType.fields, names)
+            elif not isinstance(f.dataType, T.ArrayType | T.MapType):
+                leaves[".".join(names)] = (names, f.dataType)
+
+    walk(schema.fields, ())
+    return leaves
+
+
+def _stats_json(
+    footer: pq.FileMetaData, leaves: dict[str, tuple[tuple[str, ...], T.DataType]]
+) -> str:
+    """Delta per-file statistics (numRecords, minValues, maxValues, nullCount) from a footer.
+
+    A bound is only written when every row group has it; timestamps are written at the
+    millisecond precision Delta uses, the minimum rounded down and the maximum up, so both stay
+    valid bounds; long strings keep a 32-character prefix as minimum and no maximum.
+    """
+    acc: dict[str, dict[str, Any]] = {}
+    for r in range(footer.num_row_groups):
+        group = footer.row_group(r)
+        for i in range(group.num_columns):
+            column = group.column(i)
+            leaf = leaves.get(column.path_in_schema)
+            if leaf is None:
+                continue
+            a = acc.setdefault(
+                column.path_in_schema, {"min": None, "max": None, "nulls": 0, "bounds": True}
+            )
+            st = column.statistics
+            if st is None or not st.has_null_count:
+                a["nulls"] = None
+            elif a["nulls"] is not None:
+                a["nulls"] += st.null_count
+            if st is not None and st.has_min_max:
+                low, high = _stat_value(st.min, leaf[1]), _stat_value(st.max, leaf[1])
+                if low is None or high is None:
+                    a["bounds"] = False
+                else:
+                    a["min"] = low if a["min"] is None else min(a["min"], low)
+                    a["max"] = high if a["max"] is None else max(a["max"], high)
+            elif not (st is not None and st.has_null_count and st.null_count == group.num_rows):
+                a["bounds"] = False  # values without bounds (an all-null group needs none)
+    stats: dict[str, Any] = {"numRecords": footer.num_rows}
+    minimum: dict[str, Any] = {}
+    maximum: dict[str, Any] = {}
+    nulls: dict[str, Any] = {}
+    for dotted, a in acc.items():
+        names, data_type = leaves[dotted]
+        if a["nulls"] is not None:
+            _put(nulls, names, a["nulls"])
+        if a["bounds"] and a["min"] is not None:
+            low = _json_bound(a["min"], data_type, upper=False)
+            high = _json_bound(a["max"], data_type, upper=True)
+            if low is not None:
+                _put(minimum, names, low)
+            if high is not None:
+                _put(maximum, names, high)
+    stats.update(minValues=minimum, maxValues=maximum, nullCount=nulls)
+    return _dumps_with_decimals(stats)
+
+
+def _stat_value(value: Any, data_type: T.DataType) -> Any:
+    """A footer statistic as a comparable Python value, or None when it is not usable."""
+    if isinstance(data_type, T.BooleanType | T.BinaryType):
+        return None  # Delta keeps no bounds for them
+    if isinstance(data_type, T.ByteType | T.ShortType | T.IntegerType | T.LongType):
+        return value if isinstance(value, int) else None
+    if isinstance(data_type, T.FloatType | T.DoubleType):
+        return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+    if isinstance(data_type, T.DecimalType):
+        return value if isinstance(value, Decimal) else None
+    if isinstance(data_type, T.StringType):
+        return value if isinstance(value, str) else None
+    if isinstance(data_type, T.TimestampType):
+        ok = isinstance(value, datetime) and value.tzinfo is not None
+        return value.astimezone(timezone.utc) if ok else None
+    if isinstance(data_type, T.TimestampNTZType):
+        return value if isinstance(value, datetime) and value.tzinfo is None else None
+    if isinstance(data_type, T.DateType):
+        ok = isinstance(value, date) and not isinstance(value, datetime)
+        return value if ok else None
+    return None
+
+
+def _json_bound(value: Any, data_type: T.DataType, upper: bool) -> Any:
+    if isinstance(data_type, T.StringType):
+        if len(value) <= _STRING_STATS_PREFIX:
+            return value
+        return None if upper else value[:_STRING_STATS_PREFIX]
+    if isinstance(data_type, T.TimestampType | T.TimestampNTZType):
+        naive = value.replace(tzinfo=None)
+        micros = (naive - _EPOCH_NAIVE) // timedelta(microseconds=1)
+        millis = -(-micros // 1000) if upper else micros // 1000
+        rounded = _EPOCH_NAIVE + timedelta(milliseconds=millis)
+        text = rounded.strftime("%Y-%m-%dT%H:%M:%S.") + f"{rounded.microsecond // 1000:03d}"
+        return text + ("Z" if isinstance(data_type, T.TimestampType) else "")
+    if isinstance(data_type, T.DateType):
+        return value.isoformat()
+    return value
+
+
+def _put(target: dict[str, Any], names: tuple[str, ...], value: Any) -> None:
+    for name in names[:-1]:
+        target = target.setdefault(name, {})
+    target[names[-1]] = value
+
+
+def _dumps_with_decimals(value: dict[str, Any]) -> str:
+    """JSON with Decimals written as exact numbers (as Delta writers do), not floats."""
+    marker = "\u0000decimal:"
+
+    def encode(o: Any) -> str:
+        if isinstance(o, Decimal):
+            return f"{marker}{format(o, 'f')}\u0000"
+        raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+    text = json.dumps(value, default=encode, separators=(",", ":"))
+    return re.sub(r'"\\u0000decimal:([-0-9.]+)\\u0000"', r"\1", text)
+
+
+# -------------------------------------------------------------------------------------- misc
+
+
+def _as_aware(moment: datetime | str, session_zone: str) -> datetime:
+    """A read timestamp as an aware datetime; naive values are in the session time zone."""
+    if isinstance(moment, str):
+        text = moment.strip()
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise TableError(
+                f"timestamp {text!r} is not an ISO-8601 date or date-time "
+                "(e.g. '2026-01-31 12:00:00' or '2026-01-31T12:00:00+00:00')"
+            ) from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_zone(session_zone))
+    return moment.astimezone(timezone.utc)
+
+
+def _zone(name: str) -> timezone | ZoneInfo:
+    offset = re.fullmatch(r"(?:UTC|GMT)?([+-])(\d{1,2}):?(\d{2})?", name.strip())
+    if offset:
+        sign = 1 if offset.group(1) == "+" else -1
+        delta = timedelta(hours=int(offset.group(2)), minutes=int(offset.group(3) or 0))
+        return timezone(sign * delta)
+    return ZoneInfo(name)
+
+
+@contextlib.contextmanager
+def _job_description(spark: SparkSession, text: str) -> Iterator[None]:
+    """Names the Spark jobs of the block in the UI, restoring the caller's description."""
+    sc = spark.sparkContext
+    previous = sc.getLocalProperty("spark.job.description")
+    sc.setJobDescription(text)
+    try:
+        yield
+    finally:
+        sc.setLocalProperty("spark.job.description", previous)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _runtime_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """Sets runtime SQL settings for the block, restoring the previous values."""
+    previous = {key: spark.conf.get(key) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            spark.conf.set(key, value)

@@ -1,0 +1,270 @@
+"""Point-in-time correct training sets: label events joined to the features known at their time.
+
+For each label event (entity, label time, label) the training set takes the feature row of the
+same entity with the latest feature event time ``<=`` the label time, never a later one, so a
+model is trained only on what was known when the label's event happened.
+
+The join is native and linear in the number of rows: labels and feature rows are unioned,
+sorted per entity by time (a feature row before a label row at the same instant) and each label
+row takes the last feature row before it (``last(struct, ignorenulls=True)`` over a running
+window). The whole feature row is carried as one struct, so a null in the latest feature row
+stays null instead of being filled from an older row.
+
+The ``training_set`` table records which versions of its inputs it was built from, in the
+columns ``features_version`` and ``labels_version`` (and in the job result), so a training run
+can log them and anyone can rebuild the same set by time travel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ml_engine.config import Config
+from ml_engine.features import BATCH_COLUMN, event_micros, select_features
+from ml_engine.jobs import JobError, JobResult
+from ml_engine.session import describe
+from ml_engine.tables.base import DeltaTables
+
+LABEL_TIME = "label_time"
+FEATURE_TIME = "feature_time"
+FEATURES_VERSION = "features_version"
+LABELS_VERSION = "labels_version"
+
+_K, _T, _TB, _KIND, _FEAT, _LAB = "__k", "__t", "__tb", "__kind", "__feat", "__lab"
+_FEATURE_ROW, _LABEL_ROW = 0, 1
+
+
+class TrainingSetError(ValueError):
+    """Labels or features do not fit together; the message names the column and table."""
+
+
+def point_in_time_join(
+    labels: DataFrame,
+    features: DataFrame,
+    key: str,
+    label_time: str,
+    feature_time: str,
+    feature_columns: Sequence[str],
+    tiebreak: str | None = None,
+    as_of_column: str = FEATURE_TIME,
+) -> DataFrame:
+    """Each label row with the entity's latest feature row at or before its label time.
+
+    A label with no feature row at or before its time keeps null features (and a null
+    ``as_of_column``). Among feature rows at exactly the same time, ``tiebreak`` decides: the
+    feature row whose ``tiebreak`` equals the label's is taken when it exists, else the last
+    one ordered below it; a label without a ``tiebreak`` value takes the last of them. Labels
+    or feature rows with a null key match nothing.
+
+    Args:
+        labels: label events; all of their columns are kept, in order.
+        features: feature rows with ``key``, ``feature_time`` and ``feature_columns``.
+        key: entity key column, in both frames.
+        label_time: timestamp/date column of ``labels``.
+        feature_time: timestamp/date column of ``features``.
+        feature_columns: feature columns to attach (must not be columns of ``labels``).
+        tiebreak: optional column in both frames (a record id) ordering same-instant rows.
+        as_of_column: output column with the event time of the feature row used.
+
+    Returns:
+        ``labels`` columns, then ``as_of_column``, then ``feature_columns``.
+
+    Raises:
+        TrainingSetError: a column is missing or a feature column clashes with a label column.
+    """
+    _require(labels, [key, label_time] + ([tiebreak] if tiebreak else []), "labels")
+    _require(
+        features,
+        [key, feature_time, *feature_columns] + ([tiebreak] if tiebreak else []),
+        "features",
+    )
+    clash = [c for c in [as_of_column, *feature_columns] if c in labels.columns]
+    if clash:
+        raise TrainingSetError(
+            f"feature column(s) {clash} also exist in the labels; drop or rename them "
+            f"(training_set.feature_columns)"
+        )
+
+    feat = F.struct(
+        F.col(feature_time).cast("timestamp").alias(as_of_column),
+        *[F.col(c) for c in feature_columns],
+    )
+    lab = F.struct(*[F.col(c) for c in labels.columns])
+    feat_type = features.select(feat.alias(_FEAT)).schema[_FEAT].dataType
+    lab_type = labels.select(lab.alias(_LAB)).schema[_LAB].dataType
+
+    tb = F.col(tiebreak).cast("string") if tiebreak else F.lit(None).cast("string")
+
+    feature_rows = features.where(F.col(key).isNotNull()).select(
+        F.col(key).alias(_K),
+        event_micros(feature_time).alias(_T),
+        tb.alias(_TB),
+        F.lit(_FEATURE_ROW).alias(_KIND),
+        feat.alias(_FEAT),
+        F.lit(None).cast(lab_type).alias(_LAB),
+    )
+    label_rows = labels.select(
+        F.col(key).alias(_K),
+        event_micros(label_time).alias(_T),
+        tb.alias(_TB),
+        F.lit(_LABEL_ROW).alias(_KIND),
+        F.lit(None).cast(feat_type).alias(_FEAT),
+        lab.alias(_LAB),
+    )
+    # Same instant: feature rows up to the label's tiebreak come first; a label without one
+    # (null sorts last) comes after all of them; the kind orders a feature row before the label
+    # of the same record.
+    w = (
+        Window.partitionBy(_K)
+        .orderBy(F.col(_T).asc(), F.col(_TB).asc_nulls_last(), F.col(_KIND).asc())
+        .rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    )
+    joined = (
+        feature_rows.unionByName(label_rows)
+        .select(_KIND, _LAB, F.last(_FEAT, ignorenulls=True).over(w).alias(_FEAT))
+        .where(F.col(_KIND) == _LABEL_ROW)
+    )
+    return joined.select(
+        *[F.col(f"{_LAB}.{c}").alias(c) for c in labels.columns],
+        F.col(f"{_FEAT}.{as_of_column}").alias(as_of_column),
+        *[F.col(f"{_FEAT}.{c}").alias(c) for c in feature_columns],
+    )
+
+
+def _require(df: DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise TrainingSetError(f"{what} lack column(s) {missing}; they have {df.columns}")
+
+
+def default_feature_columns(features: DataFrame, exclude: Sequence[str]) -> list[str]:
+    """The feature table's columns except ids, times, label and ``batch_id``."""
+    skip = set(exclude) | {BATCH_COLUMN}
+    return [c for c in features.columns if c not in skip]
+
+
+def build_training_set(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
+    """Writes ``training_set``: every labelled event with its point-in-time features.
+
+    Labels come from ``training_set.labels_path`` or ``silver`` (rows with a null label are not
+    label events); the column names default to the schema roles (record_id as ``label_id``,
+    key, event_time as label time, label). Both inputs are read at their latest version, and
+    those versions are written into the ``features_version`` / ``labels_version`` columns and
+    returned in the metrics. The table is replaced as a whole (a rebuild never duplicates).
+    Output columns: label id (when known), key, ``label_time``, label, ``feature_time``, the
+    feature columns, ``features_version``, ``labels_version``. With ``features.selection`` set,
+    the metrics also list ``selected_features``.
+
+    Raises:
+        JobError: a missing input table, or columns that do not fit (names the config key).
+    """
+    schema = cfg.table_schema
+    ts_cfg = cfg.training_set
+    features_path = cfg.storage.table_path("features")
+    labels_path = ts_cfg.labels_path or cfg.storage.table_path("silver")
+    out_path = cfg.storage.table_path("training_set")
+    if not tables.exists(features_path):
+        raise JobError(
+            f"build_training_set: no features table at {features_path}; run build_features first"
+        )
+    if not tables.exists(labels_path):
+        raise JobError(
+            f"build_training_set: no label table at {labels_path} (training_set.labels_path, "
+            f"default silver); run clean first or fix the path"
+        )
+
+    key = ts_cfg.key or schema.key
+    label_time = ts_cfg.label_time or schema.event_time
+    label = ts_cfg.label or schema.label
+    feature_time = schema.event_time
+    for name, value in (("key", key), ("label_time", label_time), ("label", label)):
+        if value is None:
+            raise JobError(
+                f"build_training_set: training_set.{name} is not set and schema "
+                f"'{schema.name}' ({schema.source}) has no column with that role; set it"
+            )
+
+    features_version = tables.version(features_path)
+    labels_version = tables.version(labels_path)
+    describe(
+        spark,
+        f"build_training_set: labels v{labels_version} x features v{features_version} -> training_set",
+    )
+    features = tables.read(features_path, version=features_version)
+    label_src = tables.read(labels_path, version=labels_version)
+
+    label_id = ts_cfg.label_id or (
+        schema.record_id if schema.record_id in label_src.columns else None
+    )
+    for name, value in (
+        ("key", key), ("label_time", label_time), ("label", label), ("label_id", label_id)
+    ):  # fmt: skip
+        if value is not None and value not in label_src.columns:
+            raise JobError(
+                f"build_training_set: training_set.{name}: column '{value}' is not in the label "
+                f"table {labels_path}; its columns: {label_src.columns}"
+            )
+    if key not in features.columns or feature_time not in features.columns:
+        raise JobError(
+            f"build_training_set: the features table {features_path} lacks '{key}' or "
+            f"'{feature_time}'; rebuild it with build_features"
+        )
+
+    id_cols = [label_id] if label_id else []
+    labels = label_src.where(F.col(label).isNotNull()).select(
+        *[F.col(c) for c in id_cols],
+        F.col(key),
+        F.col(label_time).cast("timestamp").alias(LABEL_TIME),
+        F.col(label),
+    )
+    # The features table's own label column is never a feature (it would leak the label).
+    exclude = {key, feature_time, LABEL_TIME, label}
+    exclude |= {c for c in (schema.record_id, schema.label, label_id) if c}
+    if ts_cfg.feature_columns is not None:
+        feature_columns = list(ts_cfg.feature_columns)
+        missing = [c for c in feature_columns if c not in features.columns]
+        if missing:
+            raise JobError(
+                f"build_training_set: training_set.feature_columns: {missing} are not in the "
+                f"features table {features_path}; its columns: {features.columns}"
+            )
+    else:
+        feature_columns = default_feature_columns(features, sorted(exclude))
+    tiebreak = label_id if label_id and label_id in features.columns else None
+    try:
+        joined = point_in_time_join(
+            labels, features, key, LABEL_TIME, feature_time, feature_columns, tiebreak=tiebreak
+        )
+    except TrainingSetError as exc:
+        raise JobError(f"build_training_set: {exc}") from None
+    out = joined.select(
+        *joined.columns,
+        F.lit(features_version).cast("long").alias(FEATURES_VERSION),
+        F.lit(labels_version).cast("long").alias(LABELS_VERSION),
+    )
+    version = tables.overwrite(out, out_path)
+    metrics = {
+        FEATURES_VERSION: features_version,
+        LABELS_VERSION: labels_version,
+        "training_set_version": version,
+        "features_path": features_path,
+        "labels_path": labels_path,
+        "feature_columns": feature_columns,
+    }
+    if cfg.features.selection.enabled:
+        written = tables.read(out_path, version=version)
+        candidates = cfg.features.selection.columns or [
+            c for c in feature_columns if isinstance(written.schema[c].dataType, T.NumericType)
+        ]
+        describe(spark, "build_training_set: feature selection")
+        metrics["selected_features"] = select_features(
+            written, candidates, label, cfg.features.selection
+        )
+    return JobResult(job="build_training_set", outputs={"training_set": out_path}, metrics=metrics)
+
+
+run_build_training_set = build_training_set

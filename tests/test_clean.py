@@ -1,0 +1,965 @@
+"""The clean job: config checks, standardisation, dedup, rules, imputation, quarantine, job runs."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from chispa import assert_approx_df_equality, assert_df_equality
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ml_engine.config import CleanConfig, CleanRule, ConfigError, build_config, load_config
+from ml_engine.jobs import JobError
+from ml_engine.quality.clean import (
+    COERCE_FAILED,
+    COPIES,
+    REASON,
+    VIOLATIONS,
+    deduplicate,
+    fail_samples,
+    mode_values,
+    prepare,
+    rejected_rows,
+    run_clean,
+    schema_rules,
+    silver_rows,
+    standardise,
+    summarise,
+    with_coerced_types,
+    with_table_columns,
+    with_violations,
+)
+from ml_engine.quality.metrics import quantile_metric
+from ml_engine.schemas import schema_from_dict
+from ml_engine.session import JobCounter
+from ml_engine.tables import open_tables
+
+UTC = timezone.utc
+SCHEMA_DICT = {
+    "name": "tx",
+    "columns": [
+        {
+            "name": "id",
+            "type": "string",
+            "nullable": False,
+            "role": "record_id",
+            "constraints": {"pattern": "T[0-9]{3}"},
+        },
+        {"name": "cust", "type": "string", "role": "key"},
+        {"name": "ts", "type": "timestamp", "role": "event_time"},
+        {
+            "name": "amount",
+            "type": "double",
+            "role": "numeric_feature",
+            "constraints": {"min": 0, "max": 1000},
+        },
+        {
+            "name": "score",
+            "type": "int",
+            "role": "numeric_feature",
+            "constraints": {"min": 300, "max": 850},
+        },
+        {
+            "name": "channel",
+            "type": "string",
+            "role": "categorical_feature",
+            "constraints": {"allowed": ["web", "app", "store"]},
+        },
+        {"name": "raw_amount", "type": "string"},
+    ],
+}
+SCHEMA = schema_from_dict(SCHEMA_DICT)
+META = [
+    T.StructField("batch_id", T.StringType()),
+    T.StructField("source_file", T.StringType()),
+    T.StructField("ingested_at", T.TimestampType()),
+]
+BRONZE_STRUCT = T.StructType(SCHEMA.struct.fields + META)
+T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+ING = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+
+
+def bronze_rows(spark, rows, batch="b1"):
+    """Bronze rows from (id, cust, ts, amount, score, channel, raw_amount[, source_file, ingested_at])."""
+    full = []
+    for r in rows:
+        data, meta = r[:7], r[7:]
+        source_file, ingested_at = meta if meta else ("f1.csv", ING)
+        full.append((*data, batch, source_file, ingested_at))
+    return spark.createDataFrame(full, BRONZE_STRUCT)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _cfg_dict(tmp_path: Path, clean: dict, schema: dict = SCHEMA_DICT) -> dict:
+    schema_file = tmp_path / "schema.yaml"
+    schema_file.write_text(yaml.safe_dump(schema), encoding="utf-8")
+    return {
+        "schema": str(schema_file),
+        "storage": {"root": str(tmp_path / "store")},
+        "clean": clean,
+    }
+
+
+def _config_error(tmp_path: Path, clean: dict, schema: dict = SCHEMA_DICT) -> str:
+    with pytest.raises(ConfigError) as err:
+        build_config(_cfg_dict(tmp_path, clean, schema), check_schema=True)
+    return str(err.value)
+
+
+def test_config_column_the_schema_lacks_names_the_key_path(tmp_path):
+    msg = _config_error(
+        tmp_path,
+        {
+            "case": {"nope": "lower"},
+            "coerce": {"gone": "double"},
+            "rules": [{"name": "r", "type": "range", "column": "missing_col", "min": 0}],
+        },
+    )
+    assert msg.startswith("config does not fit the schema:")
+    assert "clean.case.nope: column 'nope' is not in schema 'tx'" in msg
+    assert "clean.coerce.gone: column 'gone' is not in schema 'tx'" in msg
+    assert "clean.rules.0.column: column 'missing_col' is not in schema 'tx'" in msg
+
+
+def test_config_rule_on_a_wrong_type_names_rule_column_and_type(tmp_path):
+    msg = _config_error(
+        tmp_path,
+        {
+            "rules": [
+                {"name": "r_range", "type": "range", "column": "channel", "min": 0},
+                {"name": "r_pattern", "type": "pattern", "column": "score", "pattern": "[0-9]+"},
+                {"name": "r_allowed", "type": "allowed", "column": "score", "values": [1, "x"]},
+            ]
+        },
+    )
+    assert (
+        "clean.rules.0.column: rule 'r_range' is a range rule but column 'channel' has type "
+        "string; use a numeric column" in msg
+    )
+    assert (
+        "clean.rules.1.column: rule 'r_pattern' is a pattern rule but column 'score' has type "
+        "int; patterns apply to string columns" in msg
+    )
+    assert (
+        "clean.rules.2.values: rule 'r_allowed': column 'score' has type int but values ['x'] are not numbers"
+        in msg
+    )
+
+
+def test_config_imputation_type_checks_follow_coercion(tmp_path):
+    msg = _config_error(
+        tmp_path,
+        {
+            "missing": {
+                "raw_amount": {"strategy": "median"},
+                "score": {"strategy": "constant", "value": "high"},
+            },
+            "case": {"score": "upper"},
+        },
+    )
+    assert "clean.case.score: case only applies to string columns, 'score' has type int" in msg
+    assert (
+        "clean.missing.raw_amount.strategy: median imputation needs a numeric column, "
+        "'raw_amount' has type string" in msg
+    )
+    assert (
+        "clean.missing.score.value: column 'score' has type int but the constant 'high' is not "
+        "a number" in msg
+    )
+    # Coerced to double, the same column may be imputed with its median.
+    cfg = build_config(
+        _cfg_dict(
+            tmp_path,
+            {"coerce": {"raw_amount": "double"}, "missing": {"raw_amount": {"strategy": "median"}}},
+        )
+    )
+    assert cfg.clean.column_type(cfg.table_schema, "raw_amount") == T.DoubleType()
+
+
+def test_config_unknown_coerce_type_and_latest_by_key_without_key(tmp_path):
+    msg = _config_error(tmp_path, {"coerce": {"raw_amount": "number"}})
+    assert "clean.coerce.raw_amount: unknown type 'number'; use one of" in msg
+    keyless = {"name": "k", "columns": [{"name": "x", "type": "double"}]}
+    msg = _config_error(tmp_path, {"dedup": "latest_by_key"}, schema=keyless)
+    assert (
+        "clean.dedup: latest_by_key needs a column with role record_id or key in schema 'k'" in msg
+    )
+    assert "declare one or use exact or none" in msg
+
+
+def test_config_value_errors_name_the_key(tmp_path):
+    msg = _config_error(tmp_path, {"missing": {"score": {"strategy": "constant"}}})
+    assert "clean.missing.score: Value error, strategy constant needs a value" in msg
+    rule = {"name": "r", "type": "range", "column": "amount", "min": 0}
+    msg = _config_error(tmp_path, {"rules": [rule, rule]})
+    assert "clean: Value error, rule name(s) ['r'] are used more than once" in msg
+    msg = _config_error(tmp_path, {"rules": [{**rule, "name": "schema:mine"}]})
+    assert "the prefix 'schema:' is reserved for schema constraints" in msg
+    msg = _config_error(tmp_path, {"quantiles": [0.5, 1.5]})
+    assert "clean: Value error, quantiles [1.5] are outside [0, 1]" in msg
+    msg = _config_error(
+        tmp_path, {"rules": [{"name": "p", "type": "pattern", "column": "id", "pattern": "T(["}]}
+    )
+    assert "clean.rules.0: Value error, rule 'p': pattern 'T([' is not a valid regex" in msg
+
+
+def test_load_config_names_the_file_that_set_the_bad_key(tmp_path):
+    schema_file = tmp_path / "schema.yaml"
+    schema_file.write_text(yaml.safe_dump(SCHEMA_DICT), encoding="utf-8")
+    conf = tmp_path / "c.yaml"
+    conf.write_text(
+        textwrap.dedent(
+            f"""
+            schema: {schema_file}
+            storage: {{root: {tmp_path}}}
+            clean:
+              mappings: {{colour: {{red: RED}}}}
+            """
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(conf)
+    assert f"{conf}: clean.mappings.colour: column 'colour' is not in schema 'tx'" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            conf,
+            ["clean.mappings={}", "clean.rules=[{name: r, type: range, column: channel, min: 0}]"],
+        )
+    assert (
+        "--set clean.rules: clean.rules.0.column: rule 'r' is a range rule but column 'channel'"
+        in str(err.value)
+    )
+
+
+# --------------------------------------------------------------------------- standardise / coerce
+
+
+def test_standardise_trims_cases_and_maps_spellings(spark):
+    schema = "channel string, country string, score int, source_file string"
+    df = spark.createDataFrame(
+        [
+            (" Mobile ", " us", 1, " f1.csv "),
+            ("WEB", "De ", 2, "f2.csv"),
+            ("   ", "\tfr\t", 3, "f3.csv"),
+            (None, None, None, None),
+            ("shop", "", 5, "f5.csv"),
+            ("app", "gb", 6, "f6.csv"),
+        ],
+        schema,
+    )
+
+    actual = standardise(
+        df,
+        trim=True,
+        case={"channel": "lower", "country": "upper"},
+        # keys are trimmed and cased like the column, so "Mobile" matches "mobile"
+        mappings={"channel": {"Mobile": "app", "shop": "store"}},
+    )
+
+    expected = spark.createDataFrame(
+        [
+            ("app", "US", 1, " f1.csv "),
+            ("web", "DE", 2, "f2.csv"),
+            (None, "FR", 3, "f3.csv"),
+            (None, None, None, None),
+            ("store", None, 5, "f5.csv"),
+            ("app", "GB", 6, "f6.csv"),
+        ],
+        schema,
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_standardise_rejects_case_on_a_non_string_column(spark):
+    df = spark.createDataFrame([(1,)], "score int")
+    with pytest.raises(ValueError, match=r"standardise: \['score'\] are not string columns"):
+        standardise(df, case={"score": "lower"})
+
+
+def test_coercion_failures_become_null_and_are_named(spark):
+    df = spark.createDataFrame(
+        [("12.5", "3"), ("abc", "4"), (None, "x"), ("1e3", None)], "a string, b string"
+    )
+
+    actual = with_coerced_types(df, {"a": "double", "b": "int"})
+
+    expected = spark.createDataFrame(
+        [(12.5, 3, []), (None, 4, ["a"]), (None, None, ["b"]), (1000.0, None, [])],
+        f"a double, b int, {COERCE_FAILED} array<string>",
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+# --------------------------------------------------------------------------- dedup
+
+
+DEDUP_STRUCT = "id string, ts timestamp, amount double, source_file string, ingested_at timestamp"
+D1, D2 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+H10, H11 = datetime(2026, 1, 1, 10, tzinfo=UTC), datetime(2026, 1, 1, 11, tzinfo=UTC)
+
+
+def test_latest_by_key_keeps_latest_event_then_latest_ingest_then_greatest_file(spark):
+    df = spark.createDataFrame(
+        [
+            ("T001", H10, 1.0, "f1", D2),
+            ("T001", H11, 2.0, "f1", D1),  # latest event time wins over later ingestion
+            ("T002", H10, 3.0, "f1", D1),
+            ("T002", H10, 4.0, "f1", D2),  # same event time: latest ingested_at wins
+            ("T003", H10, 5.0, "f1", D1),
+            ("T003", H10, 6.0, "f2", D1),  # same time and ingestion: greatest source_file
+            (None, H10, 7.0, "f1", D1),  # rows without a record id are never merged
+            (None, H10, 7.0, "f1", D1),
+            ("T004", None, 8.0, "f1", D1),
+        ],
+        DEDUP_STRUCT,
+    )
+
+    actual = deduplicate(df, "latest_by_key", ["id", "ts", "amount"], key="id", event_time="ts")
+
+    expected = spark.createDataFrame(
+        [
+            ("T001", H11, 2.0, "f1", D1, 2),
+            ("T002", H10, 4.0, "f1", D2, 2),
+            ("T003", H10, 6.0, "f2", D1, 2),
+            (None, H10, 7.0, "f1", D1, 1),
+            (None, H10, 7.0, "f1", D1, 1),
+            ("T004", None, 8.0, "f1", D1, 1),
+        ],
+        f"{DEDUP_STRUCT}, {COPIES} long",
+    )
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_latest_by_key_is_deterministic_when_only_other_columns_differ(spark):
+    rows = [("T1", H10, a, "f1", D1) for a in (3.0, 1.0, 2.0)]
+    for order in (rows, rows[::-1]):
+        actual = deduplicate(
+            spark.createDataFrame(order, DEDUP_STRUCT).repartition(2),
+            "latest_by_key",
+            ["id", "ts", "amount"],
+            key="id",
+            event_time="ts",
+        )
+        expected = spark.createDataFrame(
+            [("T1", H10, 1.0, "f1", D1, 3)], f"{DEDUP_STRUCT}, {COPIES} long"
+        )
+        assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_exact_dedup_removes_rows_equal_in_every_data_column(spark):
+    df = spark.createDataFrame(
+        [
+            ("T1", H10, 1.0, "f1", D1),
+            ("T1", H10, 1.0, "f2", D2),  # same data re-sent later: one copy survives
+            ("T1", H10, 2.0, "f1", D1),
+            (None, None, None, "f1", D1),
+            (None, None, None, "f1", D1),
+        ],
+        DEDUP_STRUCT,
+    )
+
+    actual = deduplicate(df, "exact", ["id", "ts", "amount"])
+
+    expected = spark.createDataFrame(
+        [
+            ("T1", H10, 1.0, "f2", D2, 2),
+            ("T1", H10, 2.0, "f1", D1, 1),
+            (None, None, None, "f1", D1, 2),
+        ],
+        f"{DEDUP_STRUCT}, {COPIES} long",
+    )
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_dedup_none_keeps_every_row_and_unknown_mode_is_rejected(spark):
+    df = spark.createDataFrame([("T1", H10, 1.0, "f1", D1)] * 2, DEDUP_STRUCT)
+    expected = spark.createDataFrame(
+        [("T1", H10, 1.0, "f1", D1, 1)] * 2, f"{DEDUP_STRUCT}, {COPIES} long"
+    )
+    assert_df_equality(deduplicate(df, "none", ["id"]), expected, ignore_nullable=True)
+    with pytest.raises(ValueError, match="unknown dedup mode 'fuzzy'"):
+        deduplicate(df, "fuzzy", ["id"])
+    with pytest.raises(ValueError, match="dedup latest_by_key needs a record id or key column"):
+        deduplicate(df, "latest_by_key", ["id"], key=None)
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def test_schema_constraints_become_named_rules():
+    assert schema_rules(SCHEMA, "warn") == [
+        CleanRule(
+            name="schema:id:pattern",
+            type="pattern",
+            column="id",
+            pattern="T[0-9]{3}",
+            action="warn",
+        ),
+        CleanRule(
+            name="schema:amount:range",
+            type="range",
+            column="amount",
+            min=0,
+            max=1000,
+            action="warn",
+        ),
+        CleanRule(
+            name="schema:score:range", type="range", column="score", min=300, max=850, action="warn"
+        ),
+        CleanRule(
+            name="schema:channel:allowed",
+            type="allowed",
+            column="channel",
+            values=["web", "app", "store"],
+            action="warn",
+        ),
+    ]
+    assert schema_rules(SCHEMA, "ignore") == []
+
+
+def test_rules_flag_violations_and_drop_reasons_name_rule_column_and_value(spark):
+    df = bronze_rows(
+        spark,
+        [
+            ("T001", "c1", T0, 10.0, 500, "web", None),
+            ("T002", "c2", T0, -5.0, 500, "web", None),
+            ("X3", "c3", T0, 900.0, 320, "fax", None),
+            ("T004", None, None, None, None, None, None),  # nulls violate no rule
+            ("T005", "c5", T0, 1000.0, 850, "app", None),  # bounds are inclusive
+            ("T0061", "c6", T0, 0.0, 300, "store", None),  # the pattern must match the whole id
+            ("T007", "c7", T0, 20.0, 200, "web", None),
+        ],
+    )
+    rules = [
+        CleanRule(
+            name="big_amount_low_score",
+            type="expression",
+            expr="NOT (score < 350 AND amount > 500)",
+            action="warn",
+        ),
+        *schema_rules(SCHEMA, "drop"),
+    ]
+    policies = CleanConfig(missing={"cust": {"strategy": "drop"}}).missing
+
+    actual = with_violations(df, rules, policies).select("id", VIOLATIONS, REASON)
+
+    expected = spark.createDataFrame(
+        [
+            ("T001", [], None),
+            (
+                "T002",
+                ["schema:amount:range"],
+                "rule schema:amount:range: column amount value -5.0 outside range [0, 1000]",
+            ),
+            (
+                "X3",
+                ["big_amount_low_score", "schema:id:pattern", "schema:channel:allowed"],
+                "rule schema:id:pattern: column id value X3 does not match pattern T[0-9]{3}; "
+                "rule schema:channel:allowed: column channel value fax not in allowed values "
+                "[web, app, store]",
+            ),
+            ("T004", [], "column cust: null, missing-value policy drop"),
+            ("T005", [], None),
+            (
+                "T0061",
+                ["schema:id:pattern"],
+                "rule schema:id:pattern: column id value T0061 does not match pattern T[0-9]{3}",
+            ),
+            (
+                "T007",
+                ["schema:score:range"],
+                "rule schema:score:range: column score value 200 outside range [300, 850]",
+            ),
+        ],
+        f"id string, {VIOLATIONS} array<string>, {REASON} string",
+    )
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_invalid_expression_rule_is_named(spark):
+    df = bronze_rows(spark, [("T001", "c1", T0, 10.0, 500, "web", None)])
+    bad_column = CleanRule(name="e1", type="expression", expr="no_such_col > 1")
+    with pytest.raises(
+        ValueError, match=r"rule 'e1': expression 'no_such_col > 1' is not valid SQL"
+    ):
+        with_violations(df, [bad_column], {})
+    not_boolean = CleanRule(name="e2", type="expression", expr="amount + 1")
+    with pytest.raises(ValueError, match=r"rule 'e2': expression 'amount \+ 1' has type double"):
+        with_violations(df, [not_boolean], {})
+
+
+def test_fail_samples_are_the_smallest_keys_per_rule(spark):
+    df = bronze_rows(
+        spark,
+        [(f"T{i:03d}", "c", T0, -float(i), 500, "web", None) for i in (9, 3, 7, 1, 5)]
+        + [("T100", "c", T0, 1.0, 100, "web", None)],
+    )
+    rules = [
+        CleanRule(name="amount_pos", type="range", column="amount", min=0, action="fail"),
+        CleanRule(name="score_ok", type="range", column="score", min=300, action="fail"),
+    ]
+    flagged = with_violations(df, rules, {})
+
+    assert fail_samples(flagged, ["amount_pos", "score_ok"], F.col("id"), 3) == {
+        "amount_pos": ["T001", "T003", "T005"],
+        "score_ok": ["T100"],
+    }
+
+
+# --------------------------------------------------------------------------- imputation + summary
+
+
+IMPUTE_ROWS = [
+    ("T001", "c1", T0, 10.0, 400, "web", None),
+    ("T002", "c2", T0, None, 500, "app", None),
+    ("T003", None, T0, 30.0, None, "app", None),
+    ("T004", "c4", T0, 45.5, 700, None, None),
+    ("T005", "c5", T0, None, 650, "web", None),
+    ("T006", "c6", T0, -1.0, 600, "store", None),  # dropped: schema:amount:range
+    ("T007", "c7", T0, 12.25, 320, "store", None),
+]
+IMPUTE_CLEAN = CleanConfig(
+    dedup="none",
+    missing={
+        "amount": {"strategy": "mean"},
+        "score": {"strategy": "median"},
+        "channel": {"strategy": "mode"},
+        "cust": {"strategy": "constant", "value": "unknown"},
+    },
+)
+
+
+def test_imputation_values_are_learned_from_the_rows_that_reach_silver(spark):
+    flagged = prepare(bronze_rows(spark, IMPUTE_ROWS), IMPUTE_CLEAN, SCHEMA)
+
+    summary = summarise(flagged, [*schema_rules(SCHEMA, "drop")], IMPUTE_CLEAN.missing)
+
+    kept = [r for r in IMPUTE_ROWS if r[0] != "T006"]
+    amounts = np.array([r[3] for r in kept if r[3] is not None])
+    scores = np.array([r[4] for r in kept if r[4] is not None])  # 5 values: unambiguous median
+    assert summary.fill_values == {
+        "amount": pytest.approx(float(np.mean(amounts)), abs=1e-12),
+        "score": int(np.median(scores)),
+        "channel": "app",  # web and app both occur twice among kept rows: the smaller wins
+        "cust": "unknown",
+    }
+    assert summary.nulls_imputed == {"amount": 2, "score": 1, "channel": 1, "cust": 1}
+    assert (summary.rows_in, summary.rows_deduplicated, summary.rows_quarantined) == (7, 7, 1)
+    assert summary.violations == {
+        "schema:id:pattern": 0,
+        "schema:amount:range": 1,
+        "schema:score:range": 0,
+        "schema:channel:allowed": 0,
+    }
+
+    silver = silver_rows(flagged, summary.fill_values, SCHEMA).drop(
+        "ts", "raw_amount", "batch_id", "source_file", "ingested_at"
+    )
+    mean = float(np.mean(amounts))
+    expected = spark.createDataFrame(
+        [
+            ("T001", "c1", 10.0, 400, "web"),
+            ("T002", "c2", mean, 500, "app"),
+            ("T003", "unknown", 30.0, 500, "app"),
+            ("T004", "c4", 45.5, 700, "app"),
+            ("T005", "c5", mean, 650, "web"),
+            ("T007", "c7", 12.25, 320, "store"),
+        ],
+        "id string, cust string, amount double, score int, channel string",
+    )
+    assert_df_equality(silver, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_integer_mean_is_rounded_half_up_and_modes_break_ties_numerically(spark):
+    df = spark.createDataFrame(
+        [(1, 10, "b"), (4, 9, "a"), (None, 9, "b"), (None, 10, "a"), (None, 3, None)],
+        "n int, m int, s string",
+    ).select("*", F.lit(1).cast("long").alias(COPIES))
+    flagged = with_violations(df, [], {})
+    policies = CleanConfig(missing={"n": {"strategy": "mean"}, "m": {"strategy": "mode"}}).missing
+
+    summary = summarise(flagged, [], policies)
+
+    expected_mean = int(Decimal(str(np.mean([1, 4]))).quantize(Decimal(1), ROUND_HALF_UP))
+    assert summary.fill_values == {"n": expected_mean, "m": 9}  # 2.5 -> 3; 9 < 10 (not "10" < "9")
+    assert expected_mean == 3
+    assert mode_values(df, ["s", "m"]) == {"s": "a", "m": 9}
+
+
+def test_quarantine_rows_carry_reason_key_and_the_row_as_json(spark):
+    flagged = prepare(bronze_rows(spark, IMPUTE_ROWS), IMPUTE_CLEAN, SCHEMA)
+
+    rejected = rejected_rows(flagged, SCHEMA)
+
+    expected = spark.createDataFrame(
+        [
+            (
+                "rule schema:amount:range: column amount value -1.0 outside range [0, 1000]",
+                "clean",
+                "T006",
+                "f1.csv",
+                "b1",
+                ING,
+            )
+        ],
+        "reason string, stage string, record_key string, source_file string, batch_id string, "
+        "ingested_at timestamp",
+    )
+    assert_df_equality(rejected.drop("raw_record"), expected, ignore_nullable=True)
+    raw = json.loads(rejected.first()["raw_record"])
+    assert raw == {
+        "id": "T006",
+        "cust": "c6",
+        "ts": "2026-01-01T10:00:00.000Z",
+        "amount": -1.0,
+        "score": 600,
+        "channel": "store",
+    }
+
+
+# --------------------------------------------------------------------------- the job
+
+
+JOB_CLEAN = {
+    "dedup": "latest_by_key",
+    "case": {"channel": "lower"},
+    "mappings": {"channel": {"mobile": "app"}},
+    "coerce": {"raw_amount": "double"},
+    "missing": {
+        "amount": {"strategy": "mean"},
+        "score": {"strategy": "median"},
+        "channel": {"strategy": "mode"},
+        "cust": {"strategy": "drop"},
+    },
+    "rules": [
+        {
+            "name": "big_amount_low_score",
+            "type": "expression",
+            "expr": "NOT (score < 350 AND amount > 500)",
+            "action": "warn",
+        }
+    ],
+    "schema_constraints_action": "drop",
+    # no quantile falls on a step of the 6-value empirical CDF of silver's columns
+    "quantiles": [0.1, 0.4, 0.9],
+}
+F2 = ("f2.csv", ING)
+JOB_ROWS = [
+    ("T001", "c1", T0, 10.0, 400, " Web ", "12.5"),
+    ("T002", "c2", T0, None, 500, "mobile", None),  # amount imputed; mobile -> app
+    ("T003", "c3", T0, 30.0, None, "APP", None),  # score imputed
+    ("T003", "c3", T0 - timedelta(hours=1), 31.0, 450, "app", None),  # older copy: removed
+    ("T004", None, T0, 45.5, 700, "web", None),  # quarantined: cust null, policy drop
+    ("T005", "c5", T0, -1.0, 600, "store", None),  # quarantined: schema:amount:range
+    ("T006", "c6", T0, 12.25, 320, None, None),  # channel imputed
+    ("T007", "c7", T0, 900.0, 310, "web", None),  # warning only
+    ("T008", "c8", T0, 20.0, 800, "fax", None),  # quarantined: schema:channel:allowed
+    ("T001", "c1", T0, 10.0, 400, " Web ", "12.5", *F2),  # re-sent in a later file: removed
+    ("T009", "c9", T0, 5.0, 600, "app", "abc"),  # raw_amount does not cast
+]
+
+
+@pytest.fixture(scope="module")
+def tables(spark):
+    return open_tables(spark, "rs")
+
+
+def job_config(tmp_path: Path, clean: dict, batch: str = "b1", schema: dict = SCHEMA_DICT):
+    data = _cfg_dict(tmp_path, clean, schema)
+    data["batch_id"] = batch
+    return build_config(data, check_schema=True)
+
+
+def write_bronze(spark, tables, cfg, rows_by_batch: dict[str, list[tuple]]):
+    df = None
+    for batch, rows in rows_by_batch.items():
+        part = bronze_rows(spark, rows, batch=batch)
+        df = part if df is None else df.unionByName(part)
+    tables.overwrite(df, cfg.storage.table_path("bronze"), partition_by=["batch_id"])
+
+
+def read_batch(tables, cfg, name, batch="b1"):
+    return tables.read(cfg.storage.table_path(name)).where(F.col("batch_id") == batch)
+
+
+def dq_values(tables, cfg, batch="b1", run_id=None):
+    dq = read_batch(tables, cfg, "dq_metrics", batch)
+    if run_id is not None:
+        dq = dq.where(F.col("run_id") == run_id)
+    rows = dq.select("column", "metric", "value").collect()
+    return {(r["column"], r["metric"]): r["value"] for r in rows}
+
+
+def test_run_clean_writes_silver_quarantine_and_metrics_and_a_rerun_changes_nothing(
+    spark, tables, tmp_path
+):
+    cfg = job_config(tmp_path, JOB_CLEAN)
+    other_batch = [("T100", "c1", T0, 1.0, 400, "web", None)]
+    write_bronze(spark, tables, cfg, {"b0": other_batch, "b1": JOB_ROWS})
+
+    result = run_clean(spark, cfg, tables)
+
+    assert result.job == "clean"
+    assert result.outputs == {
+        n: cfg.storage.table_path(n) for n in ("silver", "quarantine", "dq_metrics")
+    }
+    assert result.metrics == {
+        "rows_in": 11,
+        "rows_out": 6,
+        "duplicates_removed": 2,
+        "rows_quarantined": 3,
+        "warnings": 1,
+    }
+    kept = {"T001": 10.0, "T003": 30.0, "T006": 12.25, "T007": 900.0, "T009": 5.0}
+    mean_amount = float(np.mean(list(kept.values())))
+    median_score = float(np.median([400, 500, 320, 310, 600]))  # five values: unambiguous
+    silver_schema = (
+        "id string, cust string, ts timestamp, amount double, score int, channel string, "
+        "raw_amount double, batch_id string, source_file string, ingested_at timestamp"
+    )
+    expected_silver = spark.createDataFrame(
+        [
+            ("T001", "c1", T0, 10.0, 400, "web", 12.5, "b1", "f2.csv", ING),
+            ("T002", "c2", T0, mean_amount, 500, "app", None, "b1", "f1.csv", ING),
+            ("T003", "c3", T0, 30.0, int(median_score), "app", None, "b1", "f1.csv", ING),
+            ("T006", "c6", T0, 12.25, 320, "app", None, "b1", "f1.csv", ING),
+            ("T007", "c7", T0, 900.0, 310, "web", None, "b1", "f1.csv", ING),
+            ("T009", "c9", T0, 5.0, 600, "app", None, "b1", "f1.csv", ING),
+        ],
+        silver_schema,
+    )
+    silver = read_batch(tables, cfg, "silver")
+    assert_approx_df_equality(
+        silver, expected_silver, precision=1e-9, ignore_row_order=True, ignore_nullable=True
+    )
+    expected_quarantine = spark.createDataFrame(
+        [
+            ("column cust: null, missing-value policy drop", "T004"),
+            ("rule schema:amount:range: column amount value -1.0 outside range [0, 1000]", "T005"),
+            (
+                "rule schema:channel:allowed: column channel value fax not in allowed values "
+                "[web, app, store]",
+                "T008",
+            ),
+        ],
+        "reason string, record_key string",
+    )
+    quarantine = read_batch(tables, cfg, "quarantine")
+    assert_df_equality(
+        quarantine.where(F.col("stage") == "clean").select("reason", "record_key"),
+        expected_quarantine,
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+
+    metrics = dq_values(tables, cfg)
+    table_level = {m: v for (c, m), v in metrics.items() if c is None}
+    assert table_level == {
+        "rows_in": 11.0,
+        "rows_out": 6.0,
+        "duplicates_removed": 2.0,
+        "rows_quarantined": 3.0,
+        "warnings": 1.0,
+    }
+    assert table_level["rows_in"] == (
+        silver.count() + table_level["duplicates_removed"] + table_level["rows_quarantined"]
+    )
+    assert {c: v for (c, m), v in metrics.items() if m == "violations"} == {
+        "big_amount_low_score": 1.0,
+        "schema:id:pattern": 0.0,
+        "schema:amount:range": 1.0,
+        "schema:score:range": 0.0,
+        "schema:channel:allowed": 1.0,
+    }
+    assert metrics[("raw_amount", "coercion_failures")] == 1.0
+    assert metrics[("cust", "missing_dropped")] == 1.0
+    assert {c: metrics[(c, "nulls_imputed")] for c in ("amount", "score", "channel")} == {
+        "amount": 1.0,
+        "score": 1.0,
+        "channel": 1.0,
+    }
+    # Profiles describe silver: compare with numpy on the expected silver values.
+    for column, values in {
+        "amount": [10.0, mean_amount, 30.0, 12.25, 900.0, 5.0],
+        "score": [400, 500, median_score, 320, 310, 600],
+    }.items():
+        v = np.array(values, dtype=float)
+        expected = {
+            "null_count": 0.0,
+            "approx_distinct": float(len(set(values))),
+            "min": v.min(),
+            "max": v.max(),
+            "mean": v.mean(),
+            "stddev": np.std(v, ddof=1),
+            **{
+                quantile_metric(q): np.quantile(v, q, method="inverted_cdf")
+                for q in JOB_CLEAN["quantiles"]
+            },
+        }
+        actual = {m: val for (c, m), val in metrics.items() if c == column and m != "nulls_imputed"}
+        assert actual == {m: pytest.approx(x, rel=1e-12) for m, x in expected.items()}
+    assert metrics[("raw_amount", "null_count")] == 5.0
+    assert metrics[("channel", "approx_distinct")] == 2.0
+    dq = read_batch(tables, cfg, "dq_metrics")
+    first_run = dq.select("run_id", "stage").distinct().collect()
+    assert [r["stage"] for r in first_run] == ["clean"]
+
+    # A rerun of the same batch leaves the same silver, quarantine and metric values.
+    silver_before = silver.collect()
+    quarantine_before = quarantine.collect()
+    run_clean(spark, cfg, tables)
+    assert_df_equality(
+        read_batch(tables, cfg, "silver"),
+        spark.createDataFrame(silver_before, silver.schema),
+        ignore_row_order=True,
+    )
+    assert_df_equality(
+        read_batch(tables, cfg, "quarantine"),
+        spark.createDataFrame(quarantine_before, quarantine.schema),
+        ignore_row_order=True,
+    )
+    # dq_metrics is a log: the rerun appended its own run with the same values.
+    run_ids = {r["run_id"] for r in read_batch(tables, cfg, "dq_metrics").select("run_id").distinct().collect()}
+    assert len(run_ids) == 2 and first_run[0]["run_id"] in run_ids
+    (second_run,) = run_ids - {first_run[0]["run_id"]}
+    assert dq_values(tables, cfg, run_id=second_run) == metrics
+    # the other batch was never touched
+    assert read_batch(tables, cfg, "silver", "b0").count() == 0
+
+
+def test_fail_rule_stops_before_writing_and_names_rule_and_sample_keys(spark, tables, tmp_path):
+    cfg = job_config(tmp_path, JOB_CLEAN)
+    write_bronze(spark, tables, cfg, {"b1": JOB_ROWS})
+    run_clean(spark, cfg, tables)
+    names = ("silver", "quarantine", "dq_metrics")
+    versions = {n: tables.version(cfg.storage.table_path(n)) for n in names}
+
+    failing = {
+        **JOB_CLEAN,
+        "rules": [
+            {
+                "name": "amount_small",
+                "type": "range",
+                "column": "amount",
+                "max": 25,
+                "action": "fail",
+            }
+        ],
+        "fail_sample_size": 2,
+    }
+    with pytest.raises(JobError) as err:
+        run_clean(spark, job_config(tmp_path, failing), tables)
+
+    # T003 (30.0), T004 (45.5) and T007 (900.0) exceed 25; the two smallest keys are shown
+    assert (
+        "violates fail rule(s): rule amount_small (column amount) failed for 3 row(s), "
+        "e.g. keys ['T003', 'T004']. Nothing was written" in str(err.value)
+    )
+    assert {n: tables.version(cfg.storage.table_path(n)) for n in names} == versions
+
+
+def test_empty_batch_gives_empty_silver_and_zero_metrics(spark, tables, tmp_path):
+    cfg = job_config(tmp_path, JOB_CLEAN, batch="b9")
+    write_bronze(spark, tables, cfg, {"b1": JOB_ROWS[:2]})
+
+    result = run_clean(spark, cfg, tables)
+
+    assert result.metrics == {
+        "rows_in": 0,
+        "rows_out": 0,
+        "duplicates_removed": 0,
+        "rows_quarantined": 0,
+        "warnings": 0,
+    }
+    assert read_batch(tables, cfg, "silver", "b9").collect() == []
+    metrics = dq_values(tables, cfg, "b9")
+    assert {m: v for (c, m), v in metrics.items() if c is None} == {
+        "rows_in": 0.0,
+        "rows_out": 0.0,
+        "duplicates_removed": 0.0,
+        "rows_quarantined": 0.0,
+        "warnings": 0.0,
+    }
+    assert (metrics[("amount", "null_count")], metrics[("amount", "mean")]) == (0.0, None)
+
+
+def test_columns_later_stages_added_to_silver_are_written_as_nulls(spark):
+    df = spark.createDataFrame([("T1", 1.0)], "id string, amount double")
+    table = T.StructType(
+        df.schema.fields
+        + [T.StructField("is_outlier", T.BooleanType()), T.StructField("score", T.DoubleType())]
+    )
+
+    actual = with_table_columns(df, table)
+
+    expected = spark.createDataFrame(
+        [("T1", 1.0, None, None)], "id string, amount double, is_outlier boolean, score double"
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_missing_bronze_table_is_a_job_error(spark, tables, tmp_path):
+    cfg = job_config(tmp_path, JOB_CLEAN)
+    with pytest.raises(JobError, match="clean: no bronze table at .*; run the ingest job first"):
+        run_clean(spark, cfg, tables)
+
+
+def _wide_schema(k: int) -> dict:
+    cols = [
+        {"name": "id", "type": "string", "role": "record_id"},
+        {"name": "ts", "type": "timestamp", "role": "event_time"},
+    ]
+    cols += [
+        {
+            "name": f"x{i}",
+            "type": "double",
+            "role": "numeric_feature",
+            "constraints": {"min": 0, "max": 100},
+        }
+        for i in range(k)
+    ]
+    return {"name": f"wide{k}", "columns": cols}
+
+
+def test_number_of_spark_jobs_does_not_grow_with_the_number_of_columns(spark, tables, tmp_path):
+    counts = {}
+    for k in (5, 40):
+        schema_dict = _wide_schema(k)
+        schema = schema_from_dict(schema_dict)
+        root = tmp_path / f"k{k}"
+        root.mkdir()
+        clean = {
+            "missing": {f"x{i}": {"strategy": ("mode", "mean", "median")[i % 3]} for i in range(k)},
+            "rules": [
+                {
+                    "name": f"x{i}_small",
+                    "type": "expression",
+                    "expr": f"x{i} < 90",
+                    "action": "warn",
+                }
+                for i in range(k)
+            ],
+        }
+        cfg = job_config(root, clean, schema=schema_dict)
+        # the same 12 rows, one value per row repeated in every column
+        values = [None if r % 5 == 0 else (r * 17.5) % 110 for r in range(12)]
+        rows = [(f"T{r:03d}", T0, *([v] * k), "b1", "f1.csv", ING) for r, v in enumerate(values)]
+        bronze = spark.createDataFrame(rows, T.StructType(schema.struct.fields + META))
+        tables.overwrite(bronze, cfg.storage.table_path("bronze"), partition_by=["batch_id"])
+
+        with JobCounter(spark) as jobs:
+            result = run_clean(spark, cfg, tables)
+        counts[k] = jobs.count
+        # values above 100 are quarantined by the schema range rules
+        assert result.metrics["rows_quarantined"] == sum(v is not None and v > 100 for v in values)
+    assert counts[5] == counts[40]

@@ -1,0 +1,755 @@
+"""Ingest: typing and rejecting rows (pure), reading files on disk, and the job.
+
+Expected rows are written by hand (reasons as a user reads them) or derived from the input
+lines with plain Python; the generator's MANIFEST gives the expected count per dirt kind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import types as T
+
+from ml_engine.quality.ingest import raw_struct, read_raw, split_valid
+from ml_engine.quality.quarantine import QUARANTINE_SCHEMA
+from ml_engine.sample_data import generate_sample_data
+from ml_engine.schemas import load_schema, schema_from_dict
+
+UTC = timezone.utc
+AT = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+SRC = "file:/in/part-0.csv"
+
+MINI = schema_from_dict(
+    {
+        "name": "mini",
+        "columns": [
+            {"name": "id", "type": "string", "nullable": False, "role": "record_id"},
+            {"name": "cust", "type": "string", "nullable": False, "role": "key"},
+            {"name": "ts", "type": "timestamp", "nullable": False, "role": "event_time"},
+            {"name": "day", "type": "date", "format": "dd/MM/yyyy"},
+            {"name": "amount", "type": "double"},
+            {"name": "n", "type": "int"},
+            {"name": "flag", "type": "boolean"},
+            {"name": "price", "type": "decimal(6,2)"},
+            {"name": "note", "type": "string"},
+        ],
+    }
+)
+GOOD = {
+    "id": "r1",
+    "cust": "c1",
+    "ts": "2026-01-02 03:04:05",
+    "day": "02/01/2026",
+    "amount": "12.5",
+    "n": "3",
+    "flag": "true",
+    "price": "9.99",
+    "note": "hello",
+}
+RAW_SCHEMA = T.StructType(
+    raw_struct(MINI, "csv").fields + [T.StructField("source_file", T.StringType(), True)]
+)
+BRONZE_SCHEMA = T.StructType(
+    [
+        T.StructField("id", T.StringType()),
+        T.StructField("cust", T.StringType()),
+        T.StructField("ts", T.TimestampType()),
+        T.StructField("day", T.DateType()),
+        T.StructField("amount", T.DoubleType()),
+        T.StructField("n", T.IntegerType()),
+        T.StructField("flag", T.BooleanType()),
+        T.StructField("price", T.DecimalType(6, 2)),
+        T.StructField("note", T.StringType()),
+        T.StructField("batch_id", T.StringType()),
+        T.StructField("source_file", T.StringType()),
+        T.StructField("ingested_at", T.TimestampType()),
+    ]
+)
+GOOD_TYPED = (
+    "r1",
+    "c1",
+    datetime(2026, 1, 2, 3, 4, 5),
+    date(2026, 1, 2),
+    12.5,
+    3,
+    True,
+    Decimal("9.99"),
+    "hello",
+)
+
+
+def raw_row(corrupt: str | None = None, **changes) -> tuple:
+    values = {**GOOD, **changes}
+    return (*[values[c] for c in MINI.names], corrupt, SRC)
+
+
+def as_line(**changes) -> str:
+    """The CSV line of GOOD with ``changes`` (null -> empty field)."""
+    values = {**GOOD, **changes}
+    return ",".join("" if values[c] is None else values[c] for c in MINI.names)
+
+
+def split(spark, rows, **kwargs):
+    raw = spark.createDataFrame(rows, RAW_SCHEMA)
+    return split_valid(raw, MINI, "b1", AT, **kwargs)
+
+
+def expected_quarantine(spark, rows):
+    return spark.createDataFrame(
+        [(raw, reason, "ingest", key, SRC, "b1", AT) for raw, reason, key in rows],
+        QUARANTINE_SCHEMA,
+    )
+
+
+# --------------------------------------------------------------------------- split_valid
+
+
+def test_good_row_is_typed_into_bronze(spark):
+    bronze, quarantine = split(spark, [raw_row()])
+    expected = spark.createDataFrame([(*GOOD_TYPED, "b1", SRC, AT)], BRONZE_SCHEMA)
+    assert_df_equality(bronze, expected, ignore_nullable=True)
+    assert quarantine.collect() == []
+
+
+def test_null_in_nullable_columns_is_kept(spark):
+    bronze, quarantine = split(spark, [raw_row(day=None, amount=None, note=None, flag=None)])
+    typed = list(GOOD_TYPED)
+    typed[3] = typed[4] = typed[6] = typed[8] = None
+    expected = spark.createDataFrame([(*typed, "b1", SRC, AT)], BRONZE_SCHEMA)
+    assert_df_equality(bronze, expected, ignore_nullable=True)
+    assert quarantine.collect() == []
+
+
+FAILURES = {
+    "double": ({"amount": "abc"}, "column amount: 'abc' is not a double"),
+    "int": ({"n": "3.5"}, "column n: '3.5' is not an int"),
+    "boolean": ({"flag": "maybe"}, "column flag: 'maybe' is not a boolean"),
+    "decimal": ({"price": "12.3.4"}, "column price: '12.3.4' is not a decimal(6,2)"),
+    "decimal_overflow": ({"price": "123456.78"}, "column price: '123456.78' is not a decimal(6,2)"),
+    "timestamp": (
+        {"ts": "2026-13-45 10:00:00"},
+        "column ts: '2026-13-45 10:00:00' does not match timestamp format yyyy-MM-dd HH:mm:ss",
+    ),
+    "date_with_column_format": (
+        {"day": "2026-01-02"},
+        "column day: '2026-01-02' does not match date format dd/MM/yyyy",
+    ),
+    "non_nullable": ({"cust": None}, "column cust: null but declared non-nullable"),
+    "invalid_utf8": (
+        {"note": "caf\ufffd"},
+        "column note: holds bytes that are not valid utf-8 (decoded as U+FFFD); "
+        "check ingest.csv.encoding (utf-8)",
+    ),
+    "several_in_schema_order": (
+        {"n": "x", "amount": "1,5", "ts": "yesterday"},
+        "column ts: 'yesterday' does not match timestamp format yyyy-MM-dd HH:mm:ss; "
+        "column amount: '1,5' is not a double; column n: 'x' is not an int",
+    ),
+}
+
+
+def test_each_untypable_row_goes_to_quarantine_with_its_reason(spark):
+    """One input row per failure kind (its id names the kind); none reaches bronze."""
+    rows, expected = [], []
+    for kind, (changes, reason) in FAILURES.items():
+        changes = {**changes, "id": kind}
+        rows.append(raw_row(**changes))
+        if kind == "several_in_schema_order":
+            changes["amount"] = '"1,5"'  # to_csv quotes a field holding the delimiter
+        expected.append((as_line(**changes), reason, kind))
+    bronze, quarantine = split(spark, rows)
+    assert_df_equality(
+        quarantine,
+        expected_quarantine(spark, expected),
+        ignore_nullable=True,
+        ignore_row_order=True,
+    )
+    assert bronze.collect() == []
+
+
+def test_record_key_falls_back_to_the_entity_key(spark):
+    _, quarantine = split(spark, [raw_row(id=None)])
+    expected = expected_quarantine(
+        spark, [(as_line(id=None), "column id: null but declared non-nullable", "c1")]
+    )
+    assert_df_equality(quarantine, expected, ignore_nullable=True)
+
+
+def test_timestamp_format_applies_to_columns_without_their_own(spark):
+    bronze, quarantine = split(
+        spark, [raw_row(ts="02.01.2026 03:04")], timestamp_format="dd.MM.yyyy HH:mm"
+    )
+    typed = list(GOOD_TYPED)
+    typed[2] = datetime(2026, 1, 2, 3, 4, 0)
+    expected = spark.createDataFrame([(*typed, "b1", SRC, AT)], BRONZE_SCHEMA)
+    assert_df_equality(bronze, expected, ignore_nullable=True)
+    assert quarantine.collect() == []
+
+
+CORRUPT = {
+    "too_few_fields": (
+        "r9,c9,2026-01-02 03:04:05,02/01/2026,12.5,3,true,9.99",
+        "expected 9 fields, found 8 (check ingest.csv.delimiter and the file's columns)",
+    ),
+    "too_many_fields_quoted_delimiter": (
+        'r9,"c,9",2026-01-02 03:04:05,02/01/2026,12.5,3,true,9.99,hello,extra',
+        "expected 9 fields, found 10 (check ingest.csv.delimiter and the file's columns)",
+    ),
+    "invalid_utf8": (
+        "r9;c\ufffd;2026-01-02",
+        "expected 9 fields, found 1 (check ingest.csv.delimiter and the file's columns); "
+        "line holds bytes that are not valid utf-8 (decoded as U+FFFD); "
+        "check ingest.csv.encoding (utf-8)",
+    ),
+}
+
+
+def test_corrupt_lines_go_to_quarantine_as_written(spark):
+    # As Spark's PERMISSIVE parser leaves them: partial fields plus the whole line.
+    rows = [raw_row(corrupt=line, note=None, cust=None) for line, _ in CORRUPT.values()]
+    bronze, quarantine = split(spark, rows)
+    expected = expected_quarantine(
+        spark, [(line, reason, None) for line, reason in CORRUPT.values()]
+    )
+    assert_df_equality(quarantine, expected, ignore_nullable=True, ignore_row_order=True)
+    assert bronze.collect() == []
+
+
+def test_malformed_json_record_reason(spark):
+    raw = spark.createDataFrame(
+        [(*[None] * len(MINI.names), '{"id": "r1", "cust":', SRC)],
+        T.StructType(
+            raw_struct(MINI, "json").fields + [T.StructField("source_file", T.StringType())]
+        ),
+    )
+    bronze, quarantine = split_valid(raw, MINI, "b1", AT, fmt="json")
+    expected = expected_quarantine(
+        spark,
+        [
+            (
+                '{"id": "r1", "cust":',
+                "malformed JSON record: not a JSON object (the input must hold one JSON "
+                "object per line)",
+                None,
+            )
+        ],
+    )
+    assert_df_equality(quarantine, expected, ignore_nullable=True)
+    assert bronze.collect() == []
+
+
+def test_rows_split_between_bronze_and_quarantine(spark):
+    rows = [
+        raw_row(),
+        raw_row(id="r2", cust="c2", n="two"),
+        raw_row(id="r3", cust="c3", amount="-4"),
+        raw_row(corrupt="r4,c4", cust=None, note=None),
+    ]
+    bronze, quarantine = split(spark, rows)
+    r3 = list(GOOD_TYPED)
+    r3[0], r3[1], r3[4] = "r3", "c3", -4.0  # out of range is the clean job's business
+    expected_bronze = spark.createDataFrame(
+        [(*GOOD_TYPED, "b1", SRC, AT), (*r3, "b1", SRC, AT)], BRONZE_SCHEMA
+    )
+    assert_df_equality(bronze, expected_bronze, ignore_nullable=True, ignore_row_order=True)
+    expected_q = expected_quarantine(
+        spark,
+        [
+            (as_line(id="r2", cust="c2", n="two"), "column n: 'two' is not an int", "r2"),
+            (
+                "r4,c4",
+                "expected 9 fields, found 2 (check ingest.csv.delimiter and the file's columns)",
+                None,
+            ),
+        ],
+    )
+    assert_df_equality(quarantine, expected_q, ignore_nullable=True, ignore_row_order=True)
+
+
+# --------------------------------------------------------------------------- files on disk
+
+TX_HEADER = (
+    "transaction_id,customer_id,event_time,amount,account_age_days,num_items,distance_km,"
+    "credit_score,channel,merchant_category,country,is_fraud"
+)
+TX_LINE_1 = "T000000001,C000001,2026-01-02 10:00:00,12.50,100,2,3.5,700,web,grocery,US,0"
+TX_LINE_2 = "T000000002,C000002,2026-01-03 11:30:00,99.99,5,1,12.0,640,app,travel,GB,1"
+TX_TYPED_1 = (
+    "T000000001",
+    "C000001",
+    datetime(2026, 1, 2, 10, 0, 0),
+    12.5,
+    100,
+    2,
+    3.5,
+    700,
+    "web",
+    "grocery",
+    "US",
+    0,
+)
+
+
+@pytest.fixture(scope="module")
+def tx_schema(sample_schema_path):
+    return load_schema(sample_schema_path)
+
+
+def tx_bronze_schema(tx_schema) -> T.StructType:
+    return T.StructType(
+        [T.StructField(c.name, c.spark_type) for c in tx_schema.columns]
+        + [
+            T.StructField("batch_id", T.StringType()),
+            T.StructField("source_file", T.StringType()),
+            T.StructField("ingested_at", T.TimestampType()),
+        ]
+    )
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def ingest_file(spark, path: Path, schema):
+    raw = read_raw(spark, str(path), "csv", schema)
+    return split_valid(raw, schema, "b1", AT)
+
+
+def src(path: Path) -> str:
+    """Spark's ``_metadata.file_path`` of a local file."""
+    return f"file:{path}"
+
+
+def test_wrong_delimiter_quarantines_every_line(spark, tmp_path, tx_schema):
+    text = "\n".join(x.replace(",", ";") for x in (TX_HEADER, TX_LINE_1, TX_LINE_2)) + "\n"
+    f = write(tmp_path / "semi.csv", text.encode())
+    bronze, quarantine = ingest_file(spark, f, tx_schema)
+    reason = "expected 12 fields, found 1 (check ingest.csv.delimiter and the file's columns)"
+    expected = spark.createDataFrame(
+        [
+            (TX_LINE_1.replace(",", ";"), reason, "ingest", None, src(f), "b1", AT),
+            (TX_LINE_2.replace(",", ";"), reason, "ingest", None, src(f), "b1", AT),
+        ],
+        QUARANTINE_SCHEMA,
+    )
+    assert_df_equality(quarantine, expected, ignore_nullable=True, ignore_row_order=True)
+    assert bronze.collect() == []
+
+
+def test_missing_column_quarantines_every_line(spark, tmp_path, tx_schema):
+    def drop_country(line: str) -> str:
+        fields = line.split(",")
+        return ",".join(fields[:10] + fields[11:])
+
+    lines = [drop_country(x) for x in (TX_HEADER, TX_LINE_1)]
+    f = write(tmp_path / "missing.csv", ("\n".join(lines) + "\n").encode())
+    bronze, quarantine = ingest_file(spark, f, tx_schema)
+    expected = spark.createDataFrame(
+        [
+            (
+                lines[1],
+                "expected 12 fields, found 11 (check ingest.csv.delimiter and the file's columns)",
+                "ingest",
+                None,
+                src(f),
+                "b1",
+                AT,
+            )
+        ],
+        QUARANTINE_SCHEMA,
+    )
+    assert_df_equality(quarantine, expected, ignore_nullable=True)
+    assert bronze.collect() == []
+
+
+def test_extra_column_quarantines_the_line(spark, tmp_path, tx_schema):
+    lines = [TX_HEADER + ",note", TX_LINE_1 + ",hello", TX_LINE_2]
+    f = write(tmp_path / "extra.csv", ("\n".join(lines) + "\n").encode())
+    bronze, quarantine = ingest_file(spark, f, tx_schema)
+    expected_q = spark.createDataFrame(
+        [
+            (
+                lines[1],
+                "expected 12 fields, found 13 (check ingest.csv.delimiter and the file's columns)",
+                "ingest",
+                None,
+                src(f),
+                "b1",
+                AT,
+            )
+        ],
+        QUARANTINE_SCHEMA,
+    )
+    assert_df_equality(quarantine, expected_q, ignore_nullable=True)
+    typed_2 = (
+        "T000000002",
+        "C000002",
+        datetime(2026, 1, 3, 11, 30, 0),
+        99.99,
+        5,
+        1,
+        12.0,
+        640,
+        "app",
+        "travel",
+        "GB",
+        1,
+    )
+    expected_b = spark.createDataFrame([(*typed_2, "b1", src(f), AT)], tx_bronze_schema(tx_schema))
+    assert_df_equality(bronze, expected_b, ignore_nullable=True)
+
+
+@pytest.mark.parametrize("content", [b"", (TX_HEADER + "\n").encode()], ids=["empty", "header"])
+def test_empty_and_header_only_files_give_no_rows(spark, tmp_path, tx_schema, content):
+    f = write(tmp_path / "in.csv", content)
+    bronze, quarantine = ingest_file(spark, f, tx_schema)
+    assert_df_equality(
+        bronze, spark.createDataFrame([], tx_bronze_schema(tx_schema)), ignore_nullable=True
+    )
+    assert_df_equality(
+        quarantine, spark.createDataFrame([], QUARANTINE_SCHEMA), ignore_nullable=True
+    )
+
+
+def test_latin1_bytes_are_quarantined_as_invalid_utf8(spark, tmp_path, tx_schema):
+    bad = TX_LINE_2.replace("travel", "caf\u00e9").encode("latin-1")
+    f = write(
+        tmp_path / "latin1.csv", b"\n".join([TX_HEADER.encode(), TX_LINE_1.encode(), bad]) + b"\n"
+    )
+    bronze, quarantine = ingest_file(spark, f, tx_schema)
+    expected_q = spark.createDataFrame(
+        [
+            (
+                TX_LINE_2.replace("travel", "caf\ufffd"),
+                "column merchant_category: holds bytes that are not valid utf-8 (decoded as "
+                "U+FFFD); check ingest.csv.encoding (utf-8)",
+                "ingest",
+                "T000000002",
+                src(f),
+                "b1",
+                AT,
+            )
+        ],
+        QUARANTINE_SCHEMA,
+    )
+    assert_df_equality(quarantine, expected_q, ignore_nullable=True)
+    expected_b = spark.createDataFrame(
+        [(*TX_TYPED_1, "b1", src(f), AT)], tx_bronze_schema(tx_schema)
+    )
+    assert_df_equality(bronze, expected_b, ignore_nullable=True)
+
+
+def test_latin1_file_reads_clean_with_its_encoding(spark, tmp_path, tx_schema):
+    from ml_engine.config import CsvOptions
+
+    bad = TX_LINE_1.replace("grocery", "caf\u00e9").encode("latin-1")
+    f = write(tmp_path / "latin1.csv", TX_HEADER.encode() + b"\n" + bad + b"\n")
+    raw = read_raw(spark, str(f), "csv", tx_schema, CsvOptions(encoding="iso-8859-1"))
+    bronze, quarantine = split_valid(raw, tx_schema, "b1", AT)
+    typed = list(TX_TYPED_1)
+    typed[9] = "caf\u00e9"
+    expected_b = spark.createDataFrame([(*typed, "b1", src(f), AT)], tx_bronze_schema(tx_schema))
+    assert_df_equality(bronze, expected_b, ignore_nullable=True)
+    assert quarantine.collect() == []
+
+
+def test_an_encoding_spark_cannot_read_is_a_config_error():
+    from ml_engine.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match=r"ingest\.csv: Value error, encoding 'latin1' is not"):
+        build_config(
+            {
+                "schema": "x.yaml",
+                "storage": {"root": "/tmp/x"},
+                "ingest": {"csv": {"encoding": "latin1"}},
+            },
+            check_schema=False,
+        )
+
+
+def test_json_lines_are_typed_and_malformed_records_quarantined(spark, tmp_path, tx_schema):
+    good = json.dumps(dict(zip(tx_schema.names, TX_LINE_1.split(","), strict=True)))
+    bad_type = json.dumps({**json.loads(good), "transaction_id": "T000000003", "num_items": "two"})
+    f = write(tmp_path / "in.json", "\n".join([good, bad_type, '{"transaction_id": ']).encode())
+    raw = read_raw(spark, str(f), "json", tx_schema)
+    bronze, quarantine = split_valid(raw, tx_schema, "b1", AT, fmt="json")
+    expected_b = spark.createDataFrame(
+        [(*TX_TYPED_1, "b1", src(f), AT)], tx_bronze_schema(tx_schema)
+    )
+    assert_df_equality(bronze, expected_b, ignore_nullable=True)
+    expected_q = spark.createDataFrame(
+        [
+            (
+                bad_type.replace(", ", ",").replace(": ", ":"),
+                "column num_items: 'two' is not an int",
+                "ingest",
+                "T000000003",
+                src(f),
+                "b1",
+                AT,
+            ),
+            (
+                '{"transaction_id": ',
+                "malformed JSON record: not a JSON object (the input must hold one JSON "
+                "object per line)",
+                "ingest",
+                None,
+                src(f),
+                "b1",
+                AT,
+            ),
+        ],
+        QUARANTINE_SCHEMA,
+    )
+    assert_df_equality(quarantine, expected_q, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_parquet_without_a_declared_column_is_refused(spark, tmp_path, tx_schema):
+    path = tmp_path / "pq"
+    spark.createDataFrame(
+        [("T000000001", "C000001")], "transaction_id string, customer_id string"
+    ).write.parquet(str(path))
+    with pytest.raises(ValueError) as err:
+        read_raw(spark, str(path), "parquet", tx_schema)
+    msg = str(err.value)
+    assert f"parquet input {path}: column(s) ['event_time', 'amount'," in msg
+    assert "['transaction_id', 'customer_id']" in msg
+
+
+def test_missing_input_path_is_file_not_found(spark, tmp_path, tx_schema):
+    with pytest.raises(FileNotFoundError, match=f"input path {tmp_path / 'nope'} does not exist"):
+        read_raw(spark, str(tmp_path / "nope"), "csv", tx_schema)
+
+
+# --------------------------------------------------------------------------- dirty sample data
+
+NUMBER_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+INT_RE = re.compile(r"^-?[0-9]+$")
+
+
+def untypable(line: str) -> bool:
+    """Whether a transactions line cannot be typed, decided from the text alone."""
+    f = line.split(",")
+    if len(f) != 12:
+        return True
+    try:
+        datetime.strptime(f[2], "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return True
+    checks = [(f[3], NUMBER_RE), (f[4], INT_RE), (f[5], INT_RE), (f[6], NUMBER_RE), (f[7], INT_RE)]
+    return any(v != "" and not rx.match(v) for v, rx in checks)
+
+
+@pytest.fixture(scope="module")
+def dirty(spark, tmp_path_factory, tx_schema):
+    out = tmp_path_factory.mktemp("dirty")
+    generate_sample_data(spark, str(out), rows=1_500, current_rows=30, seed=3, files=2)
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    lines = []
+    for f in sorted((out / "reference").glob("part-*")):
+        lines += f.read_text(encoding="utf-8").splitlines()[1:]
+    raw = read_raw(spark, str(out / "reference"), "csv", tx_schema)
+    bronze, quarantine = split_valid(raw, tx_schema, "reference", AT)
+    return manifest["batches"]["reference"], lines, bronze.collect(), quarantine.collect()
+
+
+def test_sample_data_lines_are_bronze_plus_quarantine_exactly(dirty):
+    _, lines, bronze, quarantine = dirty
+    bad = [x for x in lines if untypable(x)]
+    good_ids = [x.split(",")[0] for x in lines if not untypable(x)]
+    assert Counter(r["raw_record"] for r in quarantine) == Counter(bad)
+    assert Counter(r["transaction_id"] for r in bronze) == Counter(good_ids)
+    assert len(bronze) + len(quarantine) == len(lines)
+
+
+def test_sample_data_quarantine_reasons_match_manifest_counts(dirty):
+    doc, _, _, quarantine = dirty
+    reasons = [r["reason"] for r in quarantine]
+    field_count = [r for r in reasons if r.startswith("expected 12 fields, found ")]
+    assert len(field_count) == doc["dirt"]["wrong_field_count"]
+    assert Counter(r.split(",")[1].strip().split(" ")[1] for r in field_count) == Counter(
+        {k.split(" ")[0]: v for k, v in doc["dirt_detail"].get("wrong_field_count", {}).items()}
+    )
+    ts = [r for r in reasons if r.startswith("column event_time: ") and "does not match" in r]
+    assert len(ts) == doc["dirt"]["unparsable_timestamp"]
+    number = Counter(
+        re.match(r"column (\w+): '.*' is not an? (double|int)$", r).group(1)
+        for r in reasons
+        if " is not a" in r
+    )
+    assert number == Counter(doc["dirt_detail"].get("unparsable_number", {}))
+    assert len(reasons) == doc["malformed_lines"]
+
+
+def test_sample_data_dirt_that_types_stays_in_bronze(dirty):
+    doc, lines, bronze, _ = dirty
+    dirt = doc["dirt"]
+    assert sum(r["credit_score"] is None for r in bronze) == dirt["null_credit_score"]
+    assert sum(r["distance_km"] is None for r in bronze) == dirt["null_distance_km"]
+    assert sum(r["channel"] is None for r in bronze) == dirt["null_channel"]
+    assert sum(r["amount"] < 0 for r in bronze) == dirt["negative_amount"]
+    assert sum(r["credit_score"] == 999 for r in bronze) == dirt["credit_score_out_of_range"]
+    canonical = {"web", "app", "store", "phone", None}
+    assert sum(r["channel"] not in canonical for r in bronze) == dirt["channel_spelling"]
+    ids = Counter(r["transaction_id"] for r in bronze)
+    assert sum(n - 1 for n in ids.values()) == dirt["duplicate"]
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def job_config(tmp_path: Path, schema_path: Path, input_path: Path | None, **extra):
+    from ml_engine.config import build_config
+
+    data = {"schema": str(schema_path), "storage": {"root": str(tmp_path / "store")}}
+    if input_path is not None:
+        data["ingest"] = {"path": str(input_path)}
+    data.update(extra)
+    return build_config(data)
+
+
+@pytest.fixture()
+def tables(spark):
+    from ml_engine.tables import open_tables
+
+    return open_tables(spark, "rs")
+
+
+BAD_LINE = "T000000003,C000003,2026-01-04 09:00:00,abc,1,1,1.0,700,web,grocery,US,0"
+TX_TYPED_2 = (
+    "T000000002",
+    "C000002",
+    datetime(2026, 1, 3, 11, 30, 0),
+    99.99,
+    5,
+    1,
+    12.0,
+    640,
+    "app",
+    "travel",
+    "GB",
+    1,
+)
+
+
+def test_rerunning_a_batch_replaces_its_rows(
+    spark, tmp_path, sample_schema_path, tx_schema, tables
+):
+    from ml_engine.quality.ingest import run_ingest
+
+    batch_dir = tmp_path / "raw" / "day1"
+    f = write(
+        batch_dir / "part-0.csv", "\n".join([TX_HEADER, TX_LINE_1, TX_LINE_2, BAD_LINE]).encode()
+    )
+    cfg = job_config(tmp_path, sample_schema_path, batch_dir)
+    first = run_ingest(spark, cfg, tables)
+    second = run_ingest(spark, cfg, tables)
+
+    expected_metrics = {"batch_id": "day1", "rows_in": 3, "bronze_rows": 2, "quarantined_rows": 1}
+    assert first.metrics == expected_metrics
+    assert second.metrics == expected_metrics
+    assert second.job == "ingest"
+    assert second.outputs == {
+        "bronze": str(tmp_path / "store" / "tables" / "bronze"),
+        "quarantine": str(tmp_path / "store" / "tables" / "quarantine"),
+    }
+    bronze = tables.read(second.outputs["bronze"]).drop("ingested_at")
+    expected_b = spark.createDataFrame(
+        [(*TX_TYPED_1, "day1", src(f), AT), (*TX_TYPED_2, "day1", src(f), AT)],
+        tx_bronze_schema(tx_schema),
+    ).drop("ingested_at")
+    assert_df_equality(
+        bronze, expected_b, ignore_nullable=True, ignore_row_order=True, ignore_column_order=True
+    )
+    quarantine = tables.read(second.outputs["quarantine"]).drop("ingested_at")
+    expected_q = spark.createDataFrame(
+        [
+            (
+                BAD_LINE,
+                "column amount: 'abc' is not a double",
+                "ingest",
+                "T000000003",
+                src(f),
+                "day1",
+                AT,
+            )
+        ],
+        QUARANTINE_SCHEMA,
+    ).drop("ingested_at")
+    assert_df_equality(
+        quarantine,
+        expected_q,
+        ignore_nullable=True,
+        ignore_row_order=True,
+        ignore_column_order=True,
+    )
+
+
+def test_another_batch_is_added_beside_the_first(spark, tmp_path, sample_schema_path, tables):
+    from ml_engine.quality.ingest import run_ingest
+
+    day1 = tmp_path / "raw" / "day1"
+    day2 = tmp_path / "raw" / "day2"
+    write(day1 / "a.csv", "\n".join([TX_HEADER, TX_LINE_1]).encode())
+    write(day2 / "a.csv", "\n".join([TX_HEADER, TX_LINE_2, BAD_LINE]).encode())
+    run_ingest(spark, job_config(tmp_path, sample_schema_path, day1), tables)
+    result = run_ingest(spark, job_config(tmp_path, sample_schema_path, day2), tables)
+    bronze = tables.read(result.outputs["bronze"]).select("batch_id", "transaction_id")
+    expected = spark.createDataFrame(
+        [("day1", "T000000001"), ("day2", "T000000002")], "batch_id string, transaction_id string"
+    )
+    assert_df_equality(bronze, expected, ignore_nullable=True, ignore_row_order=True)
+    quarantine = tables.read(result.outputs["quarantine"]).select("batch_id", "record_key")
+    expected_q = spark.createDataFrame(
+        [("day2", "T000000003")], "batch_id string, record_key string"
+    )
+    assert_df_equality(quarantine, expected_q, ignore_nullable=True)
+
+
+def test_header_only_input_writes_empty_batch(spark, tmp_path, sample_schema_path, tables):
+    from ml_engine.quality.ingest import run_ingest
+
+    batch_dir = tmp_path / "raw" / "empty"
+    write(batch_dir / "a.csv", (TX_HEADER + "\n").encode())
+    write(batch_dir / "b.csv", b"")
+    result = run_ingest(spark, job_config(tmp_path, sample_schema_path, batch_dir), tables)
+    assert result.metrics == {
+        "batch_id": "empty",
+        "rows_in": 0,
+        "bronze_rows": 0,
+        "quarantined_rows": 0,
+    }
+    assert tables.read(result.outputs["bronze"]).collect() == []
+
+
+def test_missing_input_path_is_a_job_error(spark, tmp_path, sample_schema_path, tables):
+    from ml_engine.jobs import JobError
+    from ml_engine.quality.ingest import run_ingest
+
+    missing = tmp_path / "raw" / "nope"
+    cfg = job_config(tmp_path, sample_schema_path, missing)
+    with pytest.raises(JobError) as err:
+        run_ingest(spark, cfg, tables)
+    assert str(err.value) == (
+        f"ingest input {missing} does not exist; check ingest.path (the raw file, directory "
+        "or glob to load)"
+    )
+    assert not (tmp_path / "store" / "tables" / "bronze").exists()
+
+
+def test_unset_input_path_is_a_job_error(spark, tmp_path, sample_schema_path, tables):
+    from ml_engine.jobs import JobError
+    from ml_engine.quality.ingest import run_ingest
+
+    cfg = job_config(tmp_path, sample_schema_path, None, batch_id="b1")
+    with pytest.raises(JobError, match=r"^ingest\.path is not set"):
+        run_ingest(spark, cfg, tables)

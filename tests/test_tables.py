@@ -1,0 +1,620 @@
+"""Contract tests of the Delta tables interface, run against the backend named by
+``--delta-backend`` (default ``rs``; ``spark`` is skipped where delta-spark's classes do not load).
+
+Every operation is checked twice: through the backend's own ``read`` (chispa, against rows
+written by hand) and by reading the table independently with delta-rs
+(``deltalake.DeltaTable(path).to_pyarrow_table()``), so the tables are standard Delta.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+from chispa import assert_df_equality
+from deltalake import DeltaTable
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ml_engine.tables import (
+    DELTA_SPARK_PACKAGE,
+    RsDeltaTables,
+    TableError,
+    TableNotFoundError,
+    delta_spark_available,
+    delta_spark_conf,
+    open_tables,
+)
+
+UTC = timezone.utc
+
+SCHEMA = T.StructType(
+    [
+        T.StructField("id", T.LongType(), True),
+        T.StructField("batch", T.StringType(), True),
+        T.StructField("amount", T.DoubleType(), True),
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def tables(spark, request):
+    """The backend under test (``--delta-backend``)."""
+    backend = request.config.getoption("--delta-backend")
+    if backend == "spark" and not delta_spark_available(spark):
+        pytest.skip(
+            "delta-spark's classes (io.delta.sql.DeltaSparkSessionExtension) do not load in "
+            f"this JVM; start Spark with --packages {DELTA_SPARK_PACKAGE} to run these tests "
+            "against the spark backend"
+        )
+    return open_tables(spark, backend)
+
+
+def frame(spark, rows, schema=SCHEMA):
+    return spark.createDataFrame(rows, schema)
+
+
+def delta_rows(path, columns=None):
+    """The table's rows as read by delta-rs itself, as sorted tuples (None sorts first)."""
+    table = DeltaTable(str(path)).to_pyarrow_table()
+    columns = columns or table.column_names
+    rows = [tuple(r[c] for c in columns) for r in table.to_pylist()]
+    return sorted(rows, key=lambda r: tuple((v is not None, v) for v in r))
+
+
+def data_files(path):
+    """Parquet files under the table directory (relative paths), committed or not."""
+    found = set()
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            if name.endswith(".parquet"):
+                found.add(os.path.relpath(os.path.join(root, name), path))
+    return found
+
+
+def referenced_files(path):
+    """Files the latest version references, per delta-rs (decoded relative paths)."""
+    return {os.path.relpath(uri, str(path)) for uri in DeltaTable(str(path)).file_uris()}
+
+
+def add_actions(path, version):
+    """The add actions of one commit file, read from the log directly."""
+    log = os.path.join(str(path), "_delta_log", f"{version:020d}.json")
+    with open(log) as handle:
+        actions = [json.loads(line) for line in handle if line.strip()]
+    return [a["add"] for a in actions if "add" in a]
+
+
+# --------------------------------------------------------------------------- create / read
+
+
+def test_create_makes_an_empty_table_with_the_schema(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+
+    assert tables.create(path, SCHEMA) == 0
+
+    assert tables.exists(path)
+    assert_df_equality(tables.read(path), frame(spark, []))
+    independent = DeltaTable(path)
+    assert independent.to_pyarrow_table().num_rows == 0
+    # Delta stores schemas in Spark's JSON form
+    assert json.loads(independent.schema().to_json()) == json.loads(SCHEMA.json())
+
+
+def test_create_refuses_an_existing_table(tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.create(path, SCHEMA)
+
+    with pytest.raises(TableError, match="already exists"):
+        tables.create(path, SCHEMA)
+
+
+def test_read_of_a_missing_table_raises_table_not_found(tables, tmp_path):
+    path = str(tmp_path / "nothing")
+
+    with pytest.raises(TableNotFoundError, match="nothing"):
+        tables.read(path)
+    assert not tables.exists(path)
+
+
+# ---------------------------------------------------------------------------------- append
+
+
+def test_append_creates_the_table_then_adds_rows(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+
+    first = tables.append(frame(spark, [(1, "b1", 1.5), (2, "b1", None)]), path)
+    second = tables.append(frame(spark, [(3, "b2", -2.0)]), path)
+
+    assert (first, second) == (0, 1)
+    expected = [(1, "b1", 1.5), (2, "b1", None), (3, "b2", -2.0)]
+    assert_df_equality(tables.read(path), frame(spark, expected), ignore_row_order=True)
+    assert delta_rows(path) == [(1, "b1", 1.5), (2, "b1", None), (3, "b2", -2.0)]
+
+
+def test_idempotent_append_skips_a_retry_and_appends_a_higher_version(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    batch1 = frame(spark, [(1, "b1", 1.0)])
+    batch2 = frame(spark, [(2, "b2", 2.0)])
+
+    assert tables.append(batch1, path, app_id="ingest", app_version=1) == 0
+    assert tables.append(batch1, path, app_id="ingest", app_version=1) is None
+    assert tables.append(batch1, path, app_id="ingest", app_version=0) is None
+    assert tables.append(batch2, path, app_id="ingest", app_version=2) == 1
+
+    assert_df_equality(
+        tables.read(path), frame(spark, [(1, "b1", 1.0), (2, "b2", 2.0)]), ignore_row_order=True
+    )
+    assert delta_rows(path) == [(1, "b1", 1.0), (2, "b2", 2.0)]
+    assert tables.transaction_version(path, "ingest") == 2
+    assert tables.transaction_version(path, "other") is None
+    assert DeltaTable(path).transaction_version("ingest") == 2
+
+
+# ------------------------------------------------------------------------------- overwrite
+
+
+def test_overwrite_replaces_all_rows(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.append(frame(spark, [(1, "b1", 1.0), (2, "b2", 2.0)]), path)
+
+    version = tables.overwrite(frame(spark, [(9, "b9", 9.0)]), path)
+
+    assert version == 1
+    assert_df_equality(tables.read(path), frame(spark, [(9, "b9", 9.0)]))
+    assert delta_rows(path) == [(9, "b9", 9.0)]
+
+
+def test_replace_where_on_a_partition_column_replaces_only_that_partition(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.append(
+        frame(spark, [(1, "b1", 1.0), (2, "b1", 2.0), (3, "b2", 3.0), (4, "b3", 4.0)]),
+        path,
+        partition_by=["batch"],
+    )
+    untouched_before = {
+        a["path"] for a in add_actions(path, 0) if a["partitionValues"]["batch"] != "b2"
+    }
+
+    version = tables.overwrite(
+        frame(spark, [(5, "b2", 50.0), (6, "b2", 60.0)]), path, replace_where="batch = 'b2'"
+    )
+
+    assert version == 1
+    expected = [(1, "b1", 1.0), (2, "b1", 2.0), (4, "b3", 4.0), (5, "b2", 50.0), (6, "b2", 60.0)]
+    assert_df_equality(tables.read(path), frame(spark, expected), ignore_row_order=True)
+    assert delta_rows(path) == expected
+    # the other partitions' files are kept as they were; only b2's were replaced
+    current = pa.table(DeltaTable(path).get_add_actions(flatten=True)).to_pylist()
+    assert {a["path"] for a in current if a["partition.batch"] != "b2"} == untouched_before
+
+
+def test_replace_where_on_a_data_column_replaces_only_matching_rows(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.append(
+        frame(spark, [(1, "b1", 5.0), (2, "b1", 15.0), (3, "b2", 20.0), (4, "b2", None)]), path
+    )
+
+    version = tables.overwrite(
+        frame(spark, [(7, "b7", 10.0), (8, "b8", 99.0)]), path, replace_where="amount >= 10"
+    )
+
+    assert version == 1
+    # rows 2 and 3 matched and are gone; row 4 (amount NULL) does not match and stays
+    expected = [(1, "b1", 5.0), (4, "b2", None), (7, "b7", 10.0), (8, "b8", 99.0)]
+    assert_df_equality(tables.read(path), frame(spark, expected), ignore_row_order=True)
+    assert delta_rows(path) == [(1, "b1", 5.0), (4, "b2", None), (7, "b7", 10.0), (8, "b8", 99.0)]
+
+
+def test_replace_where_refuses_rows_that_do_not_match_the_predicate(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.append(frame(spark, [(1, "b1", 1.0)]), path, partition_by=["batch"])
+
+    with pytest.raises(TableError, match="replace_where"):
+        tables.overwrite(
+            frame(spark, [(2, "b2", 2.0), (3, "b3", 3.0)]), path, replace_where="batch = 'b2'"
+        )
+
+    assert tables.version(path) == 0
+    assert delta_rows(path) == [(1, "b1", 1.0)]
+
+
+# ---------------------------------------------------------------------------------- upsert
+
+
+def test_upsert_replaces_matched_keys_and_inserts_new_ones(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.append(frame(spark, [(1, "b1", 1.0), (2, "b1", 2.0), (3, "b1", 3.0)]), path)
+
+    version = tables.upsert(frame(spark, [(2, "b2", 20.0), (4, "b2", 40.0)]), path, keys=["id"])
+
+    assert version == 1
+    expected = [(1, "b1", 1.0), (2, "b2", 20.0), (3, "b1", 3.0), (4, "b2", 40.0)]
+    assert_df_equality(tables.read(path), frame(spark, expected), ignore_row_order=True)
+    assert delta_rows(path) == expected
+
+
+def test_upsert_creates_a_missing_table(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+
+    assert tables.upsert(frame(spark, [(1, "b1", 1.0)]), path, keys=["id"]) == 0
+
+    assert delta_rows(path) == [(1, "b1", 1.0)]
+
+
+def test_upsert_refuses_rows_not_unique_on_the_keys(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.append(frame(spark, [(1, "b1", 1.0)]), path)
+
+    with pytest.raises(TableError, match=r"not unique on keys \['id'\].*'id': 2.*2 times"):
+        tables.upsert(frame(spark, [(2, "b2", 2.0), (2, "b3", 3.0)]), path, keys=["id"])
+
+    assert tables.version(path) == 0
+    assert delta_rows(path) == [(1, "b1", 1.0)]
+
+
+# ------------------------------------------------------------------- time travel, history
+
+
+def test_read_by_version_returns_that_versions_rows(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.append(frame(spark, [(1, "b1", 1.0)]), path)
+    tables.append(frame(spark, [(2, "b2", 2.0)]), path)
+    tables.overwrite(frame(spark, [(3, "b3", 3.0)]), path)
+
+    assert_df_equality(tables.read(path, version=0), frame(spark, [(1, "b1", 1.0)]))
+    assert_df_equality(
+        tables.read(path, version=1),
+        frame(spark, [(1, "b1", 1.0), (2, "b2", 2.0)]),
+        ignore_row_order=True,
+    )
+    assert_df_equality(tables.read(path, version=2), frame(spark, [(3, "b3", 3.0)]))
+    assert delta_rows(path) == [(3, "b3", 3.0)]
+    with pytest.raises(TableError, match="version 7"):
+        tables.read(path, version=7)
+
+
+def test_read_by_timestamp_returns_the_version_current_then(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.append(frame(spark, [(1, "b1", 1.0)]), path)
+    time.sleep(0.3)
+    between = datetime.now(UTC)
+    time.sleep(0.3)
+    tables.append(frame(spark, [(2, "b2", 2.0)]), path)
+    after = datetime.now(UTC)
+
+    assert_df_equality(tables.read(path, timestamp=between), frame(spark, [(1, "b1", 1.0)]))
+    assert_df_equality(
+        tables.read(path, timestamp=between.isoformat()), frame(spark, [(1, "b1", 1.0)])
+    )
+    assert_df_equality(
+        tables.read(path, timestamp=after),
+        frame(spark, [(1, "b1", 1.0), (2, "b2", 2.0)]),
+        ignore_row_order=True,
+    )
+    with pytest.raises(TableError):
+        tables.read(path, timestamp=datetime(2000, 1, 1, tzinfo=UTC))
+
+
+def test_history_lists_commits_newest_first(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.create(path, SCHEMA)
+    tables.append(frame(spark, [(1, "b1", 1.0)]), path)
+    tables.overwrite(frame(spark, [(2, "b2", 2.0)]), path, replace_where="batch = 'b2'")
+    tables.upsert(frame(spark, [(2, "b2", 3.0)]), path, keys=["id"])
+
+    history = tables.history(path)
+
+    assert [(c.version, c.operation) for c in history] == [
+        (3, "MERGE"),
+        (2, "WRITE"),
+        (1, "WRITE"),
+        (0, "CREATE TABLE"),
+    ]
+    assert history[1].parameters["mode"] == "Overwrite"
+    assert history[1].parameters["predicate"] in ("batch = 'b2'", "[\"(batch = 'b2')\"]")
+    assert history[2].parameters["mode"] == "Append"
+    assert tables.version(path) == 3
+    independent = DeltaTable(path).history()
+    assert [c["version"] for c in independent] == [3, 2, 1, 0]
+    # commit times agree with the log's (delta-spark may take them from the log files' mtime)
+    for ours, theirs in zip(history, independent, strict=True):
+        assert abs(ours.timestamp.timestamp() * 1000 - theirs["timestamp"]) <= 1000
+    assert delta_rows(path) == [(1, "b1", 1.0), (2, "b2", 3.0)]
+
+
+# -------------------------------------------------------------------- stats, types, layout
+
+
+def test_each_file_has_its_statistics_in_the_log(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    schema = T.StructType(
+        [
+            T.StructField("id", T.LongType()),
+            T.StructField("name", T.StringType()),
+            T.StructField("at", T.TimestampType()),
+            T.StructField("day", T.DateType()),
+            T.StructField("price", T.DecimalType(10, 2)),
+        ]
+    )
+    rows = [
+        (3, "kiwi", datetime(2026, 1, 5, 10, 0, 0, 250000, tzinfo=UTC), date(2026, 1, 5), None),
+        (1, "apple", datetime(2026, 1, 1, 8, 30, 0, tzinfo=UTC), None, Decimal("2.50")),
+        (7, None, datetime(2026, 1, 3, 0, 0, 0, tzinfo=UTC), date(2026, 1, 2), Decimal("-1.25")),
+        (5, "pear", None, date(2026, 1, 9), Decimal("10.00")),
+    ]
+    # one file, so its statistics are those of all four rows
+    tables.append(spark.createDataFrame(rows, schema).coalesce(1), path)
+
+    (add,) = add_actions(path, 0)
+    stats = json.loads(add["stats"], parse_float=Decimal)
+    assert stats["numRecords"] == 4
+    assert stats["minValues"] == {
+        "id": 1,
+        "name": "apple",
+        "at": "2026-01-01T08:30:00.000Z",
+        "day": "2026-01-02",
+        "price": Decimal("-1.25"),
+    }
+    assert stats["maxValues"] == {
+        "id": 7,
+        "name": "pear",
+        "at": "2026-01-05T10:00:00.250Z",
+        "day": "2026-01-09",
+        "price": Decimal("10.00"),
+    }
+    assert stats["nullCount"] == {"id": 0, "name": 1, "at": 1, "day": 1, "price": 1}
+    assert add["size"] == os.path.getsize(os.path.join(path, DeltaTable(path).file_uris()[0]))
+
+
+def test_timestamps_dates_decimals_and_arrays_round_trip_exactly(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    schema = T.StructType(
+        [
+            T.StructField("id", T.IntegerType()),
+            T.StructField("at", T.TimestampType()),
+            T.StructField("day", T.DateType()),
+            T.StructField("price", T.DecimalType(18, 6)),
+            T.StructField("vector", T.ArrayType(T.DoubleType())),
+        ]
+    )
+    rows = [
+        (
+            1,
+            datetime(2026, 3, 29, 1, 59, 59, 999999, tzinfo=UTC),
+            date(1999, 12, 31),
+            Decimal("123456789012.123456"),
+            [0.1, -2.5, 1e300],
+        ),
+        (
+            2,
+            datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+            date(2026, 2, 28),
+            Decimal("-0.000001"),
+            [],
+        ),
+        (3, None, None, None, None),
+        (4, datetime(2026, 1, 1, tzinfo=UTC), date(2026, 1, 1), Decimal("0"), [None, 4.0]),
+    ]
+
+    tables.append(spark.createDataFrame(rows, schema), path)
+
+    assert_df_equality(
+        tables.read(path), spark.createDataFrame(rows, schema), ignore_row_order=True
+    )
+    assert delta_rows(path, ["id", "at", "day", "price", "vector"]) == [
+        (1, rows[0][1], rows[0][2], rows[0][3], rows[0][4]),
+        (2, rows[1][1], rows[1][2], rows[1][3], rows[1][4]),
+        (3, None, None, None, None),
+        (4, rows[3][1], rows[3][2], Decimal("0.000000"), rows[3][4]),
+    ]
+
+
+def test_partitioned_table_keeps_partition_values_and_types(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    schema = T.StructType(
+        [
+            T.StructField("id", T.LongType()),
+            T.StructField("batch", T.StringType()),
+            T.StructField("day", T.DateType()),
+        ]
+    )
+    rows = [
+        (1, "b 1:x", date(2026, 1, 1)),
+        (2, "b 1:x", date(2026, 1, 2)),
+        (3, "b2", date(2026, 1, 2)),
+        (4, None, date(2026, 1, 2)),
+    ]
+
+    tables.append(spark.createDataFrame(rows, schema), path, partition_by=["batch", "day"])
+    tables.append(spark.createDataFrame([(5, "b2", None)], schema), path)
+
+    expected = rows + [(5, "b2", None)]
+    assert_df_equality(
+        tables.read(path), spark.createDataFrame(expected, schema), ignore_row_order=True
+    )
+    assert delta_rows(path, ["id", "batch", "day"]) == expected
+    assert DeltaTable(path).metadata().partition_columns == ["batch", "day"]
+    partition_values = sorted(
+        {
+            (a["partitionValues"]["batch"] or "", a["partitionValues"]["day"] or "")
+            for v in (0, 1)
+            for a in add_actions(path, v)
+        }
+    )
+    assert partition_values == [
+        ("", "2026-01-02"),
+        ("b 1:x", "2026-01-01"),
+        ("b 1:x", "2026-01-02"),
+        ("b2", ""),
+        ("b2", "2026-01-02"),
+    ]
+    with pytest.raises(TableError, match=r"partitioned by \['batch', 'day'\]"):
+        tables.append(spark.createDataFrame([(6, "b", None)], schema), path, partition_by=["day"])
+
+
+def test_timestamp_partitions_are_exact_whatever_the_session_time_zone(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    schema = T.StructType(
+        [T.StructField("id", T.LongType()), T.StructField("at", T.TimestampType())]
+    )
+    rows = [
+        (1, datetime(2026, 3, 8, 7, 30, 0, 5, tzinfo=UTC)),  # 02:30 New York does not exist
+        (2, datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        (3, None),
+    ]
+    zone = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+    try:
+        tables.append(spark.createDataFrame(rows, schema), path, partition_by=["at"])
+        assert_df_equality(
+            tables.read(path), spark.createDataFrame(rows, schema), ignore_row_order=True
+        )
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", zone)
+
+    assert delta_rows(path, ["id", "at"]) == rows
+
+
+# ------------------------------------------------------------------------- refused writes
+
+
+def test_a_schema_that_differs_from_the_tables_is_refused(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.append(frame(spark, [(1, "b1", 1.0)]), path)
+    wrong_type = T.StructType(
+        [
+            T.StructField("id", T.StringType()),
+            T.StructField("batch", T.StringType()),
+            T.StructField("amount", T.DoubleType()),
+        ]
+    )
+
+    with pytest.raises(TableError, match=r"missing columns \['amount'\]"):
+        tables.append(frame(spark, [(2, "b2")], "id long, batch string"), path)
+    with pytest.raises(TableError, match=r"columns not in the table \['extra'\]"):
+        tables.append(
+            frame(spark, [(2, "b2", 2.0, 1)], "id long, batch string, amount double, extra int"),
+            path,
+        )
+    with pytest.raises(TableError, match=r"id \(table: bigint, data: string\)"):
+        tables.append(frame(spark, [("2", "b2", 2.0)], wrong_type), path)
+
+    assert tables.version(path) == 0
+    assert delta_rows(path) == [(1, "b1", 1.0)]
+
+
+def test_nullability_and_column_order_differences_are_accepted(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.append(frame(spark, [(1, "b1", 1.0)]), path)
+    reordered = spark.range(2, 3).select(
+        F.lit(2.0).alias("amount"), F.lit("b2").alias("batch"), F.col("id")
+    )  # id and the literals are NOT NULL here
+
+    assert tables.append(reordered, path) == 1
+
+    assert delta_rows(path) == [(1, "b1", 1.0), (2, "b2", 2.0)]
+
+
+def test_a_not_null_column_refuses_nulls(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    strict = T.StructType(
+        [
+            T.StructField("id", T.LongType(), False),
+            T.StructField("batch", T.StringType(), True),
+            T.StructField("amount", T.DoubleType(), True),
+        ]
+    )
+    tables.create(path, strict)
+    tables.append(frame(spark, [(1, "b1", 1.0)]), path)
+
+    with pytest.raises(TableError, match="NOT NULL"):
+        tables.append(frame(spark, [(None, "b2", 2.0)]), path)
+
+    assert tables.version(path) == 1
+    assert delta_rows(path) == [(1, "b1", 1.0)]
+
+
+def _fail_in_second_partition(batches):
+    """mapInArrow function: passes the first partition's rows, fails in the second one after a
+    pause, so that the first partition's task has surely written its file (with F.raise_error
+    both tasks race and the test would not know whether leftovers exist)."""
+    import time as _time
+
+    import pyarrow.compute as pc
+
+    for batch in batches:
+        if batch.num_rows and pc.max(batch.column("id")).as_py() >= 10:
+            _time.sleep(2.0)
+            raise ValueError("task failed on purpose")
+        yield batch
+
+
+def test_a_failed_write_commits_nothing_and_vacuum_removes_its_files(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.append(frame(spark, [(1, "b1", 1.0)]), path)
+    failing = (
+        spark.range(0, 20, numPartitions=2)
+        .select(F.col("id"), F.lit("x").alias("batch"), F.col("id").cast("double").alias("amount"))
+        .mapInArrow(_fail_in_second_partition, SCHEMA)
+    )
+
+    with pytest.raises(TableError, match="nothing was committed"):
+        tables.append(failing, path)
+
+    assert tables.version(path) == 0
+    assert_df_equality(tables.read(path), frame(spark, [(1, "b1", 1.0)]))
+    assert delta_rows(path) == [(1, "b1", 1.0)]
+    leftovers = data_files(path) - referenced_files(path)
+    assert leftovers  # the first partition's file was written but never committed
+
+    removed = tables.vacuum(path)
+
+    assert leftovers <= set(removed)
+    assert data_files(path) == referenced_files(path)
+    assert delta_rows(path) == [(1, "b1", 1.0)]
+    assert_df_equality(tables.read(path), frame(spark, [(1, "b1", 1.0)]))
+
+
+# ------------------------------------------------------------------------ backend specific
+
+
+def test_rs_refuses_tables_with_column_mapping(spark, tables, tmp_path):
+    if not isinstance(tables, RsDeltaTables):
+        pytest.skip("only the rs backend reads Parquet files directly")
+    path = str(tmp_path / "mapped")
+    DeltaTable.create(
+        path,
+        pa.schema([("id", pa.int64())]),
+        configuration={"delta.columnMapping.mode": "name"},
+    )
+
+    with pytest.raises(TableError, match=r"mapped uses column mapping \(delta.columnMapping"):
+        tables.read(path)
+
+
+def test_open_tables_picks_rs_when_delta_spark_does_not_load(spark):
+    if delta_spark_available(spark):
+        pytest.skip("delta-spark's classes load in this JVM")
+
+    assert open_tables(spark).name == "rs"
+    assert open_tables(spark, "rs").name == "rs"
+    with pytest.raises(TableError, match="--packages io.delta:delta-spark_4.2_2.13:4.4.1"):
+        open_tables(spark, "spark")
+    with pytest.raises(TableError, match="unknown Delta backend 'delta'"):
+        open_tables(spark, "delta")
+
+
+def test_delta_spark_conf_names_the_extension_and_catalog():
+    assert delta_spark_conf() == {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    }
+    assert delta_spark_conf(with_package=True)["spark.jars.packages"] == (
+        "io.delta:delta-spark_4.2_2.13:4.4.1"
+    )
