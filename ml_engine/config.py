@@ -458,14 +458,24 @@ class OutliersConfig(StrictModel):
         for i, det in enumerate(self.detectors):
             p = f"{path}.detectors.{i}.columns"
             if det.columns is None and not schema.numeric_features:
-                errors.append((p, f"not set, and schema '{schema.name}' ({schema.source}) has "
-                                  f"no numeric_feature columns to default to; list the columns"))
+                errors.append(
+                    (
+                        p,
+                        f"not set, and schema '{schema.name}' ({schema.source}) has "
+                        f"no numeric_feature columns to default to; list the columns",
+                    )
+                )
             for c in det.columns or []:
                 miss = _missing_columns(schema, p, [c])
                 errors += miss
                 if not miss and not schema.column(c).is_numeric:
-                    errors.append((p, f"column '{c}' has type {schema.column(c).type}; "
-                                      f"outlier detectors need numeric columns"))
+                    errors.append(
+                        (
+                            p,
+                            f"column '{c}' has type {schema.column(c).type}; "
+                            f"outlier detectors need numeric columns",
+                        )
+                    )
         return errors
 
 

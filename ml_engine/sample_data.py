@@ -535,6 +535,25 @@ def _write_text_file(spark: SparkSession, path: str, text: str) -> None:
         out.close()
 
 
+def _name_parts_csv(spark: SparkSession, directory: str) -> None:
+    """Renames Spark's ``part-*.txt`` outputs to ``part-NNNNN.csv`` (what they are), through
+    Hadoop's FileSystem so any URI Spark writes to works."""
+    jvm = spark.sparkContext._jvm
+    hdir = jvm.org.apache.hadoop.fs.Path(directory)
+    fs = hdir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    parts = sorted(
+        st.getPath().getName()
+        for st in fs.listStatus(hdir)
+        if st.getPath().getName().startswith("part-")
+    )
+    for name in parts:
+        number = name.split("-")[1]
+        fs.rename(
+            jvm.org.apache.hadoop.fs.Path(hdir, name),
+            jvm.org.apache.hadoop.fs.Path(hdir, f"part-{number}.csv"),
+        )
+
+
 def generate_sample_data(
     spark: SparkSession,
     out_dir: str,
@@ -594,6 +613,7 @@ def generate_sample_data(
             .option("compression", "none")
             .text(paths[s.name])
         )
+        _name_parts_csv(spark, paths[s.name])
 
     describe(spark, "sample data: count injected dirt for the manifest")
     counted = None

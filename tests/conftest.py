@@ -25,6 +25,7 @@ def pytest_addoption(parser):
 def spark():
     """The one SparkSession of the test run: local[2], 2 shuffle partitions, UI off."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from ml_engine.config import SparkConfig
     from ml_engine.session import build_session
 

@@ -35,6 +35,7 @@ from pyspark.sql import types as T
 
 from ml_engine.config import CleanConfig, CleanRule, Config, MissingValuePolicy
 from ml_engine.jobs import JobError, JobResult
+from ml_engine.outliers import OUTLIER_FIELDS
 from ml_engine.quality.metrics import metric_rows, profile_metrics, with_run_info
 from ml_engine.quality.quarantine import quarantine_rows, replace_predicate
 from ml_engine.schemas import TableSchema, parse_type
@@ -802,10 +803,15 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
             )
 
         silver = silver_rows(flagged, summary.fill_values, schema)
-        if tables.exists(paths["silver"]):
-            # Later stages add columns to silver (detect_outliers: is_outlier...); they get
-            # nulls here and their values back when those stages run again for the batch.
-            silver = with_table_columns(silver, tables.read(paths["silver"]).schema)
+        # Silver's contract includes the outlier columns that detect_outliers fills (Delta
+        # tables here never change schema): they are null until that job runs for the batch,
+        # and a rerun of clean resets them, so detect_outliers must run again after it.
+        silver_schema = (
+            tables.read(paths["silver"]).schema
+            if tables.exists(paths["silver"])
+            else T.StructType([*silver.schema.fields, *OUTLIER_FIELDS])
+        )
+        silver = with_table_columns(silver, silver_schema)
         describe(spark, f"clean {batch}: write silver")
         tables.overwrite(
             silver,

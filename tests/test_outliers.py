@@ -1,0 +1,954 @@
+"""Outlier detectors (MLlib stages), policies and the detect_outliers job.
+
+Expected statistics come from numpy/scipy on the same values. Quantiles: for fewer values
+than the KLL sketch's k (200) the sketch keeps every value and is exact; its quantile at rank
+p is the smallest value v with P(X <= v) >= p, numpy's ``method="inverted_cdf"``, which is
+what the tests compare with. Medians are taken on an odd number of values, where every
+definition agrees (so ``np.median`` and ``scipy.stats.median_abs_deviation`` apply).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from scipy.spatial.distance import mahalanobis
+from scipy.stats import median_abs_deviation
+
+from ml_engine.config import ConfigError, DetectorConfig, build_config
+from ml_engine.jobs import JobError
+from ml_engine.outliers import (
+    OUTLIER_FIELDS,
+    OUTLIER_STATS_SCHEMA,
+    IQROutlierDetector,
+    IQROutlierModel,
+    MADOutlierDetector,
+    MADOutlierModel,
+    MahalanobisOutlierDetector,
+    MahalanobisOutlierModel,
+    OutlierFitError,
+    ZScoreOutlierDetector,
+    ZScoreOutlierModel,
+    build_outlier_pipeline,
+    restore_outlier_input,
+    run_detect_outliers,
+    split_outliers,
+    with_capped_values,
+    with_outlier_flags,
+)
+from ml_engine.quality.quarantine import QUARANTINE_SCHEMA
+from ml_engine.session import JobCounter
+from ml_engine.tables import open_tables
+
+# ---------------------------------------------------------------------------------- data
+
+# a: 11 values + a null + a NaN (not scored); b: 13 integers; c: constant.
+A = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 60.0, -40.0, None, float("nan")]
+B = [10, 11, 12, 12, 13, 13, 13, 14, 14, 15, 16, 100, 0]
+UNI_SCHEMA = "id long, a double, b int, c double"
+SCORE_SCHEMA = T.StructType(
+    [
+        T.StructField("id", T.LongType()),
+        T.StructField("flag", T.BooleanType()),
+        T.StructField("score", T.DoubleType()),
+        T.StructField("reasons", T.ArrayType(T.StringType())),
+    ]
+)
+
+# 14 correlated rows and one that breaks the correlation of x and y.
+MAHA = [
+    [0.0, 3.0, -1.8],
+    [-8.9, -9.0, -11.3],
+    [0.6, 13.7, -0.9],
+    [-6.2, 1.8, 5.0],
+    [1.1, -8.8, -3.1],
+    [7.0, -10.0, -8.6],
+    [-19.0, -22.4, -22.3],
+    [-2.4, -13.8, -1.1],
+    [1.6, -1.1, -25.7],
+    [-5.4, -3.2, 1.0],
+    [-15.3, -12.4, -11.2],
+    [-8.1, 6.6, -4.9],
+    [-0.3, 8.7, -3.2],
+    [-1.1, 0.5, 1.0],
+    [25.0, -20.0, 3.0],
+]
+# The two largest distances are 2.95 and 3.07, the next 2.55: 2.75 separates them clearly.
+MAHA_THRESHOLD = 2.75
+
+
+@pytest.fixture(scope="module")
+def uni(spark):
+    rows = [(i, a, b, 5.0) for i, (a, b) in enumerate(zip(A, B, strict=True))]
+    return spark.createDataFrame(rows, UNI_SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def maha(spark):
+    return spark.createDataFrame(
+        [(i, *r) for i, r in enumerate(MAHA)], "id long, x double, y double, w double"
+    )
+
+
+def values(col: list) -> np.ndarray:
+    """The values a detector scores: no nulls, no NaN."""
+    return np.array([v for v in col if v is not None and not math.isnan(v)], dtype=float)
+
+
+def scored(df, model):
+    """The model's three output columns under fixed names, for comparison."""
+    return model.transform(df).select(
+        "id",
+        F.col(model.getOutputCol()).alias("flag"),
+        F.col(model.getScoreCol()).alias("score"),
+        F.col(model.getReasonsCol()).alias("reasons"),
+    )
+
+
+def expected_univariate(spark, method, columns, centre_and_scale):
+    """Rows (id, flag, score, reasons) from per-column (a, b, s): fences a - s and b + s,
+    score max(a - x, x - b, 0) / s, s == 0 -> score 0 and never flagged."""
+    data = {"a": A, "b": [float(v) for v in B], "c": [5.0] * len(A)}
+    rows = []
+    for i in range(len(A)):
+        scores, reasons = [], []
+        for c in columns:
+            x = data[c][i]
+            if x is None or math.isnan(x):
+                continue
+            a, b, s = (float(v) for v in centre_and_scale[c])
+            if s == 0:
+                scores.append(0.0)
+                continue
+            scores.append(max(a - x, x - b, 0.0) / s)
+            if x < a - s or x > b + s:
+                reasons.append(f"{method}:{c}")
+        rows.append((i, bool(reasons), max(scores) if scores else None, reasons))
+    return spark.createDataFrame(rows, SCORE_SCHEMA)
+
+
+# ---------------------------------------------------------------------------------- IQR
+
+
+def test_iqr_quartiles_match_numpy_inverted_cdf(uni):
+    model = IQROutlierDetector(inputCols=["a", "b", "c"]).fit(uni)
+    expected = [np.quantile(values(v), [0.25, 0.75], method="inverted_cdf") for v in (A, B, [5.0])]
+    assert model.getQ1s() == [q[0] for q in expected]
+    assert model.getQ3s() == [q[1] for q in expected]
+    # Tukey fences with k = 1.5; the constant column has none.
+    assert model.fences() == {"a": (2.0 - 9.0, 8.0 + 9.0), "b": (12.0 - 3.0, 14.0 + 3.0)}
+
+
+def test_iqr_flags_scores_and_reasons_row_by_row(spark, uni):
+    model = IQROutlierDetector(inputCols=["a", "b", "c"], k=1.5).fit(uni)
+    cs = {}
+    for c, v in (("a", A), ("b", B), ("c", [5.0])):
+        q1, q3 = np.quantile(values(v), [0.25, 0.75], method="inverted_cdf")
+        cs[c] = (q1, q3, 1.5 * (q3 - q1))
+    expected = expected_univariate(spark, "iqr", ["a", "b", "c"], cs)
+    assert_approx_df_equality(
+        scored(uni, model), expected, 1e-12, ignore_nullable=True, ignore_row_order=True
+    )
+    # Spot check by hand: a = 60 is (60 - 8) / 9 beyond Q3; b = 0 is (12 - 0) / 3 below Q1.
+    rows = {r.id: r for r in scored(uni, model).collect()}
+    assert rows[9].score == pytest.approx(52 / 9) and rows[9].reasons == ["iqr:a"]
+    assert rows[12].score == pytest.approx(4.0) and rows[12].reasons == ["iqr:b"]
+
+
+def test_iqr_k_of_a_fitted_model_moves_the_fences(uni):
+    model = IQROutlierDetector(inputCols=["b"], k=1.5).fit(uni).setK(30.0)
+    assert model.fences() == {"b": (12.0 - 60.0, 14.0 + 60.0)}
+    flagged = scored(uni, model).where("flag").select("id")
+    assert sorted(r.id for r in flagged.collect()) == [11]
+
+
+# ---------------------------------------------------------------------------------- MAD
+
+
+def test_mad_medians_and_mads_match_numpy_and_scipy(uni):
+    model = MADOutlierDetector(inputCols=["a", "b", "c"]).fit(uni)
+    assert model.getMedians() == [np.median(values(v)) for v in (A, B, [5.0])]
+    assert model.getMads() == [median_abs_deviation(values(v)) for v in (A, B, [5.0])]
+
+
+def test_mad_robust_z_scores_row_by_row(spark, uni):
+    model = MADOutlierDetector(inputCols=["a", "b", "c"], threshold=3.5).fit(uni)
+    cs = {}
+    for c, v in (("a", A), ("b", B), ("c", [5.0])):
+        med, mad = np.median(values(v)), median_abs_deviation(values(v))
+        # |0.6745 (x - med) / mad| > 3.5  <=>  |x - med| > 3.5 mad / 0.6745
+        cs[c] = (med, med, 3.5 * mad / 0.6745)
+    expected = expected_univariate(spark, "mad", ["a", "b", "c"], cs)
+    assert_approx_df_equality(
+        scored(uni, model), expected, 1e-12, ignore_nullable=True, ignore_row_order=True
+    )
+    # The score is |robust z| / threshold: for a = 60, 0.6745 * 55 / 3 / 3.5.
+    row = scored(uni, model).where("id = 9").first()
+    assert row.score == pytest.approx(0.6745 * 55 / 3 / 3.5)
+
+
+# ---------------------------------------------------------------------------------- z-score
+
+
+def test_zscore_means_and_sample_stds_match_numpy(uni):
+    model = ZScoreOutlierDetector(inputCols=["a", "b", "c"]).fit(uni)
+    assert model.getMeans() == pytest.approx([values(v).mean() for v in (A, B, [5.0] * 13)])
+    assert model.getStds() == pytest.approx(
+        [values(v).std(ddof=1) for v in (A, B, [5.0] * 13)], abs=1e-12
+    )
+
+
+def test_zscore_scores_row_by_row(spark, uni):
+    # |z| of a: 60 -> 2.39, -40 -> 2.03; of b: 100 -> 3.29. Threshold 2.2 flags 60 and 100.
+    model = ZScoreOutlierDetector(inputCols=["a", "b", "c"], threshold=2.2).fit(uni)
+    cs = {}
+    for c, v in (("a", A), ("b", B), ("c", [5.0] * 13)):
+        m, s = values(v).mean(), values(v).std(ddof=1)
+        cs[c] = (m, m, 2.2 * s)
+    expected = expected_univariate(spark, "zscore", ["a", "b", "c"], cs)
+    assert_approx_df_equality(
+        scored(uni, model), expected, 1e-9, ignore_nullable=True, ignore_row_order=True
+    )
+    assert sorted(r.id for r in scored(uni, model).where("flag").collect()) == [9, 11]
+
+
+@pytest.mark.parametrize(
+    "detector", [IQROutlierDetector, MADOutlierDetector, ZScoreOutlierDetector]
+)
+def test_null_and_nan_values_are_not_scored(spark, uni, detector):
+    model = detector(inputCols=["a"]).fit(uni)
+    out = scored(uni, model).where("id IN (11, 12)")  # a is null, NaN
+    expected = spark.createDataFrame([(11, False, None, []), (12, False, None, [])], SCORE_SCHEMA)
+    assert_df_equality(out, expected, ignore_nullable=True, ignore_row_order=True)
+
+
+# ---------------------------------------------------------------------------------- Mahalanobis
+
+
+def test_mahalanobis_distances_match_scipy(spark, maha):
+    model = MahalanobisOutlierDetector(inputCols=["x", "y", "w"], threshold=MAHA_THRESHOLD).fit(
+        maha
+    )
+    X = np.array(MAHA)
+    vi = np.linalg.inv(np.cov(X, rowvar=False))
+    d = [mahalanobis(r, X.mean(axis=0), vi) for r in X]
+    expected = spark.createDataFrame(
+        [
+            (
+                i,
+                bool(di > MAHA_THRESHOLD),
+                float(di / MAHA_THRESHOLD),
+                ["mahalanobis:x,y,w"] if di > MAHA_THRESHOLD else [],
+            )
+            for i, di in enumerate(d)
+        ],
+        SCORE_SCHEMA,
+    )
+    assert_approx_df_equality(
+        scored(maha, model), expected, 1e-9, ignore_nullable=True, ignore_row_order=True
+    )
+    assert sorted(i for i, di in enumerate(d) if di > MAHA_THRESHOLD) == [8, 14]
+    assert model.getMeans() == pytest.approx(X.mean(axis=0).tolist())
+    assert model.getStds() == pytest.approx(X.std(axis=0, ddof=1).tolist())
+    assert np.allclose(np.array(model.getInvCorrelation()), np.linalg.inv(np.corrcoef(X.T)))
+
+
+def test_mahalanobis_leaves_a_constant_column_out(spark, maha):
+    with_const = maha.withColumn("k", F.lit(7.0))
+    model = MahalanobisOutlierDetector(inputCols=["x", "k", "y"], threshold=2.0).fit(with_const)
+    X = np.array(MAHA)[:, :2]
+    vi = np.linalg.inv(np.cov(X, rowvar=False))
+    d = [mahalanobis(r, X.mean(axis=0), vi) for r in X]
+    got = {r.id: r.score for r in scored(with_const, model).collect()}
+    assert [got[i] for i in range(len(MAHA))] == pytest.approx([di / 2.0 for di in d])
+    assert model.getStds()[1] == 0.0
+
+
+def test_mahalanobis_row_with_a_null_is_not_scored(spark, maha):
+    model = MahalanobisOutlierDetector(inputCols=["x", "y"]).fit(maha)
+    df = spark.createDataFrame([(0, None, 1.0), (1, 0.0, 0.0)], "id long, x double, y double")
+    out = {r.id: (r.flag, r.score) for r in scored(df, model).collect()}
+    assert out[0] == (False, None)
+    assert out[1][1] is not None
+
+
+# ---------------------------------------------------------------------------------- degenerate
+
+
+@pytest.mark.parametrize(
+    "detector",
+    [IQROutlierDetector, MADOutlierDetector, ZScoreOutlierDetector, MahalanobisOutlierDetector],
+)
+def test_constant_column_is_never_an_outlier(spark, detector):
+    # MAD = IQR = std = 0: no fence distance exists; documented as score 0, never flagged.
+    df = spark.createDataFrame([(i, 5.0) for i in range(9)], "id long, c double")
+    model = detector(inputCols=["c"]).fit(df)
+    probe = spark.createDataFrame([(0, 5.0), (1, 1e9), (2, None)], "id long, c double")
+    expected = spark.createDataFrame(
+        [(0, False, 0.0, []), (1, False, 0.0, []), (2, False, None, [])], SCORE_SCHEMA
+    )
+    assert_df_equality(scored(probe, model), expected, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_fit_on_a_column_without_values_names_it(spark):
+    df = spark.createDataFrame([(1.0, None), (2.0, None)], "a double, empty double")
+    with pytest.raises(
+        OutlierFitError, match=r"IQROutlierDetector: column\(s\) \['empty'\] have no"
+    ):
+        IQROutlierDetector(inputCols=["a", "empty"]).fit(df)
+
+
+def test_fit_rejects_missing_and_non_numeric_columns(spark, uni):
+    with pytest.raises(ValueError, match="MADOutlierDetector: input column 'nope' is not in"):
+        MADOutlierDetector(inputCols=["a", "nope"]).fit(uni)
+    text = uni.withColumn("s", F.lit("x"))
+    with pytest.raises(ValueError, match="input column 's' has type string; outlier detectors"):
+        ZScoreOutlierDetector(inputCols=["s"]).fit(text)
+
+
+# ---------------------------------------------------------------------------------- stages
+
+
+def test_stages_construct_without_arguments_with_spark_defaults():
+    det = IQROutlierDetector()
+    assert det.getK() == 1.5 and det.getSketchK() == 200
+    assert det.getOutputCol() == det.uid + "__output"
+    assert det.getScoreCol() == det.uid + "__score"
+    assert MADOutlierDetector().getThreshold() == 3.5
+    for cls in (IQROutlierModel, MADOutlierModel, ZScoreOutlierModel, MahalanobisOutlierModel):
+        model = cls()
+        assert not model.isDefined(model.inputCols)
+    with pytest.raises(TypeError):
+        IQROutlierDetector(["a"])  # keyword-only, like Spark's own stages
+
+
+ESTIMATORS = [
+    (IQROutlierDetector, {"k": 2.0}, "uni", ["a", "b", "c"]),
+    (MADOutlierDetector, {"threshold": 3.0}, "uni", ["a", "b", "c"]),
+    (ZScoreOutlierDetector, {"threshold": 2.2}, "uni", ["a", "b", "c"]),
+    (MahalanobisOutlierDetector, {"threshold": 2.75}, "maha", ["x", "y", "w"]),
+]
+
+
+@pytest.mark.parametrize(("detector", "params", "data", "cols"), ESTIMATORS)
+def test_save_load_round_trip_gives_identical_output(
+    request, tmp_path, detector, params, data, cols
+):
+    df = request.getfixturevalue(data)
+    est = detector(inputCols=cols, **params)
+    est.write().overwrite().save(str(tmp_path / "est"))
+    loaded_est = detector.load(str(tmp_path / "est"))
+    assert {p.name: v for p, v in loaded_est.extractParamMap().items()} == {
+        p.name: v for p, v in est.extractParamMap().items()
+    }
+    model = est.fit(df)
+    model.write().overwrite().save(str(tmp_path / "model"))
+    loaded = type(model).load(str(tmp_path / "model"))
+    assert loaded.uid == model.uid
+    assert_df_equality(
+        loaded.transform(df), model.transform(df), ignore_row_order=True, allow_nan_equality=True
+    )
+
+
+def test_pipeline_model_round_trip_gives_identical_output(tmp_path, uni):
+    pipeline = Pipeline(
+        stages=[
+            IQROutlierDetector(inputCols=["a", "b"], k=3.0),
+            MADOutlierDetector(inputCols=["a"]),
+            ZScoreOutlierDetector(inputCols=["b"]),
+            MahalanobisOutlierDetector(inputCols=["a", "b"]),
+        ]
+    )
+    model = pipeline.fit(uni)
+    model.write().overwrite().save(str(tmp_path / "p"))
+    loaded = PipelineModel.load(str(tmp_path / "p"))
+    assert [type(s) for s in loaded.stages] == [type(s) for s in model.stages]
+    assert_df_equality(
+        loaded.transform(uni), model.transform(uni), ignore_row_order=True, allow_nan_equality=True
+    )
+
+
+def _wide(spark, n_cols):
+    cols = [f"v{i}" for i in range(n_cols)]
+    rows = [tuple(float((r * (i + 3)) % 17) for i in range(n_cols)) for r in range(12)]
+    return spark.createDataFrame(rows, ", ".join(f"{c} double" for c in cols)), cols
+
+
+@pytest.mark.parametrize(
+    ("detector", "jobs_per_fit"),
+    [
+        (IQROutlierDetector, 1),
+        (MADOutlierDetector, 2),
+        (ZScoreOutlierDetector, 1),
+        (MahalanobisOutlierDetector, 5),
+    ],
+)
+def test_fit_runs_the_same_number_of_jobs_for_5_and_40_columns(spark, detector, jobs_per_fit):
+    counts = []
+    for n in (5, 40):
+        df, cols = _wide(spark, n)
+        with JobCounter(spark) as jobs:
+            detector(inputCols=cols).fit(df)
+        counts.append(jobs.count)
+    assert counts == [jobs_per_fit, jobs_per_fit]
+
+
+# ---------------------------------------------------------------------------------- policies
+# Pure functions on a small batch; the same data is used by the job tests below.
+
+UTC = timezone.utc
+SCHEMA_YAML = """
+name: tx
+columns:
+  - {name: id, type: string, nullable: false, role: record_id}
+  - {name: ts, type: timestamp, role: event_time}
+  - {name: amount, type: double, role: numeric_feature}
+  - {name: items, type: int, role: numeric_feature}
+  - {name: channel, type: string, role: categorical_feature}
+"""
+ING = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+# amount: Q1 11, Q3 17 (fences 2 and 26 with k = 1.5), median 14, MAD 3.
+# items: Q1 2, Q3 5 (fences -2.5 and 9.5).
+BATCH = [
+    ("T00", -50.0, 3),
+    ("T01", 10.0, 1),
+    ("T02", 11.0, 2),
+    ("T03", 12.0, 2),
+    ("T04", 13.0, 3),
+    ("T05", 14.0, 3),
+    ("T06", 15.0, 4),
+    ("T07", 16.0, 40),
+    ("T08", 17.0, 4),
+    ("T09", 18.0, 5),
+    ("T10", 95.5, 5),
+]
+DETECTORS = [
+    {"method": "iqr", "k": 1.5, "columns": ["amount", "items"]},
+    {"method": "mad", "threshold": 3.5, "columns": ["amount"]},
+]
+DATA_FIELDS = [
+    T.StructField("id", T.StringType(), False),
+    T.StructField("ts", T.TimestampType()),
+    T.StructField("amount", T.DoubleType()),
+    T.StructField("items", T.IntegerType()),
+    T.StructField("channel", T.StringType()),
+    T.StructField("batch_id", T.StringType()),
+    T.StructField("source_file", T.StringType()),
+    T.StructField("ingested_at", T.TimestampType()),
+]
+SILVER_STRUCT = T.StructType(DATA_FIELDS + list(OUTLIER_FIELDS))
+FLAGGED_STRUCT = T.StructType(DATA_FIELDS + list(OUTLIER_FIELDS[:3]))
+
+
+def ts(i: int) -> datetime:
+    # Microseconds, so a quarantined and restored row must come back exactly.
+    return datetime(2026, 1, 1, 10, 0, i, 123456, tzinfo=UTC)
+
+
+def data_row(i, rid, amount, items, batch="b1"):
+    return (rid, ts(i), amount, items, "web", batch, "f1.csv", ING)
+
+
+def expected_detection():
+    """Per row of BATCH: (flag, score, reasons) from numpy/scipy and the textbook formulas."""
+    am = np.array([r[1] for r in BATCH])
+    it = np.array([r[2] for r in BATCH], dtype=float)
+    q1a, q3a = np.quantile(am, [0.25, 0.75], method="inverted_cdf")
+    q1i, q3i = np.quantile(it, [0.25, 0.75], method="inverted_cdf")
+    med, mad = np.median(am), median_abs_deviation(am)
+    out = []
+    for _, a, i in BATCH:
+        iqr_a = max(q1a - a, a - q3a, 0) / (1.5 * (q3a - q1a))
+        iqr_i = max(q1i - i, i - q3i, 0) / (1.5 * (q3i - q1i))
+        robust_z = 0.6745 * (a - med) / mad
+        reasons = []
+        if a < q1a - 1.5 * (q3a - q1a) or a > q3a + 1.5 * (q3a - q1a):
+            reasons.append("iqr:amount")
+        if i < q1i - 1.5 * (q3i - q1i) or i > q3i + 1.5 * (q3i - q1i):
+            reasons.append("iqr:items")
+        if abs(robust_z) > 3.5:
+            reasons.append("mad:amount")
+        out.append((bool(reasons), float(max(iqr_a, iqr_i, abs(robust_z) / 3.5)), reasons))
+    return out
+
+
+MAD_HALF_WIDTH = 3.5 * 3.0 / 0.6745  # threshold * MAD / 0.6745
+
+
+@pytest.fixture(scope="module")
+def batch_df(spark):
+    rows = [data_row(i, *r) for i, r in enumerate(BATCH)]
+    return spark.createDataFrame(rows, T.StructType(DATA_FIELDS))
+
+
+@pytest.fixture(scope="module")
+def batch_model(batch_df):
+    cfgs = [DetectorConfig(**d) for d in DETECTORS]
+    return build_outlier_pipeline(cfgs, ["amount", "items"]).fit(batch_df)
+
+
+def flagged_rows(keep=lambda rid: True):
+    det = expected_detection()
+    return [(*data_row(i, *r), *det[i]) for i, r in enumerate(BATCH) if keep(r[0])]
+
+
+def test_flag_policy_adds_flag_score_and_reasons_row_by_row(spark, batch_df, batch_model):
+    expected = spark.createDataFrame(flagged_rows(), FLAGGED_STRUCT)
+    assert [r[2] for r in expected_detection() if r[0]] == [
+        ["iqr:amount", "mad:amount"],
+        ["iqr:items"],
+        ["iqr:amount", "mad:amount"],
+    ]
+    assert_approx_df_equality(
+        with_outlier_flags(batch_df, batch_model),
+        expected,
+        1e-12,
+        ignore_nullable=True,
+        ignore_row_order=True,
+    )
+
+
+def test_cap_policy_winsorises_to_the_tightest_fence_and_keeps_types(spark, batch_df, batch_model):
+    # amount: IQR fences [2, 26], MAD fences 14 -/+ 15.57 -> [2, 26]; items: [-2.5, 9.5] -> 9.
+    det = expected_detection()
+    capped = {
+        "T00": (2.0, 3, [("amount", "-50.0")]),
+        "T07": (16.0, 9, [("items", "40")]),
+        "T10": (26.0, 5, [("amount", "95.5")]),
+    }
+    rows = []
+    for i, (rid, a, n) in enumerate(BATCH):
+        a2, n2, orig = capped.get(rid, (a, n, None))
+        rows.append((*data_row(i, rid, a2, n2), *det[i], orig))
+    expected = spark.createDataFrame(rows, SILVER_STRUCT)
+    out = with_capped_values(batch_df, batch_model)
+    assert out.schema["items"].dataType == T.IntegerType()
+    assert_approx_df_equality(out, expected, 1e-12, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_cap_rounds_decimal_and_long_values_to_the_inside_of_the_fences(spark):
+    # Both columns: Q1 2, Q3 8, k 1.234 -> fences -5.404 and 15.404 (not on either grid).
+    values = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    rows = [(i, Decimal(v), v) for i, v in enumerate(values)]
+    rows += [(9, Decimal(100), 10**15), (10, Decimal(-100), -(10**15))]
+    schema = "id long, d decimal(6,2), n long"
+    df = spark.createDataFrame(rows, schema)
+    detector = IQROutlierDetector(
+        inputCols=["d", "n"], k=1.234, outputCol="f", scoreCol="s", reasonsCol="r"
+    )
+    model = Pipeline(stages=[detector]).fit(df)
+    got = with_capped_values(df, model).select("id", "d", "n")
+    expected = spark.createDataFrame(
+        rows[:9] + [(9, Decimal("15.40"), 15), (10, Decimal("-5.40"), -5)], schema
+    )
+    assert_df_equality(got, expected, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_drop_policy_keeps_inliers_and_quarantines_outliers_with_reasons(
+    spark, batch_df, batch_model
+):
+    kept, quarantined = split_outliers(batch_df, batch_model, record_key="id")
+    outliers = {"T00", "T07", "T10"}
+    expected_kept = spark.createDataFrame(
+        flagged_rows(lambda rid: rid not in outliers), FLAGGED_STRUCT
+    )
+    assert_approx_df_equality(
+        kept, expected_kept, 1e-12, ignore_nullable=True, ignore_row_order=True
+    )
+    raw = (
+        '{{"id":"{}","ts":"2026-01-01T10:00:{:02d}.123456Z",'
+        '"amount":{},"items":{},"channel":"web"}}'
+    )
+    expected_q = spark.createDataFrame(
+        [
+            (
+                raw.format("T00", 0, -50.0, 3),
+                "iqr: amount=-50.0 below lower fence 2.0; "
+                f"mad: amount=-50.0 below lower fence {14.0 - MAD_HALF_WIDTH!r}",
+                "outliers",
+                "T00",
+                "f1.csv",
+                "b1",
+                ING,
+            ),
+            (
+                raw.format("T07", 7, 16.0, 40),
+                "iqr: items=40 above upper fence 9.5",
+                "outliers",
+                "T07",
+                "f1.csv",
+                "b1",
+                ING,
+            ),
+            (
+                raw.format("T10", 10, 95.5, 5),
+                "iqr: amount=95.5 above upper fence 26.0; "
+                f"mad: amount=95.5 above upper fence {14.0 + MAD_HALF_WIDTH!r}",
+                "outliers",
+                "T10",
+                "f1.csv",
+                "b1",
+                ING,
+            ),
+        ],
+        QUARANTINE_SCHEMA,
+    )
+    assert_df_equality(quarantined, expected_q, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_restore_undoes_cap_and_drop_exactly(spark, batch_df, batch_model):
+    capped = with_capped_values(batch_df, batch_model)
+    assert_df_equality(
+        restore_outlier_input(capped), batch_df, ignore_row_order=True, ignore_nullable=True
+    )
+    kept, quarantined = split_outliers(batch_df, batch_model, record_key="id")
+    assert_df_equality(
+        restore_outlier_input(kept, quarantined),
+        batch_df,
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    # A quarantined row that silver already holds again (clean re-ran) is not doubled.
+    assert_df_equality(
+        restore_outlier_input(batch_df, quarantined),
+        batch_df,
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+
+
+# ---------------------------------------------------------------------------------- config
+
+
+def _cfg(tmp_path, outliers: dict, root=None):
+    schema_file = tmp_path / "schema.yaml"
+    schema_file.write_text(SCHEMA_YAML, encoding="utf-8")
+    return build_config(
+        {
+            "schema": str(schema_file),
+            "storage": {"root": str(root or tmp_path / "store")},
+            "batch_id": "b1",
+            "outliers": outliers,
+        },
+        check_schema=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("detectors", "message"),
+    [
+        (
+            [{"method": "iqr", "columns": ["amount"]}, {"method": "mad", "columns": ["nope"]}],
+            "outliers.detectors.1.columns: column 'nope' is not in schema 'tx'",
+        ),
+        (
+            [{"method": "zscore", "columns": ["amount", "channel"]}],
+            "outliers.detectors.0.columns: column 'channel' has type string; outlier "
+            "detectors need numeric columns",
+        ),
+        (
+            [{"method": "iqr", "columns": ["amount", "amount"]}],
+            r"outliers.detectors.0: Value error, columns lists \['amount'\] more than once",
+        ),
+        ([{"method": "iqr", "columns": []}], "outliers.detectors.0: Value error, columns is empty"),
+        ([{"method": "iqr", "k": 0}], "outliers.detectors.0.k: Input should be greater than 0"),
+        ([], "outliers.detectors: List should have at least 1 item"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, detectors, message):
+    with pytest.raises(ConfigError, match=message):
+        _cfg(tmp_path, {"detectors": detectors})
+
+
+def test_config_detector_without_columns_needs_numeric_features_in_the_schema(tmp_path):
+    schema_file = tmp_path / "schema.yaml"
+    schema_file.write_text(
+        "name: t\ncolumns:\n  - {name: id, type: string}\n  - {name: x, type: double}\n",
+        encoding="utf-8",
+    )
+    data = {"schema": str(schema_file), "storage": {"root": str(tmp_path)}}
+    data["outliers"] = {"detectors": [{"method": "iqr"}]}
+    with pytest.raises(ConfigError, match="outliers.detectors.0.columns: not set, and schema 't'"):
+        build_config(data, check_schema=True)
+
+
+# ---------------------------------------------------------------------------------- the job
+
+
+def _silver_with(spark, tables, cfg, rows):
+    """Creates silver (with the outlier columns, null) and a quarantine row of stage clean."""
+    df = spark.createDataFrame([(*r, None, None, None, None) for r in rows], SILVER_STRUCT)
+    tables.overwrite(df, cfg.storage.table_path("silver"), partition_by=["batch_id"])
+    clean_row = spark.createDataFrame(
+        [("{}", "amount: not a number", "clean", "T50", "f1.csv", "b1", ING)], QUARANTINE_SCHEMA
+    )
+    tables.overwrite(clean_row, cfg.storage.table_path("quarantine"), partition_by=["batch_id"])
+
+
+OTHER_BATCH = data_row(0, "T99", 1e6, 1, batch="b0")
+
+
+def _tables_now(tables, cfg):
+    names = ("silver", "quarantine", "outlier_stats")
+    return {n: tables.version(cfg.storage.table_path(n)) for n in names}
+
+
+@pytest.fixture(scope="module")
+def policy_runs(spark, tmp_path_factory):
+    """Runs the job twice per policy (lazily) on BATCH; returns cfg, tables, results, versions."""
+    tables = open_tables(spark, "rs")
+    cache = {}
+
+    def run(policy):
+        if policy not in cache:
+            tmp = tmp_path_factory.mktemp(policy)
+            cfg = _cfg(tmp, {"policy": policy, "detectors": DETECTORS})
+            _silver_with(
+                spark, tables, cfg, [data_row(i, *r) for i, r in enumerate(BATCH)] + [OTHER_BATCH]
+            )
+            first = run_detect_outliers(spark, cfg, tables)
+            after_first = _tables_now(tables, cfg)
+            second = run_detect_outliers(spark, cfg, tables)
+            cache[policy] = (cfg, tables, first, second, after_first)
+        return cache[policy]
+
+    return run
+
+
+def _read(cfg, tables, name, version=None):
+    return tables.read(cfg.storage.table_path(name), version=version)
+
+
+def test_job_flag_writes_flags_to_the_batch_and_leaves_other_batches(spark, policy_runs):
+    cfg, tables, first, _, versions = policy_runs("flag")
+    expected = spark.createDataFrame(
+        [(*r, None) for r in flagged_rows()] + [(*OTHER_BATCH, None, None, None, None)],
+        SILVER_STRUCT,
+    )
+    silver = _read(cfg, tables, "silver", versions["silver"])
+    assert_approx_df_equality(silver, expected, 1e-12, ignore_nullable=True, ignore_row_order=True)
+    assert first.metrics == {
+        "batch_id": "b1",
+        "policy": "flag",
+        "model": "fitted",
+        "detectors": 2,
+        "rows": 11,
+        "outliers": 3,
+        "rows_out": 11,
+    }
+
+
+def test_job_writes_outlier_stats_per_detector_and_column(spark, policy_runs):
+    cfg, tables, _, _, versions = policy_runs("flag")
+    half = MAD_HALF_WIDTH
+    expected = spark.createDataFrame(
+        [
+            (
+                "b1",
+                0,
+                "iqr",
+                "amount",
+                2.0,
+                26.0,
+                11.0,
+                17.0,
+                None,
+                None,
+                None,
+                None,
+                1.5,
+                None,
+                11,
+                2,
+                "flag",
+            ),
+            (
+                "b1",
+                0,
+                "iqr",
+                "items",
+                -2.5,
+                9.5,
+                2.0,
+                5.0,
+                None,
+                None,
+                None,
+                None,
+                1.5,
+                None,
+                11,
+                1,
+                "flag",
+            ),
+            (
+                "b1",
+                1,
+                "mad",
+                "amount",
+                14.0 - half,
+                14.0 + half,
+                None,
+                None,
+                14.0,
+                3.0,
+                None,
+                None,
+                None,
+                3.5,
+                11,
+                2,
+                "flag",
+            ),
+        ],
+        OUTLIER_STATS_SCHEMA,
+    )
+    stats = _read(cfg, tables, "outlier_stats", versions["outlier_stats"])
+    assert_approx_df_equality(stats, expected, 1e-12, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_job_cap_writes_capped_values_and_originals(spark, policy_runs):
+    cfg, tables, _, _, versions = policy_runs("cap")
+    silver = _read(cfg, tables, "silver", versions["silver"]).where("batch_id = 'b1'")
+    got = {r.id: (r.amount, r.items, r.outlier_original) for r in silver.collect()}
+    assert got["T00"] == (2.0, 3, [("amount", "-50.0")])
+    assert got["T07"] == (16.0, 9, [("items", "40")])
+    assert got["T10"] == (26.0, 5, [("amount", "95.5")])
+    assert all(v[2] is None for k, v in got.items() if k not in ("T00", "T07", "T10"))
+
+
+def test_job_drop_quarantines_outliers_and_keeps_other_stages_rows(spark, policy_runs):
+    cfg, tables, first, _, versions = policy_runs("drop")
+    silver = _read(cfg, tables, "silver", versions["silver"]).where("batch_id = 'b1'")
+    assert sorted(r.id for r in silver.collect()) == [
+        r[0] for r in BATCH if r[0] not in ("T00", "T07", "T10")
+    ]
+    q = _read(cfg, tables, "quarantine", versions["quarantine"])
+    assert sorted((r.stage, r.record_key) for r in q.collect()) == [
+        ("clean", "T50"),
+        ("outliers", "T00"),
+        ("outliers", "T07"),
+        ("outliers", "T10"),
+    ]
+    assert first.metrics["rows_out"] == 8
+    assert first.outputs["quarantine"] == cfg.storage.table_path("quarantine")
+
+
+@pytest.mark.parametrize("policy", ["flag", "cap", "drop"])
+def test_job_rerun_on_the_same_batch_gives_the_same_tables(policy_runs, policy):
+    cfg, tables, first, second, versions = policy_runs(policy)
+    for name, version in versions.items():
+        assert_df_equality(
+            _read(cfg, tables, name),
+            _read(cfg, tables, name, version),
+            ignore_row_order=True,
+            allow_nan_equality=True,
+        )
+    assert (first.metrics["model"], second.metrics["model"]) == ("fitted", "reused")
+    assert first.metrics | {"model": "reused"} == second.metrics
+
+
+def test_job_without_refit_applies_the_saved_model(spark, tmp_path, policy_runs):
+    fitted_cfg, tables, *_ = policy_runs("flag")
+    model_path = fitted_cfg.storage.path("models", "outliers")
+    cfg = _cfg(tmp_path, {"refit": False, "model_path": model_path, "detectors": DETECTORS})
+    # Values normal for this batch but far outside the fences fitted on b1 (amount 2..26).
+    rows = [data_row(i, f"T{i + 20}", 100.0 + i, 3) for i in range(5)]
+    _silver_with(spark, tables, cfg, rows)
+    result = run_detect_outliers(spark, cfg, tables)
+    silver = _read(cfg, tables, "silver")
+    assert {tuple(r.outlier_reasons) for r in silver.collect()} == {("iqr:amount", "mad:amount")}
+    assert result.metrics["model"] == "loaded" and result.metrics["outliers"] == 5
+
+
+def test_job_without_refit_and_without_a_saved_model_names_path_and_key(spark, tmp_path):
+    tables = open_tables(spark, "rs")
+    cfg = _cfg(tmp_path, {"refit": False, "detectors": DETECTORS})
+    _silver_with(spark, tables, cfg, [data_row(0, "T00", 1.0, 1)])
+    path = cfg.storage.path("models", "outliers")
+    with pytest.raises(
+        JobError, match=f"outliers.refit is false but no outlier model is saved at {path}"
+    ):
+        run_detect_outliers(spark, cfg, tables)
+
+
+def test_job_on_silver_without_outlier_columns_refuses_flag_and_can_drop(spark, tmp_path):
+    tables = open_tables(spark, "rs")
+    cfg = _cfg(tmp_path, {"detectors": DETECTORS})
+    rows = [data_row(i, *r) for i, r in enumerate(BATCH)]
+    df = spark.createDataFrame(rows, T.StructType(DATA_FIELDS))
+    tables.overwrite(df, cfg.storage.table_path("silver"), partition_by=["batch_id"])
+    with pytest.raises(
+        JobError,
+        match=r"has no column\(s\) \['is_outlier', 'outlier_score', 'outlier_reasons'\], "
+        r"which outliers.policy 'flag' writes",
+    ):
+        run_detect_outliers(spark, cfg, tables)
+    cfg.outliers.policy = "drop"
+    run_detect_outliers(spark, cfg, tables)
+    expected = spark.createDataFrame(
+        [r for r in rows if r[0] not in ("T00", "T07", "T10")], T.StructType(DATA_FIELDS)
+    )
+    assert_df_equality(
+        _read(cfg, tables, "silver"), expected, ignore_nullable=True, ignore_row_order=True
+    )
+
+
+def test_job_runs_the_same_number_of_spark_jobs_for_5_and_40_columns(spark, tmp_path):
+    tables = open_tables(spark, "rs")
+    counts = []
+    for n in (5, 40):
+        cols = [f"v{i}" for i in range(n)]
+        schema_file = tmp_path / f"schema{n}.yaml"
+        schema_file.write_text(
+            "name: wide\ncolumns:\n  - {name: id, type: string, role: record_id}\n"
+            + "".join(f"  - {{name: {c}, type: double, role: numeric_feature}}\n" for c in cols),
+            encoding="utf-8",
+        )
+        cfg = build_config(
+            {
+                "schema": str(schema_file),
+                "storage": {"root": str(tmp_path / f"store{n}")},
+                "batch_id": "b1",
+                "outliers": {
+                    "policy": "drop",
+                    "detectors": [{"method": m} for m in ("iqr", "mad", "zscore", "mahalanobis")],
+                },
+            }
+        )
+        struct = T.StructType(
+            [T.StructField("id", T.StringType())]
+            + [T.StructField(c, T.DoubleType()) for c in cols]
+            + DATA_FIELDS[5:]
+            + list(OUTLIER_FIELDS)
+        )
+        rows = [
+            (
+                f"T{r}",
+                *[float((r * (i + 3)) % 17) for i in range(n)],
+                "b1",
+                "f.csv",
+                ING,
+                None,
+                None,
+                None,
+                None,
+            )
+            for r in range(12)
+        ]
+        tables.overwrite(
+            spark.createDataFrame(rows, struct),
+            cfg.storage.table_path("silver"),
+            partition_by=["batch_id"],
+        )
+        with JobCounter(spark) as jobs:
+            run_detect_outliers(spark, cfg, tables)
+        counts.append(jobs.count)
+    assert counts[0] == counts[1]
