@@ -44,7 +44,7 @@ from ml_engine.config import Config, FeaturesConfig, SelectionConfig
 from ml_engine.jobs import JobError, JobResult
 from ml_engine.schemas import TableSchema
 from ml_engine.session import describe
-from ml_engine.tables.base import DeltaTables
+from ml_engine.tables.base import DeltaTables, sql_literal
 
 MICROS_PER_DAY = 86_400 * 1_000_000
 BATCH_COLUMN = "batch_id"
@@ -387,7 +387,7 @@ def feature_rows_predicate(features: FeaturesConfig, batch_id: str, event_time: 
     ``replace_where``, the feature rows a rerun replaces.
     """
     if features.start is None and features.end is None:
-        return f"{BATCH_COLUMN} = {_sql_string(batch_id)}"
+        return f"{BATCH_COLUMN} = {sql_literal(batch_id)}"
     parts = []
     if features.start is not None:
         parts.append(f"{event_time} >= {_sql_timestamp(features.start)}")
@@ -395,9 +395,6 @@ def feature_rows_predicate(features: FeaturesConfig, batch_id: str, event_time: 
         parts.append(f"{event_time} < {_sql_timestamp(features.end)}")
     return " AND ".join(parts)
 
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _sql_timestamp(value: str) -> str:

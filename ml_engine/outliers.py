@@ -79,7 +79,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 import numpy as np
-from pyspark import keyword_only
+from pyspark import StorageLevel, keyword_only
 from pyspark.ml import Estimator, Model, Pipeline, PipelineModel
 from pyspark.ml.feature import VectorAssembler
 from pyspark.ml.param import Param, Params, TypeConverters
@@ -94,7 +94,7 @@ from ml_engine.config import Config, DetectorConfig
 from ml_engine.jobs import JobError, JobResult
 from ml_engine.quality.quarantine import QUARANTINE_COLUMNS, quarantine_rows, replace_predicate
 from ml_engine.session import describe
-from ml_engine.tables.base import DeltaTables
+from ml_engine.tables.base import DeltaTables, sql_literal
 
 # 1 / Phi^-1(0.75): makes the MAD of normal data comparable to its standard deviation.
 ROBUST_Z_FACTOR = 0.6745
@@ -1419,10 +1419,6 @@ _DOUBLE_FIELDS = {
 # --------------------------------------------------------------------------- the job
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _read_text(spark: SparkSession, path: str) -> str | None:
     """The first line of a text directory written by Spark, None when it does not exist."""
     # Ask the file system first: a read of a missing path makes Spark log a stack trace.
@@ -1507,9 +1503,7 @@ def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -
     batch = cfg.effective_batch_id()
     silver_path = cfg.storage.table_path("silver")
     quarantine_path = cfg.storage.table_path("quarantine")
-    stats_path = cfg.storage.table_path("outlier_stats")
     model_path = oc.model_path or cfg.storage.path("models", "outliers")
-    in_batch = f"batch_id = {_sql_string(batch)}"
 
     if not tables.exists(silver_path):
         raise JobError(
@@ -1532,8 +1526,33 @@ def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -
         quarantined = tables.read(quarantine_path).where(
             (F.col("stage") == F.lit(STAGE)) & (F.col("batch_id") == F.lit(batch))
         )
-    data = restore_outlier_input(silver, quarantined)
+    # Fitting, the fit fingerprint, the statistics and the write all read the batch: read
+    # silver once into memory (spilling to disk) instead of once per pass.
+    data = restore_outlier_input(silver, quarantined).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return _detect_and_write(
+            spark, cfg, tables, data, silver_table, quarantined, batch, model_path
+        )
+    finally:
+        data.unpersist()
 
+
+def _detect_and_write(
+    spark: SparkSession,
+    cfg: Config,
+    tables: DeltaTables,
+    data: DataFrame,
+    silver_table: DataFrame,
+    quarantined: DataFrame | None,
+    batch: str,
+    model_path: str,
+) -> JobResult:
+    """The body of :func:`run_detect_outliers` once the batch's input is cached."""
+    oc = cfg.outliers
+    silver_path, quarantine_path, stats_path = (
+        cfg.storage.table_path(n) for n in ("silver", "quarantine", "outlier_stats")
+    )
+    in_batch = f"batch_id = {sql_literal(batch)}"
     model, how = _fitted_model(spark, cfg, data, batch, model_path, silver_path)
 
     describe(spark, f"detect_outliers: outlier statistics of batch {batch}")

@@ -177,7 +177,9 @@ def test_profile_is_one_spark_job_however_many_columns(spark):
         with JobCounter(spark) as jobs:
             profile_metrics(df).collect()
         counts.append(jobs.count)
-    assert counts == [1, 1]
+    # One aggregation over the data, one job over the small long table of results:
+    # the same for 3 and 30 columns.
+    assert counts == [2, 2], counts
 
 
 def test_unknown_column_and_bad_quantile_are_rejected(spark):

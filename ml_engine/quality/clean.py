@@ -40,7 +40,7 @@ from ml_engine.quality.metrics import metric_rows, profile_metrics, with_run_inf
 from ml_engine.quality.quarantine import quarantine_rows, replace_predicate
 from ml_engine.schemas import TableSchema, parse_type
 from ml_engine.session import describe
-from ml_engine.tables.base import DeltaTables
+from ml_engine.tables.base import DeltaTables, sql_literal
 
 STAGE = "clean"
 META_COLUMNS = ("batch_id", "source_file", "ingested_at")
@@ -53,6 +53,9 @@ REASON = "_dq_reason"  # quarantine reason; null for rows that go to silver
 
 
 # --------------------------------------------------------------------------- standardisation
+
+
+WHITESPACE = " \t\n\x0b\f\r"
 
 
 def standardise(
@@ -96,7 +99,9 @@ def standardise(
         if name not in strings:
             return c
         if trim:
-            c = F.regexp_replace(c, r"^\s+|\s+$", "")
+            # Java's \s (what a regex would strip) is exactly these six characters;
+            # trim with a character set is several times faster than a regex.
+            c = F.trim(c, F.lit(WHITESPACE))
             c = F.when(c == "", F.lit(None).cast("string")).otherwise(c)
         how = case.get(name)
         if how == "lower":
@@ -729,9 +734,6 @@ def with_table_columns(df: DataFrame, table_schema: T.StructType) -> DataFrame:
     return df.select("*", *extra) if extra else df
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
 
 def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
     """The clean job for batch ``cfg.effective_batch_id()``: bronze -> silver + quarantine + dq_metrics.
@@ -817,7 +819,7 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
             silver,
             paths["silver"],
             partition_by=["batch_id"],
-            replace_where=f"batch_id = {_sql_string(batch)}",
+            replace_where=f"batch_id = {sql_literal(batch)}",
         )
         describe(spark, f"clean {batch}: write quarantine")
         tables.overwrite(

@@ -44,10 +44,10 @@ from pyspark.sql import types as T
 
 from ml_engine.config import Config, CsvOptions
 from ml_engine.jobs import JobError, JobResult
-from ml_engine.quality.quarantine import _sql_literal, quarantine_rows, replace_predicate
+from ml_engine.quality.quarantine import quarantine_rows, replace_predicate
 from ml_engine.schemas import ColumnSpec, TableSchema
 from ml_engine.session import describe
-from ml_engine.tables.base import DeltaTables
+from ml_engine.tables.base import DeltaTables, sql_literal
 
 CORRUPT_COLUMN = "_corrupt_record"
 SOURCE_FILE = "source_file"
@@ -441,7 +441,7 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
             bronze,
             bronze_path,
             partition_by=["batch_id"],
-            replace_where=f"batch_id = {_sql_literal(batch)}",
+            replace_where=f"batch_id = {sql_literal(batch)}",
         )
         describe(spark, f"ingest: write quarantine batch {batch}")
         # Partitioned like the clean job's quarantine writes, whichever creates the table.

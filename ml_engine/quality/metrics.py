@@ -66,7 +66,7 @@ def profile_metrics(
 
     Returns:
         A long DataFrame (``LONG_SCHEMA``: column, metric, value) with the metrics the module
-        docstring lists; lazy - the aggregation runs when it is consumed.
+        docstring lists. The aggregation runs once, when this function is called.
 
     Raises:
         ValueError: a column ``df`` lacks, or a quantile outside [0, 1].
@@ -114,16 +114,15 @@ def profile_metrics(
     spark = df.sparkSession
     if not aggs:
         return spark.createDataFrame([], LONG_SCHEMA)
-    wide = df.agg(*aggs)
-    rows = F.array(
-        *[
-            F.struct(
-                F.lit(c).alias("column"), F.lit(m).alias("metric"), v.cast("double").alias("value")
-            )
-            for c, m, v in out
-        ]
+    # One aggregation, one small row on the driver. Unpivoting it with an inline() of an
+    # array of hundreds of structs would make a Java method too large to compile.
+    wide = df.agg(*aggs).select(
+        *[v.cast("double").alias(f"v{i}") for i, (_, _, v) in enumerate(out)]
     )
-    return wide.select(F.inline(rows))
+    row = wide.first()
+    return spark.createDataFrame(
+        [(c, m, row[f"v{i}"]) for i, (c, m, _) in enumerate(out)], LONG_SCHEMA
+    )
 
 
 def metric_rows(

@@ -13,6 +13,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ml_engine.tables.base import sql_literal
+
 QUARANTINE_SCHEMA = T.StructType(
     [
         T.StructField("raw_record", T.StringType(), True),
@@ -64,8 +66,4 @@ def quarantine_rows(
 
 def replace_predicate(stage: str, batch_id: str) -> str:
     """SQL predicate selecting one stage's quarantine rows of one batch (for replace_where)."""
-    return f"stage = {_sql_literal(stage)} AND batch_id = {_sql_literal(batch_id)}"
-
-
-def _sql_literal(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return f"stage = {sql_literal(stage)} AND batch_id = {sql_literal(batch_id)}"

@@ -221,3 +221,8 @@ def check_unique_keys(path: str, df: DataFrame, keys: list[str]) -> None:
             f"upsert into Delta table {path}: the data is not unique on keys {keys}: "
             f"{row} occurs {n} times. Deduplicate the rows before upserting."
         )
+
+
+def sql_literal(value: str) -> str:
+    """``value`` as a SQL string literal, for ``replace_where`` predicates."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
