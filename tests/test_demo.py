@@ -1,0 +1,101 @@
+"""`ml-engine demo` end to end, as a user runs it: a separate process, real tables on disk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+from deltalake import DeltaTable
+
+from ml_engine.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    run = subprocess.run(
+        [sys.executable, "-m", "ml_engine.cli", "demo", "--workdir", str(workdir), "--rows", "600",
+         "--set", "spark.conf.spark.sql.shuffle.partitions=2", "--set", "spark.master=local[2]"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )
+    return workdir, run
+
+
+def table(workdir: Path, name: str):
+    return DeltaTable(str(workdir / "tables" / name)).to_pyarrow_table()
+
+
+def rows_of(t, **equal) -> int:
+    mask = None
+    for col, value in equal.items():
+        m = pc.equal(t[col], value)
+        mask = m if mask is None else pc.and_(mask, m)
+    return t.filter(mask).num_rows
+
+
+def test_demo_succeeds_and_says_what_is_not_built(demo):
+    workdir, run = demo
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "not built yet:  train (reference), score (current), drift_report (current)" in run.stdout
+    for name in ("bronze", "quarantine", "silver", "dq_metrics", "outlier_stats", "features",
+                 "training_set"):
+        assert f"{workdir / 'tables' / name}" in run.stdout
+
+
+def test_demo_writes_its_effective_config(demo):
+    workdir, _ = demo
+    cfg = load_config(workdir / "config.yaml")
+    assert cfg.storage.root == str(workdir)
+    assert cfg.mlflow.tracking_uri == f"sqlite:///{workdir / 'mlflow.db'}"
+    assert cfg.sample_data.rows == 600
+
+
+def test_every_raw_line_is_in_bronze_or_quarantine(demo):
+    workdir, _ = demo
+    bronze, quarantine = table(workdir, "bronze"), table(workdir, "quarantine")
+    for batch in ("reference", "current"):
+        # Lines counted from the files themselves, header lines excluded.
+        lines = sum(
+            len(f.read_bytes().decode("utf-8", "replace").splitlines()) - 1
+            for f in (workdir / "raw" / batch).glob("*.csv")
+        )
+        manifest = json.loads((workdir / "raw" / "MANIFEST.json").read_text())
+        assert manifest["batches"][batch]["lines"] == lines
+        assert rows_of(bronze, batch_id=batch) + rows_of(quarantine, batch_id=batch, stage="ingest") == lines
+
+
+def test_clean_accounts_for_every_bronze_row(demo):
+    workdir, _ = demo
+    bronze, quarantine, silver = (table(workdir, n) for n in ("bronze", "quarantine", "silver"))
+    dq = table(workdir, "dq_metrics").to_pandas()
+    for batch in ("reference", "current"):
+        counts = dq[(dq.batch_id == batch) & dq.column.isna()].set_index("metric")["value"]
+        assert counts["rows_in"] == rows_of(bronze, batch_id=batch)
+        assert counts["rows_out"] == rows_of(silver, batch_id=batch)
+        assert counts["rows_quarantined"] == rows_of(quarantine, batch_id=batch, stage="clean")
+        assert counts["rows_in"] == counts["rows_out"] + counts["duplicates_removed"] + counts["rows_quarantined"]
+
+
+def test_every_silver_row_is_scored_and_has_a_feature_row(demo):
+    workdir, _ = demo
+    silver, features = table(workdir, "silver"), table(workdir, "features")
+    assert silver["is_outlier"].null_count == 0
+    for batch in ("reference", "current"):
+        ids = set(silver.filter(pc.equal(silver["batch_id"], batch))["transaction_id"].to_pylist())
+        fids = features.filter(pc.equal(features["batch_id"], batch))["transaction_id"].to_pylist()
+        assert sorted(fids) == sorted(ids)
+
+
+def test_training_set_has_one_row_per_labelled_reference_event(demo):
+    workdir, _ = demo
+    silver, training = table(workdir, "silver"), table(workdir, "training_set")
+    labelled = silver.filter(pc.and_(pc.equal(silver["batch_id"], "reference"),
+                                     pc.is_valid(silver["is_fraud"])))
+    assert training.num_rows == labelled.num_rows
+    assert set(training["features_version"].to_pylist()) == {0}
