@@ -42,7 +42,9 @@ BATCH = "bench"
 
 def _u(i: int, salt: int):
     """A deterministic uniform(0, 1) per row from a hash of (id, salt)."""
-    return (F.abs(F.xxhash64(F.col("id"), F.lit(salt))) % F.lit(1_000_000_007)) / F.lit(1_000_000_007.0)
+    return (F.abs(F.xxhash64(F.col("id"), F.lit(salt))) % F.lit(1_000_000_007)) / F.lit(
+        1_000_000_007.0
+    )
 
 
 def wide_bronze(spark: SparkSession, rows: int, numeric: int, categorical: int):
@@ -50,7 +52,9 @@ def wide_bronze(spark: SparkSession, rows: int, numeric: int, categorical: int):
     numeric_cols = {}
     for j in range(numeric):
         u = _u(0, 1000 + j)
-        normal = F.sqrt(-2.0 * F.log(u + F.lit(1e-12))) * F.cos(2 * 3.141592653589793 * _u(0, 5000 + j))
+        normal = F.sqrt(-2.0 * F.log(u + F.lit(1e-12))) * F.cos(
+            2 * 3.141592653589793 * _u(0, 5000 + j)
+        )
         value = F.exp(normal * 0.5 + F.lit(j % 7))  # lognormal: heavy right tail
         numeric_cols[f"x{j:02d}"] = F.when(_u(0, 9000 + j) < 0.01, F.lit(None)).otherwise(value)
     cats = {
@@ -79,11 +83,18 @@ def write_schema(path: Path, numeric: int, categorical: int) -> None:
         {"name": "event_time", "type": "timestamp", "nullable": False, "role": "event_time"},
     ]
     cols += [
-        {"name": f"x{j:02d}", "type": "double", "role": "numeric_feature",
-         "constraints": {"min": 0, "max": 1e9}}
+        {
+            "name": f"x{j:02d}",
+            "type": "double",
+            "role": "numeric_feature",
+            "constraints": {"min": 0, "max": 1e9},
+        }
         for j in range(numeric)
     ]
-    cols += [{"name": f"c{j}", "type": "string", "role": "categorical_feature"} for j in range(categorical)]
+    cols += [
+        {"name": f"c{j}", "type": "string", "role": "categorical_feature"}
+        for j in range(categorical)
+    ]
     cols += [{"name": "label", "type": "int", "role": "label", "constraints": {"allowed": [0, 1]}}]
     path.write_text(yaml.safe_dump({"name": "wide", "columns": cols}))
 
@@ -115,7 +126,11 @@ def bench_config(root: Path, numeric: int, categorical: int):
                 "log": xs[:5],
                 "ratios": {"r01": [xs[0], xs[1]]},
                 "date_parts": {"event_time": ["hour", "dayofweek"]},
-                "windows": {"columns": xs[:2], "days": [7, 30], "aggs": ["count", "sum", "mean", "max"]},
+                "windows": {
+                    "columns": xs[:2],
+                    "days": [7, 30],
+                    "aggs": ["count", "sum", "mean", "max"],
+                },
             },
         }
     )
@@ -169,7 +184,9 @@ def run_size(spark, rows: int, numeric: int, categorical: int, workdir: Path) ->
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     p.add_argument("--numeric", type=int, default=50)
     p.add_argument("--categorical", type=int, default=10)
@@ -190,8 +207,10 @@ def main() -> None:
         )
     )
     spark.sparkContext.setLogLevel("ERROR")
-    print(f"ml-engine benchmark: {args.numeric} numeric + {args.categorical} categorical columns, "
-          f"Spark {spark.version}, {spark.sparkContext.defaultParallelism} cores, workdir {workdir}")
+    print(
+        f"ml-engine benchmark: {args.numeric} numeric + {args.categorical} categorical columns, "
+        f"Spark {spark.version}, {spark.sparkContext.defaultParallelism} cores, workdir {workdir}"
+    )
     by_size = {}
     try:
         for rows in args.rows:
@@ -203,7 +222,11 @@ def main() -> None:
 
     sizes = sorted(by_size)
     print("\n== summary ==")
-    print(f"{'job':<16}" + "".join(f"{f'{s:,} rows':>28}" for s in sizes) + "   time ratio largest/smallest")
+    print(
+        f"{'job':<16}"
+        + "".join(f"{f'{s:,} rows':>28}" for s in sizes)
+        + "   time ratio largest/smallest"
+    )
     for job in by_size[sizes[0]]:
         cells = "".join(
             f"{by_size[s][job]['seconds']:8.1f} s {by_size[s][job]['ratio']:5.2f} scans {by_size[s][job]['jobs']:3d} jobs"

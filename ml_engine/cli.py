@@ -40,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("job", help=f"one of: {', '.join([*J.JOBS, 'pipeline'])}")
     run.add_argument("--config", required=True, help="config file, e.g. conf/local.yaml")
     run.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one config key (repeatable), e.g. --set batch_id=2026-11-28",
     )
 
@@ -48,13 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", required=True, help="directory for raw data, tables, MLflow")
     demo.add_argument("--rows", type=int, default=None, help="rows in the reference batch")
     demo.add_argument(
-        "--config", default=str(DEFAULT_LOCAL_CONFIG),
+        "--config",
+        default=str(DEFAULT_LOCAL_CONFIG),
         help=f"config to start from (default {DEFAULT_LOCAL_CONFIG})",
     )
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     gen = sub.add_parser("generate-sample-data", help="write the dirty sample CSV batches")
-    gen.add_argument("--out", required=True, help="directory; batches go to OUT/reference and OUT/current")
+    gen.add_argument(
+        "--out", required=True, help="directory; batches go to OUT/reference and OUT/current"
+    )
     gen.add_argument("--rows", type=int, default=20_000)
     gen.add_argument("--current-rows", type=int, default=None)
     gen.add_argument("--seed", type=int, default=42)
@@ -113,8 +120,12 @@ def _generate(args) -> int:
     spark_cfg = load_config(args.config).spark if args.config else SparkConfig()
     spark = build_session(spark_cfg, app_name="ml-engine:generate-sample-data")
     summary = generate_sample_data(
-        spark, args.out, rows=args.rows, seed=args.seed,
-        current_rows=args.current_rows, files=args.files,
+        spark,
+        args.out,
+        rows=args.rows,
+        seed=args.seed,
+        current_rows=args.current_rows,
+        files=args.files,
     )
     print(f"sample data written to {Path(args.out).resolve()}")
     print(f"  {summary}")

@@ -100,8 +100,10 @@ class StorageConfig(StrictModel):
         """Absolute path (or URI) of table ``name``."""
         if name in self.tables:
             return self.tables[name]
-        return str(Path(self.root) / "tables" / name) if "://" not in self.root else (
-            f"{self.root.rstrip('/')}/tables/{name}"
+        return (
+            str(Path(self.root) / "tables" / name)
+            if "://" not in self.root
+            else (f"{self.root.rstrip('/')}/tables/{name}")
         )
 
     def path(self, *parts: str) -> str:
@@ -234,7 +236,9 @@ class CleanRule(StrictModel):
             raise ValueError(f"rule '{self.name}' of type range needs min and/or max")
         if self.type == "range" and self.min is not None and self.max is not None:
             if self.min > self.max:
-                raise ValueError(f"rule '{self.name}': min {self.min} is greater than max {self.max}")
+                raise ValueError(
+                    f"rule '{self.name}': min {self.min} is greater than max {self.max}"
+                )
         if self.type == "pattern":
             try:
                 re.compile(self.pattern)
@@ -296,7 +300,9 @@ class CleanConfig(StrictModel):
         names = [r.name for r in self.rules]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
-            raise ValueError(f"rule name(s) {repeated} are used more than once; names must be unique")
+            raise ValueError(
+                f"rule name(s) {repeated} are used more than once; names must be unique"
+            )
         reserved = [n for n in names if n.startswith("schema:")]
         if reserved:
             raise ValueError(
@@ -334,8 +340,11 @@ class CleanConfig(StrictModel):
                     continue
                 if schema.column(c).type != "string":
                     errors.append(
-                        (f"{path}.{key}.{c}", f"{key} only applies to string columns, '{c}' "
-                         f"has type {schema.column(c).type}")
+                        (
+                            f"{path}.{key}.{c}",
+                            f"{key} only applies to string columns, '{c}' "
+                            f"has type {schema.column(c).type}",
+                        )
                     )
         for c, target in self.coerce.items():
             try:
@@ -356,9 +365,12 @@ class CleanConfig(StrictModel):
         if self.dedup == "latest_by_key" and "dedup" in self.model_fields_set:
             if schema.record_id is None and schema.key is None:
                 errors.append(
-                    (f"{path}.dedup", f"latest_by_key needs a column with role record_id or key "
-                     f"in schema '{schema.name}' ({schema.source}); declare one or use exact "
-                     f"or none")
+                    (
+                        f"{path}.dedup",
+                        f"latest_by_key needs a column with role record_id or key "
+                        f"in schema '{schema.name}' ({schema.source}); declare one or use exact "
+                        f"or none",
+                    )
                 )
         for i, rule in enumerate(self.rules):
             rpath = f"{path}.rules.{i}"
@@ -376,20 +388,33 @@ class CleanConfig(StrictModel):
                 dtype, (T.NumericType, T.DateType, T.TimestampType)
             ):
                 errors.append(
-                    (f"{rpath}.column", f"rule '{rule.name}' is a range rule but column "
-                     f"'{rule.column}' has type {tname}; use a numeric column")
+                    (
+                        f"{rpath}.column",
+                        f"rule '{rule.name}' is a range rule but column "
+                        f"'{rule.column}' has type {tname}; use a numeric column",
+                    )
                 )
             if rule.type == "pattern" and not isinstance(dtype, T.StringType):
                 errors.append(
-                    (f"{rpath}.column", f"rule '{rule.name}' is a pattern rule but column "
-                     f"'{rule.column}' has type {tname}; patterns apply to string columns")
+                    (
+                        f"{rpath}.column",
+                        f"rule '{rule.name}' is a pattern rule but column "
+                        f"'{rule.column}' has type {tname}; patterns apply to string columns",
+                    )
                 )
             if rule.type == "allowed" and numeric(rule.column):
-                bad = [v for v in rule.values or [] if isinstance(v, bool) or not isinstance(v, (int, float))]
+                bad = [
+                    v
+                    for v in rule.values or []
+                    if isinstance(v, bool) or not isinstance(v, (int, float))
+                ]
                 if bad:
                     errors.append(
-                        (f"{rpath}.values", f"rule '{rule.name}': column '{rule.column}' has "
-                         f"type {tname} but values {bad} are not numbers")
+                        (
+                            f"{rpath}.values",
+                            f"rule '{rule.name}': column '{rule.column}' has "
+                            f"type {tname} but values {bad} are not numbers",
+                        )
                     )
         for c, policy in self.missing.items():
             if ctype(c) is None:
@@ -397,15 +422,23 @@ class CleanConfig(StrictModel):
             tname = ctype(c).simpleString()
             if policy.strategy in ("mean", "median") and not numeric(c):
                 errors.append(
-                    (f"{path}.missing.{c}.strategy", f"{policy.strategy} imputation needs "
-                     f"a numeric column, '{c}' has type {tname}")
+                    (
+                        f"{path}.missing.{c}.strategy",
+                        f"{policy.strategy} imputation needs "
+                        f"a numeric column, '{c}' has type {tname}",
+                    )
                 )
-            if policy.strategy == "constant" and numeric(c) and (
-                isinstance(policy.value, bool) or not isinstance(policy.value, (int, float))
+            if (
+                policy.strategy == "constant"
+                and numeric(c)
+                and (isinstance(policy.value, bool) or not isinstance(policy.value, (int, float)))
             ):
                 errors.append(
-                    (f"{path}.missing.{c}.value", f"column '{c}' has type {tname} but the "
-                     f"constant {policy.value!r} is not a number")
+                    (
+                        f"{path}.missing.{c}.value",
+                        f"column '{c}' has type {tname} but the "
+                        f"constant {policy.value!r} is not a number",
+                    )
                 )
         return errors
 
@@ -775,6 +808,7 @@ _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 def _substitute_env(value: Any, where: str, env: dict[str, str]) -> Any:
     if isinstance(value, str):
+
         def repl(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             if name in env:
@@ -802,7 +836,9 @@ def _walk(data: Any, prefix: str = ""):
         yield prefix, data
 
 
-def _merge(base: dict, top: dict, origin: str, provenance: dict[str, str], prefix: str = "") -> dict:
+def _merge(
+    base: dict, top: dict, origin: str, provenance: dict[str, str], prefix: str = ""
+) -> dict:
     """Deep-merges ``top`` into ``base`` (dicts merge, everything else replaces)."""
     out = dict(base)
     for k, v in top.items():
@@ -827,14 +863,18 @@ def _read_yaml(path: Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of keys, not {type(data).__name__}"
+        )
     return data
 
 
 def _file_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
     path = path.resolve()
     if path in seen:
-        raise ConfigError(f"{path}: 'inherits' makes a cycle: {' -> '.join(map(str, seen + (path,)))}")
+        raise ConfigError(
+            f"{path}: 'inherits' makes a cycle: {' -> '.join(map(str, seen + (path,)))}"
+        )
     data = _read_yaml(path)
     parent = data.pop("inherits", None)
     chain: list[tuple[Path, dict]] = []
@@ -853,7 +893,7 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     for prefix in _LITERAL_KEY_MAPS:
         if dotted.startswith(prefix) and len(dotted) > len(prefix):
-            parts = prefix.rstrip(".").split(".") + [dotted[len(prefix):]]
+            parts = prefix.rstrip(".").split(".") + [dotted[len(prefix) :]]
     node: Any = data
     for part in parts[:-1]:
         if isinstance(node, list):
@@ -923,6 +963,7 @@ def build_config(
     """
     provenance = provenance or {}
     env = dict(os.environ) if env is None else env
+
     def substitute(node: Any, path: str) -> Any:
         if isinstance(node, dict):
             return {k: substitute(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()}

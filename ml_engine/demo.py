@@ -21,7 +21,14 @@ from ml_engine.config import Config, dump_config, load_config
 
 # Jobs per batch, in order. The reference batch fits (outlier detector, later the model);
 # the current batch reuses what was fitted.
-REFERENCE_JOBS = ["ingest", "clean", "detect_outliers", "build_features", "build_training_set", "train"]
+REFERENCE_JOBS = [
+    "ingest",
+    "clean",
+    "detect_outliers",
+    "build_features",
+    "build_training_set",
+    "train",
+]
 CURRENT_JOBS = ["ingest", "clean", "detect_outliers", "build_features", "score", "drift_report"]
 
 
@@ -48,7 +55,9 @@ def _for_batch(cfg: Config, workdir: Path, batch: str, refit: bool) -> Config:
     return c
 
 
-def run_demo(workdir: str, config: str, rows: int | None = None, overrides: list[str] = ()) -> list[J.JobResult]:
+def run_demo(
+    workdir: str, config: str, rows: int | None = None, overrides: list[str] = ()
+) -> list[J.JobResult]:
     """Generates sample data into ``workdir`` and runs every built job on both batches.
 
     Prints where each output is. Jobs that are not built yet are listed, not faked.
@@ -69,13 +78,21 @@ def run_demo(workdir: str, config: str, rows: int | None = None, overrides: list
 
     sd = cfg.sample_data
     summary = generate_sample_data(
-        spark, str(wd / "raw"), rows=sd.rows, seed=sd.seed, current_rows=sd.current_rows, files=sd.files
+        spark,
+        str(wd / "raw"),
+        rows=sd.rows,
+        seed=sd.seed,
+        current_rows=sd.current_rows,
+        files=sd.files,
     )
     print(f"[sample data] {wd / 'raw'}: {summary}")
 
     results: list[J.JobResult] = []
     not_built: list[str] = []
-    for batch, names, refit in (("reference", REFERENCE_JOBS, True), ("current", CURRENT_JOBS, False)):
+    for batch, names, refit in (
+        ("reference", REFERENCE_JOBS, True),
+        ("current", CURRENT_JOBS, False),
+    ):
         bcfg = _for_batch(cfg, wd, batch, refit)
         print(f"--- batch '{batch}' ---")
         for name in names:
@@ -99,7 +116,9 @@ def run_demo(workdir: str, config: str, rows: int | None = None, overrides: list
     print(f"  mlflow          sqlite:///{wd / 'mlflow.db'}")
     if not_built:
         print(f"  not built yet:  {', '.join(not_built)} (skipped, nothing faked)")
-    print(f"\nlook at a table:  python -c \"from deltalake import DeltaTable; "
-          f"print(DeltaTable('{cfg.storage.table_path('quarantine')}').to_pandas().head())\"")
+    print(
+        f'\nlook at a table:  python -c "from deltalake import DeltaTable; '
+        f"print(DeltaTable('{cfg.storage.table_path('quarantine')}').to_pandas().head())\""
+    )
     print(f"demo finished in {time.time() - started:.0f} s")
     return results

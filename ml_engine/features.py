@@ -396,7 +396,6 @@ def feature_rows_predicate(features: FeaturesConfig, batch_id: str, event_time: 
     return " AND ".join(parts)
 
 
-
 def _sql_timestamp(value: str) -> str:
     # Validated ISO text (config); normalised so any SQL engine parses it.
     return f"TIMESTAMP '{datetime.fromisoformat(value).isoformat(sep=' ')}'"

@@ -108,9 +108,7 @@ class TableSchema:
     @property
     def struct(self) -> T.StructType:
         """The Spark ``StructType`` of the typed table."""
-        return T.StructType(
-            [T.StructField(c.name, c.spark_type, c.nullable) for c in self.columns]
-        )
+        return T.StructType([T.StructField(c.name, c.spark_type, c.nullable) for c in self.columns])
 
     def column(self, name: str) -> ColumnSpec:
         for c in self.columns:
@@ -178,7 +176,9 @@ def _column(raw: Any, index: int, where: str) -> ColumnSpec:
     at = f"{where}: column '{name}'"
     unknown = set(raw) - _COLUMN_KEYS
     if unknown:
-        raise SchemaError(f"{at}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_COLUMN_KEYS)}")
+        raise SchemaError(
+            f"{at}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_COLUMN_KEYS)}"
+        )
     if "type" not in raw:
         raise SchemaError(f"{at}: missing 'type'")
     try:
@@ -196,7 +196,9 @@ def _column(raw: Any, index: int, where: str) -> ColumnSpec:
         raise SchemaError(f"{at}: 'constraints' must be a mapping")
     unknown = set(rc) - _CONSTRAINT_KEYS
     if unknown:
-        raise SchemaError(f"{at}: unknown constraint(s) {sorted(unknown)}; allowed: {sorted(_CONSTRAINT_KEYS)}")
+        raise SchemaError(
+            f"{at}: unknown constraint(s) {sorted(unknown)}; allowed: {sorted(_CONSTRAINT_KEYS)}"
+        )
     for bound in ("min", "max"):
         if bound in rc and not isinstance(rc[bound], (int, float)):
             raise SchemaError(f"{at}: constraint '{bound}' must be a number, got {rc[bound]!r}")
@@ -254,11 +256,17 @@ def schema_from_dict(data: Any, source: str = "<inline>") -> TableSchema:
     for role in (ROLE_RECORD_ID, ROLE_KEY, ROLE_EVENT_TIME, ROLE_LABEL):
         having = [c.name for c in columns if c.role == role]
         if len(having) > 1:
-            raise SchemaError(f"{source}: role '{role}' is given to several columns {having}; only one may have it")
+            raise SchemaError(
+                f"{source}: role '{role}' is given to several columns {having}; only one may have it"
+            )
     et = [c for c in columns if c.role == ROLE_EVENT_TIME]
     if et and not isinstance(et[0].spark_type, (T.TimestampType, T.DateType)):
-        raise SchemaError(f"{source}: column '{et[0].name}': role event_time needs type timestamp or date")
-    return TableSchema(name=str(data.get("name") or Path(source).stem), columns=columns, source=source)
+        raise SchemaError(
+            f"{source}: column '{et[0].name}': role event_time needs type timestamp or date"
+        )
+    return TableSchema(
+        name=str(data.get("name") or Path(source).stem), columns=columns, source=source
+    )
 
 
 def load_schema(path: str | Path) -> TableSchema:
@@ -275,5 +283,7 @@ def load_schema(path: str | Path) -> TableSchema:
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SchemaError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}") from None
+        raise SchemaError(
+            f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}"
+        ) from None
     return schema_from_dict(data, str(p))

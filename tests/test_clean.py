@@ -735,7 +735,19 @@ def test_run_clean_writes_silver_quarantine_and_metrics_and_a_rerun_changes_noth
         [
             ("T001", "c1", T0, 10.0, 400, "web", 12.5, "b1", "f2.csv", ING, *no_flags),
             ("T002", "c2", T0, mean_amount, 500, "app", None, "b1", "f1.csv", ING, *no_flags),
-            ("T003", "c3", T0, 30.0, int(median_score), "app", None, "b1", "f1.csv", ING, *no_flags),
+            (
+                "T003",
+                "c3",
+                T0,
+                30.0,
+                int(median_score),
+                "app",
+                None,
+                "b1",
+                "f1.csv",
+                ING,
+                *no_flags,
+            ),
             ("T006", "c6", T0, 12.25, 320, "app", None, "b1", "f1.csv", ING, *no_flags),
             ("T007", "c7", T0, 900.0, 310, "web", None, "b1", "f1.csv", ING, *no_flags),
             ("T009", "c9", T0, 5.0, 600, "app", None, "b1", "f1.csv", ING, *no_flags),
@@ -833,7 +845,10 @@ def test_run_clean_writes_silver_quarantine_and_metrics_and_a_rerun_changes_noth
         ignore_row_order=True,
     )
     # dq_metrics is a log: the rerun appended its own run with the same values.
-    run_ids = {r["run_id"] for r in read_batch(tables, cfg, "dq_metrics").select("run_id").distinct().collect()}
+    run_ids = {
+        r["run_id"]
+        for r in read_batch(tables, cfg, "dq_metrics").select("run_id").distinct().collect()
+    }
     assert len(run_ids) == 2 and first_run[0]["run_id"] in run_ids
     (second_run,) = run_ids - {first_run[0]["run_id"]}
     assert dq_values(tables, cfg, run_id=second_run) == metrics

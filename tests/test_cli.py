@@ -16,7 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_cli(*args, env=None, cwd=ROOT):
     return subprocess.run(
         [sys.executable, "-m", "ml_engine.cli", *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
     )
 
 
@@ -43,7 +47,10 @@ def test_job_not_built_yet_exits_3_and_never_succeeds_silently(job):
 def test_job_script_of_unbuilt_job_exits_non_zero(job):
     r = subprocess.run(
         [sys.executable, f"jobs/{job}.py", "--config", "conf/local.yaml"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert r.returncode == 3
     assert "is not built yet" in r.stderr

@@ -52,7 +52,9 @@ def wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float =
 
 def start(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
     with open(log, "wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -68,8 +70,13 @@ def stop(proc: subprocess.Popen) -> None:
 @pytest.fixture
 def standalone_cluster(tmp_path):
     """A master and one worker (1 core, 1 GB) on loopback; yields the master URL."""
-    env = dict(os.environ, SPARK_HOME=str(SPARK_HOME), SPARK_LOCAL_IP="127.0.0.1",
-               SPARK_LOG_DIR=str(tmp_path / "logs"), SPARK_WORKER_DIR=str(tmp_path / "work"))
+    env = dict(
+        os.environ,
+        SPARK_HOME=str(SPARK_HOME),
+        SPARK_LOCAL_IP="127.0.0.1",
+        SPARK_LOG_DIR=str(tmp_path / "logs"),
+        SPARK_WORKER_DIR=str(tmp_path / "work"),
+    )
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
     port = free_port()
     url = f"spark://127.0.0.1:{port}"
@@ -77,17 +84,38 @@ def standalone_cluster(tmp_path):
     try:
         master_log = tmp_path / "master.log"
         master = start(
-            [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-             "--port", str(port), "--webui-port", str(free_port())],
-            master_log, env,
+            [
+                spark_class,
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--webui-port",
+                str(free_port()),
+            ],
+            master_log,
+            env,
         )
         procs.append(master)
         wait_for_line(master_log, "I have been elected leader", master)
         worker_log = tmp_path / "worker.log"
         worker = start(
-            [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
-             "--cores", "1", "--memory", "1g", "--webui-port", str(free_port())],
-            worker_log, env,
+            [
+                spark_class,
+                "org.apache.spark.deploy.worker.Worker",
+                url,
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                "1",
+                "--memory",
+                "1g",
+                "--webui-port",
+                str(free_port()),
+            ],
+            worker_log,
+            env,
         )
         procs.append(worker)
         wait_for_line(worker_log, "Successfully registered with master", worker)
@@ -104,33 +132,63 @@ def test_ingest_submitted_to_standalone_cluster(spark, tmp_path, standalone_clus
     def config_file(root: Path) -> Path:
         path = root / "config.yaml"
         root.mkdir()
-        path.write_text(yaml.safe_dump({
-            "inherits": str(ROOT / "conf" / "base.yaml"),
-            "schema": str(ROOT / "schemas" / "transactions.yaml"),
-            "storage": {"root": str(root)},
-            "delta": {"backend": "rs"},
-            "ingest": {"path": str(raw / "reference")},
-            "spark": {"conf": {"spark.sql.shuffle.partitions": "2"}},
-        }))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "inherits": str(ROOT / "conf" / "base.yaml"),
+                    "schema": str(ROOT / "schemas" / "transactions.yaml"),
+                    "storage": {"root": str(root)},
+                    "delta": {"backend": "rs"},
+                    "ingest": {"path": str(raw / "reference")},
+                    "spark": {"conf": {"spark.sql.shuffle.partitions": "2"}},
+                }
+            )
+        )
         return path
 
     cluster_conf = config_file(tmp_path / "cluster")
     archive = build_archive(tmp_path / "dist" / "ml_engine.zip")
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
-               SPARK_HOME=str(SPARK_HOME), SPARK_LOCAL_IP="127.0.0.1")
+    env = dict(
+        os.environ,
+        PYSPARK_PYTHON=sys.executable,
+        PYSPARK_DRIVER_PYTHON=sys.executable,
+        SPARK_HOME=str(SPARK_HOME),
+        SPARK_LOCAL_IP="127.0.0.1",
+    )
     submit = subprocess.run(
-        [str(SPARK_HOME / "bin" / "spark-submit"), "--master", standalone_cluster,
-         "--deploy-mode", "client", "--py-files", str(archive),
-         "--conf", f"spark.pyspark.python={sys.executable}",
-         "--conf", "spark.ui.enabled=false", "--executor-memory", "768m", "--total-executor-cores", "1",
-         str(ROOT / "jobs" / "ingest.py"), "--config", str(cluster_conf)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+        [
+            str(SPARK_HOME / "bin" / "spark-submit"),
+            "--master",
+            standalone_cluster,
+            "--deploy-mode",
+            "client",
+            "--py-files",
+            str(archive),
+            "--conf",
+            f"spark.pyspark.python={sys.executable}",
+            "--conf",
+            "spark.ui.enabled=false",
+            "--executor-memory",
+            "768m",
+            "--total-executor-cores",
+            "1",
+            str(ROOT / "jobs" / "ingest.py"),
+            "--config",
+            str(cluster_conf),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
     )
     assert submit.returncode == 0, submit.stderr[-5000:]
     assert "[ingest] done" in submit.stdout
     # The application really ran on the standalone master, with executors in other JVMs.
-    assert f"Connecting to master {standalone_cluster}" in submit.stderr or \
-        "Connected to Spark cluster" in submit.stderr
+    assert (
+        f"Connecting to master {standalone_cluster}" in submit.stderr
+        or "Connected to Spark cluster" in submit.stderr
+    )
 
     # The same job in this process, on the same files, is the reference.
     local_cfg = load_config(config_file(tmp_path / "local"))

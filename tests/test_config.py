@@ -32,8 +32,8 @@ def conf_dir(tmp_path: Path) -> Path:
     write(
         tmp_path / "base.yaml",
         f"""
-        schema: {tmp_path / 'schema.yaml'}
-        storage: {{root: {tmp_path / 'store'}}}
+        schema: {tmp_path / "schema.yaml"}
+        storage: {{root: {tmp_path / "store"}}}
         spark: {{conf: {{spark.sql.shuffle.partitions: 8, spark.sql.adaptive.enabled: true}}}}
         ingest: {{path: /data/raw/batch_7, format: csv}}
         """,
@@ -90,20 +90,27 @@ def test_missing_environment_variable_names_file_and_key(conf_dir):
     write(conf_dir / "env.yaml", "inherits: base.yaml\nmlflow: {tracking_uri: '${TRACK_URI}'}\n")
     with pytest.raises(ConfigError) as err:
         load_config(conf_dir / "env.yaml", env={})
-    assert f"{conf_dir / 'env.yaml'}: mlflow.tracking_uri: environment variable TRACK_URI is not set" in str(err.value)
+    assert (
+        f"{conf_dir / 'env.yaml'}: mlflow.tracking_uri: environment variable TRACK_URI is not set"
+        in str(err.value)
+    )
 
 
 def test_unknown_key_names_file_and_key_path(conf_dir):
     write(conf_dir / "bad.yaml", "inherits: base.yaml\nclean: {dedupe: exact}\n")
     with pytest.raises(ConfigError) as err:
         load_config(conf_dir / "bad.yaml")
-    assert f"{conf_dir / 'bad.yaml'}: clean.dedupe: Extra inputs are not permitted" in str(err.value)
+    assert f"{conf_dir / 'bad.yaml'}: clean.dedupe: Extra inputs are not permitted" in str(
+        err.value
+    )
 
 
 def test_wrong_type_names_file_and_key_path(conf_dir):
     with pytest.raises(ConfigError) as err:
         load_config(conf_dir / "local.yaml", ["sample_data.rows=many"])
-    assert "--set sample_data.rows: sample_data.rows: Input should be a valid integer" in str(err.value)
+    assert "--set sample_data.rows: sample_data.rows: Input should be a valid integer" in str(
+        err.value
+    )
 
 
 def test_missing_required_value_is_named(tmp_path):
@@ -115,11 +122,17 @@ def test_missing_required_value_is_named(tmp_path):
 
 
 def test_column_the_schema_lacks_names_file_key_and_schema(conf_dir):
-    write(conf_dir / "bad.yaml", "inherits: base.yaml\nclean: {missing: {amount: {strategy: median}}}\n")
+    write(
+        conf_dir / "bad.yaml",
+        "inherits: base.yaml\nclean: {missing: {amount: {strategy: median}}}\n",
+    )
     with pytest.raises(ConfigError) as err:
         load_config(conf_dir / "bad.yaml")
     msg = str(err.value)
-    assert f"{conf_dir / 'bad.yaml'}: clean.missing.amount: column 'amount' is not in schema 't'" in msg
+    assert (
+        f"{conf_dir / 'bad.yaml'}: clean.missing.amount: column 'amount' is not in schema 't'"
+        in msg
+    )
 
 
 def test_missing_schema_file_is_a_config_error(conf_dir):

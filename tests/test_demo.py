@@ -20,9 +20,24 @@ ROOT = Path(__file__).resolve().parents[1]
 def demo(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
     run = subprocess.run(
-        [sys.executable, "-m", "ml_engine.cli", "demo", "--workdir", str(workdir), "--rows", "600",
-         "--set", "spark.conf.spark.sql.shuffle.partitions=2", "--set", "spark.master=local[2]"],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "ml_engine.cli",
+            "demo",
+            "--workdir",
+            str(workdir),
+            "--rows",
+            "600",
+            "--set",
+            "spark.conf.spark.sql.shuffle.partitions=2",
+            "--set",
+            "spark.master=local[2]",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
     )
     return workdir, run
 
@@ -42,9 +57,18 @@ def rows_of(t, **equal) -> int:
 def test_demo_succeeds_and_says_what_is_not_built(demo):
     workdir, run = demo
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "not built yet:  train (reference), score (current), drift_report (current)" in run.stdout
-    for name in ("bronze", "quarantine", "silver", "dq_metrics", "outlier_stats", "features",
-                 "training_set"):
+    assert (
+        "not built yet:  train (reference), score (current), drift_report (current)" in run.stdout
+    )
+    for name in (
+        "bronze",
+        "quarantine",
+        "silver",
+        "dq_metrics",
+        "outlier_stats",
+        "features",
+        "training_set",
+    ):
         assert f"{workdir / 'tables' / name}" in run.stdout
 
 
@@ -67,7 +91,10 @@ def test_every_raw_line_is_in_bronze_or_quarantine(demo):
         )
         manifest = json.loads((workdir / "raw" / "MANIFEST.json").read_text())
         assert manifest["batches"][batch]["lines"] == lines
-        assert rows_of(bronze, batch_id=batch) + rows_of(quarantine, batch_id=batch, stage="ingest") == lines
+        assert (
+            rows_of(bronze, batch_id=batch) + rows_of(quarantine, batch_id=batch, stage="ingest")
+            == lines
+        )
 
 
 def test_clean_accounts_for_every_bronze_row(demo):
@@ -79,7 +106,10 @@ def test_clean_accounts_for_every_bronze_row(demo):
         assert counts["rows_in"] == rows_of(bronze, batch_id=batch)
         assert counts["rows_out"] == rows_of(silver, batch_id=batch)
         assert counts["rows_quarantined"] == rows_of(quarantine, batch_id=batch, stage="clean")
-        assert counts["rows_in"] == counts["rows_out"] + counts["duplicates_removed"] + counts["rows_quarantined"]
+        assert (
+            counts["rows_in"]
+            == counts["rows_out"] + counts["duplicates_removed"] + counts["rows_quarantined"]
+        )
 
 
 def test_every_silver_row_is_scored_and_has_a_feature_row(demo):
@@ -95,7 +125,8 @@ def test_every_silver_row_is_scored_and_has_a_feature_row(demo):
 def test_training_set_has_one_row_per_labelled_reference_event(demo):
     workdir, _ = demo
     silver, training = table(workdir, "silver"), table(workdir, "training_set")
-    labelled = silver.filter(pc.and_(pc.equal(silver["batch_id"], "reference"),
-                                     pc.is_valid(silver["is_fraud"])))
+    labelled = silver.filter(
+        pc.and_(pc.equal(silver["batch_id"], "reference"), pc.is_valid(silver["is_fraud"]))
+    )
     assert training.num_rows == labelled.num_rows
     assert set(training["features_version"].to_pylist()) == {0}

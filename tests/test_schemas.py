@@ -36,10 +36,17 @@ def test_sample_schema_loads_types_roles_and_constraints(sample_schema_path):
         ]
     )
     assert (s.record_id, s.key, s.event_time, s.label) == (
-        "transaction_id", "customer_id", "event_time", "is_fraud"
+        "transaction_id",
+        "customer_id",
+        "event_time",
+        "is_fraud",
     )
     assert s.numeric_features == [
-        "amount", "account_age_days", "num_items", "distance_km", "credit_score"
+        "amount",
+        "account_age_days",
+        "num_items",
+        "distance_km",
+        "credit_score",
     ]
     assert s.categorical_features == ["channel", "merchant_category", "country"]
     assert s.column("credit_score").constraints == Constraints(min=300, max=850)
@@ -58,15 +65,36 @@ def test_json_schema_and_decimal_type(tmp_path):
         ("- {name: a, type: strng}", "column 'a': unknown type 'strng'"),
         ("- {name: a}", "column 'a': missing 'type'"),
         ("- {name: a, type: string, role: target}", "column 'a': unknown role 'target'"),
-        ("- {name: a, type: string, constraints: {min: 1}}", "column 'a': min/max constraints need a numeric type"),
-        ("- {name: a, type: int, constraints: {pattern: 'x'}}", "column 'a': a pattern constraint needs type string"),
-        ("- {name: a, type: string, constraints: {pattern: '(unclosed'}}", "column 'a': pattern '(unclosed' is not a valid regex"),
-        ("- {name: a, type: int, constraints: {min: 5, max: 1}}", "column 'a': min 5 is greater than max 1"),
-        ("- {name: a, type: int, constraints: {between: [1, 2]}}", "column 'a': unknown constraint(s) ['between']"),
+        (
+            "- {name: a, type: string, constraints: {min: 1}}",
+            "column 'a': min/max constraints need a numeric type",
+        ),
+        (
+            "- {name: a, type: int, constraints: {pattern: 'x'}}",
+            "column 'a': a pattern constraint needs type string",
+        ),
+        (
+            "- {name: a, type: string, constraints: {pattern: '(unclosed'}}",
+            "column 'a': pattern '(unclosed' is not a valid regex",
+        ),
+        (
+            "- {name: a, type: int, constraints: {min: 5, max: 1}}",
+            "column 'a': min 5 is greater than max 1",
+        ),
+        (
+            "- {name: a, type: int, constraints: {between: [1, 2]}}",
+            "column 'a': unknown constraint(s) ['between']",
+        ),
         ("- {name: a, type: int, nullable: maybe}", "column 'a': 'nullable' must be true or false"),
         ("- {name: a, type: int}\n  - {name: A, type: int}", "column 'A' is declared twice"),
-        ("- {name: a, type: int, role: event_time}", "column 'a': role event_time needs type timestamp or date"),
-        ("- {name: a, type: int, role: key}\n  - {name: b, type: int, role: key}", "role 'key' is given to several columns ['a', 'b']"),
+        (
+            "- {name: a, type: int, role: event_time}",
+            "column 'a': role event_time needs type timestamp or date",
+        ),
+        (
+            "- {name: a, type: int, role: key}\n  - {name: b, type: int, role: key}",
+            "role 'key' is given to several columns ['a', 'b']",
+        ),
     ],
 )
 def test_malformed_schema_names_file_and_column(tmp_path, columns, message):

@@ -27,13 +27,23 @@ def _env():
 
 
 def _values(stdout: str) -> dict[str, str]:
-    return dict(line.split(" ", 1) for line in stdout.splitlines() if line.split(" ")[0] in {"MASTER", "PARTITIONS", "TS"})
+    return dict(
+        line.split(" ", 1)
+        for line in stdout.splitlines()
+        if line.split(" ")[0] in {"MASTER", "PARTITIONS", "TS"}
+    )
 
 
 def test_local_run_defaults_to_local_star_and_applies_config(tmp_path):
     script = tmp_path / "s.py"
-    script.write_text(SCRIPT.format(args='conf={"spark.sql.shuffle.partitions": "3", "spark.ui.enabled": "false"}'))
-    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=_env(), timeout=300)
+    script.write_text(
+        SCRIPT.format(
+            args='conf={"spark.sql.shuffle.partitions": "3", "spark.ui.enabled": "false"}'
+        )
+    )
+    r = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=_env(), timeout=300
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert _values(r.stdout) == {"MASTER": "local[*]", "PARTITIONS": "3", "TS": "TIMESTAMP_MICROS"}
 
@@ -41,12 +51,24 @@ def test_local_run_defaults_to_local_star_and_applies_config(tmp_path):
 def test_spark_submit_master_and_conf_win_over_config(tmp_path):
     script = tmp_path / "s.py"
     script.write_text(
-        SCRIPT.format(args='master="local[2]", conf={"spark.sql.shuffle.partitions": "3", "spark.ui.enabled": "false"}')
+        SCRIPT.format(
+            args='master="local[2]", conf={"spark.sql.shuffle.partitions": "3", "spark.ui.enabled": "false"}'
+        )
     )
     spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
     r = subprocess.run(
-        [str(spark_submit), "--master", "local[1]", "--conf", "spark.sql.shuffle.partitions=7", str(script)],
-        capture_output=True, text=True, env=_env(), timeout=300,
+        [
+            str(spark_submit),
+            "--master",
+            "local[1]",
+            "--conf",
+            "spark.sql.shuffle.partitions=7",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert _values(r.stdout) == {"MASTER": "local[1]", "PARTITIONS": "7", "TS": "TIMESTAMP_MICROS"}

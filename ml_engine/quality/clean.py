@@ -734,7 +734,6 @@ def with_table_columns(df: DataFrame, table_schema: T.StructType) -> DataFrame:
     return df.select("*", *extra) if extra else df
 
 
-
 def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
     """The clean job for batch ``cfg.effective_batch_id()``: bronze -> silver + quarantine + dq_metrics.
 
