@@ -113,7 +113,8 @@ def run_demo(
     for name in sorted({n for r in results for n in r.outputs}):
         path = next(r.outputs[name] for r in results if name in r.outputs)
         print(f"  {name:<15} {path}")
-    print(f"  mlflow          sqlite:///{wd / 'mlflow.db'}")
+    if (wd / "mlflow.db").exists():  # written once a job tracks runs (train, drift_report)
+        print(f"  mlflow          sqlite:///{wd / 'mlflow.db'}")
     if not_built:
         print(f"  not built yet:  {', '.join(not_built)} (skipped, nothing faked)")
     print(
