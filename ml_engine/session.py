@@ -118,9 +118,6 @@ def describe(spark: SparkSession, text: str | None) -> None:
     spark.sparkContext.setJobDescription(text)
 
 
-DELTA_EXTENSION_CLASS = "io.delta.sql.DeltaSparkSessionExtension"
-
-
 def delta_extra_conf(cfg) -> dict[str, str]:
     """Session settings for the delta-spark backend, when it is wanted and can load.
 
@@ -130,6 +127,7 @@ def delta_extra_conf(cfg) -> dict[str, str]:
     ``spark.jars.packages`` names delta-spark.
     """
     from ml_engine.tables import delta_spark_conf
+    from ml_engine.tables.spark import delta_classes_load
 
     backend = cfg.delta.backend
     if backend == "rs":
@@ -138,14 +136,7 @@ def delta_extra_conf(cfg) -> dict[str, str]:
         return delta_spark_conf()
     if under_spark_submit():
         SparkContext._ensure_initialized()
-        jvm = SparkContext._jvm
-        try:
-            jvm.java.lang.Class.forName(
-                DELTA_EXTENSION_CLASS, False, jvm.Thread.currentThread().getContextClassLoader()
-            )
-            return delta_spark_conf()
-        except Exception:  # noqa: BLE001 - a Py4J error means the class is not there
-            return {}
+        return delta_spark_conf() if delta_classes_load(SparkContext._jvm) else {}
     return {}
 
 

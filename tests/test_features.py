@@ -4,7 +4,6 @@ computation, the one-select property, feature selection, config checks and the j
 from __future__ import annotations
 
 import math
-import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -437,26 +436,12 @@ def test_selection_refuses_non_numeric_candidates(spark):
 # --------------------------------------------------------------------------- config
 
 
-SCHEMA_YAML = textwrap.dedent(
-    """
-    name: tx
-    columns:
-      - {name: tx_id, type: string, nullable: false, role: record_id}
-      - {name: cust, type: string, nullable: false, role: key}
-      - {name: ts, type: timestamp, nullable: false, role: event_time}
-      - {name: amount, type: double, role: numeric_feature}
-      - {name: items, type: int, role: numeric_feature}
-      - {name: channel, type: string, role: categorical_feature}
-      - {name: fraud, type: int, role: label}
-    """
-)
+TX_SCHEMA = Path(__file__).parent / "data" / "tx.yaml"
 
 
 def _config(tmp_path: Path, features: dict, **extra):
-    schema = tmp_path / "schema.yaml"
-    schema.write_text(SCHEMA_YAML, encoding="utf-8")
     data = {
-        "schema": str(schema),
+        "schema": str(TX_SCHEMA),
         "storage": {"root": str(tmp_path / "store")},
         "features": features,
         **extra,

@@ -3,7 +3,6 @@ job that records the Delta versions it read."""
 
 from __future__ import annotations
 
-import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -136,25 +135,11 @@ def test_missing_label_column_is_named(spark):
 
 # --------------------------------------------------------------------------- config
 
-SCHEMA_YAML = textwrap.dedent(
-    """
-    name: tx
-    columns:
-      - {name: tx_id, type: string, nullable: false, role: record_id}
-      - {name: cust, type: string, nullable: false, role: key}
-      - {name: ts, type: timestamp, nullable: false, role: event_time}
-      - {name: amount, type: double, role: numeric_feature}
-      - {name: items, type: int, role: numeric_feature}
-      - {name: channel, type: string, role: categorical_feature}
-      - {name: fraud, type: int, role: label}
-    """
-)
+TX_SCHEMA = Path(__file__).parent / "data" / "tx.yaml"
 
 
 def make_config(tmp_path: Path, **sections):
-    schema = tmp_path / "schema.yaml"
-    schema.write_text(SCHEMA_YAML, encoding="utf-8")
-    data = {"schema": str(schema), "storage": {"root": str(tmp_path / "store")}, **sections}
+    data = {"schema": str(TX_SCHEMA), "storage": {"root": str(tmp_path / "store")}, **sections}
     return build_config(data, check_schema=True)
 
 

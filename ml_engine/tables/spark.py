@@ -62,15 +62,19 @@ def delta_spark_conf(with_package: bool = False) -> dict[str, str]:
     return conf
 
 
-def delta_spark_available(spark: SparkSession) -> bool:
-    """True when delta-spark's session extension class loads in the session's JVM."""
+def delta_classes_load(jvm) -> bool:
+    """True when delta-spark's session extension class loads in ``jvm`` (a Py4J JVM view)."""
     try:
-        jvm = spark._jvm  # type: ignore[attr-defined]
         loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
         jvm.java.lang.Class.forName(DELTA_EXTENSION_CLASS, False, loader)
         return True
     except Exception:
         return False
+
+
+def delta_spark_available(spark: SparkSession) -> bool:
+    """True when delta-spark's session extension class loads in the session's JVM."""
+    return delta_classes_load(spark._jvm)  # type: ignore[attr-defined]
 
 
 def missing_delta_spark_error() -> TableError:
