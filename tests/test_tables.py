@@ -15,6 +15,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from chispa import assert_df_equality
 from deltalake import DeltaTable
@@ -618,3 +619,23 @@ def test_delta_spark_conf_names_the_extension_and_catalog():
     assert delta_spark_conf(with_package=True)["spark.jars.packages"] == (
         "io.delta:delta-spark_4.2_2.13:4.4.1"
     )
+
+
+def test_rs_writes_floating_point_columns_without_a_dictionary(spark, tmp_path):
+    """Doubles are written plain (no wasted dictionary attempt); strings keep the dictionary."""
+    tables = RsDeltaTables(spark)
+    path = str(tmp_path / "t")
+    # Few distinct values: a dictionary would pay off for every column if it were tried.
+    tables.overwrite(frame(spark, [(i % 5, "b1", (i % 3) / 7) for i in range(500)]), path)
+    encodings = {}
+    for f in DeltaTable(path).file_uris():
+        meta = pq.ParquetFile(f.removeprefix("file://")).metadata.row_group(0)
+        for i in range(meta.num_columns):
+            col = meta.column(i)
+            encodings[col.path_in_schema] = set(col.encodings)
+    assert (
+        "PLAIN_DICTIONARY" not in encodings["amount"]
+        and "RLE_DICTIONARY" not in encodings["amount"]
+    )
+    assert encodings["batch"] & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}
+    assert encodings["id"] & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}

@@ -68,6 +68,7 @@ from ml_engine.tables.base import (
     check_unique_keys,
     conform_to_table,
     nullable_schema,
+    parquet_options,
 )
 
 # Hidden columns that carry a row's file identity during overwrite-with-predicate and upsert.
@@ -548,7 +549,11 @@ class RsDeltaTables(DeltaTables):
                 for c in snapshot.schema.names
             ]
         )
-        writer = out.write.mode("errorifexists").options(**_WRITE_OPTIONS)
+        writer = (
+            out.write.mode("errorifexists")
+            .options(**_WRITE_OPTIONS)
+            .options(**parquet_options(out.schema))
+        )
         if snapshot.partition_by:
             writer = writer.partitionBy(*snapshot.partition_by)
         description = f"ml-engine: write Parquet files of Delta table {snapshot.path}"
