@@ -21,11 +21,13 @@ at once (no Python UDFs, no per-column jobs):
 
 from __future__ import annotations
 
+import functools
+import operator
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from pyspark import StorageLevel
@@ -36,7 +38,12 @@ from pyspark.sql import types as T
 from ml_engine.config import CleanConfig, CleanRule, Config, MissingValuePolicy
 from ml_engine.jobs import JobError, JobResult
 from ml_engine.outliers import OUTLIER_FIELDS
-from ml_engine.quality.metrics import metric_rows, profile_metrics, with_run_info
+from ml_engine.quality.metrics import (
+    DEFAULT_QUANTILES,
+    ColumnProfile,
+    metric_rows,
+    with_run_info,
+)
 from ml_engine.quality.quarantine import quarantine_rows, replace_predicate
 from ml_engine.schemas import TableSchema, parse_type
 from ml_engine.session import describe
@@ -342,7 +349,10 @@ def missing_reason(column: str) -> str:
 
 
 def with_violations(
-    df: DataFrame, rules: Sequence[CleanRule], missing: Mapping[str, MissingValuePolicy]
+    df: DataFrame,
+    rules: Sequence[CleanRule],
+    missing: Mapping[str, MissingValuePolicy],
+    names: bool = False,
 ) -> DataFrame:
     """Evaluates every rule and the ``drop`` missing-value policies on every row.
 
@@ -350,11 +360,14 @@ def with_violations(
         df: rows to check.
         rules: rules in order (config rules, then schema rules).
         missing: column -> policy; ``drop`` columns reject rows with a null there.
+        names: also add ``VIOLATIONS``, for looking at rows; the job does not need it
+            (:func:`summarise` counts violations with the rules themselves).
 
     Returns:
-        ``df`` plus ``VIOLATIONS`` (array of the names of the rules the row violates, any
-        action) and ``REASON`` (the ``"; "``-joined reasons of the ``drop`` rules and ``drop``
-        policies that reject the row, null when the row goes on to silver).
+        ``df`` plus ``REASON`` (the ``"; "``-joined reasons of the ``drop`` rules and ``drop``
+        policies that reject the row, null when the row goes on to silver; the text is only
+        built for rejected rows) and, with ``names``, ``VIOLATIONS`` (array of the names of
+        the rules the row violates, any action).
 
     Raises:
         ValueError: an expression rule that is not a valid boolean SQL expression over the
@@ -378,22 +391,24 @@ def with_violations(
                     f"{dtype.simpleString()}; it must be a boolean that holds for good rows"
                 )
     flags = [rule_violation(r, types.get(r.column)) for r in rules]
-    names = [F.when(v, F.lit(r.name)) for r, v in zip(rules, flags, strict=True)]
-    reasons = [
-        F.when(v, rule_reason(r)) for r, v in zip(rules, flags, strict=True) if r.action == "drop"
-    ]
-    reasons += [
-        F.when(F.col(c).isNull(), F.lit(missing_reason(c)))
+    drops = [(v, rule_reason(r)) for r, v in zip(rules, flags, strict=True) if r.action == "drop"]
+    drops += [
+        (F.col(c).isNull(), F.lit(missing_reason(c)))
         for c, p in missing.items()
         if p.strategy == "drop"
     ]
-    violated = F.array_compact(F.array(*names)) if names else F.array().cast("array<string>")
-    reason = F.concat_ws("; ", *reasons) if reasons else F.lit("")
-    return df.select(
-        "*",
-        violated.alias(VIOLATIONS),
-        F.when(reason != "", reason).otherwise(F.lit(None).cast("string")).alias(REASON),
-    )
+    if drops:
+        # Booleans first: the reason text is only built for the few rows that are rejected.
+        rejected = functools.reduce(operator.or_, [v for v, _ in drops])
+        reason = F.when(rejected, F.concat_ws("; ", *[F.when(v, r) for v, r in drops]))
+    else:
+        reason = F.lit(None).cast("string")
+    extra = [reason.alias(REASON)]
+    if names:
+        named = [F.when(v, F.lit(r.name)) for r, v in zip(rules, flags, strict=True)]
+        violated = F.array_compact(F.array(*named)) if named else F.array().cast("array<string>")
+        extra.insert(0, violated.alias(VIOLATIONS))
+    return df.select("*", *extra)
 
 
 def filter_kept(flagged: DataFrame) -> DataFrame:
@@ -427,6 +442,7 @@ class CleanSummary:
     missing_dropped: dict[str, int] = field(default_factory=dict)
     nulls_imputed: dict[str, int] = field(default_factory=dict)
     fill_values: dict[str, Any] = field(default_factory=dict)
+    profile: list[tuple[str, str, Any]] = field(default_factory=list)
 
     @property
     def duplicates_removed(self) -> int:
@@ -452,13 +468,15 @@ class CleanSummary:
         return [(c, m, None if v is None else float(v)) for c, m, v in rows]
 
 
-def _kll_median(c: Column) -> Column:
-    # The sketch of no values is not a valid buffer for get_quantile: guard on the count.
-    # KLL's quantile is the inverted CDF (lower median), exact while n <= k (200).
-    return F.when(
-        F.count(c) > 0,
-        F.kll_sketch_get_quantile_double(F.kll_sketch_agg_double(c.cast("double")), F.lit(0.5)),
-    )
+def _typed_value(x: float | None, dtype: T.DataType) -> Any:
+    """A statistic computed as a double, as a Python value of the column's type."""
+    if x is None:
+        return None
+    if isinstance(dtype, T.IntegralType):
+        return int(Decimal(repr(x)).quantize(Decimal(1), ROUND_HALF_UP))
+    if isinstance(dtype, T.DecimalType):
+        return Decimal(repr(x)).quantize(Decimal(1).scaleb(-dtype.scale), ROUND_HALF_UP)
+    return float(x)
 
 
 def _typed_stat(stat: Column, dtype: T.DataType) -> Column:
@@ -530,14 +548,25 @@ def summarise(
     rules: Sequence[CleanRule],
     missing: Mapping[str, MissingValuePolicy],
     coerced: Sequence[str] = (),
+    profile_columns: Sequence[str] = (),
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
 ) -> CleanSummary:
-    """Counts and imputation statistics of a flagged frame: one aggregation, plus one for modes.
+    """Counts, imputation statistics and the silver profile of a flagged frame in two passes.
 
-    Means and medians (KLL sketch, lower median) are learned from the rows that go to silver
-    (``REASON`` null) in the same aggregation that counts rows, duplicates, rule violations,
-    coercion failures and nulls; modes of all ``mode`` columns come from one grouped
-    aggregation (:func:`mode_values`). Rule violations and missing-value drops are counted over
-    all deduplicated rows.
+    Pass one, Spark's compiled declarative aggregates: rows, duplicates, rule violations,
+    coercion failures, nulls, means (imputation) and the profile's null counts, min, max,
+    mean and stddev. Pass two, sketches: one KLL sketch per numeric profiled or
+    median-imputed column (the profile's quantiles and the lower median used to impute) and
+    one HLL sketch per profiled column. Modes of all ``mode`` columns come from one grouped
+    aggregation (:func:`mode_values`). Two passes rather than one because Spark cannot
+    compile an aggregation that mixes sketches with declarative aggregates, and such an
+    aggregation ran at less than half the speed of the two (see
+    :class:`~ml_engine.quality.metrics.ColumnProfile`); call this on a cached frame.
+
+    Imputation statistics and the profile describe the rows that go to silver (``REASON``
+    null) as they are before imputation: ``null_count`` counts the nulls that imputation
+    then fills, and imputed values do not move the quantiles. Rule violations and
+    missing-value drops are counted over all deduplicated rows.
 
     Args:
         flagged: output of :func:`with_violations` (with ``COPIES`` and, when ``coerced`` is
@@ -545,46 +574,56 @@ def summarise(
         rules: the rules ``flagged`` was checked against.
         missing: column -> missing-value policy.
         coerced: the columns :func:`with_coerced_types` cast.
+        profile_columns: the columns to profile (``CleanSummary.profile``).
+        quantiles: the profile's quantiles.
 
     Returns:
         The :class:`CleanSummary`.
     """
     types = {f.name: f.dataType for f in flagged.schema.fields}
     kept = F.col(REASON).isNull()
+    policies = sorted(missing.items())
+    medians = [c for c, p in policies if p.strategy == "median"]
+    sketched = list(dict.fromkeys([*profile_columns, *medians]))
+    profile = ColumnProfile(
+        types, sketched, quantiles, keep=kept, extra_quantiles=[0.5] if medians else []
+    )
     aggs: list[Column] = [
         F.coalesce(F.sum(COPIES), F.lit(0)).cast("long").alias("rows_in"),
         F.count(F.lit(1)).alias("rows_dedup"),
         F.count_if(~kept).alias("rows_rejected"),
     ]
     aggs += [
-        F.count_if(F.array_contains(VIOLATIONS, r.name)).alias(f"v{i}") for i, r in enumerate(rules)
+        F.count_if(rule_violation(r, types.get(r.column))).alias(f"v{i}")
+        for i, r in enumerate(rules)
     ]
     aggs += [
         F.count_if(F.array_contains(COERCE_FAILED, c)).alias(f"c{i}") for i, c in enumerate(coerced)
     ]
-    policies = sorted(missing.items())
     for j, (c, p) in enumerate(policies):
         if p.strategy == "drop":
             aggs.append(F.count_if(F.col(c).isNull()).alias(f"m{j}"))
             continue
         aggs.append(F.count_if(kept & F.col(c).isNull()).alias(f"m{j}"))
-        value = F.when(kept, F.col(c))
         if p.strategy == "mean":
-            aggs.append(_typed_stat(F.avg(value.cast("double")), types[c]).alias(f"f{j}"))
-        elif p.strategy == "median":
-            aggs.append(_typed_stat(_kll_median(value), types[c]).alias(f"f{j}"))
-    row = flagged.agg(*aggs).first()  # one row of counts and statistics
+            mean = F.avg(F.when(kept, F.col(c)).cast("double"))
+            aggs.append(_typed_stat(mean, types[c]).alias(f"f{j}"))
+    row = flagged.agg(*aggs, *profile.moment_aggs()).first()  # counts, means, moments
+    sketches = flagged.agg(*profile.sketch_aggs()).first() if sketched else None
     violations = {r.name: int(row[f"v{i}"]) for i, r in enumerate(rules)}
     fills: dict[str, Any] = {}
     for j, (c, p) in enumerate(policies):
-        if p.strategy in ("mean", "median"):
+        if p.strategy == "mean":
             fills[c] = row[f"f{j}"]
+        elif p.strategy == "median":
+            fills[c] = _typed_value(profile.quantile(sketches, c, 0.5), types[c])
         elif p.strategy == "constant":
             fills[c] = p.value
     modes = [c for c, p in policies if p.strategy == "mode"]
     if modes:
         learned = mode_values(filter_kept(flagged), modes)
         fills.update({c: learned.get(c) for c in modes})
+    reported = set(profile_columns)
     return CleanSummary(
         rows_in=int(row["rows_in"]),
         rows_deduplicated=int(row["rows_dedup"]),
@@ -599,6 +638,7 @@ def summarise(
             c: int(row[f"m{j}"]) for j, (c, p) in enumerate(policies) if p.strategy != "drop"
         },
         fill_values=fills,
+        profile=[m for m in profile.metric_values(row, sketches) if m[0] in reported],
     )
 
 
@@ -632,19 +672,30 @@ def record_key(schema: TableSchema) -> Column:
 
 
 def fail_samples(
-    flagged: DataFrame, rule_names: Sequence[str], key: Column, size: int
+    flagged: DataFrame,
+    rules: Sequence[CleanRule],
+    rule_names: Sequence[str],
+    key: Column,
+    size: int,
 ) -> dict[str, list[str]]:
     """Up to ``size`` keys (smallest first) of the rows violating each rule, in one job.
 
     Args:
         flagged: output of :func:`with_violations`.
-        rule_names: the rules to sample.
+        rules: the rules ``flagged`` was checked against.
+        rule_names: the names of the rules to sample.
         key: the column naming a row (:func:`record_key`).
         size: keys per rule.
     """
+    types = {f.name: f.dataType for f in flagged.schema.fields}
+    named = [
+        F.when(rule_violation(r, types.get(r.column)), F.lit(r.name))
+        for r in rules
+        if r.name in rule_names
+    ]
     pairs = flagged.select(
-        F.explode(VIOLATIONS).alias("rule"), key.cast("string").alias("key")
-    ).where(F.col("rule").isin(list(rule_names)))
+        F.explode(F.array_compact(F.array(*named))).alias("rule"), key.cast("string").alias("key")
+    )
     ranked = pairs.select(
         "*",
         F.row_number()
@@ -674,7 +725,7 @@ def prepare(
 
     Returns:
         The deduplicated rows (schema columns, types after coercion, metadata columns) with
-        ``COERCE_FAILED``, ``COPIES``, ``VIOLATIONS`` and ``REASON``; see
+        ``COERCE_FAILED``, ``COPIES`` and ``REASON``; see
         :func:`summarise`, :func:`filter_kept` and :func:`filter_rejected`.
 
     Raises:
@@ -785,12 +836,23 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
     flagged = flagged.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         describe(spark, f"clean {batch}: dedup, rules, counts and imputation statistics")
-        summary = summarise(flagged, rules, clean.missing, coerced=sorted(clean.coerce))
+        summary = summarise(
+            flagged,
+            rules,
+            clean.missing,
+            coerced=sorted(clean.coerce),
+            profile_columns=schema.names,
+            quantiles=clean.quantiles,
+        )
         failing = [r for r in rules if r.action == "fail" and summary.violations[r.name] > 0]
         if failing:
             describe(spark, f"clean {batch}: sample keys violating fail rules")
             samples = fail_samples(
-                flagged, [r.name for r in failing], record_key(schema), clean.fail_sample_size
+                flagged,
+                rules,
+                [r.name for r in failing],
+                record_key(schema),
+                clean.fail_sample_size,
             )
             lines = [
                 f"rule {r.name} (column {r.column or '-'}) failed for "
@@ -827,16 +889,14 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
             partition_by=["batch_id"],
             replace_where=replace_predicate(STAGE, batch),
         )
-        profile = profile_metrics(silver, schema.names, clean.quantiles)
-        counts = metric_rows(spark, summary.metric_values())
         metrics = with_run_info(
-            profile.unionByName(counts),
+            metric_rows(spark, [*summary.profile, *summary.metric_values()]),
             run_id=uuid.uuid4().hex,
             batch_id=batch,
             stage=STAGE,
             computed_at=datetime.now(timezone.utc),
         )
-        describe(spark, f"clean {batch}: profile silver, write dq_metrics")
+        describe(spark, f"clean {batch}: write dq_metrics")
         # dq_metrics is a log of runs: every run appends its rows under a new run_id, so
         # the metrics of reruns of a batch can be compared.
         tables.append(metrics, paths["dq_metrics"])
