@@ -9,6 +9,9 @@ and measures, side by side in the same session:
   the ratio job time / scan time;
 * across sizes, the ratio of each job's time at the larger size to the smaller.
 
+* one plain copy of the input (read, write unchanged as Parquet) in scans: the floor for a
+  job that writes an output as wide as its input, before it computes anything.
+
 Targets (issue 3): at 1M rows x 50 numeric columns on 2 cores, clean and detect_outliers each
 within 3 scans' time; 10M rows costs at most 11x 1M.
 
@@ -36,6 +39,7 @@ from ml_engine.outliers import run_detect_outliers
 from ml_engine.quality.clean import run_clean
 from ml_engine.session import JobCounter, build_session
 from ml_engine.tables import open_tables
+from ml_engine.tables.base import parquet_options
 
 BATCH = "bench"
 
@@ -144,6 +148,18 @@ def full_scan_seconds(tables, path: str) -> float:
     return time.perf_counter() - t0
 
 
+def copy_seconds(tables, path: str, target: Path) -> float:
+    """Time to read the table and write it unchanged as Parquet (the engine's writer options):
+    what any job that reads its input and writes an output as wide costs before it computes
+    anything."""
+    df = tables.read(path)
+    t0 = time.perf_counter()
+    df.write.mode("overwrite").options(**parquet_options(df.schema)).parquet(str(target))
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(target, ignore_errors=True)
+    return seconds
+
+
 def run_size(spark, rows: int, numeric: int, categorical: int, workdir: Path) -> dict[str, dict]:
     root = workdir / f"rows_{rows}"
     shutil.rmtree(root, ignore_errors=True)
@@ -165,6 +181,7 @@ def run_size(spark, rows: int, numeric: int, categorical: int, workdir: Path) ->
         ("build_features", run_build_features, "silver"),
     ):
         scan = full_scan_seconds(tables, cfg.storage.table_path(input_table))
+        copy = copy_seconds(tables, cfg.storage.table_path(input_table), root / "copy")
         with JobCounter(spark) as jobs:
             t0 = time.perf_counter()
             fn(spark, cfg, tables)
@@ -173,12 +190,14 @@ def run_size(spark, rows: int, numeric: int, categorical: int, workdir: Path) ->
             "seconds": seconds,
             "scan": scan,
             "ratio": seconds / scan,
+            "copy_ratio": copy / scan,
             "rows_per_s": rows / seconds,
             "jobs": jobs.count,
         }
         print(
             f"  {name:<16} {seconds:7.1f} s  {rows / seconds:>12,.0f} rows/s  "
-            f"{jobs.count:3d} Spark jobs  scan {scan:6.1f} s  = {seconds / scan:5.2f} scans"
+            f"{jobs.count:3d} Spark jobs  scan {scan:6.1f} s  = {seconds / scan:5.2f} scans  "
+            f"(a plain copy of the input: {copy:5.1f} s = {copy / scan:4.2f} scans)"
         )
     return results
 

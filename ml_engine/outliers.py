@@ -1263,7 +1263,9 @@ def restore_outlier_input(silver: DataFrame, quarantined: DataFrame | None = Non
 
         def saved(c: str) -> Column:
             match = F.filter(original, lambda e: e["column"] == F.lit(c))
-            return F.try_element_at(match, F.lit(1))["value"].cast(types[c])
+            # Only capped rows have originals: the lambda runs for those alone.
+            saved = F.try_element_at(match, F.lit(1))["value"].cast(types[c])
+            return F.when(original.isNotNull(), saved)
 
         restored = [
             F.coalesce(saved(c), _col(c)).alias(c)
@@ -1443,22 +1445,26 @@ def load_outlier_model(spark: SparkSession, path: str) -> PipelineModel | None:
     return model
 
 
+def _fit_params(pipeline: Pipeline, batch_id: str) -> dict[str, Any]:
+    """What a fit depends on besides the data: the batch and the detectors' params."""
+    params = [
+        {"class": type(s).__name__, **{p.name: v for p, v in s.extractParamMap().items()}}
+        for s in pipeline.getStages()
+    ]
+    return json.loads(json.dumps({"batch_id": batch_id, "stages": params}))
+
+
 def _fit_record(data: DataFrame, pipeline: Pipeline, batch_id: str) -> dict[str, Any]:
     """What a fit depends on: the detectors' params and a fingerprint of their input columns.
 
     One Spark job: row count and the sum of a 64-bit hash of each row's checked values.
     """
-    stages = pipeline.getStages()
-    params = [
-        {"class": type(s).__name__, **{p.name: v for p, v in s.extractParamMap().items()}}
-        for s in stages
-    ]
-    cols = sorted({c for s in stages for c in s.getInputCols()})
+    cols = sorted({c for s in pipeline.getStages() for c in s.getInputCols()})
     row = data.agg(
         F.count(F.lit(1)).alias("n"),
         F.sum(F.xxhash64(*[_col(c) for c in cols]).cast("decimal(20,0)")).alias("h"),
     ).first()
-    return {"batch_id": batch_id, "stages": params, "rows": int(row["n"]), "hash": str(row["h"])}
+    return {**_fit_params(pipeline, batch_id), "rows": int(row["n"]), "hash": str(row["h"])}
 
 
 def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
@@ -1528,7 +1534,9 @@ def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -
         )
     # Fitting, the fit fingerprint, the statistics and the write all read the batch: read
     # silver once into memory (spilling to disk) instead of once per pass.
-    data = restore_outlier_input(silver, quarantined).persist(StorageLevel.MEMORY_AND_DISK)
+    # (Without quarantined rows to bring back, skip the join that looks for them.)
+    back = None if quarantined is None or quarantined.isEmpty() else quarantined
+    data = restore_outlier_input(silver, back).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         return _detect_and_write(
             spark, cfg, tables, data, silver_table, quarantined, batch, model_path
@@ -1671,13 +1679,20 @@ def _fitted_model(
         silver_path,
         [f"outliers.detectors.{i}.columns" for i in range(len(oc.detectors))],
     )
-    describe(spark, f"detect_outliers: fingerprint of batch {batch}")
-    record = _fit_record(data, pipeline, batch)
     saved = _read_text(spark, record_path)
-    if saved is not None and json.loads(saved) == json.loads(json.dumps(record)):
-        model = load_outlier_model(spark, model_path)
-        if model is not None:
-            return model, "reused"
+    saved = None if saved is None else json.loads(saved)
+    record = None
+    if saved is not None and {k: saved.get(k) for k in ("batch_id", "stages")} == _fit_params(
+        pipeline, batch
+    ):
+        # The same detectors were fitted on this batch before: reuse them if the data is
+        # unchanged. (Only then is the fingerprint worth a pass over the data.)
+        describe(spark, f"detect_outliers: fingerprint of batch {batch}")
+        record = _fit_record(data, pipeline, batch)
+        if saved == json.loads(json.dumps(record)):
+            model = load_outlier_model(spark, model_path)
+            if model is not None:
+                return model, "reused"
     describe(spark, f"detect_outliers: fit {len(oc.detectors)} detector(s) on batch {batch}")
     try:
         model = pipeline.fit(data)
@@ -1685,6 +1700,9 @@ def _fitted_model(
         raise JobError(
             f"detect_outliers: cannot fit on silver batch '{batch}' ({silver_path}): {exc}"
         ) from None
+    if record is None:
+        describe(spark, f"detect_outliers: fingerprint of batch {batch}")
+        record = _fit_record(data, pipeline, batch)
     describe(spark, f"detect_outliers: save outlier model to {model_path}")
     model.write().overwrite().save(model_path)
     spark.createDataFrame([(json.dumps(record),)], "value string").coalesce(1).write.mode(
