@@ -35,7 +35,6 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ml_engine.columns import present
 from ml_engine.config import CleanConfig, CleanRule, Config, MissingValuePolicy
 from ml_engine.jobs import JobError, JobResult
 from ml_engine.outliers import OUTLIER_FIELDS
@@ -154,7 +153,7 @@ def with_coerced_types(df: DataFrame, coerce: Mapping[str, str]) -> DataFrame:
         F.when(F.col(c).isNotNull() & F.col(c).try_cast(t).isNull(), F.lit(c))
         for c, t in sorted(targets.items())
     ]
-    flags = present(failed)
+    flags = F.array_compact(F.array(*failed)) if failed else F.array().cast("array<string>")
     return df.select(*cols, flags.alias(COERCE_FAILED))
 
 
@@ -407,7 +406,7 @@ def with_violations(
     extra = [reason.alias(REASON)]
     if names:
         named = [F.when(v, F.lit(r.name)) for r, v in zip(rules, flags, strict=True)]
-        violated = present(named)
+        violated = F.array_compact(F.array(*named)) if named else F.array().cast("array<string>")
         extra.insert(0, violated.alias(VIOLATIONS))
     return df.select("*", *extra)
 
@@ -694,7 +693,9 @@ def fail_samples(
         for r in rules
         if r.name in rule_names
     ]
-    pairs = flagged.select(F.explode(present(named)).alias("rule"), key.cast("string").alias("key"))
+    pairs = flagged.select(
+        F.explode(F.array_compact(F.array(*named))).alias("rule"), key.cast("string").alias("key")
+    )
     ranked = pairs.select(
         "*",
         F.row_number()
