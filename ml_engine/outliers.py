@@ -1354,15 +1354,21 @@ def _learned(m: OutlierModel) -> list[dict[str, Any]]:
 
 
 def outlier_statistics(
-    df: DataFrame, model: PipelineModel, batch_id: str, policy: str
+    df: DataFrame, model: PipelineModel, batch_id: str, policy: str, flagged: bool = False
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Per detector and column: fences, learned statistics and counts, in ONE Spark job.
 
     Args:
-        df: the rows checked (before any policy is applied).
+        df: the rows checked (before any policy is applied), or, with ``flagged``, rows that
+            already carry ``is_outlier`` and ``outlier_reasons`` (:func:`with_outlier_flags`
+            or :func:`with_capped_values` output, e.g. the silver rows the job wrote): then
+            the detectors are not evaluated again and only the columns counted are read.
         model: the fitted detector pipeline.
         batch_id: written into every row.
         policy: written into every row.
+        flagged: see ``df``; not for Mahalanobis detectors, whose counts need their own
+            output columns, nor for two detectors of one method on one column, whose
+            reasons the combined column merges.
 
     Returns:
         ``(rows, total rows, outlier rows)``; ``rows`` are dicts with the fields of
@@ -1374,7 +1380,9 @@ def outlier_statistics(
         ValueError: the model is not a detector pipeline or a column is missing.
     """
     models = detector_models(model)
-    scored = model.transform(df).withColumns(_combined(models))
+    if flagged and any(isinstance(m, MahalanobisOutlierModel) for m in models):
+        raise ValueError("outlier_statistics: flagged rows do not hold Mahalanobis scores")
+    scored = df if flagged else model.transform(df).withColumns(_combined(models))
     aggs = [F.count(F.lit(1)).alias("rows"), F.count_if(F.col(IS_OUTLIER)).alias("outliers")]
     entries = []
     for i, m in enumerate(models):
@@ -1385,9 +1393,8 @@ def outlier_statistics(
             else:
                 c = learned["column"]
                 scored_n = F.count(_value(c))
-                flagged_n = F.count_if(
-                    F.array_contains(F.col(m.getReasonsCol()), F.lit(f"{m.method}:{c}"))
-                )
+                reasons = OUTLIER_REASONS if flagged else m.getReasonsCol()
+                flagged_n = F.count_if(F.array_contains(F.col(reasons), F.lit(f"{m.method}:{c}")))
             aggs += [scored_n.alias(f"s{i}_{j}"), flagged_n.alias(f"f{i}_{j}")]
             entries.append((i, j, m.method, learned))
     row = scored.agg(*aggs).first()
@@ -1562,11 +1569,20 @@ def _detect_and_write(
     )
     in_batch = f"batch_id = {sql_literal(batch)}"
     model, how = _fitted_model(spark, cfg, data, batch, model_path, silver_path)
-
-    describe(spark, f"detect_outliers: outlier statistics of batch {batch}")
-    stats, n_rows, n_outliers = outlier_statistics(data, model, batch, oc.policy)
-
     models = detector_models(model)
+    # With flag and cap every checked row is written to silver with its reasons, so the
+    # counts are read back from what was written (a narrow read) instead of evaluating
+    # every detector on every row a second time. drop and Mahalanobis count beforehand.
+    checks = [(m.method, c) for m in models for c in m.getInputCols()]
+    from_output = (
+        oc.policy != "drop"
+        and not any(isinstance(m, MahalanobisOutlierModel) for m in models)
+        and len(set(checks)) == len(checks)
+    )
+    if not from_output:
+        describe(spark, f"detect_outliers: outlier statistics of batch {batch}")
+        stats, n_rows, n_outliers = outlier_statistics(data, model, batch, oc.policy)
+
     quarantine_out = None
     if oc.policy == "flag":
         silver_out = with_outlier_flags(data, model)
@@ -1600,6 +1616,12 @@ def _detect_and_write(
         outputs["quarantine"] = quarantine_path
     describe(spark, f"detect_outliers: write silver batch {batch} ({oc.policy})")
     tables.overwrite(silver_out, silver_path, partition_by=["batch_id"], replace_where=in_batch)
+    if from_output:
+        describe(spark, f"detect_outliers: outlier statistics of batch {batch}")
+        written = tables.read(silver_path).where(F.col("batch_id") == F.lit(batch))
+        stats, n_rows, n_outliers = outlier_statistics(
+            written, model, batch, oc.policy, flagged=True
+        )
     describe(spark, f"detect_outliers: write outlier_stats of batch {batch}")
     tables.overwrite(
         spark.createDataFrame(stats, OUTLIER_STATS_SCHEMA),

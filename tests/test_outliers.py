@@ -745,8 +745,10 @@ def test_job_flag_writes_flags_to_the_batch_and_leaves_other_batches(spark, poli
     }
 
 
-def test_job_writes_outlier_stats_per_detector_and_column(spark, policy_runs):
-    cfg, tables, _, _, versions = policy_runs("flag")
+@pytest.mark.parametrize("policy", ["flag", "cap", "drop"])
+def test_job_writes_outlier_stats_per_detector_and_column(spark, policy_runs, policy):
+    # flag and cap count from the silver rows written, drop before writing: same counts.
+    cfg, tables, _, _, versions = policy_runs(policy)
     half = MAD_HALF_WIDTH
     expected = spark.createDataFrame(
         [
@@ -767,7 +769,7 @@ def test_job_writes_outlier_stats_per_detector_and_column(spark, policy_runs):
                 None,
                 11,
                 2,
-                "flag",
+                policy,
             ),
             (
                 "b1",
@@ -786,7 +788,7 @@ def test_job_writes_outlier_stats_per_detector_and_column(spark, policy_runs):
                 None,
                 11,
                 1,
-                "flag",
+                policy,
             ),
             (
                 "b1",
@@ -805,7 +807,7 @@ def test_job_writes_outlier_stats_per_detector_and_column(spark, policy_runs):
                 3.5,
                 11,
                 2,
-                "flag",
+                policy,
             ),
         ],
         OUTLIER_STATS_SCHEMA,
