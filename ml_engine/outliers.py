@@ -1356,7 +1356,8 @@ def _learned(m: OutlierModel) -> list[dict[str, Any]]:
 def outlier_statistics(
     df: DataFrame, model: PipelineModel, batch_id: str, policy: str, flagged: bool = False
 ) -> tuple[list[dict[str, Any]], int, int]:
-    """Per detector and column: fences, learned statistics and counts, in ONE Spark job.
+    """Per detector and column: fences, learned statistics and counts, in one Spark job
+    (two with ``flagged``: the counts, then the reasons counted by a grouped aggregation).
 
     Args:
         df: the rows checked (before any policy is applied), or, with ``flagged``, rows that
@@ -1393,11 +1394,20 @@ def outlier_statistics(
             else:
                 c = learned["column"]
                 scored_n = F.count(_value(c))
-                reasons = OUTLIER_REASONS if flagged else m.getReasonsCol()
-                flagged_n = F.count_if(F.array_contains(F.col(reasons), F.lit(f"{m.method}:{c}")))
-            aggs += [scored_n.alias(f"s{i}_{j}"), flagged_n.alias(f"f{i}_{j}")]
+                reason = F.lit(f"{m.method}:{c}")
+                flagged_n = F.count_if(F.array_contains(F.col(m.getReasonsCol()), reason))
+            aggs.append(scored_n.alias(f"s{i}_{j}"))
+            if not flagged:
+                aggs.append(flagged_n.alias(f"f{i}_{j}"))
             entries.append((i, j, m.method, learned))
-    row = scored.agg(*aggs).first()
+    row = scored.agg(*aggs).first().asDict()
+    if flagged:
+        # Reasons are few (outliers are rare): count them exploded and grouped, one small
+        # job, rather than test every row's array once per column (measured 4x slower).
+        fired = scored.select(F.explode(OUTLIER_REASONS).alias("reason")).groupBy("reason")
+        counts = {r["reason"]: r["count"] for r in fired.count().collect()}  # <= one per check
+        for i, j, method, learned in entries:
+            row[f"f{i}_{j}"] = counts.get(f"{method}:{learned['column']}", 0)
     fields = [f.name for f in OUTLIER_STATS_SCHEMA.fields]
     rows = []
     for i, j, method, learned in entries:
@@ -1539,11 +1549,14 @@ def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -
         quarantined = tables.read(quarantine_path).where(
             (F.col("stage") == F.lit(STAGE)) & (F.col("batch_id") == F.lit(batch))
         )
-    # Fitting, the fit fingerprint, the statistics and the write all read the batch: read
-    # silver once into memory (spilling to disk) instead of once per pass.
-    # (Without quarantined rows to bring back, skip the join that looks for them.)
+    # The fits and the fingerprint read only the checked columns, the write all of them:
+    # straight from silver's Parquet files, which costs less than building a cache of the
+    # whole batch first (measured ~10 s of 46 s at 1M x 68 columns). Rows brought back from
+    # quarantine need a join: then the restored batch is cached once for all passes.
     back = None if quarantined is None or quarantined.isEmpty() else quarantined
-    data = restore_outlier_input(silver, back).persist(StorageLevel.MEMORY_AND_DISK)
+    data = restore_outlier_input(silver, back)
+    if back is not None:
+        data = data.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         return _detect_and_write(
             spark, cfg, tables, data, silver_table, quarantined, batch, model_path
