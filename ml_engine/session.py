@@ -22,10 +22,6 @@ ENGINE_DEFAULTS = {
     # Whole-stage codegen is switched off for plans wider than maxFields (default 100); the
     # one-pass statistics of 50+ columns are far wider, and run 2x slower without it.
     "spark.sql.codegen.maxFields": "10000",
-    # Jobs cache an intermediate result for the few passes of one job only. Compressing the
-    # cached column batches made building the cache of a 1M x 64 frame take 15 s instead of
-    # 4-7 s on 2 cores (benchmarks/); uncompressed batches cost memory, which spills to disk.
-    "spark.sql.inMemoryColumnarStorage.compressed": "false",
 }
 
 
@@ -111,7 +107,6 @@ def build_session(
         "spark.sql.parquet.outputTimestampType",
         "spark.sql.session.timeZone",
         "spark.sql.codegen.maxFields",
-        "spark.sql.inMemoryColumnarStorage.compressed",
     ):
         if not existing.contains(key):
             spark.conf.set(key, wanted[key])
