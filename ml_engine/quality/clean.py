@@ -10,8 +10,9 @@ at once (no Python UDFs, no per-column jobs):
 4. :func:`with_violations` - every rule (config rules + schema constraints) and the
    missing-value ``drop`` policy evaluated per row: the names of the rules a row violates and,
    for rows that leave ``silver``, the quarantine reason;
-5. :func:`summarise` - ONE aggregation for all counts, means and KLL medians, plus one grouped
-   aggregation for all modes;
+5. :func:`summarise` - two aggregations for all columns (compiled counts, means and moments;
+   KLL and HLL sketches for quantiles, medians and distinct counts), plus one grouped
+   aggregation for all modes; they also give the silver profile for ``dq_metrics``;
 6. :func:`impute` - fills nulls with the learned values.
 
 :func:`run_clean` is the job: it reads the batch from ``bronze``, persists the result of steps
@@ -793,10 +794,11 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
     anything when a ``fail`` rule is violated. Otherwise replaces the batch's partition of
     ``silver``, the batch's ``clean`` rows of ``quarantine``, so a rerun leaves the same
     silver and quarantine as a single run, and appends to ``dq_metrics`` (per-column profile of
-    silver, rule violations and row counts) under a new run id: dq_metrics is the log of runs. Columns that later stages added to ``silver``
+    the silver rows before imputation, rule violations and row counts) under a new run id:
+    dq_metrics is the log of runs. Columns that later stages added to ``silver``
     (``detect_outliers``' flags) are written as nulls for the batch: rerun those stages.
 
-    Spark jobs: one aggregation (which also fills the cache), one grouped aggregation when a
+    Spark jobs: two aggregations (the first also fills the cache), one grouped aggregation when a
     column is imputed with its mode, one sample query when a ``fail`` rule is violated, and
     the writes; none of them grows with the number of columns or rules.
 
