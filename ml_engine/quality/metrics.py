@@ -109,22 +109,30 @@ class ColumnProfile:
     def _numeric(self, c: str) -> bool:
         return isinstance(self.types[c], T.NumericType)
 
+    def _moments(self, c: str) -> list[tuple[str, Column]]:
+        """``(metric, aggregate)`` after ``null_count``: numbers get min, max, mean, stddev;
+        dates and timestamps min and max in epoch seconds; other types nothing."""
+        dtype = self.types[c]
+        if self._numeric(c):
+            x = self._value(c).cast("double")
+            stats = [("min", F.min(x)), ("max", F.max(x)), ("mean", F.avg(x))]
+            return [*stats, ("stddev", F.stddev_samp(x))]
+        if isinstance(dtype, (T.DateType, T.TimestampType)):
+            x = F.unix_micros(self._value(c).cast("timestamp")) / F.lit(1_000_000)
+            return [("min", F.min(x)), ("max", F.max(x))]
+        return []
+
     def moment_aggs(self) -> list[Column]:
         """Declarative aggregates, aliased ``pm<i>_<j>``."""
         aggs: list[Column] = []
         for i, c in enumerate(self.columns):
-            col, dtype = F.col(f"`{c}`"), self.types[c]
+            col = F.col(f"`{c}`")
             nulls = col.isNull() if self.keep is None else self.keep & col.isNull()
             aggs.append(F.count_if(nulls).alias(f"pm{i}_0"))
-            if self._numeric(c):
-                x = self._value(c).cast("double")
-                stats = (F.min(x), F.max(x), F.avg(x), F.stddev_samp(x))
-            elif isinstance(dtype, (T.DateType, T.TimestampType)):
-                x = F.unix_micros(self._value(c).cast("timestamp")) / F.lit(1_000_000)
-                stats = (F.min(x), F.max(x))
-            else:
-                stats = ()
-            aggs += [s.cast("double").alias(f"pm{i}_{j + 1}") for j, s in enumerate(stats)]
+            aggs += [
+                agg.cast("double").alias(f"pm{i}_{j + 1}")
+                for j, (_, agg) in enumerate(self._moments(c))
+            ]
         return aggs
 
     def sketch_aggs(self) -> list[Column]:
@@ -156,17 +164,12 @@ class ColumnProfile:
         """``(column, metric, value)`` rows from the results of the two aggregations."""
         out: list[tuple[str, str, Any]] = []
         for i, c in enumerate(self.columns):
-            dtype = self.types[c]
             out.append((c, "null_count", moments[f"pm{i}_0"]))
             distinct = None if sketches is None else sketches[f"ps{i}_d"]
             out.append((c, "approx_distinct", None if distinct is None else round(distinct)))
-            if self._numeric(c):
-                names = ["min", "max", "mean", "stddev"]
-            elif isinstance(dtype, (T.DateType, T.TimestampType)):
-                names = ["min", "max"]
-            else:
-                names = []
-            out += [(c, n, moments[f"pm{i}_{j + 1}"]) for j, n in enumerate(names)]
+            out += [
+                (c, name, moments[f"pm{i}_{j + 1}"]) for j, (name, _) in enumerate(self._moments(c))
+            ]
             if self._numeric(c):
                 out += [
                     (
