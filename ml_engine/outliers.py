@@ -1353,6 +1353,15 @@ def _learned(m: OutlierModel) -> list[dict[str, Any]]:
     return out
 
 
+def countable_from_flags(models: Sequence[OutlierModel]) -> bool:
+    """Whether the combined ``outlier_reasons`` of written rows give every detector's counts:
+    not with a Mahalanobis detector (its counts need its own output columns), nor with two
+    detectors of one method on one column (the combined column merges their reasons)."""
+    checks = [(m.method, c) for m in models for c in m.getInputCols()]
+    mahalanobis = any(isinstance(m, MahalanobisOutlierModel) for m in models)
+    return not mahalanobis and len(set(checks)) == len(checks)
+
+
 def outlier_statistics(
     df: DataFrame, model: PipelineModel, batch_id: str, policy: str, flagged: bool = False
 ) -> tuple[list[dict[str, Any]], int, int]:
@@ -1367,9 +1376,7 @@ def outlier_statistics(
         model: the fitted detector pipeline.
         batch_id: written into every row.
         policy: written into every row.
-        flagged: see ``df``; not for Mahalanobis detectors, whose counts need their own
-            output columns, nor for two detectors of one method on one column, whose
-            reasons the combined column merges.
+        flagged: see ``df``; only when :func:`countable_from_flags` holds.
 
     Returns:
         ``(rows, total rows, outlier rows)``; ``rows`` are dicts with the fields of
@@ -1378,11 +1385,15 @@ def outlier_statistics(
         column.
 
     Raises:
-        ValueError: the model is not a detector pipeline or a column is missing.
+        ValueError: the model is not a detector pipeline, a column is missing, or
+            ``flagged`` rows cannot give the model's counts.
     """
     models = detector_models(model)
-    if flagged and any(isinstance(m, MahalanobisOutlierModel) for m in models):
-        raise ValueError("outlier_statistics: flagged rows do not hold Mahalanobis scores")
+    if flagged and not countable_from_flags(models):
+        raise ValueError(
+            "outlier_statistics: flagged rows cannot give the counts of Mahalanobis detectors "
+            "or of two detectors of one method on one column"
+        )
     scored = df if flagged else model.transform(df).withColumns(_combined(models))
     aggs = [F.count(F.lit(1)).alias("rows"), F.count_if(F.col(IS_OUTLIER)).alias("outliers")]
     entries = []
@@ -1394,10 +1405,15 @@ def outlier_statistics(
             else:
                 c = learned["column"]
                 scored_n = F.count(_value(c))
-                reason = F.lit(f"{m.method}:{c}")
-                flagged_n = F.count_if(F.array_contains(F.col(m.getReasonsCol()), reason))
+                flagged_n = (
+                    None
+                    if flagged
+                    else F.count_if(
+                        F.array_contains(F.col(m.getReasonsCol()), F.lit(f"{m.method}:{c}"))
+                    )
+                )
             aggs.append(scored_n.alias(f"s{i}_{j}"))
-            if not flagged:
+            if flagged_n is not None:
                 aggs.append(flagged_n.alias(f"f{i}_{j}"))
             entries.append((i, j, m.method, learned))
     row = scored.agg(*aggs).first().asDict()
@@ -1471,8 +1487,9 @@ def _fit_params(pipeline: Pipeline, batch_id: str) -> dict[str, Any]:
     return json.loads(json.dumps({"batch_id": batch_id, "stages": params}))
 
 
-def _fit_record(data: DataFrame, pipeline: Pipeline, batch_id: str) -> dict[str, Any]:
-    """What a fit depends on: the detectors' params and a fingerprint of their input columns.
+def _fit_record(data: DataFrame, pipeline: Pipeline, params: dict[str, Any]) -> dict[str, Any]:
+    """What a fit depends on: ``params`` (:func:`_fit_params`) and a fingerprint of the
+    detectors' input columns, as JSON values.
 
     One Spark job: row count and the sum of a 64-bit hash of each row's checked values.
     """
@@ -1481,7 +1498,7 @@ def _fit_record(data: DataFrame, pipeline: Pipeline, batch_id: str) -> dict[str,
         F.count(F.lit(1)).alias("n"),
         F.sum(F.xxhash64(*[_col(c) for c in cols]).cast("decimal(20,0)")).alias("h"),
     ).first()
-    return {**_fit_params(pipeline, batch_id), "rows": int(row["n"]), "hash": str(row["h"])}
+    return {**params, "rows": int(row["n"]), "hash": str(row["h"])}
 
 
 def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
@@ -1586,12 +1603,7 @@ def _detect_and_write(
     # With flag and cap every checked row is written to silver with its reasons, so the
     # counts are read back from what was written (a narrow read) instead of evaluating
     # every detector on every row a second time. drop and Mahalanobis count beforehand.
-    checks = [(m.method, c) for m in models for c in m.getInputCols()]
-    from_output = (
-        oc.policy != "drop"
-        and not any(isinstance(m, MahalanobisOutlierModel) for m in models)
-        and len(set(checks)) == len(checks)
-    )
+    from_output = oc.policy != "drop" and countable_from_flags(models)
     if not from_output:
         describe(spark, f"detect_outliers: outlier statistics of batch {batch}")
         stats, n_rows, n_outliers = outlier_statistics(data, model, batch, oc.policy)
@@ -1716,15 +1728,14 @@ def _fitted_model(
     )
     saved = _read_text(spark, record_path)
     saved = None if saved is None else json.loads(saved)
+    params = _fit_params(pipeline, batch)
     record = None
-    if saved is not None and {k: saved.get(k) for k in ("batch_id", "stages")} == _fit_params(
-        pipeline, batch
-    ):
+    if saved is not None and {k: saved.get(k) for k in params} == params:
         # The same detectors were fitted on this batch before: reuse them if the data is
         # unchanged. (Only then is the fingerprint worth a pass over the data.)
         describe(spark, f"detect_outliers: fingerprint of batch {batch}")
-        record = _fit_record(data, pipeline, batch)
-        if saved == json.loads(json.dumps(record)):
+        record = _fit_record(data, pipeline, params)
+        if saved == record:
             model = load_outlier_model(spark, model_path)
             if model is not None:
                 return model, "reused"
@@ -1737,7 +1748,7 @@ def _fitted_model(
         ) from None
     if record is None:
         describe(spark, f"detect_outliers: fingerprint of batch {batch}")
-        record = _fit_record(data, pipeline, batch)
+        record = _fit_record(data, pipeline, params)
     describe(spark, f"detect_outliers: save outlier model to {model_path}")
     model.write().overwrite().save(model_path)
     spark.createDataFrame([(json.dumps(record),)], "value string").coalesce(1).write.mode(
