@@ -510,7 +510,7 @@ def test_fail_samples_are_the_smallest_keys_per_rule(spark):
     ]
     flagged = with_violations(df, rules, {})
 
-    assert fail_samples(flagged, rules, ["amount_pos", "score_ok"], F.col("id"), 3) == {
+    assert fail_samples(flagged, rules, F.col("id"), 3) == {
         "amount_pos": ["T001", "T003", "T005"],
         "score_ok": ["T100"],
     }

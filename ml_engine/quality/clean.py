@@ -344,6 +344,17 @@ def rule_reason(rule: CleanRule) -> Column:
     )
 
 
+def violated_names(rules: Sequence[CleanRule], types: Mapping[str, T.DataType]) -> Column:
+    """The array of the names of the ``rules`` a row violates (empty when none).
+
+    Args:
+        rules: the rules.
+        types: column -> type of the frame (for range rules on dates and timestamps).
+    """
+    named = [F.when(rule_violation(r, types.get(r.column)), F.lit(r.name)) for r in rules]
+    return F.array_compact(F.array(*named)) if named else F.array().cast("array<string>")
+
+
 def missing_reason(column: str) -> str:
     """The quarantine reason for a null in a column whose missing-value policy is ``drop``."""
     return f"column {column}: null, missing-value policy drop"
@@ -406,9 +417,7 @@ def with_violations(
         reason = F.lit(None).cast("string")
     extra = [reason.alias(REASON)]
     if names:
-        named = [F.when(v, F.lit(r.name)) for r, v in zip(rules, flags, strict=True)]
-        violated = F.array_compact(F.array(*named)) if named else F.array().cast("array<string>")
-        extra.insert(0, violated.alias(VIOLATIONS))
+        extra.insert(0, violated_names(rules, types).alias(VIOLATIONS))
     return df.select("*", *extra)
 
 
@@ -673,29 +682,19 @@ def record_key(schema: TableSchema) -> Column:
 
 
 def fail_samples(
-    flagged: DataFrame,
-    rules: Sequence[CleanRule],
-    rule_names: Sequence[str],
-    key: Column,
-    size: int,
+    flagged: DataFrame, rules: Sequence[CleanRule], key: Column, size: int
 ) -> dict[str, list[str]]:
     """Up to ``size`` keys (smallest first) of the rows violating each rule, in one job.
 
     Args:
         flagged: output of :func:`with_violations`.
-        rules: the rules ``flagged`` was checked against.
-        rule_names: the names of the rules to sample.
+        rules: the rules to sample.
         key: the column naming a row (:func:`record_key`).
         size: keys per rule.
     """
     types = {f.name: f.dataType for f in flagged.schema.fields}
-    named = [
-        F.when(rule_violation(r, types.get(r.column)), F.lit(r.name))
-        for r in rules
-        if r.name in rule_names
-    ]
     pairs = flagged.select(
-        F.explode(F.array_compact(F.array(*named))).alias("rule"), key.cast("string").alias("key")
+        F.explode(violated_names(rules, types)).alias("rule"), key.cast("string").alias("key")
     )
     ranked = pairs.select(
         "*",
@@ -703,7 +702,7 @@ def fail_samples(
         .over(Window.partitionBy("rule").orderBy(F.col("key").asc_nulls_last()))
         .alias("rn"),
     ).where(F.col("rn") <= size)
-    out: dict[str, list[str]] = {n: [] for n in rule_names}
+    out: dict[str, list[str]] = {r.name: [] for r in rules}
     for row in ranked.orderBy("rule", "rn").collect():  # at most size rows per rule
         out[row["rule"]].append(row["key"])
     return out
@@ -849,13 +848,7 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         failing = [r for r in rules if r.action == "fail" and summary.violations[r.name] > 0]
         if failing:
             describe(spark, f"clean {batch}: sample keys violating fail rules")
-            samples = fail_samples(
-                flagged,
-                rules,
-                [r.name for r in failing],
-                record_key(schema),
-                clean.fail_sample_size,
-            )
+            samples = fail_samples(flagged, failing, record_key(schema), clean.fail_sample_size)
             lines = [
                 f"rule {r.name} (column {r.column or '-'}) failed for "
                 f"{summary.violations[r.name]} row(s), e.g. keys {samples[r.name]}"
