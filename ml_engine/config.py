@@ -748,6 +748,194 @@ class TrainingSetConfig(StrictModel):
         return errors
 
 
+# --------------------------------------------------------------------------- train, score, drift
+
+# Metric names of the training job, and whether a larger value is better.
+CLASSIFICATION_METRICS = {
+    "auc_roc": True,
+    "auc_pr": True,
+    "accuracy": True,
+    "f1": True,
+    "log_loss": False,
+}
+REGRESSION_METRICS = {"rmse": False, "mae": False, "r2": True}
+METRIC_HIGHER_IS_BETTER = {**CLASSIFICATION_METRICS, **REGRESSION_METRICS}
+
+ESTIMATORS = ("auto", "logistic_regression", "linear_regression", "random_forest", "gbt", "xgboost")
+
+
+class SplitConfig(StrictModel):
+    """How the training set is split into train and held-out test rows.
+
+    ``random``: a row is a test row when a hash of its record id (else of all its columns) and
+    ``seed`` falls in the ``test_fraction`` share; the split depends only on the rows, never on
+    partitioning, so it is the same on every run and cluster. ``time``: rows with a label time
+    at or after ``boundary`` are the test rows; without ``boundary``, it is the label time
+    below which ``1 - test_fraction`` of the rows fall (logged on the run).
+    """
+
+    method: Literal["random", "time"] = "random"
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 42
+    boundary: str | None = None
+
+    @model_validator(mode="after")
+    def _boundary_is_a_time(self) -> SplitConfig:
+        if self.boundary is not None:
+            if self.method != "time":
+                raise ValueError("boundary is only used by method time")
+            try:
+                datetime.fromisoformat(self.boundary)
+            except ValueError:
+                raise ValueError(
+                    f"boundary {self.boundary!r} is not an ISO date or timestamp (2026-01-31)"
+                ) from None
+        return self
+
+
+class TuningConfig(StrictModel):
+    """Hyperparameter search over ``train.grid``.
+
+    ``method``: ``cross_validation`` (``folds`` folds, assigned by a hash of the row so they are
+    the same on every run), ``train_validation_split`` (``train_ratio`` of the training rows
+    fit, the rest validate) or ``none`` (fit once with ``train.params``; the default when
+    ``train.grid`` is empty). ``parallelism``: how many grid points Spark fits at once.
+    """
+
+    method: Literal["auto", "cross_validation", "train_validation_split", "none"] = "auto"
+    folds: int = Field(default=3, ge=2)
+    train_ratio: float = Field(default=0.75, gt=0, lt=1)
+    parallelism: int = Field(default=1, ge=1)
+
+
+class TrainConfig(StrictModel):
+    """``training_set`` -> an MLlib ``PipelineModel`` tracked and registered in MLflow.
+
+    ``task``: ``auto`` is classification for a string, boolean or integral label and regression
+    for a floating-point or decimal label. ``estimator``: ``auto`` is logistic regression
+    (classification) or linear regression; ``random_forest``, ``gbt`` and ``xgboost`` serve
+    both tasks. ``params`` are fixed estimator parameters and ``grid`` the values to search,
+    both by Spark's (or XGBoost's) parameter names. ``numeric_features`` /
+    ``categorical_features`` default to the training set's numeric / string columns other than
+    ids, times, label and versions. ``impute``: the statistic that fills nulls left in numeric
+    features. ``scaling``: ``standard`` or ``minmax`` after assembly. ``outlier_features``: add
+    the saved outlier detector (``detect_outliers``) as a stage, its flag and score becoming
+    features. ``class_weight: balanced`` weighs each class by ``n / (classes * n_class)`` of
+    the training split. ``metric`` is the tuning and gate metric (default ``auc_roc`` for binary,
+    ``f1`` for multiclass, ``rmse`` for regression). ``gate``: ``enforce`` moves the aliases,
+    ``dry_run`` only reports the decision. ``gate_thresholds``: metric -> bound a new version
+    must reach on its test set (at least the bound where larger is better, at most for
+    ``log_loss``, ``rmse``, ``mae``). ``gate_max_loss``: how much worse than the current
+    champion on the gate metric (both scored on the new test set) the new version may be and
+    still replace it.
+    """
+
+    task: Literal["auto", "classification", "regression"] = "auto"
+    estimator: Literal[ESTIMATORS] = "auto"  # type: ignore[valid-type]
+    params: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    numeric_features: list[str] | None = None
+    categorical_features: list[str] | None = None
+    impute: Literal["mean", "median"] = "median"
+    scaling: Literal["none", "standard", "minmax"] = "none"
+    outlier_features: bool = False
+    class_weight: Literal["none", "balanced"] = "none"
+    max_categories: int = Field(default=50, ge=2)
+    metric: str | None = None
+    gate: Literal["enforce", "dry_run"] = "enforce"
+    gate_thresholds: dict[str, float] = Field(default_factory=dict)
+    gate_max_loss: float = Field(default=0.0, ge=0)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _grid_and_metric(self) -> TrainConfig:
+        empty = sorted(k for k, v in self.grid.items() if not v)
+        if empty:
+            raise ValueError(f"grid values of {empty} are empty lists; give at least one value")
+        unknown = sorted(set(self.gate_thresholds) - set(METRIC_HIGHER_IS_BETTER))
+        if unknown:
+            raise ValueError(
+                f"gate_thresholds: unknown metric(s) {unknown}; use {sorted(METRIC_HIGHER_IS_BETTER)}"
+            )
+        if self.metric is not None and self.metric not in METRIC_HIGHER_IS_BETTER:
+            raise ValueError(
+                f"metric {self.metric!r} is unknown; use one of {sorted(METRIC_HIGHER_IS_BETTER)}"
+            )
+        if self.tuning.method in ("cross_validation", "train_validation_split") and not self.grid:
+            raise ValueError(f"tuning.method {self.tuning.method} needs a grid to search")
+        return self
+
+    @property
+    def tuning_method(self) -> str:
+        """The effective tuning method (``auto``: cross validation when a grid is given)."""
+        if self.tuning.method == "auto":
+            return "cross_validation" if self.grid else "none"
+        return self.tuning.method
+
+
+class ScoreConfig(StrictModel):
+    """The model that ``score`` applies to the batch's feature rows.
+
+    ``model_version`` (a registry version number) wins over ``model_alias`` (default
+    ``champion``).
+    """
+
+    model_alias: str = "champion"
+    model_version: int | None = Field(default=None, ge=1)
+
+
+class DriftThresholds(StrictModel):
+    """Per-metric thresholds of the drift report.
+
+    A numeric feature drifts when its PSI reaches ``psi_drift``, or when the KS test's p-value
+    is below ``p_value`` and the Wasserstein distance (in reference standard deviations)
+    reaches ``distance``; a categorical feature when its PSI reaches ``psi_drift``, or the
+    chi-square p-value is below ``p_value`` and the Jensen-Shannon distance reaches
+    ``distance``. PSI at ``psi_warn`` or more, or a p-value alone, is a warning.
+    """
+
+    psi_warn: float = Field(default=0.1, ge=0)
+    psi_drift: float = Field(default=0.25, ge=0)
+    p_value: float = Field(default=0.05, gt=0, lt=1)
+    distance: float = Field(default=0.1, ge=0)
+
+    @model_validator(mode="after")
+    def _warn_below_drift(self) -> DriftThresholds:
+        if self.psi_warn > self.psi_drift:
+            raise ValueError(f"psi_warn {self.psi_warn} is above psi_drift {self.psi_drift}")
+        return self
+
+
+class DriftReferenceConfig(StrictModel):
+    """The reference a batch is compared with: default the model's training set at the Delta
+    version recorded on its MLflow run; or ``table`` (a Delta table path) at ``version``."""
+
+    table: str | None = None
+    version: int | None = Field(default=None, ge=0)
+
+
+class DriftConfig(StrictModel):
+    """The drift report of ``drift_report`` (see ``ml_engine.drift``).
+
+    ``bins``: reference-quantile bins of numeric features for PSI. ``drift_share``: the dataset
+    drifts when at least this share of features drift. ``fail_on_drift``: exit with code 5 when
+    the dataset drifts, so a scheduler can branch on it. ``history``: batches shown in the
+    report's trend lines. ``report_dir``: default ``<storage root>/reports``.
+    """
+
+    bins: int = Field(default=10, ge=2, le=100)
+    thresholds: DriftThresholds = Field(default_factory=DriftThresholds)
+    drift_share: float = Field(default=0.5, gt=0, le=1)
+    fail_on_drift: bool = False
+    features: list[str] | None = None
+    reference: DriftReferenceConfig = Field(default_factory=DriftReferenceConfig)
+    history: int = Field(default=20, ge=1)
+    report_dir: str | None = None
+    model_alias: str | None = None
+
+
 # --------------------------------------------------------------------------- the whole config
 
 
@@ -768,6 +956,9 @@ class Config(StrictModel):
     outliers: OutliersConfig = Field(default_factory=OutliersConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     training_set: TrainingSetConfig = Field(default_factory=TrainingSetConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
