@@ -1,13 +1,14 @@
 """spark-submit entry point of the `ingest` job.
 
-    spark-submit jobs/ingest.py --config conf/cluster.yaml [--set key=value ...]
+    spark-submit jobs/ingest.py --config conf/cluster.yaml [--set key=value ...] [--debug]
 
-The work is done by `ml_engine`; this file only hands over the arguments (see ml_engine/jobs.py).
+The work is done by `ml_engine`; this file only hands over the arguments, exactly as
+`ml-engine run ingest` does (see ml_engine/cli.py).
 """
 
 import sys
 
-from ml_engine.jobs import main
+from ml_engine.cli import job_main
 
 if __name__ == "__main__":
-    sys.exit(main("ingest"))
+    sys.exit(job_main("ingest"))

@@ -1,42 +1,69 @@
-"""The ``ml-engine`` command.
-
-::
-
-    ml-engine run <job> --config FILE [--set key=value ...]
-    ml-engine demo --workdir DIR [--rows N] [--config FILE]
-    ml-engine generate-sample-data --out DIR [--rows N] [--seed S]
-    ml-engine jobs
+"""The ``ml-engine`` command (see ``ml-engine --help``).
 
 Exit codes: 0 success; 1 the job failed; 2 bad usage or config; 3 the job is not built yet;
-4 the environment is missing something (Java). Every failure prints one line
-``ml-engine: <what>: <why>`` on stderr (``--debug`` adds the traceback).
+4 the environment is missing something (Java); 5 ``drift_report`` found drift and
+``drift.fail_on_drift`` is set. Every failure prints one line per problem,
+``ml-engine: <what>: <why>``, on stderr; ``--debug`` (before or after the command) adds the
+traceback and shows Spark's own log on the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
 
 from ml_engine import jobs as J
-from ml_engine.config import ConfigError, load_config
+from ml_engine import results as R
+from ml_engine.config import PACKAGED_PREFIX, ConfigError, PreflightError, load_config
 from ml_engine.schemas import SchemaError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_LOCAL_CONFIG = PROJECT_ROOT / "conf" / "local.yaml"
+DEFAULT_DEMO_CONFIG = f"{PACKAGED_PREFIX}sample"
+
+EXAMPLES = """\
+examples:
+  ml-engine demo --workdir /tmp/ml-demo
+  ml-engine run drift_report --config /tmp/ml-demo/config.yaml --set batch_id=current
+  ml-engine init --data /tmp/ml-demo/raw/reference --out /tmp/my-project
+  ml-engine run pipeline --config /tmp/my-project/config.yaml
+  ml-engine jobs
+"""
+
+
+def _debug_flag() -> argparse.ArgumentParser:
+    """``--debug`` for every subcommand, so it may come before or after the job name."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print tracebacks and Spark's own log on the terminal",
+    )
+    return parent
 
 
 def _parser() -> argparse.ArgumentParser:
+    common = _debug_flag()
     p = argparse.ArgumentParser(
         prog="ml-engine",
-        description="Spark jobs over Delta tables for the life of a tabular model.",
+        description="Spark jobs over Delta tables for the whole life of a tabular model.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--debug", action="store_true", help="print tracebacks on failure")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument(
+        "--debug", action="store_true", help="print tracebacks and Spark's own log on the terminal"
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run one job")
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run one job, or the whole pipeline",
+        description="Run one job (or 'pipeline': every job in order) on the config's batch.",
+    )
     run.add_argument("job", help=f"one of: {', '.join([*J.JOBS, 'pipeline'])}")
     run.add_argument("--config", required=True, help="config file, e.g. conf/local.yaml")
     run.add_argument(
@@ -48,17 +75,36 @@ def _parser() -> argparse.ArgumentParser:
         help="override one config key (repeatable), e.g. --set batch_id=2026-11-28",
     )
 
-    demo = sub.add_parser("demo", help="generate sample data and run every built job on it")
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="generate sample data and run every job on it",
+        description="Generate the sample transactions and run the whole pipeline on them.",
+    )
     demo.add_argument("--workdir", required=True, help="directory for raw data, tables, MLflow")
     demo.add_argument("--rows", type=int, default=None, help="rows in the reference batch")
     demo.add_argument(
         "--config",
-        default=str(DEFAULT_LOCAL_CONFIG),
-        help=f"config to start from (default {DEFAULT_LOCAL_CONFIG})",
+        default=DEFAULT_DEMO_CONFIG,
+        help=f"config to start from (default {DEFAULT_DEMO_CONFIG}, packaged with the engine)",
     )
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    gen = sub.add_parser("generate-sample-data", help="write the dirty sample CSV batches")
+    init = sub.add_parser(
+        "init",
+        parents=[common],
+        help="draft a schema and a config for your own data",
+        description="Read a sample of your CSV / JSON lines / Parquet data and write a draft "
+        "schema (every guess commented) and a config that runs every job on it.",
+    )
+    init.add_argument("--data", required=True, help="a data file or a directory of them")
+    init.add_argument("--out", required=True, help="directory for schema.yaml and config.yaml")
+    init.add_argument("--sample-rows", type=int, default=1000, help="rows to read (default 1000)")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
+
+    gen = sub.add_parser(
+        "generate-sample-data", parents=[common], help="write the dirty sample CSV batches"
+    )
     gen.add_argument(
         "--out", required=True, help="directory; batches go to OUT/reference and OUT/current"
     )
@@ -68,30 +114,45 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--files", type=int, default=2)
     gen.add_argument("--config", default=None, help="config whose spark section to use")
 
-    pkg = sub.add_parser("package", help="zip the library for spark-submit --py-files")
+    pkg = sub.add_parser(
+        "package", parents=[common], help="zip the library for spark-submit --py-files"
+    )
     pkg.add_argument("--out", default="dist/ml_engine.zip", help="zip file to write")
 
-    sub.add_parser("jobs", help="list the jobs and whether they are built")
+    sub.add_parser("jobs", parents=[common], help="list the jobs and whether they are built")
     return p
+
+
+def _print_failure(what: str, why: str) -> None:
+    for line in str(why).strip().splitlines() or [""]:
+        if line.strip():
+            print(f"ml-engine: {what}: {line.strip()}", file=sys.stderr)
 
 
 def _fail(what: str, why: str, code: int, debug: bool) -> int:
     if debug:
         traceback.print_exc()
-    one_line = " | ".join(line.strip() for line in str(why).strip().splitlines() if line.strip())
-    if len(one_line) > 2000:
-        one_line = one_line[:2000] + " ... (run with --debug for the whole message)"
-    print(f"ml-engine: {what}: {one_line}", file=sys.stderr)
+    _print_failure(what, why)
     return code
 
 
-def print_result(result: J.JobResult) -> None:
+def print_result(result: R.JobResult) -> None:
     """Prints a job's outputs and figures for a person reading the terminal."""
     print(f"[{result.job}] done")
     for name, path in result.outputs.items():
         print(f"  {name:<14} {path}")
     if result.metrics:
         print(f"  metrics        {json.dumps(result.metrics, default=str, sort_keys=True)}")
+    for note in result.notes:
+        print(f"  {note}")
+
+
+def _preflight(cfg, names: list[str]) -> None:
+    from ml_engine.preflight import preflight
+
+    problems = preflight(cfg, names)
+    if problems:
+        raise PreflightError("\n".join(problems))
 
 
 def _run(args) -> int:
@@ -102,14 +163,30 @@ def _run(args) -> int:
     else:
         J.job_function(args.job)  # unknown or not built: fail before Spark starts
         names, missing = [args.job], []
-    spark, tables = J.open_session_and_tables(cfg, f"ml-engine:{args.job}")
+    _preflight(cfg, names)
+    spark, tables = J.open_session_and_tables(cfg, f"ml-engine:{args.job}", quiet=not args.debug)
+    code = R.EXIT_OK
     for n in names:
-        print_result(J.run_job(n, spark, cfg, tables))
+        result = J.run_job(n, spark, cfg, tables)
+        print_result(result)
+        code = max(code, result.exit_code)
     if missing:
-        raise J.JobNotBuiltError(
+        raise R.JobNotBuiltError(
             f"pipeline ran {', '.join(names)}; not built yet: {', '.join(missing)}"
         )
-    return J.EXIT_OK
+    return code
+
+
+def _init(args) -> int:
+    from ml_engine.scaffold import scaffold
+
+    result = scaffold(args.data, args.out, sample_rows=args.sample_rows, force=args.force)
+    for path in result.written:
+        print(f"wrote {path}")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    print(result.next_steps)
+    return R.EXIT_OK
 
 
 def _generate(args) -> int:
@@ -118,7 +195,9 @@ def _generate(args) -> int:
     from ml_engine.session import build_session
 
     spark_cfg = load_config(args.config).spark if args.config else SparkConfig()
-    spark = build_session(spark_cfg, app_name="ml-engine:generate-sample-data")
+    spark = build_session(
+        spark_cfg, app_name="ml-engine:generate-sample-data", quiet=not args.debug
+    )
     summary = generate_sample_data(
         spark,
         args.out,
@@ -129,11 +208,12 @@ def _generate(args) -> int:
     )
     print(f"sample data written to {Path(args.out).resolve()}")
     print(f"  {summary}")
-    return J.EXIT_OK
+    return R.EXIT_OK
 
 
 def build_archive(out: str | Path) -> Path:
-    """Zips the ``ml_engine`` package (sources only) for ``spark-submit --py-files``.
+    """Zips the ``ml_engine`` package (sources and packaged resources) for
+    ``spark-submit --py-files``.
 
     Returns the absolute path of the archive.
     """
@@ -143,9 +223,33 @@ def build_archive(out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     package_dir = Path(__file__).resolve().parent
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(package_dir.rglob("*.py")):
-            zf.write(f, f.relative_to(package_dir.parent).as_posix())
+        for f in sorted(package_dir.rglob("*")):
+            if f.is_file() and f.suffix in (".py", ".yaml", ".properties"):
+                zf.write(f, f.relative_to(package_dir.parent).as_posix())
     return out
+
+
+def spark_error_reason(exc: BaseException) -> str | None:
+    """The innermost Java exception of a Spark / Py4J error as ``Class: message``.
+
+    Returns None when ``exc`` carries no Java exception.
+    """
+    java = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None)
+    if java is None:
+        return None
+    try:
+        inner, seen = java, 0
+        while inner.getCause() is not None and seen < 50:
+            inner, seen = inner.getCause(), seen + 1
+        message = str(inner.getMessage() or "").strip().splitlines()
+        return f"{inner.getClass().getName()}: {message[0] if message else ''}".strip()
+    except Exception:  # noqa: BLE001 - the JVM may be gone; fall back to the Python message
+        return None
+
+
+def _log_hint() -> str:
+    log = os.environ.get("ML_ENGINE_SPARK_LOG")
+    return f" (Spark's log: {log}; --debug shows everything)" if log else " (--debug for more)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,38 +257,61 @@ def main(argv: list[str] | None = None) -> int:
     from ml_engine.session import JavaNotFoundError
 
     args = _parser().parse_args(argv)
+    args.debug = bool(getattr(args, "debug", False))
     what = {"run": f"run {getattr(args, 'job', '')}".strip()}.get(args.command, args.command)
     try:
         if args.command == "jobs":
             for name in J.JOBS:
                 print(f"{name:<20} {'built' if J.is_built(name) else 'not built yet'}")
-            return J.EXIT_OK
+            return R.EXIT_OK
         if args.command == "run":
             return _run(args)
         if args.command == "demo":
             from ml_engine.demo import run_demo
 
-            run_demo(args.workdir, config=args.config, rows=args.rows, overrides=args.overrides)
-            return J.EXIT_OK
+            return run_demo(
+                args.workdir,
+                config=args.config,
+                rows=args.rows,
+                overrides=args.overrides,
+                quiet=not args.debug,
+            )
+        if args.command == "init":
+            return _init(args)
         if args.command == "generate-sample-data":
             return _generate(args)
         if args.command == "package":
             print(build_archive(args.out))
-            return J.EXIT_OK
+            return R.EXIT_OK
     except (ConfigError, SchemaError) as exc:
-        return _fail(what, f"config error: {exc}", J.EXIT_USAGE, args.debug)
+        return _fail(what, _config_lines(exc), R.EXIT_USAGE, args.debug)
     except KeyError as exc:
-        return _fail(what, exc.args[0] if exc.args else str(exc), J.EXIT_USAGE, args.debug)
-    except J.JobNotBuiltError as exc:
-        return _fail(what, str(exc), J.EXIT_NOT_BUILT, args.debug)
+        return _fail(what, exc.args[0] if exc.args else str(exc), R.EXIT_USAGE, args.debug)
+    except R.JobNotBuiltError as exc:
+        return _fail(what, str(exc), R.EXIT_NOT_BUILT, args.debug)
     except JavaNotFoundError as exc:
-        return _fail(what, str(exc), J.EXIT_ENVIRONMENT, args.debug)
-    except J.JobError as exc:
-        return _fail(what, str(exc), J.EXIT_JOB_FAILED, args.debug)
+        return _fail(what, str(exc), R.EXIT_ENVIRONMENT, args.debug)
+    except R.JobError as exc:
+        return _fail(what, " ".join(str(exc).split()), R.EXIT_JOB_FAILED, args.debug)
     except Exception as exc:  # noqa: BLE001 - any other failure still gets a one-line reason
-        first = (str(exc).strip().splitlines() or [""])[0]
-        return _fail(what, f"{type(exc).__name__}: {first}", J.EXIT_JOB_FAILED, args.debug)
-    return J.EXIT_USAGE
+        reason = spark_error_reason(exc)
+        if reason is None:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            reason = f"{type(exc).__name__}: {first}"
+        return _fail(what, reason + _log_hint(), R.EXIT_JOB_FAILED, args.debug)
+    return R.EXIT_USAGE
+
+
+def _config_lines(exc: Exception) -> str:
+    """A config or schema error as lines, each saying it is one."""
+    prefix = "" if isinstance(exc, PreflightError) else "config error: "
+    return "\n".join(f"{prefix}{line}" for line in str(exc).splitlines() if line.strip())
+
+
+def job_main(job: str, argv: list[str] | None = None) -> int:
+    """Entry point of ``jobs/<job>.py`` under spark-submit or python: the same as
+    ``ml-engine run <job> ARGS``. Returns the exit code."""
+    return main(["run", job, *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -2,26 +2,40 @@
 
 A config is a stack of YAML files plus ``--set key=value`` overrides:
 
-* a file may name the file it builds on with ``inherits: base.yaml`` (relative to itself);
-  the chain is read base first, each later file overriding keys of the earlier ones;
-* ``--set a.b.c=value`` overrides one key last (the value is parsed as YAML, so ``3``,
-  ``true`` and ``[a, b]`` keep their types);
+* a file may name the file it builds on with ``inherits:``: a path relative to the file that
+  says it, or ``ml-engine:defaults`` (the engine's packaged, dataset-agnostic defaults) or
+  ``ml-engine:sample`` (the config of the sample transactions of ``ml-engine demo``); the chain
+  is read base first, each later file overriding keys of the earlier ones (mappings merge key
+  by key, everything else is replaced);
+* ``key: null`` in a later file removes the inherited value (the key falls back to the engine's
+  default: empty for mappings and lists such as ``clean.case``); ``key: !replace {...}``
+  replaces an inherited mapping instead of merging into it;
+* ``--set a.b.c=value`` overrides one key last; the value is converted by the type of the
+  field it sets (``--set batch_id=2026-11-28`` is the string ``2026-11-28``, ``--set
+  sample_data.rows=500`` the number 500, ``--set features.log=[a, b]`` a list;
+  ``--set key=null`` resets the key to its default);
+* a relative path inside a config file resolves against that file's directory; a relative
+  path given with ``--set`` against the working directory;
 * ``${NAME}`` or ``${NAME:-default}`` anywhere in a string value is replaced by the
-  environment variable NAME; secrets belong there, never in files.
+  environment variable NAME; secrets belong there, never in files. The effective config
+  written by :func:`dump_config` keeps the placeholders, never the values.
 
 Every error names the file (or ``--set``) that set the offending key and its dotted key path,
-and is raised before any Spark session exists.
+one line per problem, and is raised before any Spark session exists.
 
 Example::
 
-    cfg = load_config("conf/local.yaml", overrides=["ingest.batch_id=2026-11-28"])
+    cfg = load_config("conf/local.yaml", overrides=["batch_id=2026-11-28"])
     cfg.storage.table_path("bronze")
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import types
+import typing
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -47,7 +61,13 @@ TABLE_NAMES = (
 
 
 class ConfigError(ValueError):
-    """A config file, override or reference is invalid; the message says where and why."""
+    """A config file, override or reference is invalid; the message says where and why, one
+    line per problem."""
+
+
+class PreflightError(ConfigError):
+    """A run cannot succeed, as seen before Spark starts (a missing input, a role the schema
+    lacks, an unreachable tracking server); one line per problem."""
 
 
 class StrictModel(BaseModel):
@@ -143,9 +163,16 @@ class SparkConfig(StrictModel):
 
 
 class MlflowConfig(StrictModel):
-    """MLflow tracking: a server URI or ``sqlite:///path`` file store; secrets via ``${ENV}``."""
+    """MLflow tracking: a server URI or ``sqlite:///path`` file store; secrets via ``${ENV}``.
+
+    ``tracking_uri`` defaults to the ``MLFLOW_TRACKING_URI`` environment variable, else
+    ``sqlite:///<storage root>/mlflow.db``; ``artifact_location`` (where a new experiment
+    keeps run artifacts) to ``<storage root>/mlartifacts`` with a sqlite store, else the
+    server's default.
+    """
 
     tracking_uri: str | None = None
+    artifact_location: str | None = None
     experiment: str = "ml-engine"
     registered_model: str = "ml-engine-model"
 
@@ -184,6 +211,8 @@ class IngestConfig(StrictModel):
     csv: CsvOptions = Field(default_factory=CsvOptions)
     timestamp_format: str = "yyyy-MM-dd HH:mm:ss"
     date_format: str = "yyyy-MM-dd"
+    # More rejected rows than this share of the batch: bronze is not written, the job fails.
+    max_rejected_fraction: float = Field(default=0.1, ge=0, le=1)
 
 
 class SampleDataConfig(StrictModel):
@@ -481,10 +510,18 @@ class OutliersConfig(StrictModel):
         default_factory=lambda: [DetectorConfig(method="iqr", k=3.0)], min_length=1
     )
     policy: Literal["flag", "cap", "drop"] = "flag"
-    # Fit on this run's data and save (true), or load the detector saved by an earlier fit.
-    refit: bool = True
+    # auto: fit on the first batch (no detector saved yet) and reuse the saved detector for
+    # every later batch; always: fit on this batch and save; never: the saved one or fail.
+    refit: Literal["auto", "always", "never"] = "auto"
     # Where the fitted detectors are saved (default <storage root>/models/outliers).
     model_path: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refit_from_bool(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("refit"), bool):
+            data = {**data, "refit": "always" if data["refit"] else "never"}
+        return data
 
     def schema_errors(self, schema: TableSchema, path: str) -> list[tuple[str, str]]:
         errors: list[tuple[str, str]] = []
@@ -964,6 +1001,8 @@ class Config(StrictModel):
 
     # Set by load_config; not part of the file format.
     _schema: TableSchema | None = None
+    # The merged file data, paths resolved, ${VAR} placeholders unresolved (for dump_config).
+    _raw: dict | None = None
 
     @property
     def table_schema(self) -> TableSchema:
@@ -973,21 +1012,63 @@ class Config(StrictModel):
         return self._schema
 
     def effective_batch_id(self) -> str:
-        """``batch_id``, or the last path component of ``ingest.path`` (``raw/current`` -> ``current``).
+        """``batch_id``, or the name of ``ingest.path`` without format and compression suffixes.
+
+        ``raw/current`` -> ``current``; ``raw/2026-11-28.csv.gz`` -> ``2026-11-28``.
 
         Raises:
-            ConfigError: neither is set.
+            ConfigError: neither is set, or ``ingest.path`` is a glob (two different globs of
+                one directory would name the same batch): set ``batch_id``.
         """
         if self.batch_id:
             return self.batch_id
         if not self.ingest.path:
-            raise ConfigError("batch_id: not set, and ingest.path is not set to derive it from")
-        name = Path(self.ingest.path.rstrip("/")).name
-        return re.sub(r"\.(csv|json|jsonl|parquet)$", "", name) or "batch"
+            raise ConfigError(
+                "batch_id: not set, and there is no ingest.path to derive it from; "
+                "set batch_id (for example --set batch_id=2026-11-28)"
+            )
+        return batch_id_from_path(self.ingest.path)
+
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI: config, else ``MLFLOW_TRACKING_URI``, else a sqlite file
+        under the storage root."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
+        return f"sqlite:///{self.storage.path('mlflow.db')}"
+
+    def artifact_location(self) -> str | None:
+        """Where a new MLflow experiment keeps artifacts (None: the tracking server decides)."""
+        if self.mlflow.artifact_location:
+            return self.mlflow.artifact_location
+        if self.tracking_uri().startswith("sqlite:") and "://" not in self.storage.root:
+            return Path(self.storage.path("mlartifacts")).as_uri()
+        return None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data, as it would be written to a YAML file."""
+        """Plain data, as it would be written to a YAML file (secrets resolved: never write
+        this to disk; :func:`dump_config` writes the placeholders)."""
         return self.model_dump(mode="json", by_alias=True)
+
+
+_GLOB_CHARS = set("*?[")
+_SUFFIXES = re.compile(r"(\.(csv|tsv|txt|json|jsonl|ndjson|parquet))?(\.(gz|bz2|zst|xz|snappy))?$")
+
+
+def batch_id_from_path(path: str) -> str:
+    """The batch id a raw input path names: its last component without suffixes.
+
+    Raises:
+        ConfigError: the path is a glob.
+    """
+    if _GLOB_CHARS & set(path):
+        raise ConfigError(
+            f"batch_id: ingest.path {path} is a glob, which names no batch; set batch_id "
+            f"explicitly (for example --set batch_id=2026-11-28)"
+        )
+    name = Path(path.rstrip("/")).name
+    return _SUFFIXES.sub("", name) or name
 
 
 SECTIONS_CHECKED_AGAINST_SCHEMA = ("clean", "outliers", "features", "training_set")
@@ -995,6 +1076,69 @@ SECTIONS_CHECKED_AGAINST_SCHEMA = ("clean", "outliers", "features", "training_se
 # --------------------------------------------------------------------------- loading
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+# `inherits: ml-engine:<name>` names a config shipped inside the package.
+PACKAGED_PREFIX = "ml-engine:"
+PACKAGED_CONFIGS = ("defaults", "sample")
+
+# Keys whose values are paths (``*``: every key of that mapping). Relative values resolve
+# against the directory of the file that set them (``--set``: the working directory).
+PATH_KEYS = (
+    "schema",
+    "storage.root",
+    "storage.tables.*",
+    "ingest.path",
+    "outliers.model_path",
+    "training_set.labels_path",
+    "mlflow.tracking_uri",
+    "mlflow.artifact_location",
+    "drift.report_dir",
+    "drift.reference.table",
+)
+
+
+def packaged_config(name: str) -> Path:
+    """The file of a packaged config (``defaults`` or ``sample``).
+
+    Raises:
+        ConfigError: no packaged config has that name.
+    """
+    if name not in PACKAGED_CONFIGS:
+        raise ConfigError(
+            f"{PACKAGED_PREFIX}{name}: no packaged config of that name; use one of "
+            f"{', '.join(PACKAGED_PREFIX + n for n in PACKAGED_CONFIGS)}"
+        )
+    return Path(__file__).resolve().parent / "resources" / "conf" / f"{name}.yaml"
+
+
+class _Replace(dict):
+    """A mapping tagged ``!replace``: it replaces the inherited mapping instead of merging."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as users mean it: ``2026-11-28`` stays a string (no implicit dates)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_constructor(
+    "!replace", lambda loader, node: _Replace(loader.construct_mapping(node, deep=True))
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every ``_Replace`` turned into a plain dict (for validation and dumps)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _substitute_env(value: Any, where: str, env: dict[str, str]) -> Any:
@@ -1027,18 +1171,32 @@ def _walk(data: Any, prefix: str = ""):
         yield prefix, data
 
 
+def _forget(provenance: dict[str, str], path: str) -> None:
+    for key in [k for k in provenance if k == path or k.startswith(path + ".")]:
+        del provenance[key]
+
+
 def _merge(
     base: dict, top: dict, origin: str, provenance: dict[str, str], prefix: str = ""
 ) -> dict:
-    """Deep-merges ``top`` into ``base`` (dicts merge, everything else replaces)."""
+    """Deep-merges ``top`` into ``base``.
+
+    Mappings merge key by key (unless tagged ``!replace``), anything else replaces, and
+    ``None`` removes the key (it falls back to the engine's default).
+    """
     out = dict(base)
     for k, v in top.items():
         path = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        if v is None:
+            out.pop(k, None)
+            _forget(provenance, path)
+            provenance[path] = origin
+        elif isinstance(v, dict) and not isinstance(v, _Replace) and isinstance(out.get(k), dict):
             out[k] = _merge(out[k], v, origin, provenance, path)
         else:
-            out[k] = v
-            for leaf, _ in _walk(v, path):
+            _forget(provenance, path)
+            out[k] = _plain(v)
+            for leaf, _ in _walk(out[k], path):
                 provenance[leaf] = origin
             provenance[path] = origin
     return out
@@ -1048,9 +1206,9 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -1058,6 +1216,20 @@ def _read_yaml(path: Path) -> dict:
             f"{path}: the top level must be a mapping of keys, not {type(data).__name__}"
         )
     return data
+
+
+def _parent_file(path: Path, parent: Any) -> Path:
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(
+            f"{path}: inherits: must be a file name or {PACKAGED_PREFIX}defaults, got {parent!r}"
+        )
+    if parent.startswith(PACKAGED_PREFIX):
+        try:
+            return packaged_config(parent[len(PACKAGED_PREFIX) :])
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: inherits: {exc}") from None
+    target = Path(parent).expanduser()
+    return target if target.is_absolute() else path.parent / target
 
 
 def _file_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
@@ -1070,9 +1242,13 @@ def _file_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dic
     parent = data.pop("inherits", None)
     chain: list[tuple[Path, dict]] = []
     if parent is not None:
-        if not isinstance(parent, str):
-            raise ConfigError(f"{path}: inherits: must be a file name, got {parent!r}")
-        chain = _file_chain(path.parent / parent, seen + (path,))
+        parent_path = _parent_file(path, parent)
+        if not parent_path.is_file():
+            raise ConfigError(
+                f"{path}: inherits: {parent_path} not found (a relative name is read from the "
+                f"directory of {path.name}; {PACKAGED_PREFIX}defaults names the engine's defaults)"
+            )
+        chain = _file_chain(parent_path, seen + (path,))
     return chain + [(path, data)]
 
 
@@ -1080,11 +1256,15 @@ def _file_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dic
 _LITERAL_KEY_MAPS = ("spark.conf.",)
 
 
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
+def _split_key(dotted: str) -> list[str]:
     for prefix in _LITERAL_KEY_MAPS:
         if dotted.startswith(prefix) and len(dotted) > len(prefix):
-            parts = prefix.rstrip(".").split(".") + [dotted[len(prefix) :]]
+            return prefix.rstrip(".").split(".") + [dotted[len(prefix) :]]
+    return dotted.split(".")
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    parts = _split_key(dotted)
     node: Any = data
     for part in parts[:-1]:
         if isinstance(node, list):
@@ -1096,12 +1276,56 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     last = parts[-1]
     if isinstance(node, list):
         node[int(last)] = value
+    elif value is None:
+        node.pop(last, None)
     else:
         node[last] = value
 
 
+def _unwrap(annotation: Any) -> Any:
+    """``X`` for ``X | None`` / ``Optional[X]``; the annotation itself otherwise."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _field_annotation(parts: Sequence[str]) -> Any:
+    """The type annotation of the config field at ``parts`` (None when there is no such key)."""
+    annotation: Any = Config
+    for part in parts:
+        annotation = _unwrap(annotation)
+        origin = typing.get_origin(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields = {**annotation.model_fields}
+            fields.update({f.alias: f for f in annotation.model_fields.values() if f.alias})
+            if part not in fields:
+                return None
+            annotation = fields[part].annotation
+        elif origin is dict:
+            annotation = typing.get_args(annotation)[1]
+        elif origin is list:
+            annotation = typing.get_args(annotation)[0]
+        else:
+            return None
+    return _unwrap(annotation)
+
+
+def _is_text(annotation: Any) -> bool:
+    if annotation is str:
+        return True
+    if typing.get_origin(annotation) is typing.Literal:
+        return all(isinstance(a, str) for a in typing.get_args(annotation))
+    return False
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """Splits ``a.b=value`` into the key path and the YAML-parsed value.
+    """Splits ``a.b=value`` and converts the value by the type of the field it sets.
+
+    A text field (``batch_id``, ``ingest.path``, ``spark.conf.*``, a choice such as
+    ``train.gate``) takes the text as typed; other fields parse it as YAML without implicit
+    dates (``500``, ``true``, ``[a, b]``, ``{k: v}``). ``null`` resets the key to its default.
 
     Raises:
         ConfigError: when there is no ``=`` or the key is empty.
@@ -1112,27 +1336,129 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"--set {text}: the key path is empty")
+    if raw.strip() in ("null", "~"):
+        return key, None
+    if _is_text(_field_annotation(_split_key(key))):
+        return key, raw
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value
 
 
 def _origin_of(loc: str, provenance: dict[str, str]) -> str:
+    """The file or ``--set`` that set ``loc`` (or its nearest parent); for a key nobody set,
+    the config file the run was given (``provenance[""]``), else ``defaults``."""
     parts = loc.split(".")
     while parts:
         key = ".".join(parts)
         if key in provenance:
             return provenance[key]
         parts.pop()
-    return "defaults"
+    return provenance.get("", "defaults")
 
 
-def _absolutize(path: str | None) -> str | None:
-    if path is None or "://" in path or path.startswith("sqlite:"):
-        return path
-    return str(Path(path).expanduser().resolve())
+def _where(loc: str, provenance: dict[str, str]) -> str:
+    """``source: key`` for an error line (``--set key`` alone when the key was set there)."""
+    origin = _origin_of(loc, provenance)
+    if origin == f"--set {loc}":
+        return origin
+    if origin == "defaults":
+        return loc or "<top>"
+    return f"{origin}: {loc or '<top>'}"
+
+
+def _base_dir(origin: str) -> Path:
+    """The directory a relative path set by ``origin`` resolves against."""
+    if origin.startswith("--set") or origin == "defaults" or not Path(origin).is_file():
+        return Path.cwd()
+    return Path(origin).parent
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    """``value`` made absolute against ``base`` (URIs other than relative sqlite unchanged)."""
+    if value.startswith("sqlite:///"):
+        rest = value[len("sqlite:///") :]
+        if rest.startswith("/") or rest.startswith(":memory:") or not rest:
+            return value
+        return f"sqlite:///{(base / rest).resolve()}"
+    if "://" in value or value.startswith(("file:", "sqlite:")) or "${" in value:
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _path_entries(data: dict) -> list[tuple[str, dict, str]]:
+    """(dotted key, containing mapping, key in it) for every path key present in ``data``."""
+    found = []
+    for pattern in PATH_KEYS:
+        parts = pattern.split(".")
+        nodes: list[tuple[str, Any]] = [("", data)]
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            nxt = []
+            for prefix, node in nodes:
+                if not isinstance(node, dict):
+                    continue
+                keys = list(node) if part == "*" else [part] if part in node else []
+                for k in keys:
+                    dotted = f"{prefix}.{k}" if prefix else str(k)
+                    if last:
+                        found.append((dotted, node, k))
+                    else:
+                        nxt.append((dotted, node[k]))
+            nodes = nxt
+    return found
+
+
+def _resolve_paths(data: dict, provenance: dict[str, str]) -> None:
+    """Makes every relative path value absolute, in place (see :data:`PATH_KEYS`)."""
+    for dotted, node, key in _path_entries(data):
+        if isinstance(node[key], str) and node[key]:
+            node[key] = _resolve_path(node[key], _base_dir(_origin_of(dotted, provenance)))
+
+
+_PLAIN_MESSAGES = {
+    "missing": "required key is missing; set it",
+    "string_type": "expected text",
+    "int_parsing": "expected a whole number",
+    "int_type": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_parsing": "expected a number",
+    "float_type": "expected a number",
+    "bool_parsing": "expected true or false",
+    "bool_type": "expected true or false",
+    "dict_type": "expected a mapping (key: value)",
+    "list_type": "expected a list",
+    "model_type": "expected a mapping of keys",
+}
+
+
+def _keys_at(loc: Sequence[Any]) -> list[str]:
+    """The key names allowed in the mapping at ``loc`` (for "did you mean")."""
+    annotation = _field_annotation([str(p) for p in loc])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [f.alias or name for name, f in annotation.model_fields.items()]
+    return []
+
+
+def _plain_error(err: dict) -> str:
+    """One validation error in plain words."""
+    kind, loc, value = err["type"], err["loc"], err.get("input")
+    if kind == "extra_forbidden":
+        allowed = _keys_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(allowed)}"
+        return f"unknown key '{loc[-1]}'; {hint}"
+    if kind == "literal_error":
+        return f"{value!r} is not allowed; use {err['ctx']['expected']}"
+    if kind in ("value_error", "assertion_error"):
+        return str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind in _PLAIN_MESSAGES:
+        got = "" if kind == "missing" else f", got {value!r}"
+        return _PLAIN_MESSAGES[kind] + got
+    return f"{err['msg']} (got {value!r})"
 
 
 def build_config(
@@ -1144,54 +1470,86 @@ def build_config(
     """Validates already-merged config data.
 
     Args:
-        data: nested dict, as read from YAML.
-        provenance: dotted key path -> file that set it, used to name files in errors.
+        data: nested dict, as read from YAML (paths relative to the working directory unless
+            ``provenance`` says which file set them).
+        provenance: dotted key path -> file (or ``--set key``) that set it, used to resolve
+            relative paths and to name the source in errors.
         check_schema: load the schema file and check column references against it.
         env: environment for ``${VAR}`` substitution (default ``os.environ``).
 
     Raises:
-        ConfigError: listing every problem with its file and key path.
+        ConfigError: one line per problem, each with its source and key path.
     """
     provenance = provenance or {}
     env = dict(os.environ) if env is None else env
+    raw = _plain(data)
+    _resolve_paths(raw, provenance)
 
     def substitute(node: Any, path: str) -> Any:
         if isinstance(node, dict):
             return {k: substitute(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
         if isinstance(node, list):
             return [substitute(v, f"{path}.{i}") for i, v in enumerate(node)]
-        return _substitute_env(node, f"{_origin_of(path, provenance)}: {path}", env)
+        return _substitute_env(node, _where(path, provenance), env)
 
-    substituted = substitute(data, "")
+    substituted = substitute(raw, "")
+    # A path that came from the environment may itself be relative.
+    _resolve_paths(substituted, provenance)
     try:
         cfg = Config.model_validate(substituted)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
-            lines.append(f"{_origin_of(loc, provenance)}: {loc or '<top>'}: {err['msg']}")
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
-
-    # Paths are resolved once, on the driver, against the directory the command runs in.
-    cfg.schema_path = _absolutize(cfg.schema_path)
-    cfg.storage.root = _absolutize(cfg.storage.root)
-    if cfg.ingest.path:
-        cfg.ingest.path = _absolutize(cfg.ingest.path)
+            lines.append(f"{_where(loc, provenance)}: {_plain_error(err)}")
+        raise ConfigError("\n".join(lines)) from None
+    cfg._raw = raw
 
     if check_schema:
-        origin = _origin_of("schema", provenance)
         try:
             schema = load_schema(cfg.schema_path)
         except FileNotFoundError as exc:
-            raise ConfigError(f"{origin}: schema: {exc}") from None
+            raise ConfigError(f"{_where('schema', provenance)}: {exc}") from None
         cfg._schema = schema
         problems: list[tuple[str, str]] = []
         for section in SECTIONS_CHECKED_AGAINST_SCHEMA:
             problems += getattr(cfg, section).schema_errors(schema, section)
         if problems:
-            lines = [f"{_origin_of(p, provenance)}: {p}: {msg}" for p, msg in problems]
-            raise ConfigError("config does not fit the schema:\n  " + "\n  ".join(lines))
+            raise ConfigError("\n".join(f"{_where(p, provenance)}: {msg}" for p, msg in problems))
     return cfg
+
+
+def merge_files(
+    path: str | os.PathLike[str], overrides: Sequence[str] = ()
+) -> tuple[dict, dict[str, str]]:
+    """The merged, unvalidated config data of ``path``'s chain and ``overrides``.
+
+    Returns:
+        ``(data, provenance)``: nested data, and dotted key path -> the file or ``--set`` that
+        set it.
+
+    Raises:
+        ConfigError: a missing or malformed file, a bad ``inherits`` or ``--set``.
+    """
+    merged: dict = {}
+    text = str(path)
+    start = (
+        packaged_config(text[len(PACKAGED_PREFIX) :])
+        if text.startswith(PACKAGED_PREFIX)
+        else Path(path)
+    )
+    provenance: dict[str, str] = {"": str(start.resolve())}
+    for file, data in _file_chain(start):
+        merged = _merge(merged, data, str(file), provenance)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(merged, key, value)
+        origin = f"--set {key}"
+        _forget(provenance, key)
+        provenance[key] = origin
+        for leaf, _ in _walk(value, key):
+            provenance[leaf] = origin
+    return merged, provenance
 
 
 def load_config(
@@ -1203,39 +1561,44 @@ def load_config(
     """Loads, layers and validates a config file (see the module docstring).
 
     Args:
-        path: the environment's config file, e.g. ``conf/local.yaml``.
+        path: the environment's config file, e.g. ``conf/local.yaml``, or a packaged config
+            (``ml-engine:sample``).
         overrides: ``key.path=value`` strings applied last.
         check_schema: also check column references against the schema file.
         env: environment for ``${VAR}`` substitution (default ``os.environ``).
 
     Raises:
         ConfigError: a missing or malformed file, an unknown key, a wrong type, a missing
-            required value, an unset environment variable or a column the schema lacks.
+            required value, an unset environment variable or a column the schema lacks; one
+            line per problem.
     """
-    provenance: dict[str, str] = {}
-    merged: dict = {}
-    for file, data in _file_chain(Path(path)):
-        merged = _merge(merged, data, str(file), provenance)
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(merged, key, value)
-        provenance[key] = f"--set {key}"
-        for leaf, _ in _walk(value, key):
-            provenance[leaf] = f"--set {key}"
+    merged, provenance = merge_files(path, overrides)
     return build_config(merged, provenance, check_schema=check_schema, env=env)
 
 
 def dump_config(cfg: Config, path: str | os.PathLike[str]) -> None:
-    """Writes the effective config as YAML (a file that ``load_config`` reads back)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    """Writes the effective config as YAML that ``load_config`` reads back.
+
+    ``${VAR}`` placeholders are written as they were given, never their values, and the file
+    is readable by its owner only.
+    """
+    data = cfg._raw if cfg._raw is not None else cfg.to_dict()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(
+            "# The effective config of this run (every layer merged; ${VAR} placeholders kept).\n"
+        )
+        yaml.safe_dump(data, out, sort_keys=False)
+    os.chmod(target, 0o600)
 
 
 def numeric_features(schema: TableSchema) -> list[str]:
     """Names of the schema's numeric feature columns, in schema order."""
-    return [c.name for c in schema.columns if c.role == ROLE_NUMERIC]
+    return [c.name for c in schema.columns if c.has_role(ROLE_NUMERIC)]
 
 
 def categorical_features(schema: TableSchema) -> list[str]:
     """Names of the schema's categorical feature columns, in schema order."""
-    return [c.name for c in schema.columns if c.role == ROLE_CATEGORICAL]
+    return [c.name for c in schema.columns if c.has_role(ROLE_CATEGORICAL)]

@@ -41,7 +41,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import Config, FeaturesConfig, SelectionConfig
-from ml_engine.jobs import JobError, JobResult
+from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import TableSchema
 from ml_engine.session import describe
 from ml_engine.tables.base import DeltaTables, sql_literal
@@ -265,7 +265,8 @@ def feature_id_columns(schema: TableSchema) -> list[str]:
             f"schema '{schema.name}' ({schema.source}) needs a column with role key and one with "
             f"role event_time to build features"
         )
-    return [c for c in (schema.key, schema.event_time, schema.record_id) if c is not None]
+    ids = (schema.key, schema.event_time, schema.record_id)
+    return list(dict.fromkeys(c for c in ids if c is not None))
 
 
 def with_features(
@@ -520,6 +521,8 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
     batch = cfg.effective_batch_id() if fcfg.start is None and fcfg.end is None else ""
     predicate = feature_rows_predicate(fcfg, batch, schema.event_time)
     silver_version = tables.version(silver_path)
+    if batch:
+        tables.require_batch(silver_path, batch, version=silver_version)
     describe(spark, f"build_features: silver v{silver_version} -> features ({predicate})")
     silver = tables.read(silver_path, version=silver_version)
     days = max(fcfg.windows.days) if fcfg.windows.columns else 0

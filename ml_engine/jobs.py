@@ -2,58 +2,111 @@
 
 A job function takes ``(spark, cfg, tables)`` and returns a :class:`JobResult`; it reads its
 inputs through ``tables``, calls pure transformations and writes its outputs. The command line
-(``ml-engine run``) and ``jobs/<name>.py`` wrap it with config loading, session building and
-exit codes (see :func:`main`).
+(``ml-engine run``, :mod:`ml_engine.cli`) and ``jobs/<name>.py`` wrap it with config loading,
+checks before Spark starts (:mod:`ml_engine.preflight`), session building and exit codes.
 """
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass, field
-from typing import Any
+import importlib
+from dataclasses import dataclass
+
+from ml_engine.results import JobError, JobNotBuiltError, JobResult
+from ml_engine.schemas import ROLE_EVENT_TIME, ROLE_KEY, ROLE_LABEL
 
 
-class JobError(RuntimeError):
-    """A job cannot finish; the message is the one-line reason printed on stderr."""
+@dataclass(frozen=True)
+class JobSpec:
+    """What a job is and what it needs, so much of it can be checked before Spark starts.
+
+    Attributes:
+        name: the job's name (``ml-engine run <name>``, ``jobs/<name>.py``).
+        target: ``"module:function"`` implementing it; None while it is not built.
+        reads: tables it reads (they must exist unless an earlier job of the run writes them).
+        writes: tables it writes.
+        batch_input: the table whose rows of the run's batch it processes, if any.
+        roles: schema roles it needs.
+        tracking: it talks to the MLflow tracking server.
+    """
+
+    name: str
+    target: str | None
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    batch_input: str | None = None
+    roles: tuple[str, ...] = ()
+    tracking: bool = False
 
 
-class JobNotBuiltError(JobError):
-    """The job is part of the design but not implemented yet."""
+_SPECS = (
+    JobSpec("ingest", "ml_engine.quality.ingest:run_ingest", writes=("bronze", "quarantine")),
+    JobSpec(
+        "clean",
+        "ml_engine.quality.clean:run_clean",
+        reads=("bronze",),
+        writes=("silver", "quarantine", "dq_metrics"),
+        batch_input="bronze",
+    ),
+    JobSpec(
+        "detect_outliers",
+        "ml_engine.outliers:run_detect_outliers",
+        reads=("silver",),
+        writes=("silver", "quarantine", "outlier_stats"),
+        batch_input="silver",
+    ),
+    JobSpec(
+        "build_features",
+        "ml_engine.features:run_build_features",
+        reads=("silver",),
+        writes=("features",),
+        batch_input="silver",
+        roles=(ROLE_KEY, ROLE_EVENT_TIME),
+    ),
+    JobSpec(
+        "build_training_set",
+        "ml_engine.training_set:build_training_set",
+        reads=("features",),
+        writes=("training_set",),
+        roles=(ROLE_KEY, ROLE_EVENT_TIME, ROLE_LABEL),
+    ),
+    JobSpec("train", None, reads=("training_set",), roles=(ROLE_LABEL,), tracking=True),
+    JobSpec(
+        "score",
+        None,
+        reads=("features",),
+        writes=("predictions",),
+        batch_input="features",
+        tracking=True,
+    ),
+    JobSpec(
+        "drift_report",
+        None,
+        reads=("predictions",),
+        writes=("drift_metrics",),
+        batch_input="predictions",
+        tracking=True,
+    ),
+)
 
-
-@dataclass
-class JobResult:
-    """What a job produced: output name -> path, and a few figures worth printing."""
-
-    job: str
-    outputs: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-# Job name -> "module:function". None: part of the design, not built yet.
-JOBS: dict[str, str | None] = {
-    "ingest": "ml_engine.quality.ingest:run_ingest",
-    "clean": "ml_engine.quality.clean:run_clean",
-    "detect_outliers": "ml_engine.outliers:run_detect_outliers",
-    "build_features": "ml_engine.features:run_build_features",
-    "build_training_set": "ml_engine.training_set:build_training_set",
-    "train": None,
-    "score": None,
-    "drift_report": None,
-}
-# The order in which jobs/pipeline.py runs them.
-PIPELINE = list(JOBS)
-
-EXIT_OK = 0
-EXIT_JOB_FAILED = 1
-EXIT_USAGE = 2
-EXIT_NOT_BUILT = 3
-EXIT_ENVIRONMENT = 4
+JOBS: dict[str, JobSpec] = {spec.name: spec for spec in _SPECS}
+# The order in which the pipeline runs them.
+PIPELINE = [spec.name for spec in _SPECS]
 
 
 def is_built(name: str) -> bool:
     """True when job ``name`` has an implementation."""
-    return JOBS.get(name) is not None
+    return name in JOBS and JOBS[name].target is not None
+
+
+def job_spec(name: str) -> JobSpec:
+    """The spec of job ``name``.
+
+    Raises:
+        KeyError: no job has that name (the message lists the jobs).
+    """
+    if name not in JOBS:
+        raise KeyError(f"unknown job '{name}'; jobs: {', '.join(JOBS)}")
+    return JOBS[name]
 
 
 def job_function(name: str):
@@ -63,45 +116,62 @@ def job_function(name: str):
         KeyError: no job has that name.
         JobNotBuiltError: the job is designed but not implemented yet.
     """
-    if name not in JOBS:
-        raise KeyError(f"unknown job '{name}'; jobs: {', '.join(JOBS)}")
-    target = JOBS[name]
+    target = job_spec(name).target
     if target is None:
         raise JobNotBuiltError(
             f"job '{name}' is not built yet in this version of ml-engine; nothing was run"
         )
-    import importlib
-
     module, func = target.split(":")
     return getattr(importlib.import_module(module), func)
 
 
 def run_job(name: str, spark, cfg, tables) -> JobResult:
-    """Runs one job with an existing session and table backend; returns its result."""
+    """Runs one job with an existing session and table backend; returns its result.
+
+    A missing batch in the job's input table becomes a :class:`JobError` naming the batches
+    that exist.
+    """
     from ml_engine.session import describe
+    from ml_engine.tables import BatchNotFoundError
 
     fn = job_function(name)
     describe(spark, f"ml-engine {name} (batch {cfg.effective_batch_id()})")
     try:
         return fn(spark, cfg, tables)
+    except BatchNotFoundError as exc:
+        raise JobError(f"{name}: {exc}") from None
     finally:
         describe(spark, None)
 
 
-def open_session_and_tables(cfg, app_name: str):
-    """Builds the session for ``cfg`` (with delta-spark settings when that backend is wanted)."""
+def open_session_and_tables(cfg, app_name: str, quiet: bool = True):
+    """Builds the session for ``cfg`` (with delta-spark settings when that backend is wanted).
+
+    Args:
+        cfg: the run's config.
+        app_name: the Spark application name.
+        quiet: send Spark's own log to a file instead of the terminal (see
+            :func:`ml_engine.session.build_session`).
+    """
     from ml_engine.session import build_session, delta_extra_conf
     from ml_engine.tables import open_tables
 
-    spark = build_session(cfg.spark, app_name=app_name, extra_conf=delta_extra_conf(cfg))
+    spark = build_session(
+        cfg.spark, app_name=app_name, extra_conf=delta_extra_conf(cfg), quiet=quiet
+    )
     return spark, open_tables(spark, cfg.delta.backend)
 
 
-def main(job: str, argv: list[str] | None = None) -> int:
-    """Entry point of ``jobs/<job>.py`` under spark-submit or python.
-
-    Usage: ``jobs/<job>.py --config FILE [--set key=value ...]``. Returns the exit code.
-    """
-    from ml_engine.cli import main as cli_main
-
-    return cli_main(["run", job, *(sys.argv[1:] if argv is None else argv)])
+__all__ = [
+    "JOBS",
+    "PIPELINE",
+    "JobError",
+    "JobNotBuiltError",
+    "JobResult",
+    "JobSpec",
+    "is_built",
+    "job_function",
+    "job_spec",
+    "open_session_and_tables",
+    "run_job",
+]

@@ -91,8 +91,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import Config, DetectorConfig
-from ml_engine.jobs import JobError, JobResult
 from ml_engine.quality.quarantine import QUARANTINE_COLUMNS, quarantine_rows, replace_predicate
+from ml_engine.results import JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import DeltaTables, sql_literal
 
@@ -1560,7 +1560,7 @@ def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -
             f"their schema. Create silver with ml_engine.outliers.OUTLIER_FIELDS as nullable "
             f"columns (null until this job runs), or use outliers.policy: drop"
         )
-    silver = silver_table.where(F.col("batch_id") == F.lit(batch))
+    silver = tables.read_batch(silver_path, batch)
     quarantined = None
     if tables.exists(quarantine_path):
         quarantined = tables.read(quarantine_path).where(
@@ -1693,42 +1693,50 @@ def _fitted_model(
     model_path: str,
     silver_path: str,
 ) -> tuple[PipelineModel, str]:
-    """The detector pipeline to apply and how it was obtained (fitted, reused or loaded)."""
+    """The detector pipeline to apply and how it was obtained, in words for the job's output.
+
+    ``outliers.refit``: ``auto`` reuses the saved detector when its detectors are the
+    configured ones (fitted on an earlier batch, normally the reference one) and fits on this
+    batch otherwise; ``always`` fits on this batch (unless the same detectors were already
+    fitted on exactly these rows); ``never`` applies the saved detector or fails.
+    """
     oc = cfg.outliers
     record_path = f"{model_path.rstrip('/')}/{_FIT_RECORD}"
-    if not oc.refit:
+    saved = _read_text(spark, record_path)
+    saved = None if saved is None else json.loads(saved)
+    try:
+        pipeline = build_outlier_pipeline(oc.detectors, cfg.table_schema.numeric_features)
+    except ValueError as exc:
+        raise JobError(str(exc)) from None
+    params = _fit_params(pipeline, batch)
+    same_detectors = saved is not None and saved.get("stages") == params["stages"]
+    if oc.refit == "never" or (oc.refit == "auto" and same_detectors):
         describe(spark, f"detect_outliers: load outlier model {model_path}")
         try:
             model = load_outlier_model(spark, model_path)
         except ValueError as exc:
             raise JobError(f"outliers.model_path: {model_path}: {exc}") from None
-        if model is None:
-            raise JobError(
-                f"outliers.refit is false but no outlier model is saved at {model_path}; "
-                f"run detect_outliers on the training batch with outliers.refit: true first "
-                f"(or set outliers.model_path)"
+        if model is not None:
+            _check_columns(
+                data,
+                detector_models(model),
+                silver_path,
+                [f"the outlier model saved at {model_path}"] * len(model.stages),
             )
-        _check_columns(
-            data,
-            detector_models(model),
-            silver_path,
-            [f"the outlier model saved at {model_path}"] * len(model.stages),
-        )
-        return model, "loaded"
-
-    try:
-        pipeline = build_outlier_pipeline(oc.detectors, cfg.table_schema.numeric_features)
-    except ValueError as exc:
-        raise JobError(str(exc)) from None
+            fitted_on = (saved or {}).get("batch_id")
+            return model, f"reused, fitted on batch {fitted_on}" if fitted_on else "reused"
+        if oc.refit == "never":
+            raise JobError(
+                f"outliers.refit is never but no outlier model is saved at {model_path}; "
+                f"run detect_outliers on the reference batch first (outliers.refit: auto or "
+                f"always), or set outliers.model_path"
+            )
     _check_columns(
         data,
         pipeline.getStages(),
         silver_path,
         [f"outliers.detectors.{i}.columns" for i in range(len(oc.detectors))],
     )
-    saved = _read_text(spark, record_path)
-    saved = None if saved is None else json.loads(saved)
-    params = _fit_params(pipeline, batch)
     record = None
     if saved is not None and {k: saved.get(k) for k in params} == params:
         # The same detectors were fitted on this batch before: reuse them if the data is
@@ -1738,7 +1746,7 @@ def _fitted_model(
         if saved == record:
             model = load_outlier_model(spark, model_path)
             if model is not None:
-                return model, "reused"
+                return model, f"reused, fitted on batch {batch}"
     describe(spark, f"detect_outliers: fit {len(oc.detectors)} detector(s) on batch {batch}")
     try:
         model = pipeline.fit(data)
@@ -1754,4 +1762,5 @@ def _fitted_model(
     spark.createDataFrame([(json.dumps(record),)], "value string").coalesce(1).write.mode(
         "overwrite"
     ).text(record_path)
-    return model, "fitted"
+    changed = " (the saved detector had other settings)" if saved and not same_detectors else ""
+    return model, f"fitted on batch {batch}{changed}"

@@ -15,9 +15,14 @@ A schema file (YAML or JSON) looks like::
         constraints: {min: 0, max: 50000}
 
 Types: ``string``, ``int``, ``long``, ``double``, ``float``, ``boolean``, ``date``,
-``timestamp``, ``decimal(p,s)``. Roles: ``record_id`` (one record), ``key`` (entity key), ``event_time``, ``label``,
-``numeric_feature``, ``categorical_feature`` or none. Constraints: ``min``, ``max``,
-``allowed`` (list of values), ``pattern`` (Java regex matching the whole value).
+``timestamp``, ``decimal(p,s)``. Roles: ``record_id`` (one record), ``key`` (entity key),
+``event_time``, ``label``, ``numeric_feature``, ``categorical_feature`` or none. A column may
+hold several roles where that makes sense, e.g. ``role: [record_id, key]`` when each record is
+its own entity (one row per customer); combinations that cannot be meant (a label that is also
+a feature, an event time that is also an id, a feature both numeric and categorical, an id
+that is also a feature or the label) are refused. ``record_id``, ``key``, ``event_time`` and
+``label`` are each held by at most one column. Constraints: ``min``, ``max``, ``allowed``
+(list of values), ``pattern`` (Java regex matching the whole value).
 Loading never needs a Spark session.
 """
 
@@ -39,6 +44,28 @@ ROLE_LABEL = "label"
 ROLE_NUMERIC = "numeric_feature"
 ROLE_CATEGORICAL = "categorical_feature"
 ROLES = (ROLE_RECORD_ID, ROLE_KEY, ROLE_EVENT_TIME, ROLE_LABEL, ROLE_NUMERIC, ROLE_CATEGORICAL)
+# Roles that at most one column of a schema holds.
+SINGLE_COLUMN_ROLES = (ROLE_RECORD_ID, ROLE_KEY, ROLE_EVENT_TIME, ROLE_LABEL)
+
+_LEAK = "it would leak the label into the features"
+_LABEL_NOT_ID = "the label is the value to predict, not what identifies or times a record"
+_TIME_NOT_ID = "the event time says when a record happened, not which record or entity it is"
+_UNIQUE_NOT_FEATURE = "a value unique to each record has nothing a model can learn from"
+# Pairs of roles that one column cannot hold together, and why.
+_ROLE_CONFLICTS: dict[frozenset[str], str] = {
+    frozenset({ROLE_LABEL, ROLE_NUMERIC}): _LEAK,
+    frozenset({ROLE_LABEL, ROLE_CATEGORICAL}): _LEAK,
+    frozenset({ROLE_LABEL, ROLE_RECORD_ID}): _LABEL_NOT_ID,
+    frozenset({ROLE_LABEL, ROLE_KEY}): _LABEL_NOT_ID,
+    frozenset({ROLE_LABEL, ROLE_EVENT_TIME}): _LABEL_NOT_ID,
+    frozenset({ROLE_EVENT_TIME, ROLE_RECORD_ID}): _TIME_NOT_ID,
+    frozenset({ROLE_EVENT_TIME, ROLE_KEY}): _TIME_NOT_ID,
+    frozenset({ROLE_NUMERIC, ROLE_CATEGORICAL}): (
+        "a feature is encoded either as a number or as categories; keep the role its values fit"
+    ),
+    frozenset({ROLE_RECORD_ID, ROLE_NUMERIC}): _UNIQUE_NOT_FEATURE,
+    frozenset({ROLE_RECORD_ID, ROLE_CATEGORICAL}): _UNIQUE_NOT_FEATURE,
+}
 
 _SIMPLE_TYPES: dict[str, T.DataType] = {
     "string": T.StringType(),
@@ -73,16 +100,28 @@ class Constraints:
 
 @dataclass(frozen=True)
 class ColumnSpec:
-    """One declared column."""
+    """One declared column.
+
+    ``roles`` holds the column's roles in the order the file lists them (empty: no role).
+    """
 
     name: str
     type: str
     spark_type: T.DataType
     nullable: bool = True
-    role: str | None = None
+    roles: tuple[str, ...] = ()
     constraints: Constraints = field(default_factory=Constraints)
     format: str | None = None
     description: str | None = None
+
+    @property
+    def role(self) -> str | None:
+        """The first role, or None; a column may hold more (see :meth:`has_role`)."""
+        return self.roles[0] if self.roles else None
+
+    def has_role(self, role: str) -> bool:
+        """Whether ``role`` is among the column's roles."""
+        return role in self.roles
 
     @property
     def is_numeric(self) -> bool:
@@ -117,7 +156,8 @@ class TableSchema:
         raise KeyError(f"column '{name}' is not in schema '{self.name}' ({self.source})")
 
     def with_role(self, role: str) -> list[ColumnSpec]:
-        return [c for c in self.columns if c.role == role]
+        """The columns that have ``role`` among their roles, in schema order."""
+        return [c for c in self.columns if c.has_role(role)]
 
     def _single(self, role: str) -> str | None:
         cols = self.with_role(role)
@@ -167,6 +207,32 @@ def parse_type(name: str) -> T.DataType:
     )
 
 
+def _roles(raw: Any, at: str) -> tuple[str, ...]:
+    """The roles of one column from its ``role`` value: absent, a role name or a list of them.
+
+    Raises:
+        SchemaError: an unknown role, a role listed twice, an empty list, or two roles that
+            one column cannot hold together (the message says why).
+    """
+    if raw is None:
+        return ()
+    names = raw if isinstance(raw, list) else [raw]
+    if not names:
+        raise SchemaError(f"{at}: 'role' is an empty list; give one or more roles or leave it out")
+    roles: list[str] = []
+    for role in names:
+        if not isinstance(role, str) or role not in ROLES:
+            raise SchemaError(f"{at}: unknown role '{role}'; use one of {list(ROLES)}")
+        if role in roles:
+            raise SchemaError(f"{at}: role '{role}' is listed twice")
+        for earlier in roles:
+            why = _ROLE_CONFLICTS.get(frozenset({earlier, role}))
+            if why:
+                raise SchemaError(f"{at}: roles {earlier} and {role} cannot be combined: {why}")
+        roles.append(role)
+    return tuple(roles)
+
+
 def _column(raw: Any, index: int, where: str) -> ColumnSpec:
     if not isinstance(raw, dict):
         raise SchemaError(f"{where}: columns[{index}] must be a mapping, got {raw!r}")
@@ -188,9 +254,7 @@ def _column(raw: Any, index: int, where: str) -> ColumnSpec:
     nullable = raw.get("nullable", True)
     if not isinstance(nullable, bool):
         raise SchemaError(f"{at}: 'nullable' must be true or false, got {nullable!r}")
-    role = raw.get("role")
-    if role is not None and role not in ROLES:
-        raise SchemaError(f"{at}: unknown role '{role}'; use one of {list(ROLES)}")
+    roles = _roles(raw.get("role"), at)
     rc = raw.get("constraints") or {}
     if not isinstance(rc, dict):
         raise SchemaError(f"{at}: 'constraints' must be a mapping")
@@ -224,7 +288,7 @@ def _column(raw: Any, index: int, where: str) -> ColumnSpec:
         type=str(raw["type"]).strip().lower(),
         spark_type=spark_type,
         nullable=nullable,
-        role=role,
+        roles=roles,
         constraints=Constraints(
             min=rc.get("min"),
             max=rc.get("max"),
@@ -253,13 +317,13 @@ def schema_from_dict(data: Any, source: str = "<inline>") -> TableSchema:
         if c.name.lower() in seen:
             raise SchemaError(f"{source}: column '{c.name}' is declared twice")
         seen.add(c.name.lower())
-    for role in (ROLE_RECORD_ID, ROLE_KEY, ROLE_EVENT_TIME, ROLE_LABEL):
-        having = [c.name for c in columns if c.role == role]
+    for role in SINGLE_COLUMN_ROLES:
+        having = [c.name for c in columns if c.has_role(role)]
         if len(having) > 1:
             raise SchemaError(
                 f"{source}: role '{role}' is given to several columns {having}; only one may have it"
             )
-    et = [c for c in columns if c.role == ROLE_EVENT_TIME]
+    et = [c for c in columns if c.has_role(ROLE_EVENT_TIME)]
     if et and not isinstance(et[0].spark_type, (T.TimestampType, T.DateType)):
         raise SchemaError(
             f"{source}: column '{et[0].name}': role event_time needs type timestamp or date"

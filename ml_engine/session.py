@@ -6,6 +6,9 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+import time
+from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
@@ -63,10 +66,45 @@ def under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+LOG4J_CONFIG = Path(__file__).resolve().parent / "resources" / "log4j2.properties"
+
+
+def spark_log_file() -> Path:
+    """Where a quiet local run sends Spark's own log (a new file per process)."""
+    folder = Path(tempfile.gettempdir()) / "ml-engine-logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"spark-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+
+
+def _quiet_java_options(existing: str | None) -> str:
+    """Driver JVM options that send Spark's log4j output to :func:`spark_log_file`."""
+    log = spark_log_file()
+    os.environ["ML_ENGINE_SPARK_LOG"] = str(log)
+    options = f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()} -Dml_engine.spark.log={log}"
+    return f"{existing} {options}".strip() if existing else options
+
+
+def _launch_quiet_jvm(spark_cfg: SparkConfig, app_name: str | None, conf: dict[str, str]) -> None:
+    """Starts the driver JVM with its terminal output sent to the Spark log file.
+
+    The JVM prints a few lines of its own on start (module warnings) that no log setting
+    silences; started here, they land in the same file as Spark's log.
+    """
+    from pyspark.java_gateway import launch_gateway
+
+    launch_conf = SparkConf(loadDefaults=False).setAll(list(conf.items()))
+    launch_conf.setMaster(spark_cfg.master).setAppName(app_name or spark_cfg.app_name)
+    with open(os.environ["ML_ENGINE_SPARK_LOG"], "ab") as log:
+        gateway = launch_gateway(launch_conf, popen_kwargs={"stdout": log, "stderr": log})
+    SparkContext._gateway = gateway
+    SparkContext._jvm = gateway.jvm
+
+
 def build_session(
     spark_cfg: SparkConfig | None = None,
     app_name: str | None = None,
     extra_conf: dict[str, str] | None = None,
+    quiet: bool = False,
 ) -> SparkSession:
     """Builds (or returns the running) SparkSession.
 
@@ -79,6 +117,8 @@ def build_session(
         app_name: overrides ``spark_cfg.app_name`` (jobs pass ``ml-engine:<job>``).
         extra_conf: settings the caller needs (e.g. a Delta backend's), applied like
             ``spark_cfg.conf`` but with lower priority.
+        quiet: for a local run that starts its own JVM, send Spark's log to a file (its path
+            in the environment variable ``ML_ENGINE_SPARK_LOG``) instead of the terminal.
 
     Raises:
         JavaNotFoundError: when no Java runtime is available (local runs only).
@@ -98,6 +138,10 @@ def build_session(
     if not existing.contains("spark.app.name"):
         builder = builder.appName(app_name or spark_cfg.app_name)
     wanted = {**ENGINE_DEFAULTS, **(extra_conf or {}), **spark_cfg.conf}
+    if quiet and not under_spark_submit() and SparkContext._gateway is None:
+        key = "spark.driver.extraJavaOptions"
+        wanted[key] = _quiet_java_options(wanted.get(key))
+        _launch_quiet_jvm(spark_cfg, app_name, wanted)
     for key, value in wanted.items():
         if not existing.contains(key):
             builder = builder.config(key, value)

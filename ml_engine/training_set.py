@@ -25,7 +25,7 @@ from pyspark.sql import types as T
 
 from ml_engine.config import Config
 from ml_engine.features import BATCH_COLUMN, event_micros, select_features
-from ml_engine.jobs import JobError, JobResult
+from ml_engine.results import JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import DeltaTables
 
@@ -214,7 +214,8 @@ def build_training_set(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
             f"'{feature_time}'; rebuild it with build_features"
         )
 
-    id_cols = [label_id] if label_id else []
+    # A column that is both record id and key is selected once.
+    id_cols = [label_id] if label_id and label_id != key else []
     labels = label_src.where(F.col(label).isNotNull()).select(
         *[F.col(c) for c in id_cols],
         F.col(key),

@@ -16,7 +16,6 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import CleanConfig, CleanRule, ConfigError, build_config, load_config
-from ml_engine.jobs import JobError
 from ml_engine.quality.clean import (
     COERCE_FAILED,
     COPIES,
@@ -37,9 +36,10 @@ from ml_engine.quality.clean import (
     with_violations,
 )
 from ml_engine.quality.metrics import quantile_metric
+from ml_engine.results import JobError
 from ml_engine.schemas import schema_from_dict
 from ml_engine.session import JobCounter
-from ml_engine.tables import open_tables
+from ml_engine.tables import BatchNotFoundError, open_tables
 
 UTC = timezone.utc
 SCHEMA_DICT = {
@@ -124,7 +124,7 @@ def test_config_column_the_schema_lacks_names_the_key_path(tmp_path):
             "rules": [{"name": "r", "type": "range", "column": "missing_col", "min": 0}],
         },
     )
-    assert msg.startswith("config does not fit the schema:")
+    assert len(msg.splitlines()) == 3
     assert "clean.case.nope: column 'nope' is not in schema 'tx'" in msg
     assert "clean.coerce.gone: column 'gone' is not in schema 'tx'" in msg
     assert "clean.rules.0.column: column 'missing_col' is not in schema 'tx'" in msg
@@ -198,18 +198,18 @@ def test_config_unknown_coerce_type_and_latest_by_key_without_key(tmp_path):
 
 def test_config_value_errors_name_the_key(tmp_path):
     msg = _config_error(tmp_path, {"missing": {"score": {"strategy": "constant"}}})
-    assert "clean.missing.score: Value error, strategy constant needs a value" in msg
+    assert "clean.missing.score: strategy constant needs a value" in msg
     rule = {"name": "r", "type": "range", "column": "amount", "min": 0}
     msg = _config_error(tmp_path, {"rules": [rule, rule]})
-    assert "clean: Value error, rule name(s) ['r'] are used more than once" in msg
+    assert "clean: rule name(s) ['r'] are used more than once" in msg
     msg = _config_error(tmp_path, {"rules": [{**rule, "name": "schema:mine"}]})
     assert "the prefix 'schema:' is reserved for schema constraints" in msg
     msg = _config_error(tmp_path, {"quantiles": [0.5, 1.5]})
-    assert "clean: Value error, quantiles [1.5] are outside [0, 1]" in msg
+    assert "clean: quantiles [1.5] are outside [0, 1]" in msg
     msg = _config_error(
         tmp_path, {"rules": [{"name": "p", "type": "pattern", "column": "id", "pattern": "T(["}]}
     )
-    assert "clean.rules.0: Value error, rule 'p': pattern 'T([' is not a valid regex" in msg
+    assert "clean.rules.0: rule 'p': pattern 'T([' is not a valid regex" in msg
 
 
 def test_load_config_names_the_file_that_set_the_bad_key(tmp_path):
@@ -888,29 +888,17 @@ def test_fail_rule_stops_before_writing_and_names_rule_and_sample_keys(spark, ta
     assert {n: tables.version(cfg.storage.table_path(n)) for n in names} == versions
 
 
-def test_empty_batch_gives_empty_silver_and_zero_metrics(spark, tables, tmp_path):
+def test_batch_missing_from_bronze_is_refused_naming_the_batches_there(spark, tables, tmp_path):
     cfg = job_config(tmp_path, JOB_CLEAN, batch="b9")
-    write_bronze(spark, tables, cfg, {"b1": JOB_ROWS[:2]})
-
-    result = run_clean(spark, cfg, tables)
-
-    assert result.metrics == {
-        "rows_in": 0,
-        "rows_out": 0,
-        "duplicates_removed": 0,
-        "rows_quarantined": 0,
-        "warnings": 0,
-    }
-    assert read_batch(tables, cfg, "silver", "b9").collect() == []
-    metrics = dq_values(tables, cfg, "b9")
-    assert {m: v for (c, m), v in metrics.items() if c is None} == {
-        "rows_in": 0.0,
-        "rows_out": 0.0,
-        "duplicates_removed": 0.0,
-        "rows_quarantined": 0.0,
-        "warnings": 0.0,
-    }
-    assert (metrics[("amount", "null_count")], metrics[("amount", "mean")]) == (0.0, None)
+    write_bronze(spark, tables, cfg, {"b1": JOB_ROWS[:2], "b2": JOB_ROWS[2:3]})
+    bronze = cfg.storage.table_path("bronze")
+    with pytest.raises(BatchNotFoundError) as err:
+        run_clean(spark, cfg, tables)
+    assert str(err.value) == (
+        f"batch 'b9' is not in Delta table {bronze}; batches there: b1, b2. Set batch_id to one "
+        "of them or run the job that writes it"
+    )
+    assert not tables.exists(cfg.storage.table_path("silver"))
 
 
 def test_columns_later_stages_added_to_silver_are_written_as_nulls(spark):

@@ -6,9 +6,12 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from deltalake import write_deltalake
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,22 +59,129 @@ def test_job_script_of_unbuilt_job_exits_non_zero(job):
     assert "is not built yet" in r.stderr
 
 
-def test_bad_config_exits_2_with_file_and_key_on_one_line(tmp_path):
+def test_config_errors_are_one_line_each_with_source_and_key(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"inherits: {ROOT / 'conf' / 'base.yaml'}\nclean: {{dedup: sometimes}}\n")
-    r = run_cli("run", "clean", "--config", str(bad))
+    bad.write_text("inherits: ml-engine:sample\nstorage: {root: store}\nclean: {dedupe: exact}\n")
+    r = run_cli("run", "clean", "--config", str(bad), "--set", "sample_data.rows=many")
+    assert r.returncode == 2
+    assert sorted(r.stderr.strip().splitlines()) == [
+        "ml-engine: run clean: config error: --set sample_data.rows: expected a whole number, "
+        "got 'many'",
+        f"ml-engine: run clean: config error: {bad}: clean.dedupe: unknown key 'dedupe'; "
+        "did you mean 'dedup'?",
+    ]
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_is_accepted_before_or_after_the_job_name(tmp_path, where):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("inherits: ml-engine:sample\nstorage: {root: store}\nclean: {dedupe: exact}\n")
+    args = ["run", "clean", "--config", str(bad)]
+    r = run_cli(*(["--debug", *args] if where == "before" else [*args, "--debug"]))
+    assert r.returncode == 2
+    assert "Traceback (most recent call last)" in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"ml-engine: run clean: config error: {bad}: clean.dedupe: unknown key 'dedupe'; "
+        "did you mean 'dedup'?"
+    )
+
+
+def project(tmp_path: Path, schema: str, config: str = "") -> Path:
+    """A config of one's own (not the sample's) with its schema beside it."""
+    (tmp_path / "schema.yaml").write_text(textwrap.dedent(schema))
+    (tmp_path / "config.yaml").write_text(
+        "inherits: ml-engine:defaults\nschema: schema.yaml\nstorage: {root: store}\n"
+        + textwrap.dedent(config)
+    )
+    return tmp_path / "config.yaml"
+
+
+SHOP_SCHEMA = """
+    name: shop
+    columns:
+      - {name: order_id, type: string, nullable: false, role: [record_id, key]}
+      - {name: placed, type: timestamp, role: event_time}
+      - {name: basket, type: double, role: numeric_feature}
+      - {name: returned, type: int, role: label}
+"""
+
+
+def test_missing_input_path_fails_before_spark_starts(tmp_path):
+    config = project(tmp_path, SHOP_SCHEMA, "ingest: {path: raw/2026-11-28}\n")
+    r = run_cli("run", "ingest", "--config", str(config), cwd=tmp_path.parent)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"ml-engine: run ingest: ingest.path: {tmp_path / 'raw' / '2026-11-28'} does not exist; "
+        "point it at the raw file, directory or glob"
+    ]
+    assert not list((tmp_path).glob("store"))
+
+
+def test_timestamp_format_that_does_not_match_the_first_lines_fails_before_spark(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "orders.csv").write_text(
+        "order_id,placed,basket,returned\n"
+        "o1,2026-11-28T10:00:00,12.5,0\n"
+        "o2,2026-11-28T11:30:00,40.0,1\n"
+    )
+    config = project(tmp_path, SHOP_SCHEMA, "ingest: {path: raw/orders.csv}\n")
+    r = run_cli("run", "ingest", "--config", str(config))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "ml-engine: run ingest: ingest.timestamp_format: 'yyyy-MM-dd HH:mm:ss' matches none of "
+        f"the first 2 values of column 'placed' in {raw / 'orders.csv'} (first: "
+        "'2026-11-28T10:00:00'); set it to the file's format, e.g. \"yyyy-MM-dd'T'HH:mm:ss\""
+    ]
+
+
+def test_role_a_job_needs_is_named_before_spark_starts(tmp_path):
+    schema = SHOP_SCHEMA.replace("role: [record_id, key]", "role: record_id")
+    config = project(tmp_path, schema)
+    r = run_cli("run", "build_training_set", "--config", str(config), "--set", "batch_id=b1")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith("ml-engine: run clean: config error: invalid config:")
-    assert f"{bad}: clean.dedup: Input should be 'latest_by_key', 'exact' or 'none'" in lines[0]
+    assert lines[0] == (
+        "ml-engine: run build_training_set: build_training_set needs a column with role key "
+        f"(the entity a row belongs to) in schema 'shop' ({tmp_path / 'schema.yaml'}); declare "
+        "one (a column can be both: role: [record_id, key])"
+    )
 
 
-def test_jobs_lists_what_is_built():
-    r = run_cli("jobs")
-    assert r.returncode == 0
-    assert "ingest               built" in r.stdout
-    assert "train                not built yet" in r.stdout
+def test_missing_input_table_and_batch_are_named_before_spark_starts(tmp_path):
+    config = project(tmp_path, SHOP_SCHEMA)
+    r = run_cli("run", "clean", "--config", str(config), "--set", "batch_id=b3")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"ml-engine: run clean: clean: its input table bronze does not exist at "
+        f"{tmp_path / 'store' / 'tables' / 'bronze'}; run ingest first (or check storage.root)"
+    ]
+    bronze = pd.DataFrame({"order_id": ["o1", "o2"], "batch_id": ["b1", "b2"]})
+    write_deltalake(
+        str(tmp_path / "store" / "tables" / "bronze"), bronze, partition_by=["batch_id"]
+    )
+    r = run_cli("run", "clean", "--config", str(config), "--set", "batch_id=b3")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"ml-engine: run clean: clean: batch 'b3' is not in its input table bronze "
+        f"({tmp_path / 'store' / 'tables' / 'bronze'}); batches there: b1, b2. Set batch_id to "
+        "one of them or run the jobs before clean for this batch"
+    ]
+
+
+def test_spark_error_is_one_line_naming_the_root_cause_without_a_java_trace(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "orders.parquet").write_text("order_id,placed\no1,2026-11-28 10:00:00\n")
+    config = project(tmp_path, SHOP_SCHEMA, "ingest: {path: raw/orders.parquet, format: parquet}\n")
+    r = run_cli("run", "ingest", "--config", str(config))
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("ml-engine: run ingest: ")
+    assert "is not a Parquet file" in lines[0]
+    assert "Spark's log: " in lines[0]
+    assert "\tat org.apache" not in r.stderr + r.stdout and "Traceback" not in r.stderr
 
 
 def _path_without_java(tmp_path: Path) -> str:
@@ -85,7 +195,11 @@ def _path_without_java(tmp_path: Path) -> str:
 def test_missing_java_is_explained_by_the_cli(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
     env["PATH"] = _path_without_java(tmp_path)
-    r = run_cli("run", "ingest", "--config", "conf/local.yaml", env=env)
+    data = tmp_path / "raw.csv"
+    data.write_text("transaction_id\n")
+    r = run_cli(
+        "run", "ingest", "--config", "conf/local.yaml", "--set", f"ingest.path={data}", env=env
+    )
     assert r.returncode == 4
     assert r.stderr.strip().startswith(
         "ml-engine: run ingest: Java was not found (no JAVA_HOME, no 'java' on PATH). "

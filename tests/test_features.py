@@ -475,7 +475,7 @@ def _config(tmp_path: Path, features: dict, **extra):
 def test_feature_config_naming_unknown_or_wrong_column_fails_with_key_path(
     tmp_path, features, fragment
 ):
-    with pytest.raises(ConfigError, match="config does not fit the schema") as info:
+    with pytest.raises(ConfigError) as info:
         _config(tmp_path, features)
     assert fragment in str(info.value)
 
@@ -628,7 +628,7 @@ def test_build_features_job_date_range_replaces_rows_of_the_range_only(spark, ta
 
 def test_build_features_job_without_silver_says_what_to_run(spark, tables, tmp_path):
     from ml_engine.features import run_build_features
-    from ml_engine.jobs import JobError
+    from ml_engine.results import JobError
 
     cfg = _config(tmp_path, JOB_FEATURES, batch_id="b1")
     with pytest.raises(

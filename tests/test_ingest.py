@@ -465,7 +465,7 @@ def test_latin1_file_reads_clean_with_its_encoding(spark, tmp_path, tx_schema):
 def test_an_encoding_spark_cannot_read_is_a_config_error():
     from ml_engine.config import ConfigError, build_config
 
-    with pytest.raises(ConfigError, match=r"ingest\.csv: Value error, encoding 'latin1' is not"):
+    with pytest.raises(ConfigError, match=r"ingest\.csv: encoding 'latin1' is not"):
         build_config(
             {
                 "schema": "x.yaml",
@@ -611,8 +611,10 @@ def job_config(tmp_path: Path, schema_path: Path, input_path: Path | None, **ext
     from ml_engine.config import build_config
 
     data = {"schema": str(schema_path), "storage": {"root": str(tmp_path / "store")}}
+    # These batches are a few rows with one bad row each: allow any rejected share.
+    data["ingest"] = {"max_rejected_fraction": 1.0}
     if input_path is not None:
-        data["ingest"] = {"path": str(input_path)}
+        data["ingest"]["path"] = str(input_path)
     data.update(extra)
     return build_config(data)
 
@@ -732,8 +734,8 @@ def test_header_only_input_writes_empty_batch(spark, tmp_path, sample_schema_pat
 
 
 def test_missing_input_path_is_a_job_error(spark, tmp_path, sample_schema_path, tables):
-    from ml_engine.jobs import JobError
     from ml_engine.quality.ingest import run_ingest
+    from ml_engine.results import JobError
 
     missing = tmp_path / "raw" / "nope"
     cfg = job_config(tmp_path, sample_schema_path, missing)
@@ -747,9 +749,48 @@ def test_missing_input_path_is_a_job_error(spark, tmp_path, sample_schema_path, 
 
 
 def test_unset_input_path_is_a_job_error(spark, tmp_path, sample_schema_path, tables):
-    from ml_engine.jobs import JobError
     from ml_engine.quality.ingest import run_ingest
+    from ml_engine.results import JobError
 
     cfg = job_config(tmp_path, sample_schema_path, None, batch_id="b1")
     with pytest.raises(JobError, match=r"^ingest\.path is not set"):
         run_ingest(spark, cfg, tables)
+
+
+def test_too_many_rejected_rows_commit_quarantine_not_bronze_and_name_top_reasons(
+    spark, tmp_path, sample_schema_path, tables
+):
+    from ml_engine.quality.ingest import run_ingest
+    from ml_engine.results import JobError
+
+    batch_dir = tmp_path / "raw" / "day9"
+    batch_dir.mkdir(parents=True)
+    header = "transaction_id,customer_id,event_time,amount,account_age_days,num_items,"
+    header += "distance_km,credit_score,channel,merchant_category,country,is_fraud"
+    good = "T000000001,C000001,2026-01-01 10:00:00,12.5,30,1,2.0,700,web,grocery,US,0"
+    bad_amount = "T00000000{i},C000001,2026-01-01 10:00:00,{v},30,1,2.0,700,web,grocery,US,0"
+    bad_time = "T000000009,C000001,01/01/2026,3.0,30,1,2.0,700,web,grocery,US,0"
+    lines = [header, good]
+    lines += [bad_amount.format(i=i, v=v) for i, v in ((2, "abc"), (3, "1.2.3"), (4, "x"))]
+    lines += [bad_time]
+    (batch_dir / "part.csv").write_text("\n".join(lines) + "\n")
+    cfg = job_config(tmp_path, sample_schema_path, batch_dir)
+    cfg.ingest.max_rejected_fraction = 0.5
+    with pytest.raises(JobError) as err:
+        run_ingest(spark, cfg, tables)
+    quarantine_path = cfg.storage.table_path("quarantine")
+    assert str(err.value) == (
+        "ingest: 4 of 5 rows of batch 'day9' were rejected (80.0%), more than "
+        "ingest.max_rejected_fraction 0.5; bronze was not written. Top reasons: column amount: "
+        "'…' is not a double (3 rows); column event_time: '…' does not match timestamp format "
+        f"yyyy-MM-dd HH:mm:ss (1 rows). The rejected rows are in {quarantine_path}; check the "
+        "schema, ingest.csv and ingest.timestamp_format (or raise ingest.max_rejected_fraction)"
+    )
+    quarantined = tables.read(quarantine_path).select("record_key").collect()
+    assert sorted(r.record_key for r in quarantined) == [
+        "T000000002",
+        "T000000003",
+        "T000000004",
+        "T000000009",
+    ]
+    assert not tables.exists(cfg.storage.table_path("bronze"))

@@ -10,6 +10,7 @@ definition agrees (so ``np.median`` and ``scipy.stats.median_abs_deviation`` app
 from __future__ import annotations
 
 import math
+import shutil
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -23,7 +24,6 @@ from scipy.spatial.distance import mahalanobis
 from scipy.stats import median_abs_deviation
 
 from ml_engine.config import ConfigError, DetectorConfig, build_config
-from ml_engine.jobs import JobError
 from ml_engine.outliers import (
     OUTLIER_FIELDS,
     OUTLIER_STATS_SCHEMA,
@@ -44,6 +44,7 @@ from ml_engine.outliers import (
     with_outlier_flags,
 )
 from ml_engine.quality.quarantine import QUARANTINE_SCHEMA
+from ml_engine.results import JobError
 from ml_engine.session import JobCounter
 from ml_engine.tables import open_tables
 
@@ -655,9 +656,9 @@ def _cfg(tmp_path, outliers: dict, root=None):
         ),
         (
             [{"method": "iqr", "columns": ["amount", "amount"]}],
-            r"outliers.detectors.0: Value error, columns lists \['amount'\] more than once",
+            r"outliers.detectors.0: columns lists \['amount'\] more than once",
         ),
-        ([{"method": "iqr", "columns": []}], "outliers.detectors.0: Value error, columns is empty"),
+        ([{"method": "iqr", "columns": []}], "outliers.detectors.0: columns is empty"),
         ([{"method": "iqr", "k": 0}], "outliers.detectors.0.k: Input should be greater than 0"),
         ([], "outliers.detectors: List should have at least 1 item"),
     ],
@@ -737,7 +738,7 @@ def test_job_flag_writes_flags_to_the_batch_and_leaves_other_batches(spark, poli
     assert first.metrics == {
         "batch_id": "b1",
         "policy": "flag",
-        "model": "fitted",
+        "model": "fitted on batch b1",
         "detectors": 2,
         "rows": 11,
         "outliers": 3,
@@ -853,30 +854,56 @@ def test_job_rerun_on_the_same_batch_gives_the_same_tables(policy_runs, policy):
             ignore_row_order=True,
             allow_nan_equality=True,
         )
-    assert (first.metrics["model"], second.metrics["model"]) == ("fitted", "reused")
-    assert first.metrics | {"model": "reused"} == second.metrics
+    # refit auto (the default): the second run reuses the detector saved by the first.
+    assert (first.metrics["model"], second.metrics["model"]) == (
+        "fitted on batch b1",
+        "reused, fitted on batch b1",
+    )
+    assert first.metrics | {"model": "reused, fitted on batch b1"} == second.metrics
 
 
-def test_job_without_refit_applies_the_saved_model(spark, tmp_path, policy_runs):
+@pytest.mark.parametrize("refit", ["never", "auto"])
+def test_job_on_a_later_batch_applies_the_saved_model(spark, tmp_path, policy_runs, refit):
     fitted_cfg, tables, *_ = policy_runs("flag")
     model_path = fitted_cfg.storage.path("models", "outliers")
-    cfg = _cfg(tmp_path, {"refit": False, "model_path": model_path, "detectors": DETECTORS})
+    cfg = _cfg(tmp_path, {"refit": refit, "model_path": model_path, "detectors": DETECTORS})
     # Values normal for this batch but far outside the fences fitted on b1 (amount 2..26).
     rows = [data_row(i, f"T{i + 20}", 100.0 + i, 3) for i in range(5)]
     _silver_with(spark, tables, cfg, rows)
     result = run_detect_outliers(spark, cfg, tables)
     silver = _read(cfg, tables, "silver")
     assert {tuple(r.outlier_reasons) for r in silver.collect()} == {("iqr:amount", "mad:amount")}
-    assert result.metrics["model"] == "loaded" and result.metrics["outliers"] == 5
+    assert result.metrics["model"] == "reused, fitted on batch b1"
+    assert result.metrics["outliers"] == 5
 
 
-def test_job_without_refit_and_without_a_saved_model_names_path_and_key(spark, tmp_path):
+def test_job_refits_when_asked_or_when_the_detector_settings_changed(spark, tmp_path, policy_runs):
+    fitted_cfg, tables, *_ = policy_runs("flag")
+    model_path = str(tmp_path / "model")
+    shutil.copytree(fitted_cfg.storage.path("models", "outliers"), model_path)
+    rows = [data_row(i, f"T{i + 20}", 100.0 + i, 3) for i in range(5)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    always = _cfg(
+        tmp_path / "a", {"refit": "always", "model_path": model_path, "detectors": DETECTORS}
+    )
+    _silver_with(spark, tables, always, rows)
+    assert run_detect_outliers(spark, always, tables).metrics["model"] == "fitted on batch b1"
+    changed = [{**DETECTORS[0], "k": 4.0}, DETECTORS[1]]
+    auto = _cfg(tmp_path / "b", {"model_path": model_path, "detectors": changed})
+    _silver_with(spark, tables, auto, rows)
+    assert run_detect_outliers(spark, auto, tables).metrics["model"] == (
+        "fitted on batch b1 (the saved detector had other settings)"
+    )
+
+
+def test_job_with_refit_never_and_without_a_saved_model_names_path_and_key(spark, tmp_path):
     tables = open_tables(spark, "rs")
     cfg = _cfg(tmp_path, {"refit": False, "detectors": DETECTORS})
     _silver_with(spark, tables, cfg, [data_row(0, "T00", 1.0, 1)])
     path = cfg.storage.path("models", "outliers")
     with pytest.raises(
-        JobError, match=f"outliers.refit is false but no outlier model is saved at {path}"
+        JobError, match=f"outliers.refit is never but no outlier model is saved at {path}"
     ):
         run_detect_outliers(spark, cfg, tables)
 

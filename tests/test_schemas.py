@@ -120,3 +120,126 @@ def test_invalid_yaml_is_reported_with_file(tmp_path):
 def test_missing_schema_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="schema file .* not found"):
         load_schema(tmp_path / "nope.yaml")
+
+
+def test_a_column_may_hold_record_id_and_key(tmp_path):
+    p = write_schema(
+        tmp_path,
+        """\
+        name: customers
+        columns:
+          - {name: customer_id, type: string, nullable: false, role: [record_id, key]}
+          - {name: signup, type: date, role: event_time}
+          - {name: spend, type: double, role: numeric_feature}
+          - {name: note, type: string}
+        """,
+    )
+    s = load_schema(p)
+    cid = s.column("customer_id")
+    assert cid.roles == ("record_id", "key")
+    assert cid.role == "record_id"
+    assert (cid.has_role("key"), cid.has_role("label")) == (True, False)
+    assert (s.record_id, s.key, s.event_time, s.label) == (
+        "customer_id",
+        "customer_id",
+        "signup",
+        None,
+    )
+    assert [c.name for c in s.with_role("key")] == ["customer_id"]
+    assert s.column("spend").roles == ("numeric_feature",)
+    assert s.column("note").roles == ()
+    assert s.column("note").role is None
+
+
+def test_a_single_role_string_gives_a_one_role_tuple(sample_schema_path):
+    s = load_schema(sample_schema_path)
+    assert s.column("customer_id").roles == ("key",)
+    assert s.column("is_fraud").role == "label"
+
+
+def test_a_key_may_also_be_a_categorical_feature(tmp_path):
+    p = write_schema(
+        tmp_path,
+        """\
+        name: s
+        columns:
+          - {name: store, type: string, role: [key, categorical_feature]}
+          - {name: channel, type: string, role: categorical_feature}
+        """,
+    )
+    s = load_schema(p)
+    assert (s.key, s.categorical_features) == ("store", ["store", "channel"])
+
+
+LEAK = "it would leak the label into the features"
+LABEL_NOT_ID = "the label is the value to predict, not what identifies or times a record"
+TIME_NOT_ID = "the event time says when a record happened, not which record or entity it is"
+UNIQUE = "a value unique to each record has nothing a model can learn from"
+
+
+@pytest.mark.parametrize(
+    "column, message",
+    [
+        (
+            "{name: a, type: int, role: [label, numeric_feature]}",
+            f"roles label and numeric_feature cannot be combined: {LEAK}",
+        ),
+        (
+            "{name: a, type: string, role: [categorical_feature, label]}",
+            f"roles categorical_feature and label cannot be combined: {LEAK}",
+        ),
+        (
+            "{name: a, type: timestamp, role: [event_time, key]}",
+            f"roles event_time and key cannot be combined: {TIME_NOT_ID}",
+        ),
+        (
+            "{name: a, type: timestamp, role: [record_id, event_time]}",
+            f"roles record_id and event_time cannot be combined: {TIME_NOT_ID}",
+        ),
+        (
+            "{name: a, type: int, role: [numeric_feature, categorical_feature]}",
+            "roles numeric_feature and categorical_feature cannot be combined: a feature is "
+            "encoded either as a number or as categories; keep the role its values fit",
+        ),
+        (
+            "{name: a, type: int, role: [key, label]}",
+            f"roles key and label cannot be combined: {LABEL_NOT_ID}",
+        ),
+        (
+            "{name: a, type: string, role: [record_id, categorical_feature]}",
+            f"roles record_id and categorical_feature cannot be combined: {UNIQUE}",
+        ),
+        ("{name: a, type: string, role: [key, key]}", "role 'key' is listed twice"),
+        (
+            "{name: a, type: string, role: []}",
+            "'role' is an empty list; give one or more roles or leave it out",
+        ),
+        (
+            "{name: a, type: string, role: [key, entity]}",
+            "unknown role 'entity'; use one of ['record_id', 'key', 'event_time', 'label', "
+            "'numeric_feature', 'categorical_feature']",
+        ),
+    ],
+)
+def test_role_combinations_that_make_no_sense_are_refused(tmp_path, column, message):
+    p = write_schema(tmp_path, f"name: bad\ncolumns:\n  - {column}\n")
+    with pytest.raises(SchemaError) as err:
+        load_schema(p)
+    assert str(err.value) == f"{p}: column 'a': {message}"
+
+
+def test_a_single_column_role_in_a_list_is_still_held_by_one_column(tmp_path):
+    p = write_schema(
+        tmp_path,
+        """\
+        name: s
+        columns:
+          - {name: a, type: string, role: [record_id, key]}
+          - {name: b, type: string, role: key}
+        """,
+    )
+    with pytest.raises(SchemaError) as err:
+        load_schema(p)
+    assert str(err.value) == (
+        f"{p}: role 'key' is given to several columns ['a', 'b']; only one may have it"
+    )

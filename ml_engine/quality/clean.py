@@ -37,7 +37,6 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import CleanConfig, CleanRule, Config, MissingValuePolicy
-from ml_engine.jobs import JobError, JobResult
 from ml_engine.outliers import OUTLIER_FIELDS
 from ml_engine.quality.metrics import (
     DEFAULT_QUANTILES,
@@ -46,9 +45,10 @@ from ml_engine.quality.metrics import (
     with_run_info,
 )
 from ml_engine.quality.quarantine import quarantine_rows, replace_predicate
+from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import TableSchema, parse_type
 from ml_engine.session import describe
-from ml_engine.tables.base import DeltaTables, sql_literal
+from ml_engine.tables.base import DeltaTables
 
 STAGE = "clean"
 META_COLUMNS = ("batch_id", "source_file", "ingested_at")
@@ -828,7 +828,7 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         raise JobError(f"clean: no bronze table at {paths['bronze']}; run the ingest job first")
 
     describe(spark, f"clean {batch}: read bronze")
-    bronze = tables.read(paths["bronze"]).where(F.col("batch_id") == F.lit(batch))
+    bronze = tables.read_batch(paths["bronze"], batch)
     rules = clean_rules(clean, schema)
     try:
         flagged = prepare(bronze, clean, schema, rules)
@@ -871,12 +871,7 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         )
         silver = with_table_columns(silver, silver_schema)
         describe(spark, f"clean {batch}: write silver")
-        tables.overwrite(
-            silver,
-            paths["silver"],
-            partition_by=["batch_id"],
-            replace_where=f"batch_id = {sql_literal(batch)}",
-        )
+        tables.replace_batch(silver, paths["silver"], batch)
         describe(spark, f"clean {batch}: write quarantine")
         tables.overwrite(
             rejected_rows(flagged, schema),

@@ -43,11 +43,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import Config, CsvOptions
-from ml_engine.jobs import JobError, JobResult
 from ml_engine.quality.quarantine import quarantine_rows, replace_predicate
+from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import ColumnSpec, TableSchema
 from ml_engine.session import describe
-from ml_engine.tables.base import DeltaTables, sql_literal
+from ml_engine.tables.base import DeltaTables
 
 CORRUPT_COLUMN = "_corrupt_record"
 SOURCE_FILE = "source_file"
@@ -384,6 +384,32 @@ def split_valid(
     return split_parsed(parsed, schema)
 
 
+def top_reasons(parsed: DataFrame, limit: int = 3) -> list[tuple[str, int]]:
+    """The most frequent problems of rejected rows, values left out, with their row counts.
+
+    ``column amount: 'abc' is not a double`` and ``... '12.3.4' ...`` count as one problem,
+    ``column amount: '…' is not a double``. One small aggregation.
+    """
+    problems = parsed.where(F.col(_REASON).isNotNull()).select(
+        F.explode(F.split(F.col(_REASON), "; ")).alias("problem")
+    )
+    kinds = problems.select(F.regexp_replace("problem", r"'[^']*'", "'…'").alias("kind"))
+    top = kinds.groupBy("kind").count().orderBy(F.desc("count"), F.asc("kind")).limit(limit)
+    return [(r["kind"], int(r["count"])) for r in top.collect()]
+
+
+def _too_many_rejected(parsed: DataFrame, counts, ing, quarantine_path: str, batch: str) -> str:
+    rejected, rows = int(counts["quarantined_rows"]), int(counts["rows_in"])
+    reasons = "; ".join(f"{kind} ({n} rows)" for kind, n in top_reasons(parsed))
+    return (
+        f"ingest: {rejected} of {rows} rows of batch '{batch}' were rejected "
+        f"({rejected / rows:.1%}), more than ingest.max_rejected_fraction "
+        f"{ing.max_rejected_fraction:g}; bronze was not written. Top reasons: {reasons}. "
+        f"The rejected rows are in {quarantine_path}; check the schema, ingest.csv and "
+        f"ingest.timestamp_format (or raise ingest.max_rejected_fraction)"
+    )
+
+
 def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
     """The ingest job: ``ingest.path`` -> ``bronze`` + ``quarantine`` for one batch.
 
@@ -397,8 +423,10 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
         "rows_in", "bronze_rows", "quarantined_rows"})``, counts from one aggregation.
 
     Raises:
-        JobError: ``ingest.path`` is not set or does not exist, or a Parquet input lacks a
-            declared column.
+        JobError: ``ingest.path`` is not set or does not exist, a Parquet input lacks a
+            declared column, or more than ``ingest.max_rejected_fraction`` of the rows are
+            rejected (the quarantine rows are then written, bronze is not; the message names
+            the most frequent reasons with their counts).
     """
     ing = cfg.ingest
     if not ing.path:
@@ -436,21 +464,21 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
         bronze, quarantine = split_parsed(parsed, schema)
         bronze_path = cfg.storage.table_path("bronze")
         quarantine_path = cfg.storage.table_path("quarantine")
-        describe(spark, f"ingest: write bronze batch {batch}")
-        tables.overwrite(
-            bronze,
-            bronze_path,
-            partition_by=["batch_id"],
-            replace_where=f"batch_id = {sql_literal(batch)}",
-        )
+        rejected = int(counts["quarantined_rows"])
+        too_many = rejected > ing.max_rejected_fraction * int(counts["rows_in"])
         describe(spark, f"ingest: write quarantine batch {batch}")
         # Partitioned like the clean job's quarantine writes, whichever creates the table.
+        # Written first: when too much is rejected the user can look at it, bronze stays as is.
         tables.overwrite(
             quarantine,
             quarantine_path,
             partition_by=["batch_id"],
             replace_where=replace_predicate(INGEST_STAGE, batch),
         )
+        if too_many:
+            raise JobError(_too_many_rejected(parsed, counts, ing, quarantine_path, batch))
+        describe(spark, f"ingest: write bronze batch {batch}")
+        tables.replace_batch(bronze, bronze_path, batch)
     finally:
         parsed.unpersist()
     return JobResult(

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 
 from ml_engine.tables.base import (
+    BATCH_COLUMN,
+    BatchNotFoundError,
     Commit,
     DeltaTables,
     TableError,
@@ -61,6 +63,8 @@ def open_tables(spark: SparkSession, backend: str = "auto") -> DeltaTables:
 
 __all__ = [
     "BACKENDS",
+    "BATCH_COLUMN",
+    "BatchNotFoundError",
     "DELTA_SPARK_PACKAGE",
     "Commit",
     "DeltaTables",

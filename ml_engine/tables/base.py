@@ -32,6 +32,13 @@ class TableNotFoundError(TableError):
     """No Delta table exists at the path."""
 
 
+class BatchNotFoundError(TableError):
+    """The table holds no rows of the batch asked for; the message lists the batches it has."""
+
+
+BATCH_COLUMN = "batch_id"
+
+
 @dataclass(frozen=True)
 class Commit:
     """One entry of a table's history."""
@@ -115,6 +122,54 @@ class DeltaTables(ABC):
     @abstractmethod
     def version(self, path: str) -> int:
         """The latest committed version."""
+
+    def batches(self, path: str, version: int | None = None) -> list[str]:
+        """The batch ids with rows in the table (sorted), latest or as of ``version``.
+
+        Backends answer from the transaction log when the table is partitioned by
+        ``batch_id``; this default reads the distinct values.
+        """
+        df = self.read(path, version=version)
+        rows = df.select(BATCH_COLUMN).distinct().collect()
+        return sorted(str(r[0]) for r in rows if r[0] is not None)
+
+    def require_batch(self, path: str, batch_id: str, version: int | None = None) -> None:
+        """Checks that the table has rows of batch ``batch_id``.
+
+        Raises:
+            TableNotFoundError: no table at ``path``.
+            BatchNotFoundError: the table has no rows of that batch; the message names the
+                batches it has.
+        """
+        existing = self.batches(path, version=version)
+        if batch_id not in existing:
+            shown = ", ".join(existing[-20:]) if existing else "none"
+            more = f" (and {len(existing) - 20} earlier)" if len(existing) > 20 else ""
+            raise BatchNotFoundError(
+                f"batch '{batch_id}' is not in Delta table {path}; batches there: "
+                f"{shown}{more}. Set batch_id to one of them or run the job that writes it"
+            )
+
+    def read_batch(self, path: str, batch_id: str, version: int | None = None) -> DataFrame:
+        """The rows of batch ``batch_id`` (latest, or as of ``version``).
+
+        Raises:
+            TableNotFoundError: no table at ``path``.
+            BatchNotFoundError: the table has no rows of that batch (see
+                :meth:`require_batch`).
+        """
+        self.require_batch(path, batch_id, version=version)
+        return self.read(path, version=version).where(F.col(BATCH_COLUMN) == F.lit(batch_id))
+
+    def replace_batch(self, df: DataFrame, path: str, batch_id: str) -> int:
+        """Replaces the rows of batch ``batch_id`` with ``df`` in one commit (the table is
+        partitioned by ``batch_id``; created if missing). Returns the committed version."""
+        return self.overwrite(
+            df,
+            path,
+            partition_by=[BATCH_COLUMN],
+            replace_where=f"{BATCH_COLUMN} = {sql_literal(batch_id)}",
+        )
 
     @abstractmethod
     def history(self, path: str) -> list[Commit]:

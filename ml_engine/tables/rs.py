@@ -61,6 +61,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.tables.base import (
+    BATCH_COLUMN,
     Commit,
     DeltaTables,
     TableError,
@@ -198,6 +199,15 @@ class RsDeltaTables(DeltaTables):
 
     def version(self, path: str) -> int:
         return self._open(path).version()
+
+    def batches(self, path: str, version: int | None = None) -> list[str]:
+        """Batch ids with data files in the table, from the log alone (no Spark job) when the
+        table is partitioned by ``batch_id``."""
+        table = self._open(path)
+        if version is not None:
+            self._load_version(table, path, version)
+        found = _logged_batches(path, table)
+        return super().batches(path, version=version) if found is None else found
 
     def history(self, path: str) -> list[Commit]:
         commits = []
@@ -813,6 +823,30 @@ def _snapshot(path: str, table: DeltaTable, with_files: bool = True) -> _Snapsho
                 )
             )
     return _Snapshot(path, table, schema, partition_by, files)
+
+
+def _logged_batches(path: str, table: DeltaTable) -> list[str] | None:
+    """Batch ids of the table's data files, or None when it is not partitioned by batch."""
+    snapshot = _snapshot(path, table)
+    if BATCH_COLUMN not in snapshot.partition_by:
+        return None
+    i = snapshot.partition_by.index(BATCH_COLUMN)
+    values = {f.partition_values[i] for f in snapshot.files}
+    return sorted(str(v) for v in values if v is not None)
+
+
+def logged_batches(path: str) -> list[str] | None:
+    """Batch ids of the Delta table at ``path`` read from its log alone (no Spark needed).
+
+    Returns:
+        The sorted batch ids, or None when there is no table or it is not partitioned by
+        ``batch_id``.
+    """
+    try:
+        table = DeltaTable(_location(path))
+    except (DeltaTableNotFoundError, DeltaError):
+        return None
+    return _logged_batches(path, table)
 
 
 def _check_readable(snapshot: _Snapshot) -> None:

@@ -1,0 +1,387 @@
+"""Checks that need no data and no Spark: run before the session starts, so a run that cannot
+succeed fails in a second with a plain message instead of after a JVM start and a stack trace.
+
+What is checked, for the jobs of one run (:func:`preflight`):
+
+* the schema roles each job needs (``build_features``: key and event time; training sets:
+  key, event time and label, unless ``training_set.*`` names the columns; ``train``: label);
+* input tables a job reads that no earlier job of the same run writes: they must exist, and
+  the run's batch must be in the table the job takes its batch from (read from the Delta log);
+* ``ingest.path`` exists, and the timestamp and date columns of its first data lines match
+  the formats in the schema / ``ingest.timestamp_format`` (only when every sampled value
+  fails: single bad rows are quarantined by ingest, not refused here);
+* the MLflow tracking server answers, for jobs that track runs.
+
+Example::
+
+    problems = preflight(cfg, ["clean", "detect_outliers"])
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import glob
+import gzip
+import io
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from ml_engine.config import Config, ConfigError
+from ml_engine.jobs import job_spec
+from ml_engine.schemas import ROLE_EVENT_TIME, ROLE_KEY, ROLE_LABEL, TableSchema
+
+SAMPLE_LINES = 20
+
+# Java DateTimeFormatter letters -> strptime directives (the common subset).
+_JAVA_TOKENS = [
+    ("yyyy", "%Y"),
+    ("uuuu", "%Y"),
+    ("yy", "%y"),
+    ("MM", "%m"),
+    ("dd", "%d"),
+    ("HH", "%H"),
+    ("mm", "%M"),
+    ("ss", "%S"),
+    ("XXX", "%z"),
+    ("XX", "%z"),
+    ("xxx", "%z"),
+    ("Z", "%z"),
+]
+
+
+def java_to_strptime(pattern: str) -> str | None:
+    """The ``strptime`` format of a Java datetime pattern, or None when it uses letters this
+    check does not know (then the format is not checked)."""
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "'":
+            end = pattern.find("'", i + 1)
+            if end < 0:
+                return None
+            out.append(pattern[i + 1 : end].replace("%", "%%") or "'")
+            i = end + 1
+            continue
+        if ch == "S":
+            j = i
+            while j < len(pattern) and pattern[j] == "S":
+                j += 1
+            if j - i > 6:
+                return None
+            out.append("%f")
+            i = j
+            continue
+        for token, directive in _JAVA_TOKENS:
+            if pattern.startswith(token, i):
+                out.append(directive)
+                i += len(token)
+                break
+        else:
+            if ch.isalpha():
+                return None
+            out.append("%%" if ch == "%" else ch)
+            i += 1
+    return "".join(out)
+
+
+def java_alternatives(pattern: str) -> list[str]:
+    """``pattern`` with each optional section ``[...]`` both kept and left out."""
+    m = re.search(r"\[([^\[\]]*)\]", pattern)
+    if m is None:
+        return [pattern]
+    head, tail = pattern[: m.start()], pattern[m.end() :]
+    return java_alternatives(head + m.group(1) + tail) + java_alternatives(head + tail)
+
+
+def _matches_java(value: str, java: str) -> bool | None:
+    """Whether ``value`` matches the Java pattern (None when the pattern cannot be checked)."""
+    formats = [java_to_strptime(alt) for alt in java_alternatives(java)]
+    if any(f is None for f in formats):
+        return None
+    return any(_matches(value, f) for f in formats)
+
+
+def _matches(value: str, fmt: str) -> bool:
+    try:
+        datetime.strptime(value.strip(), fmt)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _local(path: str) -> str:
+    return path[len("file://") :] if path.startswith("file://") else path
+
+
+def _input_files(path: str) -> list[Path]:
+    p = Path(_local(path))
+    if any(ch in path for ch in "*?["):
+        return sorted(Path(f) for f in glob.glob(_local(path)) if Path(f).is_file())
+    if p.is_dir():
+        return sorted(
+            f
+            for f in p.rglob("*")
+            if f.is_file() and not f.name.startswith((".", "_")) and f.stat().st_size > 0
+        )
+    return [p] if p.is_file() else []
+
+
+def _open_text(path: Path, encoding: str) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path), encoding=encoding, errors="replace")
+    if path.suffix == ".bz2":
+        return io.TextIOWrapper(bz2.open(path), encoding=encoding, errors="replace")
+    return open(path, encoding=encoding, errors="replace", newline="")
+
+
+def _sample_values(cfg: Config, file: Path, columns: Sequence[str]) -> dict[str, list[str]]:
+    """Values of ``columns`` in the first data lines of ``file`` (CSV or JSON lines)."""
+    ing = cfg.ingest
+    names = cfg.table_schema.names
+    values: dict[str, list[str]] = {c: [] for c in columns}
+    with _open_text(file, ing.csv.encoding) as text:
+        if ing.format == "csv":
+            escape = None if ing.csv.escape == ing.csv.quote else ing.csv.escape
+            reader = csv.reader(
+                text,
+                delimiter=ing.csv.delimiter,
+                quotechar=ing.csv.quote,
+                escapechar=escape,
+                doublequote=escape is None,
+            )
+            rows = iter(reader)
+            if ing.csv.header:
+                next(rows, None)
+            for n, row in enumerate(rows):
+                if n >= SAMPLE_LINES:
+                    break
+                for c in columns:
+                    i = names.index(c)
+                    if i < len(row) and row[i].strip():
+                        values[c].append(row[i])
+        else:
+            for n, line in enumerate(text):
+                if n >= SAMPLE_LINES:
+                    break
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    for c in columns:
+                        v = record.get(c)
+                        if isinstance(v, str) and v.strip():
+                            values[c].append(v)
+    return values
+
+
+def input_problems(cfg: Config) -> list[str]:
+    """``ingest.path`` exists and its first lines match the declared datetime formats."""
+    ing = cfg.ingest
+    if not ing.path:
+        return ["ingest.path: not set; set it to the raw file, directory or glob to load"]
+    if not _is_local(ing.path):
+        return []
+    files = _input_files(ing.path)
+    if not files:
+        exists = Path(_local(ing.path)).exists()
+        what = "holds no data files" if exists else "does not exist"
+        return [f"ingest.path: {ing.path} {what}; point it at the raw file, directory or glob"]
+    if ing.format == "parquet":
+        return []
+    schema = cfg.table_schema
+    formats = {}
+    for c in schema.columns:
+        if c.type in ("timestamp", "date"):
+            default = ing.timestamp_format if c.type == "timestamp" else ing.date_format
+            formats[c.name] = (c.format or default, "the schema's format" if c.format else None)
+    if not formats:
+        return []
+    sample = _sample_values(cfg, files[0], list(formats))
+    problems = []
+    for column, (java, from_schema) in formats.items():
+        seen = sample[column]
+        if not seen or any(_matches_java(v, java) in (True, None) for v in seen):
+            continue
+        key = from_schema or (
+            "ingest.timestamp_format"
+            if schema.column(column).type == "timestamp"
+            else "ingest.date_format"
+        )
+        where = f"{key} of column {column} in {schema.source}" if from_schema else key
+        problems.append(
+            f"{where}: '{java}' matches none of the first {len(seen)} values of column "
+            f"'{column}' in {files[0]} (first: {seen[0]!r}); set it to the file's format"
+            f"{_suggestion(seen[0])}"
+        )
+    return problems
+
+
+_SUGGESTIONS = (
+    "yyyy-MM-dd HH:mm:ss",
+    "yyyy-MM-dd'T'HH:mm:ss",
+    "yyyy-MM-dd HH:mm:ss.SSS",
+    "yyyy-MM-dd'T'HH:mm:ss.SSS",
+    "yyyy-MM-dd'T'HH:mm:ssXXX",
+    "yyyy/MM/dd HH:mm:ss",
+    "dd/MM/yyyy HH:mm:ss",
+    "MM/dd/yyyy HH:mm:ss",
+    "yyyy-MM-dd",
+    "yyyy/MM/dd",
+    "dd/MM/yyyy",
+)
+
+
+def _suggestion(value: str) -> str:
+    for java in _SUGGESTIONS:
+        fmt = java_to_strptime(java)
+        if fmt and _matches(value, fmt):
+            return f', e.g. "{java}"'
+    return ""
+
+
+def _role_problems(cfg: Config, job: str, roles: Sequence[str]) -> list[str]:
+    schema: TableSchema = cfg.table_schema
+    ts = cfg.training_set
+    given = {
+        ROLE_KEY: schema.key,
+        ROLE_EVENT_TIME: schema.event_time,
+        ROLE_LABEL: schema.label,
+    }
+    if job == "build_training_set":
+        # training_set.* may name the label table's columns instead of the schema's roles.
+        given = {
+            ROLE_KEY: ts.key or schema.key,
+            ROLE_EVENT_TIME: ts.label_time or schema.event_time,
+            ROLE_LABEL: ts.label or schema.label,
+        }
+    if job == "train":
+        given[ROLE_LABEL] = ts.label or schema.label
+    why = {
+        ROLE_KEY: "the entity a row belongs to",
+        ROLE_EVENT_TIME: "when the row's event happened",
+        ROLE_LABEL: "what the model learns to predict",
+    }
+    return [
+        f"{job} needs a column with role {role} ({why[role]}) in schema '{schema.name}' "
+        f"({schema.source}); declare one"
+        + (" (a column can be both: role: [record_id, key])" if role == ROLE_KEY else "")
+        for role in roles
+        if given.get(role) is None
+    ]
+
+
+def _table_problems(cfg: Config, job: str, written: set[str]) -> list[str]:
+    from ml_engine.tables.rs import logged_batches
+
+    spec = job_spec(job)
+    problems = []
+    reads = list(spec.reads)
+    if job == "build_training_set" and cfg.training_set.labels_path is None:
+        reads.append("silver")
+    for table in reads:
+        if table in written:
+            continue
+        path = cfg.storage.table_path(table)
+        if _is_local(path) and not (Path(_local(path)) / "_delta_log").is_dir():
+            producer = next((s for s in _producers(table)), "the job that writes it")
+            problems.append(
+                f"{job}: its input table {table} does not exist at {path}; run {producer} "
+                f"first (or check storage.root)"
+            )
+    if job == "build_training_set" and cfg.training_set.labels_path:
+        labels = cfg.training_set.labels_path
+        if _is_local(labels) and not (Path(_local(labels)) / "_delta_log").is_dir():
+            problems.append(
+                f"training_set.labels_path: no Delta table at {labels}; fix the path or write "
+                f"the labels table first"
+            )
+    batch_table = spec.batch_input
+    if job == "build_features" and (cfg.features.start or cfg.features.end):
+        batch_table = None
+    if batch_table and batch_table not in written and not problems:
+        path = cfg.storage.table_path(batch_table)
+        batches = logged_batches(path) if _is_local(path) else None
+        try:
+            batch = cfg.effective_batch_id()
+        except ConfigError as exc:
+            return [str(exc)]
+        if batches is not None and batch not in batches:
+            shown = ", ".join(batches[-20:]) or "none"
+            problems.append(
+                f"{job}: batch '{batch}' is not in its input table {batch_table} ({path}); "
+                f"batches there: {shown}. Set batch_id to one of them or run the jobs "
+                f"before {job} for this batch"
+            )
+    return problems
+
+
+def _producers(table: str) -> list[str]:
+    from ml_engine.jobs import PIPELINE
+
+    return [name for name in PIPELINE if table in job_spec(name).writes]
+
+
+def tracking_problems(cfg: Config, timeout: float = 5.0) -> list[str]:
+    """The MLflow tracking store can be reached (a server answers its health check)."""
+    uri = cfg.tracking_uri()
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///") :]).parent
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            return [f"mlflow.tracking_uri: {uri}: no directory {folder} can be made"]
+        return []
+    if not uri.startswith(("http://", "https://")):
+        return []
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s)
+            if response.status == 200:
+                return []
+            status = f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        status = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        status = str(getattr(exc, "reason", exc))
+    return [
+        f"mlflow.tracking_uri: the tracking server {_redacted(uri)} does not answer ({status}); "
+        f"start it or fix the URI (MLFLOW_TRACKING_URI)"
+    ]
+
+
+def _redacted(uri: str) -> str:
+    """``uri`` without a password (``https://user:secret@host`` -> ``https://user:***@host``)."""
+    return re.sub(r"(//[^:/@]+:)[^@/]+@", r"\1***@", uri)
+
+
+def preflight(cfg: Config, jobs: Sequence[str]) -> list[str]:
+    """Every problem of running ``jobs`` in order with ``cfg`` that shows without data.
+
+    Returns:
+        One line per problem, each naming the config key, file or table and what to do;
+        empty when nothing is wrong.
+    """
+    problems: list[str] = []
+    written: set[str] = set()
+    for job in jobs:
+        spec = job_spec(job)
+        problems += _role_problems(cfg, job, spec.roles)
+        problems += _table_problems(cfg, job, written)
+        written |= set(spec.writes)
+    if "ingest" in jobs:
+        problems += input_problems(cfg)
+    if any(job_spec(j).tracking for j in jobs):
+        problems += tracking_problems(cfg)
+    return list(dict.fromkeys(problems))

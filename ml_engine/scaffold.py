@@ -1,0 +1,1214 @@
+"""``ml-engine init``: a draft schema and config from a sample of the user's own data.
+
+:func:`scaffold` reads the first rows of a CSV, JSON-lines or Parquet file (or of a directory of
+them) once, without Spark, and writes two commented drafts next to each other:
+
+* ``schema.yaml``: every column with the type its sampled values have (timestamps and dates
+  with the Spark datetime pattern of their text), ``nullable`` and a guessed role; each column's
+  line ends with a ``# guessed:`` comment saying what was guessed and why;
+* ``config.yaml``: the few keys that make every job run on that data, building on the engine's
+  packaged defaults (``inherits: ml-engine:defaults``), paths relative to the file.
+
+Text is typed the way ``ingest`` will parse it: CSV and JSON values are read as text by ingest
+(see ``ml_engine.quality.ingest``), so both are typed from their text here; Parquet columns keep
+the file's own types, except text columns, which are typed from their values like CSV.
+
+Detected timestamp text (Spark datetime patterns; ``[.SSSSSS]``: optional fraction, up to 6
+digits, ``[.SSSSSSSSS]`` when the sample has more)::
+
+    yyyy-MM-dd'T'HH:mm:ss          yyyy-MM-dd HH:mm:ss         (+ fraction, + XXX / XX offset)
+    yyyy-MM-dd'T'HH:mm             yyyy-MM-dd HH:mm
+    yyyy/MM/dd HH:mm:ss            yyyy/MM/dd HH:mm
+    dd/MM/yyyy HH:mm:ss            dd/MM/yyyy HH:mm            (d/M/yyyy H:mm when unpadded)
+    MM/dd/yyyy HH:mm:ss            MM/dd/yyyy HH:mm            (when a day above 12 says so)
+
+and dates ``yyyy-MM-dd``, ``yyyy/MM/dd``, ``dd/MM/yyyy``, ``MM/dd/yyyy`` (``d/M/yyyy``,
+``M/d/yyyy`` when unpadded).
+
+Example::
+
+    result = scaffold("data/customers.csv", "my-project")
+    print(result.next_steps)
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import yaml
+
+from ml_engine.schemas import (
+    ROLE_CATEGORICAL,
+    ROLE_EVENT_TIME,
+    ROLE_KEY,
+    ROLE_LABEL,
+    ROLE_NUMERIC,
+    ROLE_RECORD_ID,
+)
+
+SCHEMA_FILE = "schema.yaml"
+CONFIG_FILE = "config.yaml"
+
+# A string column is categorical when it has at most this many distinct values in the sample
+# and fewer than half as many as non-empty values.
+MAX_CATEGORIES = 50
+# An integral label with at most this many distinct values is a class, not a quantity.
+MAX_CLASSES = 20
+
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".ndjson": "json",
+    ".parquet": "parquet",
+}
+_COMPRESSED = ".gz"
+_DELIMITERS = (",", "\t", ";", "|")
+_DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+
+_EXACT_LABELS = ("label", "target", "y", "class", "outcome")
+_FLAG_LABEL_WORDS = ("churn", "fraud", "default")
+_EVENT_TIME_NAMES = ("event_time", "timestamp", "ts", "time", "datetime", "event_ts", "date")
+_EVENT_TIME_SUFFIXES = ("_at", "_time", "_ts", "_timestamp", "_date", "_datetime")
+
+
+class ScaffoldError(ValueError):
+    """The data cannot be scaffolded; the message names the path and what to do."""
+
+
+@dataclass(frozen=True)
+class ColumnGuess:
+    """What was guessed for one column.
+
+    Attributes:
+        name: the column name written to the schema.
+        type: its schema type (``string``, ``int``, ``long``, ``double``, ``boolean``, ``date``,
+            ``timestamp`` or, from Parquet, ``decimal(p,s)``).
+        roles: its roles (empty: no role).
+        format: the Spark datetime pattern of a timestamp or date read from text, else None.
+        nullable: whether the schema lets it be empty.
+        reason: why, as written in the column's ``# guessed:`` comment.
+    """
+
+    name: str
+    type: str
+    roles: tuple[str, ...]
+    format: str | None
+    nullable: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class ScaffoldResult:
+    """What :func:`scaffold` wrote and guessed.
+
+    Attributes:
+        schema_path: the schema file written.
+        config_path: the config file written.
+        data_format: ``csv``, ``json`` or ``parquet``.
+        rows_sampled: how many rows the guesses rest on.
+        guesses: one entry per column, in file order.
+        warnings: what the user must still do or check (a job that cannot run yet, an
+            ambiguous guess, lines skipped in the sample).
+        next_steps: text for the terminal: what to review and the commands to run.
+    """
+
+    schema_path: str
+    config_path: str
+    data_format: str
+    rows_sampled: int
+    guesses: tuple[ColumnGuess, ...]
+    warnings: tuple[str, ...]
+    next_steps: str
+
+    @property
+    def written(self) -> tuple[str, str]:
+        """The paths written: schema, then config."""
+        return (self.schema_path, self.config_path)
+
+
+# --------------------------------------------------------------------------- reading a sample
+
+
+@dataclass
+class _RawColumn:
+    """One column of the sample: its values (text, or native values from Parquet)."""
+
+    name: str
+    values: list[Any]
+    native_type: str | None = None  # a schema type taken from the file (Parquet), else None
+    native_note: str = ""
+    renamed_from: str | None = None
+
+
+@dataclass
+class _Sample:
+    fmt: str
+    files: list[Path]
+    columns: list[_RawColumn]
+    rows: int
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    warnings: list[str] = field(default_factory=list)
+
+
+def _format_of(path: Path) -> str | None:
+    """``csv``, ``json`` or ``parquet`` from the file name, None when unknown."""
+    name = path.name.lower()
+    if name.endswith(_COMPRESSED):
+        name = name[: -len(_COMPRESSED)]
+        fmt = _EXTENSIONS.get(Path(name).suffix)
+        return fmt if fmt != "parquet" else None
+    return _EXTENSIONS.get(Path(name).suffix)
+
+
+def _known_extensions() -> str:
+    return (
+        "CSV (.csv, .tsv, .csv.gz), JSON lines (.json, .jsonl, .ndjson, also .gz) "
+        "and Parquet (.parquet)"
+    )
+
+
+def _data_files(path: Path) -> tuple[str, list[Path]]:
+    """The format and the files to sample: the file itself, or a directory's data files.
+
+    Raises:
+        ScaffoldError: the path is missing, has an unknown format, or is a directory with no
+            data files or files of several formats.
+    """
+    if not path.exists():
+        raise ScaffoldError(
+            f"{path}: no such file or directory; give --data the path of a {_known_extensions()} "
+            f"file or of a directory of them"
+        )
+    if path.is_file():
+        fmt = _format_of(path)
+        if fmt is None:
+            raise ScaffoldError(
+                f"{path}: cannot tell the format from the name '{path.name}'; ml-engine reads "
+                f"{_known_extensions()}: rename the file to its format's extension or convert it"
+            )
+        return fmt, [path]
+    # Spark reads every file of a directory except hidden ones (names starting with . or _).
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
+    if not files:
+        subdirs = sorted(p.name for p in path.iterdir() if p.is_dir())
+        hint = (
+            f" (it has subdirectories {subdirs[:5]}: point --data at the one holding the files)"
+            if subdirs
+            else ""
+        )
+        raise ScaffoldError(
+            f"{path}: the directory holds no data files{hint}; ml-engine reads "
+            f"{_known_extensions()}"
+        )
+    by_format: dict[str, list[str]] = {}
+    for f in files:
+        by_format.setdefault(_format_of(f) or "unknown format", []).append(f.name)
+    if len(by_format) > 1:
+        listed = "; ".join(
+            f"{fmt}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+            for fmt, names in sorted(by_format.items())
+        )
+        raise ScaffoldError(
+            f"{path}: the directory holds files of more than one format ({listed}); ingest reads "
+            f"every file of the directory as one format: move the other files out, or give "
+            f"--data one file"
+        )
+    fmt = next(iter(by_format))
+    if fmt == "unknown format":
+        raise ScaffoldError(
+            f"{path}: the directory holds no data files ml-engine can read (found "
+            f"{', '.join(by_format[fmt][:3])}); it reads {_known_extensions()}"
+        )
+    return fmt, files
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.name.lower().endswith(_COMPRESSED) else open(path, "rb")
+
+
+def _first_line(path: Path) -> bytes:
+    with _open_binary(path) as f:
+        return f.readline(1 << 20)
+
+
+def _decode(raw: bytes) -> tuple[str, str]:
+    """(text, encoding): UTF-8 when the bytes are valid UTF-8, else ISO-8859-1."""
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return raw.decode("iso-8859-1"), "iso-8859-1"
+
+
+def _delimiter(header: str) -> str:
+    """The candidate delimiter occurring most often outside quotes (ties: the earlier one)."""
+    counts = dict.fromkeys(_DELIMITERS, 0)
+    quoted = False
+    for ch in header:
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in counts:
+            counts[ch] += 1
+    best = max(_DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _csv_names(header: str, delimiter: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Column names from a header line; blank and repeated names are renamed.
+
+    Returns:
+        The names and the ``(header text, new name)`` pairs that were renamed.
+    """
+    fields = next(csv.reader([header.lstrip("\ufeff").rstrip("\r\n")], delimiter=delimiter), [])
+    names: list[str] = []
+    renamed: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(fields, start=1):
+        name = re.sub(r"\W+", "_", raw.strip()).strip("_")
+        if not name:
+            name = f"column_{i}"
+        if name.lower() in seen:
+            name = f"{name}_{i}"
+        seen.add(name.lower())
+        names.append(name)
+        if name != raw:
+            renamed.append((raw, name))
+    return names, renamed
+
+
+def _read_csv(path: Path, names: list[str], delimiter: str, encoding: str, limit: int):
+    """Up to ``limit`` rows of a CSV file as text (empty fields as None) and lines skipped."""
+    skipped: list[int] = []
+
+    def skip(row) -> str:
+        skipped.append(row.number if row.number is not None else -1)
+        return "skip"
+
+    keys = [f"c{i}" for i in range(len(names))]
+    reader = pa_csv.open_csv(
+        str(path),
+        read_options=pa_csv.ReadOptions(
+            column_names=keys, skip_rows=1, encoding="utf8" if encoding == "utf-8" else "latin1"
+        ),
+        parse_options=pa_csv.ParseOptions(delimiter=delimiter, invalid_row_handler=skip),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(keys, pa.string()),
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+        ),
+    )
+    batches = []
+    rows = 0
+    for batch in reader:
+        batches.append(batch)
+        rows += batch.num_rows
+        if rows >= limit:
+            break
+    table = pa.Table.from_batches(batches, schema=reader.schema).slice(0, limit)
+    return [table.column(k).to_pylist() for k in keys], skipped
+
+
+def _sample_csv(files: list[Path], sample_rows: int) -> _Sample:
+    first_header: list[str] | None = None
+    sample = _Sample(fmt="csv", files=[], columns=[], rows=0)
+    values: list[list[Any]] = []
+    for path in files:
+        try:
+            line = _first_line(path)
+        except (OSError, EOFError) as exc:
+            raise ScaffoldError(f"{path}: could not be read: {exc}") from None
+        if not line.strip():
+            continue
+        header, encoding = _decode(line)
+        delimiter = _delimiter(header)
+        names, renamed = _csv_names(header, delimiter)
+        if first_header is None:
+            first_header = names
+            sample.delimiter, sample.encoding = delimiter, encoding
+            values = [[] for _ in names]
+            sample.columns = [_RawColumn(n, values[i]) for i, n in enumerate(names)]
+            for raw, name in renamed:
+                sample.columns[names.index(name)].renamed_from = raw
+        elif names != first_header or delimiter != sample.delimiter:
+            raise ScaffoldError(
+                f"{path}: its header {names} (delimiter {_DELIMITER_NAMES[delimiter]}) differs "
+                f"from {sample.files[0]}'s {first_header} ({_DELIMITER_NAMES[sample.delimiter]}); "
+                f"ingest takes CSV fields by position, so every file needs the same columns: "
+                f"move the odd files out or give --data one file"
+            )
+        try:
+            try:
+                cols, skipped = _read_csv(
+                    path, names, delimiter, sample.encoding, sample_rows - sample.rows
+                )
+            except pa.ArrowInvalid as exc:
+                if "UTF8" not in str(exc) or sample.encoding != "utf-8":
+                    raise
+                sample.encoding = "iso-8859-1"
+                cols, skipped = _read_csv(
+                    path, names, delimiter, sample.encoding, sample_rows - sample.rows
+                )
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ScaffoldError(
+                f"{path}: could not be read as CSV: {' '.join(str(exc).split())}"
+            ) from None
+        if skipped:
+            sample.warnings.append(
+                f"{path}: {len(skipped)} line(s) of the sample do not have the header's "
+                f"{len(names)} fields and were skipped; ingest will quarantine such lines "
+                f"(check the delimiter and quoting)"
+            )
+        sample.files.append(path)
+        for i, col in enumerate(cols):
+            values[i].extend(col)
+        sample.rows += len(cols[0]) if cols else 0
+        if sample.rows >= sample_rows:
+            break
+    if first_header is None:
+        where = files[0] if len(files) == 1 else files[0].parent
+        raise ScaffoldError(
+            f"{where}: empty: no header line; give --data a CSV file with a header line and rows"
+        )
+    if sample.rows == 0:
+        where = files[0] if len(files) == 1 else files[0].parent
+        raise ScaffoldError(
+            f"{where}: empty: a header line but no data rows; types and roles are guessed from "
+            f"rows, so give --data a file with rows"
+        )
+    return sample
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with _open_binary(path) as f:
+        for number, line in enumerate(f, start=1):
+            if line.strip():
+                yield number, line
+
+
+def _text(value: Any) -> Any:
+    """A JSON value as the text ingest reads it as (numbers keep their original text)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return _Nested(json.dumps(value))
+    return value
+
+
+class _Nested(str):
+    """The JSON text of a nested object or array value."""
+
+
+def _sample_json(files: list[Path], sample_rows: int) -> _Sample:
+    sample = _Sample(fmt="json", files=[], columns=[], rows=0)
+    rows: list[dict[str, Any]] = []
+    bad: list[str] = []
+    for path in files:
+        try:
+            for number, line in _json_lines(path):
+                if not rows and not bad and line.lstrip().startswith(b"["):
+                    raise ScaffoldError(
+                        f"{path}: holds a JSON array; ingest reads JSON lines (one object per "
+                        f"line): convert it, e.g. with `jq -c '.[]' {path.name} > "
+                        f"{path.stem}.jsonl`"
+                    )
+                text, encoding = _decode(line.lstrip(b"\xef\xbb\xbf") if number == 1 else line)
+                if encoding != "utf-8":
+                    sample.encoding = encoding
+                try:
+                    obj = json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
+                except json.JSONDecodeError:
+                    obj = None
+                if not isinstance(obj, dict):
+                    bad.append(f"{path.name}:{number}")
+                    continue
+                rows.append({k: _text(v) for k, v in obj.items()})
+                if len(rows) >= sample_rows:
+                    break
+        except (OSError, EOFError) as exc:
+            raise ScaffoldError(f"{path}: could not be read: {exc}") from None
+        sample.files.append(path)
+        if len(rows) >= sample_rows:
+            break
+    if bad:
+        sample.warnings.append(
+            f"{len(bad)} line(s) of the sample are not JSON objects and were skipped "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); ingest will quarantine them"
+        )
+    if not rows:
+        where = files[0] if len(files) == 1 else files[0].parent
+        raise ScaffoldError(
+            f"{where}: empty: no JSON object found; give --data JSON lines (one object per line)"
+        )
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    sample.columns = [_RawColumn(n, [row.get(n) for row in rows]) for n in names]
+    sample.rows = len(rows)
+    return sample
+
+
+def _native_type(t: pa.DataType) -> tuple[str | None, str]:
+    """(schema type, note) of a Parquet column type; None for text, typed from its values."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return None, ""
+    if pa.types.is_boolean(t):
+        return "boolean", "Parquet boolean"
+    if pa.types.is_integer(t):
+        wide = t.bit_width > 32 or (pa.types.is_unsigned_integer(t) and t.bit_width == 32)
+        return ("long" if wide else "int"), f"Parquet {t}"
+    if pa.types.is_floating(t):
+        return "double", f"Parquet {t}"
+    if pa.types.is_decimal(t):
+        return f"decimal({t.precision},{t.scale})", f"Parquet {t}"
+    if pa.types.is_timestamp(t):
+        return "timestamp", f"Parquet {t}"
+    if pa.types.is_date(t):
+        return "date", f"Parquet {t}"
+    return "string", f"Parquet {t} (read as text)"
+
+
+def _sample_parquet(files: list[Path], sample_rows: int) -> _Sample:
+    sample = _Sample(fmt="parquet", files=[], columns=[], rows=0)
+    tables: list[pa.Table] = []
+    schema: pa.Schema | None = None
+    for path in files:
+        try:
+            pf = pq.ParquetFile(path)
+            if schema is not None and pf.schema_arrow.names != schema.names:
+                raise ScaffoldError(
+                    f"{path}: its columns {pf.schema_arrow.names} differ from "
+                    f"{sample.files[0]}'s {schema.names}; move the odd files out or give --data "
+                    f"one file"
+                )
+            schema = schema or pf.schema_arrow
+            want = sample_rows - sample.rows
+            for batch in pf.iter_batches(batch_size=min(want, 65_536)):
+                tables.append(pa.Table.from_batches([batch]).slice(0, want))
+                sample.rows += min(batch.num_rows, want)
+                want = sample_rows - sample.rows
+                if want <= 0:
+                    break
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ScaffoldError(
+                f"{path}: could not be read as Parquet: {' '.join(str(exc).split())}"
+            ) from None
+        sample.files.append(path)
+        if sample.rows >= sample_rows:
+            break
+    if schema is None or sample.rows == 0:
+        where = files[0] if len(files) == 1 else files[0].parent
+        raise ScaffoldError(f"{where}: empty: no rows; give --data Parquet files with rows")
+    table = pa.concat_tables(tables, promote_options="permissive")
+    for name in schema.names:
+        native, note = _native_type(schema.field(name).type)
+        col = table.column(name)
+        if native == "string" and note:
+            values = [None if v is None else str(v) for v in col.to_pylist()]
+        else:
+            values = col.to_pylist()
+        sample.columns.append(_RawColumn(name, values, native, note))
+    return sample
+
+
+def _sample(fmt: str, files: list[Path], sample_rows: int) -> _Sample:
+    reader = {"csv": _sample_csv, "json": _sample_json, "parquet": _sample_parquet}[fmt]
+    return reader(files, sample_rows)
+
+
+# --------------------------------------------------------------------------- types from text
+
+_TEMPORAL_RE = re.compile(
+    r"(?:(?P<iso>(?P<iy>\d{4})-(?P<im>\d{2})-(?P<id>\d{2}))"
+    r"|(?P<ymd>(?P<sy>\d{4})/(?P<sm>\d{2})/(?P<sd>\d{2}))"
+    r"|(?P<xy>(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<xyear>\d{4})))"
+    r"(?:(?P<sep>[T ])(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d{1,9}))?)?"
+    r"(?P<z>Z|[+-]\d{2}:\d{2}|[+-]\d{4})?)?"
+)
+_INT_RE = re.compile(r"[+-]?\d+")
+_FLOAT_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_FLOAT_WORDS = {"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
+def _valid_time(y: int, mo: int, d: int, h: int, mi: int, s: int, zone: str | None) -> bool:
+    try:
+        datetime(y, mo, d, h, mi, s)
+    except ValueError:
+        return False
+    if zone and zone != "Z":
+        hours, minutes = int(zone[1:3]), int(zone[-2:])
+        return hours <= 18 and minutes < 60
+    return True
+
+
+@dataclass(frozen=True)
+class _Temporal:
+    type: str  # timestamp or date
+    format: str  # Spark datetime pattern
+    note: str = ""
+
+
+def _temporal(values: list[str]) -> _Temporal | None:
+    """The timestamp or date pattern every value matches, or None.
+
+    All values must share one shape (date style, separator, seconds present, offset present);
+    fractions of a second may vary in length and be absent.
+    """
+    shape = None
+    frac = 0
+    zones: set[str] = set()
+    unpadded = False
+    day_first_ok = month_first_ok = True
+    for v in values:
+        m = _TEMPORAL_RE.fullmatch(v)
+        if m is None:
+            return None
+        style = "iso" if m["iso"] else "ymd" if m["ymd"] else "xy"
+        has_time = m["sep"] is not None
+        this = (style, m["sep"], has_time, m["S"] is not None, m["z"] is not None)
+        if shape is None:
+            shape = this
+        elif this != shape:
+            return None
+        if style != "iso" and (m["sep"] == "T" or m["z"]):
+            return None
+        if has_time and len(m["H"]) == 1 and style != "xy":
+            return None
+        h, mi, s = (int(m["H"]), int(m["M"]), int(m["S"] or 0)) if has_time else (0, 0, 0)
+        if m["f"]:
+            frac = max(frac, len(m["f"]))
+        if m["z"]:
+            zones.add("Z" if m["z"] == "Z" else "colon" if ":" in m["z"] else "plain")
+        if style == "xy":
+            a, b, y = int(m["a"]), int(m["b"]), int(m["xyear"])
+            unpadded |= len(m["a"]) == 1 or len(m["b"]) == 1 or (has_time and len(m["H"]) == 1)
+            day_first_ok &= _valid_time(y, b, a, h, mi, s, m["z"])
+            month_first_ok &= _valid_time(y, a, b, h, mi, s, m["z"])
+            if not (day_first_ok or month_first_ok):
+                return None
+        else:
+            y, mo, d = (int(m["iy"]), int(m["im"]), int(m["id"])) if style == "iso" else (
+                int(m["sy"]), int(m["sm"]), int(m["sd"])
+            )  # fmt: skip
+            if not _valid_time(y, mo, d, h, mi, s, m["z"]):
+                return None
+    if shape is None or {"colon", "plain"} <= zones:
+        return None
+    style, sep, has_time, has_seconds, has_zone = shape
+    note = ""
+    if style == "iso":
+        day = "yyyy-MM-dd"
+    elif style == "ymd":
+        day = "yyyy/MM/dd"
+    else:
+        d, mo = ("d", "M") if unpadded else ("dd", "MM")
+        day = f"{d}/{mo}/yyyy" if day_first_ok else f"{mo}/{d}/yyyy"
+        if day_first_ok and month_first_ok:
+            note = (
+                "day/month order not decided by the sample (no day above 12): "
+                "day first assumed, check it"
+            )
+    if not has_time:
+        return _Temporal("date", day, note)
+    hour = "H" if style == "xy" and unpadded else "HH"
+    pattern = day + ("'T'" if sep == "T" else " ") + f"{hour}:mm"
+    if has_seconds:
+        pattern += ":ss"
+        if frac:
+            pattern += "[.SSSSSS]" if frac <= 6 else "[.SSSSSSSSS]"
+    if has_zone:
+        pattern += "XX" if "plain" in zones else "XXX"
+    return _Temporal("timestamp", pattern, note)
+
+
+@dataclass
+class _Typed:
+    """A sampled column with its schema type and the statistics the role guesses use."""
+
+    name: str
+    type: str
+    format: str | None
+    type_reason: str
+    values: list[Any]  # non-empty values, typed
+    nulls: int
+    renamed_from: str | None = None
+    nested: bool = False
+    note: str = ""
+
+    @property
+    def distinct(self) -> int:
+        return len(set(self.values))
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.type in ("int", "long", "double") or self.type.startswith("decimal")
+
+    @property
+    def is_temporal(self) -> bool:
+        return self.type in ("timestamp", "date")
+
+    def unique(self, rows: int) -> bool:
+        return self.nulls == 0 and rows > 1 and self.distinct == rows
+
+
+def _type_from_text(values: list[str]) -> tuple[str, str | None, str, list[Any], str]:
+    """(type, format, why, typed values, note) of non-empty text values."""
+    stripped = [v.strip() for v in values]
+    if all(_INT_RE.fullmatch(v) for v in stripped):
+        if any(re.fullmatch(r"[+-]?0\d+", v) for v in stripped):
+            return "string", None, "digits with leading zeros -> string", values, ""
+        ints = [int(v) for v in stripped]
+        if all(_INT_MIN <= i <= _INT_MAX for i in ints):
+            return "int", None, "whole numbers that fit int -> int", ints, ""
+        if all(_LONG_MIN <= i <= _LONG_MAX for i in ints):
+            return "long", None, "whole numbers beyond int -> long", ints, ""
+        return "string", None, "whole numbers beyond long -> string", values, ""
+    numbers = [v for v in stripped if v.lower() not in _FLOAT_WORDS]
+    if numbers and all(_FLOAT_RE.fullmatch(v) for v in numbers):
+        return "double", None, "decimal numbers -> double", [float(v) for v in stripped], ""
+    if all(v.lower() in ("true", "false") for v in stripped):
+        typed = [v.lower() == "true" for v in stripped]
+        return "boolean", None, "true/false -> boolean", typed, ""
+    temporal = _temporal(values)
+    if temporal is not None:
+        why = f"text like '{values[0]}' -> {temporal.type}, format {temporal.format}"
+        return temporal.type, temporal.format, why, values, temporal.note
+    return "string", None, "text -> string", values, ""
+
+
+def _typed(col: _RawColumn) -> _Typed:
+    present = [v for v in col.values if v is not None]
+    nulls = len(col.values) - len(present)
+    if col.native_type is not None:
+        why = f"{col.native_note} -> {col.native_type}"
+        nested = col.native_type == "string"
+        return _Typed(col.name, col.native_type, None, why, present, nulls, nested=nested)
+    if not present:
+        return _Typed(col.name, "string", None, "empty in the whole sample -> string", [], nulls)
+    if any(isinstance(v, _Nested) for v in present):
+        why = "nested JSON values -> string (their JSON text)"
+        return _Typed(col.name, "string", None, why, present, nulls, nested=True)
+    type_, fmt, reason, typed, note = _type_from_text([str(v) for v in present])
+    return _Typed(col.name, type_, fmt, reason, typed, nulls, col.renamed_from, note=note)
+
+
+# --------------------------------------------------------------------------- roles
+
+
+def _words(name: str) -> list[str]:
+    """Lower-case words of a snake_case, kebab-case or camelCase name."""
+    snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    return re.findall(r"[a-z0-9]+", snake.lower())
+
+
+def _id_named(name: str) -> bool:
+    lower = name.lower()
+    return (
+        lower == "id"
+        or lower.endswith(("_id", "-id", "uuid"))
+        or bool(re.search(r"[a-z0-9](Id|ID)$", name))
+    )
+
+
+def _id_shaped(col: _Typed) -> bool:
+    """Values an identifier can have: whole numbers, or short text without blanks."""
+    if col.type in ("int", "long"):
+        return True
+    return (
+        col.type == "string"
+        and not col.nested
+        and all(len(v) <= 64 and not re.search(r"\s", v) for v in col.values)
+    )
+
+
+@dataclass
+class _Roles:
+    roles: dict[str, list[str]] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    record_id: str | None = None
+    key: str | None = None
+    event_time: str | None = None
+    label: str | None = None
+    label_candidates: list[str] = field(default_factory=list)
+
+
+def _event_time_rank(col: _Typed) -> tuple[int, int]:
+    lower = col.name.lower()
+    if lower in _EVENT_TIME_NAMES:
+        by_name = _EVENT_TIME_NAMES.index(lower)
+    elif lower.endswith(_EVENT_TIME_SUFFIXES) or re.search(r"[a-z0-9](At|Time|Date)$", col.name):
+        by_name = len(_EVENT_TIME_NAMES)
+    else:
+        by_name = len(_EVENT_TIME_NAMES) + 1
+    return by_name, 0 if col.type == "timestamp" else 1
+
+
+def _label_tier(col: _Typed) -> int | None:
+    """0: an exact label name; 1: a churn/fraud/default flag; 2: an ``is_*`` flag; else None."""
+    if col.is_temporal or col.nested or not col.values:
+        return None
+    if col.name.lower() in _EXACT_LABELS:
+        return 0
+    words = _words(col.name)
+    if col.distinct > 2:
+        return None
+    if any(w.startswith(_FLAG_LABEL_WORDS) for w in words):
+        return 1
+    if len(words) > 1 and words[0] == "is":
+        return 2
+    return None
+
+
+def _guess_roles(cols: list[_Typed], rows: int) -> _Roles:
+    r = _Roles(roles={c.name: [] for c in cols})
+    sample = f"{rows}-row sample"
+
+    ids = [c for c in cols if _id_named(c.name) and _id_shaped(c)]
+    unique_ids = [c for c in ids if c.unique(rows)]
+    record = unique_ids[0] if unique_ids else None
+    record_why = f"unique in the {sample}"
+    if record is None:
+        # No identifier by name: a column of unique identifier-shaped text, or whole numbers
+        # in the first column (a row number); a unique number elsewhere is more likely a measure.
+        for i, c in enumerate(cols):
+            if c.unique(rows) and _id_shaped(c) and (c.type == "string" or i == 0):
+                record = c
+                record_why = f"unique identifier-shaped values in the {sample}"
+                break
+    others = [c for c in ids if c is not record]
+    key = next((c for c in others if not c.unique(rows)), others[0] if others else None)
+    if record is not None:
+        r.record_id = record.name
+        r.roles[record.name].append(ROLE_RECORD_ID)
+        if key is None:
+            r.key = record.name
+            r.roles[record.name].append(ROLE_KEY)
+            r.reasons[record.name] = (
+                f"{record_why} -> record id and entity key (no other column looks like an "
+                f"entity key)"
+            )
+        else:
+            r.reasons[record.name] = f"{record_why} -> record id"
+    if key is not None:
+        r.key = key.name
+        r.roles[key.name].append(ROLE_KEY)
+        repeats = "repeats in the sample" if not key.unique(rows) else "besides the record id"
+        r.reasons[key.name] = f"identifier-like name, {repeats} -> entity key"
+
+    temporal = [c for c in cols if c.is_temporal]
+    if temporal:
+        best = min(temporal, key=_event_time_rank)
+        r.event_time = best.name
+        r.roles[best.name].append(ROLE_EVENT_TIME)
+        why = "the only date/time column" if len(temporal) == 1 else "its name ranks first"
+        r.reasons[best.name] = f"{why} -> event time"
+
+    taken = {r.record_id, r.key, r.event_time}
+    tiers = [(t, c) for c in cols if c.name not in taken and (t := _label_tier(c)) is not None]
+    if tiers:
+        top = min(t for t, _ in tiers)
+        candidates = [c for t, c in tiers if t == top]
+        if top == 0:
+            candidates.sort(key=lambda c: _EXACT_LABELS.index(c.name.lower()))
+        label = candidates[0]
+        r.label = label.name
+        r.label_candidates = [c.name for c in candidates[1:]]
+        r.roles[label.name].append(ROLE_LABEL)
+        kind = f"named '{label.name}'" if top == 0 else "a two-valued flag named like a label"
+        also = f"; also possible: {', '.join(r.label_candidates)}" if r.label_candidates else ""
+        task, distinct = _task(label)
+        r.reasons[label.name] = f"{kind} -> label ({distinct} in the sample: {task}{also})"
+
+    for c in cols:
+        if r.roles[c.name] or c.name in r.reasons:
+            continue
+        if not c.values or c.nested:
+            r.reasons[c.name] = "no role"
+        elif _id_named(c.name):
+            r.reasons[c.name] = "identifier-like name -> no role (not a feature)"
+        elif c.is_temporal:
+            r.reasons[c.name] = (
+                f"another date/time column besides {r.event_time} -> no role "
+                f"(features.date_parts can derive features from it)"
+            )
+        elif c.is_numeric:
+            r.roles[c.name].append(ROLE_NUMERIC)
+            r.reasons[c.name] = "not an id or the label -> numeric feature"
+        elif c.type == "boolean":
+            r.roles[c.name].append(ROLE_CATEGORICAL)
+            r.reasons[c.name] = "a flag, not the label -> categorical feature"
+        elif c.distinct <= MAX_CATEGORIES and c.distinct < len(c.values) / 2:
+            r.roles[c.name].append(ROLE_CATEGORICAL)
+            r.reasons[c.name] = (
+                f"{c.distinct} distinct values in {len(c.values)} non-empty rows -> "
+                f"categorical feature"
+            )
+        else:
+            r.reasons[c.name] = (
+                f"{c.distinct} distinct values in {len(c.values)} non-empty rows: free text or "
+                f"an identifier, left out of the features"
+            )
+    return r
+
+
+def _task(label: _Typed) -> tuple[str, str]:
+    """(``train.task``, ``"<k> distinct values"``) for a label column.
+
+    Text and true/false labels are classes; whole numbers are classes when there are at most
+    :data:`MAX_CLASSES` distinct ones; decimal numbers are quantities.
+    """
+    k = label.distinct
+    distinct = f"{k} distinct value{'s' if k != 1 else ''}"
+    if label.type in ("boolean", "string") or (label.type in ("int", "long") and k <= MAX_CLASSES):
+        return "classification", distinct
+    return "regression", distinct
+
+
+# --------------------------------------------------------------------------- writing YAML
+
+_PLAIN_RE = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./-]*")
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"}
+
+
+def _scalar(value: Any) -> str:
+    """``value`` as a YAML flow scalar: plain when it reads back as the same string."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    text = str(value)
+    if (
+        _PLAIN_RE.fullmatch(text)
+        and text.lower() not in _YAML_WORDS
+        and yaml.safe_load(text) == text
+    ):
+        return text
+    return json.dumps(text)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _comment_block(lines: list[str], width: int = 96) -> list[str]:
+    """Comment lines: each entry wrapped at ``width`` characters."""
+    out: list[str] = []
+    for line in lines:
+        words = line.split(" ")
+        current = "#"
+        for w in words:
+            if len(current) + 1 + len(w) > width and current != "#":
+                out.append(current)
+                current = "# " + w
+            else:
+                current = f"{current} {w}"
+        out.append(current)
+    return out
+
+
+def _column_line(c: _Typed, roles: list[str], nullable: bool) -> str:
+    items = [f"name: {_scalar(c.name)}", f"type: {c.type}", f"nullable: {_scalar(nullable)}"]
+    if len(roles) == 1:
+        items.append(f"role: {roles[0]}")
+    elif roles:
+        items.append(f"role: [{', '.join(roles)}]")
+    if c.format:
+        items.append(f"format: {_scalar(c.format)}")
+    return "  - {" + ", ".join(items) + "}"
+
+
+def _aligned(pairs: list[tuple[str, str]], cap: int = 72) -> list[str]:
+    """``text  # comment`` lines, comments aligned (up to column ``cap``)."""
+    width = min(max(len(t) for t, _ in pairs), cap)
+    return [f"{t.ljust(width)}  # {_one_line(c)}" if c else t for t, c in pairs]
+
+
+def _dataset_name(path: Path) -> str:
+    name = path.name
+    if path.is_file():
+        name = re.sub(r"(\.[A-Za-z0-9]+)?(\.gz)?$", "", name)
+    name = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    return name or "dataset"
+
+
+def _ingest_path(data: Path, out: Path) -> str:
+    """``data`` relative to ``out`` when it lies below ``out`` or its parent, else absolute."""
+    rel = Path(os.path.relpath(data, out))
+    if rel.parts[:2] == ("..", "..") or rel.is_absolute():
+        return data.as_posix()
+    return rel.as_posix()
+
+
+# --------------------------------------------------------------------------- scaffold
+
+
+def scaffold(
+    data: str, out: str, *, sample_rows: int = 1000, force: bool = False
+) -> ScaffoldResult:
+    """Writes a draft ``schema.yaml`` and ``config.yaml`` for ``data`` into ``out``.
+
+    Reads the first ``sample_rows`` rows of ``data`` once, without Spark, guesses each
+    column's type, nullability and role, and writes both files as commented drafts (every guess
+    carries a ``# guessed:`` comment). The config inherits ``ml-engine:defaults`` and names the
+    data relative to ``out`` when it lies below ``out`` or beside it.
+
+    Args:
+        data: a ``.csv``/``.tsv`` (optionally ``.gz``), ``.json``/``.jsonl``/``.ndjson``
+            (JSON lines, optionally ``.gz``) or ``.parquet`` file, or a directory of files of
+            one of these formats (hidden files, starting with ``.`` or ``_``, are ignored as
+            Spark ignores them).
+        out: the directory to write to (created when missing).
+        sample_rows: how many rows to read (from the first files, in name order).
+        force: overwrite existing ``schema.yaml`` / ``config.yaml`` in ``out``.
+
+    Returns:
+        The paths written, the guesses, warnings and the next steps to print.
+
+    Raises:
+        ScaffoldError: ``data`` is missing, empty, of an unknown format, a directory with no
+            data files or several formats or different columns per file; ``sample_rows`` is
+            below 1; or a file to write exists and ``force`` is not set.
+    """
+    if sample_rows < 1:
+        raise ScaffoldError(f"sample_rows must be at least 1, got {sample_rows}")
+    source = Path(data).expanduser().resolve()
+    target = Path(out).expanduser().resolve()
+    schema_path, config_path = target / SCHEMA_FILE, target / CONFIG_FILE
+    existing = [p for p in (schema_path, config_path) if p.exists()]
+    if existing and not force:
+        raise ScaffoldError(
+            f"{' and '.join(map(str, existing))} already exist{'s' if len(existing) == 1 else ''}; "
+            f"pass --force to overwrite, or choose another --out directory"
+        )
+    fmt, files = _data_files(source)
+    sample = _sample(fmt, files, sample_rows)
+    cols = [_typed(c) for c in sample.columns]
+    roles = _guess_roles(cols, sample.rows)
+    name = _dataset_name(source)
+    today = date.today().isoformat()
+    warnings = list(sample.warnings)
+
+    guesses: list[ColumnGuess] = []
+    lines: list[tuple[str, str]] = []
+    required = {roles.record_id, roles.key, roles.event_time}
+    for c in cols:
+        col_roles = roles.roles[c.name]
+        nullable = not (c.name in required and c.nulls == 0)
+        parts = [c.type_reason, roles.reasons[c.name]]
+        if not nullable:
+            parts.append("never empty -> not nullable")
+        if c.renamed_from is not None:
+            parts.append(f"header {c.renamed_from!r} renamed")
+        if c.note:
+            parts.append(c.note)
+            warnings.append(f"column '{c.name}': {c.note}")
+        reason = _one_line("; ".join(parts))
+        lines.append((_column_line(c, col_roles, nullable), f"guessed: {reason}"))
+        guesses.append(ColumnGuess(c.name, c.type, tuple(col_roles), c.format, nullable, reason))
+
+    schema_header = [
+        f"Draft schema written by `ml-engine init` on {today} from {source} ({fmt}): types, "
+        f"nullability and roles are guessed from its first {sample.rows} rows.",
+        "Check every '# guessed:' comment, then add the constraints your data must meet "
+        "(min, max, allowed, pattern); the format is described in ml_engine/schemas.py.",
+    ]
+    if roles.label is None:
+        schema_header.append(
+            "No label was recognised (no column named label, target, y, class or outcome, nor "
+            "a churn/fraud/default/is_* flag): give the column to predict `role: label`."
+        )
+    schema_text = "\n".join(
+        [*_comment_block(schema_header), f"name: {_scalar(name)}", "columns:", *_aligned(lines)]
+    )
+
+    warnings += _job_warnings(cols, roles)
+    if fmt != "csv":
+        odd = [c.name for c in cols if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", c.name)]
+        if odd:
+            warnings.append(
+                f"column name(s) {odd} are not plain identifiers; {fmt} columns are read by "
+                f"name, so they are kept, but expressions in the config must quote them "
+                f"with backticks"
+            )
+
+    config_text = _config_text(source, target, fmt, sample, cols, roles, name, today)
+    target.mkdir(parents=True, exist_ok=True)
+    schema_path.write_text(schema_text + "\n", encoding="utf-8")
+    config_path.write_text(config_text, encoding="utf-8")
+
+    next_steps = "\n".join(
+        [
+            f"Wrote a draft schema and config from {sample.rows} rows of {source}:",
+            f"  {schema_path}",
+            f"  {config_path}",
+            "Review every '# guessed:' line of the schema (types, roles, nullable) and add "
+            "what belongs to this dataset to the config (clean rules, outlier detectors, "
+            "features, model settings).",
+            "Then run every job:",
+            f"  ml-engine run pipeline --config {config_path}",
+            "or one at a time, in this order:",
+            *(
+                f"  ml-engine run {job} --config {config_path}"
+                for job in (
+                    "ingest",
+                    "clean",
+                    "detect_outliers",
+                    "build_features",
+                    "build_training_set",
+                    "train",
+                    "score",
+                    "drift_report",
+                )
+            ),
+        ]
+    )
+    return ScaffoldResult(
+        schema_path=str(schema_path),
+        config_path=str(config_path),
+        data_format=fmt,
+        rows_sampled=sample.rows,
+        guesses=tuple(guesses),
+        warnings=tuple(warnings),
+        next_steps=next_steps,
+    )
+
+
+def _job_warnings(cols: list[_Typed], roles: _Roles) -> list[str]:
+    """What the user must add before a job can run on the scaffolded config."""
+    out: list[str] = []
+    if roles.event_time is None:
+        out.append(
+            "no date/time column was found: build_features (and its window aggregates) and "
+            "build_training_set need a column with role event_time saying when each row "
+            "happened. If one of the columns holds such times in a format not detected, give "
+            "it `type: timestamp`, its `format` and `role: event_time` in schema.yaml; else "
+            "add such a column to the data. ingest, clean and detect_outliers run without it."
+        )
+    if roles.key is None:
+        out.append(
+            "no entity key was found: build_features and build_training_set need a column "
+            "with role key (the entity each row is about, e.g. a customer id); give one column "
+            "`role: key` in schema.yaml (`role: [record_id, key]` when each row is its own "
+            "entity)."
+        )
+    if roles.record_id is None:
+        out.append(
+            "no record id was found: config.yaml sets clean.dedup to exact (drop rows equal in "
+            "every column) instead of keeping the latest row per record id."
+        )
+    if roles.label is None:
+        out.append(
+            "no label was recognised: build_training_set and train need the column to predict "
+            "with role label; give it `role: label` in schema.yaml and set train.task "
+            "(classification or regression) in config.yaml."
+        )
+    elif roles.label_candidates:
+        out.append(
+            f"label: '{roles.label}' was chosen; {roles.label_candidates} also look like labels. "
+            f"Keep one `role: label` in schema.yaml."
+        )
+    if not any(ROLE_NUMERIC in roles.roles[c.name] for c in cols):
+        out.append(
+            "no numeric feature was found: detect_outliers needs numeric columns; give numeric "
+            "columns `role: numeric_feature` in schema.yaml or list them in "
+            "outliers.detectors in config.yaml."
+        )
+    return out
+
+
+def _config_text(
+    source: Path,
+    target: Path,
+    fmt: str,
+    sample: _Sample,
+    cols: list[_Typed],
+    roles: _Roles,
+    name: str,
+    today: str,
+) -> str:
+    header = _comment_block(
+        [
+            f"Draft config written by `ml-engine init` from {source} on {today}. Paths are "
+            f"relative to this file.",
+            "It builds on the engine's packaged defaults; add what belongs to this dataset "
+            "below (clean rules, outlier detectors, features, model settings: see "
+            "ml_engine/config.py).",
+        ]
+    )
+    lines: list[tuple[str, str]] = [
+        ("inherits: ml-engine:defaults", ""),
+        (f"schema: {SCHEMA_FILE}", "the draft schema written next to this file"),
+        ("storage:", ""),
+        ("  root: work", "tables, models and reports go to <this directory>/work"),
+        ("ingest:", ""),
+        (f"  path: {_scalar(_ingest_path(source, target))}", "the data `ml-engine init` read"),
+        (f"  format: {fmt}", ""),
+    ]
+    csv_opts: list[tuple[str, str]] = []
+    if fmt == "csv" and sample.delimiter != ",":
+        csv_opts.append(
+            (
+                f"    delimiter: {_scalar(sample.delimiter)}",
+                f"{_DELIMITER_NAMES[sample.delimiter]}, detected in the header line",
+            )
+        )
+    if sample.encoding != "utf-8":
+        csv_opts.append(
+            (f"    encoding: {sample.encoding}", "the sample is not valid UTF-8 (Latin-1 assumed)")
+        )
+    if csv_opts:
+        lines += [("  csv:", "also applies to JSON" if fmt == "json" else ""), *csv_opts]
+    for type_, key in (("timestamp", "timestamp_format"), ("date", "date_format")):
+        found = [c for c in cols if c.type == type_ and c.format]
+        if found:
+            first = next((c for c in found if c.name == roles.event_time), found[0])
+            lines.append(
+                (
+                    f"  {key}: {_scalar(first.format)}",
+                    f"detected in column '{first.name}' (the format schema.yaml gives a "
+                    f"column wins)",
+                )
+            )
+    if roles.record_id is None:
+        lines += [
+            ("clean:", ""),
+            (
+                "  dedup: exact",
+                "no record id: latest_by_key would keep one row per "
+                + (f"'{roles.key}'" if roles.key else "key"),
+            ),
+        ]
+    lines += [
+        ("mlflow:", ""),
+        (f"  experiment: {_scalar(name)}", ""),
+        (f"  registered_model: {_scalar(name + '-model')}", ""),
+    ]
+    if roles.label is not None:
+        label = next(c for c in cols if c.name == roles.label)
+        task, distinct = _task(label)
+        lines += [
+            ("train:", ""),
+            (f"  task: {task}", f"label '{label.name}' has {distinct} in the sample"),
+        ]
+    else:
+        lines.append(
+            ("# train: {task: classification}", "set once schema.yaml gives a column role label")
+        )
+    return "\n".join([*header, *_aligned(lines, cap=40)]) + "\n"

@@ -1,0 +1,608 @@
+"""`ml-engine init` scaffolding: a draft schema and config from a sample of the user's data.
+
+No Spark: the scaffold reads its sample with pyarrow and the standard library.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ml_engine.config import Config
+from ml_engine.scaffold import ColumnGuess, ScaffoldError, scaffold
+from ml_engine.schemas import load_schema
+
+FEATURES = [f"f{j:02d}" for j in range(30)]
+
+
+def columns_of(schema_path):
+    """(name, type, nullable, roles, format) of every column of a written schema."""
+    return [
+        (c.name, c.type, c.nullable, c.roles, c.format) for c in load_schema(schema_path).columns
+    ]
+
+
+def header_of(path):
+    """The leading comment of a written file, its wrapped lines joined by spaces."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[2:])
+    return " ".join(lines)
+
+
+def column_lines(path):
+    return [line for line in path.read_text().splitlines() if line.startswith("  - {")]
+
+
+def config_of(result):
+    """The written config as data; every key in it must exist in the config model."""
+    with open(result.config_path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    Config.model_validate({k: v for k, v in data.items() if k != "inherits"})
+    return data
+
+
+@pytest.fixture
+def events_csv(tmp_path):
+    """Dataset (1): integer id, ISO 'T' timestamps, 30 numeric features, a 0/1 target."""
+    rng = np.random.default_rng(7)
+    n = 200
+    df = pd.DataFrame({"id": np.arange(1, n + 1)})
+    start = datetime(2024, 1, 1)
+    df["ts"] = [(start + timedelta(minutes=37 * i)).isoformat() for i in range(n)]
+    for name in FEATURES:
+        df[name] = rng.normal(size=n).round(4)
+    df["target"] = rng.integers(0, 2, n)
+    path = tmp_path / "data" / "events.csv"
+    path.parent.mkdir()
+    df.to_csv(path, index=False)
+    return path
+
+
+def visits_frame(n=120):
+    """Dataset (2): string ids, a non-unique store id, slash timestamps, mixed features, y."""
+    rng = np.random.default_rng(11)
+    start = datetime(2024, 3, 1)
+    return pd.DataFrame(
+        {
+            "id": [f"u-{i:04d}" for i in range(1, n + 1)],
+            "store_id": [f"s{i % 7}" for i in range(n)],
+            "ts": [
+                (start + timedelta(hours=5 * i)).strftime("%Y/%m/%d %H:%M:%S") for i in range(n)
+            ],
+            "visits": rng.integers(0, 50, n),
+            "spend": np.where(np.arange(n) % 10 == 3, np.nan, rng.gamma(2, 30, n).round(2)),
+            "channel": rng.choice(["web", "app", "store"], n),
+            "is_weekend": rng.choice([True, False], n),
+            "note": [f"free text number {i} here" for i in range(n)],
+            "y": rng.normal(100, 20, n).round(3),
+        }
+    )
+
+
+@pytest.fixture
+def visits_jsonl(tmp_path):
+    path = tmp_path / "raw" / "visits.jsonl"
+    path.parent.mkdir()
+    visits_frame().to_json(path, orient="records", lines=True)
+    return path
+
+
+def write(path, text, encoding="utf-8"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+# --------------------------------------------------------------------------- dataset (1): CSV
+
+
+def test_csv_schema_has_the_sampled_types_roles_and_format(events_csv, tmp_path):
+    result = scaffold(str(events_csv), str(tmp_path / "project"))
+    assert columns_of(result.schema_path) == [
+        ("id", "int", False, ("record_id", "key"), None),
+        ("ts", "timestamp", False, ("event_time",), "yyyy-MM-dd'T'HH:mm:ss"),
+        *[(name, "double", True, ("numeric_feature",), None) for name in FEATURES],
+        ("target", "int", True, ("label",), None),
+    ]
+    schema = load_schema(result.schema_path)
+    assert (schema.name, schema.record_id, schema.key, schema.event_time, schema.label) == (
+        "events",
+        "id",
+        "id",
+        "ts",
+        "target",
+    )
+
+
+def test_csv_schema_marks_every_guess_with_a_comment(events_csv, tmp_path):
+    result = scaffold(str(events_csv), str(tmp_path / "project"))
+    header = header_of(tmp_path / "project" / "schema.yaml")
+    assert header.startswith("Draft schema written by `ml-engine init` on ")
+    assert (
+        f"from {events_csv} (csv): types, nullability and roles are guessed from its first 200 rows."
+        in header
+    )
+    lines = column_lines(tmp_path / "project" / "schema.yaml")
+    assert len(lines) == 33
+    assert all("  # guessed: " in line for line in lines)
+    comments = {
+        line.split("name: ")[1].split(",")[0]: line.split("# guessed: ")[1] for line in lines
+    }
+    assert comments["id"] == (
+        "whole numbers that fit int -> int; unique in the 200-row sample -> record id and entity "
+        "key (no other column looks like an entity key); never empty -> not nullable"
+    )
+    assert comments["ts"] == (
+        "text like '2024-01-01T00:00:00' -> timestamp, format yyyy-MM-dd'T'HH:mm:ss; the only "
+        "date/time column -> event time; never empty -> not nullable"
+    )
+    assert comments["f07"] == "decimal numbers -> double; not an id or the label -> numeric feature"
+    assert comments["target"] == (
+        "whole numbers that fit int -> int; named 'target' -> label (2 distinct values in the "
+        "sample: classification)"
+    )
+    assert [g.reason for g in result.guesses] == list(comments.values())
+
+
+def test_csv_config_holds_exactly_the_keys_to_run_every_job(events_csv, tmp_path):
+    result = scaffold(str(events_csv), str(tmp_path / "project"))
+    data = config_of(result)
+    assert data == {
+        "inherits": "ml-engine:defaults",
+        "schema": "schema.yaml",
+        "storage": {"root": "work"},
+        "ingest": {
+            "path": "../data/events.csv",
+            "format": "csv",
+            "timestamp_format": "yyyy-MM-dd'T'HH:mm:ss",
+        },
+        "mlflow": {"experiment": "events", "registered_model": "events-model"},
+        "train": {"task": "classification"},
+    }
+    header = header_of(tmp_path / "project" / "config.yaml")
+    assert header.startswith(f"Draft config written by `ml-engine init` from {events_csv} on ")
+    assert "Paths are relative to this file." in header
+    text = (tmp_path / "project" / "config.yaml").read_text()
+    assert "# label 'target' has 2 distinct values in the sample" in text
+
+
+def test_csv_result_lists_paths_guesses_and_next_steps(events_csv, tmp_path):
+    out = tmp_path / "project"
+    result = scaffold(str(events_csv), str(out))
+    assert result.written == (str(out / "schema.yaml"), str(out / "config.yaml"))
+    assert (result.data_format, result.rows_sampled, result.warnings) == ("csv", 200, ())
+    assert result.guesses[0] == ColumnGuess(
+        name="id",
+        type="int",
+        roles=("record_id", "key"),
+        format=None,
+        nullable=False,
+        reason=result.guesses[0].reason,
+    )
+    assert (
+        f"  ml-engine run pipeline --config {out / 'config.yaml'}" in result.next_steps.splitlines()
+    )
+    assert (
+        f"  ml-engine run ingest --config {out / 'config.yaml'}" in result.next_steps.splitlines()
+    )
+
+
+def test_sample_rows_limits_the_rows_read(events_csv, tmp_path):
+    result = scaffold(str(events_csv), str(tmp_path / "p"), sample_rows=50)
+    assert result.rows_sampled == 50
+    assert "unique in the 50-row sample" in result.guesses[0].reason
+
+
+# --------------------------------------------------------------------------- dataset (2): JSON
+
+
+def test_json_lines_schema_separates_record_id_and_entity_key(visits_jsonl, tmp_path):
+    result = scaffold(str(visits_jsonl), str(tmp_path / "conf"))
+    assert columns_of(result.schema_path) == [
+        ("id", "string", False, ("record_id",), None),
+        ("store_id", "string", False, ("key",), None),
+        ("ts", "timestamp", False, ("event_time",), "yyyy/MM/dd HH:mm:ss"),
+        ("visits", "int", True, ("numeric_feature",), None),
+        ("spend", "double", True, ("numeric_feature",), None),
+        ("channel", "string", True, ("categorical_feature",), None),
+        ("is_weekend", "boolean", True, ("categorical_feature",), None),
+        ("note", "string", True, (), None),
+        ("y", "double", True, ("label",), None),
+    ]
+    comments = [
+        line.split("# guessed: ")[1] for line in column_lines(tmp_path / "conf" / "schema.yaml")
+    ]
+    assert comments[1] == (
+        "text -> string; identifier-like name, repeats in the sample -> entity key; never empty "
+        "-> not nullable"
+    )
+    assert (
+        comments[5]
+        == "text -> string; 3 distinct values in 120 non-empty rows -> categorical feature"
+    )
+    assert comments[7] == (
+        "text -> string; 120 distinct values in 120 non-empty rows: free text or an identifier, "
+        "left out of the features"
+    )
+    assert comments[8] == (
+        "decimal numbers -> double; named 'y' -> label (120 distinct values in the sample: "
+        "regression)"
+    )
+
+
+def test_json_lines_schema_marks_every_guess_with_a_comment(visits_jsonl, tmp_path):
+    result = scaffold(str(visits_jsonl), str(tmp_path / "conf"))
+    lines = column_lines(tmp_path / "conf" / "schema.yaml")
+    assert [line.split("# guessed: ")[1] for line in lines] == [g.reason for g in result.guesses]
+    assert header_of(tmp_path / "conf" / "schema.yaml").startswith(
+        "Draft schema written by `ml-engine init` on "
+    )
+
+
+def test_json_lines_config(visits_jsonl, tmp_path):
+    result = scaffold(str(visits_jsonl), str(tmp_path / "conf"))
+    assert config_of(result) == {
+        "inherits": "ml-engine:defaults",
+        "schema": "schema.yaml",
+        "storage": {"root": "work"},
+        "ingest": {
+            "path": "../raw/visits.jsonl",
+            "format": "json",
+            "timestamp_format": "yyyy/MM/dd HH:mm:ss",
+        },
+        "mlflow": {"experiment": "visits", "registered_model": "visits-model"},
+        "train": {"task": "regression"},
+    }
+    assert result.warnings == ()
+
+
+def test_parquet_directory_keeps_the_files_types(tmp_path):
+    frame = visits_frame()
+    frame["ts"] = pd.to_datetime(frame["ts"], format="%Y/%m/%d %H:%M:%S")
+    folder = tmp_path / "lake" / "Store Visits"
+    folder.mkdir(parents=True)
+    frame.iloc[:60].to_parquet(folder / "part-0.parquet", index=False)
+    frame.iloc[60:].to_parquet(folder / "part-1.parquet", index=False)
+    (folder / "_SUCCESS").write_text("")
+    result = scaffold(str(folder), str(tmp_path / "lake" / "conf"))
+    assert columns_of(result.schema_path) == [
+        ("id", "string", False, ("record_id",), None),
+        ("store_id", "string", False, ("key",), None),
+        ("ts", "timestamp", False, ("event_time",), None),
+        ("visits", "long", True, ("numeric_feature",), None),
+        ("spend", "double", True, ("numeric_feature",), None),
+        ("channel", "string", True, ("categorical_feature",), None),
+        ("is_weekend", "boolean", True, ("categorical_feature",), None),
+        ("note", "string", True, (), None),
+        ("y", "double", True, ("label",), None),
+    ]
+    assert result.rows_sampled == 120
+    assert config_of(result)["ingest"] == {"path": "../Store Visits", "format": "parquet"}
+    assert config_of(result)["mlflow"]["experiment"] == "store_visits"
+
+
+# --------------------------------------------------------------------------- formats and types
+
+
+@pytest.mark.parametrize(
+    "values, type_, fmt",
+    [
+        (["2024-01-02T03:04:05", "2024-12-31T23:59:59"], "timestamp", "yyyy-MM-dd'T'HH:mm:ss"),
+        (["2024-01-02 03:04:05", "2024-12-31 23:59:59"], "timestamp", "yyyy-MM-dd HH:mm:ss"),
+        (
+            ["2024-01-02T03:04:05", "2024-01-02T03:04:05.25"],
+            "timestamp",
+            "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS]",
+        ),
+        (
+            ["2024-01-02 03:04:05.123456789", "2024-01-02 03:04:06"],
+            "timestamp",
+            "yyyy-MM-dd HH:mm:ss[.SSSSSSSSS]",
+        ),
+        (
+            ["2024-01-02T03:04:05Z", "2024-01-02T03:04:05.5+02:00"],
+            "timestamp",
+            "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS]XXX",
+        ),
+        (
+            ["2024-01-02T03:04:05+0200", "2024-01-02T03:04:05Z"],
+            "timestamp",
+            "yyyy-MM-dd'T'HH:mm:ssXX",
+        ),
+        (["2024-01-02 03:04", "2024-01-03 13:14"], "timestamp", "yyyy-MM-dd HH:mm"),
+        (["2024/01/02 03:04:05", "2024/11/30 23:00:00"], "timestamp", "yyyy/MM/dd HH:mm:ss"),
+        (["25/01/2024 03:04", "05/12/2024 13:04"], "timestamp", "dd/MM/yyyy HH:mm"),
+        (["25/1/2024 3:04:05", "5/12/2024 13:04:05"], "timestamp", "d/M/yyyy H:mm:ss"),
+        (["01/25/2024 03:04:05", "12/05/2024 13:04:05"], "timestamp", "MM/dd/yyyy HH:mm:ss"),
+        (["2024-01-02", "2024-02-29"], "date", "yyyy-MM-dd"),
+        (["2024/01/02", "2024/02/29"], "date", "yyyy/MM/dd"),
+        (["31/01/2024", "01/02/2024"], "date", "dd/MM/yyyy"),
+        (["2024-02-30", "2024-01-01"], "string", None),
+        (["2024-01-02 03:04:05", "2024-01-02T03:04:05"], "string", None),
+        (["2024-01-02", "2024-01-02 03:04:05"], "string", None),
+        (["2024-1-2 03:04:05", "2024-01-02 03:04:05"], "string", None),
+    ],
+)
+def test_datetime_text_formats_are_detected(tmp_path, values, type_, fmt):
+    rows = "\n".join(f"{i},{v}" for i, v in enumerate(values))
+    data = write(tmp_path / "t.csv", f"id,when\n{rows}\n")
+    result = scaffold(str(data), str(tmp_path / "out"))
+    when = load_schema(result.schema_path).column("when")
+    assert (when.type, when.format) == (type_, fmt)
+
+
+def test_ambiguous_day_month_order_assumes_day_first_and_warns(tmp_path):
+    data = write(tmp_path / "t.csv", "id,when\n1,01/02/2024\n2,03/04/2024\n")
+    result = scaffold(str(data), str(tmp_path / "out"))
+    assert load_schema(result.schema_path).column("when").format == "dd/MM/yyyy"
+    note = (
+        "day/month order not decided by the sample (no day above 12): day first assumed, check it"
+    )
+    assert f"column 'when': {note}" in result.warnings
+    assert result.guesses[1].reason.endswith(note)
+
+
+@pytest.mark.parametrize(
+    "values, type_",
+    [
+        (["1", "-2", "2147483647"], "int"),
+        (["1", "2147483648"], "long"),
+        (["1", "99999999999999999999"], "string"),
+        (["007", "12"], "string"),
+        (["1.5", "2", "1e-3", "NaN"], "double"),
+        (["true", "False"], "boolean"),
+        (["a", "b"], "string"),
+    ],
+)
+def test_text_types(tmp_path, values, type_):
+    rows = "\n".join(f"{i},{v}" for i, v in enumerate(values))
+    data = write(tmp_path / "t.csv", f"id,x\n{rows}\n")
+    result = scaffold(str(data), str(tmp_path / "out"))
+    assert load_schema(result.schema_path).column("x").type == type_
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_csv_delimiter_is_detected_from_the_header(tmp_path, delimiter):
+    text = "id|x|note\n1|2.5|a,b\n2|3.5|c\n".replace("|", delimiter)
+    data = write(tmp_path / "t.csv", text)
+    result = scaffold(str(data), str(tmp_path / "out"))
+    assert config_of(result)["ingest"]["csv"] == {"delimiter": delimiter}
+    assert [(c.name, c.type) for c in load_schema(result.schema_path).columns] == [
+        ("id", "int"),
+        ("x", "double"),
+        ("note", "string"),
+    ]
+
+
+def test_gzip_csv_latin1_and_odd_header_names(tmp_path):
+    data = tmp_path / "Sales 2024.csv.gz"
+    text = "Order Date,,price,price\n2024-01-02,café,1.5,2\n2024-01-03,thé,2.5,3\n"
+    with gzip.open(data, "wb") as f:
+        f.write(text.encode("iso-8859-1"))
+    result = scaffold(str(data), str(tmp_path / "out"))
+    assert [(c.name, c.type) for c in load_schema(result.schema_path).columns] == [
+        ("Order_Date", "date"),
+        ("column_2", "string"),
+        ("price", "double"),
+        ("price_4", "int"),
+    ]
+    assert result.guesses[0].reason.endswith("header 'Order Date' renamed")
+    data_cfg = config_of(result)
+    assert data_cfg["ingest"] == {
+        "path": "../Sales 2024.csv.gz",
+        "format": "csv",
+        "csv": {"encoding": "iso-8859-1"},
+        "date_format": "yyyy-MM-dd",
+    }
+    assert data_cfg["mlflow"]["experiment"] == "sales_2024"
+
+
+# --------------------------------------------------------------------------- roles
+
+
+def test_unique_text_column_without_an_id_name_is_the_record_id(tmp_path):
+    data = write(
+        tmp_path / "t.csv",
+        "amount,email,at\n1.5,a@x.io,2024-01-01 10:00:00\n2.5,b@x.io,2024-01-02 10:00:00\n"
+        "3.5,c@x.io,2024-01-03 10:00:00\n",
+    )
+    result = scaffold(str(data), str(tmp_path / "out"))
+    schema = load_schema(result.schema_path)
+    assert (schema.record_id, schema.key, schema.event_time) == ("email", "email", "at")
+    assert result.guesses[1].reason.startswith(
+        "text -> string; unique identifier-shaped values in the 3-row sample -> record id and "
+        "entity key"
+    )
+
+
+def test_without_a_record_id_dedup_is_exact(tmp_path):
+    data = write(
+        tmp_path / "t.csv",
+        "customer_id,amount,created_at\nc1,1.5,2024-01-01 10:00:00\nc1,2.5,2024-01-02 10:00:00\n"
+        "c2,3.5,2024-01-03 10:00:00\n",
+    )
+    result = scaffold(str(data), str(tmp_path / "out"))
+    schema = load_schema(result.schema_path)
+    assert (schema.record_id, schema.key, schema.event_time) == (None, "customer_id", "created_at")
+    assert config_of(result)["clean"] == {"dedup": "exact"}
+    assert (
+        "no record id was found: config.yaml sets clean.dedup to exact (drop rows equal in every "
+        "column) instead of keeping the latest row per record id." in result.warnings
+    )
+
+
+def test_a_fraud_flag_is_the_label_when_no_column_has_a_label_name(tmp_path):
+    rows = "\n".join(f"{i},{i % 2},{i % 3 == 0},{i * 1.5}" for i in range(1, 11))
+    data = write(tmp_path / "t.csv", f"id,is_fraud,is_weekend,amount\n{rows}\n")
+    result = scaffold(str(data), str(tmp_path / "out"))
+    schema = load_schema(result.schema_path)
+    assert schema.label == "is_fraud"
+    assert schema.column("is_weekend").roles == ("categorical_feature",)
+    assert config_of(result)["train"] == {"task": "classification"}
+
+
+def test_without_a_label_or_time_the_config_is_written_and_the_result_warns(tmp_path):
+    data = write(tmp_path / "t.csv", "id,a,b\n1,2.5,x\n2,3.5,y\n3,4.5,x\n4,5.5,x\n5,1.0,y\n")
+    result = scaffold(str(data), str(tmp_path / "out"))
+    schema = load_schema(result.schema_path)
+    assert (schema.label, schema.event_time) == (None, None)
+    data_cfg = config_of(result)
+    assert "train" not in data_cfg
+    assert data_cfg["ingest"] == {"path": "../t.csv", "format": "csv"}
+    assert result.warnings == (
+        "no date/time column was found: build_features (and its window aggregates) and "
+        "build_training_set need a column with role event_time saying when each row happened. "
+        "If one of the columns holds such times in a format not detected, give it `type: "
+        "timestamp`, its `format` and `role: event_time` in schema.yaml; else add such a column "
+        "to the data. ingest, clean and detect_outliers run without it.",
+        "no label was recognised: build_training_set and train need the column to predict with "
+        "role label; give it `role: label` in schema.yaml and set train.task (classification or "
+        "regression) in config.yaml.",
+    )
+    assert (
+        "No label was recognised (no column named label, target, y, class or outcome, nor a "
+        "churn/fraud/default/is_* flag): give the column to predict `role: label`."
+    ) in header_of(tmp_path / "out" / "schema.yaml")
+
+
+# --------------------------------------------------------------------------- refusals and errors
+
+
+def test_existing_files_are_not_overwritten_without_force(events_csv, tmp_path):
+    out = tmp_path / "project"
+    scaffold(str(events_csv), str(out))
+    (out / "schema.yaml").write_text("# edited by hand\n")
+    with pytest.raises(ScaffoldError) as err:
+        scaffold(str(events_csv), str(out))
+    assert str(err.value) == (
+        f"{out / 'schema.yaml'} and {out / 'config.yaml'} already exist; pass --force to "
+        f"overwrite, or choose another --out directory"
+    )
+    assert (out / "schema.yaml").read_text() == "# edited by hand\n"
+    scaffold(str(events_csv), str(out), force=True)
+    assert (out / "schema.yaml").read_text().startswith("# Draft schema")
+
+
+def test_one_existing_file_is_named_alone(events_csv, tmp_path):
+    out = tmp_path / "project"
+    write(out / "config.yaml", "storage: {root: x}\n")
+    with pytest.raises(ScaffoldError) as err:
+        scaffold(str(events_csv), str(out))
+    assert str(err.value) == (
+        f"{out / 'config.yaml'} already exists; pass --force to overwrite, or choose another "
+        f"--out directory"
+    )
+    assert not (out / "schema.yaml").exists()
+
+
+KNOWN = (
+    "CSV (.csv, .tsv, .csv.gz), JSON lines (.json, .jsonl, .ndjson, also .gz) and Parquet "
+    "(.parquet)"
+)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda d: d / "nope.csv",
+            "{p}: no such file or directory; give --data the path of a " + KNOWN + " file or of a "
+            "directory of them",
+        ),
+        (
+            lambda d: write(d / "e.csv", ""),
+            "{p}: empty: no header line; give --data a CSV file with a header line and rows",
+        ),
+        (
+            lambda d: write(d / "h.csv", "a,b\n"),
+            "{p}: empty: a header line but no data rows; types and roles are guessed from rows, "
+            "so give --data a file with rows",
+        ),
+        (
+            lambda d: write(d / "e.jsonl", "\n\n"),
+            "{p}: empty: no JSON object found; give --data JSON lines (one object per line)",
+        ),
+        (
+            lambda d: write(d / "t.xlsx", "x"),
+            "{p}: cannot tell the format from the name 't.xlsx'; ml-engine reads " + KNOWN + ": "
+            "rename the file to its format's extension or convert it",
+        ),
+        (
+            lambda d: write(d / "a.json", '[{"a": 1}]\n'),
+            "{p}: holds a JSON array; ingest reads JSON lines (one object per line): convert it, "
+            "e.g. with `jq -c '.[]' a.json > a.jsonl`",
+        ),
+        (
+            lambda d: (
+                (write(d / "m" / "a.csv", "a\n1\n"), write(d / "m" / "b.jsonl", "{}\n"))[0].parent
+            ),
+            "{p}: the directory holds files of more than one format (csv: a.csv; json: b.jsonl); "
+            "ingest reads every file of the directory as one format: move the other files out, or "
+            "give --data one file",
+        ),
+        (
+            lambda d: write(d / "n" / "_SUCCESS", "").parent,
+            "{p}: the directory holds no data files; ml-engine reads " + KNOWN,
+        ),
+        (
+            lambda d: write(d / "r" / "README.md", "x").parent,
+            "{p}: the directory holds no data files ml-engine can read (found README.md); it reads "
+            + KNOWN,
+        ),
+    ],
+)
+def test_unusable_data_is_refused_naming_the_path(tmp_path, make, message):
+    path = make(tmp_path / "in")
+    with pytest.raises(ScaffoldError) as err:
+        scaffold(str(path), str(tmp_path / "out"))
+    assert str(err.value) == message.format(p=path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_csv_files_of_a_directory_must_share_their_header(tmp_path):
+    write(tmp_path / "d" / "a.csv", "id,x\n1,2\n")
+    write(tmp_path / "d" / "b.csv", "id,y\n3,4\n")
+    with pytest.raises(ScaffoldError) as err:
+        scaffold(str(tmp_path / "d"), str(tmp_path / "out"), sample_rows=10)
+    assert str(err.value) == (
+        f"{tmp_path / 'd' / 'b.csv'}: its header ['id', 'y'] (delimiter comma) differs from "
+        f"{tmp_path / 'd' / 'a.csv'}'s ['id', 'x'] (comma); ingest takes CSV fields by position, "
+        f"so every file needs the same columns: move the odd files out or give --data one file"
+    )
+
+
+def test_json_lines_that_are_not_objects_are_skipped_with_a_warning(tmp_path):
+    rows = [json.dumps({"id": i, "x": i * 0.5}) for i in range(1, 5)]
+    data = write(tmp_path / "t.ndjson", "\n".join([rows[0], "not json", *rows[1:], "[1]"]) + "\n")
+    result = scaffold(str(data), str(tmp_path / "out"))
+    assert result.rows_sampled == 4
+    assert result.warnings[0] == (
+        "2 line(s) of the sample are not JSON objects and were skipped (t.ndjson:2, t.ndjson:6); "
+        "ingest will quarantine them"
+    )
+
+
+def test_data_far_from_the_config_is_named_by_its_absolute_path(events_csv, tmp_path):
+    result = scaffold(str(events_csv), str(tmp_path / "a" / "b" / "project"))
+    assert config_of(result)["ingest"]["path"] == str(events_csv)
+
+
+def test_data_inside_the_output_directory_is_named_relative_to_it(tmp_path):
+    data = write(tmp_path / "p" / "raw" / "t.csv", "id,x\n1,2.5\n2,3.5\n")
+    result = scaffold(str(data), str(tmp_path / "p"))
+    assert config_of(result)["ingest"]["path"] == "raw/t.csv"
+
+
+def test_sample_rows_below_one_is_refused(events_csv, tmp_path):
+    with pytest.raises(ScaffoldError) as err:
+        scaffold(str(events_csv), str(tmp_path / "out"), sample_rows=0)
+    assert str(err.value) == "sample_rows must be at least 1, got 0"
