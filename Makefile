@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed
 WORKDIR ?= demo
 ROWS    ?=
 
-.PHONY: demo test lint format env check-java clean-demo benchmark
+.PHONY: demo test test-slow lint format env check-java clean-demo benchmark
 
 env: $(STAMP)
 
@@ -29,6 +29,10 @@ demo: check-java env
 
 test: check-java env
 	$(BIN)/pytest
+
+# The long end-to-end trials (cluster chain, scheduler, README and --help commands).
+test-slow: check-java env
+	$(BIN)/pytest -m slow
 
 lint: env
 	$(BIN)/ruff check ml_engine jobs tests benchmarks

@@ -1,7 +1,7 @@
 """The ``ml-engine`` command (see ``ml-engine --help``).
 
-Exit codes: 0 success; 1 the job failed; 2 bad usage or config; 3 the job is not built yet;
-4 the environment is missing something (Java); 5 ``drift_report`` found drift and
+Exit codes: 0 success; 1 the job failed; 2 bad usage or config (or a run that cannot succeed,
+seen before Spark starts); 4 the environment is missing something (Java); 5 ``drift_report`` found drift and
 ``drift.fail_on_drift`` is set. Every failure prints one line per problem,
 ``ml-engine: <what>: <why>``, on stderr; ``--debug`` (before or after the command) adds the
 traceback and shows Spark's own log on the terminal.
@@ -158,11 +158,10 @@ def _preflight(cfg, names: list[str]) -> None:
 def _run(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.job == "pipeline":
-        names = [n for n in J.PIPELINE if J.is_built(n)]
-        missing = [n for n in J.PIPELINE if not J.is_built(n)]
+        names = list(J.PIPELINE)
     else:
-        J.job_function(args.job)  # unknown or not built: fail before Spark starts
-        names, missing = [args.job], []
+        J.job_spec(args.job)  # an unknown job fails before Spark starts
+        names = [args.job]
     _preflight(cfg, names)
     spark, tables = J.open_session_and_tables(cfg, f"ml-engine:{args.job}", quiet=not args.debug)
     code = R.EXIT_OK
@@ -170,10 +169,6 @@ def _run(args) -> int:
         result = J.run_job(n, spark, cfg, tables)
         print_result(result)
         code = max(code, result.exit_code)
-    if missing:
-        raise R.JobNotBuiltError(
-            f"pipeline ran {', '.join(names)}; not built yet: {', '.join(missing)}"
-        )
     return code
 
 
@@ -258,11 +253,15 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     args.debug = bool(getattr(args, "debug", False))
+    if not args.debug:
+        _quiet_libraries()
     what = {"run": f"run {getattr(args, 'job', '')}".strip()}.get(args.command, args.command)
     try:
         if args.command == "jobs":
-            for name in J.JOBS:
-                print(f"{name:<20} {'built' if J.is_built(name) else 'not built yet'}")
+            for name, spec in J.JOBS.items():
+                reads = ", ".join(spec.reads) or "raw files (ingest.path)"
+                writes = ", ".join(spec.writes) or "an MLflow run and a registered model version"
+                print(f"{name:<20} reads {reads}; writes {writes}")
             return R.EXIT_OK
         if args.command == "run":
             return _run(args)
@@ -287,8 +286,6 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(what, _config_lines(exc), R.EXIT_USAGE, args.debug)
     except KeyError as exc:
         return _fail(what, exc.args[0] if exc.args else str(exc), R.EXIT_USAGE, args.debug)
-    except R.JobNotBuiltError as exc:
-        return _fail(what, str(exc), R.EXIT_NOT_BUILT, args.debug)
     except JavaNotFoundError as exc:
         return _fail(what, str(exc), R.EXIT_ENVIRONMENT, args.debug)
     except R.JobError as exc:
@@ -300,6 +297,19 @@ def main(argv: list[str] | None = None) -> int:
             reason = f"{type(exc).__name__}: {first}"
         return _fail(what, reason + _log_hint(), R.EXIT_JOB_FAILED, args.debug)
     return R.EXIT_USAGE
+
+
+def _quiet_libraries() -> None:
+    """Keeps the terminal for the engine's own lines: MLflow's info logs and library
+    warnings show only with ``--debug``."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _config_lines(exc: Exception) -> str:

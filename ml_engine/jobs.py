@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from ml_engine.results import JobError, JobNotBuiltError, JobResult
+from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import ROLE_EVENT_TIME, ROLE_KEY, ROLE_LABEL
 
 
@@ -21,7 +21,7 @@ class JobSpec:
 
     Attributes:
         name: the job's name (``ml-engine run <name>``, ``jobs/<name>.py``).
-        target: ``"module:function"`` implementing it; None while it is not built.
+        target: ``"module:function"`` implementing it.
         reads: tables it reads (they must exist unless an earlier job of the run writes them).
         writes: tables it writes.
         batch_input: the table whose rows of the run's batch it processes, if any.
@@ -30,7 +30,7 @@ class JobSpec:
     """
 
     name: str
-    target: str | None
+    target: str
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     batch_input: str | None = None
@@ -69,10 +69,16 @@ _SPECS = (
         writes=("training_set",),
         roles=(ROLE_KEY, ROLE_EVENT_TIME, ROLE_LABEL),
     ),
-    JobSpec("train", None, reads=("training_set",), roles=(ROLE_LABEL,), tracking=True),
+    JobSpec(
+        "train",
+        "ml_engine.training.job:run_train",
+        reads=("training_set",),
+        roles=(ROLE_LABEL,),
+        tracking=True,
+    ),
     JobSpec(
         "score",
-        None,
+        "ml_engine.scoring:run_score",
         reads=("features",),
         writes=("predictions",),
         batch_input="features",
@@ -80,7 +86,7 @@ _SPECS = (
     ),
     JobSpec(
         "drift_report",
-        None,
+        "ml_engine.drift.job:run_drift_report",
         reads=("predictions",),
         writes=("drift_metrics",),
         batch_input="predictions",
@@ -91,11 +97,6 @@ _SPECS = (
 JOBS: dict[str, JobSpec] = {spec.name: spec for spec in _SPECS}
 # The order in which the pipeline runs them.
 PIPELINE = [spec.name for spec in _SPECS]
-
-
-def is_built(name: str) -> bool:
-    """True when job ``name`` has an implementation."""
-    return name in JOBS and JOBS[name].target is not None
 
 
 def job_spec(name: str) -> JobSpec:
@@ -114,13 +115,8 @@ def job_function(name: str):
 
     Raises:
         KeyError: no job has that name.
-        JobNotBuiltError: the job is designed but not implemented yet.
     """
     target = job_spec(name).target
-    if target is None:
-        raise JobNotBuiltError(
-            f"job '{name}' is not built yet in this version of ml-engine; nothing was run"
-        )
     module, func = target.split(":")
     return getattr(importlib.import_module(module), func)
 
@@ -166,10 +162,8 @@ __all__ = [
     "JOBS",
     "PIPELINE",
     "JobError",
-    "JobNotBuiltError",
     "JobResult",
     "JobSpec",
-    "is_built",
     "job_function",
     "job_spec",
     "open_session_and_tables",

@@ -1629,7 +1629,7 @@ def _detect_and_write(
         # Clears this stage's rows of an earlier run with policy drop.
         quarantine_out = spark.createDataFrame([], quarantined.select(*QUARANTINE_COLUMNS).schema)
 
-    outputs = {"silver": silver_path, "outlier_stats": stats_path, "model": model_path}
+    outputs = {"silver": silver_path, "outlier_stats": stats_path, "outlier_model": model_path}
     if quarantine_out is not None:
         describe(spark, f"detect_outliers: write quarantine rows of batch {batch}")
         tables.overwrite(

@@ -12,7 +12,6 @@ from typing import Any
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
-EXIT_NOT_BUILT = 3
 EXIT_ENVIRONMENT = 4
 # drift_report with drift.fail_on_drift: the batch drifted (a scheduler can branch on it).
 EXIT_DRIFT = 5
@@ -20,10 +19,6 @@ EXIT_DRIFT = 5
 
 class JobError(RuntimeError):
     """A job cannot finish; the message is the one-line reason printed on stderr."""
-
-
-class JobNotBuiltError(JobError):
-    """The job is part of the design but not implemented yet."""
 
 
 @dataclass

@@ -147,26 +147,34 @@ def default_feature_columns(features: DataFrame, exclude: Sequence[str]) -> list
     return [c for c in features.columns if c not in skip]
 
 
-def build_training_set(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
-    """Writes ``training_set``: every labelled event with its point-in-time features.
+def training_rows(
+    spark: SparkSession,
+    cfg: Config,
+    tables: DeltaTables,
+    features_version: int | None = None,
+    labels_version: int | None = None,
+) -> tuple[DataFrame, dict]:
+    """Every labelled event with its point-in-time features, from the given input versions.
 
     Labels come from ``training_set.labels_path`` or ``silver`` (rows with a null label are not
     label events); the column names default to the schema roles (record_id as ``label_id``,
-    key, event_time as label time, label). Both inputs are read at their latest version, and
-    those versions are written into the ``features_version`` / ``labels_version`` columns and
-    returned in the metrics. The table is replaced as a whole (a rebuild never duplicates).
-    Output columns: label id (when known), key, ``label_time``, label, ``feature_time``, the
-    feature columns, ``features_version``, ``labels_version``. With ``features.selection`` set,
-    the metrics also list ``selected_features``.
+    key, event_time as label time, label). Inputs are read at the given Delta versions (time
+    travel; default: the latest), and those versions are carried in the ``features_version``
+    / ``labels_version`` columns. Output columns: label id (when known and not the key), key,
+    ``label_time``, label, ``feature_time``, the feature columns, ``features_version``,
+    ``labels_version``.
+
+    Returns:
+        ``(rows, info)``; ``info`` holds the versions, paths and feature columns.
 
     Raises:
-        JobError: a missing input table, or columns that do not fit (names the config key).
+        JobError: a missing input table or version, or columns that do not fit (names the
+            config key).
     """
     schema = cfg.table_schema
     ts_cfg = cfg.training_set
     features_path = cfg.storage.table_path("features")
     labels_path = ts_cfg.labels_path or cfg.storage.table_path("silver")
-    out_path = cfg.storage.table_path("training_set")
     if not tables.exists(features_path):
         raise JobError(
             f"build_training_set: no features table at {features_path}; run build_features first"
@@ -188,8 +196,10 @@ def build_training_set(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
                 f"'{schema.name}' ({schema.source}) has no column with that role; set it"
             )
 
-    features_version = tables.version(features_path)
-    labels_version = tables.version(labels_path)
+    if features_version is None:
+        features_version = tables.version(features_path)
+    if labels_version is None:
+        labels_version = tables.version(labels_path)
     describe(
         spark,
         f"build_training_set: labels v{labels_version} x features v{features_version} -> training_set",
@@ -242,28 +252,53 @@ def build_training_set(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
         )
     except TrainingSetError as exc:
         raise JobError(f"build_training_set: {exc}") from None
-    out = joined.select(
+    rows = joined.select(
         *joined.columns,
         F.lit(features_version).cast("long").alias(FEATURES_VERSION),
         F.lit(labels_version).cast("long").alias(LABELS_VERSION),
     )
-    version = tables.overwrite(out, out_path)
-    metrics = {
+    info = {
         FEATURES_VERSION: features_version,
         LABELS_VERSION: labels_version,
-        "training_set_version": version,
         "features_path": features_path,
         "labels_path": labels_path,
         "feature_columns": feature_columns,
+        "label": label,
+        "label_id": label_id if id_cols else key,
+    }
+    return rows, info
+
+
+def build_training_set(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
+    """Writes ``training_set`` (:func:`training_rows` at the inputs' latest versions).
+
+    The table is replaced as a whole (a rebuild never duplicates). With
+    ``features.selection`` set, the metrics also list ``selected_features``.
+
+    Raises:
+        JobError: a missing input table, or columns that do not fit (names the config key).
+    """
+    out_path = cfg.storage.table_path("training_set")
+    rows, info = training_rows(spark, cfg, tables)
+    version = tables.overwrite(rows, out_path)
+    metrics = {
+        FEATURES_VERSION: info[FEATURES_VERSION],
+        LABELS_VERSION: info[LABELS_VERSION],
+        "training_set_version": version,
+        "features_path": info["features_path"],
+        "labels_path": info["labels_path"],
+        "feature_columns": info["feature_columns"],
     }
     if cfg.features.selection.enabled:
         written = tables.read(out_path, version=version)
         candidates = cfg.features.selection.columns or [
-            c for c in feature_columns if isinstance(written.schema[c].dataType, T.NumericType)
+            c
+            for c in info["feature_columns"]
+            if isinstance(written.schema[c].dataType, T.NumericType)
         ]
         describe(spark, "build_training_set: feature selection")
         metrics["selected_features"] = select_features(
-            written, candidates, label, cfg.features.selection
+            written, candidates, info["label"], cfg.features.selection
         )
     return JobResult(job="build_training_set", outputs={"training_set": out_path}, metrics=metrics)
 

@@ -36,27 +36,39 @@ def test_unknown_job_exits_2_naming_the_jobs():
     ]
 
 
-@pytest.mark.parametrize("job", ["train", "score", "drift_report"])
-def test_job_not_built_yet_exits_3_and_never_succeeds_silently(job):
-    r = run_cli("run", job, "--config", "conf/local.yaml")
-    assert r.returncode == 3
-    assert r.stderr.strip() == (
-        f"ml-engine: run {job}: job '{job}' is not built yet in this version of ml-engine; "
-        "nothing was run"
-    )
-
-
 @pytest.mark.parametrize("job", ["train", "drift_report"])
-def test_job_script_of_unbuilt_job_exits_non_zero(job):
-    r = subprocess.run(
-        [sys.executable, f"jobs/{job}.py", "--config", "conf/local.yaml"],
+def test_job_script_behaves_like_ml_engine_run(job, tmp_path):
+    args = ["--config", "conf/local.yaml", "--set", f"storage.root={tmp_path}"]
+    script = subprocess.run(
+        [sys.executable, f"jobs/{job}.py", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=300,
     )
-    assert r.returncode == 3
-    assert "is not built yet" in r.stderr
+    cli = run_cli("run", job, *args)
+    assert (script.returncode, script.stderr) == (cli.returncode, cli.stderr)
+    assert script.returncode == 2
+    table = {"train": "training_set", "drift_report": "predictions"}[job]
+    assert f"{job}: its input table {table} does not exist at {tmp_path}/tables/{table}" in (
+        script.stderr
+    )
+
+
+def test_jobs_lists_every_job_with_what_it_reads_and_writes():
+    r = run_cli("jobs")
+    assert r.returncode == 0
+    assert r.stdout.splitlines() == [
+        "ingest               reads raw files (ingest.path); writes bronze, quarantine",
+        "clean                reads bronze; writes silver, quarantine, dq_metrics",
+        "detect_outliers      reads silver; writes silver, quarantine, outlier_stats",
+        "build_features       reads silver; writes features",
+        "build_training_set   reads features; writes training_set",
+        "train                reads training_set; writes an MLflow run and a registered "
+        "model version",
+        "score                reads features; writes predictions",
+        "drift_report         reads predictions; writes drift_metrics",
+    ]
 
 
 def test_config_errors_are_one_line_each_with_source_and_key(tmp_path):

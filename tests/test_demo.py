@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +19,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
+    """One demo run shared by the tests that inspect it, as a user runs it after
+    ``pip install .`` (not editable): the installed ``ml-engine`` command, run from ``/``."""
+    install = tmp_path_factory.mktemp("install")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(install), "."],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     workdir = tmp_path_factory.mktemp("demo")
+    env = {**os.environ, "PYTHONPATH": str(install)}
     run = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "ml_engine.cli",
+            str(install / "bin" / "ml-engine"),
             "demo",
             "--workdir",
             str(workdir),
@@ -36,10 +46,26 @@ def demo(tmp_path_factory):
         ],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd="/",
+        env=env,
         timeout=600,
     )
     return workdir, run
+
+
+def test_demo_runs_from_a_non_editable_install_outside_the_project(demo):
+    workdir, run = demo
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stderr == ""
+    assert "ml_engine/resources/conf/sample.yaml" not in run.stdout
+    cfg = load_config(workdir / "config.yaml")
+    assert Path(cfg.schema_path).parts[-4:] == (
+        "ml_engine",
+        "resources",
+        "schemas",
+        "transactions.yaml",
+    )
+    assert not str(cfg.schema_path).startswith(str(ROOT))
 
 
 def table(workdir: Path, name: str):

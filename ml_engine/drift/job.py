@@ -1,0 +1,522 @@
+"""The ``drift_report`` job: one batch's features and predictions against the model's reference.
+
+1. the model version: ``drift.model_alias`` (default: ``score.model_alias``) or
+   ``score.model_version`` of ``mlflow.registered_model``;
+2. its reference profile: profiled once by ``train`` from the training set at the Delta
+   version recorded on its run (the artifact :data:`REFERENCE_ARTIFACT`), or, with
+   ``drift.reference.table``, that table at ``drift.reference.version``, profiled the first
+   time and stored on the model's run, so later drift runs never rescan the reference;
+3. the batch: its ``features`` rows and its ``predictions`` by that model version, each
+   profiled in one aggregation on the reference's bins (two Spark jobs whatever the number of
+   features);
+4. per feature and for the model's output (``score``, the positive class's probability, and
+   ``predicted_label`` for classifiers; ``prediction`` for regression) PSI, KS, Wasserstein,
+   chi-square and Jensen-Shannon on the driver (:func:`ml_engine.drift.compare`), and when
+   labels of the batch's rows have arrived (the label column of ``training_set.labels_path``
+   or silver, joined by record id), the batch's model metrics next to the training test
+   metrics;
+5. outputs: the rows of ``drift_metrics`` for (model version, batch), replaced on a rerun; an
+   HTML report in ``drift.report_dir`` with the trend of the last ``drift.history`` batches;
+   an MLflow run tagged with the model version, holding the metrics and the report.
+
+Exit code: 0, or :data:`ml_engine.results.EXIT_DRIFT` when the dataset drifted and
+``drift.fail_on_drift`` is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pyspark.ml.functions import array_to_vector
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ml_engine.config import Config
+from ml_engine.drift.profile import DatasetProfile, profile_dataframe
+from ml_engine.drift.report import render_report
+from ml_engine.drift.stats import DriftResult, compare
+from ml_engine.results import EXIT_DRIFT, EXIT_OK, JobError, JobResult
+from ml_engine.session import describe
+from ml_engine.tables.base import BATCH_COLUMN, DeltaTables, sql_literal
+
+REFERENCE_ARTIFACT = "reference/profile.json"
+SPEC_ARTIFACT = "model_spec/feature_spec.json"
+SCORE = "score"
+DRIFT_TAG = "ml_engine.drift"
+
+DRIFT_METRICS_SCHEMA = T.StructType(
+    [
+        T.StructField("feature", T.StringType(), False),
+        T.StructField("kind", T.StringType(), True),
+        T.StructField("metric", T.StringType(), False),
+        T.StructField("value", T.DoubleType(), True),
+        T.StructField("threshold", T.DoubleType(), True),
+        T.StructField("drifted", T.BooleanType(), True),
+        T.StructField("status", T.StringType(), True),
+        T.StructField("model_name", T.StringType(), False),
+        T.StructField("model_version", T.IntegerType(), False),
+        T.StructField("batch_id", T.StringType(), False),
+        T.StructField("computed_at", T.TimestampType(), False),
+        T.StructField("run_id", T.StringType(), True),
+    ]
+)
+
+
+def output_columns(spec: dict[str, Any], probability: Column) -> dict[str, tuple[Column, str]]:
+    """The model-output columns a drift report profiles, as ``name -> (column, kind)``.
+
+    Args:
+        spec: the model's feature spec (``FeatureSpec.to_dict()``).
+        probability: the predicted class probabilities as an array of double.
+    """
+    if spec["task"] != "classification":
+        return {"prediction": (F.col("prediction").cast("double"), "numeric")}
+    out = {"predicted_label": (F.col("predicted_label").cast("string"), "categorical")}
+    if spec.get("classes") and len(spec["classes"]) == 2:
+        out[SCORE] = (probability[1], "numeric")
+    return out
+
+
+def profile_outputs(
+    df: DataFrame,
+    spec: dict[str, Any],
+    probability: Column,
+    bins: int | dict,
+    source: dict | None = None,
+) -> DatasetProfile:
+    """One-aggregation profile of a model's outputs (see :func:`output_columns`)."""
+    cols = output_columns(spec, probability)
+    frame = df.select(*[c.alias(n) for n, (c, _) in cols.items()])
+    numeric = [n for n, (_, kind) in cols.items() if kind == "numeric"]
+    categorical = [n for n, (_, kind) in cols.items() if kind == "categorical"]
+    return profile_dataframe(frame, numeric, categorical, bins=bins, source=source)
+
+
+def drift_features(cfg: Config, available: list[str]) -> tuple[list[str], list[str]]:
+    """The (numeric, categorical) features a report compares: ``drift.features`` or the
+    schema's numeric and categorical features, those ``available`` has."""
+    schema = cfg.table_schema
+    wanted = cfg.drift.features
+    numeric = [c for c in schema.numeric_features if c in available]
+    categorical = [c for c in schema.categorical_features if c in available]
+    if wanted is not None:
+        types = {}
+        for c in wanted:
+            types[c] = "categorical" if c in schema.categorical_features else "numeric"
+        numeric = [c for c in wanted if types[c] == "numeric" and c in available]
+        categorical = [c for c in wanted if types[c] == "categorical" and c in available]
+    return numeric, categorical
+
+
+def merge_profiles(a: DatasetProfile, b: DatasetProfile) -> DatasetProfile:
+    """The columns of two profiles of the same rows as one profile."""
+    return DatasetProfile(
+        rows=a.rows,
+        columns={**a.columns, **b.columns},
+        source={**b.source, **a.source},
+        sketch_k=a.sketch_k,
+        top_k=a.top_k,
+        max_items_tracked=a.max_items_tracked,
+    )
+
+
+def download_json(run_id: str, artifact: str) -> dict | None:
+    """The JSON artifact ``artifact`` of run ``run_id``, or None when it does not exist."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp)
+        except (MlflowException, OSError):
+            return None
+        return json.loads(Path(path).read_text())
+
+
+def log_json(run_id: str, artifact: str, data: dict) -> None:
+    """Stores ``data`` as the JSON artifact ``artifact`` of run ``run_id``."""
+    from mlflow import MlflowClient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact).name
+        path.write_text(json.dumps(data, allow_nan=False))
+        MlflowClient().log_artifact(run_id, str(path), str(Path(artifact).parent))
+
+
+def reference_profile(
+    spark: SparkSession, cfg: Config, tables: DeltaTables, run_id: str, spec: dict
+) -> tuple[DatasetProfile, str]:
+    """The stored reference profile of a model version's run, or of ``drift.reference``
+    (profiled now and stored on the run the first time).
+
+    Returns:
+        ``(profile, description of the reference)``.
+
+    Raises:
+        JobError: the run has no reference profile and none is configured, or the configured
+            table or version does not exist.
+    """
+    ref = cfg.drift.reference
+    if ref.table is None:
+        data = download_json(run_id, REFERENCE_ARTIFACT)
+        if data is None:
+            raise JobError(
+                f"drift_report: the model's run {run_id} has no reference profile "
+                f"({REFERENCE_ARTIFACT}); retrain it with this engine, or set "
+                f"drift.reference.table and drift.reference.version"
+            )
+        profile = DatasetProfile.from_json(json.dumps(data))
+        source = profile.source
+        return profile, f"{source.get('table')} at version {source.get('delta_version')}"
+    version = ref.version if ref.version is not None else tables.version(ref.table)
+    key = hashlib.sha1(f"{ref.table}@{version}".encode()).hexdigest()[:12]
+    artifact = f"reference/custom-{key}.json"
+    data = download_json(run_id, artifact)
+    if data is not None:
+        return DatasetProfile.from_json(json.dumps(data)), f"{ref.table} at version {version}"
+    if not tables.exists(ref.table):
+        raise JobError(f"drift.reference.table: no Delta table at {ref.table}")
+    describe(spark, f"drift_report: profile reference {ref.table} v{version} (once)")
+    df = tables.read(ref.table, version=version)
+    numeric, categorical = drift_features(cfg, df.columns)
+    profile = profile_dataframe(
+        df,
+        numeric,
+        categorical,
+        bins=cfg.drift.bins,
+        source={"table": ref.table, "delta_version": version},
+    )
+    log_json(run_id, artifact, json.loads(profile.to_json()))
+    return profile, f"{ref.table} at version {version}"
+
+
+def metric_rows(
+    result: DriftResult,
+    model_name: str,
+    model_version: int,
+    batch: str,
+    computed_at: datetime,
+    run_id: str | None,
+    kinds: dict[str, str],
+) -> list[tuple]:
+    """``drift_metrics`` rows of one comparison (values that are not finite become null)."""
+    statuses = {f.feature: f.status for f in result.features}
+    rows = []
+    for r in result.metric_rows():
+        value = r["value"]
+        finite = isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
+        rows.append(
+            (
+                r["feature"],
+                kinds.get(r["feature"]),
+                r["metric"],
+                float(value) if finite else None,
+                None if r["threshold"] is None else float(r["threshold"]),
+                r["drifted"],
+                statuses.get(r["feature"]),
+                model_name,
+                model_version,
+                batch,
+                computed_at,
+                run_id,
+            )
+        )
+    rows.append(
+        (
+            "*",
+            None,
+            "drifted_share",
+            float(result.drifted_share),
+            float(result.drift_share),
+            bool(result.drifted),
+            result.status,
+            model_name,
+            model_version,
+            batch,
+            computed_at,
+            run_id,
+        )
+    )
+    return rows
+
+
+def labelled_performance(
+    cfg: Config,
+    tables: DeltaTables,
+    predictions: DataFrame,
+    spec: dict[str, Any],
+    batch: str,
+) -> dict[str, float] | None:
+    """The model's metrics on the batch's scored rows whose labels have arrived, or None.
+
+    Labels are the label column of ``training_set.labels_path`` (default silver) joined to the
+    predictions by record id (the key when the schema has no record id).
+    """
+    from ml_engine.training.evaluation import evaluate
+    from ml_engine.training.pipeline import LABEL_COL, FeatureSpec
+
+    schema = cfg.table_schema
+    ts = cfg.training_set
+    labels_path = ts.labels_path or cfg.storage.table_path("silver")
+    label = ts.label or schema.label
+    rid = ts.label_id or schema.record_id or schema.key
+    if label is None or rid is None or not tables.exists(labels_path):
+        return None
+    labels = tables.read(labels_path)
+    if label not in labels.columns or rid not in labels.columns or rid not in predictions.columns:
+        return None
+    if BATCH_COLUMN in labels.columns:
+        labels = labels.where(F.col(BATCH_COLUMN) == F.lit(batch))
+    labels = labels.where(F.col(label).isNotNull()).select(
+        F.col(rid), F.col(label).alias("__actual")
+    )
+    joined = predictions.join(labels.dropDuplicates([rid]), on=rid, how="inner")
+    fspec = FeatureSpec(
+        numeric=[],
+        categorical=[],
+        label=label,
+        task=spec["task"],
+        label_type=spec["label_type"],
+        classes=spec.get("classes"),
+    )
+    if fspec.is_classification:
+        index = F.create_map(
+            *[x for i, c in enumerate(fspec.classes or []) for x in (F.lit(c), F.lit(float(i)))]
+        )
+        frame = joined.select(
+            index[F.col("__actual").cast("string")].alias(LABEL_COL),
+            F.col("prediction"),
+            array_to_vector(F.col("probability")).alias("probability"),
+        ).where(F.col(LABEL_COL).isNotNull())
+    else:
+        frame = joined.select(
+            F.col("__actual").cast("double").alias(LABEL_COL), F.col("prediction")
+        )
+    if frame.isEmpty():
+        return None
+    return evaluate(frame, fspec)
+
+
+def _history(tables: DeltaTables, path: str, model_name: str, limit: int) -> list[dict]:
+    if not tables.exists(path):
+        return []
+    rows = (
+        tables.read(path)
+        .where((F.col("model_name") == model_name) & (F.col("metric") == "psi"))
+        .select(
+            "feature",
+            "metric",
+            "value",
+            "threshold",
+            "drifted",
+            "batch_id",
+            "computed_at",
+            "model_version",
+        )
+        .orderBy(F.desc("computed_at"))
+        .limit(limit * 200)
+        .collect()
+    )
+    return [r.asDict() for r in rows]
+
+
+def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
+    """The drift_report job (see the module docstring).
+
+    Raises:
+        JobError: no model version, no reference profile, or the batch has no features or no
+            predictions of that model version.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    from ml_engine.scoring import MODEL_VERSION, resolve_model_version
+    from ml_engine.tracking import connect
+
+    batch = cfg.effective_batch_id()
+    dc = cfg.drift
+    features_path = cfg.storage.table_path("features")
+    predictions_path = cfg.storage.table_path("predictions")
+    metrics_path = cfg.storage.table_path("drift_metrics")
+    connect(cfg)
+    alias = dc.model_alias or cfg.score.model_alias
+    mv = resolve_model_version(cfg, alias=alias, version=cfg.score.model_version)
+    model_name, model_version, run_id = mv.name, int(mv.version), mv.run_id
+    spec = download_json(run_id, SPEC_ARTIFACT)
+    if spec is None:
+        raise JobError(
+            f"drift_report: the run {run_id} of {model_name} v{model_version} has no "
+            f"{SPEC_ARTIFACT}; retrain the model with this engine"
+        )
+    reference, ref_text = reference_profile(spark, cfg, tables, run_id, spec)
+
+    if not tables.exists(predictions_path):
+        raise JobError(f"drift_report: no predictions table at {predictions_path}; run score")
+    predictions = tables.read_batch(predictions_path, batch).where(
+        F.col(MODEL_VERSION) == model_version
+    )
+    features = tables.read_batch(features_path, batch)
+    numeric, categorical = drift_features(cfg, features.columns)
+    ref_features = [c for c in reference.columns if c in numeric + categorical]
+    if dc.features is None:
+        numeric = [c for c in numeric if c in ref_features]
+        categorical = [c for c in categorical if c in ref_features]
+    edges = reference.edges()
+    describe(spark, f"drift_report: profile features of batch {batch}")
+    current = profile_dataframe(
+        features,
+        numeric,
+        categorical,
+        bins={c: e for c, e in edges.items() if c in numeric},
+        source={"table": features_path, "batch_id": batch},
+    )
+    describe(spark, f"drift_report: profile predictions of batch {batch} (v{model_version})")
+    outputs = profile_outputs(
+        predictions,
+        spec,
+        F.col("probability"),
+        bins={c: e for c, e in edges.items() if c in ("score", "prediction")},
+        source={"table": predictions_path, "batch_id": batch},
+    )
+    if outputs.rows == 0:
+        raise JobError(
+            f"drift_report: batch '{batch}' has no predictions of {model_name} v{model_version} "
+            f"in {predictions_path}; run score for this batch first"
+        )
+    current = merge_profiles(current, outputs)
+    compared = [*numeric, *categorical, *outputs.columns]
+    result = compare(reference, current, dc.thresholds, dc.drift_share, features=compared)
+
+    describe(spark, f"drift_report: performance of batch {batch} on arrived labels")
+    performance = labelled_performance(cfg, tables, predictions, spec, batch)
+    training_metrics = MlflowClient().get_run(run_id).data.metrics
+    test_metrics = {
+        k.removeprefix("test_"): v for k, v in training_metrics.items() if k.startswith("test_")
+    }
+
+    computed_at = datetime.now(timezone.utc)
+    kinds = {**{c: "numeric" for c in numeric}, **{c: "categorical" for c in categorical}}
+    kinds.update({n: p.kind for n, p in outputs.columns.items()})
+    history = _history(tables, metrics_path, model_name, dc.history)
+    meta = {
+        "model": model_name,
+        "model_version": model_version,
+        "batch_id": batch,
+        "reference": ref_text,
+        "computed_at": computed_at.isoformat(timespec="seconds"),
+    }
+    html = render_report(
+        result,
+        reference,
+        current,
+        history=history,
+        title=f"Drift report: {model_name} v{model_version}, batch {batch}",
+        meta=meta,
+        history_batches=dc.history,
+        performance=None
+        if performance is None
+        else {"batch": performance, "training_test": test_metrics},
+    )
+    report_dir = Path(dc.report_dir or cfg.storage.path("reports"))
+    report_dir.mkdir(parents=True, exist_ok=True)
+    report_path = report_dir / f"drift-{_safe(model_name)}-v{model_version}-{_safe(batch)}.html"
+    report_path.write_text(html, encoding="utf-8")
+
+    with mlflow.start_run(run_name=f"drift {model_name} v{model_version} batch {batch}") as run:
+        mlflow.set_tags(
+            {
+                DRIFT_TAG: "true",
+                "ml_engine.model_name": model_name,
+                "ml_engine.model_version": str(model_version),
+                "ml_engine.model_run_id": run_id,
+                "ml_engine.batch_id": batch,
+                "ml_engine.dataset_drift": str(result.drifted).lower(),
+            }
+        )
+        mlflow.log_metrics(_run_metrics(result, performance))
+        mlflow.log_artifact(str(report_path), "report")
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / "current_profile.json"
+            p.write_text(current.to_json())
+            mlflow.log_artifact(str(p), "profiles")
+        drift_run_id = run.info.run_id
+
+    rows = metric_rows(result, model_name, model_version, batch, computed_at, drift_run_id, kinds)
+    if performance:
+        for name, value in sorted(performance.items()):
+            rows.append(
+                (
+                    "*",
+                    None,
+                    f"performance.{name}",
+                    float(value),
+                    test_metrics.get(name),
+                    None,
+                    None,
+                    model_name,
+                    model_version,
+                    batch,
+                    computed_at,
+                    drift_run_id,
+                )  # fmt: skip
+            )
+    describe(spark, f"drift_report: write drift_metrics of batch {batch}")
+    tables.overwrite(
+        spark.createDataFrame(rows, DRIFT_METRICS_SCHEMA),
+        metrics_path,
+        partition_by=[BATCH_COLUMN],
+        replace_where=(
+            f"{BATCH_COLUMN} = {sql_literal(batch)} AND model_name = {sql_literal(model_name)} "
+            f"AND model_version = {model_version}"
+        ),
+    )
+    drifted = [f.feature for f in result.features if f.status == "drift"]
+    notes = [
+        f"dataset drift: {'YES' if result.drifted else 'no'} ({result.drifted_count} of "
+        f"{result.compared_count} features drifted, share {result.drifted_share:.2f}, "
+        f"threshold {dc.drift_share:g}); drifted: {', '.join(drifted) or 'none'}",
+        f"report: {report_path}",
+    ]
+    if performance:
+        main = next(iter(k for k in ("auc_roc", "f1", "rmse") if k in performance), None)
+        if main:
+            notes.append(
+                f"on arrived labels: {main} {performance[main]:.4f} (training test: "
+                f"{test_metrics.get(main, float('nan')):.4f})"
+            )
+    code = EXIT_DRIFT if result.drifted and dc.fail_on_drift else EXIT_OK
+    return JobResult(
+        job="drift_report",
+        outputs={"drift_metrics": metrics_path, "report": str(report_path)},
+        metrics={
+            "batch_id": batch,
+            "model_version": model_version,
+            "dataset_drift": result.drifted,
+            "drifted_features": drifted,
+            "drifted_share": round(result.drifted_share, 4),
+            "mlflow_run_id": drift_run_id,
+        },
+        notes=notes,
+        exit_code=code,
+    )
+
+
+def _run_metrics(result: DriftResult, performance: dict | None) -> dict[str, float]:
+    out = {"drifted_share": float(result.drifted_share), "dataset_drift": float(result.drifted)}
+    for r in result.metric_rows():
+        v = r["value"]
+        if isinstance(v, (int, float)) and v == v and abs(v) != float("inf"):
+            out[f"{r['metric']}.{_safe(r['feature'])}"] = float(v)
+    for k, v in (performance or {}).items():
+        out[f"batch_{k}"] = float(v)
+    return out
+
+
+def _safe(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(text))

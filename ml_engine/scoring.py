@@ -1,0 +1,282 @@
+"""Batch scoring with a registered model: ``features`` (one batch) -> ``predictions``.
+
+The model is the MLflow registered model named by ``mlflow.registered_model``, by alias
+(``score.model_alias``, default ``champion``) or version (``score.model_version``). It is the
+whole fitted pipeline of the ``train`` job (imputation, category indexing, encoding, scaling,
+the outlier detector when it was trained with one, the estimator), so nothing is refitted on
+the batch: the batch's feature rows, built by the same ingest -> clean -> detect_outliers ->
+build_features chain as the training data, go straight through it.
+
+``predictions`` columns: the entity key, the record id (when the schema has one besides the
+key), the event time, ``prediction`` (the class index for classifiers, the value for
+regression), ``predicted_label`` (the predicted class as text; null for regression),
+``probability`` (array of double in class-index order; null for regression), ``model_name``,
+``model_version``, ``scored_at``, ``batch_id``. Partitioned by ``batch_id``; one batch scored
+by one model version is replaced on a rerun, other versions' rows stay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ml_engine.config import Config
+from ml_engine.results import JobError, JobResult
+from ml_engine.session import describe
+from ml_engine.tables.base import BATCH_COLUMN, DeltaTables, sql_literal
+
+PREDICTION = "prediction"
+PREDICTED_LABEL = "predicted_label"
+PROBABILITY = "probability"
+MODEL_NAME = "model_name"
+MODEL_VERSION = "model_version"
+SCORED_AT = "scored_at"
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model version of the registry, loaded for Spark.
+
+    Attributes:
+        name: registered model name.
+        version: version number.
+        run_id: the MLflow run that trained it.
+        model: the fitted ``PipelineModel``.
+        inputs: the input column names of its signature.
+        source: how it was asked for (``champion`` alias, version 3).
+    """
+
+    name: str
+    version: int
+    run_id: str
+    model: object
+    inputs: list[str]
+    source: str
+
+
+def resolve_model_version(cfg: Config, alias: str | None = None, version: int | None = None):
+    """The registry's ``ModelVersion`` for the config's model by version or alias.
+
+    Raises:
+        JobError: the model, the version or the alias does not exist (one line naming what
+            exists instead).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    name = cfg.mlflow.registered_model
+    client = MlflowClient()
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException:
+        raise JobError(
+            f"no registered model '{name}' in {cfg_uri(cfg)} (mlflow.registered_model); run the "
+            f"train job first"
+        ) from None
+    if version is not None:
+        try:
+            return client.get_model_version(name, str(version))
+        except MlflowException:
+            versions = sorted(
+                int(v.version) for v in client.search_model_versions(f"name='{name}'")
+            )
+            raise JobError(
+                f"model '{name}' has no version {version} (score.model_version); versions: "
+                f"{', '.join(map(str, versions)) or 'none'}"
+            ) from None
+    alias = alias or "champion"
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        known = ", ".join(f"{a} -> v{v}" for a, v in sorted(registered.aliases.items())) or "none"
+        raise JobError(
+            f"model '{name}' has no alias '{alias}' (score.model_alias); aliases: {known}. Train "
+            f"a version that passes the gate, or set score.model_version"
+        ) from None
+
+
+def cfg_uri(cfg: Config) -> str:
+    """The tracking URI as safe to print (no password)."""
+    from ml_engine.preflight import _redacted
+
+    return _redacted(cfg.tracking_uri())
+
+
+def load_registered_model(
+    cfg: Config, alias: str | None = None, version: int | None = None
+) -> RegisteredModel:
+    """Loads the config's registered model (by version, else alias) as a Spark model.
+
+    Raises:
+        JobError: the model, version or alias does not exist.
+    """
+    import mlflow
+    import mlflow.spark
+
+    mv = resolve_model_version(cfg, alias=alias, version=version)
+    uri = f"models:/{mv.name}/{mv.version}"
+    info = mlflow.models.get_model_info(uri)
+    inputs = [c.name for c in info.signature.inputs.inputs] if info.signature else []
+    model = mlflow.spark.load_model(uri)
+    source = f"version {mv.version}" if version is not None else f"alias {alias or 'champion'}"
+    return RegisteredModel(mv.name, int(mv.version), mv.run_id, model, inputs, source)
+
+
+def check_signature(inputs: list[str], df: DataFrame, what: str) -> None:
+    """Refuses rows that lack a column the model's signature needs.
+
+    Raises:
+        JobError: naming the missing columns.
+    """
+    missing = [c for c in inputs if c not in df.columns]
+    if missing:
+        raise JobError(
+            f"{what} lacks column(s) {missing} that the model's signature needs; rebuild the "
+            f"features with the config the model was trained with"
+        )
+
+
+def prediction_rows(
+    scored: DataFrame,
+    id_columns: list[str],
+    model_name: str,
+    model_version: int,
+    scored_at: datetime,
+) -> DataFrame:
+    """The ``predictions`` columns of a transformed batch (see the module docstring)."""
+    fields = {f.name: f.dataType for f in scored.schema.fields}
+    if PROBABILITY in fields:
+        probability = vector_to_array(F.col(PROBABILITY)).cast("array<double>")
+    else:
+        probability = F.lit(None).cast("array<double>")
+    label = (
+        F.col(PREDICTED_LABEL).cast("string")
+        if PREDICTED_LABEL in fields and PROBABILITY in fields
+        else F.lit(None).cast("string")
+    )
+    return scored.select(
+        *[F.col(c) for c in id_columns],
+        F.col(PREDICTION).cast("double").alias(PREDICTION),
+        label.alias(PREDICTED_LABEL),
+        probability.alias(PROBABILITY),
+        F.lit(model_name).alias(MODEL_NAME),
+        F.lit(model_version).cast("int").alias(MODEL_VERSION),
+        F.lit(scored_at).cast(T.TimestampType()).alias(SCORED_AT),
+        F.col(BATCH_COLUMN),
+    )
+
+
+def batch_accounting(tables: DeltaTables, cfg: Config, batch: str, scored: int) -> dict[str, int]:
+    """Where every row of the batch went: scored, quarantined upstream, duplicates removed.
+
+    Rows of the batch = bronze rows + ingest quarantine rows; of those, clean and
+    detect_outliers quarantine some, clean removes duplicates, and the rest are scored.
+    Small aggregations over the batch's partitions only.
+    """
+    counts = {"rows_of_batch": 0, "quarantined_upstream": 0, "duplicates_removed": 0}
+    bronze = cfg.storage.table_path("bronze")
+    quarantine = cfg.storage.table_path("quarantine")
+    dq = cfg.storage.table_path("dq_metrics")
+    in_batch = F.col(BATCH_COLUMN) == F.lit(batch)
+    if tables.exists(bronze):
+        counts["rows_of_batch"] += tables.read(bronze).where(in_batch).count()
+    if tables.exists(quarantine):
+        by_stage = {
+            r["stage"]: int(r["n"])
+            for r in tables.read(quarantine)
+            .where(in_batch)
+            .groupBy("stage")
+            .agg(F.count(F.lit(1)).alias("n"))
+            .collect()
+        }
+        counts["rows_of_batch"] += by_stage.get("ingest", 0)
+        counts["quarantined_upstream"] = sum(by_stage.values())
+    if tables.exists(dq):
+        latest = (
+            tables.read(dq)
+            .where(in_batch & (F.col("metric") == "duplicates_removed") & F.col("column").isNull())
+            .orderBy(F.desc("computed_at"))
+            .select("value")
+            .limit(1)
+            .collect()
+        )
+        counts["duplicates_removed"] = int(latest[0][0]) if latest else 0
+    counts["scored"] = scored
+    counts["unaccounted"] = (
+        counts["rows_of_batch"]
+        - counts["scored"]
+        - counts["quarantined_upstream"]
+        - counts["duplicates_removed"]
+    )
+    return counts
+
+
+def id_columns(cfg: Config, available: list[str]) -> list[str]:
+    """Key, record id and event time columns of the schema that ``available`` has."""
+    schema = cfg.table_schema
+    wanted = [schema.key, schema.record_id, schema.event_time]
+    return [c for c in dict.fromkeys(c for c in wanted if c) if c in available]
+
+
+def run_score(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
+    """The score job: the batch's ``features`` rows -> ``predictions`` with the registered model.
+
+    Raises:
+        JobError: no features table or batch, a missing model / version / alias, or feature
+            rows without a column the model's signature needs.
+    """
+    from ml_engine.tracking import connect
+
+    batch = cfg.effective_batch_id()
+    features_path = cfg.storage.table_path("features")
+    out_path = cfg.storage.table_path("predictions")
+    if not tables.exists(features_path):
+        raise JobError(f"score: no features table at {features_path}; run build_features first")
+    features = tables.read_batch(features_path, batch)
+    connect(cfg)
+    sc = cfg.score
+    registered = load_registered_model(cfg, alias=sc.model_alias, version=sc.model_version)
+    check_signature(registered.inputs, features, f"score: the features of batch '{batch}'")
+    describe(spark, f"score: batch {batch} with {registered.name} v{registered.version}")
+    scored = registered.model.transform(features)
+    rows = prediction_rows(
+        scored,
+        id_columns(cfg, features.columns),
+        registered.name,
+        registered.version,
+        datetime.now(timezone.utc),
+    )
+    predicate = f"{BATCH_COLUMN} = {sql_literal(batch)} AND {MODEL_VERSION} = {registered.version}"
+    version = tables.overwrite(rows, out_path, partition_by=[BATCH_COLUMN], replace_where=predicate)
+    describe(spark, f"score: count batch {batch}")
+    scored_rows = (
+        tables.read(out_path, version=version)
+        .where((F.col(BATCH_COLUMN) == batch) & (F.col(MODEL_VERSION) == registered.version))
+        .count()
+    )
+    accounting = batch_accounting(tables, cfg, batch, scored_rows)
+    notes = [
+        f"scored batch '{batch}' with {registered.name} v{registered.version} "
+        f"({registered.source}): {accounting['scored']} rows scored + "
+        f"{accounting['quarantined_upstream']} quarantined upstream + "
+        f"{accounting['duplicates_removed']} duplicates removed = "
+        f"{accounting['rows_of_batch'] - accounting['unaccounted']} of "
+        f"{accounting['rows_of_batch']} rows of the batch"
+    ]
+    return JobResult(
+        job="score",
+        outputs={"predictions": out_path},
+        metrics={
+            "batch_id": batch,
+            "model": registered.name,
+            "model_version": registered.version,
+            "predictions_version": version,
+            **accounting,
+        },
+        notes=notes,
+    )

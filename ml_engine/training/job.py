@@ -1,0 +1,548 @@
+"""The ``train`` job and ``ml-engine reproduce``: training set -> a tracked, registered model.
+
+One MLflow run per training (:func:`run_train`):
+
+* params: every leaf of the effective config (``${VAR}`` placeholders, never secrets), the
+  best grid point (``best.<param>``) and the split (its boundary for a time split);
+  artifacts: the config (:data:`ml_engine.tracking.CONFIG_ARTIFACT`), the tuning table
+  (every grid point's mean and per-fold validation metric), the feature spec, the reference
+  profile of the training set for drift reports, and figures (ROC and precision-recall
+  curves, confusion matrix; residuals for regression; feature importances by name);
+* metrics: the held-out test metrics as ``test_<name>``;
+* inputs and tags: the training set as an MLflow dataset with its Delta path and version,
+  the git commit, the engine version and the Delta version of every input table;
+* the fitted ``PipelineModel`` logged with ``mlflow.spark`` (signature, input example,
+  explicit pip requirements, the engine's code) and registered under
+  ``mlflow.registered_model`` with the alias ``challenger``.
+
+The gate (:func:`gate_decision`) then decides whether the new version becomes ``champion``:
+it must reach ``train.gate_thresholds`` on its test set and, when a champion exists, score no
+worse than ``train.gate_max_loss`` below it on the gate metric, both scored on the new test
+set. ``train.gate: dry_run`` reports the decision without moving aliases. Everything that can
+fail on bad input fails before the run starts or before the version is registered; a failure
+after registration deletes the version, so no half-registered version stays behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import io
+import json
+import math
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyspark.ml import PipelineModel
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from ml_engine.config import METRIC_HIGHER_IS_BETTER, Config
+from ml_engine.results import JobError, JobResult
+from ml_engine.session import describe
+from ml_engine.tables.base import DeltaTables
+from ml_engine.training import TrainingError
+from ml_engine.training_set import FEATURES_VERSION, LABEL_TIME, LABELS_VERSION
+
+MODEL_ARTIFACT = "model"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+REPRODUCES_TAG = "ml_engine.reproduces"
+# Test metrics a job result shows (the run has all of them, per class too).
+SUMMARY_METRICS = ("auc_roc", "auc_pr", "accuracy", "f1", "log_loss", "rmse", "mae", "r2")
+
+
+@dataclass
+class Trained:
+    """A fitted and evaluated model, before anything is logged."""
+
+    fit: Any  # ml_engine.training.tuning.FitResult
+    metrics: dict[str, float]
+    split: dict[str, Any]
+    test: DataFrame
+    predictions: DataFrame
+    input_columns: list[str]
+    rows: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """What the gate decided for a new model version, and why."""
+
+    promote: bool
+    metric: str
+    challenger: float
+    champion: float | None
+    champion_version: int | None
+    reason: str
+
+
+def _label_and_ids(cfg: Config, columns: list[str]) -> tuple[str, str | None, list[str]]:
+    schema = cfg.table_schema
+    ts = cfg.training_set
+    label = ts.label or schema.label
+    if label is None:
+        raise JobError(
+            f"train: no label: set training_set.label or give a column the role label in "
+            f"schema '{schema.name}' ({schema.source})"
+        )
+    candidates = [ts.label_id, schema.record_id, ts.key or schema.key]
+    ids = [c for c in dict.fromkeys(c for c in candidates if c) if c in columns]
+    id_col = next(iter(ids), None)
+    return label, id_col, ids
+
+
+def check_training_set(df: DataFrame, label: str, classification: bool, path: str) -> dict:
+    """Refuses a training set that cannot train a model (one small aggregation).
+
+    Raises:
+        JobError: no rows, no labelled rows, or fewer than two classes for classification.
+    """
+    row = df.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.count(F.col(label)).alias("labelled"),
+        F.approx_count_distinct(F.col(label)).alias("classes"),
+        F.min(F.col(label).cast("string")).alias("some_class"),
+    ).first()
+    if row["rows"] == 0:
+        raise JobError(
+            f"train: the training set {path} is empty; run build_training_set on batches with "
+            f"labelled rows"
+        )
+    if row["labelled"] == 0:
+        raise JobError(f"train: the training set {path} has no row with a label '{label}'")
+    if classification and row["classes"] < 2:
+        raise JobError(
+            f"train: label '{label}' has one class only ({row['some_class']!r} in all "
+            f"{row['labelled']} labelled rows of {path}); classification needs at least two"
+        )
+    return {"rows": int(row["rows"]), "labelled": int(row["labelled"])}
+
+
+def _outlier_model(spark: SparkSession, cfg: Config) -> PipelineModel | None:
+    from ml_engine.outliers import load_outlier_model
+
+    if not cfg.train.outlier_features:
+        return None
+    path = cfg.outliers.model_path or cfg.storage.path("models", "outliers")
+    model = load_outlier_model(spark, path)
+    if model is None:
+        raise JobError(
+            f"train.outlier_features is set but no outlier detector is saved at {path}; run "
+            f"detect_outliers first or unset train.outlier_features"
+        )
+    return model
+
+
+def train_model(spark: SparkSession, cfg: Config, df: DataFrame, path: str) -> tuple[Trained, Any]:
+    """Splits, fits (with tuning) and evaluates on the held-out rows; logs nothing.
+
+    Returns:
+        ``(trained, spec before fitting)``.
+
+    Raises:
+        JobError: bad config for this training set (a missing feature, an unknown grid
+            parameter), an empty training set or a single class.
+    """
+    from ml_engine.training.pipeline import estimator, feature_spec, param_grid
+    from ml_engine.training.tuning import fit, split
+
+    tc = cfg.train
+    label, id_col, ids = _label_and_ids(cfg, df.columns)
+    try:
+        spec = feature_spec(df.schema, tc, label, exclude=ids)
+        param_grid(estimator(spec, tc), tc.grid)
+    except TrainingError as exc:
+        raise JobError(f"train: {exc}") from None
+    describe(spark, "train: check the training set")
+    rows = check_training_set(df, label, spec.is_classification, path)
+    outlier_model = _outlier_model(spark, cfg)
+    train, test, split_info = split(df, tc.split, id_col, LABEL_TIME)
+    try:
+        result = fit(train, spec, tc, outlier_model, id_col=id_col)
+    except TrainingError as exc:
+        raise JobError(f"train: {exc}") from None
+    from ml_engine.training.evaluation import evaluate
+
+    describe(spark, "train: score the test rows")
+    predictions = result.model.transform(test)
+    try:
+        metrics = evaluate(predictions, result.spec)
+    except TrainingError as exc:
+        raise JobError(f"train: test set of {path}: {exc}") from None
+    inputs = [*result.spec.numeric, *result.spec.categorical]
+    if outlier_model is not None:
+        from ml_engine.outliers import detector_models
+
+        extra = [c for m in detector_models(outlier_model) for c in m.getInputCols()]
+        inputs += [c for c in dict.fromkeys(extra) if c not in inputs]
+    trained = Trained(result, metrics, split_info, test, predictions, inputs, rows)
+    return trained, spec
+
+
+def gate_metric(cfg: Config, spec) -> str:
+    """The gate's metric: ``train.metric``, else the tuning metric's default for the task."""
+    from ml_engine.training.pipeline import tuning_metric
+
+    return tuning_metric(spec, cfg.train)
+
+
+def _better(metric: str, a: float, b: float) -> float:
+    """How much better ``a`` is than ``b`` on ``metric`` (negative: worse)."""
+    return a - b if METRIC_HIGHER_IS_BETTER[metric] else b - a
+
+
+def gate_decision(
+    cfg: Config,
+    metric: str,
+    metrics: dict[str, float],
+    champion_score: float | None,
+    champion_version: int | None,
+    champion_note: str = "",
+) -> GateDecision:
+    """Applies ``train.gate_thresholds`` and ``train.gate_max_loss`` (see the module docstring)."""
+    tc = cfg.train
+    failed = []
+    for name, bound in sorted(tc.gate_thresholds.items()):
+        value = metrics.get(name)
+        higher = METRIC_HIGHER_IS_BETTER[name]
+        ok = value is not None and (value >= bound if higher else value <= bound)
+        if not ok:
+            failed.append(f"{name} {_fmt(value)} {'<' if higher else '>'} threshold {bound:g}")
+    score = metrics[metric]
+    if failed:
+        return GateDecision(
+            False, metric, score, champion_score, champion_version, "; ".join(failed)
+        )
+    met = (
+        ", ".join(f"{n} {_fmt(metrics.get(n))} meets {b:g}" for n, b in tc.gate_thresholds.items())
+        or "no thresholds set"
+    )
+    if champion_score is None:
+        first = "the first model" if champion_version is None else champion_note
+        return GateDecision(
+            True, metric, score, None, champion_version, f"{met}; {first} passes on thresholds"
+        )
+    gain = _better(metric, score, champion_score)
+    versus = (
+        f"{metric} {_fmt(score)} vs champion v{champion_version} {_fmt(champion_score)} on the "
+        f"new test set"
+    )
+    if gain < -tc.gate_max_loss:
+        return GateDecision(
+            False,
+            metric,
+            score,
+            champion_score,
+            champion_version,
+            f"{versus}: worse by {-gain:.4g}, more than train.gate_max_loss {tc.gate_max_loss:g}",
+        )
+    return GateDecision(
+        True,
+        metric,
+        score,
+        champion_score,
+        champion_version,
+        f"{met}; {versus} (within train.gate_max_loss {tc.gate_max_loss:g})",
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4f}"
+
+
+def champion_on(cfg: Config, test: DataFrame, metric: str) -> tuple[float | None, int | None, str]:
+    """The current champion's ``metric`` on ``test``: ``(score, version, note)``.
+
+    ``(None, None, ...)`` when there is no champion; ``(None, version, why)`` when the
+    champion cannot score these rows (for example it was trained on other features).
+    """
+    import mlflow.spark
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from ml_engine.drift.job import SPEC_ARTIFACT, download_json
+    from ml_engine.training.evaluation import evaluate
+    from ml_engine.training.pipeline import FeatureSpec
+
+    client = MlflowClient()
+    name = cfg.mlflow.registered_model
+    try:
+        mv = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None, None, "no champion yet"
+    version = int(mv.version)
+    spec_data = download_json(mv.run_id, SPEC_ARTIFACT)
+    if spec_data is None:
+        return None, version, f"champion v{version} has no feature spec; judged on thresholds"
+    spec_data.pop("positive_class", None)
+    spec = FeatureSpec(**spec_data)
+    try:
+        model = mlflow.spark.load_model(f"models:/{name}/{version}")
+        score = evaluate(model.transform(test), spec, metrics=[metric]).get(metric)
+    except Exception as exc:  # noqa: BLE001 - any reason the old model cannot score counts
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return None, version, f"champion v{version} cannot score the new test set ({first})"
+    return score, version, ""
+
+
+def pip_requirements(estimator_name: str) -> list[str]:
+    """The packages a fresh environment needs to load and score the model."""
+    try:
+        reqs = importlib.metadata.requires("ml-engine") or []
+    except importlib.metadata.PackageNotFoundError:
+        reqs = []
+    base = [r.split(";")[0].strip() for r in reqs if "extra ==" not in r]
+    if not base:
+        import mlflow
+        import pyspark
+
+        base = [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}", "pandas<3"]
+    if estimator_name == "xgboost":
+        import xgboost
+
+        base.append(f"xgboost=={xgboost.__version__}")
+    return base
+
+
+def _log_json(data: Any, artifact: str) -> None:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact).name
+        path.write_text(json.dumps(data, indent=2, default=str, allow_nan=True))
+        mlflow.log_artifact(str(path), str(Path(artifact).parent))
+
+
+def _log_params(params: dict[str, Any]) -> None:
+    import mlflow
+
+    items = list(params.items())
+    for start in range(0, len(items), 100):
+        mlflow.log_params(dict(items[start : start + 100]))
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
+
+
+def _metric_key(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name)
+
+
+def log_figures(trained: Trained) -> list[str]:
+    """Logs the pictures of a trained model; returns their artifact names."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from ml_engine.training import evaluation as ev
+    from ml_engine.training import plots
+
+    fit, spec, preds = trained.fit, trained.fit.spec, trained.predictions
+    figures = {}
+    if spec.is_classification:
+        curves = ev.classification_curves(preds, spec)
+        auc = {
+            c: trained.metrics.get(f"auc_roc_{c}", trained.metrics.get("auc_roc")) for c in curves
+        }
+        figures["figures/roc_curve.png"] = plots.roc_figure(curves, auc)
+        figures["figures/precision_recall_curve.png"] = plots.pr_figure(curves)
+        figures["figures/confusion_matrix.png"] = plots.confusion_matrix_figure(
+            ev.confusion_matrix(preds, spec)
+        )
+    else:
+        figures["figures/residuals.png"] = plots.residuals_figure(ev.regression_curves(preds, spec))
+    importances = ev.feature_importances(fit.model, fit.feature_names)
+    _log_json(importances, "figures/feature_importances.json")
+    figures["figures/feature_importances.png"] = plots.feature_importance_figure(importances)
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, name)
+        plt.close(fig)
+    return sorted(figures)
+
+
+def reference_profile(cfg: Config, df: DataFrame, trained: Trained, source: dict):
+    """The drift reference of this model: the training set's features and the model's
+    outputs on its test rows, each in one aggregation."""
+    from ml_engine.drift.job import drift_features, merge_profiles, profile_outputs
+    from ml_engine.drift.profile import profile_dataframe
+
+    numeric, categorical = drift_features(cfg, df.columns)
+    features = profile_dataframe(df, numeric, categorical, bins=cfg.drift.bins, source=source)
+    spec = trained.fit.spec.to_dict()
+    probability = (
+        vector_to_array(F.col("probability"))
+        if "probability" in trained.predictions.columns
+        else F.lit(None).cast("array<double>")
+    )
+    outputs = profile_outputs(trained.predictions, spec, probability, cfg.drift.bins, source)
+    return merge_profiles(features, outputs)
+
+
+def _signature_and_example(trained: Trained):
+    from mlflow.models import infer_signature
+
+    # Numeric inputs are declared double: the model casts them anyway, and a pandas column
+    # of integers with a missing value arrives as floats.
+    numeric = set(trained.fit.spec.numeric)
+    example = trained.test.select(
+        *[F.col(c).cast("double") if c in numeric else F.col(c) for c in trained.input_columns]
+    ).limit(5)
+    pdf = example.toPandas()
+    out = trained.fit.model.transform(example).select("prediction").toPandas()
+    return infer_signature(pdf, out), pdf
+
+
+def run_train(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
+    """The train job (see the module docstring).
+
+    Raises:
+        JobError: no training set, bad input (empty, one class, a missing feature, an unknown
+            grid parameter), or a tracking store that fails.
+    """
+    import mlflow
+    import mlflow.data
+    import mlflow.spark
+    from mlflow import MlflowClient
+
+    from ml_engine.drift.job import REFERENCE_ARTIFACT, SPEC_ARTIFACT
+    from ml_engine.tracking import config_params, connect, lineage_tags, log_effective_config
+
+    started = time.perf_counter()
+    path = cfg.storage.table_path("training_set")
+    if not tables.exists(path):
+        raise JobError(f"train: no training_set table at {path}; run build_training_set first")
+    version = tables.version(path)
+    df = tables.read(path, version=version)
+    experiment_id = connect(cfg)
+    name = cfg.mlflow.registered_model
+    client = MlflowClient()
+
+    describe(spark, "train: input versions")
+    versions = df.agg(F.max(FEATURES_VERSION), F.max(LABELS_VERSION)).first()
+    features_path = cfg.storage.table_path("features")
+    labels_path = cfg.training_set.labels_path or cfg.storage.table_path("silver")
+    inputs = {"training_set": (path, version)}
+    if versions[0] is not None:
+        inputs["features"] = (features_path, int(versions[0]))
+        inputs["labels"] = (labels_path, int(versions[1]))
+
+    registered = None
+    with mlflow.start_run(experiment_id=experiment_id, run_name="train") as run:
+        run_id = run.info.run_id
+        try:
+            mlflow.set_tags({**lineage_tags(inputs), "ml_engine.job": "train"})
+            _log_params(config_params(cfg))
+            log_effective_config(cfg)
+            dataset = mlflow.data.from_spark(
+                df, path=path, version=str(version), name="training_set", digest=f"delta-v{version}"
+            )
+            mlflow.log_input(dataset, context="training")
+            trained, _ = train_model(spark, cfg, df, path)
+            fit = trained.fit
+            metric = gate_metric(cfg, fit.spec)
+            mlflow.set_tag("ml_engine.estimator", fit.estimator)
+            _log_params(
+                {
+                    **{f"best.{k}": json.dumps(v) for k, v in fit.best_params.items()},
+                    **{f"split.{k}": v for k, v in trained.split.items()},
+                    "tuning.method_used": fit.tuning,
+                    "gate.metric": metric,
+                }
+            )
+            mlflow.log_metrics(
+                {f"test_{_metric_key(k)}": v for k, v in _finite(trained.metrics).items()}
+            )
+            mlflow.log_metrics({f"seconds_{k}": v for k, v in fit.timings.items()})
+            _log_json(
+                {"metric": fit.metric, "method": fit.tuning, "grid": fit.grid},
+                "tuning/grid_metrics.json",
+            )
+            if fit.class_weights:
+                _log_params({f"class_weight.{k}": v for k, v in fit.class_weights.items()})
+            _log_json(fit.spec.to_dict(), SPEC_ARTIFACT)
+            log_figures(trained)
+            describe(spark, "train: reference profile of the training set")
+            source = {"table": path, "delta_version": version, "run_id": run_id}
+            profile = reference_profile(cfg, df, trained, source)
+            _log_json(json.loads(profile.to_json()), REFERENCE_ARTIFACT)
+            describe(spark, "train: log the model")
+            signature, example = _signature_and_example(trained)
+            mlflow.spark.log_model(
+                fit.model,
+                artifact_path=MODEL_ARTIFACT,
+                signature=signature,
+                input_example=example,
+                pip_requirements=pip_requirements(fit.estimator),
+                code_paths=[str(Path(__file__).resolve().parents[1])],
+            )
+            describe(spark, "train: the current champion on the new test set")
+            champion, champion_version, note = champion_on(cfg, trained.test, metric)
+            decision = gate_decision(cfg, metric, trained.metrics, champion, champion_version, note)
+            # register_model prints its progress on stderr; the job reports it once below.
+            with contextlib.redirect_stderr(io.StringIO()):
+                registered = mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", name)
+            new_version = int(registered.version)
+            client.set_registered_model_alias(name, CHALLENGER, str(new_version))
+            promoted = decision.promote and cfg.train.gate == "enforce"
+            if promoted:
+                client.set_registered_model_alias(name, CHAMPION, str(new_version))
+                client.delete_registered_model_alias(name, CHALLENGER)
+            mlflow.set_tags(
+                {
+                    "ml_engine.gate.decision": "champion" if decision.promote else "rejected",
+                    "ml_engine.gate.mode": cfg.train.gate,
+                    "ml_engine.gate.reason": decision.reason,
+                    "ml_engine.model_version": str(new_version),
+                }
+            )
+            gate_metrics = {"gate_challenger": decision.challenger}
+            if decision.champion is not None:
+                gate_metrics["gate_champion"] = decision.champion
+            mlflow.log_metrics(_finite(gate_metrics))
+        except Exception:
+            if registered is not None:
+                _delete_version(client, name, int(registered.version))
+            raise
+
+    verdict = "becomes champion" if decision.promote else "stays challenger"
+    if cfg.train.gate == "dry_run":
+        would = "would become champion" if decision.promote else "would stay challenger"
+        verdict = f"{would} (dry run: only the challenger alias was set)"
+    notes = [
+        f"MLflow run {run_id}; registered {name} version {new_version}",
+        f"gate: version {new_version} {verdict}: {decision.reason}",
+    ]
+    return JobResult(
+        job="train",
+        outputs={"mlflow_run": run_id, "registered_model": f"models:/{name}/{new_version}"},
+        metrics={
+            "run_id": run_id,
+            "model_version": new_version,
+            "estimator": fit.estimator,
+            "gate": "champion"
+            if promoted
+            else ("passed (dry run)" if decision.promote else "rejected"),
+            "training_set_version": version,
+            "rows": trained.rows,
+            **{
+                f"test_{k}": round(v, 6)
+                for k, v in _finite(trained.metrics).items()
+                if k in SUMMARY_METRICS
+            },
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+        notes=notes,
+    )
+
+
+def _delete_version(client, name: str, version: int) -> None:
+    try:
+        client.delete_model_version(name, str(version))
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        pass

@@ -1,0 +1,211 @@
+"""The HTML drift report: self-contained, escaped, every feature and section, trend lines."""
+
+from __future__ import annotations
+
+import html
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from ml_engine.config import DriftThresholds
+from ml_engine.drift import compare, profile_dataframe, render_report
+
+AMOUNT = "amount <usd>"
+COUNTRY = "country & region"
+WEIRD = "we`ird 'name\""
+GONE = "gone"
+NEW_CATEGORY = "<script>alert(1)</script>"
+META = {"model": "fraud <v2>", "model_version": 7, "batch_id": "b4"}
+
+
+@pytest.fixture(scope="module")
+def sides(spark):
+    rng = np.random.default_rng(3)
+    n = 211
+    schema = (
+        f"`{AMOUNT}` double, `{COUNTRY}` string, `{WEIRD.replace('`', '``')}` double, {GONE} double"
+    )
+
+    def frame(shift: float, countries: list[str]):
+        rows = zip(
+            rng.normal(100 + shift, 10, n).tolist(),
+            rng.choice(countries, n).tolist(),
+            rng.normal(0, 1, n).tolist(),
+            rng.normal(0, 1, n).tolist(),
+            strict=True,
+        )
+        return spark.createDataFrame(list(rows), schema)
+
+    reference = profile_dataframe(
+        frame(0, ["FR", "DE", "IT"]),
+        [AMOUNT, WEIRD, GONE],
+        [COUNTRY],
+        source={"table": "training_set", "delta_version": 3},
+    )
+    current = profile_dataframe(
+        frame(15, ["FR", "DE", "IT", NEW_CATEGORY]).drop(GONE), [AMOUNT, WEIRD], [COUNTRY]
+    )
+    result = compare(reference, current, DriftThresholds(), drift_share=0.5)
+    return reference, current, result
+
+
+def _history(batches: list[str]) -> list[dict]:
+    return [
+        {
+            "feature": AMOUNT,
+            "metric": "psi",
+            "value": 0.02 * (i + 1),
+            "threshold": 0.25,
+            "drifted": False,
+            "batch_id": b,
+            "computed_at": f"2026-11-{i + 10} 08:00:00",
+            "model_version": "7",
+        }
+        for i, b in enumerate(batches)
+    ]
+
+
+@pytest.fixture(scope="module")
+def page(sides):
+    reference, current, result = sides
+    history = _history(["b1", "b2", "b3", "b4"])  # b4 is this batch: its PSI comes from result
+    return render_report(result, reference, current, history=history, meta=META)
+
+
+def _section(page: str, feature_index: int) -> str:
+    start = page.index(f'id="f{feature_index}"')
+    return page[start : page.index("</section>", start)]
+
+
+def test_profiles_accept_any_column_name(sides):
+    reference, current, _ = sides
+    assert list(reference.columns) == [AMOUNT, WEIRD, GONE, COUNTRY]
+    assert NEW_CATEGORY in current.columns[COUNTRY].counts
+
+
+def test_report_is_self_contained(page):
+    assert "http" not in page
+    lowered = page.lower()
+    for tag in ("<script", "<link", "<img", "<iframe", "@import", "url(", "src="):
+        assert tag not in lowered
+    assert all(h.startswith("#") for h in re.findall(r'href="([^"]*)"', page))
+
+
+def test_report_escapes_every_name(page):
+    for raw in (AMOUNT, COUNTRY, "fraud <v2>", NEW_CATEGORY):
+        assert raw not in page
+    for escaped in (
+        "amount &lt;usd&gt;",
+        "country &amp; region",
+        "fraud &lt;v2&gt;",
+        "&lt;script&gt;alert(1)&lt;/script&gt;",
+        "we`ird &#x27;name&quot;",
+    ):
+        assert escaped in page
+
+
+def test_report_is_well_formed(page):
+    checker = _TagChecker()
+    checker.feed(page)
+    checker.close()
+    assert checker.problems == []
+    assert checker.stack == []
+
+
+def test_report_has_every_section_and_feature(sides, page):
+    _, _, result = sides
+    for heading in (
+        "<h1>Drift report</h1>",
+        ">Summary</h2>",
+        ">Features</h2>",
+        ">How to read it</h2>",
+    ):
+        assert heading in page
+    assert (
+        f"Data set drift: {result.drifted_count} of {result.compared_count} features drift" in page
+    )
+    for fact in ("7", "b4", "211", "table=training_set, delta_version=3"):
+        assert f"<dd>{fact}</dd>" in page
+    for i, f in enumerate(result.features):
+        section = _section(page, i)
+        assert html.escape(f.feature) in section
+        assert f">{f.status.replace('_', ' ')}</span>" in section
+    assert result.feature(GONE).status == "missing"
+
+
+def test_summary_lists_features_most_severe_first(sides, page):
+    _, _, result = sides
+    summary = page[page.index(">Summary</h2>") : page.index(">Features</h2>")]
+    links = re.findall(r'<a href="#f(\d+)">', summary)
+    assert links == [str(i) for i in range(len(result.features))]
+    assert result.features[0].status == "drift"
+
+
+def test_distributions_are_drawn_on_the_reference_bins_and_categories(sides, page):
+    reference, _, result = sides
+    amount = result.features.index(result.feature(AMOUNT))
+    bars = re.findall(r"<rect [^>]*><title>", _section(page, amount))
+    assert len(bars) == 2 * (len(reference.columns[AMOUNT].edges) + 1)
+    country = _section(page, result.features.index(result.feature(COUNTRY)))
+    # The long name is cut on the axis, whole in the tooltip, and marked new.
+    assert (
+        "<title>&lt;script&gt;alert(1)&lt;/script&gt;</title>&lt;script&gt;alert(1)&lt;… (new)"
+        in country
+    )
+    for name in ("FR", "DE", "IT"):
+        assert f"<title>{name}</title>" in country
+
+
+def test_trend_line_shows_the_last_batches_and_the_thresholds(sides):
+    reference, current, result = sides
+    page = render_report(
+        result,
+        reference,
+        current,
+        history=_history(["b1", "b2", "b3", "b4"]),
+        meta=META,
+        history_batches=3,
+    )
+    section = _section(page, result.features.index(result.feature(AMOUNT)))
+    points = re.search(r'<polyline points="([^"]+)"', section).group(1).split()
+    assert len(points) == 3
+    psi = result.feature(AMOUNT).value("psi")
+    assert re.findall(r"<title>batch (\w+): PSI ([^ <]+)", section) == [
+        ("b2", "0.04"),
+        ("b3", "0.06"),
+        ("b4", f"{psi:.3g}"),
+    ]
+    assert "warn 0.1</text>" in section and "drift 0.25</text>" in section
+
+
+def test_report_of_an_empty_batch_says_no_data(spark, sides):
+    reference, _, _ = sides
+    empty = spark.createDataFrame([], f"`{AMOUNT}` double, `{COUNTRY}` string")
+    current = profile_dataframe(empty, [AMOUNT], [COUNTRY])
+    result = compare(reference, current, DriftThresholds(), drift_share=0.5)
+    page = render_report(result, reference, current)
+    assert "No data: no feature could be compared" in page
+    assert page.count('class="badge"') == len(result.features) * 2
+
+
+class _TagChecker(HTMLParser):
+    """Every element that is opened is closed, in order (void elements excepted)."""
+
+    VOID = {"meta", "br", "hr", "img", "input", "link"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[str] = []
+        self.problems: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.problems.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()

@@ -1,0 +1,473 @@
+"""Drift profiles (one Spark aggregation) and drift statistics (on the driver).
+
+Expected values are computed independently with numpy/scipy on the same raw values:
+quantile edges with ``np.quantile(method="inverted_cdf")``, bin shares by counting values per
+bin ``(e_{i-1}, e_i]``, PSI with the same epsilon (1e-4, no renormalisation),
+``scipy.stats.ks_2samp(method="asymp")``, ``scipy.stats.wasserstein_distance`` divided by the
+reference's sample standard deviation, ``scipy.stats.chi2_contingency(correction=False)`` and
+``scipy.spatial.distance.jensenshannon(base=2)``. Samples hold fewer values than the sketch's
+k (4096), where the KLL sketch keeps every value, so the values agree to about 1e-12 (the
+tolerance of each test says so); sample sizes are primes so that no quantile rank falls exactly
+on a value's rank.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from pyspark.sql import types as T
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import chi2_contingency, ks_2samp, wasserstein_distance
+
+from ml_engine.config import DriftThresholds
+from ml_engine.drift import DatasetProfile, compare, profile_dataframe, profile_groups
+from ml_engine.drift.stats import (
+    DRIFT,
+    MISSING,
+    NO_DATA,
+    NO_REFERENCE,
+    OK,
+    bin_fractions,
+)
+from ml_engine.session import JobCounter
+
+REF_N, CUR_N = 997, 1013
+EPS = 1e-4
+THRESHOLDS = DriftThresholds()
+NUMERIC = [
+    "shifted",
+    "stable",
+    "ties",
+    "constant",
+    "constant_moved",
+    "odd",
+    "null_in_batch",
+    "null_in_reference",
+]
+CATEGORICAL = ["color", "size", "code", "cat_null_in_batch"]
+
+
+def _values(rng: np.random.Generator, n: int, current: bool) -> dict[str, list]:
+    """Raw columns of one side; ``None`` is a null, ``nan`` a NaN."""
+    stable = rng.normal(0.0, 1.0, n).tolist()
+    for i in range(0, n, 50):
+        stable[i] = None
+    odd = rng.normal(5.0, 1.0, n).tolist()
+    odd[:4] = [math.nan, math.inf, -math.inf, None]
+    if current:
+        odd[4:8] = [math.inf] * 4
+    colors = ["red", "green", "blue", "grey"]
+    color_p = [0.2, 0.3, 0.2, 0.1, 0.2] if current else [0.4, 0.3, 0.2, 0.1, 0.0]
+    color = rng.choice([*colors, "purple"], n, p=color_p).tolist()
+    color[::37] = [None] * len(color[::37])
+    return {
+        # Mean moved by one standard deviation in the batch.
+        "shifted": rng.normal(12.0 if current else 10.0, 2.0, n).tolist(),
+        "stable": stable,
+        "ties": rng.choice([0.0, 1.0, 2.0], n, p=[0.5, 0.3, 0.2]).tolist(),
+        "constant": [3.0] * n,
+        "constant_moved": [4.0 if current else 3.0] * n,
+        "odd": odd,
+        "null_in_batch": [None] * n if current else rng.normal(0, 1, n).tolist(),
+        "null_in_reference": rng.normal(0, 1, n).tolist() if current else [None] * n,
+        "color": color,
+        "size": rng.choice(["S", "M", "L"], n).tolist(),
+        "code": rng.choice(["1", "2", "3"], n, p=[0.6, 0.3, 0.1]).tolist(),
+        "cat_null_in_batch": [None] * n if current else rng.choice(["u", "v"], n).tolist(),
+    }
+
+
+def _frame(spark, columns: dict[str, list], strings=CATEGORICAL):
+    schema = T.StructType(
+        [
+            T.StructField(c, T.StringType() if c in strings else T.DoubleType(), True)
+            for c in columns
+        ]
+    )
+    return spark.createDataFrame(list(zip(*columns.values(), strict=True)), schema)
+
+
+def _clean(values: list) -> np.ndarray:
+    """The values a numeric profile keeps: not null, not NaN."""
+    x = np.array([v for v in values if v is not None], dtype=float)
+    return x[~np.isnan(x)]
+
+
+def _edges(x: np.ndarray, bins: int = 10) -> np.ndarray:
+    q = np.quantile(x, np.arange(1, bins) / bins, method="inverted_cdf")
+    q = np.unique(q)
+    return q[q < x.max()]
+
+
+def _shares(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    # searchsorted "left" counts the edges below x: bin i is (e_{i-1}, e_i].
+    return np.bincount(np.searchsorted(edges, x, side="left"), minlength=len(edges) + 1) / len(x)
+
+
+def _psi(r: np.ndarray, c: np.ndarray) -> float:
+    r, c = np.maximum(r, EPS), np.maximum(c, EPS)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+@pytest.fixture(scope="module")
+def raw():
+    rng = np.random.default_rng(20261128)
+    return _values(rng, REF_N, current=False), _values(rng, CUR_N, current=True)
+
+
+@pytest.fixture(scope="module")
+def profiles(spark, raw):
+    ref, cur = raw
+    return (
+        profile_dataframe(_frame(spark, ref), NUMERIC, CATEGORICAL, source={"table": "ref"}),
+        profile_dataframe(_frame(spark, cur), NUMERIC, CATEGORICAL),
+    )
+
+
+@pytest.fixture(scope="module")
+def result(profiles):
+    return compare(*profiles, THRESHOLDS, drift_share=0.5)
+
+
+# ---------------------------------------------------------------------------------- profiles
+
+
+@pytest.mark.parametrize("features", [5, 40])
+def test_profile_is_one_spark_job_whatever_the_number_of_features(spark, features):
+    rng = np.random.default_rng(features)
+    numeric = [f"x{i}" for i in range(features - features // 5)]
+    categorical = [f"c{i}" for i in range(features // 5)]
+    columns = {c: rng.normal(size=50).tolist() for c in numeric}
+    columns |= {c: rng.choice(["a", "b"], 50).tolist() for c in categorical}
+    df = _frame(spark, columns, strings=categorical)
+    with JobCounter(spark) as jobs:
+        profile = profile_dataframe(df, numeric, categorical)
+    assert jobs.count == 1
+    assert list(profile.columns) == numeric + categorical
+
+
+def test_numeric_profile_matches_numpy(raw, profiles):
+    """Counts, moments and extremes exact; exact sketch; tolerance 1e-12 on the moments."""
+    values = raw[0]["stable"]
+    x = _clean(values)
+    p = profiles[0].columns["stable"]
+    assert (p.count, p.null_count, p.nan_count) == (len(x), values.count(None), 0)
+    assert p.mean == pytest.approx(np.mean(x), abs=1e-12)
+    assert p.std == pytest.approx(np.std(x, ddof=1), abs=1e-12)
+    assert (p.min, p.max) == (x.min(), x.max())
+    assert p.exact
+    assert profiles[0].rows == REF_N
+
+
+def test_reference_bins_are_inverted_cdf_deciles_with_their_shares(raw, profiles):
+    x = _clean(raw[0]["shifted"])
+    p = profiles[0].columns["shifted"]
+    np.testing.assert_array_equal(p.edges, _edges(x))
+    assert len(p.edges) == 9
+    np.testing.assert_allclose(p.fractions, _shares(x, _edges(x)), rtol=0, atol=1e-12)
+
+
+def test_ties_merge_bins_and_never_leave_one_empty(raw, profiles):
+    """{0: 50 %, 1: 30 %, 2: 20 %}: edges 0 and 1, bins (-inf, 0], (0, 1], (1, +inf)."""
+    x = _clean(raw[0]["ties"])
+    p = profiles[0].columns["ties"]
+    assert p.edges == (0.0, 1.0)
+    np.testing.assert_allclose(
+        p.fractions, [np.mean(x == 0), np.mean(x == 1), np.mean(x == 2)], rtol=0, atol=1e-12
+    )
+    constant = profiles[0].columns["constant"]
+    assert (constant.edges, constant.fractions) == ((), (1.0,))
+
+
+def test_nan_is_counted_apart_and_infinities_are_values(raw, profiles):
+    """NaN: nan_count, outside count and moments; +-inf: in count and sketch, not in moments."""
+    values = raw[0]["odd"]
+    p = profiles[0].columns["odd"]
+    finite = np.array([v for v in values if v is not None and math.isfinite(v)])
+    assert (p.null_count, p.nan_count, p.count) == (1, 1, len(values) - 2)
+    assert (p.min, p.max) == (-math.inf, math.inf)
+    assert p.mean == pytest.approx(finite.mean(), abs=1e-12)
+    assert p.std == pytest.approx(finite.std(ddof=1), abs=1e-12)
+
+
+def test_categorical_profile_counts_every_category(raw, profiles):
+    values = raw[0]["color"]
+    p = profiles[0].columns["color"]
+    names, counts = np.unique([v for v in values if v is not None], return_counts=True)
+    assert p.counts == dict(zip(names.tolist(), counts.tolist(), strict=True))
+    assert (p.count, p.null_count, p.other_count, p.complete) == (
+        len(values) - values.count(None),
+        values.count(None),
+        0,
+        True,
+    )
+
+
+def test_numbers_profiled_as_categories_are_cast_to_strings(spark):
+    df = spark.createDataFrame([(1,), (1,), (2,), (None,)], "k int")
+    p = profile_dataframe(df, [], ["k"]).columns["k"]
+    assert (p.counts, p.null_count) == ({"1": 2, "2": 1}, 1)
+
+
+def test_more_categories_than_top_k_lump_the_rest_as_other(spark):
+    values = [("a",)] * 5 + [("b",)] * 3 + [("c",)] * 2 + [("d",)]
+    p = profile_dataframe(spark.createDataFrame(values, "s string"), [], ["s"], top_k=2)
+    p = p.columns["s"]
+    assert (p.counts, p.other_count, p.complete) == ({"a": 5, "b": 3}, 3, False)
+
+
+def test_profile_on_given_edges_reads_shares_from_its_own_sketch(spark, raw, profiles):
+    ref = profiles[0]
+    cur = profile_dataframe(
+        _frame(spark, {"shifted": raw[1]["shifted"]}), ["shifted"], [], bins=ref.edges()
+    )
+    p = cur.columns["shifted"]
+    edges = np.array(ref.columns["shifted"].edges)
+    assert p.edges == ref.columns["shifted"].edges
+    np.testing.assert_allclose(
+        p.fractions, _shares(_clean(raw[1]["shifted"]), edges), rtol=0, atol=1e-12
+    )
+    assert p.fractions == bin_fractions(p.kll, p.edges)
+
+
+@pytest.mark.parametrize(
+    ("numeric", "categorical", "message"),
+    [
+        (["nope"], [], "profile_dataframe: columns ['nope'] are not in ['x', 's']"),
+        (["x"], ["x"], "profile_dataframe: columns ['x'] are named more than once"),
+        (["s"], [], "profile_dataframe: numeric columns ['s'] have types ['string']"),
+    ],
+)
+def test_profile_rejects_wrong_columns(spark, numeric, categorical, message):
+    df = spark.createDataFrame([(1.0, "a")], "x double, s string")
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        profile_dataframe(df, numeric, categorical)
+
+
+def test_profile_groups_needs_its_group_column(spark):
+    df = spark.createDataFrame([(1.0,)], "x double")
+    with pytest.raises(ValueError, match=r"profile_groups: the group column 'g' is not in \['x'\]"):
+        profile_groups(df, "g", ["x"], [])
+
+
+def test_profile_rejects_bins_that_do_not_increase(spark):
+    df = spark.createDataFrame([(1.0,)], "x double")
+    with pytest.raises(ValueError, match=r"bins\['x'\]: edges \[2.0, 1.0\] must be strictly"):
+        profile_dataframe(df, ["x"], [], bins={"x": [2.0, 1.0]})
+
+
+def test_json_round_trip_keeps_the_profile_and_the_comparison(profiles, result):
+    ref, cur = profiles
+    text = ref.to_json()
+    # Strict JSON: infinities (min/max of "odd") are strings, not Infinity literals.
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    again = DatasetProfile.from_json(text)
+    assert again == ref
+    assert again.source == {"table": "ref"}
+    assert compare(again, DatasetProfile.from_json(cur.to_json()), THRESHOLDS, 0.5) == result
+
+
+def test_from_json_rejects_other_documents():
+    with pytest.raises(ValueError, match="not a drift profile: format is None"):
+        DatasetProfile.from_json('{"rows": 3}')
+
+
+# ---------------------------------------------------------------------------------- statistics
+
+
+@pytest.mark.parametrize("feature", ["shifted", "stable", "ties"])
+def test_numeric_statistics_match_numpy_and_scipy(raw, result, feature):
+    """Exact sketches: PSI, KS statistic and p-value within 1e-12, Wasserstein within 1e-9 relative."""
+    r, c = _clean(raw[0][feature]), _clean(raw[1][feature])
+    edges = _edges(r)
+    ks = ks_2samp(r, c, method="asymp")
+    f = result.feature(feature)
+    assert f.value("psi") == pytest.approx(_psi(_shares(r, edges), _shares(c, edges)), abs=1e-12)
+    assert f.value("ks_statistic") == pytest.approx(ks.statistic, abs=1e-12)
+    assert f.value("ks_p_value") == pytest.approx(ks.pvalue, abs=1e-12)
+    expected_w = wasserstein_distance(r, c) / np.std(r, ddof=1)
+    assert f.value("wasserstein_norm") == pytest.approx(expected_w, rel=1e-9)
+    assert f.value("null_share") == pytest.approx(raw[1][feature].count(None) / CUR_N, abs=1e-15)
+    assert f.value("rows") == CUR_N
+
+
+@pytest.mark.parametrize("feature", ["color", "size", "code"])
+def test_categorical_statistics_match_scipy(raw, result, feature):
+    """PSI, chi-square p-value and Jensen-Shannon distance within 1e-12."""
+    r = [v for v in raw[0][feature] if v is not None]
+    c = [v for v in raw[1][feature] if v is not None]
+    cats = sorted(set(r) | set(c))
+    table = np.array([[side.count(k) for k in cats] for side in (r, c)], dtype=float)
+    shares = table / table.sum(axis=1, keepdims=True)
+    f = result.feature(feature)
+    assert f.value("psi") == pytest.approx(_psi(shares[0], shares[1]), abs=1e-12)
+    expected_p = chi2_contingency(table, correction=False).pvalue
+    assert f.value("chi2_p_value") == pytest.approx(expected_p, abs=1e-12)
+    assert f.value("js_distance") == pytest.approx(
+        jensenshannon(shares[0], shares[1], base=2), abs=1e-12
+    )
+
+
+def test_new_categories_are_named_with_their_share_of_the_batch(raw, result):
+    c = [v for v in raw[1]["color"] if v is not None]
+    f = result.feature("color")
+    assert f.new_categories == pytest.approx({"purple": c.count("purple") / len(c)}, abs=1e-15)
+    assert f.note == f"new categories: purple ({c.count('purple') / len(c):.1%})"
+    assert result.feature("size").new_categories == {}
+
+
+def test_shifted_features_drift_and_unchanged_ones_do_not(result):
+    statuses = {f.feature: f.status for f in result.features}
+    assert statuses["shifted"] == DRIFT  # mean moved by one standard deviation
+    assert statuses["color"] == DRIFT  # red 40 % -> 20 %, purple new at 20 %
+    assert {statuses[c] for c in ("stable", "ties", "constant", "size", "code")} == {OK}
+
+
+def test_single_value_reference_distance_is_zero_or_infinite(result):
+    """Reference std 0: W/std is 0 when the batch holds the same value only, else infinite."""
+    same, moved = result.feature("constant"), result.feature("constant_moved")
+    assert (same.value("wasserstein_norm"), same.value("psi"), same.status) == (0.0, 0.0, OK)
+    assert moved.value("wasserstein_norm") == math.inf
+    assert moved.value("ks_statistic") == 1.0
+    assert moved.status == DRIFT
+
+
+def test_different_shares_of_infinity_give_an_infinite_distance(result):
+    assert result.feature("odd").value("wasserstein_norm") == math.inf
+
+
+def test_columns_without_values_are_not_compared(result, profiles):
+    batch, reference = result.feature("null_in_batch"), result.feature("null_in_reference")
+    assert (batch.status, batch.note) == (NO_DATA, "the batch has no values (all null or NaN)")
+    assert batch.value("null_share") == 1.0
+    categorical = result.feature("cat_null_in_batch")
+    assert (categorical.status, categorical.value("null_share")) == (NO_DATA, 1.0)
+    empty = profiles[1].columns["cat_null_in_batch"]
+    assert (empty.count, empty.null_count, empty.counts, empty.complete) == (0, CUR_N, {}, True)
+    assert (reference.status, reference.note) == (
+        NO_REFERENCE,
+        "the reference has no values (all null or NaN)",
+    )
+
+
+def test_features_missing_on_one_side_get_a_status(profiles):
+    ref, cur = profiles
+    only_ref = DatasetProfile(ref.rows, {"stable": ref.columns["stable"]})
+    only_cur = DatasetProfile(cur.rows, {"size": cur.columns["size"]})
+    result = compare(only_ref, only_cur, THRESHOLDS, 0.5)
+    assert [(f.feature, f.status) for f in result.features] == [
+        ("size", NO_REFERENCE),
+        ("stable", MISSING),
+    ]
+    assert (result.status, result.drifted, result.drifted_share) == (NO_DATA, False, None)
+
+
+def test_kind_changed_between_profiles_is_not_compared(profiles):
+    ref, cur = profiles
+    renamed = DatasetProfile(cur.rows, {"stable": cur.columns["size"]})
+    f = compare(ref, renamed, THRESHOLDS, 0.5, features=["stable"]).feature("stable")
+    assert (f.status, f.note) == (
+        NO_REFERENCE,
+        "profiled as numeric in the reference but categorical in the batch",
+    )
+
+
+def test_empty_batch_has_no_data_for_every_feature(spark, raw, profiles):
+    empty = _frame(spark, raw[1]).limit(0)
+    current = profile_dataframe(empty, NUMERIC, CATEGORICAL)
+    result = compare(profiles[0], current, THRESHOLDS, 0.5)
+    assert current.rows == 0
+    assert {f.status for f in result.features} == {NO_DATA}
+    assert (result.status, result.drifted, result.compared_count) == (NO_DATA, False, 0)
+
+
+def test_dataset_verdict_is_the_share_of_compared_features_that_drift(result):
+    compared = [f for f in result.features if f.status in ("ok", "warn", "drift")]
+    drifting = [f for f in compared if f.status == DRIFT]
+    assert (result.compared_count, result.drifted_count) == (len(compared), len(drifting))
+    assert result.drifted_share == len(drifting) / len(compared)
+    assert result.drifted == (result.drifted_share >= 0.5)
+    severities = [f.severity for f in result.features]
+    assert severities == sorted(severities, reverse=True)
+    assert all(3 <= f.severity < 4 for f in drifting)
+
+
+def test_metric_rows_name_every_metric_with_its_threshold(result):
+    rows = {(r["feature"], r["metric"]): r for r in result.metric_rows()}
+    assert {m for f, m in rows if f == "shifted"} == {
+        "psi",
+        "ks_statistic",
+        "ks_p_value",
+        "wasserstein_norm",
+        "null_share",
+        "rows",
+    }
+    assert {m for f, m in rows if f == "color"} == {
+        "psi",
+        "chi2_p_value",
+        "js_distance",
+        "null_share",
+        "rows",
+    }
+    psi = rows[("shifted", "psi")]
+    assert (psi["threshold"], psi["drifted"]) == (THRESHOLDS.psi_drift, psi["value"] >= 0.25)
+    assert (rows[("shifted", "rows")]["threshold"], rows[("shifted", "rows")]["drifted"]) == (
+        None,
+        None,
+    )
+
+
+def test_same_distribution_rarely_gives_a_dataset_drift_verdict(spark):
+    """40 seeded trials of two samples of one distribution (3 numeric, 2 categorical
+    features): no data set drift in at least 95 % of them. All trials in ONE Spark job."""
+    trials, n = 40, 401
+    rng = np.random.default_rng(5)
+    rows = []
+    for t in range(trials):
+        for side in ("reference", "current"):
+            rows += zip(
+                [f"{t}:{side}"] * n,
+                rng.normal(50, 10, n).tolist(),
+                rng.lognormal(0, 1, n).tolist(),
+                rng.poisson(3, n).astype(float).tolist(),
+                rng.choice(list("ABCDEFG"), n).tolist(),
+                rng.choice(["y", "n"], n, p=[0.1, 0.9]).tolist(),
+                strict=True,
+            )
+    schema = "trial string, normal double, skewed double, count double, city string, flag string"
+    with JobCounter(spark) as jobs:
+        profiles = profile_groups(
+            spark.createDataFrame(rows, schema),
+            "trial",
+            ["normal", "skewed", "count"],
+            ["city", "flag"],
+        )
+    assert jobs.count == 1
+    assert profiles["0:reference"].source == {"trial": "0:reference"}
+    drifted = [
+        compare(profiles[f"{t}:reference"], profiles[f"{t}:current"], THRESHOLDS, 0.5).drifted
+        for t in range(trials)
+    ]
+    assert sum(drifted) <= 2  # at most 5 % of 40
+
+
+def test_large_sketches_stay_within_their_rank_error(spark):
+    """20 000 values per side (estimation mode): KS statistic within 0.005 and PSI within 2e-3
+    of the exact values (the sketch's rank error at k = 4096 is about 0.1 %)."""
+    rng = np.random.default_rng(11)
+    r, c = rng.normal(0, 1, 20_000), rng.normal(0.1, 1, 20_000)
+    ref = profile_dataframe(_frame(spark, {"x": r.tolist(), "y": c.tolist()}), ["x", "y"], [])
+    assert not ref.columns["x"].exact
+    x, y = ref.columns["x"], ref.columns["y"]
+    cur = DatasetProfile(ref.rows, {"x": y})
+    f = compare(DatasetProfile(ref.rows, {"x": x}), cur, THRESHOLDS, 0.5).feature("x")
+    # The edges are the sketch's deciles: each within the rank error of i/10 in the data.
+    edges = np.array(x.edges)
+    np.testing.assert_allclose(
+        np.searchsorted(np.sort(r), edges, side="right") / r.size, np.arange(1, 10) / 10, atol=5e-3
+    )
+    assert f.value("ks_statistic") == pytest.approx(ks_2samp(r, c).statistic, abs=5e-3)
+    assert f.value("psi") == pytest.approx(_psi(_shares(r, edges), _shares(c, edges)), abs=2e-3)
