@@ -114,6 +114,20 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--files", type=int, default=2)
     gen.add_argument("--config", default=None, help="config whose spark section to use")
 
+    rep = sub.add_parser(
+        "reproduce",
+        parents=[common],
+        help="retrain a training run from its logged config and input versions",
+        description="Rebuild a train run's training set by Delta time travel at the versions "
+        "recorded on the run, retrain it with its logged config and print the test metrics "
+        "side by side with the original's.",
+    )
+    rep.add_argument("run_id", help="the MLflow run id of a train job")
+    rep.add_argument(
+        "--config", required=True, help="a config naming the run's tracking store (mlflow.*)"
+    )
+    rep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
     pkg = sub.add_parser(
         "package", parents=[common], help="zip the library for spark-submit --py-files"
     )
@@ -170,6 +184,22 @@ def _run(args) -> int:
         print_result(result)
         code = max(code, result.exit_code)
     return code
+
+
+def _reproduce(args) -> int:
+    from ml_engine.tracking import connect
+    from ml_engine.training.job import logged_config, reproduce
+
+    connect(load_config(args.config, args.overrides))
+    cfg = logged_config(args.run_id, args.overrides)
+    _preflight(cfg, ["train"])
+    spark, tables = J.open_session_and_tables(cfg, "ml-engine:reproduce", quiet=not args.debug)
+    result = reproduce(spark, cfg, tables, args.run_id)
+    inputs = ", ".join(f"{n} v{v}" for n, (_, v) in sorted(result.inputs.items()))
+    print(f"reproduced run {result.run_id} as run {result.new_run_id} (inputs: {inputs})")
+    for line in result.table():
+        print(f"  {line}")
+    return R.EXIT_OK
 
 
 def _init(args) -> int:
@@ -277,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.command == "init":
             return _init(args)
+        if args.command == "reproduce":
+            return _reproduce(args)
         if args.command == "generate-sample-data":
             return _generate(args)
         if args.command == "package":

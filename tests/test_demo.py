@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
+from mlflow import MlflowClient
 
 from ml_engine.config import load_config
 
@@ -38,7 +39,7 @@ def demo(tmp_path_factory):
             "--workdir",
             str(workdir),
             "--rows",
-            "600",
+            "1000",
             "--set",
             "spark.conf.spark.sql.shuffle.partitions=2",
             "--set",
@@ -80,12 +81,9 @@ def rows_of(t, **equal) -> int:
     return t.filter(mask).num_rows
 
 
-def test_demo_succeeds_and_says_what_is_not_built(demo):
+def test_demo_prints_every_output_the_model_and_the_gate_decision(demo):
     workdir, run = demo
     assert run.returncode == 0, run.stderr[-3000:]
-    assert (
-        "not built yet:  train (reference), score (current), drift_report (current)" in run.stdout
-    )
     for name in (
         "bronze",
         "quarantine",
@@ -94,8 +92,46 @@ def test_demo_succeeds_and_says_what_is_not_built(demo):
         "outlier_stats",
         "features",
         "training_set",
+        "predictions",
+        "drift_metrics",
     ):
-        assert f"{workdir / 'tables' / name}" in run.stdout
+        assert f"  {name:<15} {workdir / 'tables' / name}" in run.stdout
+    store = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = store.search_runs(
+        [store.get_experiment_by_name("transactions").experiment_id],
+        filter_string="tags.`ml_engine.job` = 'train'",
+    )
+    assert len(runs) == 1
+    run_id = runs[0].info.run_id
+    assert f"  MLflow run {run_id}; registered transactions-fraud version 1" in run.stdout
+    assert "  gate: version 1 becomes champion: auc_roc " in run.stdout
+    assert store.get_model_version_by_alias("transactions-fraud", "champion").run_id == run_id
+    report = workdir / "reports" / "drift-transactions-fraud-v1-current.html"
+    assert f"  report: {report}" in run.stdout and report.is_file()
+    # Artifacts live under the work directory, not in the directory the demo ran from.
+    assert (workdir / "mlartifacts").is_dir() and not Path("/mlruns").exists()
+
+
+def test_every_current_row_is_scored_or_accounted_for(demo):
+    workdir, run = demo
+    predictions, silver = table(workdir, "predictions"), table(workdir, "silver")
+    current = silver.filter(pc.equal(silver["batch_id"], "current"))
+    assert sorted(predictions["transaction_id"].to_pylist()) == sorted(
+        current["transaction_id"].to_pylist()
+    )
+    lines = sum(
+        len(f.read_bytes().decode("utf-8", "replace").splitlines()) - 1
+        for f in (workdir / "raw" / "current").glob("*.csv")
+    )
+    quarantine = table(workdir, "quarantine")
+    quarantined = rows_of(quarantine, batch_id="current")
+    dq = table(workdir, "dq_metrics").to_pandas()
+    dups = dq[(dq.batch_id == "current") & dq.column.isna() & (dq.metric == "duplicates_removed")]
+    assert predictions.num_rows + quarantined + int(dups.value.iloc[-1]) == lines
+    assert (
+        f"{predictions.num_rows} rows scored + {quarantined} quarantined upstream + "
+        f"{int(dups.value.iloc[-1])} duplicates removed = {lines} of {lines} rows of the batch"
+    ) in run.stdout
 
 
 def test_demo_writes_its_effective_config(demo):
@@ -103,7 +139,7 @@ def test_demo_writes_its_effective_config(demo):
     cfg = load_config(workdir / "config.yaml")
     assert cfg.storage.root == str(workdir)
     assert cfg.mlflow.tracking_uri == f"sqlite:///{workdir / 'mlflow.db'}"
-    assert cfg.sample_data.rows == 600
+    assert cfg.sample_data.rows == 1000
 
 
 def test_every_raw_line_is_in_bronze_or_quarantine(demo):

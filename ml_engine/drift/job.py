@@ -114,6 +114,49 @@ def drift_features(cfg: Config, available: list[str]) -> tuple[list[str], list[s
     return numeric, categorical
 
 
+def profile_batch(
+    cfg: Config,
+    features: DataFrame,
+    predictions: DataFrame,
+    reference: DatasetProfile,
+    spec: dict[str, Any],
+    sources: tuple[dict, dict] = ({}, {}),
+) -> tuple[DatasetProfile, list[str]]:
+    """Profiles a batch's features and model outputs on the reference's bins.
+
+    Two Spark jobs (one aggregation per input), whatever the number of features.
+
+    Returns:
+        ``(profile, names to compare)``: the names are ``drift.features`` (default: the
+        reference's features) and the model outputs; a name the batch lacks is compared as
+        ``missing``, one the reference lacks as ``no_reference``.
+    """
+    outputs = output_columns(spec, F.col("probability"))
+    known = {n: p.kind for n, p in reference.columns.items() if n not in outputs}
+    wanted = cfg.drift.features or list(known)
+    schema_kinds = {c: "categorical" for c in cfg.table_schema.categorical_features}
+    kind = {c: known.get(c) or schema_kinds.get(c, "numeric") for c in wanted}
+    present = [c for c in wanted if c in features.columns]
+    numeric = [c for c in present if kind[c] == "numeric"]
+    categorical = [c for c in present if kind[c] == "categorical"]
+    edges = reference.edges()
+    current = profile_dataframe(
+        features,
+        numeric,
+        categorical,
+        bins={c: e for c, e in edges.items() if c in numeric},
+        source=sources[0],
+    )
+    produced = profile_outputs(
+        predictions,
+        spec,
+        F.col("probability"),
+        bins={c: e for c, e in edges.items() if c in outputs},
+        source=sources[1],
+    )
+    return merge_profiles(current, produced), [*wanted, *outputs]
+
+
 def merge_profiles(a: DatasetProfile, b: DatasetProfile) -> DatasetProfile:
     """The columns of two profiles of the same rows as one profile."""
     return DatasetProfile(
@@ -362,35 +405,23 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
         F.col(MODEL_VERSION) == model_version
     )
     features = tables.read_batch(features_path, batch)
-    numeric, categorical = drift_features(cfg, features.columns)
-    ref_features = [c for c in reference.columns if c in numeric + categorical]
-    if dc.features is None:
-        numeric = [c for c in numeric if c in ref_features]
-        categorical = [c for c in categorical if c in ref_features]
-    edges = reference.edges()
-    describe(spark, f"drift_report: profile features of batch {batch}")
-    current = profile_dataframe(
-        features,
-        numeric,
-        categorical,
-        bins={c: e for c, e in edges.items() if c in numeric},
-        source={"table": features_path, "batch_id": batch},
-    )
-    describe(spark, f"drift_report: profile predictions of batch {batch} (v{model_version})")
-    outputs = profile_outputs(
-        predictions,
-        spec,
-        F.col("probability"),
-        bins={c: e for c, e in edges.items() if c in ("score", "prediction")},
-        source={"table": predictions_path, "batch_id": batch},
-    )
-    if outputs.rows == 0:
+    if predictions.isEmpty():
         raise JobError(
             f"drift_report: batch '{batch}' has no predictions of {model_name} v{model_version} "
             f"in {predictions_path}; run score for this batch first"
         )
-    current = merge_profiles(current, outputs)
-    compared = [*numeric, *categorical, *outputs.columns]
+    describe(spark, f"drift_report: profile batch {batch} (features, v{model_version} outputs)")
+    current, compared = profile_batch(
+        cfg,
+        features,
+        predictions,
+        reference,
+        spec,
+        sources=(
+            {"table": features_path, "batch_id": batch},
+            {"table": predictions_path, "batch_id": batch},
+        ),
+    )
     result = compare(reference, current, dc.thresholds, dc.drift_share, features=compared)
 
     describe(spark, f"drift_report: performance of batch {batch} on arrived labels")
@@ -401,8 +432,8 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
     }
 
     computed_at = datetime.now(timezone.utc)
-    kinds = {**{c: "numeric" for c in numeric}, **{c: "categorical" for c in categorical}}
-    kinds.update({n: p.kind for n, p in outputs.columns.items()})
+    kinds = {n: p.kind for n, p in reference.columns.items()}
+    kinds.update({n: p.kind for n, p in current.columns.items()})
     history = _history(tables, metrics_path, model_name, dc.history)
     meta = {
         "model": model_name,

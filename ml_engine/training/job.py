@@ -37,10 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from ml_engine.config import METRIC_HIGHER_IS_BETTER, Config
 from ml_engine.results import JobError, JobResult
@@ -68,6 +70,10 @@ class Trained:
     predictions: DataFrame
     input_columns: list[str]
     rows: dict[str, int] = field(default_factory=dict)
+
+    def release(self) -> None:
+        """Frees the cached test predictions."""
+        self.predictions.unpersist()
 
 
 @dataclass(frozen=True)
@@ -139,18 +145,24 @@ def _outlier_model(spark: SparkSession, cfg: Config) -> PipelineModel | None:
     return model
 
 
-def train_model(spark: SparkSession, cfg: Config, df: DataFrame, path: str) -> tuple[Trained, Any]:
-    """Splits, fits (with tuning) and evaluates on the held-out rows; logs nothing.
+@dataclass
+class Prepared:
+    """A training set that passed the checks, and what its training needs."""
 
-    Returns:
-        ``(trained, spec before fitting)``.
+    spec: Any  # ml_engine.training.pipeline.FeatureSpec, classes not known yet
+    id_col: str | None
+    outlier_model: PipelineModel | None
+    rows: dict[str, int]
+
+
+def prepare_training(spark: SparkSession, cfg: Config, df: DataFrame, path: str) -> Prepared:
+    """Everything that can refuse a training before it starts (nothing is logged).
 
     Raises:
-        JobError: bad config for this training set (a missing feature, an unknown grid
-            parameter), an empty training set or a single class.
+        JobError: a missing label or feature column, an unknown estimator or grid parameter,
+            an empty training set, a single class, a missing outlier detector.
     """
     from ml_engine.training.pipeline import estimator, feature_spec, param_grid
-    from ml_engine.training.tuning import fit, split
 
     tc = cfg.train
     label, id_col, ids = _label_and_ids(cfg, df.columns)
@@ -161,28 +173,49 @@ def train_model(spark: SparkSession, cfg: Config, df: DataFrame, path: str) -> t
         raise JobError(f"train: {exc}") from None
     describe(spark, "train: check the training set")
     rows = check_training_set(df, label, spec.is_classification, path)
-    outlier_model = _outlier_model(spark, cfg)
-    train, test, split_info = split(df, tc.split, id_col, LABEL_TIME)
+    return Prepared(spec, id_col, _outlier_model(spark, cfg), rows)
+
+
+def fit_and_evaluate(
+    spark: SparkSession, cfg: Config, df: DataFrame, prepared: Prepared, path: str
+) -> Trained:
+    """Splits, fits (with tuning) and evaluates on the held-out rows; logs nothing.
+
+    The test predictions stay cached for the metrics, pictures and profile that follow;
+    :meth:`Trained.release` frees them.
+
+    Raises:
+        JobError: the fit or the evaluation cannot be done (names the reason).
+    """
+    from ml_engine.training.evaluation import evaluate
+    from ml_engine.training.tuning import fit, split
+
+    train, test, split_info = split(df, cfg.train.split, prepared.id_col, LABEL_TIME)
     try:
-        result = fit(train, spec, tc, outlier_model, id_col=id_col)
+        result = fit(
+            train, prepared.spec, cfg.train, prepared.outlier_model, id_col=prepared.id_col
+        )
     except TrainingError as exc:
         raise JobError(f"train: {exc}") from None
-    from ml_engine.training.evaluation import evaluate
-
     describe(spark, "train: score the test rows")
-    predictions = result.model.transform(test)
+    predictions = result.model.transform(test).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         metrics = evaluate(predictions, result.spec)
     except TrainingError as exc:
+        predictions.unpersist()
         raise JobError(f"train: test set of {path}: {exc}") from None
     inputs = [*result.spec.numeric, *result.spec.categorical]
-    if outlier_model is not None:
+    if prepared.outlier_model is not None:
         from ml_engine.outliers import detector_models
 
-        extra = [c for m in detector_models(outlier_model) for c in m.getInputCols()]
+        extra = [c for m in detector_models(prepared.outlier_model) for c in m.getInputCols()]
         inputs += [c for c in dict.fromkeys(extra) if c not in inputs]
-    trained = Trained(result, metrics, split_info, test, predictions, inputs, rows)
-    return trained, spec
+    return Trained(result, metrics, split_info, test, predictions, inputs, prepared.rows)
+
+
+def train_model(spark: SparkSession, cfg: Config, df: DataFrame, path: str) -> Trained:
+    """:func:`prepare_training` then :func:`fit_and_evaluate`."""
+    return fit_and_evaluate(spark, cfg, df, prepare_training(spark, cfg, df, path), path)
 
 
 def gate_metric(cfg: Config, spec) -> str:
@@ -328,7 +361,9 @@ def _log_params(params: dict[str, Any]) -> None:
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
+    """The finite metrics, rounded to 12 significant digits: Spark's evaluators add partial
+    sums in the order tasks finish, which moves the last bits from run to run."""
+    return {k: float(f"{v:.12g}") for k, v in metrics.items() if v is not None and math.isfinite(v)}
 
 
 def _metric_key(name: str) -> str:
@@ -387,11 +422,14 @@ def reference_profile(cfg: Config, df: DataFrame, trained: Trained, source: dict
 def _signature_and_example(trained: Trained):
     from mlflow.models import infer_signature
 
-    # Numeric inputs are declared double: the model casts them anyway, and a pandas column
-    # of integers with a missing value arrives as floats.
-    numeric = set(trained.fit.spec.numeric)
+    # Integral inputs are declared as 64-bit integers, what pandas reads whole numbers as.
+    integral = (T.ByteType, T.ShortType, T.IntegerType)
+    types = {f.name: f.dataType for f in trained.test.schema.fields}
     example = trained.test.select(
-        *[F.col(c).cast("double") if c in numeric else F.col(c) for c in trained.input_columns]
+        *[
+            F.col(c).cast("long") if isinstance(types[c], integral) else F.col(c)
+            for c in trained.input_columns
+        ]
     ).limit(5)
     pdf = example.toPandas()
     out = trained.fit.model.transform(example).select("prediction").toPandas()
@@ -432,7 +470,9 @@ def run_train(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         inputs["features"] = (features_path, int(versions[0]))
         inputs["labels"] = (labels_path, int(versions[1]))
 
+    prepared = prepare_training(spark, cfg, df, path)
     registered = None
+    trained = None
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as run:
         run_id = run.info.run_id
         try:
@@ -443,7 +483,7 @@ def run_train(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
                 df, path=path, version=str(version), name="training_set", digest=f"delta-v{version}"
             )
             mlflow.log_input(dataset, context="training")
-            trained, _ = train_model(spark, cfg, df, path)
+            trained = fit_and_evaluate(spark, cfg, df, prepared, path)
             fit = trained.fit
             metric = gate_metric(cfg, fit.spec)
             mlflow.set_tag("ml_engine.estimator", fit.estimator)
@@ -509,6 +549,9 @@ def run_train(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
             if registered is not None:
                 _delete_version(client, name, int(registered.version))
             raise
+        finally:
+            if trained is not None:
+                trained.release()
 
     verdict = "becomes champion" if decision.promote else "stays challenger"
     if cfg.train.gate == "dry_run":
@@ -546,3 +589,107 @@ def _delete_version(client, name: str, version: int) -> None:
         client.delete_model_version(name, str(version))
     except Exception:  # noqa: BLE001 - the original error is the one to report
         pass
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """A training run retrained from its logged config and the input versions on its tags."""
+
+    run_id: str
+    new_run_id: str
+    inputs: dict[str, tuple[str, int]]
+    original: dict[str, float]
+    reproduced: dict[str, float]
+
+    def table(self) -> list[str]:
+        """The test metrics side by side, as lines for the terminal."""
+        lines = [f"{'metric':<24} {'original':>12} {'reproduced':>12} {'difference':>12}"]
+        for name in sorted(set(self.original) | set(self.reproduced)):
+            a, b = self.original.get(name), self.reproduced.get(name)
+            diff = "" if a is None or b is None else f"{b - a:.3g}"
+            lines.append(f"{name:<24} {_fmt(a):>12} {_fmt(b):>12} {diff:>12}")
+        return lines
+
+
+def logged_config(run_id: str, overrides: list[str] = ()) -> Config:
+    """The effective config logged on training run ``run_id``, with ``overrides`` applied.
+
+    Raises:
+        JobError: the run has no logged config.
+    """
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    from ml_engine.config import load_config
+    from ml_engine.tracking import CONFIG_ARTIFACT
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = download_artifacts(run_id=run_id, artifact_path=CONFIG_ARTIFACT, dst_path=tmp)
+        except (MlflowException, OSError):
+            raise JobError(
+                f"reproduce: run {run_id} has no logged config ({CONFIG_ARTIFACT}); only runs "
+                f"of the train job can be reproduced"
+            ) from None
+        return load_config(path, list(overrides))
+
+
+def reproduce(spark: SparkSession, cfg: Config, tables: DeltaTables, run_id: str) -> Reproduction:
+    """Retrains run ``run_id``: its training set rebuilt by Delta time travel at the input
+    versions on its tags, trained with ``cfg`` (its logged config), metrics side by side.
+
+    The new run is tagged ``ml_engine.reproduces``; no model version is registered.
+
+    Raises:
+        JobError: the run does not exist or has no recorded inputs, or an input version can no
+            longer be read (vacuumed).
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from ml_engine.tables.base import TableError
+    from ml_engine.tracking import connect, input_versions, lineage_tags
+    from ml_engine.training_set import training_rows
+
+    experiment_id = connect(cfg)
+    try:
+        original = MlflowClient().get_run(run_id)
+    except MlflowException:
+        raise JobError(f"reproduce: no run {run_id} in {cfg.tracking_uri()}") from None
+    inputs = input_versions(original.data.tags)
+    try:
+        if "features" in inputs and "labels" in inputs:
+            describe(spark, "reproduce: rebuild the training set by time travel")
+            df, _ = training_rows(
+                spark,
+                cfg,
+                tables,
+                features_version=inputs["features"][1],
+                labels_version=inputs["labels"][1],
+            )
+            path = "training set rebuilt from " + ", ".join(
+                f"{n} v{inputs[n][1]}" for n in ("features", "labels")
+            )
+        elif "training_set" in inputs:
+            ts_path, ts_version = inputs["training_set"]
+            df, path = tables.read(ts_path, version=ts_version), f"{ts_path} v{ts_version}"
+        else:
+            raise JobError(f"reproduce: run {run_id} records no input table versions")
+    except TableError as exc:
+        raise JobError(f"reproduce: {exc}") from None
+    trained = train_model(spark, cfg, df, path)
+    trained.release()
+    with mlflow.start_run(experiment_id=experiment_id, run_name="reproduce") as run:
+        mlflow.set_tags(
+            {**lineage_tags(inputs), REPRODUCES_TAG: run_id, "ml_engine.job": "reproduce"}
+        )
+        mlflow.log_metrics(
+            {f"test_{_metric_key(k)}": v for k, v in _finite(trained.metrics).items()}
+        )
+    before = {
+        k.removeprefix("test_"): v
+        for k, v in original.data.metrics.items()
+        if k.startswith("test_")
+    }
+    return Reproduction(run_id, run.info.run_id, inputs, before, _finite(trained.metrics))

@@ -1,0 +1,518 @@
+"""train, score, drift_report and reproduce against a real ``mlflow server`` process.
+
+One module-scoped chain: sample data (small) through ingest -> clean -> detect_outliers ->
+build_features for a reference and a current batch, a training set of the reference batch,
+and a tracking server started on 127.0.0.1 with its own backend and artifact stores (the
+artifacts travel over HTTP). Three trainings share it: v1 (the first model), v2 (the same
+config in dry-run mode: the same metrics, aliases unmoved) and v3 (a worse model, rejected
+against the champion).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from chispa import assert_df_equality
+from mlflow import MlflowClient
+from pyspark.sql import functions as F
+
+from ml_engine.config import load_config
+from ml_engine.jobs import run_job
+from ml_engine.results import JobError
+from ml_engine.sample_data import generate_sample_data
+from ml_engine.session import JobCounter
+from ml_engine.tables import open_tables
+
+TRAIN = [
+    "train.estimator=logistic_regression",
+    "train.params={maxIter: 25, regParam: 0.01}",
+    "train.grid=null",
+    "train.tuning.method=none",
+    "train.outlier_features=true",
+    "train.gate_thresholds={auc_roc: 0.6}",
+    "train.gate_max_loss=0.02",
+]
+NAME = "transactions-fraud"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real tracking server: sqlite backend, artifacts served by the server itself."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'backend.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError((root / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+        log.close()
+
+
+@dataclass
+class Chain:
+    cfg: object
+    current: object
+    tables: object
+    root: Path
+    url: str
+
+
+@pytest.fixture(scope="module")
+def chain(spark, tmp_path_factory, mlflow_server):
+    root = tmp_path_factory.mktemp("chain")
+    # Large enough that sampling noise alone flags no feature (the drift test relies on it).
+    generate_sample_data(spark, str(root / "raw"), rows=3000, current_rows=1000, files=1)
+    base = [
+        f"storage.root={root}",
+        f"mlflow.tracking_uri={mlflow_server}",
+        "spark.conf.spark.sql.shuffle.partitions=2",
+        *TRAIN,
+    ]
+    cfg = load_config("ml-engine:sample", [*base, f"ingest.path={root / 'raw' / 'reference'}"])
+    current = load_config("ml-engine:sample", [*base, f"ingest.path={root / 'raw' / 'current'}"])
+    tables = open_tables(spark, "rs")
+    for job in ("ingest", "clean", "detect_outliers", "build_features", "build_training_set"):
+        run_job(job, spark, cfg, tables)
+    for job in ("ingest", "clean", "detect_outliers", "build_features"):
+        run_job(job, spark, current, tables)
+    return Chain(cfg, current, tables, root, mlflow_server)
+
+
+def with_sets(cfg, *overrides):
+    """``cfg`` reloaded from its own effective data with more ``--set`` overrides."""
+    from ml_engine.config import build_config, merge_files  # noqa: F401 - documents the path
+
+    return load_config("ml-engine:sample", [*cfg_overrides(cfg), *overrides])
+
+
+def cfg_overrides(cfg) -> list[str]:
+    return [
+        f"storage.root={cfg.storage.root}",
+        f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}",
+        f"ingest.path={cfg.ingest.path}",
+        "spark.conf.spark.sql.shuffle.partitions=2",
+        *TRAIN,
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(spark, chain):
+    """v1 (first model), v2 (same config, dry run), v3 (worse model, enforced gate)."""
+    first = run_job("train", spark, chain.cfg, chain.tables)
+    again = run_job("train", spark, with_sets(chain.cfg, "train.gate=dry_run"), chain.tables)
+    worse = with_sets(
+        chain.cfg,
+        "train.numeric_features=[num_items]",
+        "train.categorical_features=[]",
+        "train.outlier_features=false",
+        "train.gate_thresholds=null",
+    )
+    third = run_job("train", spark, worse, chain.tables)
+    return first, again, third
+
+
+def client(chain) -> MlflowClient:
+    return MlflowClient(tracking_uri=chain.url, registry_uri=chain.url)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_first_model_becomes_champion_with_lineage_params_and_pictures(chain, trained):
+    first, _, _ = trained
+    c = client(chain)
+    run = c.get_run(first.metrics["run_id"])
+    ts_path = chain.cfg.storage.table_path("training_set")
+    versions = chain.tables.read(ts_path).select("features_version", "labels_version").first()
+    tags = run.data.tags
+    assert tags["ml_engine.input.training_set.path"] == ts_path
+    assert tags["ml_engine.input.training_set.version"] == "0"
+    assert tags["ml_engine.input.features.version"] == str(versions["features_version"])
+    assert tags["ml_engine.input.labels.version"] == str(versions["labels_version"])
+    assert len(tags["ml_engine.git_commit"].split("-")[0]) == 40
+    assert tags["ml_engine.gate.decision"] == "champion"
+    assert tags["ml_engine.gate.reason"] == (
+        f"auc_roc {run.data.metrics['test_auc_roc']:.4f} meets 0.6; the first model passes on "
+        "thresholds"
+    )
+    params = run.data.params
+    assert params["train.estimator"] == "logistic_regression"
+    assert params["storage.root"] == str(chain.root)
+    assert params["best.regParam"] == "0.01" and params["best.maxIter"] == "25"
+    assert {"test_auc_roc", "test_auc_pr", "test_accuracy", "test_f1", "test_log_loss"} <= set(
+        run.data.metrics
+    )
+    dataset = run.inputs.dataset_inputs[0].dataset
+    assert (dataset.name, dataset.digest) == ("training_set", "delta-v0")
+    assert json.loads(dataset.source)["path"] == ts_path
+    artifacts = {a.path for a in c.list_artifacts(run.info.run_id, "figures")}
+    assert artifacts == {
+        "figures/roc_curve.png",
+        "figures/precision_recall_curve.png",
+        "figures/confusion_matrix.png",
+        "figures/feature_importances.png",
+        "figures/feature_importances.json",
+    }
+    mv = c.get_model_version_by_alias(NAME, "champion")
+    assert (int(mv.version), mv.run_id) == (1, run.info.run_id)
+    assert first.metrics["gate"] == "champion"
+
+
+def test_training_twice_gives_the_same_metrics_and_dry_run_moves_no_alias(chain, trained):
+    first, again, _ = trained
+    c = client(chain)
+    m1 = c.get_run(first.metrics["run_id"]).data.metrics
+    m2 = c.get_run(again.metrics["run_id"]).data.metrics
+    test_metrics = {k for k in m1 if k.startswith("test_")}
+    assert {k: m2[k] for k in test_metrics} == {k: m1[k] for k in test_metrics}
+    assert again.metrics["gate"] == "passed (dry run)"
+    assert again.notes[1].startswith("gate: version 2 would become champion (dry run")
+
+
+def test_worse_model_stays_challenger_and_says_why(chain, trained):
+    first, _, third = trained
+    c = client(chain)
+    run = c.get_run(third.metrics["run_id"])
+    new, champ = run.data.metrics["gate_challenger"], run.data.metrics["gate_champion"]
+    assert champ == pytest.approx(c.get_run(first.metrics["run_id"]).data.metrics["test_auc_roc"])
+    assert champ - new > 0.02
+    assert run.data.tags["ml_engine.gate.decision"] == "rejected"
+    assert run.data.tags["ml_engine.gate.reason"] == (
+        f"auc_roc {new:.4f} vs champion v1 {champ:.4f} on the new test set: worse by "
+        f"{champ - new:.4g}, more than train.gate_max_loss 0.02"
+    )
+    aliases = c.get_registered_model(NAME).aliases
+    assert aliases == {"champion": "1", "challenger": "3"}
+
+
+def test_reproduce_rebuilds_the_training_set_by_time_travel(spark, chain, trained):
+    from ml_engine.training.job import logged_config, reproduce
+    from ml_engine.training_set import training_rows
+
+    first, _, _ = trained
+    run_id = first.metrics["run_id"]
+    # The current batch's features were added after training: time travel must ignore them.
+    assert chain.tables.version(chain.cfg.storage.table_path("features")) == 1
+    cfg = logged_config(run_id)
+    rebuilt, info = training_rows(spark, cfg, chain.tables, features_version=0, labels_version=1)
+    written = chain.tables.read(cfg.storage.table_path("training_set"), version=0)
+    assert_df_equality(rebuilt, written, ignore_row_order=True, ignore_nullable=True)
+    result = reproduce(spark, cfg, chain.tables, run_id)
+    assert set(result.original) == set(result.reproduced)
+    for name, value in result.original.items():
+        assert result.reproduced[name] == pytest.approx(value, abs=1e-5), name
+    assert result.table()[0].split() == ["metric", "original", "reproduced", "difference"]
+
+
+def test_gate_thresholds_reject_a_model_below_them(chain):
+    from ml_engine.training.job import gate_decision
+
+    cfg = with_sets(chain.cfg, "train.gate_thresholds={auc_roc: 0.9, log_loss: 0.3}")
+    decision = gate_decision(cfg, "auc_roc", {"auc_roc": 0.85, "log_loss": 0.2}, None, None)
+    assert not decision.promote
+    assert decision.reason == "auc_roc 0.8500 < threshold 0.9"
+    decision = gate_decision(cfg, "auc_roc", {"auc_roc": 0.95, "log_loss": 0.4}, None, None)
+    assert decision.reason == "log_loss 0.4000 > threshold 0.3"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "rows", "message"),
+    [
+        (["train.grid={regParm: [0.1]}"], None, "train: train.grid.regParm: LogisticRegression "
+         "has no parameter 'regParm'. Did you mean 'regParam'?"),
+        (["train.numeric_features=[amount, nope]"], None, "train: train.numeric_features: "
+         "column 'nope' is not in the training set"),
+        ([], "is_fraud = 0", "train: label 'is_fraud' has one class only ('0' in all"),
+        ([], "false", "train: the training set "),
+    ],
+)  # fmt: skip
+def test_bad_training_input_fails_before_any_run_or_version(
+    spark, chain, trained, tmp_path, overrides, rows, message
+):
+    c = client(chain)
+    cfg = with_sets(chain.cfg, *overrides)
+    if rows is not None:
+        # A training set of its own: the chain's is shared by the other tests.
+        filtered = chain.tables.read(chain.cfg.storage.table_path("training_set")).where(rows)
+        path = str(tmp_path / "tables" / "training_set")
+        chain.tables.overwrite(filtered, path)
+        cfg = with_sets(chain.cfg, *overrides, f"storage.tables.training_set={path}")
+    runs_before = len(c.search_runs([c.get_experiment_by_name("transactions").experiment_id]))
+    with pytest.raises(JobError) as err:
+        run_job("train", spark, cfg, chain.tables)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+    experiment = c.get_experiment_by_name("transactions").experiment_id
+    runs = c.search_runs([experiment])
+    trainings = [r for r in runs if r.data.tags.get("ml_engine.job") == "train"]
+    assert [r.info.status for r in trainings] == ["FINISHED"] * 3  # the fixture's only
+    assert len(runs) == runs_before
+    assert [int(v.version) for v in c.search_model_versions(f"name='{NAME}'")] == [3, 2, 1]
+
+
+def test_unreachable_tracking_server_is_named_before_training(chain):
+    from ml_engine.preflight import preflight
+
+    port = free_port()
+    cfg = with_sets(chain.cfg, f"mlflow.tracking_uri=http://127.0.0.1:{port}")
+    problems = preflight(cfg, ["train"])
+    assert len(problems) == 1
+    assert problems[0].startswith(
+        f"mlflow.tracking_uri: the tracking server http://127.0.0.1:{port} does not answer ("
+    )
+
+
+def test_champion_loads_in_a_fresh_process_for_spark_and_pandas(chain, trained, tmp_path):
+    """The champion (with ml_engine's outlier stage) scores in a new process, from the server."""
+    features = chain.tables.read_batch(chain.cfg.storage.table_path("features"), "current")
+    sample = features.orderBy("transaction_id").limit(20)
+    rows_path = tmp_path / "rows.parquet"
+    sample.toPandas().to_parquet(rows_path)  # exact values, unlike a text format
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        import mlflow, mlflow.pyfunc, mlflow.spark, pandas as pd
+        from pyspark.sql import SparkSession
+        mlflow.set_tracking_uri({chain.url!r}); mlflow.set_registry_uri({chain.url!r})
+        spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+                 .config("spark.sql.session.timeZone", "UTC").getOrCreate())
+        pdf = pd.read_parquet({str(rows_path)!r})
+        model = mlflow.spark.load_model("models:/{NAME}@champion")
+        scored = model.transform(spark.createDataFrame(pdf)).orderBy("transaction_id")
+        spark_probs = [float(r.probability[1]) for r in scored.select("probability").collect()]
+        pyfunc = mlflow.pyfunc.load_model("models:/{NAME}@champion")
+        pandas_pred = [float(x) for x in pyfunc.predict(pdf.sort_values("transaction_id"))]
+        print(json.dumps({{"spark": spark_probs, "pandas": pandas_pred}}))
+        """
+    )
+    # A script file: `python -c` makes MLflow's Spark pyfunc re-run __main__ and exit early.
+    (tmp_path / "score.py").write_text(script)
+    run = subprocess.run(
+        [sys.executable, str(tmp_path / "score.py")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip(), (run.stdout, run.stderr[-3000:])
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    import mlflow.spark
+
+    here = mlflow.spark.load_model(f"models:/{NAME}/1")
+    mine = here.transform(sample).orderBy("transaction_id")
+    probs = [float(r.probability[1]) for r in mine.select("probability").collect()]
+    preds = [float(r.prediction) for r in mine.select("prediction").collect()]
+    np.testing.assert_allclose(out["spark"], probs, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out["pandas"], preds, rtol=0, atol=0)
+    assert 0 < sum(preds) < len(preds) or len(set(np.round(probs, 6))) > 1
+
+
+# --------------------------------------------------------------------------- score
+
+
+def test_score_writes_every_row_of_the_batch_and_accounts_for_the_rest(spark, chain, trained):
+    result = run_job("score", spark, chain.current, chain.tables)
+    predictions = chain.tables.read(chain.cfg.storage.table_path("predictions"))
+    features = chain.tables.read_batch(chain.cfg.storage.table_path("features"), "current")
+    assert_df_equality(
+        predictions.select("transaction_id", "customer_id", "event_time"),
+        features.select("transaction_id", "customer_id", "event_time"),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    rows = predictions.collect()
+    assert {(r.model_name, r.model_version, r.batch_id) for r in rows} == {(NAME, 1, "current")}
+    for r in rows:
+        assert len(r.probability) == 2 and sum(r.probability) == pytest.approx(1.0)
+        assert r.prediction == float(np.argmax(r.probability))
+        assert r.predicted_label == str(int(r.prediction))
+    bronze = chain.tables.read_batch(chain.cfg.storage.table_path("bronze"), "current").count()
+    quarantine = chain.tables.read(chain.cfg.storage.table_path("quarantine")).where(
+        "batch_id = 'current'"
+    )
+    ingest_rejected = quarantine.where("stage = 'ingest'").count()
+    m = result.metrics
+    assert m["rows_of_batch"] == bronze + ingest_rejected
+    assert m["quarantined_upstream"] == quarantine.count()
+    assert m["scored"] == len(rows)
+    assert m["scored"] + m["quarantined_upstream"] + m["duplicates_removed"] == m["rows_of_batch"]
+    assert m["unaccounted"] == 0
+
+
+def test_rescoring_replaces_and_another_version_keeps_both(spark, chain, trained):
+    path = chain.cfg.storage.table_path("predictions")
+    run_job("score", spark, chain.current, chain.tables)
+    once = chain.tables.read(path).count()
+    run_job("score", spark, chain.current, chain.tables)
+    assert chain.tables.read(path).count() == once
+    v2 = load_config("ml-engine:sample", [*cfg_overrides(chain.current), "score.model_version=2"])
+    run_job("score", spark, v2, chain.tables)
+    by_version = {
+        r.model_version: r["count"]
+        for r in chain.tables.read(path).groupBy("model_version").count().collect()
+    }
+    assert by_version == {1: once, 2: once}
+
+
+def test_unseen_categories_nulls_and_outliers_are_scored(spark, chain, trained):
+    from ml_engine.scoring import load_registered_model
+
+    features = chain.tables.read_batch(chain.cfg.storage.table_path("features"), "current")
+    odd = features.limit(3).withColumns(
+        {
+            "channel": F.lit("carrier-pigeon"),
+            "country": F.lit(None).cast("string"),
+            "amount": F.lit(1e12),
+            "credit_score": F.lit(None).cast("int"),
+            "log_amount": F.lit(float("nan")),
+        }
+    )
+    model = load_registered_model(chain.cfg).model
+    rows = model.transform(odd).select("prediction", "probability").collect()
+    assert len(rows) == 3
+    for r in rows:
+        assert r.prediction in (0.0, 1.0)
+        assert np.isfinite(r.probability.toArray()).all()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["score.model_alias=gold"], f"model '{NAME}' has no alias 'gold' (score.model_alias); "
+         "aliases: challenger -> v3, champion -> v1."),
+        (["score.model_version=9"], f"model '{NAME}' has no version 9 (score.model_version); "
+         "versions: 1, 2, 3"),
+        (["mlflow.registered_model=nothing-here"], "no registered model 'nothing-here' in "),
+    ],
+)  # fmt: skip
+def test_missing_model_version_or_alias_is_one_line(spark, chain, trained, overrides, message):
+    cfg = load_config("ml-engine:sample", [*cfg_overrides(chain.current), *overrides])
+    with pytest.raises(JobError) as err:
+        run_job("score", spark, cfg, chain.tables)
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_batch_without_a_column_of_the_signature_is_refused(chain, trained):
+    from ml_engine.scoring import check_signature, load_registered_model
+
+    registered = load_registered_model(chain.cfg)
+    features = chain.tables.read_batch(chain.cfg.storage.table_path("features"), "current")
+    with pytest.raises(JobError) as err:
+        check_signature(registered.inputs, features.drop("amount", "channel"), "score: batch x")
+    assert str(err.value) == (
+        "score: batch x lacks column(s) ['amount', 'channel'] that the model's signature "
+        "needs; rebuild the features with the config the model was trained with"
+    )
+
+
+# --------------------------------------------------------------------------- drift
+
+
+def test_drift_report_flags_the_documented_drift_and_writes_its_outputs(spark, chain, trained):
+    run_job("score", spark, chain.current, chain.tables)
+    result = run_job("drift_report", spark, chain.current, chain.tables)
+    manifest = json.loads((chain.root / "raw" / "MANIFEST.json").read_text())
+    metrics = chain.tables.read(chain.cfg.storage.table_path("drift_metrics"))
+    status = {
+        r.feature: r.status
+        for r in metrics.where("model_version = 1 AND kind IS NOT NULL").collect()
+    }
+    inputs = {f for f in status if f not in ("score", "predicted_label")}
+    assert {f for f in inputs if status[f] == "drift"} == set(manifest["drifted_features"])
+    html = Path(result.outputs["report"]).read_text()
+    assert "<script src" not in html and "http" not in html.split("<body")[1]
+    run = client(chain).get_run(result.metrics["mlflow_run_id"])
+    assert run.data.tags["ml_engine.model_version"] == "1"
+    assert run.data.metrics["drifted_share"] == result.metrics["drifted_share"]
+    # A rerun replaces the rows of (model version, batch).
+    before = metrics.count()
+    run_job("drift_report", spark, chain.current, chain.tables)
+    again = chain.tables.read(chain.cfg.storage.table_path("drift_metrics"))
+    assert again.count() == before
+
+
+def test_drift_profiles_of_a_batch_are_two_spark_jobs_for_5_or_40_features(spark):
+    from ml_engine.config import build_config
+    from ml_engine.drift.job import profile_batch
+    from ml_engine.drift.profile import profile_dataframe
+
+    counts = {}
+    for n in (5, 40):
+        cols = {f"x{i}": (F.rand(seed=i) * (i + 1)) for i in range(n)}
+        frame = (
+            spark.range(2000)
+            .withColumns(cols)
+            .withColumn("c", F.concat(F.lit("k"), (F.col("id") % 7).cast("string")))
+        )
+        reference = profile_dataframe(frame, list(cols), ["c"], bins=10)
+        preds = spark.range(2000).select(
+            F.array(F.rand(seed=1), F.lit(0.5)).alias("probability"),
+            (F.col("id") % 2).cast("double").alias("prediction"),
+            (F.col("id") % 2).cast("string").alias("predicted_label"),
+        )
+        spec = {"task": "classification", "classes": ["0", "1"]}
+        cfg = build_config(
+            {
+                "schema": str(Path(__file__).parent / "data" / "tx.yaml"),
+                "storage": {"root": "/tmp/unused"},
+            },
+            check_schema=False,
+        )
+        with JobCounter(spark) as jobs:
+            profile, compared = profile_batch(cfg, frame, preds, reference, spec)
+        counts[n] = jobs.count
+        assert len(compared) == n + 1 + 2
+        assert profile.columns["x0"].count == 2000
+    assert counts == {5: 2, 40: 2}
