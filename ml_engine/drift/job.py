@@ -338,9 +338,8 @@ def labelled_performance(
             array_to_vector(F.col("probability")).alias("probability"),
         ).where(F.col(LABEL_COL).isNotNull())
     else:
-        frame = joined.select(
-            F.col("__actual").cast("double").alias(LABEL_COL), F.col("prediction")
-        )
+        # Regression metrics read the label column itself.
+        frame = joined.select(F.col("__actual").cast("double").alias(label), F.col("prediction"))
     if frame.isEmpty():
         return None
     return evaluate(frame, fspec)
