@@ -25,10 +25,10 @@ DEFAULT_DEMO_CONFIG = f"{PACKAGED_PREFIX}sample"
 
 EXAMPLES = """\
 examples:
-  ml-engine demo --workdir /tmp/ml-demo
-  ml-engine run drift_report --config /tmp/ml-demo/config.yaml --set batch_id=current
-  ml-engine init --data /tmp/ml-demo/raw/reference --out /tmp/my-project
-  ml-engine run pipeline --config /tmp/my-project/config.yaml
+  ml-engine demo --workdir ml-demo --rows 1000
+  ml-engine run drift_report --config ml-demo/config.yaml --set batch_id=current
+  ml-engine init --data ml-demo/raw/reference --out my-project
+  ml-engine run pipeline --config my-project/config.yaml
   ml-engine jobs
 """
 

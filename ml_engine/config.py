@@ -857,7 +857,10 @@ class TrainConfig(StrictModel):
     ids, times, label and versions. ``impute``: the statistic that fills nulls left in numeric
     features. ``scaling``: ``standard`` or ``minmax`` after assembly. ``outlier_features``: add
     the saved outlier detector (``detect_outliers``) as a stage, its flag and score becoming
-    features. ``class_weight: balanced`` weighs each class by ``n / (classes * n_class)`` of
+    features. ``max_categories``: the most frequent categories of each categorical feature that
+    get their own one-hot slot; the others, nulls and categories never seen in training share
+    one "unknown" slot. ``class_weight: balanced`` weighs each class by ``n / (classes *
+    n_class)`` of
     the training split. ``metric`` is the tuning and gate metric (default ``auc_roc`` for binary,
     ``f1`` for multiclass, ``rmse`` for regression). ``gate``: ``enforce`` moves the aliases,
     ``dry_run`` only reports the decision. ``gate_thresholds``: metric -> bound a new version

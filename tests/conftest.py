@@ -57,3 +57,16 @@ def project_root() -> Path:
 @pytest.fixture(scope="session")
 def sample_schema_path(project_root) -> Path:
     return project_root / "schemas" / "transactions.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _tracking_env_restored():
+    """MLflow's ``set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``; a test's tracking
+    store must not leak into the next test's subprocesses."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -478,7 +478,13 @@ def test_drift_report_flags_the_documented_drift_and_writes_its_outputs(spark, c
     assert run.data.metrics["drifted_share"] == result.metrics["drifted_share"]
     # A rerun replaces the rows of (model version, batch).
     before = metrics.count()
-    run_job("drift_report", spark, chain.current, chain.tables)
+    assert result.exit_code == 0 and result.metrics["dataset_drift"] is False
+    strict = load_config(
+        "ml-engine:sample",
+        [*cfg_overrides(chain.current), "drift.fail_on_drift=true", "drift.drift_share=0.2"],
+    )
+    rerun = run_job("drift_report", spark, strict, chain.tables)
+    assert (rerun.metrics["dataset_drift"], rerun.exit_code) == (True, 5)
     again = chain.tables.read(chain.cfg.storage.table_path("drift_metrics"))
     assert again.count() == before
 

@@ -290,12 +290,27 @@ def test_max_categories_keeps_the_most_frequent_and_maps_the_rest_to_unknown(spa
     out = Pipeline(stages=feature_stages(spec, cfg)).fit(df).transform(df)
     got = out.select("colour", F.col("__idx__colour").alias("index")).distinct()
     # a (3) wins; b and c tie (2) and the alphabetically first stays; index 2 is __unknown.
+    # Kept categories are indexed by decreasing frequency (ties alphabetical).
     expected = spark.createDataFrame(
         [("a", 0.0), ("b", 1.0), ("c", 2.0), ("d", 2.0)], "colour string, index double"
     )
     assert_df_equality(
         got, expected, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True
     )
+
+
+def test_columns_with_different_numbers_of_categories_keep_their_own(spark):
+    # Two columns above the limit with 4 and 2 kept categories: no column is padded with
+    # empty categories (Spark's from_arrays_of_labels would pad the shorter one with nulls).
+    rows = [("a", "x"), ("a", "x"), ("b", "y"), ("c", "y"), ("d", "z"), ("e", "z")]
+    df = spark.createDataFrame([(*r, 0) for r in rows], "p string, q string, y int")
+    model = TopCategoryIndexer(inputCols=["p", "q"], outputCols=["ip", "iq"], maxCategories=4)
+    fitted = model.fit(df)
+    assert fitted.labelsArray == [["a", "b", "c", "d"], ["x", "y", "z"]]
+    out = fitted.transform(df)
+    vals = {c: out.schema[c].metadata["ml_attr"]["vals"] for c in ("ip", "iq")}
+    assert vals == {"ip": ["a", "b", "c", "d", "__unknown"], "iq": ["x", "y", "z", "__unknown"]}
+    assert [r.ip for r in out.orderBy("p").collect()] == [0.0, 0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 def test_top_category_indexer_saves_and_loads_with_its_params(spark, tmp_path):
