@@ -32,6 +32,11 @@ class TableNotFoundError(TableError):
     """No Delta table exists at the path."""
 
 
+class ConcurrentWriteError(TableError):
+    """Another writer committed to the table in a way that conflicts with this write, and
+    retrying on the new snapshot did not succeed; nothing of this write was committed."""
+
+
 class BatchNotFoundError(TableError):
     """The table holds no rows of the batch asked for; the message lists the batches it has."""
 
