@@ -57,6 +57,8 @@ TABLE_NAMES = (
     "training_set",
     "predictions",
     "drift_metrics",
+    # The run log: which run completed which batch of which table (ml_engine.catalog).
+    "job_runs",
 )
 
 

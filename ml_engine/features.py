@@ -520,11 +520,11 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
         raise JobError(f"build_features: {exc}") from None
     batch = cfg.effective_batch_id() if fcfg.start is None and fcfg.end is None else ""
     predicate = feature_rows_predicate(fcfg, batch, schema.event_time)
-    silver_version = tables.version(silver_path)
     if batch:
-        tables.require_batch(silver_path, batch, version=silver_version)
+        tables.require_batch(silver_path, batch)
+    # Window history comes from every complete batch of silver.
+    silver, silver_version = tables.read_complete(silver_path)
     describe(spark, f"build_features: silver v{silver_version} -> features ({predicate})")
-    silver = tables.read(silver_path, version=silver_version)
     days = max(fcfg.windows.days) if fcfg.windows.columns else 0
     rows = filter_window_history(silver, F.expr(predicate), schema.key, schema.event_time, days)
     try:

@@ -124,16 +124,27 @@ def job_function(name: str):
 def run_job(name: str, spark, cfg, tables) -> JobResult:
     """Runs one job with an existing session and table backend; returns its result.
 
-    A missing batch in the job's input table becomes a :class:`JobError` naming the batches
-    that exist.
+    The job reads and writes through a :class:`ml_engine.catalog.BatchCatalog`: it sees only
+    complete batches of its inputs, and its own commits are recorded in the run log once it
+    has finished, which makes its batch visible downstream. A missing or incomplete batch in
+    the job's input table becomes a :class:`JobError` naming the batches that exist.
     """
+    from ml_engine.catalog import BatchCatalog
     from ml_engine.session import describe
     from ml_engine.tables import BatchNotFoundError
 
     fn = job_function(name)
-    describe(spark, f"ml-engine {name} (batch {cfg.effective_batch_id()})")
+    batch = cfg.effective_batch_id()
+    catalog = BatchCatalog(
+        tables.tables if isinstance(tables, BatchCatalog) else tables,
+        cfg.storage.table_path("job_runs"),
+    )
+    describe(spark, f"ml-engine {name} (batch {batch})")
     try:
-        return fn(spark, cfg, tables)
+        result = fn(spark, cfg, catalog)
+        # Written last: the batch's outputs become visible to other jobs only now.
+        catalog.complete_run(name, batch)
+        return result
     except BatchNotFoundError as exc:
         raise JobError(f"{name}: {exc}") from None
     finally:

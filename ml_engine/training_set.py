@@ -196,16 +196,20 @@ def training_rows(
                 f"'{schema.name}' ({schema.source}) has no column with that role; set it"
             )
 
+    # Latest: every complete batch (the versions recorded are the newest read); given
+    # versions: time travel to exactly those versions.
     if features_version is None:
-        features_version = tables.version(features_path)
+        features, features_version = tables.read_complete(features_path)
+    else:
+        features = tables.read(features_path, version=features_version)
     if labels_version is None:
-        labels_version = tables.version(labels_path)
+        label_src, labels_version = tables.read_complete(labels_path)
+    else:
+        label_src = tables.read(labels_path, version=labels_version)
     describe(
         spark,
         f"build_training_set: labels v{labels_version} x features v{features_version} -> training_set",
     )
-    features = tables.read(features_path, version=features_version)
-    label_src = tables.read(labels_path, version=labels_version)
 
     label_id = ts_cfg.label_id or (
         schema.record_id if schema.record_id in label_src.columns else None

@@ -148,12 +148,7 @@ class DeltaTables(ABC):
         """
         existing = self.batches(path, version=version)
         if batch_id not in existing:
-            shown = ", ".join(existing[-20:]) if existing else "none"
-            more = f" (and {len(existing) - 20} earlier)" if len(existing) > 20 else ""
-            raise BatchNotFoundError(
-                f"batch '{batch_id}' is not in Delta table {path}; batches there: "
-                f"{shown}{more}. Set batch_id to one of them or run the job that writes it"
-            )
+            raise BatchNotFoundError(batch_not_found(path, batch_id, existing))
 
     def read_batch(self, path: str, batch_id: str, version: int | None = None) -> DataFrame:
         """The rows of batch ``batch_id`` (latest, or as of ``version``).
@@ -165,6 +160,15 @@ class DeltaTables(ABC):
         """
         self.require_batch(path, batch_id, version=version)
         return self.read(path, version=version).where(F.col(BATCH_COLUMN) == F.lit(batch_id))
+
+    def read_complete(self, path: str) -> tuple[DataFrame, int]:
+        """Every batch of the table, at its latest version: ``(rows, version)``.
+
+        (:class:`ml_engine.catalog.BatchCatalog` narrows this to the batches whose runs
+        completed.)
+        """
+        version = self.version(path)
+        return self.read(path, version=version), version
 
     def replace_batch(self, df: DataFrame, path: str, batch_id: str) -> int:
         """Replaces the rows of batch ``batch_id`` with ``df`` in one commit (the table is
@@ -289,6 +293,16 @@ def check_unique_keys(path: str, df: DataFrame, keys: list[str]) -> None:
             f"upsert into Delta table {path}: the data is not unique on keys {keys}: "
             f"{row} occurs {n} times. Deduplicate the rows before upserting."
         )
+
+
+def batch_not_found(path: str, batch_id: str, existing: list[str]) -> str:
+    """The message of a :class:`BatchNotFoundError`: the batches the table has instead."""
+    shown = ", ".join(existing[-20:]) if existing else "none"
+    more = f" (and {len(existing) - 20} earlier)" if len(existing) > 20 else ""
+    return (
+        f"batch '{batch_id}' is not in Delta table {path}; batches there: {shown}{more}. Set "
+        f"batch_id to one of them or run the job that writes it"
+    )
 
 
 def sql_literal(value: str) -> str:

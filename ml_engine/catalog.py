@@ -1,0 +1,251 @@
+"""Batches that are complete or invisible: the run log and the tables as jobs see them.
+
+A job writes several tables (ingest: ``bronze`` and ``quarantine``; clean: ``silver``,
+``quarantine`` and ``dq_metrics``), each in its own Delta commit. A crash between two commits
+leaves the first table with the batch's new rows and the second without them. So a job's
+batch becomes visible to other jobs only through the **run log** (the ``job_runs`` table),
+written last: one row per (run, table, batch) with the table version the run committed.
+
+:class:`BatchCatalog` wraps a table backend for the jobs of one run:
+
+* every commit made through it is remembered, and :meth:`BatchCatalog.complete_run` appends
+  them to the run log when the job has finished; the run's batch and every batch whose
+  partition a commit touched (read from the commit itself) are recorded;
+* :meth:`BatchCatalog.read_batch` reads a batch at the version its latest completed run
+  recorded, :meth:`BatchCatalog.read_complete` reads every complete batch that way, and
+  :meth:`BatchCatalog.batches` lists the complete batches. Rows a crashed run committed are
+  never seen; a rerun of the batch completes it.
+
+A table the run log knows nothing about (written before the run log existed, or by another
+tool) is read as it is.
+
+Example::
+
+    catalog = BatchCatalog(open_tables(spark, "rs"), cfg.storage.table_path("job_runs"))
+    bronze = catalog.read_batch(cfg.storage.table_path("bronze"), "2026-11-28")
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ml_engine.tables.base import (
+    BATCH_COLUMN,
+    BatchNotFoundError,
+    DeltaTables,
+    TableError,
+    batch_not_found,
+    sql_literal,
+)
+
+RUNS_TABLE = "job_runs"
+
+RUNS_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("job", T.StringType(), False),
+        T.StructField("batch_id", T.StringType(), False),
+        T.StructField("table_path", T.StringType(), False),
+        T.StructField("table_version", T.LongType(), False),
+        T.StructField("completed_at", T.TimestampType(), False),
+    ]
+)
+
+
+def touched_batches(path: str, version: int) -> set[str] | None:
+    """The ``batch_id`` partitions that commit ``version`` of the table added or removed files
+    in, read from the commit file; None when unknown (not a local table, or not partitioned
+    by batch)."""
+    location = path[len("file://") :] if path.startswith("file://") else path
+    if "://" in location:
+        return None
+    commit = Path(location) / "_delta_log" / f"{version:020d}.json"
+    if not commit.is_file():
+        return None
+    batches: set[str] = set()
+    partitioned = False
+    for line in commit.read_text(encoding="utf-8").splitlines():
+        action = json.loads(line) if line.strip() else {}
+        for kind in ("add", "remove"):
+            values = (action.get(kind) or {}).get("partitionValues")
+            if values is not None and BATCH_COLUMN in values:
+                partitioned = True
+                if values[BATCH_COLUMN] is not None:
+                    batches.add(values[BATCH_COLUMN])
+    return batches if partitioned else None
+
+
+class BatchCatalog:
+    """A table backend seen through the run log (see the module docstring).
+
+    Args:
+        tables: the backend doing the reads and writes.
+        runs_path: where the run log table lives (``storage.table_path("job_runs")``).
+
+    Every method of the backend not defined here is passed through.
+    """
+
+    def __init__(self, tables: DeltaTables, runs_path: str):
+        self.tables = tables
+        self.runs_path = runs_path
+        self.committed: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tables, name)
+
+    @property
+    def spark(self):
+        return self.tables.spark
+
+    @property
+    def name(self) -> str:
+        return self.tables.name
+
+    # ------------------------------------------------------------------------------ writes
+
+    def _remember(self, path: str, version: int | None) -> int | None:
+        if version is not None:
+            self.committed[path] = max(version, self.committed.get(path, version))
+        return version
+
+    def create(self, path: str, schema: T.StructType, partition_by: list[str] | None = None):
+        return self._remember(path, self.tables.create(path, schema, partition_by))
+
+    def append(self, df: DataFrame, path: str, partition_by=None, app_id=None, app_version=None):
+        return self._remember(
+            path, self.tables.append(df, path, partition_by, app_id, app_version)
+        )
+
+    def overwrite(self, df: DataFrame, path: str, partition_by=None, replace_where=None):
+        return self._remember(path, self.tables.overwrite(df, path, partition_by, replace_where))
+
+    def upsert(self, df: DataFrame, path: str, keys: list[str], partition_by=None):
+        return self._remember(path, self.tables.upsert(df, path, keys, partition_by))
+
+    def replace_batch(self, df: DataFrame, path: str, batch_id: str) -> int:
+        return self.overwrite(
+            df,
+            path,
+            partition_by=[BATCH_COLUMN],
+            replace_where=f"{BATCH_COLUMN} = {sql_literal(batch_id)}",
+        )
+
+    def complete_run(self, job: str, batch_id: str) -> list[tuple]:
+        """Records the commits of the run that just finished (the run log's last write).
+
+        Returns:
+            The run log rows written (empty when the job committed nothing).
+        """
+        if not self.committed:
+            return []
+        run_id = uuid.uuid4().hex
+        now = datetime.now(timezone.utc)
+        rows = []
+        for path, version in sorted(self.committed.items()):
+            batches = {batch_id} | (touched_batches(path, version) or set())
+            rows += [(run_id, job, b, path, int(version), now) for b in sorted(batches)]
+        log = self.tables.spark.createDataFrame(rows, RUNS_SCHEMA)
+        self.tables.append(log, self.runs_path, app_id=f"ml-engine-run-{run_id}", app_version=1)
+        self.committed = {}
+        return rows
+
+    # ------------------------------------------------------------------------------- reads
+
+    def visible(self, path: str) -> dict[str, int] | None:
+        """Batch -> the table version its latest completed run recorded; None when the run
+        log has no record of the table (it is read as it is)."""
+        if not self.tables.exists(self.runs_path):
+            return None
+        rows = (
+            self.tables.read(self.runs_path)
+            .where(F.col("table_path") == F.lit(path))
+            .groupBy("batch_id")
+            .agg(F.max_by("table_version", F.struct("completed_at", "table_version")).alias("v"))
+            .collect()
+        )
+        if not rows:
+            return None
+        return {r["batch_id"]: int(r["v"]) for r in rows}
+
+    def batches(self, path: str, version: int | None = None) -> list[str]:
+        """The complete batches of the table (all batches when the run log does not know it)."""
+        visible = None if version is not None else self.visible(path)
+        if visible is None:
+            return self.tables.batches(path, version=version)
+        return sorted(visible)
+
+    def require_batch(self, path: str, batch_id: str, version: int | None = None) -> None:
+        """Checks that batch ``batch_id`` of the table is complete.
+
+        Raises:
+            BatchNotFoundError: the batch has no completed run; the message names the complete
+                batches, and says when rows of a run that stopped midway are there.
+        """
+        visible = None if version is not None else self.visible(path)
+        if visible is None:
+            self.tables.require_batch(path, batch_id, version=version)
+            return
+        if batch_id not in visible:
+            raise BatchNotFoundError(_not_complete(self.tables, path, batch_id, visible))
+
+    def read_batch(self, path: str, batch_id: str, version: int | None = None) -> DataFrame:
+        """The rows of a complete batch, at the version its latest completed run recorded.
+
+        Raises:
+            BatchNotFoundError: the batch has no completed run (see :meth:`require_batch`).
+        """
+        visible = None if version is not None else self.visible(path)
+        if visible is None:
+            return self.tables.read_batch(path, batch_id, version=version)
+        if batch_id not in visible:
+            raise BatchNotFoundError(_not_complete(self.tables, path, batch_id, visible))
+        rows = self.tables.read(path, version=visible[batch_id])
+        return rows.where(F.col(BATCH_COLUMN) == F.lit(batch_id))
+
+    def read_complete(self, path: str) -> tuple[DataFrame, int]:
+        """Every complete batch of the table, each at its recorded version.
+
+        Returns:
+            ``(rows, version)``: ``version`` is the newest version read (the table's latest
+            version when the run log does not know the table).
+        """
+        visible = self.visible(path)
+        if visible is None:
+            version = self.tables.version(path)
+            return self.tables.read(path, version=version), version
+        by_version: dict[int, list[str]] = defaultdict(list)
+        for batch, version in visible.items():
+            by_version[version].append(batch)
+        parts = [
+            self.tables.read(path, version=v).where(F.col(BATCH_COLUMN).isin(sorted(batches)))
+            for v, batches in sorted(by_version.items())
+        ]
+        rows = parts[0]
+        for part in parts[1:]:
+            rows = rows.unionByName(part)
+        return rows, max(by_version)
+
+
+def _not_complete(tables: DeltaTables, path: str, batch_id: str, visible: dict[str, int]) -> str:
+    complete = sorted(visible)
+    shown = ", ".join(complete[-20:]) or "none"
+    try:
+        present = batch_id in tables.batches(path)
+    except TableError:
+        present = False
+    if present:
+        return (
+            f"batch '{batch_id}' of Delta table {path} has rows but no completed run: the job "
+            f"writing it stopped before it finished. Rerun that job for this batch; complete "
+            f"batches: {shown}"
+        )
+    return batch_not_found(path, batch_id, complete)

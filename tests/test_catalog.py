@@ -1,0 +1,120 @@
+"""The run log: a job's batch is visible downstream only once all of its tables are committed."""
+
+from __future__ import annotations
+
+import pytest
+from chispa import assert_df_equality
+
+from ml_engine.catalog import BatchCatalog, touched_batches
+from ml_engine.config import build_config
+from ml_engine.jobs import run_job
+from ml_engine.results import JobError
+from ml_engine.tables import BatchNotFoundError, open_tables
+
+SCHEMA = "id string, value int, batch_id string"
+
+
+@pytest.fixture
+def catalog(spark, tmp_path):
+    tables = open_tables(spark, "rs")
+    return BatchCatalog(tables, str(tmp_path / "tables" / "job_runs")), tmp_path / "tables"
+
+
+def rows(spark, batch, *values):
+    return spark.createDataFrame([(f"{batch}-{v}", v, batch) for v in values], SCHEMA)
+
+
+def write_run(catalog, spark, path, batch, *values, job="ingest", complete=True):
+    catalog.replace_batch(rows(spark, batch, *values), path, batch)
+    if complete:
+        catalog.complete_run(job, batch)
+    else:
+        catalog.committed = {}  # the process died before the run log write
+
+
+def test_a_batch_is_visible_only_after_its_run_completes(spark, catalog):
+    catalog, root = catalog
+    a, b = str(root / "a"), str(root / "b")
+    write_run(catalog, spark, a, "b1", 1, 2)
+    catalog.replace_batch(rows(spark, "b2", 3), a, "b2")  # first table of a run ...
+    catalog.committed = {}  # ... that died before its second table and the run log
+    assert catalog.batches(a) == ["b1"]
+    with pytest.raises(BatchNotFoundError) as err:
+        catalog.read_batch(a, "b2")
+    assert str(err.value) == (
+        f"batch 'b2' of Delta table {a} has rows but no completed run: the job writing it "
+        "stopped before it finished. Rerun that job for this batch; complete batches: b1"
+    )
+    write_run(catalog, spark, a, "b2", 3)
+    catalog.replace_batch(rows(spark, "b2", 30), b, "b2")
+    catalog.complete_run("ingest", "b2")
+    assert_df_equality(catalog.read_batch(a, "b2"), rows(spark, "b2", 3), ignore_nullable=True)
+
+
+def test_an_interrupted_rerun_leaves_the_batch_as_the_last_complete_run_wrote_it(spark, catalog):
+    catalog, root = catalog
+    path = str(root / "a")
+    write_run(catalog, spark, path, "b1", 1, 2)
+    write_run(catalog, spark, path, "b2", 5)
+    write_run(catalog, spark, path, "b1", 7, 8, 9, complete=False)
+    assert_df_equality(
+        catalog.read_batch(path, "b1"), rows(spark, "b1", 1, 2), ignore_nullable=True
+    )
+    complete, version = catalog.read_complete(path)
+    assert_df_equality(
+        complete,
+        rows(spark, "b1", 1, 2).unionByName(rows(spark, "b2", 5)),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    assert version == 1  # b1 at v0, b2 at v1; the interrupted v2 is not read
+    write_run(catalog, spark, path, "b1", 7, 8, 9)
+    assert sorted(r.value for r in catalog.read_complete(path)[0].collect()) == [5, 7, 8, 9]
+
+
+def test_the_run_log_records_every_batch_a_commit_touched(spark, catalog):
+    catalog, root = catalog
+    path = str(root / "a")
+    catalog.overwrite(
+        rows(spark, "b1", 1).unionByName(rows(spark, "b2", 2)), path, partition_by=["batch_id"]
+    )
+    assert touched_batches(path, 0) == {"b1", "b2"}
+    written = catalog.complete_run("build_features", "b9")
+    assert sorted((r[1], r[2], r[3], r[4]) for r in written) == [
+        ("build_features", "b1", path, 0),
+        ("build_features", "b2", path, 0),
+        ("build_features", "b9", path, 0),
+    ]
+
+
+def test_an_empty_batch_of_a_complete_run_is_visible_and_empty(spark, catalog):
+    catalog, root = catalog
+    path = str(root / "a")
+    write_run(catalog, spark, path, "b1", 1)
+    catalog.replace_batch(spark.createDataFrame([], SCHEMA), path, "b2")
+    catalog.complete_run("ingest", "b2")
+    assert catalog.batches(path) == ["b1", "b2"]
+    assert catalog.read_batch(path, "b2").collect() == []
+
+
+def test_run_job_records_nothing_when_the_job_fails(spark, tmp_path, sample_schema_path):
+    cfg = build_config(
+        {
+            "schema": str(sample_schema_path),
+            "storage": {"root": str(tmp_path)},
+            "ingest": {"path": str(tmp_path / "raw" / "day1")},
+        }
+    )
+    (tmp_path / "raw" / "day1").mkdir(parents=True)
+    (tmp_path / "raw" / "day1" / "x.csv").write_text("transaction_id\n")
+    tables = open_tables(spark, "rs")
+    run_job("ingest", spark, cfg, tables)
+    runs = tables.read(cfg.storage.table_path("job_runs")).collect()
+    assert sorted((r.job, r.batch_id, r.table_path) for r in runs) == [
+        ("ingest", "day1", cfg.storage.table_path("bronze")),
+        ("ingest", "day1", cfg.storage.table_path("quarantine")),
+    ]
+    cfg.batch_id = "day2"
+    with pytest.raises(JobError):
+        run_job("clean", spark, cfg, tables)
+    assert tables.read(cfg.storage.table_path("job_runs")).count() == 2
