@@ -138,14 +138,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print_failure(what: str, why: str) -> None:
-    for line in str(why).strip().splitlines() or [""]:
+    from ml_engine.config import redact_secrets
+
+    for line in redact_secrets(str(why)).strip().splitlines() or [""]:
         if line.strip():
             print(f"ml-engine: {what}: {line.strip()}", file=sys.stderr)
 
 
 def _fail(what: str, why: str, code: int, debug: bool) -> int:
     if debug:
-        traceback.print_exc()
+        from ml_engine.config import redact_secrets
+
+        print(redact_secrets(traceback.format_exc()), file=sys.stderr, end="")
     _print_failure(what, why)
     return code
 

@@ -184,13 +184,36 @@ SPARK_CHARSETS = ("utf-8", "utf-16", "utf-16be", "utf-16le", "utf-32", "us-ascii
 
 
 class CsvOptions(StrictModel):
-    """How ``ingest`` reads CSV: a header line per file, delimiter, encoding, quote, escape."""
+    """How ``ingest`` reads CSV.
+
+    Attributes:
+        header: each file starts with one header line (its names are not checked; fields are
+            taken by position).
+        delimiter: the field separator (Spark's ``sep``).
+        encoding: one of :data:`SPARK_CHARSETS`.
+        quote: the character that quotes a field (``""`` turns quoting off).
+        escape: the character that escapes a quote inside a quoted field. The default, equal
+            to ``quote``, is RFC 4180: a quote inside a quoted field is doubled
+            (``"gro""cery"`` is ``gro"cery``). Set ``"\\\\"`` for files written as
+            ``"gro\\"cery"``.
+        multiline: a quoted field may hold line breaks (RFC 4180), so one record can span
+            several physical lines (Spark's ``multiLine``). Spark then reads each file in one
+            task: a batch of few large files is parsed by few cores (on one 1M-line file and
+            2 cores, about as long as the line reader, which splits the file in two tasks;
+            a single file of many GB takes one core's time). ``false`` splits files into
+            parallel tasks but reads every physical line as a record: a quoted line break
+            cuts the record in two fragments, and a fragment can even have the right number
+            of fields and load as a wrong row. The default is ``true``: correct records
+            first; set ``false`` for large single files known to hold no quoted line
+            breaks. UTF-16 and UTF-32 files are only read correctly with ``true``.
+    """
 
     header: bool = True
     delimiter: str = Field(default=",", min_length=1)
     encoding: str = "utf-8"
-    quote: str = '"'
-    escape: str = "\\"
+    quote: str = Field(default='"', max_length=1)
+    escape: str = Field(default='"', max_length=1)
+    multiline: bool = True
 
     @model_validator(mode="after")
     def _known_encoding(self) -> CsvOptions:
@@ -198,6 +221,12 @@ class CsvOptions(StrictModel):
             raise ValueError(
                 f"encoding {self.encoding!r} is not one Spark reads; use one of "
                 f"{list(SPARK_CHARSETS)} (latin-1 is iso-8859-1)"
+            )
+        if not self.multiline and self.encoding.lower().startswith(("utf-16", "utf-32")):
+            raise ValueError(
+                f"encoding {self.encoding!r} needs multiline: true (the line reader splits "
+                "files on the byte of '\\n', which is half of a character in this encoding); "
+                "set multiline: true or convert the files to utf-8"
             )
         return self
 
@@ -1146,12 +1175,31 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# Environment variables whose values are secrets by their name: never printed.
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|PASS\b|CREDENTIAL|AUTH|API_?KEY|KEY$", re.I)
+_SECRETS: set[str] = set()
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with the secrets a loaded config took from the environment replaced by
+    ``***``, and the password of any ``scheme://user:password@host`` URI too.
+
+    A secret is the value of a ``${VAR}`` whose name says so (``TOKEN``, ``SECRET``,
+    ``PASSWORD``, ``KEY``, ``CREDENTIAL``, ``AUTH``...).
+    """
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return re.sub(r"(//[^:/@\s]+:)[^@/\s]+@", r"\1***@", text)
+
+
 def _substitute_env(value: Any, where: str, env: dict[str, str]) -> Any:
     if isinstance(value, str):
 
         def repl(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             if name in env:
+                if _SECRET_NAME.search(name) and len(env[name]) >= 4:
+                    _SECRETS.add(env[name])
                 return env[name]
             if default is not None:
                 return default

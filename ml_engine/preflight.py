@@ -362,8 +362,10 @@ def tracking_problems(cfg: Config, timeout: float = 5.0) -> list[str]:
 
 
 def _redacted(uri: str) -> str:
-    """``uri`` without a password (``https://user:secret@host`` -> ``https://user:***@host``)."""
-    return re.sub(r"(//[^:/@]+:)[^@/]+@", r"\1***@", uri)
+    """``uri`` without a password or secret (see :func:`ml_engine.config.redact_secrets`)."""
+    from ml_engine.config import redact_secrets
+
+    return redact_secrets(uri)
 
 
 def preflight(cfg: Config, jobs: Sequence[str]) -> list[str]:

@@ -181,18 +181,24 @@ def test_missing_input_table_and_batch_are_named_before_spark_starts(tmp_path):
     ]
 
 
-def test_spark_error_is_one_line_naming_the_root_cause_without_a_java_trace(tmp_path):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / "orders.parquet").write_text("order_id,placed\no1,2026-11-28 10:00:00\n")
-    config = project(tmp_path, SHOP_SCHEMA, "ingest: {path: raw/orders.parquet, format: parquet}\n")
+def test_spark_error_is_one_line_naming_the_root_cause_and_the_file(spark, tmp_path):
+    # A file edited after Hadoop wrote its checksum: the read fails deep inside a task.
+    raw = tmp_path / "raw" / "day1"
+    spark.createDataFrame(
+        [("o1", "2026-11-28 10:00:00", "12.5", "0")], "a string, b string, c string, d string"
+    ).coalesce(1).write.option("header", "true").csv(str(raw))
+    data = next(raw.glob("part-*.csv"))
+    data.write_text(data.read_text().replace("12.5", "99.9"))
+    config = project(tmp_path, SHOP_SCHEMA, "ingest: {path: raw/day1}\n")
     r = run_cli("run", "ingest", "--config", str(config))
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("ml-engine: run ingest: ")
-    assert "is not a Parquet file" in lines[0]
-    assert "Spark's log: " in lines[0]
+    assert lines[0].startswith(
+        "ml-engine: run ingest: org.apache.hadoop.fs.ChecksumException: Checksum error: "
+        f"file:{data} at 0 exp: "
+    )
+    assert "(Spark's log: " in lines[0]
     assert "\tat org.apache" not in r.stderr + r.stdout and "Traceback" not in r.stderr
 
 

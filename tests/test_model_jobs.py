@@ -34,7 +34,12 @@ from ml_engine.sample_data import generate_sample_data
 from ml_engine.session import JobCounter
 from ml_engine.tables import open_tables
 
+# A secret the configs of this module take from the environment: it must never show.
+SENTINEL = "sentinel-7f3c9a-do-not-print"
+os.environ["ML_ENGINE_TEST_SECRET_KEY"] = SENTINEL
+SECRET_SETTING = "spark.conf.spark.hadoop.fs.s3a.secret.key=${ML_ENGINE_TEST_SECRET_KEY}"
 TRAIN = [
+    SECRET_SETTING,
     "train.estimator=logistic_regression",
     "train.params={maxIter: 25, regParam: 0.01}",
     "train.grid=null",
@@ -522,3 +527,49 @@ def test_drift_profiles_of_a_batch_are_two_spark_jobs_for_5_or_40_features(spark
         assert len(compared) == n + 1 + 2
         assert profile.columns["x0"].count == 2000
     assert counts == {5: 2, 40: 2}
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_no_secret_in_params_tags_or_artifacts_of_any_run(chain, trained):
+    from mlflow.artifacts import download_artifacts
+
+    c = client(chain)
+    experiment = c.get_experiment_by_name("transactions").experiment_id
+    runs = c.search_runs([experiment])
+    assert len(runs) >= 3
+    for run in runs:
+        texts = [*run.data.params.values(), *run.data.tags.values()]
+        assert all(SENTINEL not in t for t in texts), run.info.run_id
+    first = trained[0].metrics["run_id"]
+    params = c.get_run(first).data.params
+    assert params["spark.conf.spark.hadoop.fs.s3a.secret.key"] == "${ML_ENGINE_TEST_SECRET_KEY}"
+    config = Path(download_artifacts(run_id=first, artifact_path="config/config.yaml"))
+    assert "${ML_ENGINE_TEST_SECRET_KEY}" in config.read_text()
+    assert SENTINEL not in config.read_text()
+
+
+def test_no_secret_in_error_messages(tmp_path):
+    port = free_port()
+    uri = f"http://ml:${{ML_ENGINE_TEST_SECRET_KEY}}@127.0.0.1:{port}"
+    run = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ml-engine"),
+            "run",
+            "train",
+            "--config",
+            "ml-engine:sample",
+            "--set",
+            f"storage.root={tmp_path}",
+            "--set",
+            f"mlflow.tracking_uri={uri}",
+            "--debug",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2
+    assert SENTINEL not in run.stderr + run.stdout
+    assert f"the tracking server http://ml:***@127.0.0.1:{port} does not answer" in run.stderr
