@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed
 WORKDIR ?= demo
 ROWS    ?=
 
-.PHONY: demo test test-slow lint format env check-java clean-demo benchmark
+.PHONY: demo test test-slow lint format env airflow-env check-java clean-demo benchmark
 
 env: $(STAMP)
 
@@ -31,8 +31,20 @@ test: check-java env
 	$(BIN)/pytest
 
 # The long end-to-end trials (cluster chain, scheduler, README and --help commands).
-test-slow: check-java env
+test-slow: check-java env airflow-env
 	$(BIN)/pytest -m slow
+
+# Airflow in its own environment (its pins differ from the engine's); the DAG's tasks call
+# the engine's ml-engine of $(VENV).
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_VERSION ?= 3.1.8
+airflow-env: $(AIRFLOW_VENV)/.installed
+
+$(AIRFLOW_VENV)/.installed:
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" apache-airflow-providers-apache-spark
+	@touch $@
 
 lint: env
 	$(BIN)/ruff check ml_engine jobs tests benchmarks

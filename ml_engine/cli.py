@@ -128,6 +128,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    model = sub.add_parser(
+        "model",
+        parents=[common],
+        help="show the registered model version an alias or number names",
+        description="Print the registered model version of the config's model that an alias "
+        "(default champion) or a version number names; exit 1 when there is none.",
+    )
+    model.add_argument("--config", required=True, help="the config naming the model (mlflow.*)")
+    model.add_argument("--alias", default="champion", help="an alias (default champion)")
+    model.add_argument("--version", type=int, default=None, help="a version number instead")
+    model.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
     pkg = sub.add_parser(
         "package", parents=[common], help="zip the library for spark-submit --py-files"
     )
@@ -203,6 +215,18 @@ def _reproduce(args) -> int:
     print(f"reproduced run {result.run_id} as run {result.new_run_id} (inputs: {inputs})")
     for line in result.table():
         print(f"  {line}")
+    return R.EXIT_OK
+
+
+def _model(args) -> int:
+    from ml_engine.scoring import resolve_model_version
+    from ml_engine.tracking import connect
+
+    cfg = load_config(args.config, args.overrides)
+    connect(cfg)
+    mv = resolve_model_version(cfg, alias=args.alias, version=args.version)
+    aliases = ", ".join(sorted(mv.aliases)) or "none"
+    print(f"{mv.name} version {mv.version} (run {mv.run_id}; aliases: {aliases})")
     return R.EXIT_OK
 
 
@@ -313,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             return _init(args)
         if args.command == "reproduce":
             return _reproduce(args)
+        if args.command == "model":
+            return _model(args)
         if args.command == "generate-sample-data":
             return _generate(args)
         if args.command == "package":

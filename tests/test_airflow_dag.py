@@ -1,0 +1,130 @@
+"""The Airflow DAG in deploy/airflow, in Airflow's own environment (slow).
+
+Airflow lives in its own virtual environment (its pins differ from the engine's): ``make
+airflow-env`` builds ``.venv-airflow``. The DAG's tasks call the engine's ``ml-engine`` of
+``.venv``. Checked: the DAG imports without errors in Airflow's loader, its job tasks follow
+the pipeline's order, and ``airflow dags test`` runs it end to end against local Spark on the
+sample data: a first batch with no model trains one, a second batch with drift reported (the
+drift threshold lowered) branches to retraining.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ml_engine.jobs import PIPELINE
+
+ROOT = Path(__file__).resolve().parents[1]
+AIRFLOW_VENV = Path(os.environ.get("ML_ENGINE_AIRFLOW_VENV", ROOT / ".venv-airflow"))
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (AIRFLOW_VENV / "bin" / "airflow").exists(),
+        reason=f"no Airflow environment at {AIRFLOW_VENV}: run `make airflow-env`",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("airflow-home")
+    work = tmp_path_factory.mktemp("airflow-work")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTHON"))},
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "deploy" / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "ML_ENGINE_BIN": str(Path(sys.executable).parent / "ml-engine"),
+        "ML_ENGINE_CONFIG": str(work / "config.yaml"),
+        "ML_ENGINE_RAW_ROOT": str(work / "raw"),
+    }
+    (work / "config.yaml").write_text(
+        "inherits: ml-engine:sample\n"
+        "storage: {root: store}\n"
+        "spark: {master: 'local[2]', conf: {spark.sql.shuffle.partitions: 2}}\n"
+    )
+    sample = work / "sample"
+    gen = subprocess.run(
+        [env["ML_ENGINE_BIN"], "generate-sample-data", "--out", str(sample), "--rows", "1000"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert gen.returncode == 0, gen.stderr
+    shutil.copytree(sample / "reference", work / "raw" / "2026-05-01")
+    shutil.copytree(sample / "current", work / "raw" / "2026-05-02")
+    migrate = airflow(env, "db", "migrate")
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    env["WORK"] = str(work)
+    return env
+
+
+def airflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(AIRFLOW_VENV / "bin" / "airflow"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3600,
+    )
+
+
+def test_dag_imports_in_airflows_loader_and_follows_the_pipeline_order(airflow_env):
+    script = (
+        "import json\n"
+        "from airflow.models.dagbag import DagBag\n"
+        "bag = DagBag(include_examples=False)\n"
+        "dag = bag.dags['ml_engine_pipeline']\n"
+        "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()},\n"
+        "  'edges': {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks},\n"
+        "  'order': [t.task_id for t in dag.topological_sort()]}))\n"
+    )
+    done = subprocess.run(
+        [str(AIRFLOW_VENV / "bin" / "python"), "-c", script],
+        capture_output=True,
+        text=True,
+        env=airflow_env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["errors"] == {}
+    assert [t for t in out["order"] if t in PIPELINE] == PIPELINE
+    assert out["edges"]["drift_report"] == ["no_drift", "trigger_retraining"]
+    assert out["edges"]["decide_training"] == ["skip_training", "train"]
+
+
+def task_states(env: dict[str, str], logical_date: str) -> dict[str, str]:
+    runs = airflow(env, "dags", "list-runs", "ml_engine_pipeline", "-o", "json")
+    run_id = next(
+        r["run_id"] for r in json.loads(runs.stdout) if r["logical_date"].startswith(logical_date)
+    )
+    states = airflow(env, "tasks", "states-for-dag-run", "ml_engine_pipeline", run_id, "-o", "json")
+    return {t["task_id"]: t["state"] for t in json.loads(states.stdout)}
+
+
+def test_dags_test_runs_the_chain_end_to_end_and_retrains_on_drift(airflow_env):
+    first = airflow(airflow_env, "dags", "test", "ml_engine_pipeline", "2026-05-01")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    states = task_states(airflow_env, "2026-05-01")
+    assert {t: states[t] for t in PIPELINE} == dict.fromkeys(PIPELINE, "success")
+    assert (states["skip_training"], states["no_drift"]) == ("skipped", "success")
+
+    drifty = {**airflow_env, "ML_ENGINE_SET": "drift.drift_share=0.2"}
+    second = airflow(drifty, "dags", "test", "ml_engine_pipeline", "2026-05-02")
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    states = task_states(airflow_env, "2026-05-02")
+    assert states["train"] == "skipped" and states["skip_training"] == "success"
+    assert (states["trigger_retraining"], states["no_drift"]) == ("success", "skipped")
+    store = Path(airflow_env["WORK"]) / "store" / "tables"
+    from deltalake import DeltaTable
+
+    predictions = DeltaTable(str(store / "predictions")).to_pandas()
+    assert sorted(predictions.batch_id.unique()) == ["2026-05-01", "2026-05-02"]
