@@ -19,11 +19,48 @@ old files and adds the new ones.
 
 Table paths are local paths or URIs that both Spark (Hadoop file systems) and pyarrow / delta-rs
 understand with the same name (e.g. ``hdfs://``); on object stores use the ``spark`` backend.
+
+Concurrent writers. A write plans against one version v of the table, writes its files, then
+commits with optimistic concurrency: the commit goes to delta-rs with ``max_commit_retries=0``,
+so it lands as exactly the version after the one it was checked against, or not at all (the
+log entry is created only if absent). When commits landed after v, the write first checks
+whether they touched its scope, reading only the files they added:
+
+- plain append: no scope, racing appends all land; with an app id, the write becomes a no-op
+  when a commit recorded its app version (of racing idempotent appends, one commits);
+- overwrite without predicate: the whole table, any commit;
+- ``replace_where`` on partition columns: files added to a matching partition;
+- ``replace_where`` on other columns: files added that hold a matching row;
+- upsert: files added that hold one of its keys;
+- every write: the files it removes must still be there; schema, partitioning, table
+  properties and protocol must be unchanged; a table it was about to create must not exist.
+
+Left alone: the write commits on top of the newer version as it is. Touched: it plans again
+(re-reads the table, recomputes removed and kept rows, writes new files), at most
+``max_write_attempts`` plans in all, then raises ConcurrentWriteError; the files of a superseded
+plan are never committed and vacuum removes them.
+
+delta-rs's own conflict checker (run when it retries a commit on a later version) catches two
+commits removing the same file, the same app id committed twice, and metadata or protocol
+changes. It cannot see two writers adding rows to the same new partition or the same new keys:
+``create_write_transaction`` records no read predicate, so to it such commits are unrelated
+appends, and both land; two racing ``create_table_with_add_actions`` can both commit, the
+second as version 1. Hence no delta-rs retries, and the checks above for every case.
+
+On local and mounted POSIX paths the final probe for a newer version and the commit run under
+an exclusive ``flock`` of ``<table>/_ml_engine_commit.lock`` (not data to Delta readers; vacuum
+keeps it): rs writers of a table commit one at a time, also where the file system's create-if-
+absent is not atomic. The lock is held for milliseconds, never while Spark writes; the OS
+releases it when its process dies. On URIs and on file systems without flock there is no lock:
+there the exact-version commit of delta-rs alone keeps writers correct, as it does against
+writers of other engines (delta-spark, plain delta-rs), which never take the lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import json
 import math
 import os
@@ -31,7 +68,7 @@ import re
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -40,12 +77,17 @@ from functools import reduce
 from typing import Any
 from zoneinfo import ZoneInfo
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, commits rely on the exact-version commit alone
+    fcntl = None  # type: ignore[assignment]
+
 import deltalake
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
-from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.exceptions import DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
 from deltalake.transaction import (
     AddAction,
@@ -63,6 +105,7 @@ from pyspark.sql import types as T
 from ml_engine.tables.base import (
     BATCH_COLUMN,
     Commit,
+    ConcurrentWriteError,
     DeltaTables,
     TableError,
     TableNotFoundError,
@@ -82,6 +125,13 @@ _CHECK_MARK = "ml-engine check failed: "
 _OPERATION_KEY = "mlEngineOperation"
 _PARAMETERS_KEY = "mlEngineParameters"
 _COMMIT_ID_KEY = "mlEngineCommitId"
+# Taken around the final check and the commit (files starting with "_" are not data to Delta
+# readers, and vacuum keeps them).
+_LOCK_FILE = "_ml_engine_commit.lock"
+# flock errors of file systems that cannot lock (some FUSE and SMB mounts).
+_NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
+# Checks of newer commits (that left the write's scope alone) before a write gives up.
+_MAX_REBASES = 50
 
 # Written into a private directory, so the (faster) v2 algorithm is safe: task outputs land
 # there directly, and a job that fails leaves its files uncommitted for vacuum. Since
@@ -161,6 +211,58 @@ class _Snapshot:
         return [by_name[c] for c in self.partition_by]
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """What a write replaces, so what a concurrent commit must not have touched.
+
+    ``kind``: ``none`` (a plain append), ``table`` (an overwrite without predicate: any
+    commit), ``partitions`` (files added to partitions matching ``predicate``), ``rows``
+    (files added holding a row matching ``predicate``), ``keys`` (files added holding one of
+    the rows of ``keys``, on ``key_columns``).
+    """
+
+    kind: str
+    predicate: str | None = None
+    keys: DataFrame | None = None
+    key_columns: list[str] | None = None
+
+    @property
+    def needs_files(self) -> bool:
+        return self.kind in ("partitions", "rows", "keys")
+
+
+@dataclass
+class _Plan:
+    """One attempt of a write: its written files, the files it removes, and the snapshot it
+    was planned from (None: the table did not exist; ``create`` then gives schema and
+    partitioning of the new table)."""
+
+    base: _Snapshot | None
+    adds: list[AddAction]
+    removed: list[_DataFile]
+    operation: str
+    parameters: dict[str, str]
+    scope: _Scope
+    overwrite: bool = False  # remove every file of the snapshot (delta-rs mode "overwrite")
+    app: tuple[str, int] | None = None
+    create: tuple[T.StructType, list[str]] | None = None
+
+    @property
+    def version(self) -> int:
+        return -1 if self.base is None else self.base.table.version()
+
+
+class _Conflict(Exception):
+    """Commits made after a write's version touched its scope: plan again or give up."""
+
+    def __init__(self, planned: int, first: int, last: int, why: str):
+        start = "planned before the table existed" if planned < 0 else (
+            f"planned at version {planned}")  # fmt: skip
+        commits = f"commit of version {first}" if first == last else (
+            f"commits of versions {first}..{last}")  # fmt: skip
+        super().__init__(f"{start}, the {commits} {why}")
+
+
 class RsDeltaTables(DeltaTables):
     """Delta tables with the log handled by delta-rs and all data work done by Spark.
 
@@ -175,6 +277,11 @@ class RsDeltaTables(DeltaTables):
     """
 
     name = "rs"
+    #: Plans a write may make (the first and re-plans) when commits of other writers keep
+    #: touching what it replaces; then it raises ConcurrentWriteError.
+    max_write_attempts = 4
+    #: Seconds a commit waits for another process's commit lock of the same table.
+    commit_lock_timeout_s = 600.0
 
     # ----------------------------------------------------------------------------- log only
 
@@ -189,13 +296,16 @@ class RsDeltaTables(DeltaTables):
             TableError: a table already exists at ``path``, a partition column is missing or
                 has a type that cannot partition, or a type has no Delta equivalent.
         """
-        location = _location(path)
+        exists = f"cannot create Delta table {path}: a table already exists there"
         if self.exists(path):
-            raise TableError(f"cannot create Delta table {path}: a table already exists there")
+            raise TableError(exists)
         parts = list(partition_by or [])
         _check_partition_columns(path, schema, parts)
-        self._commit_new(path, schema, parts, [], "CREATE TABLE", {})
-        return DeltaTable(location).version()
+        plan = _Plan(None, [], [], "CREATE TABLE", {}, _Scope("none"), create=(schema, parts))
+        try:
+            return int(self._commit_plan(path, "create", plan))  # type: ignore[arg-type]
+        except _Conflict as exc:
+            raise TableError(f"{exists} (another writer created it meanwhile)") from exc
 
     def version(self, path: str) -> int:
         return self._open(path).version()
@@ -289,28 +399,36 @@ class RsDeltaTables(DeltaTables):
     ) -> int | None:
         """Appends ``df`` in one commit; creates the table if missing (all columns nullable).
 
+        Appends of different data never conflict with each other: racing appends all land.
+        Of writers racing with the same ``app_id`` and ``app_version``, one commits and the
+        others return None.
+
         Raises:
             TableError: only one of ``app_id`` / ``app_version`` given, schema or partitioning
                 differ from the table's, a NOT NULL column receives a null, or the Spark job
                 writing the files failed (nothing is committed then).
+            ConcurrentWriteError: other writers kept creating the table or changing its schema
+                while this append planned (see :attr:`max_write_attempts`).
         """
         if (app_id is None) != (app_version is None):
             raise TableError(
                 f"append to Delta table {path}: give both app_id and app_version or neither"
             )
-        app = (app_id, int(app_version)) if app_id is not None else None
-        table = self._open_or_none(path)
-        if table is None:
-            return self._create_from(df, path, partition_by, "WRITE", {"mode": "Append"}, app=app)
-        if app is not None:
-            done = table.transaction_version(app[0])
-            if done is not None and done >= app[1]:
+        app = (app_id, int(app_version)) if app_id is not None else None  # type: ignore[arg-type]
+        parameters = {"mode": "Append"}
+
+        def plan(table: DeltaTable | None) -> _Plan | None:
+            if table is None:
+                return self._plan_create(df, path, partition_by, "WRITE", parameters, app=app)
+            if _app_done(table, app):
                 return None
-        snapshot = _snapshot(path, table, with_files=False)
-        _check_writable(snapshot, partition_by)
-        data = _with_row_checks(conform_to_table(path, snapshot.schema, df), snapshot)
-        adds = self._write_files(data, snapshot)
-        return self._commit(snapshot, adds, [], "WRITE", {"mode": "Append"}, app=app)
+            snapshot = _snapshot(path, table, with_files=False)
+            _check_writable(snapshot, partition_by)
+            data = _with_row_checks(conform_to_table(path, snapshot.schema, df), snapshot)
+            adds = self._write_files(data, snapshot)
+            return _Plan(snapshot, adds, [], "WRITE", parameters, _Scope("none"), app=app)
+
+        return self._write(path, "append", plan)
 
     def overwrite(
         self,
@@ -323,77 +441,97 @@ class RsDeltaTables(DeltaTables):
 
         With a predicate on partition columns only, whole partitions are replaced. Otherwise
         the files holding matching rows are rewritten without them. Rows for which the
-        predicate is NULL do not match.
+        predicate is NULL do not match. When another writer commits rows in that scope (any
+        commit, without a predicate) while this write runs, it is planned again on the new
+        version, so its rows replace theirs.
 
         Raises:
             TableError: the predicate does not resolve against the table's columns, a row of
                 ``df`` does not match it, schema or partitioning differ from the table's, the
                 table uses deletion vectors or column mapping, or the Spark job failed (nothing
                 is committed then).
+            ConcurrentWriteError: every plan (:attr:`max_write_attempts`) was overtaken by a
+                commit in its scope; nothing was committed.
         """
         parameters = {"mode": "Overwrite"}
         if replace_where is not None:
             parameters["predicate"] = replace_where
-        table = self._open_or_none(path)
-        if table is None:
-            return self._create_from(
-                df, path, partition_by, "WRITE", parameters, predicate=replace_where
-            )
-        snapshot = _snapshot(path, table, with_files=replace_where is not None)
-        _check_writable(snapshot, partition_by)
-        df = conform_to_table(path, snapshot.schema, df)
-        if replace_where is None:
-            adds = self._write_files(_with_row_checks(df, snapshot), snapshot)
-            return self._commit(snapshot, adds, [], "WRITE", parameters, overwrite=True)
 
-        _check_predicate(self.spark, path, snapshot.schema, replace_where)
-        _check_readable(snapshot)
-        new_rows = _with_row_checks(df, snapshot, predicate=replace_where)
-        matches = F.coalesce(F.expr(replace_where), F.lit(False))
-        if _only_partition_columns(self.spark, snapshot, replace_where):
-            removed = self._files_in_matching_partitions(snapshot, replace_where)
-            data = new_rows
-        else:
-            removed = self._files_with_rows(
-                snapshot, lambda rows: rows.where(matches), f"rows matching {replace_where!r}"
-            )
-            kept = self._scan(snapshot, removed).where(~matches)
-            data = new_rows.unionByName(kept)
-        adds = self._write_files(data, snapshot)
-        return self._commit(snapshot, adds, removed, "WRITE", parameters)
+        def plan(table: DeltaTable | None) -> _Plan:
+            if table is None:
+                return self._plan_create(
+                    df, path, partition_by, "WRITE", parameters, predicate=replace_where
+                )
+            snapshot = _snapshot(path, table, with_files=replace_where is not None)
+            _check_writable(snapshot, partition_by)
+            rows = conform_to_table(path, snapshot.schema, df)
+            if replace_where is None:
+                adds = self._write_files(_with_row_checks(rows, snapshot), snapshot)
+                return _Plan(
+                    snapshot, adds, [], "WRITE", parameters, _Scope("table"), overwrite=True
+                )
+
+            _check_predicate(self.spark, path, snapshot.schema, replace_where)
+            _check_readable(snapshot)
+            new_rows = _with_row_checks(rows, snapshot, predicate=replace_where)
+            matches = F.coalesce(F.expr(replace_where), F.lit(False))
+            if _only_partition_columns(self.spark, snapshot, replace_where):
+                removed = self._files_in_matching_partitions(snapshot, replace_where)
+                data = new_rows
+                scope = _Scope("partitions", predicate=replace_where)
+            else:
+                removed = self._files_with_rows(
+                    snapshot, lambda rows: rows.where(matches), f"rows matching {replace_where!r}"
+                )
+                kept = self._scan(snapshot, removed).where(~matches)
+                data = new_rows.unionByName(kept)
+                scope = _Scope("rows", predicate=replace_where)
+            adds = self._write_files(data, snapshot)
+            return _Plan(snapshot, adds, removed, "WRITE", parameters, scope)
+
+        what = "overwrite" if replace_where is None else f"overwrite where {replace_where!r}"
+        return int(self._write(path, what, plan))  # type: ignore[arg-type]
 
     def upsert(
         self, df: DataFrame, path: str, keys: list[str], partition_by: list[str] | None = None
     ) -> int:
         """Merges ``df`` by ``keys`` in one commit: rows with a matching key are replaced,
         the others inserted. Null keys never match. Only files holding matched keys are
-        rewritten. ``df`` is evaluated several times (checks, matching, writing): cache it when
-        it is expensive to compute.
+        rewritten. ``df`` is evaluated several times (checks, matching, writing, and again
+        when a concurrent commit of one of its keys makes it plan anew): cache it when it is
+        expensive to compute.
 
         Raises:
             TableError: ``df`` is not unique on ``keys`` or lacks one, schema or partitioning
                 differ from the table's, the table uses deletion vectors or column mapping, or
                 the Spark job failed (nothing is committed then).
+            ConcurrentWriteError: every plan (:attr:`max_write_attempts`) was overtaken by a
+                commit of rows with its keys; nothing was committed.
         """
-        check_unique_keys(path, df, list(keys))
-        parameters = {"keys": json.dumps(list(keys))}
-        table = self._open_or_none(path)
-        if table is None:
-            return self._create_from(df, path, partition_by, "MERGE", parameters)
-        snapshot = _snapshot(path, table)
-        _check_writable(snapshot, partition_by)
-        _check_readable(snapshot)
-        df = conform_to_table(path, snapshot.schema, df)
-        incoming_keys = df.select(*keys)
-        removed = self._files_with_rows(
-            snapshot,
-            lambda rows: rows.join(incoming_keys, on=list(keys), how="left_semi"),
-            f"keys {list(keys)} to upsert",
-        )
-        kept = self._scan(snapshot, removed).join(incoming_keys, on=list(keys), how="left_anti")
-        data = _with_row_checks(df, snapshot).unionByName(kept)
-        adds = self._write_files(data, snapshot)
-        return self._commit(snapshot, adds, removed, "MERGE", parameters)
+        keys = list(keys)
+        check_unique_keys(path, df, keys)
+        parameters = {"keys": json.dumps(keys)}
+
+        def plan(table: DeltaTable | None) -> _Plan:
+            if table is None:
+                return self._plan_create(df, path, partition_by, "MERGE", parameters)
+            snapshot = _snapshot(path, table)
+            _check_writable(snapshot, partition_by)
+            _check_readable(snapshot)
+            rows = conform_to_table(path, snapshot.schema, df)
+            incoming_keys = rows.select(*keys)
+            removed = self._files_with_rows(
+                snapshot,
+                lambda scanned: scanned.join(incoming_keys, on=keys, how="left_semi"),
+                f"keys {keys} to upsert",
+            )
+            kept = self._scan(snapshot, removed).join(incoming_keys, on=keys, how="left_anti")
+            data = _with_row_checks(rows, snapshot).unionByName(kept)
+            adds = self._write_files(data, snapshot)
+            scope = _Scope("keys", keys=incoming_keys, key_columns=keys)
+            return _Plan(snapshot, adds, removed, "MERGE", parameters, scope)
+
+        return int(self._write(path, f"upsert by keys {keys}", plan))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -519,7 +657,7 @@ class RsDeltaTables(DeltaTables):
         matched = {distinct[row[index]] for row in hits}
         return [f for f in snapshot.files if f.partition_values in matched]
 
-    def _create_from(
+    def _plan_create(
         self,
         df: DataFrame,
         path: str,
@@ -528,8 +666,8 @@ class RsDeltaTables(DeltaTables):
         parameters: dict[str, str],
         predicate: str | None = None,
         app: tuple[str, int] | None = None,
-    ) -> int:
-        """Creates a table holding ``df`` in its first commit (columns nullable, as Delta
+    ) -> _Plan:
+        """Writes ``df`` as the first version of a new table (columns nullable, as Delta
         does for tables created by writing a DataFrame)."""
         schema = nullable_schema(df.schema)
         parts = list(partition_by or [])
@@ -541,8 +679,9 @@ class RsDeltaTables(DeltaTables):
         data = _with_row_checks(df.select(*[F.col(_quote_name(n)) for n in schema.names]),
                                 snapshot, predicate=predicate)  # fmt: skip
         adds = self._write_files(data, snapshot)
-        self._commit_new(path, schema, parts, adds, operation, parameters, app=app)
-        return DeltaTable(_location(path)).version()
+        return _Plan(
+            None, adds, [], operation, parameters, _Scope("none"), app=app, create=(schema, parts)
+        )
 
     def _write_files(self, df: DataFrame, snapshot: _Snapshot) -> list[AddAction]:
         """Spark writes ``df`` (table columns, in order) as Parquet into a new directory of the
@@ -579,18 +718,154 @@ class RsDeltaTables(DeltaTables):
             raise _write_error(snapshot, exc) from exc
         return _add_actions(snapshot, target, write_id)
 
-    def _commit(
-        self,
-        snapshot: _Snapshot,
-        adds: list[AddAction],
-        removed: list[_DataFile],
-        operation: str,
-        parameters: dict[str, str],
-        overwrite: bool = False,
-        app: tuple[str, int] | None = None,
-    ) -> int:
-        """Commits ``adds`` and the removal of ``removed`` in one transaction on top of the
-        snapshot's version (delta-rs checks for conflicting concurrent commits)."""
+    # -------------------------------------------------------------------------- concurrency
+
+    def _write(
+        self, path: str, what: str, plan_once: Callable[[DeltaTable | None], _Plan | None]
+    ) -> int | None:
+        """Plans, writes and commits one write; plans it anew on the latest version when
+        commits made meanwhile touched its scope (see the module docstring).
+
+        Args:
+            path: the table.
+            what: the write as errors name it, e.g. ``upsert by keys ['id']``.
+            plan_once: given the latest table (None: there is none yet), checks, writes the
+                files and returns what to commit, or None when there is nothing to do (an
+                idempotent append already recorded).
+
+        Returns:
+            The committed version, or None when nothing was committed (see ``plan_once``).
+
+        Raises:
+            ConcurrentWriteError: each of :attr:`max_write_attempts` plans was overtaken.
+        """
+        conflicts: list[_Conflict] = []
+        for _ in range(max(1, self.max_write_attempts)):
+            plan = plan_once(self._open_or_none(path))
+            if plan is None:
+                return None
+            try:
+                return self._commit_plan(path, what, plan)
+            except _Conflict as conflict:
+                conflicts.append(conflict)
+        attempts = "; ".join(f"attempt {i}: {c}" for i, c in enumerate(conflicts, 1))
+        raise ConcurrentWriteError(
+            f"{what} of Delta table {path} was not committed: other writers committed to what "
+            f"it replaces while it ran, {len(conflicts)} time(s) in a row ({attempts}). Nothing "
+            "of it is in the table (vacuum removes its files). Rerun it once the other writers "
+            "have finished, and let one job at a time write the same batch or keys"
+        )
+
+    def _commit_plan(self, path: str, what: str, plan: _Plan) -> int | None:
+        """Commits ``plan`` as the version right after the latest one, once the commits made
+        after the version it was planned from are known not to touch its scope.
+
+        The commit goes through delta-rs with no retries, so it lands exactly as the version
+        after the one checked, or not at all; under the table's commit lock (POSIX paths).
+
+        Returns:
+            The committed version, or None when a commit made meanwhile recorded the plan's
+            app version (the idempotent append was done by another writer).
+
+        Raises:
+            _Conflict: a commit made after the plan's version touched its scope.
+            ConcurrentWriteError: the table changed on every one of ``_MAX_REBASES`` checks.
+            TableError: the commit failed for another reason, or the lock timed out.
+        """
+        location = _location(path)
+        checked = plan.base
+        for _ in range(_MAX_REBASES):
+            version = -1 if checked is None else checked.table.version()
+            if _version_taken(location, version):
+                latest = self._open(path)
+                if _app_done(latest, plan.app):
+                    return None
+                newer = _snapshot(path, latest, with_files=plan.scope.needs_files)
+                why = self._conflict(plan, checked, newer)
+                if why is not None:
+                    raise _Conflict(plan.version, version + 1, latest.version(), why)
+                checked = newer  # nothing of ours changed: commit on top of it
+                continue
+            with _commit_lock(location, path, self.commit_lock_timeout_s):
+                if _version_taken(location, version):
+                    continue  # committed by a writer that held the lock before us
+                commit_id = uuid.uuid4().hex
+                try:
+                    self._commit_at(path, plan, checked, commit_id)
+                except DeltaError as exc:
+                    if not _version_taken(location, version):
+                        raise TableError(
+                            f"commit of {what} to Delta table {path} failed, nothing was "
+                            f"committed: {_first_line(exc)}"
+                        ) from exc
+                    if _commit_id(location, version + 1) != commit_id:
+                        continue  # another writer took the version: check what it did
+                    # else the storage reported a failure but the commit landed
+            committed = version + 1
+            if plan.removed:
+                _check_removed(path, DeltaTable(location, version=committed), plan.removed)
+            return committed
+        raise ConcurrentWriteError(
+            f"{what} of Delta table {path} was not committed: other writers committed "
+            f"{_MAX_REBASES} times while it checked their commits. Nothing of it is in the "
+            "table (vacuum removes its files); rerun it when fewer writers are active"
+        )
+
+    def _conflict(self, plan: _Plan, checked: _Snapshot | None, newer: _Snapshot) -> str | None:
+        """How the commits between ``checked`` and ``newer`` touched the scope of ``plan``, or
+        None when they left it alone. Reads only files added by those commits."""
+        if checked is None:
+            return "created the table"
+        if _table_identity(checked.table) != _table_identity(newer.table):
+            return "changed the table's schema, partitioning, properties or protocol"
+        scope = plan.scope
+        if scope.kind == "none":
+            return None
+        if scope.kind == "table":
+            return "changed the table it overwrites"
+        present = {_file_key(f) for f in newer.files}
+        gone = [f for f in plan.removed if _file_key(f) not in present]
+        if gone:
+            return f"removed or rewrote {len(gone)} of the files it replaces"
+        before = {_file_key(f) for f in checked.files}
+        added = [f for f in newer.files if _file_key(f) not in before]
+        if not added:
+            return None
+        probe = dataclasses.replace(newer, files=added)
+        if scope.kind == "partitions":
+            if self._files_in_matching_partitions(probe, scope.predicate):  # type: ignore[arg-type]
+                return f"added rows to the partitions matching {scope.predicate!r}"
+        elif scope.kind == "rows":
+            matches = F.coalesce(F.expr(scope.predicate), F.lit(False))  # type: ignore[arg-type]
+            what = f"rows matching {scope.predicate!r} added concurrently"
+            if self._files_with_rows(probe, lambda rows: rows.where(matches), what):
+                return f"added rows matching {scope.predicate!r}"
+        else:
+            keys, columns = scope.keys, scope.key_columns
+            found = self._files_with_rows(
+                probe,
+                lambda rows: rows.join(keys, on=columns, how="left_semi"),  # type: ignore[arg-type]
+                f"keys {columns} added concurrently",
+            )
+            if found:
+                return f"added rows with keys {columns} it upserts"
+        return None
+
+    def _commit_at(self, path: str, plan: _Plan, checked: _Snapshot | None, commit_id: str) -> None:
+        """Commits ``plan`` as the version after ``checked`` (version 0 when None); delta-rs
+        fails, never retries on a later version, when that version exists already."""
+        location = _location(path)
+        if checked is None:
+            schema, parts = plan.create  # type: ignore[misc]
+            create_table_with_add_actions(
+                location,
+                _delta_schema(path, schema),
+                plan.adds,
+                mode="error",
+                partition_by=parts or None,
+                commit_properties=_commit_properties(plan, parts, commit_id),
+            )
+            return
         now_ms = int(time.time() * 1000)
         removes = [
             RemoveAction(
@@ -601,59 +876,21 @@ class RsDeltaTables(DeltaTables):
                 partition_values={
                     field.name: _partition_text(value, field.dataType)
                     for field, value in zip(
-                        snapshot.partition_fields, f.partition_values, strict=True
+                        checked.partition_fields, f.partition_values, strict=True
                     )
                 },
             )
-            for f in removed
+            for f in plan.removed
         ]
-        commit_id = uuid.uuid4().hex
-        try:
-            snapshot.table.create_write_transaction(
-                [*removes, *adds],
-                mode="overwrite" if overwrite else "append",
-                schema=snapshot.table.schema(),
-                partition_by=snapshot.partition_by or None,
-                commit_properties=_commit_properties(
-                    operation, parameters, snapshot.partition_by, app, commit_id
-                ),
-            )
-        except CommitFailedError as exc:
-            raise TableError(
-                f"commit to Delta table {snapshot.path} failed, probably because of a "
-                f"concurrent commit; nothing was committed, rerun the job: {exc}"
-            ) from exc
-        except DeltaError as exc:
-            raise TableError(f"commit to Delta table {snapshot.path} failed: {exc}") from exc
-        committed = _committed_version(snapshot.path, commit_id)
-        if removed:
-            table = DeltaTable(_location(snapshot.path), version=committed)
-            _check_removed(snapshot.path, table, removed)
-        return committed
-
-    def _commit_new(
-        self,
-        path: str,
-        schema: T.StructType,
-        partition_by: list[str],
-        adds: list[AddAction],
-        operation: str,
-        parameters: dict[str, str],
-        app: tuple[str, int] | None = None,
-    ) -> None:
-        try:
-            create_table_with_add_actions(
-                _location(path),
-                _delta_schema(path, schema),
-                adds,
-                mode="error",
-                partition_by=partition_by or None,
-                commit_properties=_commit_properties(operation, parameters, partition_by, app),
-            )
-        except DeltaError as exc:
-            raise TableError(
-                f"creating Delta table {path} failed (did another job create it meanwhile?): {exc}"
-            ) from exc
+        # "overwrite" makes delta-rs remove every file of ``checked``: the plan's table scope
+        # guarantees these are the files it planned against.
+        checked.table.create_write_transaction(
+            [*removes, *plan.adds],
+            mode="overwrite" if plan.overwrite else "append",
+            schema=checked.table.schema(),
+            partition_by=checked.partition_by or None,
+            commit_properties=_commit_properties(plan, checked.partition_by, commit_id),
+        )
 
 
 # ---------------------------------------------------------------------------------- locations
@@ -1119,34 +1356,130 @@ def _directory_partition_values(
 # ------------------------------------------------------------------------------------ commits
 
 
-def _commit_properties(
-    operation: str,
-    parameters: dict[str, str],
-    partition_by: list[str],
-    app: tuple[str, int] | None,
-    commit_id: str | None = None,
-) -> CommitProperties:
+def _commit_properties(plan: _Plan, partition_by: list[str], commit_id: str) -> CommitProperties:
     """Commit info naming the operation like delta-spark does (CREATE TABLE, WRITE with mode
-    Append / Overwrite and predicate, MERGE), plus the app transaction of idempotent appends."""
-    parameters = {**parameters, "partitionBy": json.dumps(list(partition_by))}
-    metadata: dict[str, Any] = {_OPERATION_KEY: operation, _PARAMETERS_KEY: parameters}
-    if commit_id is not None:
-        metadata[_COMMIT_ID_KEY] = commit_id
+    Append / Overwrite and predicate, MERGE), plus the app transaction of idempotent appends.
+
+    ``readVersion`` is the version the write planned from; ``isBlindAppend`` is true only for
+    plain appends, so other engines' conflict checks look at the rows the other writes add.
+    No retries: delta-rs would retry on a later version with checks that miss conflicting
+    blind appends; the caller checks and retries itself.
+    """
+    parameters = {**plan.parameters, "partitionBy": json.dumps(list(partition_by))}
+    metadata: dict[str, Any] = {
+        _OPERATION_KEY: plan.operation,
+        _PARAMETERS_KEY: parameters,
+        _COMMIT_ID_KEY: commit_id,
+        "isBlindAppend": plan.parameters.get("mode") == "Append",
+    }
+    if plan.base is not None:
+        metadata["readVersion"] = plan.version
     return CommitProperties(
         custom_metadata=metadata,
-        app_transactions=[Transaction(app[0], app[1])] if app else None,
+        max_commit_retries=0,
+        app_transactions=[Transaction(plan.app[0], plan.app[1])] if plan.app else None,
     )
 
 
-def _committed_version(path: str, commit_id: str) -> int:
-    """The version of the commit tagged ``commit_id`` (delta-rs does not return it, and other
-    writers may have committed after it), searched newest first."""
-    table = DeltaTable(_location(path))
-    for limit in (8, None):
-        for info in table.history(limit):
-            if info.get(_COMMIT_ID_KEY) == commit_id:
-                return int(info["version"])
-    raise TableError(f"Delta table {path}: the commit {commit_id} just made is not in its history")
+def _commit_id(location: str, version: int) -> str | None:
+    """The engine's commit id recorded in ``version`` (None when it has none or is gone)."""
+    table = DeltaTable(location)
+    for info in table.history(max(1, table.version() - version + 1)):
+        if int(info["version"]) == version:
+            return info.get(_COMMIT_ID_KEY)
+    return None
+
+
+def _version_taken(location: str, version: int) -> bool:
+    """True when a version after ``version`` is committed (``version`` -1: when a table
+    exists). One file probe: the next version's commit file ``_delta_log/<n>.json``."""
+    if version < 0:
+        return DeltaTable.is_deltatable(location)
+    fs, base = _filesystem(location)
+    info = fs.get_file_info(_join(base, f"_delta_log/{version + 1:020d}.json"))
+    return info.type != pafs.FileType.NotFound
+
+
+def _table_identity(table: DeltaTable) -> tuple[Any, ...]:
+    """What a plan depends on besides the data files: the table's id, schema, partitioning,
+    properties and protocol."""
+    metadata, protocol = table.metadata(), table.protocol()
+    return (
+        metadata.id,
+        table.schema().to_json(),
+        tuple(metadata.partition_columns),
+        sorted(metadata.configuration.items()),
+        protocol.min_reader_version,
+        protocol.min_writer_version,
+        sorted(protocol.reader_features or []),
+        sorted(protocol.writer_features or []),
+    )
+
+
+def _app_done(table: DeltaTable, app: tuple[str, int] | None) -> bool:
+    """True when ``table`` records ``app``'s version (or a later one) for its app id."""
+    if app is None:
+        return False
+    done = table.transaction_version(app[0])
+    return done is not None and done >= app[1]
+
+
+def _file_key(f: _DataFile) -> str:
+    return urllib.parse.unquote(f.log_path)
+
+
+@contextlib.contextmanager
+def _commit_lock(location: str, path: str, timeout_s: float) -> Iterator[None]:
+    """Holds the table's commit lock: an exclusive ``flock`` of ``<table>/_ml_engine_commit.lock``
+    on local and mounted POSIX paths. On URIs, and on file systems that cannot lock, it holds
+    nothing: the exact-version commit alone then keeps concurrent writes correct.
+
+    The OS releases the lock when its holder's process dies, so a crash never leaves a stale
+    lock. The file stays: deleting it while a process waits on it would split the lock.
+
+    Raises:
+        TableError: the lock file cannot be opened, or another process held the lock for
+            ``timeout_s`` seconds.
+    """
+    if "://" in location or fcntl is None:
+        yield
+        return
+    lock_path = os.path.join(location, _LOCK_FILE)
+    try:
+        os.makedirs(location, exist_ok=True)
+        # Read-write: NFS emulates flock with a POSIX write lock, which needs it.
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise TableError(
+            f"cannot open the commit lock {lock_path} of Delta table {path}: {exc}; the table "
+            "directory must be writable by every writer"
+        ) from exc
+    try:
+        deadline = time.monotonic() + timeout_s
+        pause = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TableError(
+                        f"Delta table {path}: waited {timeout_s:g} s for the commit lock "
+                        f"{lock_path}, held by another process that is still running (a dead "
+                        "process releases it); find it with `fuser -v` on the file. Nothing "
+                        "was committed"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+            except OSError as exc:
+                if exc.errno in _NO_FLOCK:
+                    break  # the file system cannot lock: rely on the exact-version commit
+                raise TableError(
+                    f"cannot lock {lock_path} of Delta table {path}: {exc}. Nothing was committed"
+                ) from exc
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _add_actions(snapshot: _Snapshot, target: str, write_id: str) -> list[AddAction]:
