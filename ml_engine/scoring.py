@@ -69,8 +69,11 @@ def resolve_model_version(cfg: Config, alias: str | None = None, version: int | 
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from ml_engine.tracking import use_store
+
     name = cfg.mlflow.registered_model
-    client = MlflowClient()
+    uri = use_store(cfg)  # the store the error messages name, and the model loads from
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         registered = client.get_registered_model(name)
     except MlflowException:

@@ -62,12 +62,9 @@ def git_commit() -> str:
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
-def connect(cfg: Config) -> str:
-    """Points MLflow at the config's tracking store and experiment; returns the experiment id.
-
-    A new experiment gets ``cfg.artifact_location()`` (``<storage root>/mlartifacts`` for a
-    sqlite store).
-    """
+def use_store(cfg: Config) -> str:
+    """Points MLflow's tracking and registry URIs (process-wide, as MLflow keeps them) at the
+    config's store; returns the URI."""
     import mlflow
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -77,6 +74,18 @@ def connect(cfg: Config) -> str:
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    return uri
+
+
+def connect(cfg: Config) -> str:
+    """Points MLflow at the config's tracking store and experiment; returns the experiment id.
+
+    A new experiment gets ``cfg.artifact_location()`` (``<storage root>/mlartifacts`` for a
+    sqlite store).
+    """
+    import mlflow
+
+    use_store(cfg)
     name = cfg.mlflow.experiment
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:

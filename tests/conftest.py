@@ -59,14 +59,34 @@ def sample_schema_path(project_root) -> Path:
     return project_root / "schemas" / "transactions.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _tracking_env_restored():
-    """MLflow's ``set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``; a test's tracking
-    store must not leak into the next test's subprocesses."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    yield
-    for key, value in saved.items():
+# The tracking variables as the test run found them. MLflow's ``set_tracking_uri`` also exports
+# ``MLFLOW_TRACKING_URI``, and a module-scoped fixture that trains in-process sets it before any
+# function-scoped fixture could save it, so the values to restore are taken once, here.
+_TRACKING_ENV = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+
+
+def _restore_tracking_env() -> None:
+    if "mlflow" in sys.modules:  # its process-wide URIs too, which a bare MlflowClient uses
+        import mlflow
+
+        mlflow.set_tracking_uri(_TRACKING_ENV["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(_TRACKING_ENV["MLFLOW_REGISTRY_URI"])
+    for key, value in _TRACKING_ENV.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def _tracking_env_restored():
+    """A test's tracking store must not leak into the next test's subprocesses."""
+    yield
+    _restore_tracking_env()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tracking_env_restored_per_module():
+    """The same after a module, whose module-scoped fixtures finish after its last test."""
+    yield
+    _restore_tracking_env()

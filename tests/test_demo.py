@@ -96,7 +96,8 @@ def test_demo_prints_every_output_the_model_and_the_gate_decision(demo):
         "drift_metrics",
     ):
         assert f"  {name:<15} {workdir / 'tables' / name}" in run.stdout
-    store = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    store = MlflowClient(tracking_uri=uri, registry_uri=uri)
     runs = store.search_runs(
         [store.get_experiment_by_name("transactions").experiment_id],
         filter_string="tags.`ml_engine.job` = 'train'",

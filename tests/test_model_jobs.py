@@ -240,10 +240,12 @@ def test_worse_model_stays_challenger_and_says_why(chain, trained):
 
 
 def test_reproduce_rebuilds_the_training_set_by_time_travel(spark, chain, trained):
+    from ml_engine.tracking import connect
     from ml_engine.training.job import logged_config, reproduce
     from ml_engine.training_set import training_rows
 
     first, _, _ = trained
+    connect(chain.cfg)  # as `ml-engine reproduce --config` does before reading the run
     run_id = first.metrics["run_id"]
     # The current batch's features were added after training: time travel must ignore them.
     assert chain.tables.version(chain.cfg.storage.table_path("features")) == 1
@@ -354,6 +356,8 @@ def test_champion_loads_in_a_fresh_process_for_spark_and_pandas(chain, trained, 
     out = json.loads(run.stdout.strip().splitlines()[-1])
     import mlflow.spark
 
+    mlflow.set_tracking_uri(chain.url)
+    mlflow.set_registry_uri(chain.url)
     here = mlflow.spark.load_model(f"models:/{NAME}/1")
     mine = here.transform(sample).orderBy("transaction_id")
     probs = [float(r.probability[1]) for r in mine.select("probability").collect()]
@@ -545,7 +549,9 @@ def test_no_secret_in_params_tags_or_artifacts_of_any_run(chain, trained):
     first = trained[0].metrics["run_id"]
     params = c.get_run(first).data.params
     assert params["spark.conf.spark.hadoop.fs.s3a.secret.key"] == "${ML_ENGINE_TEST_SECRET_KEY}"
-    config = Path(download_artifacts(run_id=first, artifact_path="config/config.yaml"))
+    config = Path(
+        download_artifacts(run_id=first, artifact_path="config/config.yaml", tracking_uri=chain.url)
+    )
     assert "${ML_ENGINE_TEST_SECRET_KEY}" in config.read_text()
     assert SENTINEL not in config.read_text()
 

@@ -110,7 +110,8 @@ def test_classification_csv_runs_the_whole_pipeline_after_init(tmp_path):
     training = table(project, "training_set")
     assert len(training) == len(df)
     assert set(training.columns) >= {f"f{i:02d}" for i in range(30)}
-    store = MlflowClient(tracking_uri=f"sqlite:///{project / 'work' / 'mlflow.db'}")
+    uri = f"sqlite:///{project / 'work' / 'mlflow.db'}"
+    store = MlflowClient(tracking_uri=uri, registry_uri=uri)
     champion = store.get_model_version_by_alias("readings-model", "champion")
     assert int(champion.version) == 1
     predictions = table(project, "predictions")
@@ -131,7 +132,8 @@ def test_regression_json_lines_runs_the_whole_pipeline_after_init(tmp_path):
     assert len(table(project, "bronze")) == len(df)
     training = table(project, "training_set")
     assert len(training) == len(df)
-    store = MlflowClient(tracking_uri=f"sqlite:///{project / 'work' / 'mlflow.db'}")
+    uri = f"sqlite:///{project / 'work' / 'mlflow.db'}"
+    store = MlflowClient(tracking_uri=uri, registry_uri=uri)
     run_id = store.get_model_version_by_alias("orders-model", "champion").run_id
     metrics = store.get_run(run_id).data.metrics
     assert {"test_rmse", "test_mae", "test_r2"} <= set(metrics)

@@ -95,7 +95,7 @@ def run_as_printed(command: str, cwd: Path) -> str:
 
 
 def latest_train_run(store: Path) -> str:
-    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}", registry_uri=f"sqlite:///{store}")
     runs = client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
         filter_string="tags.`ml_engine.job` = 'train'",
