@@ -121,9 +121,7 @@ class BatchCatalog:
         return self._remember(path, self.tables.create(path, schema, partition_by))
 
     def append(self, df: DataFrame, path: str, partition_by=None, app_id=None, app_version=None):
-        return self._remember(
-            path, self.tables.append(df, path, partition_by, app_id, app_version)
-        )
+        return self._remember(path, self.tables.append(df, path, partition_by, app_id, app_version))
 
     def overwrite(self, df: DataFrame, path: str, partition_by=None, replace_where=None):
         return self._remember(path, self.tables.overwrite(df, path, partition_by, replace_where))

@@ -313,7 +313,8 @@ class MissingValuePolicy(StrictModel):
     """What to do with nulls of one column.
 
     ``drop``: the row goes to quarantine; ``mean`` / ``median`` (numeric columns; rounded
-    half-up for integral types; the median is the lower median, an observed value) / ``mode``
+    half-up for integral types; the median interpolates between the two middle values, see
+    ``ml_engine.quantiles``) / ``mode``
     (the most frequent value; ties go to the smallest value) are learned from the rows that
     reach ``silver``; ``constant`` fills ``value``.
     """
@@ -1176,7 +1177,9 @@ def _plain(value: Any) -> Any:
 
 
 # Environment variables whose values are secrets by their name: never printed.
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|PASS\b|CREDENTIAL|AUTH|API_?KEY|KEY$", re.I)
+_SECRET_NAME = re.compile(
+    r"TOKEN|SECRET|PASSWORD|PASSWD|PASS\b|CREDENTIAL|AUTH|API_?KEY|KEY$", re.I
+)
 _SECRETS: set[str] = set()
 
 

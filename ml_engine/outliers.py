@@ -42,16 +42,14 @@ Shared behaviour of every model:
   its score is 0 (no division by zero). The Mahalanobis detector leaves such columns out of
   the distance (their standardised value counts as 0).
 * Fitting computes the statistics of ALL input columns together, in a number of Spark jobs
-  that does not depend on the number of columns: IQR one (an ``agg`` of KLL sketches),
-  z-score one (an ``agg``), MAD two (medians, then the median of ``|x - median|``),
-  Mahalanobis one ``agg`` plus ``Correlation.corr``'s fixed few. Quantiles come from Spark's
-  KLL sketch aggregates (``kll_sketch_agg_double`` / ``kll_sketch_get_quantile_double``,
-  all columns in one ``agg``): the quantile
-  at rank ``p`` is the smallest value ``v`` with ``P(X <= v) >= p`` (numpy's
-  ``method="inverted_cdf"``), exact while a column has fewer than about ``sketchK`` values and
-  otherwise within the sketch's rank error (about 1.3% at the default ``sketchK = 200``,
-  Apache DataSketches). Sketches use random compaction, so two fits of a large data set can
-  differ slightly; the job below reuses its fitted model on a rerun of the same input.
+  that does not depend on the number of columns: IQR two (value counts, then quantiles),
+  z-score one (an ``agg``), MAD three (counts, medians, then the medians of
+  ``|x - median|``), Mahalanobis one ``agg`` plus ``Correlation.corr``'s fixed few. Quantiles
+  come from :mod:`ml_engine.quantiles`: Spark's exact ``percentile`` (linear interpolation,
+  numpy's default method) over every value while a column has at most ``sampleRows`` values,
+  otherwise over a sample of about ``sampleRows`` rows chosen by a hash of their values. They
+  are approximate on large data but never random: fitting twice on the same rows gives the
+  same fences, locally and on a cluster.
 * Learned state lives in JSON-serialisable Params (lists of floats, the inverse correlation
   as a nested list), so ``save``/``load`` work with ``DefaultParamsWritable``/``Readable``,
   alone or inside a ``PipelineModel``.
@@ -92,6 +90,7 @@ from pyspark.sql import types as T
 
 from ml_engine.config import Config, DetectorConfig
 from ml_engine.quality.quarantine import QUARANTINE_COLUMNS, quarantine_rows, replace_predicate
+from ml_engine.quantiles import SAMPLE_ROWS, quantiles
 from ml_engine.results import JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import DeltaTables, sql_literal
@@ -231,26 +230,27 @@ class _ThresholdParams(Params):
         return self.getOrDefault(self.threshold)
 
 
-class _SketchParams(Params):
-    """The size of the KLL sketches used for quantiles."""
+class _SampleParams(Params):
+    """How many values of a column the quantiles read at most (see ml_engine.quantiles)."""
 
-    sketchK: Param[int] = Param(
+    sampleRows: Param[int] = Param(
         Params._dummy(),
-        "sketchK",
-        "k of the KLL quantile sketches (8-65535); larger is more accurate and bigger",
+        "sampleRows",
+        "quantiles are exact up to this many values per column, else from a hash-chosen "
+        "sample of about this many rows (>= 1)",
         typeConverter=TypeConverters.toInt,
     )
 
     def __init__(self) -> None:
         super().__init__()
-        self._setDefault(sketchK=200)
+        self._setDefault(sampleRows=SAMPLE_ROWS)
 
-    def getSketchK(self) -> int:
-        """Gets the value of sketchK or its default value."""
-        return self.getOrDefault(self.sketchK)
+    def getSampleRows(self) -> int:
+        """Gets the value of sampleRows or its default value."""
+        return self.getOrDefault(self.sampleRows)
 
 
-class _IQRParams(_OutlierParams, _SketchParams):
+class _IQRParams(_OutlierParams, _SampleParams):
     k: Param[float] = Param(
         Params._dummy(),
         "k",
@@ -267,7 +267,7 @@ class _IQRParams(_OutlierParams, _SketchParams):
         return self.getOrDefault(self.k)
 
 
-class _MADParams(_OutlierParams, _ThresholdParams, _SketchParams):
+class _MADParams(_OutlierParams, _ThresholdParams, _SampleParams):
     pass
 
 
@@ -459,7 +459,7 @@ class IQROutlierDetector(
 ):
     """Tukey's fences: a value is an outlier below ``Q1 - k*IQR`` or above ``Q3 + k*IQR``.
 
-    Fitting runs ONE Spark job for all input columns (an ``agg`` of KLL sketches).
+    Fitting runs TWO Spark jobs for all input columns (value counts, then quantiles).
 
     Example::
 
@@ -475,7 +475,7 @@ class IQROutlierDetector(
         scoreCol: str | None = None,
         reasonsCol: str | None = None,
         k: float = 1.5,
-        sketchK: int = 200,
+        sampleRows: int = SAMPLE_ROWS,
     ):
         super().__init__()
         self._set(**self._input_kwargs)
@@ -489,7 +489,7 @@ class IQROutlierDetector(
         scoreCol: str | None = None,
         reasonsCol: str | None = None,
         k: float = 1.5,
-        sketchK: int = 200,
+        sampleRows: int = SAMPLE_ROWS,
     ) -> IQROutlierDetector:
         """Sets params for this detector."""
         return self._set(**self._input_kwargs)
@@ -498,9 +498,9 @@ class IQROutlierDetector(
         """Sets the value of :py:attr:`k`."""
         return self._set(k=value)
 
-    def setSketchK(self, value: int) -> IQROutlierDetector:
-        """Sets the value of :py:attr:`sketchK`."""
-        return self._set(sketchK=value)
+    def setSampleRows(self, value: int) -> IQROutlierDetector:
+        """Sets the value of :py:attr:`sampleRows`."""
+        return self._set(sampleRows=value)
 
     def _fit(self, dataset: DataFrame) -> IQROutlierModel:
         """Quartiles of every input column from one aggregation.
@@ -512,36 +512,12 @@ class IQROutlierDetector(
         cols = self.getInputCols() if self.isDefined(self.inputCols) else []
         _check_input(dataset, cols, type(self).__name__)
         _check_positive(self, "k")
-        counts, quantiles = _sketch_quantiles(
-            dataset, {c: _value(c) for c in cols}, [0.25, 0.75], self.getSketchK()
+        counts, quartiles = quantiles(
+            dataset, {c: _value(c) for c in cols}, [0.25, 0.75], self.getSampleRows()
         )
         _no_values(type(self).__name__, cols, counts)
-        model = IQROutlierModel(q1s=[q[0] for q in quantiles], q3s=[q[1] for q in quantiles])
+        model = IQROutlierModel(q1s=[q[0] for q in quartiles], q3s=[q[1] for q in quartiles])
         return self._copyValues(model)
-
-
-def _sketch_quantiles(
-    dataset: DataFrame, values: dict[str, Column], ranks: list[float], sketch_k: int
-) -> tuple[list[int], list[list[float] | None]]:
-    """Non-null counts and quantiles at ``ranks`` of each value expression, in ONE job.
-
-    Returns:
-        ``(counts, quantiles)`` in the order of ``values``; quantiles are None for a column
-        without values (an empty sketch has no quantiles).
-    """
-    rank_array = F.array(*[F.lit(float(r)) for r in ranks])
-    aggs: list[Column] = []
-    for i, x in enumerate(values.values()):
-        aggs.append(F.count(x).alias(f"n{i}"))
-        aggs.append(
-            F.when(
-                F.count(x) > 0,
-                F.kll_sketch_get_quantile_double(F.kll_sketch_agg_double(x, sketch_k), rank_array),
-            ).alias(f"q{i}")
-        )
-    row = dataset.agg(*aggs).first()
-    n = len(values)
-    return [int(row[f"n{i}"]) for i in range(n)], [row[f"q{i}"] for i in range(n)]
 
 
 # --------------------------------------------------------------------------- MAD
@@ -603,8 +579,8 @@ class MADOutlierDetector(
 ):
     """Robust z-score ``0.6745 * (x - median) / MAD`` against ``threshold`` (default 3.5).
 
-    Fitting runs TWO Spark jobs for all input columns: the medians, then the medians of
-    ``|x - median|``.
+    Fitting runs THREE Spark jobs for all input columns: value counts, the medians, then the
+    medians of ``|x - median|``.
     """
 
     @keyword_only
@@ -616,7 +592,7 @@ class MADOutlierDetector(
         scoreCol: str | None = None,
         reasonsCol: str | None = None,
         threshold: float = 3.5,
-        sketchK: int = 200,
+        sampleRows: int = SAMPLE_ROWS,
     ):
         super().__init__()
         self._set(**self._input_kwargs)
@@ -630,7 +606,7 @@ class MADOutlierDetector(
         scoreCol: str | None = None,
         reasonsCol: str | None = None,
         threshold: float = 3.5,
-        sketchK: int = 200,
+        sampleRows: int = SAMPLE_ROWS,
     ) -> MADOutlierDetector:
         """Sets params for this detector."""
         return self._set(**self._input_kwargs)
@@ -639,9 +615,9 @@ class MADOutlierDetector(
         """Sets the value of :py:attr:`threshold`."""
         return self._set(threshold=value)
 
-    def setSketchK(self, value: int) -> MADOutlierDetector:
-        """Sets the value of :py:attr:`sketchK`."""
-        return self._set(sketchK=value)
+    def setSampleRows(self, value: int) -> MADOutlierDetector:
+        """Sets the value of :py:attr:`sampleRows`."""
+        return self._set(sampleRows=value)
 
     def _fit(self, dataset: DataFrame) -> MADOutlierModel:
         """Medians, then MADs, of every input column (two aggregations).
@@ -653,12 +629,12 @@ class MADOutlierDetector(
         cols = self.getInputCols() if self.isDefined(self.inputCols) else []
         _check_input(dataset, cols, type(self).__name__)
         _check_positive(self, "threshold")
-        sk = self.getSketchK()
-        counts, quantiles = _sketch_quantiles(dataset, {c: _value(c) for c in cols}, [0.5], sk)
+        rows = self.getSampleRows()
+        counts, medians_q = quantiles(dataset, {c: _value(c) for c in cols}, [0.5], rows)
         _no_values(type(self).__name__, cols, counts)
-        medians = [q[0] for q in quantiles]
+        medians = [q[0] for q in medians_q]
         deviations = {c: F.abs(_value(c) - F.lit(m)) for c, m in zip(cols, medians, strict=True)}
-        _, mad_q = _sketch_quantiles(dataset, deviations, [0.5], sk)
+        _, mad_q = quantiles(dataset, deviations, [0.5], rows, counts=counts)
         model = MADOutlierModel(medians=medians, mads=[q[0] for q in mad_q])
         return self._copyValues(model)
 
@@ -1509,13 +1485,12 @@ def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -
     1. read the batch's silver rows and restore them as they were before this job last ran
        (:func:`restore_outlier_input`), so a rerun re-detects on the same input and writes
        exactly the same silver, whatever policy ran before;
-    2. ``outliers.refit: true``: fit the detectors of ``outliers.detectors`` on those rows and
-       save them as a ``PipelineModel`` (overwrite) at ``outliers.model_path`` (default
-       ``<storage root>/models/outliers``), with a fit record (detector params, batch, row
-       count and a hash of the checked values). A rerun whose fit record matches reuses the
-       saved model instead of refitting, because the KLL quantile sketches are randomised
-       on large data and a refit could move a fence slightly. ``refit: false``: load the
-       saved model (fitted on the training batch) and apply it;
+    2. the detector (see :func:`_fitted_model` for ``outliers.refit``): fitted on those rows
+       and saved as a ``PipelineModel`` (overwrite) at ``outliers.model_path`` (default
+       ``<storage root>/models/outliers``) with a fit record (detector params, batch, row
+       count and a hash of the checked values), or the saved one reused; a rerun whose fit
+       record matches reuses the saved model instead of fitting again (the same fences, at
+       the cost of the fingerprint pass instead of a fit);
     3. apply ``outliers.policy``: ``flag`` sets ``is_outlier``, ``outlier_score``,
        ``outlier_reasons`` (:func:`with_outlier_flags`); ``cap`` winsorises to the fences,
        sets the same columns and ``outlier_original`` (the raw values, kept so the rerun of
@@ -1536,7 +1511,7 @@ def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -
 
     Raises:
         JobError: silver is missing, lacks a detector's column or the outlier columns, the
-            batch has no values to fit on, or ``refit: false`` and no model is saved at the
+            batch has no values to fit on, or ``refit: never`` and no model is saved at the
             model path.
     """
     oc = cfg.outliers

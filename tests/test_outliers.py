@@ -1,10 +1,10 @@
 """Outlier detectors (MLlib stages), policies and the detect_outliers job.
 
-Expected statistics come from numpy/scipy on the same values. Quantiles: for fewer values
-than the KLL sketch's k (200) the sketch keeps every value and is exact; its quantile at rank
-p is the smallest value v with P(X <= v) >= p, numpy's ``method="inverted_cdf"``, which is
-what the tests compare with. Medians are taken on an odd number of values, where every
-definition agrees (so ``np.median`` and ``scipy.stats.median_abs_deviation`` apply).
+Expected statistics come from numpy/scipy on the same values. Quantiles: for at most
+``sampleRows`` values (100,000) they are Spark's exact ``percentile`` of every value, linear
+interpolation between the nearest ranks, numpy's default ``np.quantile``, which is what the
+tests compare with. Medians are taken on an odd number of values, where every definition
+agrees (so ``np.median`` and ``scipy.stats.median_abs_deviation`` apply).
 """
 
 from __future__ import annotations
@@ -138,28 +138,29 @@ def expected_univariate(spark, method, columns, centre_and_scale):
 # ---------------------------------------------------------------------------------- IQR
 
 
-def test_iqr_quartiles_match_numpy_inverted_cdf(uni):
+def test_iqr_quartiles_match_numpy(uni):
     model = IQROutlierDetector(inputCols=["a", "b", "c"]).fit(uni)
-    expected = [np.quantile(values(v), [0.25, 0.75], method="inverted_cdf") for v in (A, B, [5.0])]
+    expected = [np.quantile(values(v), [0.25, 0.75]) for v in (A, B, [5.0])]
     assert model.getQ1s() == [q[0] for q in expected]
     assert model.getQ3s() == [q[1] for q in expected]
-    # Tukey fences with k = 1.5; the constant column has none.
-    assert model.fences() == {"a": (2.0 - 9.0, 8.0 + 9.0), "b": (12.0 - 3.0, 14.0 + 3.0)}
+    # Tukey fences with k = 1.5; the constant column has none. By hand: a's 11 values have
+    # quartiles at ranks 2.5 and 7.5 of the sorted values, (2 + 3) / 2 and (7 + 8) / 2.
+    assert model.fences() == {"a": (2.5 - 7.5, 7.5 + 7.5), "b": (12.0 - 3.0, 14.0 + 3.0)}
 
 
 def test_iqr_flags_scores_and_reasons_row_by_row(spark, uni):
     model = IQROutlierDetector(inputCols=["a", "b", "c"], k=1.5).fit(uni)
     cs = {}
     for c, v in (("a", A), ("b", B), ("c", [5.0])):
-        q1, q3 = np.quantile(values(v), [0.25, 0.75], method="inverted_cdf")
+        q1, q3 = np.quantile(values(v), [0.25, 0.75])
         cs[c] = (q1, q3, 1.5 * (q3 - q1))
     expected = expected_univariate(spark, "iqr", ["a", "b", "c"], cs)
     assert_approx_df_equality(
         scored(uni, model), expected, 1e-12, ignore_nullable=True, ignore_row_order=True
     )
-    # Spot check by hand: a = 60 is (60 - 8) / 9 beyond Q3; b = 0 is (12 - 0) / 3 below Q1.
+    # Spot check by hand: a = 60 is (60 - 7.5) / 7.5 beyond Q3; b = 0 is (12 - 0) / 3 below Q1.
     rows = {r.id: r for r in scored(uni, model).collect()}
-    assert rows[9].score == pytest.approx(52 / 9) and rows[9].reasons == ["iqr:a"]
+    assert rows[9].score == pytest.approx(52.5 / 7.5) and rows[9].reasons == ["iqr:a"]
     assert rows[12].score == pytest.approx(4.0) and rows[12].reasons == ["iqr:b"]
 
 
@@ -319,7 +320,7 @@ def test_fit_rejects_missing_and_non_numeric_columns(spark, uni):
 
 def test_stages_construct_without_arguments_with_spark_defaults():
     det = IQROutlierDetector()
-    assert det.getK() == 1.5 and det.getSketchK() == 200
+    assert det.getK() == 1.5 and det.getSampleRows() == 100_000
     assert det.getOutputCol() == det.uid + "__output"
     assert det.getScoreCol() == det.uid + "__score"
     assert MADOutlierDetector().getThreshold() == 3.5
@@ -385,8 +386,9 @@ def _wide(spark, n_cols):
 @pytest.mark.parametrize(
     ("detector", "jobs_per_fit"),
     [
-        (IQROutlierDetector, 1),
-        (MADOutlierDetector, 2),
+        # quantiles: the values' count (sample size), then all columns' percentiles at once
+        (IQROutlierDetector, 2),
+        (MADOutlierDetector, 3),  # + the absolute deviations' percentiles
         (ZScoreOutlierDetector, 1),
         (MahalanobisOutlierDetector, 5),
     ],
@@ -461,8 +463,8 @@ def expected_detection():
     """Per row of BATCH: (flag, score, reasons) from numpy/scipy and the textbook formulas."""
     am = np.array([r[1] for r in BATCH])
     it = np.array([r[2] for r in BATCH], dtype=float)
-    q1a, q3a = np.quantile(am, [0.25, 0.75], method="inverted_cdf")
-    q1i, q3i = np.quantile(it, [0.25, 0.75], method="inverted_cdf")
+    q1a, q3a = np.quantile(am, [0.25, 0.75])
+    q1i, q3i = np.quantile(it, [0.25, 0.75])
     med, mad = np.median(am), median_abs_deviation(am)
     out = []
     for _, a, i in BATCH:
@@ -481,6 +483,19 @@ def expected_detection():
 
 
 MAD_HALF_WIDTH = 3.5 * 3.0 / 0.6745  # threshold * MAD / 0.6745
+
+
+def tukey(values, k=1.5):
+    """(q1, q3, lower fence, upper fence) from numpy's quantiles."""
+    q1, q3 = np.quantile(np.asarray(values, dtype=float), [0.25, 0.75])
+    return float(q1), float(q3), float(q1 - k * (q3 - q1)), float(q3 + k * (q3 - q1))
+
+
+# By hand: amount's 11 values have quartiles (11 + 12) / 2 and (16 + 17) / 2, fences [4, 24];
+# items' (2 + 3) / 2 and (4 + 5) / 2, fences [-0.5, 7.5].
+IQR_AMOUNT = tukey([r[1] for r in BATCH])
+IQR_ITEMS = tukey([r[2] for r in BATCH])
+assert IQR_AMOUNT == (11.5, 16.5, 4.0, 24.0) and IQR_ITEMS == (2.5, 4.5, -0.5, 7.5)
 
 
 @pytest.fixture(scope="module")
@@ -517,12 +532,12 @@ def test_flag_policy_adds_flag_score_and_reasons_row_by_row(spark, batch_df, bat
 
 
 def test_cap_policy_winsorises_to_the_tightest_fence_and_keeps_types(spark, batch_df, batch_model):
-    # amount: IQR fences [2, 26], MAD fences 14 -/+ 15.57 -> [2, 26]; items: [-2.5, 9.5] -> 9.
+    # amount: IQR fences [4, 24], MAD fences 14 -/+ 15.57 -> [4, 24]; items: [-0.5, 7.5] -> 7.
     det = expected_detection()
     capped = {
-        "T00": (2.0, 3, [("amount", "-50.0")]),
-        "T07": (16.0, 9, [("items", "40")]),
-        "T10": (26.0, 5, [("amount", "95.5")]),
+        "T00": (4.0, 3, [("amount", "-50.0")]),
+        "T07": (16.0, 7, [("items", "40")]),
+        "T10": (24.0, 5, [("amount", "95.5")]),
     }
     rows = []
     for i, (rid, a, n) in enumerate(BATCH):
@@ -535,19 +550,19 @@ def test_cap_policy_winsorises_to_the_tightest_fence_and_keeps_types(spark, batc
 
 
 def test_cap_rounds_decimal_and_long_values_to_the_inside_of_the_fences(spark):
-    # Both columns: Q1 2, Q3 8, k 1.234 -> fences -5.404 and 15.404 (not on either grid).
+    # Both columns: Q1 2.5, Q3 7.5, k 1.2345 -> fences -3.6725 and 13.6725 (on neither grid).
     values = [1, 2, 3, 4, 5, 6, 7, 8, 9]
     rows = [(i, Decimal(v), v) for i, v in enumerate(values)]
     rows += [(9, Decimal(100), 10**15), (10, Decimal(-100), -(10**15))]
     schema = "id long, d decimal(6,2), n long"
     df = spark.createDataFrame(rows, schema)
     detector = IQROutlierDetector(
-        inputCols=["d", "n"], k=1.234, outputCol="f", scoreCol="s", reasonsCol="r"
+        inputCols=["d", "n"], k=1.2345, outputCol="f", scoreCol="s", reasonsCol="r"
     )
     model = Pipeline(stages=[detector]).fit(df)
     got = with_capped_values(df, model).select("id", "d", "n")
     expected = spark.createDataFrame(
-        rows[:9] + [(9, Decimal("15.40"), 15), (10, Decimal("-5.40"), -5)], schema
+        rows[:9] + [(9, Decimal("13.67"), 13), (10, Decimal("-3.67"), -3)], schema
     )
     assert_df_equality(got, expected, ignore_nullable=True, ignore_row_order=True)
 
@@ -571,7 +586,7 @@ def test_drop_policy_keeps_inliers_and_quarantines_outliers_with_reasons(
         [
             (
                 raw.format("T00", 0, -50.0, 3),
-                "iqr: amount=-50.0 below lower fence 2.0; "
+                f"iqr: amount=-50.0 below lower fence {IQR_AMOUNT[2]!r}; "
                 f"mad: amount=-50.0 below lower fence {14.0 - MAD_HALF_WIDTH!r}",
                 "outliers",
                 "T00",
@@ -581,7 +596,7 @@ def test_drop_policy_keeps_inliers_and_quarantines_outliers_with_reasons(
             ),
             (
                 raw.format("T07", 7, 16.0, 40),
-                "iqr: items=40 above upper fence 9.5",
+                f"iqr: items=40 above upper fence {IQR_ITEMS[3]!r}",
                 "outliers",
                 "T07",
                 "f1.csv",
@@ -590,7 +605,7 @@ def test_drop_policy_keeps_inliers_and_quarantines_outliers_with_reasons(
             ),
             (
                 raw.format("T10", 10, 95.5, 5),
-                "iqr: amount=95.5 above upper fence 26.0; "
+                f"iqr: amount=95.5 above upper fence {IQR_AMOUNT[3]!r}; "
                 f"mad: amount=95.5 above upper fence {14.0 + MAD_HALF_WIDTH!r}",
                 "outliers",
                 "T10",
@@ -758,10 +773,10 @@ def test_job_writes_outlier_stats_per_detector_and_column(spark, policy_runs, po
                 0,
                 "iqr",
                 "amount",
-                2.0,
-                26.0,
-                11.0,
-                17.0,
+                IQR_AMOUNT[2],
+                IQR_AMOUNT[3],
+                IQR_AMOUNT[0],
+                IQR_AMOUNT[1],
                 None,
                 None,
                 None,
@@ -777,10 +792,10 @@ def test_job_writes_outlier_stats_per_detector_and_column(spark, policy_runs, po
                 0,
                 "iqr",
                 "items",
-                -2.5,
-                9.5,
-                2.0,
-                5.0,
+                IQR_ITEMS[2],
+                IQR_ITEMS[3],
+                IQR_ITEMS[0],
+                IQR_ITEMS[1],
                 None,
                 None,
                 None,
@@ -821,9 +836,9 @@ def test_job_cap_writes_capped_values_and_originals(spark, policy_runs):
     cfg, tables, _, _, versions = policy_runs("cap")
     silver = _read(cfg, tables, "silver", versions["silver"]).where("batch_id = 'b1'")
     got = {r.id: (r.amount, r.items, r.outlier_original) for r in silver.collect()}
-    assert got["T00"] == (2.0, 3, [("amount", "-50.0")])
-    assert got["T07"] == (16.0, 9, [("items", "40")])
-    assert got["T10"] == (26.0, 5, [("amount", "95.5")])
+    assert got["T00"] == (4.0, 3, [("amount", "-50.0")])
+    assert got["T07"] == (16.0, 7, [("items", "40")])
+    assert got["T10"] == (24.0, 5, [("amount", "95.5")])
     assert all(v[2] is None for k, v in got.items() if k not in ("T00", "T07", "T10"))
 
 

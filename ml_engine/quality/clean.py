@@ -11,7 +11,8 @@ at once (no Python UDFs, no per-column jobs):
    missing-value ``drop`` policy evaluated per row: the names of the rules a row violates and,
    for rows that leave ``silver``, the quarantine reason;
 5. :func:`summarise` - two aggregations for all columns (compiled counts, means and moments;
-   KLL and HLL sketches for quantiles, medians and distinct counts), plus one grouped
+   deterministic sampled percentiles for quantiles and medians, HLL sketches for distinct
+   counts), plus one grouped
    aggregation for all modes; they also give the silver profile for ``dq_metrics``;
 6. :func:`impute` - fills nulls with the learned values.
 
@@ -565,9 +566,10 @@ def summarise(
 
     Pass one, Spark's compiled declarative aggregates: rows, duplicates, rule violations,
     coercion failures, nulls, means (imputation) and the profile's null counts, min, max,
-    mean and stddev. Pass two, sketches: one KLL sketch per numeric profiled or
-    median-imputed column (the profile's quantiles and the lower median used to impute) and
-    one HLL sketch per profiled column. Modes of all ``mode`` columns come from one grouped
+    mean and stddev, and value counts. Pass two: one exact percentile per numeric profiled or
+    median-imputed column over its deterministic sample (the profile's quantiles and the
+    median used to impute; :mod:`ml_engine.quantiles`) and one HLL sketch per profiled
+    column. Modes of all ``mode`` columns come from one grouped
     aggregation (:func:`mode_values`). Two passes rather than one because Spark cannot
     compile an aggregation that mixes sketches with declarative aggregates, and such an
     aggregation ran at less than half the speed of the two (see
@@ -619,7 +621,7 @@ def summarise(
             mean = F.avg(F.when(kept, F.col(c)).cast("double"))
             aggs.append(_typed_stat(mean, types[c]).alias(f"f{j}"))
     row = flagged.agg(*aggs, *profile.moment_aggs()).first()  # counts, means, moments
-    sketches = flagged.agg(*profile.sketch_aggs()).first() if sketched else None
+    sketches = flagged.agg(*profile.sketch_aggs(row)).first() if sketched else None
     violations = {r.name: int(row[f"v{i}"]) for i, r in enumerate(rules)}
     fills: dict[str, Any] = {}
     for j, (c, p) in enumerate(policies):

@@ -1,0 +1,91 @@
+"""Quantiles that are approximate but never random: exact percentiles of a hash-chosen sample.
+
+Spark's KLL sketches compact at random, so two fits on the same data could give fences a few
+rows apart, and the same input different ``dq_metrics`` quantiles. Here a column's quantiles
+are Spark's exact ``percentile`` (linear interpolation between the two nearest ranks, numpy's
+default method) over the rows whose hash falls below ``sample_rows / n``: all rows while a
+column has at most ``sample_rows`` values (the result is then exact), otherwise a sample of
+about ``sample_rows`` rows chosen by a hash of the row's values, so the same rows are chosen
+on every run, in every partitioning, on a laptop and on a cluster. The rank error of a
+quantile p from a sample of m rows is about ``sqrt(p (1 - p) / m)``: 0.16 % at the median with
+the default 100,000 rows.
+
+Each call site first counts the values of its columns (a declarative aggregation it runs
+anyway for other statistics, or :func:`quantiles`' own), then computes every column's
+percentiles in ONE aggregation: Spark jobs do not grow with the number of columns.
+
+Example::
+
+    counts, qs = quantiles(df, {"amount": F.col("amount")}, [0.25, 0.75])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+SAMPLE_ROWS = 100_000
+# 2**53: a 53-bit integer divided by it is a double in [0, 1) without rounding.
+_TWO_53 = float(2**53)
+
+
+def sample_fraction(values: int, sample_rows: int = SAMPLE_ROWS) -> float:
+    """The share of rows a column with ``values`` non-null values keeps for its quantiles."""
+    if sample_rows < 1:
+        raise ValueError(f"sample_rows must be at least 1, got {sample_rows}")
+    return 1.0 if values <= sample_rows else sample_rows / values
+
+
+def row_unit(columns: Sequence[Column]) -> Column:
+    """A number in ``[0, 1)`` from a 64-bit hash of the row's ``columns`` (deterministic)."""
+    h = F.xxhash64(F.lit("ml-engine-quantile-sample"), *columns)
+    return F.shiftrightunsigned(h, 11).cast("double") / F.lit(_TWO_53)
+
+
+def sampled_percentile(
+    value: Column, probabilities: Sequence[float], fraction: float, unit: Column
+) -> Column:
+    """Exact percentiles of ``value`` over the rows with ``unit < fraction`` (all rows when
+    ``fraction`` is 1); null when no value is sampled. An array in the order of
+    ``probabilities``."""
+    x = value.cast("double")
+    kept = x if fraction >= 1 else F.when(unit < F.lit(fraction), x)
+    probs = F.array(*[F.lit(float(p)) for p in probabilities])
+    return F.when(F.count(kept) > 0, F.percentile(kept, probs))
+
+
+def quantiles(
+    dataset: DataFrame,
+    values: Mapping[str, Column],
+    probabilities: Sequence[float],
+    sample_rows: int = SAMPLE_ROWS,
+    counts: Sequence[int] | None = None,
+) -> tuple[list[int], list[list[float] | None]]:
+    """Non-null counts and the quantiles at ``probabilities`` of each value expression.
+
+    Two Spark jobs whatever the number of columns: the counts (skipped when ``counts`` is
+    given), then all percentiles in one aggregation.
+
+    Args:
+        dataset: the rows.
+        values: name -> numeric expression over ``dataset``.
+        probabilities: in [0, 1].
+        sample_rows: the most values per column the percentiles read (see the module doc).
+        counts: the non-null counts of ``values`` when the caller has them.
+
+    Returns:
+        ``(counts, quantiles)`` in the order of ``values``; a column without values has None.
+    """
+    exprs = list(values.values())
+    if counts is None:
+        row = dataset.agg(*[F.count(x).alias(f"n{i}") for i, x in enumerate(exprs)]).first()
+        counts = [int(row[f"n{i}"]) for i in range(len(exprs))]
+    unit = row_unit(exprs)
+    aggs = [
+        sampled_percentile(x, probabilities, sample_fraction(n, sample_rows), unit).alias(f"q{i}")
+        for i, (x, n) in enumerate(zip(exprs, counts, strict=True))
+    ]
+    row = dataset.agg(*aggs).first()
+    return list(counts), [row[f"q{i}"] for i in range(len(exprs))]
