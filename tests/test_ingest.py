@@ -1,11 +1,16 @@
 """Ingest: typing and rejecting rows (pure), reading files on disk, and the job.
 
 Expected rows are written by hand (reasons as a user reads them) or derived from the input
-lines with plain Python; the generator's MANIFEST gives the expected count per dirt kind.
+lines with plain Python; the generator's MANIFEST gives the expected count per dirt kind. Odd
+CSV files are read independently by Python's ``csv`` module (RFC 4180) and their physical lines
+counted with ``bytes.splitlines``.
 """
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
 import json
 import re
 from collections import Counter
@@ -17,7 +22,8 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import types as T
 
-from ml_engine.quality.ingest import raw_struct, read_raw, split_valid
+from ml_engine.config import CsvOptions
+from ml_engine.quality.ingest import raw_struct, read_line_counts, read_raw, split_valid
 from ml_engine.quality.quarantine import QUARANTINE_SCHEMA
 from ml_engine.sample_data import generate_sample_data
 from ml_engine.schemas import load_schema, schema_from_dict
@@ -530,6 +536,222 @@ def test_missing_input_path_is_file_not_found(spark, tmp_path, tx_schema):
         read_raw(spark, str(tmp_path / "nope"), "csv", tx_schema)
 
 
+# --------------------------------------------------------------------------- odd but legal CSV
+
+TX_QUOTED_LINE_BREAK = (
+    'T000000003,C000003,2026-01-04 09:00:00,5.00,1,1,1.0,700,web,"gro\ncery",US,0'
+)
+TX_BAD_AMOUNT_MULTI_LINE = (
+    'T000000004,C000004,2026-01-04 09:00:00,abc,1,1,1.0,700,web,"a\n  \nb",US,0'
+)
+TX_THIRTEEN_FIELDS_MULTI_LINE = (
+    'T000000005,C000005,2026-01-04 09:00:00,5.00,1,1,1.0,700,web,"x\ny",US,0,extra'
+)
+# Blank and whitespace-only lines between records, RFC 4180 doubled quotes, quoted line
+# breaks (one of them around a whitespace-only line, which is part of the field).
+ODD_CSV = (
+    "\n".join(
+        [
+            TX_HEADER,
+            TX_LINE_1,
+            "",
+            "   ",
+            TX_LINE_2.replace("travel", '"tra""vel"'),
+            "\t",
+            TX_QUOTED_LINE_BREAK,
+            TX_BAD_AMOUNT_MULTI_LINE,
+            "",
+            TX_THIRTEEN_FIELDS_MULTI_LINE,
+        ]
+    )
+    + "\n"
+).encode()
+
+
+def csv_records(data: bytes) -> list[tuple[list[str], int, str]]:
+    """(fields, physical lines, original text) of each record of a UTF-8 CSV file, as
+    Python's csv module reads it (RFC 4180: doubled quotes, line breaks inside quotes)."""
+    lines = [x.decode() for x in data.splitlines(keepends=True)]
+    reader = csv.reader(iter(lines), doublequote=True, strict=True)
+    records, before = [], 0
+    for fields in reader:
+        text = "".join(lines[before : reader.line_num]).rstrip("\r\n")
+        records.append((fields, reader.line_num - before, text))
+        before = reader.line_num
+    return records
+
+
+def is_blank(text: str) -> bool:
+    return all(ch <= " " for ch in text)
+
+
+def tx_typed(fields: list[str]) -> tuple | None:
+    """The bronze values of a transactions record, or None when ingest must reject it."""
+    if len(fields) != 12:
+        return None
+    try:
+        event_time = datetime.strptime(fields[2], "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    numbers = []
+    for text, kind in zip(fields[3:8], (float, int, int, float, int), strict=True):
+        if text and not (NUMBER_RE if kind is float else INT_RE).match(text):
+            return None
+        numbers.append(kind(text) if text else None)
+    strings = [f or None for f in fields[8:11]]
+    return (fields[0], fields[1], event_time, *numbers, *strings, int(fields[11]))
+
+
+def expected_split(data: bytes) -> tuple[list[tuple], list[tuple[str, str | None]]]:
+    """(bronze values, quarantined (original text, record id)) of a CSV file with a header."""
+    bronze, quarantined = [], []
+    for fields, lines, text in csv_records(data)[1:]:
+        if lines == 1 and is_blank(text):
+            continue
+        typed = tx_typed(fields)
+        if typed is None:
+            quarantined.append((text, fields[0] if len(fields) == 12 else None))
+        else:
+            bronze.append(typed)
+    return bronze, quarantined
+
+
+def expected_metrics(files: list[bytes]) -> dict[str, int]:
+    """Ingest's counts of CSV files with one header line each, from their bytes."""
+    m = dict.fromkeys(("rows_in", "bronze_rows", "quarantined_rows", "raw_lines"), 0)
+    m.update(dict.fromkeys(("bronze_lines", "quarantined_lines", "blank_lines"), 0))
+    for data in files:
+        header, *records = csv_records(data)
+        m["raw_lines"] += len(data.splitlines()) - header[1]
+        for fields, lines, text in records:
+            if lines == 1 and is_blank(text):
+                m["blank_lines"] += 1
+                continue
+            out = "bronze" if tx_typed(fields) is not None else "quarantined"
+            m["rows_in"] += 1
+            m[f"{out}_rows"] += 1
+            m[f"{out}_lines"] += lines
+    return m
+
+
+ODD_REASONS = {
+    "T000000004": "column amount: 'abc' is not a double",
+    None: "expected 12 fields, found 13 (check ingest.csv.delimiter and the file's columns)",
+}
+
+
+def test_rfc4180_records_load_whole_and_blank_lines_are_not_rows(spark, tmp_path, tx_schema):
+    f = write(tmp_path / "odd.csv", ODD_CSV)
+    bronze, _ = ingest_file(spark, f, tx_schema)
+    rows, _ = expected_split(ODD_CSV)
+    assert [r[9] for r in rows] == ["grocery", 'tra"vel', "gro\ncery"]
+    expected = spark.createDataFrame(
+        [(*r, "b1", src(f), AT) for r in rows], tx_bronze_schema(tx_schema)
+    )
+    assert_df_equality(bronze, expected, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_quarantined_multi_line_record_keeps_the_whole_record(spark, tmp_path, tx_schema):
+    f = write(tmp_path / "odd.csv", ODD_CSV)
+    _, quarantine = ingest_file(spark, f, tx_schema)
+    _, rejected = expected_split(ODD_CSV)
+    assert [text.count("\n") for text, _ in rejected] == [2, 1]
+    expected = spark.createDataFrame(
+        [(text, ODD_REASONS[key], "ingest", key, src(f), "b1", AT) for text, key in rejected],
+        QUARANTINE_SCHEMA,
+    )
+    assert_df_equality(quarantine, expected, ignore_nullable=True, ignore_row_order=True)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2"])
+def test_compressed_files_are_read_by_their_extension(spark, tmp_path, tx_schema, suffix):
+    compress = gzip.compress if suffix == ".gz" else bz2.compress
+    f = write(tmp_path / f"odd.csv{suffix}", compress(ODD_CSV))
+    bronze, quarantine = ingest_file(spark, f, tx_schema)
+    rows, rejected = expected_split(ODD_CSV)
+    expected = spark.createDataFrame(
+        [(*r, "b1", src(f), AT) for r in rows], tx_bronze_schema(tx_schema)
+    )
+    assert_df_equality(bronze, expected, ignore_nullable=True, ignore_row_order=True)
+    expected_q = spark.createDataFrame(
+        [(text, ODD_REASONS[key], "ingest", key, src(f), "b1", AT) for text, key in rejected],
+        QUARANTINE_SCHEMA,
+    )
+    assert_df_equality(quarantine, expected_q, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_multiline_off_reads_every_physical_line_as_a_record(spark, tmp_path, tx_schema):
+    f = write(tmp_path / "in.csv", f"{TX_HEADER}\n{TX_QUOTED_LINE_BREAK}\n".encode())
+    raw = read_raw(spark, str(f), "csv", tx_schema, CsvOptions(multiline=False))
+    bronze, quarantine = split_valid(raw, tx_schema, "b1", AT)
+    reason = (
+        "malformed CSV record: a quoted field is not closed (check ingest.csv.quote, "
+        "ingest.csv.escape and ingest.csv.multiline)"
+    )
+    expected = spark.createDataFrame(
+        [
+            (fragment, reason, "ingest", None, src(f), "b1", AT)
+            for fragment in TX_QUOTED_LINE_BREAK.split("\n")
+        ],
+        QUARANTINE_SCHEMA,
+    )
+    assert_df_equality(quarantine, expected, ignore_nullable=True, ignore_row_order=True)
+    assert bronze.collect() == []
+
+
+def test_backslash_escape_reads_backslash_escaped_quotes(spark, tmp_path, tx_schema):
+    line = TX_LINE_1.replace("grocery", '"gro\\"cery"')
+    f = write(tmp_path / "in.csv", f"{TX_HEADER}\n{line}\n".encode())
+    raw = read_raw(spark, str(f), "csv", tx_schema, CsvOptions(escape="\\"))
+    bronze, quarantine = split_valid(raw, tx_schema, "b1", AT)
+    typed = list(TX_TYPED_1)
+    typed[9] = 'gro"cery'
+    expected = spark.createDataFrame([(*typed, "b1", src(f), AT)], tx_bronze_schema(tx_schema))
+    assert_df_equality(bronze, expected, ignore_nullable=True)
+    assert quarantine.collect() == []
+
+
+# (file bytes, multiline, header) -> (physical lines, header lines, whitespace-only lines)
+HEADER_CASES = {
+    "quoted_line_break_in_header": (b'id,"amount\n(USD)"\n1,2\n', True, True, (3, 2, 0)),
+    "empty_line_before_header": (b"\nid,amount\n1,2\n", True, True, (3, 1, 1)),
+    # The multi-line reader takes a whitespace-only first line as the header; the line
+    # reader skips it as blank.
+    "spaces_before_header_multiline": (b"  \nid,amount\n1,2\n", True, True, (3, 1, 0)),
+    "spaces_before_header_line_reader": (b"  \nid,amount\n1,2\n", False, True, (3, 1, 1)),
+    "no_header": (b"1,2\n\t\n3,4", True, False, (3, 0, 1)),
+}
+
+
+@pytest.mark.parametrize("case", list(HEADER_CASES))
+def test_line_counts_take_header_lines_as_spark_does(spark, tmp_path, case):
+    data, multiline, header, expected = HEADER_CASES[case]
+    f = write(tmp_path / "in.csv", data)
+    counts = read_line_counts(spark, str(f), CsvOptions(multiline=multiline, header=header))
+    assert tuple(counts.first()) == expected
+
+
+def test_utf16_lines_are_counted_on_the_decoded_text(spark, tmp_path):
+    f = write(tmp_path / "in.csv", ODD_CSV.decode().encode("utf-16"))
+    counts = read_line_counts(spark, str(f), CsvOptions(encoding="utf-16")).first()
+    lines = ODD_CSV.decode().splitlines()
+    assert tuple(counts) == (len(lines), 1, sum(is_blank(x) for x in lines[1:]))
+
+
+def test_utf16_without_multiline_is_a_config_error():
+    from ml_engine.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match=r"ingest\.csv: .*encoding 'utf-16' needs multiline"):
+        build_config(
+            {
+                "schema": "x.yaml",
+                "storage": {"root": "/tmp/x"},
+                "ingest": {"csv": {"encoding": "utf-16", "multiline": False}},
+            },
+            check_schema=False,
+        )
+
+
 # --------------------------------------------------------------------------- dirty sample data
 
 NUMBER_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
@@ -656,7 +878,16 @@ def test_rerunning_a_batch_replaces_its_rows(
     first = run_ingest(spark, cfg, tables)
     second = run_ingest(spark, cfg, tables)
 
-    expected_metrics = {"batch_id": "day1", "rows_in": 3, "bronze_rows": 2, "quarantined_rows": 1}
+    expected_metrics = {
+        "batch_id": "day1",
+        "rows_in": 3,
+        "bronze_rows": 2,
+        "quarantined_rows": 1,
+        "raw_lines": 3,
+        "bronze_lines": 2,
+        "quarantined_lines": 1,
+        "blank_lines": 0,
+    }
     assert first.metrics == expected_metrics
     assert second.metrics == expected_metrics
     assert second.job == "ingest"
@@ -729,6 +960,10 @@ def test_header_only_input_writes_empty_batch(spark, tmp_path, sample_schema_pat
         "rows_in": 0,
         "bronze_rows": 0,
         "quarantined_rows": 0,
+        "raw_lines": 0,
+        "bronze_lines": 0,
+        "quarantined_lines": 0,
+        "blank_lines": 0,
     }
     assert tables.read(result.outputs["bronze"]).collect() == []
 
@@ -794,3 +1029,27 @@ def test_too_many_rejected_rows_commit_quarantine_not_bronze_and_name_top_reason
         "T000000009",
     ]
     assert not tables.exists(cfg.storage.table_path("bronze"))
+
+
+@pytest.mark.parametrize(
+    ("encoding", "suffixes"),
+    [("utf-8", [".csv", ".csv.gz", ".csv.bz2"]), ("utf-16", [".csv", ".csv.gz"])],
+)
+def test_raw_lines_are_bronze_plus_quarantined_plus_blank_lines(
+    spark, tmp_path, sample_schema_path, tables, encoding, suffixes
+):
+    from ml_engine.quality.ingest import run_ingest
+
+    batch_dir = tmp_path / "raw" / "odd"
+    compress = {".csv": bytes, ".csv.gz": gzip.compress, ".csv.bz2": bz2.compress}
+    for i, suffix in enumerate(suffixes):
+        write(batch_dir / f"part-{i}{suffix}", compress[suffix](ODD_CSV.decode().encode(encoding)))
+    cfg = job_config(tmp_path, sample_schema_path, batch_dir)
+    cfg.ingest.csv.encoding = encoding
+    result = run_ingest(spark, cfg, tables)
+
+    expected = {"batch_id": "odd", **expected_metrics([ODD_CSV] * len(suffixes))}
+    assert result.metrics == expected
+    m = result.metrics
+    assert m["raw_lines"] == m["bronze_lines"] + m["quarantined_lines"] + m["blank_lines"]
+    assert result.notes == []
