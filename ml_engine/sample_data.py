@@ -195,7 +195,8 @@ BAD_TIMESTAMPS = ("2026-13-45 10:00:00", "2026/02/03 10:00:00", "yesterday", "20
 CREDIT_SCORE_OUT_OF_RANGE = 999
 OUTLIER_FACTOR = (50.0, 200.0)
 # Every variant becomes the canonical value with clean.trim, clean.case lower and
-# clean.mappings {mobile: app, online: web, shop: store} of conf/base.yaml.
+# clean.mappings {mobile: app, online: web, shop: store} of the packaged sample config
+# (ml_engine/resources/conf/sample.yaml).
 CHANNEL_VARIANTS = {
     "web": (" Web", "WEB", "online"),
     "app": ("mobile", "App"),

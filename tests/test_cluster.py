@@ -135,7 +135,7 @@ def test_ingest_submitted_to_standalone_cluster(spark, tmp_path, standalone_clus
         path.write_text(
             yaml.safe_dump(
                 {
-                    "inherits": str(ROOT / "conf" / "base.yaml"),
+                    "inherits": "ml-engine:sample",
                     "schema": str(ROOT / "schemas" / "transactions.yaml"),
                     "storage": {"root": str(root)},
                     "delta": {"backend": "rs"},
