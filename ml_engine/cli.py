@@ -101,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--out", required=True, help="directory for schema.yaml and config.yaml")
     init.add_argument("--sample-rows", type=int, default=1000, help="rows to read (default 1000)")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.add_argument(
+        "--label",
+        default=None,
+        metavar="COLUMN",
+        help="the column to predict, when init does not recognise it by its name",
+    )
 
     gen = sub.add_parser(
         "generate-sample-data", parents=[common], help="write the dirty sample CSV batches"
@@ -233,7 +239,9 @@ def _model(args) -> int:
 def _init(args) -> int:
     from ml_engine.scaffold import scaffold
 
-    result = scaffold(args.data, args.out, sample_rows=args.sample_rows, force=args.force)
+    result = scaffold(
+        args.data, args.out, sample_rows=args.sample_rows, force=args.force, label=args.label
+    )
     for path in result.written:
         print(f"wrote {path}")
     for warning in result.warnings:
@@ -334,7 +342,12 @@ def main(argv: list[str] | None = None) -> int:
                 quiet=not args.debug,
             )
         if args.command == "init":
-            return _init(args)
+            from ml_engine.scaffold import ScaffoldError
+
+            try:
+                return _init(args)
+            except ScaffoldError as exc:  # bad input to init: usage, in one plain line
+                return _fail(what, str(exc), R.EXIT_USAGE, args.debug)
         if args.command == "reproduce":
             return _reproduce(args)
         if args.command == "model":

@@ -198,7 +198,7 @@ def input_problems(cfg: Config) -> list[str]:
         what = "holds no data files" if exists else "does not exist"
         return [f"ingest.path: {ing.path} {what}; point it at the raw file, directory or glob"]
     if ing.format == "parquet":
-        return []
+        return _parquet_problems(files)
     schema = cfg.table_schema
     formats = {}
     for c in schema.columns:
@@ -225,6 +225,31 @@ def input_problems(cfg: Config) -> list[str]:
             f"{_suggestion(seen[0])}"
         )
     return problems
+
+
+# Parquet footers read before Spark starts; the rest of a large directory is left to Spark.
+PARQUET_FILES_CHECKED = 50
+
+
+def _parquet_problems(files: Sequence[Path]) -> list[str]:
+    """Columns Spark cannot read: Parquet timestamps in nanoseconds (pandas' default unit)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for file in files[:PARQUET_FILES_CHECKED]:
+        try:
+            schema = pq.read_schema(file)
+        except (OSError, pa.ArrowException) as exc:
+            return [f"ingest.path: {file} is not a readable Parquet file ({exc})"]
+        nanos = [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
+        if nanos:
+            return [
+                f"ingest.path: column(s) {', '.join(map(repr, nanos))} of {file} hold Parquet "
+                f"TIMESTAMP(NANOS), which Spark cannot read; write them in microseconds (pandas: "
+                f"df.to_parquet(path, coerce_timestamps='us', allow_truncated_timestamps=True); "
+                f"pyarrow: pq.write_table(table, path, coerce_timestamps='us'))"
+            ]
+    return []
 
 
 _SUGGESTIONS = (

@@ -34,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import csv
+import difflib
 import gzip
 import json
 import os
@@ -525,6 +526,14 @@ def _sample_parquet(files: list[Path], sample_rows: int) -> _Sample:
         else:
             values = col.to_pylist()
         sample.columns.append(_RawColumn(name, values, native, note))
+    nanos = [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
+    if nanos:
+        sample.warnings.append(
+            f"column(s) {', '.join(nanos)} hold Parquet timestamps in nanoseconds (pandas' "
+            f"default), which Spark cannot read: ingest refuses the files until they are "
+            f"written in microseconds (pandas: df.to_parquet(path, coerce_timestamps='us', "
+            f"allow_truncated_timestamps=True))."
+        )
     return sample
 
 
@@ -776,9 +785,12 @@ def _label_tier(col: _Typed) -> int | None:
     return None
 
 
-def _guess_roles(cols: list[_Typed], rows: int) -> _Roles:
+def _guess_roles(cols: list[_Typed], rows: int, label: str | None = None) -> _Roles:
     r = _Roles(roles={c.name: [] for c in cols})
     sample = f"{rows}-row sample"
+    given = next((c for c in cols if c.name == label), None)
+    every = cols
+    cols = [c for c in cols if c is not given]  # the given label is no id, time or feature
 
     ids = [c for c in cols if _id_named(c.name) and _id_shaped(c)]
     unique_ids = [c for c in ids if c.unique(rows)]
@@ -822,7 +834,12 @@ def _guess_roles(cols: list[_Typed], rows: int) -> _Roles:
 
     taken = {r.record_id, r.key, r.event_time}
     tiers = [(t, c) for c in cols if c.name not in taken and (t := _label_tier(c)) is not None]
-    if tiers:
+    if given is not None:
+        r.label = given.name
+        r.roles[given.name].append(ROLE_LABEL)
+        task, distinct = _task(given)
+        r.reasons[given.name] = f"given with --label -> label ({distinct} in the sample: {task})"
+    elif tiers:
         top = min(t for t, _ in tiers)
         candidates = [c for t, c in tiers if t == top]
         if top == 0:
@@ -865,6 +882,7 @@ def _guess_roles(cols: list[_Typed], rows: int) -> _Roles:
                 f"{c.distinct} distinct values in {len(c.values)} non-empty rows: free text or "
                 f"an identifier, left out of the features"
             )
+    r.roles = {c.name: r.roles[c.name] for c in every}
     return r
 
 
@@ -960,7 +978,12 @@ def _ingest_path(data: Path, out: Path) -> str:
 
 
 def scaffold(
-    data: str, out: str, *, sample_rows: int = 1000, force: bool = False
+    data: str,
+    out: str,
+    *,
+    sample_rows: int = 1000,
+    force: bool = False,
+    label: str | None = None,
 ) -> ScaffoldResult:
     """Writes a draft ``schema.yaml`` and ``config.yaml`` for ``data`` into ``out``.
 
@@ -977,6 +1000,8 @@ def scaffold(
         out: the directory to write to (created when missing).
         sample_rows: how many rows to read (from the first files, in name order).
         force: overwrite existing ``schema.yaml`` / ``config.yaml`` in ``out``.
+        label: the column to predict, when its name is not one the guess recognises (its
+            task, classification or regression, is still guessed from its values).
 
     Returns:
         The paths written, the guesses, warnings and the next steps to print.
@@ -984,7 +1009,8 @@ def scaffold(
     Raises:
         ScaffoldError: ``data`` is missing, empty, of an unknown format, a directory with no
             data files or several formats or different columns per file; ``sample_rows`` is
-            below 1; or a file to write exists and ``force`` is not set.
+            below 1; a file to write exists and ``force`` is not set; or ``label`` is not
+            a column of the data.
     """
     if sample_rows < 1:
         raise ScaffoldError(f"sample_rows must be at least 1, got {sample_rows}")
@@ -1000,7 +1026,14 @@ def scaffold(
     fmt, files = _data_files(source)
     sample = _sample(fmt, files, sample_rows)
     cols = [_typed(c) for c in sample.columns]
-    roles = _guess_roles(cols, sample.rows)
+    names = [c.name for c in cols]
+    if label is not None and label not in names:
+        close = difflib.get_close_matches(label, names, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ScaffoldError(
+            f"--label '{label}' is not a column of {source}; {hint}its columns: {', '.join(names)}"
+        )
+    roles = _guess_roles(cols, sample.rows, label)
     name = _dataset_name(source)
     today = date.today().isoformat()
     warnings = list(sample.warnings)
@@ -1116,8 +1149,8 @@ def _job_warnings(cols: list[_Typed], roles: _Roles) -> list[str]:
     if roles.label is None:
         out.append(
             "no label was recognised: build_training_set and train need the column to predict "
-            "with role label; give it `role: label` in schema.yaml and set train.task "
-            "(classification or regression) in config.yaml."
+            "with role label; rerun init with --label COLUMN, or give it `role: label` in "
+            "schema.yaml and set train.task (classification or regression) in config.yaml."
         )
     elif roles.label_candidates:
         out.append(

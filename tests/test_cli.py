@@ -27,6 +27,17 @@ def run_cli(*args, env=None, cwd=ROOT):
     )
 
 
+def test_init_with_a_label_that_is_not_a_column_exits_2_in_one_line(tmp_path):
+    data = tmp_path / "t.csv"
+    data.write_text("ticket,words,priority\nT1,2.5,low\nT2,3.5,high\n")
+    r = run_cli("init", "--data", str(data), "--out", str(tmp_path / "p"), "--label", "prio")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"ml-engine: init: --label 'prio' is not a column of {data}; did you mean 'priority'? "
+        "its columns: ticket, words, priority"
+    ]
+
+
 def test_unknown_job_exits_2_naming_the_jobs():
     r = run_cli("run", "bake", "--config", "conf/local.yaml")
     assert r.returncode == 2
@@ -144,6 +155,29 @@ def test_timestamp_format_that_does_not_match_the_first_lines_fails_before_spark
         "ml-engine: run ingest: ingest.timestamp_format: 'yyyy-MM-dd HH:mm:ss' matches none of "
         f"the first 2 values of column 'placed' in {raw / 'orders.csv'} (first: "
         "'2026-11-28T10:00:00'); set it to the file's format, e.g. \"yyyy-MM-dd'T'HH:mm:ss\""
+    ]
+
+
+def test_parquet_nanosecond_timestamps_are_refused_before_spark_with_the_fix(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    orders = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2"],
+            "placed": pd.to_datetime(["2026-11-28 10:00:00", "2026-11-28 11:30:00"]),
+            "basket": [12.5, 40.0],
+            "returned": [0, 1],
+        }
+    )
+    orders.to_parquet(raw / "orders.parquet")  # pandas writes nanoseconds by default
+    config = project(tmp_path, SHOP_SCHEMA, "ingest: {path: raw, format: parquet}\n")
+    r = run_cli("run", "ingest", "--config", str(config))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"ml-engine: run ingest: ingest.path: column(s) 'placed' of {raw / 'orders.parquet'} "
+        "hold Parquet TIMESTAMP(NANOS), which Spark cannot read; write them in microseconds "
+        "(pandas: df.to_parquet(path, coerce_timestamps='us', allow_truncated_timestamps=True); "
+        "pyarrow: pq.write_table(table, path, coerce_timestamps='us'))"
     ]
 
 

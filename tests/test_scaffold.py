@@ -450,6 +450,49 @@ def test_a_fraud_flag_is_the_label_when_no_column_has_a_label_name(tmp_path):
     assert config_of(result)["train"] == {"task": "classification"}
 
 
+def test_label_given_by_name_is_the_label_and_its_values_set_the_task(tmp_path):
+    rows = "\n".join(f"T{i},{i * 1.5},{('low', 'normal', 'high')[i % 3]}" for i in range(1, 13))
+    data = write(tmp_path / "t.csv", f"ticket,words,priority\n{rows}\n")
+    result = scaffold(str(data), str(tmp_path / "out"), label="priority")
+    schema = load_schema(result.schema_path)
+    assert schema.label == "priority"
+    assert schema.column("priority").roles == ("label",)
+    assert schema.column("words").roles == ("numeric_feature",)
+    assert config_of(result)["train"] == {"task": "classification"}
+    assert "given with --label -> label (3 distinct values in the sample: classification)" in (
+        (tmp_path / "out" / "schema.yaml").read_text()
+    )
+    # A float column given as the label is a regression target.
+    result = scaffold(str(data), str(tmp_path / "out2"), label="words")
+    assert load_schema(result.schema_path).label == "words"
+    assert config_of(result)["train"] == {"task": "regression"}
+
+
+def test_parquet_nanosecond_timestamps_are_warned_about(tmp_path):
+    df = pd.DataFrame(
+        {"id": ["a", "b", "c"], "at": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"])}
+    )
+    (tmp_path / "d").mkdir()
+    df.to_parquet(tmp_path / "d" / "x.parquet")
+    result = scaffold(str(tmp_path / "d" / "x.parquet"), str(tmp_path / "out"))
+    assert (
+        "column(s) at hold Parquet timestamps in nanoseconds (pandas' default), which Spark "
+        "cannot read: ingest refuses the files until they are written in microseconds (pandas: "
+        "df.to_parquet(path, coerce_timestamps='us', allow_truncated_timestamps=True))."
+    ) in result.warnings
+
+
+def test_a_label_that_is_not_a_column_is_refused_with_a_suggestion(tmp_path):
+    data = write(tmp_path / "t.csv", "ticket,words,priority\nT1,2.5,low\nT2,3.5,high\n")
+    with pytest.raises(ScaffoldError) as err:
+        scaffold(str(data), str(tmp_path / "out"), label="priorty")
+    assert str(err.value) == (
+        f"--label 'priorty' is not a column of {data}; did you mean 'priority'? its columns: "
+        "ticket, words, priority"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_without_a_label_or_time_the_config_is_written_and_the_result_warns(tmp_path):
     data = write(tmp_path / "t.csv", "id,a,b\n1,2.5,x\n2,3.5,y\n3,4.5,x\n4,5.5,x\n5,1.0,y\n")
     result = scaffold(str(data), str(tmp_path / "out"))
@@ -465,8 +508,8 @@ def test_without_a_label_or_time_the_config_is_written_and_the_result_warns(tmp_
         "timestamp`, its `format` and `role: event_time` in schema.yaml; else add such a column "
         "to the data. ingest, clean and detect_outliers run without it.",
         "no label was recognised: build_training_set and train need the column to predict with "
-        "role label; give it `role: label` in schema.yaml and set train.task (classification or "
-        "regression) in config.yaml.",
+        "role label; rerun init with --label COLUMN, or give it `role: label` in schema.yaml and "
+        "set train.task (classification or regression) in config.yaml.",
     )
     assert (
         "No label was recognised (no column named label, target, y, class or outcome, nor a "
