@@ -9,6 +9,7 @@ agrees (so ``np.median`` and ``scipy.stats.median_abs_deviation`` apply).
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from datetime import datetime, timezone
@@ -375,6 +376,31 @@ def test_pipeline_model_round_trip_gives_identical_output(tmp_path, uni):
     assert_df_equality(
         loaded.transform(uni), model.transform(uni), ignore_row_order=True, allow_nan_equality=True
     )
+
+
+def test_saved_stages_name_their_class_by_the_public_path_and_load(tmp_path, uni):
+    """Saved stages name their class ``ml_engine.outliers.<name>`` whichever module defines it,
+    so detectors saved by any version of the package load (the metadata is what loads them)."""
+    pipeline = Pipeline(
+        stages=[
+            IQROutlierDetector(inputCols=["a", "b"]),
+            MADOutlierDetector(inputCols=["a"]),
+            ZScoreOutlierDetector(inputCols=["b"]),
+            MahalanobisOutlierDetector(inputCols=["a", "b"]),
+        ]
+    )
+    model = pipeline.fit(uni)
+    pipeline.write().overwrite().save(str(tmp_path / "pipeline"))
+    model.write().overwrite().save(str(tmp_path / "model"))
+    for name, stages in (("pipeline", pipeline.getStages()), ("model", model.stages)):
+        metadata = sorted((tmp_path / name).glob("stages/*/metadata/part-*"))
+        assert [json.loads(m.read_text())["class"] for m in metadata] == [
+            f"ml_engine.outliers.{type(s).__name__}" for s in stages
+        ]
+    loaded_pipeline = Pipeline.load(str(tmp_path / "pipeline"))
+    loaded_model = PipelineModel.load(str(tmp_path / "model"))
+    assert [type(s) for s in loaded_pipeline.getStages()] == [type(s) for s in pipeline.getStages()]
+    assert [type(s) for s in loaded_model.stages] == [type(s) for s in model.stages]
 
 
 def _wide(spark, n_cols):

@@ -39,6 +39,7 @@ from pyspark.sql import types as T
 
 from ml_engine.config import CleanConfig, CleanRule, Config, MissingValuePolicy
 from ml_engine.outliers import OUTLIER_FIELDS
+from ml_engine.quality.ingest import BRONZE_META_COLUMNS as META_COLUMNS
 from ml_engine.quality.metrics import (
     DEFAULT_QUANTILES,
     ColumnProfile,
@@ -52,7 +53,6 @@ from ml_engine.session import describe
 from ml_engine.tables.base import DeltaTables
 
 STAGE = "clean"
-META_COLUMNS = ("batch_id", "source_file", "ingested_at")
 
 # Helper columns added by the pipeline; none of them reaches silver.
 COPIES = "_dq_copies"  # input rows a deduplicated row stands for (itself + removed duplicates)

@@ -1,0 +1,346 @@
+"""What every outlier detector shares: params, the fitted-model base classes, helpers, constants.
+
+Shared behaviour of every model:
+
+* ``_transform`` adds three columns and nothing else, all native Column expressions:
+  ``outputCol`` (boolean, the row is an outlier), ``scoreCol`` (double, the normalised score)
+  and ``reasonsCol`` (``array<string>``, ``"<method>:<column>"`` for each column that fired;
+  ``"mahalanobis:<col1>,<col2>,..."`` for the multivariate detector).
+* Normalised score: how far a value is from the centre relative to the distance of its fence,
+  so that ``score > 1`` means outlier for every method and scores of different methods compare.
+  IQR: ``max(Q1 - x, x - Q3, 0) / (k * IQR)``; MAD: ``|robust z| / threshold``; z-score:
+  ``|z| / threshold``; Mahalanobis: ``d / threshold``. A univariate model's row score is the
+  maximum over its columns. A row is flagged when a value lies strictly outside its fences
+  (``x < lower`` or ``x > upper``); univariate fences are ``Q1 - k*IQR``/``Q3 + k*IQR``,
+  ``median -/+ threshold * MAD / 0.6745`` and ``mean -/+ threshold * std``.
+* Null and NaN values are not scored (score null) and never flagged; a Mahalanobis row with a
+  null in any of its columns is not scored.
+* Degenerate columns: when a column's spread is zero (IQR = 0, MAD = 0 or std = 0, e.g. a
+  constant column) no fence distance can be defined, so the column never flags a value and
+  its score is 0 (no division by zero). The Mahalanobis detector leaves such columns out of
+  the distance (their standardised value counts as 0).
+* Fitting computes the statistics of ALL input columns together, in a number of Spark jobs
+  that does not depend on the number of columns: IQR two (value counts, then quantiles),
+  z-score one (an ``agg``), MAD three (counts, medians, then the medians of
+  ``|x - median|``), Mahalanobis one ``agg`` plus ``Correlation.corr``'s fixed few. Quantiles
+  come from :mod:`ml_engine.quantiles`: Spark's exact ``percentile`` (linear interpolation,
+  numpy's default method) over every value while a column has at most ``sampleRows`` values,
+  otherwise over a sample of about ``sampleRows`` rows chosen by a hash of their values. They
+  are approximate on large data but never random: fitting twice on the same rows gives the
+  same fences, locally and on a cluster.
+* Learned state lives in JSON-serialisable Params (lists of floats, the inverse correlation
+  as a nested list), so ``save``/``load`` work with ``DefaultParamsWritable``/``Readable``,
+  alone or inside a ``PipelineModel``. Each model also reports it as
+  :meth:`OutlierModel.learned_rows`, the rows of ``outlier_stats``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from pyspark.ml import Model
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasInputCols, HasOutputCol
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ml_engine.quantiles import SAMPLE_ROWS
+
+# 1 / Phi^-1(0.75): makes the MAD of normal data comparable to its standard deviation.
+ROBUST_Z_FACTOR = 0.6745
+
+# Columns the job writes to silver (every policy; outlier_original only with cap, else
+# null). Delta tables here never change schema, so silver must be created with them.
+IS_OUTLIER = "is_outlier"
+OUTLIER_SCORE = "outlier_score"
+OUTLIER_REASONS = "outlier_reasons"
+OUTLIER_ORIGINAL = "outlier_original"
+OUTLIER_FIELDS = (
+    T.StructField(IS_OUTLIER, T.BooleanType(), True),
+    T.StructField(OUTLIER_SCORE, T.DoubleType(), True),
+    T.StructField(OUTLIER_REASONS, T.ArrayType(T.StringType(), True), True),
+    # Not a map: maps cannot be sorted, grouped or compared in Spark SQL.
+    T.StructField(
+        OUTLIER_ORIGINAL,
+        T.ArrayType(
+            T.StructType(
+                [T.StructField("column", T.StringType()), T.StructField("value", T.StringType())]
+            )
+        ),
+        True,
+    ),
+)
+OUTLIER_COLUMNS = tuple(f.name for f in OUTLIER_FIELDS)
+
+STAGE = "outliers"
+
+
+class OutlierFitError(ValueError):
+    """A detector cannot be fitted on the data; the message names the stage and column."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _col(name: str) -> Column:
+    """The column ``name``, quoted so names with dots or spaces work."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def _value(name: str) -> Column:
+    """A numeric column as double, with NaN as null (NaN is never scored)."""
+    return F.nanvl(_col(name).cast("double"), F.lit(None).cast("double"))
+
+
+def _check_input(dataset: DataFrame, columns: Sequence[str], stage: str) -> None:
+    """Raises ValueError unless every column exists in ``dataset`` and is numeric."""
+    if not columns:
+        raise ValueError(f"{stage}: inputCols is empty; set the numeric columns to check")
+    fields = {f.name: f.dataType for f in dataset.schema.fields}
+    for c in columns:
+        if c not in fields:
+            raise ValueError(
+                f"{stage}: input column '{c}' is not in the DataFrame (columns: {list(fields)})"
+            )
+        if not isinstance(fields[c], T.NumericType):
+            raise ValueError(
+                f"{stage}: input column '{c}' has type {fields[c].simpleString()}; "
+                f"outlier detectors need numeric columns"
+            )
+
+
+def _greatest(columns: Sequence[Column]) -> Column:
+    """``greatest`` that also accepts a single column (nulls are skipped, all null -> null)."""
+    return columns[0] if len(columns) == 1 else F.greatest(*columns)
+
+
+def _no_values(stage: str, columns: Sequence[str], counts: Sequence[int]) -> None:
+    empty = [c for c, n in zip(columns, counts, strict=True) if not n]
+    if empty:
+        raise OutlierFitError(
+            f"{stage}: column(s) {empty} have no non-null, non-NaN values to fit on; "
+            f"remove them from the detector's columns or fit on data that has values"
+        )
+
+
+def _finite_or_zero(value: Any) -> float:
+    """A spread statistic, 0.0 when undefined (null, NaN): treated as degenerate."""
+    return float(value) if value is not None and math.isfinite(float(value)) else 0.0
+
+
+# --------------------------------------------------------------------------- params
+
+
+class _OutlierParams(HasInputCols, HasOutputCol):
+    """Params shared by every detector and its model."""
+
+    scoreCol: Param[str] = Param(
+        Params._dummy(),
+        "scoreCol",
+        "output column of the normalised outlier score (> 1 means outlier)",
+        typeConverter=TypeConverters.toString,
+    )
+    reasonsCol: Param[str] = Param(
+        Params._dummy(),
+        "reasonsCol",
+        "output column (array<string>) of '<method>:<column>' entries that fired",
+        typeConverter=TypeConverters.toString,
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._setDefault(scoreCol=self.uid + "__score", reasonsCol=self.uid + "__reasons")
+
+    def getScoreCol(self) -> str:
+        """Gets the value of scoreCol or its default value."""
+        return self.getOrDefault(self.scoreCol)
+
+    def getReasonsCol(self) -> str:
+        """Gets the value of reasonsCol or its default value."""
+        return self.getOrDefault(self.reasonsCol)
+
+
+class _ThresholdParams(Params):
+    """The score threshold of the MAD, z-score and Mahalanobis detectors."""
+
+    threshold: Param[float] = Param(
+        Params._dummy(),
+        "threshold",
+        "a value is an outlier when its |robust z| / |z| / distance is above this (> 0)",
+        typeConverter=TypeConverters.toFloat,
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._setDefault(threshold=3.5)
+
+    def getThreshold(self) -> float:
+        """Gets the value of threshold or its default value."""
+        return self.getOrDefault(self.threshold)
+
+
+class _SampleParams(Params):
+    """How many values of a column the quantiles read at most (see ml_engine.quantiles)."""
+
+    sampleRows: Param[int] = Param(
+        Params._dummy(),
+        "sampleRows",
+        "quantiles are exact up to this many values per column, else from a hash-chosen "
+        "sample of about this many rows (>= 1)",
+        typeConverter=TypeConverters.toInt,
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._setDefault(sampleRows=SAMPLE_ROWS)
+
+    def getSampleRows(self) -> int:
+        """Gets the value of sampleRows or its default value."""
+        return self.getOrDefault(self.sampleRows)
+
+
+class _OutputSetters:
+    """Setters shared by detectors and models."""
+
+    def setInputCols(self, value: list[str]):
+        """Sets the value of :py:attr:`inputCols`."""
+        return self._set(inputCols=value)
+
+    def setOutputCol(self, value: str):
+        """Sets the value of :py:attr:`outputCol`."""
+        return self._set(outputCol=value)
+
+    def setScoreCol(self, value: str):
+        """Sets the value of :py:attr:`scoreCol`."""
+        return self._set(scoreCol=value)
+
+    def setReasonsCol(self, value: str):
+        """Sets the value of :py:attr:`reasonsCol`."""
+        return self._set(reasonsCol=value)
+
+
+def _check_positive(stage: Params, name: str) -> None:
+    value = stage.getOrDefault(stage.getParam(name))
+    if not value > 0:
+        raise ValueError(f"{type(stage).__name__}: {name} must be > 0, got {value}")
+
+
+# --------------------------------------------------------------------------- models (base)
+
+
+class OutlierModel(Model, _OutlierParams, _OutputSetters):
+    """Base of the fitted detectors: adds the flag, score and reasons columns."""
+
+    method = "outlier"
+    # True: outlier_reasons names each column that fired ("<method>:<column>"), so a column's
+    # counts can be read from the combined reasons. False (multivariate): the model fires for
+    # its columns together, and its counts come from its own output and score columns.
+    reasons_per_column = True
+
+    def violation_details(self) -> list[Column]:
+        """Human-readable violations of a row, for quarantine reasons.
+
+        Returns:
+            One string Column per checked column (multivariate: one), null where the row's
+            value is not an outlier, e.g. ``"iqr: amount=900.0 above upper fence 27.5"``.
+        """
+        raise NotImplementedError
+
+    def fences(self) -> dict[str, tuple[float, float]]:
+        """Per-column ``(lower, upper)`` fences that values are capped to; empty when the
+        detector has none (Mahalanobis) or every column is degenerate."""
+        return {}
+
+    def learned_rows(self) -> list[dict[str, Any]]:
+        """Per checked column (multivariate: one entry) the statistics of
+        ``OUTLIER_STATS_SCHEMA``: ``column``, the fences and what the model learned."""
+        cols = self.getInputCols()
+        fences = self.fences()
+        out = []
+        for c, stats in zip(cols, self._column_statistics(), strict=True):
+            lo, hi = fences.get(c, (None, None))
+            out.append({"column": c, "lower_fence": lo, "upper_fence": hi, **stats})
+        return out
+
+    def _column_statistics(self) -> list[dict[str, Any]]:
+        """What the model learned, per input column, keyed by ``OUTLIER_STATS_SCHEMA`` field."""
+        return [{} for _ in self.getInputCols()]
+
+
+class _UnivariateOutlierModel(OutlierModel):
+    """A model whose columns each have a centre interval ``[a, b]`` and a fence distance ``s``:
+    fences ``a - s`` and ``b + s``, score ``max(a - x, x - b, 0) / s``."""
+
+    def _centres(self) -> list[tuple[float, float, float]]:
+        """``(a, b, s)`` per input column; ``s = 0`` for a degenerate column."""
+        raise NotImplementedError
+
+    def _checked(self) -> list[tuple[str, float, float, float]]:
+        cols = self.getInputCols()
+        centres = self._centres()
+        if len(centres) != len(cols):
+            raise ValueError(
+                f"{type(self).__name__}: the learned statistics cover {len(centres)} columns "
+                f"but inputCols has {len(cols)} ({cols}); refit the detector"
+            )
+        return [(c, a, b, s) for c, (a, b, s) in zip(cols, centres, strict=True)]
+
+    def fences(self) -> dict[str, tuple[float, float]]:
+        return {c: (a - s, b + s) for c, a, b, s in self._checked() if s > 0}
+
+    def _column_flag(self, c: str, a: float, b: float, s: float) -> Column:
+        if not s > 0:
+            return F.lit(False)
+        x = _value(c)
+        return F.coalesce((x < F.lit(a - s)) | (x > F.lit(b + s)), F.lit(False))
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        checked = self._checked()
+        _check_input(dataset, [c for c, *_ in checked], type(self).__name__)
+        scores, reasons = [], []
+        for c, a, b, s in checked:
+            x = _value(c)
+            # greatest() skips nulls: without the guard a null value would score 0.
+            if s > 0:
+                distance = F.greatest(F.lit(a) - x, x - F.lit(b), F.lit(0.0)) / F.lit(s)
+            else:
+                distance = F.lit(0.0)
+            score = F.when(x.isNotNull(), distance)
+            scores.append(score)
+            reasons.append(F.when(self._column_flag(c, a, b, s), F.lit(f"{self.method}:{c}")))
+        fired = F.filter(F.array(*reasons), lambda r: r.isNotNull())
+        return dataset.withColumns(
+            {
+                self.getOutputCol(): F.size(fired) > 0,
+                self.getScoreCol(): _greatest(scores).cast("double"),
+                self.getReasonsCol(): fired,
+            }
+        )
+
+    def violation_details(self) -> list[Column]:
+        out = []
+        for c, a, b, s in self._checked():
+            if not s > 0:
+                continue
+            x = _value(c)
+            lower, upper = a - s, b + s
+            text = F.when(
+                x < F.lit(lower),
+                F.concat(
+                    F.lit(f"{self.method}: {c}="),
+                    _col(c).cast("string"),
+                    F.lit(f" below lower fence {lower!r}"),
+                ),
+            ).when(
+                x > F.lit(upper),
+                F.concat(
+                    F.lit(f"{self.method}: {c}="),
+                    _col(c).cast("string"),
+                    F.lit(f" above upper fence {upper!r}"),
+                ),
+            )
+            out.append(text)
+        return out
