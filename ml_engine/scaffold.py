@@ -65,6 +65,9 @@ CONFIG_FILE = "config.yaml"
 # A string column is categorical when it has at most this many distinct values in the sample
 # and fewer than half as many as non-empty values.
 MAX_CATEGORIES = 50
+# One value in this many may break a column's pattern (a bad timestamp, a record sent twice)
+# without changing its guessed type or role: ingest and clean deal with such rows.
+TOLERATED_SHARE = 50
 # An integral label with at most this many distinct values is a class, not a quantity.
 MAX_CLASSES = 20
 
@@ -574,6 +577,26 @@ class _Temporal:
     note: str = ""
 
 
+def _mostly_temporal(values: list[str]) -> tuple[_Temporal | None, list[str]]:
+    """(the pattern, the values that do not match it): every value matches, or all but at most
+    one in :data:`TOLERATED_SHARE` share one pattern (dirty rows that ingest quarantines)."""
+    whole = _temporal(values)
+    if whole is not None or len(values) < TOLERATED_SHARE:
+        return whole, []
+    groups: dict[tuple[str, str], list[str]] = {}
+    for v in values:
+        one = _temporal([v])
+        if one is not None:
+            groups.setdefault((one.type, one.format), []).append(v)
+    if not groups:
+        return None, []
+    largest = max(groups.values(), key=len)
+    if len(values) - len(largest) > len(values) // TOLERATED_SHARE:
+        return None, []
+    kept = set(largest)
+    return _temporal(largest), [v for v in values if v not in kept]
+
+
 def _temporal(values: list[str]) -> _Temporal | None:
     """The timestamp or date pattern every value matches, or None.
 
@@ -674,7 +697,9 @@ class _Typed:
         return self.type in ("timestamp", "date")
 
     def unique(self, rows: int) -> bool:
-        return self.nulls == 0 and rows > 1 and self.distinct == rows
+        """Never empty, and distinct but for at most one value in 50 repeated (records sent
+        twice, which clean's deduplication removes)."""
+        return self.nulls == 0 and rows > 1 and rows - self.distinct <= rows // TOLERATED_SHARE
 
 
 def _type_from_text(values: list[str]) -> tuple[str, str | None, str, list[Any], str]:
@@ -695,9 +720,15 @@ def _type_from_text(values: list[str]) -> tuple[str, str | None, str, list[Any],
     if all(v.lower() in ("true", "false") for v in stripped):
         typed = [v.lower() == "true" for v in stripped]
         return "boolean", None, "true/false -> boolean", typed, ""
-    temporal = _temporal(values)
+    temporal, odd = _mostly_temporal(values)
     if temporal is not None:
-        why = f"text like '{values[0]}' -> {temporal.type}, format {temporal.format}"
+        good = next(v for v in values if v not in odd)
+        why = f"text like '{good}' -> {temporal.type}, format {temporal.format}"
+        if odd:
+            why += (
+                f" ({len(odd)} of {len(values)} values do not match, e.g. '{odd[0]}': ingest "
+                f"quarantines such rows)"
+            )
         return temporal.type, temporal.format, why, values, temporal.note
     return "string", None, "text -> string", values, ""
 
@@ -796,6 +827,8 @@ def _guess_roles(cols: list[_Typed], rows: int, label: str | None = None) -> _Ro
     unique_ids = [c for c in ids if c.unique(rows)]
     record = unique_ids[0] if unique_ids else None
     record_why = f"unique in the {sample}"
+    if record is not None and record.distinct < rows:
+        record_why += f" but for {rows - record.distinct} repeated value(s) (records sent twice)"
     if record is None:
         # No identifier by name: a column of unique identifier-shaped text, or whole numbers
         # in the first column (a row number); a unique number elsewhere is more likely a measure.

@@ -468,6 +468,27 @@ def test_label_given_by_name_is_the_label_and_its_values_set_the_task(tmp_path):
     assert config_of(result)["train"] == {"task": "regression"}
 
 
+def test_a_few_dirty_values_do_not_hide_the_event_time_or_the_record_id(tmp_path):
+    # 100 rows: 2 unparsable timestamps and one record sent twice (1 in 50 of each tolerated).
+    lines = [f"r{i:03d},2026-03-{1 + i % 28:02d} 10:{i % 60:02d}:00,{i * 0.5}" for i in range(99)]
+    lines[10] = "r010,2026-13-45 10:00:00,5.0"
+    lines[20] = "r020,yesterday,10.0"
+    lines.append(lines[30])
+    data = write(tmp_path / "t.csv", "order_id,placed,amount\n" + "\n".join(lines) + "\n")
+    result = scaffold(str(data), str(tmp_path / "out"))
+    schema = load_schema(result.schema_path)
+    assert (schema.record_id, schema.event_time) == ("order_id", "placed")
+    assert schema.column("placed").format == "yyyy-MM-dd HH:mm:ss"
+    text = (tmp_path / "out" / "schema.yaml").read_text()
+    assert "(2 of 100 values do not match, e.g. '2026-13-45 10:00:00': ingest quarantines" in text
+    assert "unique in the 100-row sample but for 1 repeated value(s) (records sent twice)" in text
+    # Three bad timestamps in 100 are more than 1 in 50: the column stays text.
+    lines[40] = "r040,2026/02/03 10:00:00,20.0"
+    data = write(tmp_path / "u.csv", "order_id,placed,amount\n" + "\n".join(lines) + "\n")
+    result = scaffold(str(data), str(tmp_path / "out2"))
+    assert load_schema(result.schema_path).column("placed").type == "string"
+
+
 def test_parquet_nanosecond_timestamps_are_warned_about(tmp_path):
     df = pd.DataFrame(
         {"id": ["a", "b", "c"], "at": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"])}
