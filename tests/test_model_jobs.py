@@ -348,7 +348,7 @@ def test_champion_loads_in_a_fresh_process_for_spark_and_pandas(chain, trained, 
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        timeout=300,
+        timeout=900,  # a loaded 2-core machine needs minutes to start Spark and load the model
         env={**os.environ, "PYTHONPATH": ""},
     )
     assert run.returncode == 0, run.stderr[-3000:]
