@@ -229,6 +229,15 @@ def input_problems(cfg: Config) -> list[str]:
 
 # Parquet footers read before Spark starts; the rest of a large directory is left to Spark.
 PARQUET_FILES_CHECKED = 50
+# How pandas writes timestamps Spark can read.
+PANDAS_MICROS = "df.to_parquet(path, coerce_timestamps='us', allow_truncated_timestamps=True)"
+
+
+def nanosecond_columns(schema) -> list[str]:
+    """Columns of a pyarrow schema holding timestamps in nanoseconds, which Spark cannot read."""
+    import pyarrow as pa
+
+    return [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
 
 
 def _parquet_problems(files: Sequence[Path]) -> list[str]:
@@ -241,13 +250,12 @@ def _parquet_problems(files: Sequence[Path]) -> list[str]:
             schema = pq.read_schema(file)
         except (OSError, pa.ArrowException) as exc:
             return [f"ingest.path: {file} is not a readable Parquet file ({exc})"]
-        nanos = [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
+        nanos = nanosecond_columns(schema)
         if nanos:
             return [
                 f"ingest.path: column(s) {', '.join(map(repr, nanos))} of {file} hold Parquet "
                 f"TIMESTAMP(NANOS), which Spark cannot read; write them in microseconds (pandas: "
-                f"df.to_parquet(path, coerce_timestamps='us', allow_truncated_timestamps=True); "
-                f"pyarrow: pq.write_table(table, path, coerce_timestamps='us'))"
+                f"{PANDAS_MICROS}; pyarrow: pq.write_table(table, path, coerce_timestamps='us'))"
             ]
     return []
 
