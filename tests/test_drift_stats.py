@@ -18,19 +18,22 @@ import math
 
 import numpy as np
 import pytest
+from datasketches import kll_doubles_sketch
 from pyspark.sql import types as T
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import chi2_contingency, ks_2samp, wasserstein_distance
+from scipy.stats import chi2_contingency, ks_2samp, kstwobign, wasserstein_distance
 
 from ml_engine.config import DriftThresholds
 from ml_engine.drift import DatasetProfile, compare, profile_dataframe, profile_groups
 from ml_engine.drift.stats import (
     DRIFT,
+    KS_EXACT_MAX_N,
     MISSING,
     NO_DATA,
     NO_REFERENCE,
     OK,
     bin_fractions,
+    ks_test,
 )
 from ml_engine.session import JobCounter
 
@@ -471,3 +474,23 @@ def test_large_sketches_stay_within_their_rank_error(spark):
     )
     assert f.value("ks_statistic") == pytest.approx(ks_2samp(r, c).statistic, abs=5e-3)
     assert f.value("psi") == pytest.approx(_psi(_shares(r, edges), _shares(c, edges)), abs=2e-3)
+
+
+def test_ks_p_value_of_large_samples_is_the_limiting_distribution():
+    """Above KS_EXACT_MAX_N the p-value is kstwobign's, within 0.003 of scipy's exact kstwo."""
+    rng = np.random.default_rng(7)
+    r, c = rng.normal(0.0, 1.0, 25_000), rng.normal(0.02, 1.0, 24_000)
+    sketches = []
+    for values in (r, c):
+        sketch = kll_doubles_sketch(65535)  # retains every value at this size: exact CDFs
+        for v in values:
+            sketch.update(float(v))
+        sketches.append(sketch)
+    d, p = ks_test(*sketches)
+    exact = ks_2samp(r, c, method="asymp")
+    n = round(len(r) * len(c) / (len(r) + len(c)))
+    assert n > KS_EXACT_MAX_N
+    assert d == pytest.approx(exact.statistic, abs=1e-12)
+    assert p == pytest.approx(kstwobign.sf(exact.statistic * np.sqrt(n)), abs=1e-12)
+    assert 0.01 < exact.pvalue < 0.99
+    assert p == pytest.approx(exact.pvalue, abs=3e-3)
