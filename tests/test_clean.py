@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import CleanConfig, CleanRule, ConfigError, build_config, load_config
+from ml_engine.quality import clean as clean_module
 from ml_engine.quality.clean import (
     COERCE_FAILED,
     COPIES,
@@ -308,7 +309,11 @@ D1, D2 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
 H10, H11 = datetime(2026, 1, 1, 10, tzinfo=UTC), datetime(2026, 1, 1, 11, tzinfo=UTC)
 
 
-def test_latest_by_key_keeps_latest_event_then_latest_ingest_then_greatest_file(spark):
+@pytest.mark.parametrize("broadcast_max", [1_000_000, 0])
+def test_latest_by_key_keeps_latest_event_then_latest_ingest_then_greatest_file(
+    spark, monkeypatch, broadcast_max
+):
+    monkeypatch.setattr(clean_module, "BROADCAST_MAX_REPEATED", broadcast_max)
     df = spark.createDataFrame(
         [
             ("T001", H10, 1.0, "f1", D2),
@@ -356,7 +361,9 @@ def test_latest_by_key_is_deterministic_when_only_other_columns_differ(spark):
         assert_df_equality(actual, expected, ignore_nullable=True)
 
 
-def test_exact_dedup_removes_rows_equal_in_every_data_column(spark):
+@pytest.mark.parametrize("broadcast_max", [1_000_000, 0])
+def test_exact_dedup_removes_rows_equal_in_every_data_column(spark, monkeypatch, broadcast_max):
+    monkeypatch.setattr(clean_module, "BROADCAST_MAX_REPEATED", broadcast_max)
     df = spark.createDataFrame(
         [
             ("T1", H10, 1.0, "f1", D1),
@@ -379,6 +386,39 @@ def test_exact_dedup_removes_rows_equal_in_every_data_column(spark):
         f"{DEDUP_STRUCT}, {COPIES} long",
     )
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def _executed_plan(df) -> str:
+    return df._jdf.queryExecution().executedPlan().toString()
+
+
+def test_dedup_without_duplicates_shuffles_nothing(spark):
+    rows = [(f"T{i}", H10, float(i), "f1", D1) for i in range(20)] + [(None, H10, 0.5, "f1", D1)]
+    df = spark.createDataFrame(rows, DEDUP_STRUCT).repartition(3)
+    df = df.localCheckpoint()  # the input's own repartition is not the dedup's shuffle
+
+    for mode in ("latest_by_key", "exact"):
+        actual = deduplicate(df, mode, ["id", "ts", "amount"], key="id", event_time="ts")
+        expected = spark.createDataFrame([(*r, 1) for r in rows], f"{DEDUP_STRUCT}, {COPIES} long")
+        assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+        plan = _executed_plan(actual)
+        assert "Exchange" not in plan and "Window" not in plan, plan
+
+
+def test_dedup_ranks_only_the_rows_of_repeated_keys(spark):
+    rows = [(f"T{i}", H10, float(i), "f1", D1) for i in range(20)]
+    rows += [("T3", H11, 30.0, "f2", D2)]
+    df = spark.createDataFrame(rows, DEDUP_STRUCT).localCheckpoint()
+
+    actual = deduplicate(df, "latest_by_key", ["id", "ts", "amount"], key="id", event_time="ts")
+
+    survivors = [(*r, 1) for r in rows if r[0] != "T3"] + [("T3", H11, 30.0, "f2", D2, 2)]
+    expected = spark.createDataFrame(survivors, f"{DEDUP_STRUCT}, {COPIES} long")
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+    plan = _executed_plan(actual)
+    # the repeated keys are broadcast: the unique rows pass by an anti join, and the window
+    # (the only shuffle of whole rows) sees the rows of the semi join
+    assert "LeftAnti" in plan and "LeftSemi" in plan and "BroadcastHashJoin" in plan, plan
 
 
 def test_dedup_none_keeps_every_row_and_unknown_mode_is_rejected(spark):

@@ -6,7 +6,8 @@ at once (no Python UDFs, no per-column jobs):
 1. :func:`standardise` - trim strings (blank -> null), upper/lower case, canonical spellings;
 2. :func:`with_coerced_types` - optional casts, failures become null and are recorded;
 3. :func:`deduplicate` - ``latest_by_key``, ``exact`` or ``none``, remembering how many input
-   rows each surviving row stands for (so ``rows_in`` needs no extra count);
+   rows each surviving row stands for (so ``rows_in`` needs no extra count); only the keys
+   (or row hashes) are shuffled to find duplicates, whole rows only when they have one;
 4. :func:`with_violations` - every rule (config rules + schema constraints) and the
    missing-value ``drop`` policy evaluated per row: the names of the rules a row violates and,
    for rows that leave ``silver``, the quarantine reason;
@@ -46,7 +47,7 @@ from ml_engine.quality.metrics import (
     metric_rows,
     with_run_info,
 )
-from ml_engine.quality.quarantine import quarantine_rows, replace_predicate
+from ml_engine.quality.quarantine import quarantine_rows
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import TableSchema, parse_type
 from ml_engine.session import describe
@@ -174,13 +175,19 @@ def deduplicate(
     key: str | None = None,
     event_time: str | None = None,
 ) -> DataFrame:
-    """Removes duplicate rows, deterministically.
+    """Removes duplicate rows, deterministically, shuffling whole rows only for duplicates.
 
     ``latest_by_key``: per ``key`` the row with the latest ``event_time`` survives; ties go to
     the latest ``ingested_at``, then the greatest ``source_file``, then the smallest values of
     the remaining columns, so the result never depends on partitioning. Rows with a null key
     are all kept. ``exact``: rows equal in all ``columns`` collapse to one (the latest
     ingested copy). ``none``: nothing removed.
+
+    How: one aggregation over a narrow probe (the key, or a 64-bit hash of ``columns`` for
+    ``exact``) finds the probe values that occur more than once (one Spark job). When there
+    are at most :data:`BROADCAST_MAX_REPEATED` of them, they are broadcast: rows with any other
+    probe value pass through without a shuffle, and only the rows of repeated values are
+    ranked by a window (which shuffles whole rows). Above that, every row is ranked.
 
     Args:
         df: input rows (``ingested_at``/``source_file`` are used for ties when present).
@@ -212,28 +219,59 @@ def deduplicate(
         order = [F.col(event_time).desc_nulls_last()] if event_time else []
         order += meta_order
         order += [F.col(c).asc_nulls_first() for c in columns if c not in (key, event_time)]
-        part = Window.partitionBy(key)
-        ranked = df.select(
-            "*",
-            F.row_number().over(part.orderBy(*order)).alias("_dq_rank"),
-            F.count(F.lit(1)).over(part).alias("_dq_group"),
-        )
-        null_key = F.col(key).isNull()
-        return ranked.where(null_key | (F.col("_dq_rank") == 1)).select(
-            *df.columns,
-            F.when(null_key, F.lit(1)).otherwise(F.col("_dq_group")).cast("long").alias(COPIES),
-        )
+        return _keep_first(df, [key], order, F.col(key))
     if mode == "exact":
-        part = Window.partitionBy(*columns)
-        ranked = df.select(
-            "*",
-            F.row_number().over(part.orderBy(*(meta_order or [F.lit(1)]))).alias("_dq_rank"),
-            F.count(F.lit(1)).over(part).alias("_dq_group"),
-        )
-        return ranked.where(F.col("_dq_rank") == 1).select(
-            *df.columns, F.col("_dq_group").cast("long").alias(COPIES)
-        )
+        return _keep_first(df, list(columns), meta_order or [F.lit(1)], F.xxhash64(*columns))
     raise ValueError(f"unknown dedup mode {mode!r}; use latest_by_key, exact or none")
+
+
+# Repeated probe values (keys) broadcast to the tasks; above this, every row is ranked.
+BROADCAST_MAX_REPEATED = 1_000_000
+_PROBE = "_dq_probe"
+
+
+def _keep_first(df: DataFrame, group: list[str], order: list[Column], probe: Column) -> DataFrame:
+    """The first row (by ``order``) of each group of rows equal in ``group``, with ``COPIES``.
+
+    Rows whose ``probe`` is null are never merged (a null key). Equal ``group`` values must
+    give equal probes; equal probes may hide different groups (a hash), which the window sorts
+    out.
+    """
+    probed = df.select("*", probe.alias(_PROBE))
+    repeated = (
+        probed.where(F.col(_PROBE).isNotNull())
+        .groupBy(_PROBE)
+        .count()
+        .where(F.col("count") > 1)
+        .select(_PROBE)
+    )
+    n_repeated = repeated.count()
+    if n_repeated > BROADCAST_MAX_REPEATED:
+        return _rank_first(probed, group, order, df.columns)
+    once = F.lit(1).cast("long").alias(COPIES)
+    if n_repeated == 0:
+        return probed.select(*df.columns, once)
+    small = F.broadcast(repeated)
+    single = probed.join(small, _PROBE, "left_anti").select(*df.columns, once)
+    multi = probed.join(small, _PROBE, "left_semi")
+    return single.unionByName(_rank_first(multi, group, order, df.columns))
+
+
+def _rank_first(
+    probed: DataFrame, group: list[str], order: list[Column], columns: list[str]
+) -> DataFrame:
+    """The window that keeps the first row of each group (rows with a null probe all stay)."""
+    part = Window.partitionBy(*group)
+    ranked = probed.select(
+        "*",
+        F.row_number().over(part.orderBy(*order)).alias("_dq_rank"),
+        F.count(F.lit(1)).over(part).alias("_dq_group"),
+    )
+    unmerged = F.col(_PROBE).isNull()
+    return ranked.where(unmerged | (F.col("_dq_rank") == 1)).select(
+        *columns,
+        F.when(unmerged, F.lit(1)).otherwise(F.col("_dq_group")).cast("long").alias(COPIES),
+    )
 
 
 # --------------------------------------------------------------------------- rules
@@ -799,9 +837,10 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
     dq_metrics is the log of runs. Columns that later stages added to ``silver``
     (``detect_outliers``' flags) are written as nulls for the batch: rerun those stages.
 
-    Spark jobs: two aggregations (the first also fills the cache), one grouped aggregation when a
-    column is imputed with its mode, one sample query when a ``fail`` rule is violated, and
-    the writes; none of them grows with the number of columns or rules.
+    Spark jobs: the duplicate probe (keys only), two aggregations (the first also fills the
+    cache), one grouped aggregation when a column is imputed with its mode, one sample query
+    when a ``fail`` rule is violated, and the writes; none of them grows with the number of
+    columns or rules.
 
     Args:
         spark: the session.
@@ -875,11 +914,8 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         describe(spark, f"clean {batch}: write silver")
         tables.replace_batch(silver, paths["silver"], batch)
         describe(spark, f"clean {batch}: write quarantine")
-        tables.overwrite(
-            rejected_rows(flagged, schema),
-            paths["quarantine"],
-            partition_by=["batch_id"],
-            replace_where=replace_predicate(STAGE, batch),
+        tables.replace_batch(
+            rejected_rows(flagged, schema), paths["quarantine"], batch, within={"stage": STAGE}
         )
         metrics = with_run_info(
             metric_rows(spark, [*summary.profile, *summary.metric_values()]),
