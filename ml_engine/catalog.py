@@ -44,7 +44,7 @@ from ml_engine.tables.base import (
     DeltaTables,
     TableError,
     batch_not_found,
-    sql_literal,
+    batch_predicate,
 )
 
 RUNS_TABLE = "job_runs"
@@ -129,12 +129,9 @@ class BatchCatalog:
     def upsert(self, df: DataFrame, path: str, keys: list[str], partition_by=None):
         return self._remember(path, self.tables.upsert(df, path, keys, partition_by))
 
-    def replace_batch(self, df: DataFrame, path: str, batch_id: str) -> int:
+    def replace_batch(self, df: DataFrame, path: str, batch_id: str, within=None) -> int:
         return self.overwrite(
-            df,
-            path,
-            partition_by=[BATCH_COLUMN],
-            replace_where=f"{BATCH_COLUMN} = {sql_literal(batch_id)}",
+            df, path, partition_by=[BATCH_COLUMN], replace_where=batch_predicate(batch_id, within)
         )
 
     def complete_run(self, job: str, batch_id: str) -> list[tuple]:

@@ -255,7 +255,7 @@ class SampleDataConfig(StrictModel):
     files: int = Field(default=2, ge=1)
 
 
-# --------------------------------------------------------------------------- clean (issue 3)
+# --------------------------------------------------------------------------- clean
 
 
 class CleanRule(StrictModel):
@@ -504,7 +504,7 @@ class CleanConfig(StrictModel):
         return errors
 
 
-# --------------------------------------------------------------------------- outliers (issue 3)
+# --------------------------------------------------------------------------- outliers
 
 
 class DetectorConfig(StrictModel):
@@ -581,7 +581,7 @@ class OutliersConfig(StrictModel):
         return errors
 
 
-# --------------------------------------------------------------------------- features (issue 3)
+# --------------------------------------------------------------------------- features
 
 
 class WindowAggConfig(StrictModel):

@@ -28,7 +28,7 @@ from pyspark.sql import types as T
 from ml_engine.config import Config
 from ml_engine.results import JobError, JobResult
 from ml_engine.session import describe
-from ml_engine.tables.base import BATCH_COLUMN, DeltaTables, sql_literal
+from ml_engine.tables.base import BATCH_COLUMN, DeltaTables
 
 PREDICTION = "prediction"
 PREDICTED_LABEL = "predicted_label"
@@ -254,8 +254,9 @@ def run_score(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         registered.version,
         datetime.now(timezone.utc),
     )
-    predicate = f"{BATCH_COLUMN} = {sql_literal(batch)} AND {MODEL_VERSION} = {registered.version}"
-    version = tables.overwrite(rows, out_path, partition_by=[BATCH_COLUMN], replace_where=predicate)
+    version = tables.replace_batch(
+        rows, out_path, batch, within={MODEL_VERSION: registered.version}
+    )
     describe(spark, f"score: count batch {batch}")
     scored_rows = (
         tables.read(out_path, version=version)

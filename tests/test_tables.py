@@ -27,6 +27,7 @@ from ml_engine.tables import (
     RsDeltaTables,
     TableError,
     TableNotFoundError,
+    batch_predicate,
     delta_spark_available,
     delta_spark_conf,
     open_tables,
@@ -193,6 +194,49 @@ def test_replace_where_on_a_partition_column_replaces_only_that_partition(spark,
     # the other partitions' files are kept as they were; only b2's were replaced
     current = pa.table(DeltaTable(path).get_add_actions(flatten=True)).to_pylist()
     assert {a["path"] for a in current if a["partition.batch"] != "b2"} == untouched_before
+
+
+def test_replace_batch_within_replaces_only_the_batchs_rows_with_those_values(
+    spark, tables, tmp_path
+):
+    schema = T.StructType(
+        [
+            T.StructField("id", T.LongType(), True),
+            T.StructField("batch_id", T.StringType(), True),
+            T.StructField("stage", T.StringType(), True),
+            T.StructField("model_version", T.IntegerType(), True),
+        ]
+    )
+    path = str(tmp_path / "t")
+    batch = "it's/b1"  # a quote and a slash: the predicate must quote the value
+    rows = [(1, batch, "ingest", 1), (2, batch, "clean", 1), (3, batch, "clean", 2)]
+    rows += [(4, "b2", "clean", 1)]
+    tables.append(frame(spark, rows, schema), path, partition_by=["batch_id"])
+
+    tables.replace_batch(
+        frame(spark, [(5, batch, "clean", 1)], schema),
+        path,
+        batch,
+        within={"stage": "clean", "model_version": 1},
+    )
+    tables.replace_batch(frame(spark, [(6, "b2", "x", 9)], schema), path, "b2")
+
+    expected = [(1, batch, "ingest", 1), (3, batch, "clean", 2), (5, batch, "clean", 1)]
+    expected += [(6, "b2", "x", 9)]
+    assert_df_equality(tables.read(path), frame(spark, expected, schema), ignore_row_order=True)
+    with pytest.raises(TableError):
+        tables.replace_batch(
+            frame(spark, [(7, batch, "ingest", 1)], schema), path, batch, within={"stage": "clean"}
+        )
+
+
+def test_batch_predicate_quotes_strings_and_refuses_other_values():
+    assert batch_predicate("a'b") == "batch_id = 'a\\'b'"
+    assert batch_predicate("b", {"stage": "clean", "v": 3}) == (
+        "batch_id = 'b' AND stage = 'clean' AND v = 3"
+    )
+    with pytest.raises(TypeError, match="v must be a str or int"):
+        batch_predicate("b", {"v": 1.5})
 
 
 def test_replace_where_on_a_data_column_replaces_only_matching_rows(spark, tables, tmp_path):

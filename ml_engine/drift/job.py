@@ -43,7 +43,7 @@ from ml_engine.drift.report import render_report
 from ml_engine.drift.stats import DriftResult, compare
 from ml_engine.results import EXIT_DRIFT, EXIT_OK, JobError, JobResult
 from ml_engine.session import describe
-from ml_engine.tables.base import BATCH_COLUMN, DeltaTables, sql_literal
+from ml_engine.tables.base import BATCH_COLUMN, DeltaTables
 
 REFERENCE_ARTIFACT = "reference/profile.json"
 SPEC_ARTIFACT = "model_spec/feature_spec.json"
@@ -497,14 +497,11 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
                 )  # fmt: skip
             )
     describe(spark, f"drift_report: write drift_metrics of batch {batch}")
-    tables.overwrite(
+    tables.replace_batch(
         spark.createDataFrame(rows, DRIFT_METRICS_SCHEMA),
         metrics_path,
-        partition_by=[BATCH_COLUMN],
-        replace_where=(
-            f"{BATCH_COLUMN} = {sql_literal(batch)} AND model_name = {sql_literal(model_name)} "
-            f"AND model_version = {model_version}"
-        ),
+        batch,
+        within={"model_name": model_name, "model_version": int(model_version)},
     )
     drifted = [f.feature for f in result.features if f.status == "drift"]
     notes = [

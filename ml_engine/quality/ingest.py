@@ -70,7 +70,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import Config, CsvOptions
-from ml_engine.quality.quarantine import quarantine_rows, replace_predicate
+from ml_engine.quality.quarantine import quarantine_rows
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import ColumnSpec, TableSchema
 from ml_engine.session import describe
@@ -752,12 +752,7 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
         describe(spark, f"ingest: write quarantine batch {batch}")
         # Partitioned like the clean job's quarantine writes, whichever creates the table.
         # Written first: when too much is rejected the user can look at it, bronze stays as is.
-        tables.overwrite(
-            quarantine,
-            quarantine_path,
-            partition_by=["batch_id"],
-            replace_where=replace_predicate(INGEST_STAGE, batch),
-        )
+        tables.replace_batch(quarantine, quarantine_path, batch, within={"stage": INGEST_STAGE})
         if too_many:
             raise JobError(_too_many_rejected(parsed, counts, ing, quarantine_path, batch))
         describe(spark, f"ingest: write bronze batch {batch}")

@@ -4,7 +4,7 @@ Contract (DESIGN.md): ``raw_record`` (original text or JSON of the row), ``reaso
 names the column and rule), ``source_file``, ``batch_id``, ``ingested_at``; plus ``stage`` (the
 job that rejected the row: ``ingest``, ``clean``, ``outliers``) and ``record_key`` (the
 row's record id or entity key when known). Each stage replaces its own rows of a batch, so a
-rerun never duplicates them: see :func:`replace_predicate`.
+rerun never duplicates them (``DeltaTables.replace_batch(..., within={"stage": stage})``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-
-from ml_engine.tables.base import sql_literal
 
 QUARANTINE_SCHEMA = T.StructType(
     [
@@ -62,8 +60,3 @@ def quarantine_rows(
         F.col("batch_id").cast("string").alias("batch_id"),
         F.col("ingested_at").cast("timestamp").alias("ingested_at"),
     )
-
-
-def replace_predicate(stage: str, batch_id: str) -> str:
-    """SQL predicate selecting one stage's quarantine rows of one batch (for replace_where)."""
-    return f"stage = {sql_literal(stage)} AND batch_id = {sql_literal(batch_id)}"
