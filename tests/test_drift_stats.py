@@ -494,3 +494,34 @@ def test_ks_p_value_of_large_samples_is_the_limiting_distribution():
     assert p == pytest.approx(kstwobign.sf(exact.statistic * np.sqrt(n)), abs=1e-12)
     assert 0.01 < exact.pvalue < 0.99
     assert p == pytest.approx(exact.pvalue, abs=3e-3)
+
+
+def _kll(values, k: int) -> kll_doubles_sketch:
+    sketch = kll_doubles_sketch(k)
+    for v in values:
+        sketch.update(float(v))
+    return sketch
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5])
+def test_ks_p_value_of_compacted_sketches_discounts_their_rank_error(shift):
+    """A compacted sketch's CDF is off by up to its rank error: the p-value is that of D less
+    both errors, so two samples of one distribution are not 'significant' by sketch error."""
+    rng = np.random.default_rng(11)
+    ref, cur = _kll(rng.normal(0, 1, 30_000), 200), _kll(rng.normal(shift, 1, 30_000), 200)
+    assert ref.is_estimation_mode() and cur.is_estimation_mode()
+    points = np.union1d([x for x, _ in ref], [x for x, _ in cur])
+    d_expected = float(
+        np.max(np.abs(np.array(ref.get_cdf(points)[:-1]) - cur.get_cdf(points)[:-1]))
+    )
+    error = kll_doubles_sketch.get_normalized_rank_error(200, True)
+    n = 15_000  # round(30,000 * 30,000 / 60,000)
+
+    d, p = ks_test(ref, cur)
+
+    assert d == pytest.approx(d_expected, abs=1e-12)
+    assert p == pytest.approx(kstwobign.sf(max(d_expected - 2 * error, 0) * np.sqrt(n)), abs=1e-12)
+    if shift == 0.0:
+        assert p == 1.0
+    else:
+        assert p < 1e-6

@@ -282,6 +282,9 @@ def _definitions(result: DriftResult) -> str:
         "Numeric bins are the reference's quantile bins (deciles unless configured), closed on "
         "the right: (e<sub>i-1</sub>, e<sub>i</sub>], the outer bins open-ended; ties merge bins.",
         f"PSI = &sum; (c &minus; r) ln(c / r) over the bins, each share floored at {EPSILON:g}.",
+        "The KS p-value is that of the KS statistic less the quantile sketches' rank error "
+        "(zero while a sketch holds every value, about 0.001 per side at millions of rows), so "
+        "the error of the sketches alone never makes a feature significant.",
         "Shares are of the non-null values; null share counts null and NaN values of the batch.",
         "New categories are categories of the batch the reference never had; "
         "&ldquo;other&rdquo; holds what a side did not list (high-cardinality columns).",
