@@ -44,7 +44,6 @@ from ml_engine.tables.base import (
     DeltaTables,
     TableError,
     batch_not_found,
-    batch_predicate,
 )
 
 RUNS_TABLE = "job_runs"
@@ -130,9 +129,7 @@ class BatchCatalog:
         return self._remember(path, self.tables.upsert(df, path, keys, partition_by))
 
     def replace_batch(self, df: DataFrame, path: str, batch_id: str, within=None) -> int:
-        return self.overwrite(
-            df, path, partition_by=[BATCH_COLUMN], replace_where=batch_predicate(batch_id, within)
-        )
+        return self._remember(path, self.tables.replace_batch(df, path, batch_id, within))
 
     def complete_run(self, job: str, batch_id: str) -> list[tuple]:
         """Records the commits of the run that just finished (the run log's last write).
