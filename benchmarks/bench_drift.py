@@ -434,6 +434,7 @@ def engine_size(
             numeric,
             categorical,
             bins=reference.edges(),
+            centers=reference.means(),
             source={"path": cur_path},
         )
         t1 = time.perf_counter()

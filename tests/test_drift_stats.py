@@ -196,6 +196,38 @@ def test_nan_is_counted_apart_and_infinities_are_values(raw, profiles):
     assert p.std == pytest.approx(finite.std(ddof=1), abs=1e-12)
 
 
+def test_moments_around_given_centers_match_numpy(spark, raw, profiles):
+    """Sums of ``x - center`` (centers: the reference's means, one far from the data) give
+    numpy's counts, mean and sample std (tolerance 1e-12 relative); no finite value gives no
+    moments, one gives no std."""
+    cur = {**raw[1], "single": [None] * (CUR_N - 1) + [7.5]}
+    numeric = [*NUMERIC, "single"]
+    centers = {**profiles[0].means(), "single": -1e3, "stable": 25.0}
+    assert "null_in_reference" not in centers  # no reference mean: avg and stddev_samp
+    p = profile_dataframe(_frame(spark, cur), numeric, [], centers=centers)
+    for c in numeric:
+        values = cur[c]
+        nan = sum(1 for v in values if v is not None and math.isnan(v))
+        finite = np.array([v for v in values if v is not None and math.isfinite(v)])
+        got = p.columns[c]
+        assert (got.null_count, got.nan_count) == (values.count(None), nan), c
+        assert got.count == len(values) - values.count(None) - nan, c
+        if len(finite) == 0:
+            assert (got.mean, got.std) == (None, None), c
+            continue
+        assert got.mean == pytest.approx(finite.mean(), rel=1e-12, abs=1e-12), c
+        if len(finite) == 1:
+            assert got.std is None, c
+        else:
+            assert got.std == pytest.approx(finite.std(ddof=1), rel=1e-12, abs=1e-12), c
+
+
+def test_profile_rejects_centers_that_are_not_finite(spark):
+    df = spark.createDataFrame([(1.0,)], "x double")
+    with pytest.raises(ValueError, match="centers must be finite numbers"):
+        profile_dataframe(df, ["x"], [], centers={"x": math.inf})
+
+
 def test_categorical_profile_counts_every_category(raw, profiles):
     values = raw[0]["color"]
     p = profiles[0].columns["color"]
