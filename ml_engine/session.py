@@ -25,6 +25,10 @@ ENGINE_DEFAULTS = {
     # Whole-stage codegen is switched off for plans wider than maxFields (default 100); the
     # one-pass statistics of 50+ columns are far wider, and run 2x slower without it.
     "spark.sql.codegen.maxFields": "10000",
+    # PySpark's DataFrame debugging records the Python call site of every Column function: a
+    # stack walk and a failed optional import per call, which made building a job's
+    # per-column expressions 3x slower (the jobs build thousands). Errors keep their message.
+    "spark.python.sql.dataFrameDebugging.enabled": "false",
 }
 
 

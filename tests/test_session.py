@@ -16,6 +16,10 @@ spark = build_session(SparkConfig({args}))
 print("MASTER", spark.sparkContext.master)
 print("PARTITIONS", spark.conf.get("spark.sql.shuffle.partitions"))
 print("TS", spark.conf.get("spark.sql.parquet.outputTimestampType"))
+from pyspark.errors.utils import is_debugging_enabled
+from pyspark.sql import functions as F
+F.col("x").cast("double")  # the first Column call reads the setting, once per process
+print("CALL_SITES", is_debugging_enabled())
 spark.stop()
 """
 
@@ -30,7 +34,7 @@ def _values(stdout: str) -> dict[str, str]:
     return dict(
         line.split(" ", 1)
         for line in stdout.splitlines()
-        if line.split(" ")[0] in {"MASTER", "PARTITIONS", "TS"}
+        if line.split(" ")[0] in {"MASTER", "PARTITIONS", "TS", "CALL_SITES"}
     )
 
 
@@ -45,7 +49,13 @@ def test_local_run_defaults_to_local_star_and_applies_config(tmp_path):
         [sys.executable, str(script)], capture_output=True, text=True, env=_env(), timeout=300
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert _values(r.stdout) == {"MASTER": "local[*]", "PARTITIONS": "3", "TS": "TIMESTAMP_MICROS"}
+    # PySpark's per-Column call-site capture is off: it tripled the cost of building columns.
+    assert _values(r.stdout) == {
+        "MASTER": "local[*]",
+        "PARTITIONS": "3",
+        "TS": "TIMESTAMP_MICROS",
+        "CALL_SITES": "False",
+    }
 
 
 def test_spark_submit_master_and_conf_win_over_config(tmp_path):
@@ -71,7 +81,12 @@ def test_spark_submit_master_and_conf_win_over_config(tmp_path):
         timeout=300,
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert _values(r.stdout) == {"MASTER": "local[1]", "PARTITIONS": "7", "TS": "TIMESTAMP_MICROS"}
+    assert _values(r.stdout) == {
+        "MASTER": "local[1]",
+        "PARTITIONS": "7",
+        "TS": "TIMESTAMP_MICROS",
+        "CALL_SITES": "False",
+    }
 
 
 def test_importing_the_package_builds_no_session():
