@@ -28,7 +28,7 @@ Measured in ONE run, side by side, on ``--cores`` cores (``local[2]``):
    spend, and the largest difference from the engine's p-values), and the Wasserstein
    distances. Then (unless
    ``--skip-aggregation-parts``) the profile's one aggregation is cut in two, each part run
-   alone and given in scans: its sketches (KLL, ``approx_top_k``) and its moments (NaN count,
+   alone and given in scans: its sketches (KLL, ``approx_top_k``) and its moments (counts,
    mean, standard deviation), to show what the combination costs;
 2. ONE scan of the current batch, measured right before and right after the drift job: one
    aggregation over every value of every feature (``sum`` of each numeric column, ``max`` of
@@ -360,11 +360,14 @@ def compare_breakdown(reference, current) -> dict[str, Any]:
     return out
 
 
-def aggregation_parts(spark, df, numeric: list[str], categorical: list[str]) -> dict[str, float]:
+def aggregation_parts(
+    spark, df, numeric: list[str], categorical: list[str], centers: dict[str, float]
+) -> dict[str, float]:
     """The profile's one aggregation cut in two, each run alone: its sketches (KLL of every
-    numeric column, ``approx_top_k`` and null count of every categorical one) and its moments
-    (NaN count, mean and standard deviation of the finite values). The expressions are those
-    ``ml_engine.drift.profile`` builds, with its default settings."""
+    numeric column, ``approx_top_k`` and non-null count of every categorical one) and its
+    moments (non-null count, and count, sum and sum of squares of the finite values less the
+    reference mean). The expressions are those ``ml_engine.drift.profile`` builds for a batch,
+    with its default settings."""
     from pyspark.sql import functions as F
 
     from ml_engine.drift.profile import (
@@ -380,17 +383,16 @@ def aggregation_parts(spark, df, numeric: list[str], categorical: list[str]) -> 
     sketches = [F.kll_sketch_agg_double(F.col(c).cast("double"), DEFAULT_SKETCH_K) for c in numeric]
     for c in categorical:
         sketches += [
-            F.count_if(F.col(c).isNull()),
+            F.count(F.col(c)),
             F.expr(
                 f"approx_top_k(CAST({c} AS STRING), {DEFAULT_TOP_K}, "
                 f"{DEFAULT_MAX_ITEMS_TRACKED}) FILTER (WHERE {c} IS NOT NULL)"
             ),
         ]
-    moments = [
-        a
-        for c in numeric
-        for a in (F.count_if(F.isnan(c)), F.avg(finite(c)), F.stddev_samp(finite(c)))
-    ]
+    moments = []
+    for c in numeric:
+        d = finite(c) - F.lit(centers[c])
+        moments += [F.count(F.col(c)), F.count(d), F.sum(d), F.sum(d * d)]
     out = {}
     for name, aggs in (("sketches", sketches), ("moments", moments)):
         t0 = time.perf_counter()
@@ -443,7 +445,9 @@ def engine_size(
     spark_seconds = spark_job_seconds(spark, jobs.group)
     scan_after, _ = one_scan(spark, cur_df, numeric, categorical)
     noop_after = noop_scan(cur_df)
-    split = aggregation_parts(spark, cur_df, numeric, categorical) if parts else None
+    split = (
+        aggregation_parts(spark, cur_df, numeric, categorical, reference.means()) if parts else None
+    )
     scan = (scan_before + scan_after) / 2
     seconds = t2 - t0
     r = {
@@ -490,8 +494,8 @@ def engine_size(
     if split:
         print(
             f"  the profile's aggregation cut in two, each alone: sketches (KLL, approx_top_k) "
-            f"{split['sketches']:.2f} s = {split['sketches'] / scan:.2f} scans, moments (NaN "
-            f"count, avg, stddev) {split['moments']:.2f} s = {split['moments'] / scan:.2f} scans; "
+            f"{split['sketches']:.2f} s = {split['sketches'] / scan:.2f} scans, moments (counts, "
+            f"sums around the reference mean) {split['moments']:.2f} s = {split['moments'] / scan:.2f} scans; "
             f"together in profile_dataframe: Spark jobs {spark_seconds:.2f} s = "
             f"{spark_seconds / scan:.2f} scans"
         )
