@@ -374,25 +374,20 @@ def aggregation_parts(
         DEFAULT_MAX_ITEMS_TRACKED,
         DEFAULT_SKETCH_K,
         DEFAULT_TOP_K,
+        _categorical_aggs,
+        _numeric_aggs,
     )
 
-    def finite(c: str):
-        x = F.col(c).cast("double")
-        return F.when(F.abs(x) < F.lit(math.inf), x)
-
-    sketches = [F.kll_sketch_agg_double(F.col(c).cast("double"), DEFAULT_SKETCH_K) for c in numeric]
-    for c in categorical:
-        sketches += [
-            F.count(F.col(c)),
-            F.expr(
-                f"approx_top_k(CAST({c} AS STRING), {DEFAULT_TOP_K}, "
-                f"{DEFAULT_MAX_ITEMS_TRACKED}) FILTER (WHERE {c} IS NOT NULL)"
-            ),
-        ]
-    moments = []
-    for c in numeric:
-        d = finite(c) - F.lit(centers[c])
-        moments += [F.count(F.col(c)), F.count(d), F.sum(d), F.sum(d * d)]
+    sketches, moments = [], []
+    for i, c in enumerate(numeric):
+        # [non-null count, *moments, KLL sketch]: the profile's own expressions.
+        *counts, sketch = _numeric_aggs(
+            f"n{i}", F.col(c).cast("double"), DEFAULT_SKETCH_K, centers.get(c)
+        )
+        sketches.append(sketch)
+        moments += counts
+    for i, c in enumerate(categorical):
+        sketches += _categorical_aggs(f"c{i}", c, DEFAULT_TOP_K, DEFAULT_MAX_ITEMS_TRACKED)
     out = {}
     for name, aggs in (("sketches", sketches), ("moments", moments)):
         t0 = time.perf_counter()

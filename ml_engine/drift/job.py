@@ -146,7 +146,7 @@ def profile_batch(
         numeric,
         categorical,
         bins={c: e for c, e in edges.items() if c in numeric},
-        centers={c: m for c, m in centers.items() if c in numeric},
+        centers=centers,
         source=sources[0],
     )
     produced = profile_outputs(
@@ -154,7 +154,7 @@ def profile_batch(
         spec,
         F.col("probability"),
         bins={c: e for c, e in edges.items() if c in outputs},
-        centers={c: m for c, m in centers.items() if c in outputs},
+        centers=centers,
         source=sources[1],
     )
     return merge_profiles(current, produced), [*wanted, *outputs]

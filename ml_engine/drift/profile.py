@@ -361,8 +361,10 @@ def profile_dataframe(
         ValueError: a column ``df`` lacks, a column named twice, a numeric column that is not
             numeric, or a setting out of range.
     """
-    settings = (sketch_k, top_k, max_items_tracked, bins, centers)
-    return _profile(df, None, numeric, categorical, settings, source)[None]
+    profiles = _profile(
+        df, None, numeric, categorical, sketch_k, top_k, max_items_tracked, bins, centers, source
+    )
+    return profiles[None]
 
 
 def profile_groups(
@@ -399,8 +401,9 @@ def profile_groups(
     """
     if by not in df.columns:
         raise ValueError(f"profile_groups: the group column {by!r} is not in {df.columns}")
-    settings = (sketch_k, top_k, max_items_tracked, bins, centers)
-    return _profile(df, by, numeric, categorical, settings, source)
+    return _profile(
+        df, by, numeric, categorical, sketch_k, top_k, max_items_tracked, bins, centers, source
+    )
 
 
 def _profile(
@@ -408,11 +411,14 @@ def _profile(
     by: str | None,
     numeric: Sequence[str],
     categorical: Sequence[str],
-    settings: tuple[int, int, int, int | Mapping[str, Sequence[float]] | None, Mapping | None],
+    sketch_k: int,
+    top_k: int,
+    max_items_tracked: int,
+    bins: int | Mapping[str, Sequence[float]] | None,
+    centers: Mapping[str, float] | None,
     source: Mapping[str, Any] | None,
 ) -> dict[Any, DatasetProfile]:
     """One aggregation (grouped by ``by`` unless None) and the profiles made of its rows."""
-    sketch_k, top_k, max_items_tracked, bins, centers = settings
     numeric, categorical = list(numeric), list(categorical)
     _check_columns(
         df, numeric, categorical, "profile_dataframe" if by is None else "profile_groups"
