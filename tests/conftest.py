@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -90,3 +94,72 @@ def _tracking_env_restored_per_module():
     """The same after a module, whose module-scoped fixtures finish after its last test."""
     yield
     _restore_tracking_env()
+
+
+# ------------------------------------------------------------------ the demo, run in the background
+# `tests/test_demo.py` inspects one `ml-engine demo` run made as a user makes it: `pip install .`
+# (not editable) and the installed command, in a process of its own. That process needs no
+# fixture of this one, so it starts as soon as collection ends and runs beside the first test
+# modules; the demo tests wait for it.
+_DEMO = pytest.StashKey[tuple]()
+
+
+def demo_as_installed(base: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    install, workdir = base / "install", base / "demo"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(install), "."],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    env = {
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        **os.environ,
+        "PYTHONPATH": str(install),
+    }
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        env.pop(key, None)
+    run = subprocess.run(
+        [
+            str(install / "bin" / "ml-engine"),
+            "demo",
+            "--workdir",
+            str(workdir),
+            "--rows",
+            "1000",
+            "--set",
+            "spark.conf.spark.sql.shuffle.partitions=2",
+            "--set",
+            "spark.master=local[2]",
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env=env,
+        timeout=900,
+    )
+    return workdir, run
+
+
+def pytest_collection_finish(session):
+    if any(item.path.name == "test_demo.py" for item in session.items):
+        base = Path(tempfile.mkdtemp(prefix="ml-engine-demo-"))
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        session.config.stash[_DEMO] = (base, pool, pool.submit(demo_as_installed, base))
+
+
+def pytest_sessionfinish(session):
+    started = session.config.stash.get(_DEMO, None)
+    if started is not None:
+        base, pool, _ = started
+        pool.shutdown(wait=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def demo_run(request) -> tuple[Path, subprocess.CompletedProcess]:
+    """The background demo run's work directory and finished process (see above)."""
+    _, _, future = request.config.stash[_DEMO]
+    return future.result()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -19,39 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(demo_run):
     """One demo run shared by the tests that inspect it, as a user runs it after
-    ``pip install .`` (not editable): the installed ``ml-engine`` command, run from ``/``."""
-    install = tmp_path_factory.mktemp("install")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(install), "."],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    workdir = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "PYTHONPATH": str(install)}
-    run = subprocess.run(
-        [
-            str(install / "bin" / "ml-engine"),
-            "demo",
-            "--workdir",
-            str(workdir),
-            "--rows",
-            "1000",
-            "--set",
-            "spark.conf.spark.sql.shuffle.partitions=2",
-            "--set",
-            "spark.master=local[2]",
-        ],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        env=env,
-        timeout=600,
-    )
-    return workdir, run
+    ``pip install .`` (not editable): the installed ``ml-engine`` command, run from ``/``.
+    It starts when collection ends (``demo_as_installed`` in conftest.py)."""
+    return demo_run
 
 
 def test_demo_runs_from_a_non_editable_install_outside_the_project(demo):

@@ -165,6 +165,12 @@ def trained(spark, chain):
     return first, again, third
 
 
+@pytest.fixture(scope="module")
+def scored(spark, chain, trained):
+    """The current batch scored once by the champion (v1), shared by the score and drift tests."""
+    return run_job("score", spark, chain.current, chain.tables)
+
+
 def client(chain) -> MlflowClient:
     return MlflowClient(tracking_uri=chain.url, registry_uri=chain.url)
 
@@ -327,16 +333,17 @@ def test_champion_loads_in_a_fresh_process_for_spark_and_pandas(chain, trained, 
     script = textwrap.dedent(
         f"""
         import json, sys
-        import mlflow, mlflow.pyfunc, mlflow.spark, pandas as pd
+        import mlflow, mlflow.pyfunc, pandas as pd
         from pyspark.sql import SparkSession
         mlflow.set_tracking_uri({chain.url!r}); mlflow.set_registry_uri({chain.url!r})
         spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
                  .config("spark.sql.session.timeZone", "UTC").getOrCreate())
         pdf = pd.read_parquet({str(rows_path)!r})
-        model = mlflow.spark.load_model("models:/{NAME}@champion")
+        # One download: the pyfunc wraps the PipelineModel that mlflow.spark.load_model gives.
+        pyfunc = mlflow.pyfunc.load_model("models:/{NAME}@champion")
+        model = pyfunc.get_raw_model()
         scored = model.transform(spark.createDataFrame(pdf)).orderBy("transaction_id")
         spark_probs = [float(r.probability[1]) for r in scored.select("probability").collect()]
-        pyfunc = mlflow.pyfunc.load_model("models:/{NAME}@champion")
         pandas_pred = [float(x) for x in pyfunc.predict(pdf.sort_values("transaction_id"))]
         print(json.dumps({{"spark": spark_probs, "pandas": pandas_pred}}))
         """
@@ -370,9 +377,11 @@ def test_champion_loads_in_a_fresh_process_for_spark_and_pandas(chain, trained, 
 # --------------------------------------------------------------------------- score
 
 
-def test_score_writes_every_row_of_the_batch_and_accounts_for_the_rest(spark, chain, trained):
-    result = run_job("score", spark, chain.current, chain.tables)
-    predictions = chain.tables.read(chain.cfg.storage.table_path("predictions"))
+def test_score_writes_every_row_of_the_batch_and_accounts_for_the_rest(chain, scored):
+    result = scored
+    predictions = chain.tables.read(chain.cfg.storage.table_path("predictions")).where(
+        "model_version = 1"
+    )
     features = chain.tables.read_batch(chain.cfg.storage.table_path("features"), "current")
     assert_df_equality(
         predictions.select("transaction_id", "customer_id", "event_time"),
@@ -399,10 +408,10 @@ def test_score_writes_every_row_of_the_batch_and_accounts_for_the_rest(spark, ch
     assert m["unaccounted"] == 0
 
 
-def test_rescoring_replaces_and_another_version_keeps_both(spark, chain, trained):
+def test_rescoring_replaces_and_another_version_keeps_both(spark, chain, scored):
     path = chain.cfg.storage.table_path("predictions")
-    run_job("score", spark, chain.current, chain.tables)
-    once = chain.tables.read(path).count()
+    once = chain.tables.read(path).where("model_version = 1").count()
+    assert once == scored.metrics["scored"]
     run_job("score", spark, chain.current, chain.tables)
     assert chain.tables.read(path).count() == once
     v2 = load_config("ml-engine:sample", [*cfg_overrides(chain.current), "score.model_version=2"])
@@ -469,8 +478,7 @@ def test_batch_without_a_column_of_the_signature_is_refused(chain, trained):
 # --------------------------------------------------------------------------- drift
 
 
-def test_drift_report_flags_the_documented_drift_and_writes_its_outputs(spark, chain, trained):
-    run_job("score", spark, chain.current, chain.tables)
+def test_drift_report_flags_the_documented_drift_and_writes_its_outputs(spark, chain, scored):
     result = run_job("drift_report", spark, chain.current, chain.tables)
     manifest = json.loads((chain.root / "raw" / "MANIFEST.json").read_text())
     metrics = chain.tables.read(chain.cfg.storage.table_path("drift_metrics"))

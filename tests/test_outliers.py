@@ -971,10 +971,10 @@ def test_job_on_silver_without_outlier_columns_refuses_flag_and_can_drop(spark, 
     )
 
 
-def test_job_runs_the_same_number_of_spark_jobs_for_5_and_40_columns(spark, tmp_path):
+def test_job_runs_the_same_number_of_spark_jobs_for_5_and_20_columns(spark, tmp_path):
     tables = open_tables(spark, "rs")
     counts = []
-    for n in (5, 40):
+    for n in (5, 20):
         cols = [f"v{i}" for i in range(n)]
         schema_file = tmp_path / f"schema{n}.yaml"
         schema_file.write_text(

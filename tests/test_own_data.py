@@ -4,7 +4,9 @@ Two generated datasets that are not the sample transactions, with other column n
 and label kinds: sensor readings in CSV (an integer id that is also the entity, ISO ``T``
 timestamps, 30 numeric features, a 0/1 target) and shop orders in JSON lines (a string id, a
 separate store key, ``yyyy/MM/dd HH:mm:ss`` timestamps, categories and a float label). Each
-runs as README says, from another working directory, with the scaffolded config unedited.
+runs as README says, from another working directory, with the scaffolded config unedited:
+``ml-engine init`` as a command, the pipeline through the CLI's ``main`` in the suite's own
+Spark session (the demo test covers the installed command's whole process).
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
 from mlflow import MlflowClient
+
+from ml_engine.cli import main
 
 ML_ENGINE = str(Path(sys.executable).parent / "ml-engine")
 
@@ -71,38 +76,46 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([ML_ENGINE, *args], capture_output=True, text=True, cwd=cwd, timeout=900)
 
 
-def init_and_run(tmp_path: Path, data: Path) -> tuple[Path, subprocess.CompletedProcess]:
+def init_and_run(tmp_path: Path, data: Path, capsys, monkeypatch) -> tuple[Path, SimpleNamespace]:
+    """``ml-engine init`` as a command, then ``ml-engine run pipeline`` through the same
+    ``main`` in this process (its Spark session is the suite's), both from another directory."""
     project = tmp_path / "project"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     made = run("init", "--data", str(data), "--out", str(project), cwd=elsewhere)
     assert made.returncode == 0, made.stderr
     assert f"ml-engine run pipeline --config {project / 'config.yaml'}" in made.stdout
-    pipeline = run(
-        "run",
-        "pipeline",
-        "--config",
-        str(project / "config.yaml"),
-        "--set",
-        "spark.master=local[2]",
-        "--set",
-        "spark.conf.spark.sql.shuffle.partitions=2",
-        cwd=elsewhere,
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    code = main(
+        [
+            "run",
+            "pipeline",
+            "--config",
+            str(project / "config.yaml"),
+            "--set",
+            "spark.master=local[2]",
+            "--set",
+            "spark.conf.spark.sql.shuffle.partitions=2",
+        ]
     )
-    assert pipeline.returncode == 0, pipeline.stderr[-3000:]
-    assert pipeline.stderr == ""
-    return project, pipeline
+    pipeline = capsys.readouterr()
+    assert code == 0, pipeline.err[-3000:]
+    assert pipeline.err == ""
+    return project, SimpleNamespace(stdout=pipeline.out, stderr=pipeline.err)
 
 
 def table(project: Path, name: str) -> pd.DataFrame:
     return DeltaTable(str(project / "work" / "tables" / name)).to_pandas()
 
 
-def test_classification_csv_runs_the_whole_pipeline_after_init(tmp_path):
+def test_classification_csv_runs_the_whole_pipeline_after_init(
+    spark, tmp_path, capsys, monkeypatch
+):
     data = tmp_path / "data" / "readings.csv"
     data.parent.mkdir()
     df = sensor_readings(data)
-    project, pipeline = init_and_run(tmp_path, data)
+    project, pipeline = init_and_run(tmp_path, data, capsys, monkeypatch)
 
     bronze, quarantine = table(project, "bronze"), table(project, "quarantine")
     assert len(bronze) + len(quarantine) == len(df)
@@ -124,10 +137,12 @@ def test_classification_csv_runs_the_whole_pipeline_after_init(tmp_path):
 
 
 @pytest.mark.slow
-def test_regression_json_lines_runs_the_whole_pipeline_after_init(tmp_path):
+def test_regression_json_lines_runs_the_whole_pipeline_after_init(
+    spark, tmp_path, capsys, monkeypatch
+):
     data = tmp_path / "orders.jsonl"
     df = shop_orders(data)
-    project, pipeline = init_and_run(tmp_path, data)
+    project, pipeline = init_and_run(tmp_path, data, capsys, monkeypatch)
 
     assert len(table(project, "bronze")) == len(df)
     training = table(project, "training_set")
