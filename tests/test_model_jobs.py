@@ -333,17 +333,16 @@ def test_champion_loads_in_a_fresh_process_for_spark_and_pandas(chain, trained, 
     script = textwrap.dedent(
         f"""
         import json, sys
-        import mlflow, mlflow.pyfunc, pandas as pd
+        import mlflow, mlflow.pyfunc, mlflow.spark, pandas as pd
         from pyspark.sql import SparkSession
         mlflow.set_tracking_uri({chain.url!r}); mlflow.set_registry_uri({chain.url!r})
         spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
                  .config("spark.sql.session.timeZone", "UTC").getOrCreate())
         pdf = pd.read_parquet({str(rows_path)!r})
-        # One download: the pyfunc wraps the PipelineModel that mlflow.spark.load_model gives.
-        pyfunc = mlflow.pyfunc.load_model("models:/{NAME}@champion")
-        model = pyfunc.get_raw_model()
+        model = mlflow.spark.load_model("models:/{NAME}@champion")
         scored = model.transform(spark.createDataFrame(pdf)).orderBy("transaction_id")
         spark_probs = [float(r.probability[1]) for r in scored.select("probability").collect()]
+        pyfunc = mlflow.pyfunc.load_model("models:/{NAME}@champion")
         pandas_pred = [float(x) for x in pyfunc.predict(pdf.sort_values("transaction_id"))]
         print(json.dumps({{"spark": spark_probs, "pandas": pandas_pred}}))
         """
