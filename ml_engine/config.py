@@ -1143,7 +1143,9 @@ def packaged_config(name: str) -> Path:
             f"{PACKAGED_PREFIX}{name}: no packaged config of that name; use one of "
             f"{', '.join(PACKAGED_PREFIX + n for n in PACKAGED_CONFIGS)}"
         )
-    return Path(__file__).resolve().parent / "resources" / "conf" / f"{name}.yaml"
+    from ml_engine.package_files import package_dir
+
+    return package_dir() / "resources" / "conf" / f"{name}.yaml"
 
 
 class _Replace(dict):

@@ -14,6 +14,7 @@ from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from ml_engine.config import SparkConfig
+from ml_engine.package_files import package_dir
 
 # Settings every session gets unless spark-submit or the config already set them:
 # INT64 microsecond timestamps are what Delta (and delta-rs) expect in Parquet files; UTC keeps
@@ -70,7 +71,7 @@ def under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-LOG4J_CONFIG = Path(__file__).resolve().parent / "resources" / "log4j2.properties"
+LOG4J_CONFIG = package_dir() / "resources" / "log4j2.properties"
 
 
 def spark_log_file() -> Path:

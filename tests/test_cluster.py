@@ -9,15 +9,12 @@ process it started is stopped, also when an assertion fails.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pyspark
 import pytest
+import services
 import yaml
 from chispa import assert_df_equality
 from deltalake import DeltaTable
@@ -29,100 +26,15 @@ from ml_engine.sample_data import generate_sample_data
 from ml_engine.tables import open_tables
 
 ROOT = Path(__file__).resolve().parents[1]
-SPARK_HOME = Path(pyspark.__file__).resolve().parent
+SPARK_HOME = services.SPARK_HOME
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if log.exists() and text in log.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
-    raise TimeoutError(f"'{text}' not seen in {log} within {timeout}s:\n{log.read_text()[-3000:]}")
-
-
-def start(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 @pytest.fixture
 def standalone_cluster(tmp_path):
     """A master and one worker (1 core, 1 GB) on loopback; yields the master URL."""
-    env = dict(
-        os.environ,
-        SPARK_HOME=str(SPARK_HOME),
-        SPARK_LOCAL_IP="127.0.0.1",
-        SPARK_LOG_DIR=str(tmp_path / "logs"),
-        SPARK_WORKER_DIR=str(tmp_path / "work"),
-    )
-    spark_class = str(SPARK_HOME / "bin" / "spark-class")
-    port = free_port()
-    url = f"spark://127.0.0.1:{port}"
-    procs: list[subprocess.Popen] = []
-    try:
-        master_log = tmp_path / "master.log"
-        master = start(
-            [
-                spark_class,
-                "org.apache.spark.deploy.master.Master",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--webui-port",
-                str(free_port()),
-            ],
-            master_log,
-            env,
-        )
-        procs.append(master)
-        wait_for_line(master_log, "I have been elected leader", master)
-        worker_log = tmp_path / "worker.log"
-        worker = start(
-            [
-                spark_class,
-                "org.apache.spark.deploy.worker.Worker",
-                url,
-                "--host",
-                "127.0.0.1",
-                "--cores",
-                "1",
-                "--memory",
-                "1g",
-                "--webui-port",
-                str(free_port()),
-            ],
-            worker_log,
-            env,
-        )
-        procs.append(worker)
-        wait_for_line(worker_log, "Successfully registered with master", worker)
-        yield url
-    finally:
-        for p in reversed(procs):
-            stop(p)
+    with services.standalone_cluster(tmp_path / "cluster-services") as cluster:
+        yield cluster.url
 
 
 def test_ingest_submitted_to_standalone_cluster(spark, tmp_path, standalone_cluster):

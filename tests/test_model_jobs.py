@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import services
 from chispa import assert_df_equality
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
@@ -51,55 +49,10 @@ TRAIN = [
 NAME = "transactions-fraud"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    """A real tracking server: sqlite backend, artifacts served by the server itself."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'backend.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError((root / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
+    with services.mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
-        log.close()
 
 
 @dataclass
@@ -315,7 +268,7 @@ def test_bad_training_input_fails_before_any_run_or_version(
 def test_unreachable_tracking_server_is_named_before_training(chain):
     from ml_engine.preflight import preflight
 
-    port = free_port()
+    port = services.free_port()
     cfg = with_sets(chain.cfg, f"mlflow.tracking_uri=http://127.0.0.1:{port}")
     problems = preflight(cfg, ["train"])
     assert len(problems) == 1
@@ -564,7 +517,7 @@ def test_no_secret_in_params_tags_or_artifacts_of_any_run(chain, trained):
 
 
 def test_no_secret_in_error_messages(tmp_path):
-    port = free_port()
+    port = services.free_port()
     uri = f"http://ml:${{ML_ENGINE_TEST_SECRET_KEY}}@127.0.0.1:{port}"
     run = subprocess.run(
         [

@@ -45,6 +45,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import METRIC_HIGHER_IS_BETTER, Config
+from ml_engine.package_files import package_dir
 from ml_engine.results import JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import DeltaTables
@@ -519,7 +520,7 @@ def run_train(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
                 signature=signature,
                 input_example=example,
                 pip_requirements=pip_requirements(fit.estimator),
-                code_paths=[str(Path(__file__).resolve().parents[1])],
+                code_paths=[str(package_dir())],
             )
             describe(spark, "train: the current champion on the new test set")
             champion, champion_version, note = champion_on(cfg, trained.test, metric)

@@ -1,0 +1,172 @@
+"""Real services the end-to-end tests start and always stop: a standalone Spark cluster from
+the pyspark wheel and an ``mlflow server`` process, both on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyspark
+
+SPARK_HOME = Path(pyspark.__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if log.exists() and text in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    raise TimeoutError(f"'{text}' not seen in {log} within {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stops the process group of ``proc`` (SIGKILL when ``sig`` is not obeyed in 30 s)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+@dataclass
+class Cluster:
+    url: str
+    workers: list[subprocess.Popen] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+
+def spark_env(root: Path) -> dict[str, str]:
+    return dict(
+        os.environ,
+        SPARK_HOME=str(SPARK_HOME),
+        SPARK_LOCAL_IP="127.0.0.1",
+        SPARK_LOG_DIR=str(root / "logs"),
+        SPARK_WORKER_DIR=str(root / "work"),
+        PYSPARK_PYTHON=sys.executable,
+        PYSPARK_DRIVER_PYTHON=sys.executable,
+    )
+
+
+@contextlib.contextmanager
+def standalone_cluster(root: Path, workers: int = 1, memory: str = "1g") -> Iterator[Cluster]:
+    """A master and ``workers`` workers (separate JVMs, one core each) on loopback."""
+    root.mkdir(parents=True, exist_ok=True)
+    env = spark_env(root)
+    spark_class = str(SPARK_HOME / "bin" / "spark-class")
+    port = free_port()
+    cluster = Cluster(f"spark://127.0.0.1:{port}")
+    procs: list[subprocess.Popen] = []
+    try:
+        master_log = root / "master.log"
+        master = start(
+            [
+                spark_class,
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--webui-port",
+                str(free_port()),
+            ],
+            master_log,
+            env,
+        )
+        procs.append(master)
+        wait_for_line(master_log, "I have been elected leader", master)
+        for i in range(workers):
+            log = root / f"worker{i}.log"
+            worker = start(
+                [
+                    spark_class,
+                    "org.apache.spark.deploy.worker.Worker",
+                    cluster.url,
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    "1",
+                    "--memory",
+                    memory,
+                    "--webui-port",
+                    str(free_port()),
+                    "--work-dir",
+                    str(root / f"work{i}"),
+                ],
+                log,
+                env,
+            )
+            procs.append(worker)
+            cluster.workers.append(worker)
+            cluster.logs.append(log)
+            wait_for_line(log, "Successfully registered with master", worker)
+        yield cluster
+    finally:
+        for p in reversed(procs):
+            stop(p)
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path) -> Iterator[str]:
+    """A real tracking server: sqlite backend, artifacts served by the server itself."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = start(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'backend.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        root / "server.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError((root / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop(proc)
