@@ -119,7 +119,48 @@ def trained(spark, chain):
 
 
 @pytest.fixture(scope="module")
-def scored(spark, chain, trained):
+def fresh_process_champion(chain, trained, tmp_path_factory):
+    """A new Python process loading the champion from the server and scoring 20 rows with
+    Spark and with pandas, started as soon as training is done (scoring tests run beside it)."""
+    root = tmp_path_factory.mktemp("fresh-process")
+    features = chain.tables.read_batch(chain.cfg.storage.table_path("features"), "current")
+    sample = features.orderBy("transaction_id").limit(20)
+    rows_path = root / "rows.parquet"
+    sample.toPandas().to_parquet(rows_path)  # exact values, unlike a text format
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        import mlflow, mlflow.pyfunc, mlflow.spark, pandas as pd
+        from pyspark.sql import SparkSession
+        mlflow.set_tracking_uri({chain.url!r}); mlflow.set_registry_uri({chain.url!r})
+        spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+                 .config("spark.sql.session.timeZone", "UTC").getOrCreate())
+        pdf = pd.read_parquet({str(rows_path)!r})
+        model = mlflow.spark.load_model("models:/{NAME}@champion")
+        scored = model.transform(spark.createDataFrame(pdf)).orderBy("transaction_id")
+        spark_probs = [float(r.probability[1]) for r in scored.select("probability").collect()]
+        pyfunc = mlflow.pyfunc.load_model("models:/{NAME}@champion")
+        pandas_pred = [float(x) for x in pyfunc.predict(pdf.sort_values("transaction_id"))]
+        print(json.dumps({{"spark": spark_probs, "pandas": pandas_pred}}))
+        """
+    )
+    # A script file: `python -c` makes MLflow's Spark pyfunc re-run __main__ and exit early.
+    (root / "score.py").write_text(script)
+    with open(root / "stdout", "w") as out, open(root / "stderr", "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(root / "score.py")],
+            stdout=out,
+            stderr=err,
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": ""},
+            start_new_session=True,
+        )
+    yield proc, sample, root
+    services.stop(proc)
+
+
+@pytest.fixture(scope="module")
+def scored(spark, chain, trained, fresh_process_champion):
     """The current batch scored once by the champion (v1), shared by the score and drift tests."""
     return run_job("score", spark, chain.current, chain.tables)
 
@@ -275,55 +316,6 @@ def test_unreachable_tracking_server_is_named_before_training(chain):
     assert problems[0].startswith(
         f"mlflow.tracking_uri: the tracking server http://127.0.0.1:{port} does not answer ("
     )
-
-
-def test_champion_loads_in_a_fresh_process_for_spark_and_pandas(chain, trained, tmp_path):
-    """The champion (with ml_engine's outlier stage) scores in a new process, from the server."""
-    features = chain.tables.read_batch(chain.cfg.storage.table_path("features"), "current")
-    sample = features.orderBy("transaction_id").limit(20)
-    rows_path = tmp_path / "rows.parquet"
-    sample.toPandas().to_parquet(rows_path)  # exact values, unlike a text format
-    script = textwrap.dedent(
-        f"""
-        import json, sys
-        import mlflow, mlflow.pyfunc, mlflow.spark, pandas as pd
-        from pyspark.sql import SparkSession
-        mlflow.set_tracking_uri({chain.url!r}); mlflow.set_registry_uri({chain.url!r})
-        spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
-                 .config("spark.sql.session.timeZone", "UTC").getOrCreate())
-        pdf = pd.read_parquet({str(rows_path)!r})
-        model = mlflow.spark.load_model("models:/{NAME}@champion")
-        scored = model.transform(spark.createDataFrame(pdf)).orderBy("transaction_id")
-        spark_probs = [float(r.probability[1]) for r in scored.select("probability").collect()]
-        pyfunc = mlflow.pyfunc.load_model("models:/{NAME}@champion")
-        pandas_pred = [float(x) for x in pyfunc.predict(pdf.sort_values("transaction_id"))]
-        print(json.dumps({{"spark": spark_probs, "pandas": pandas_pred}}))
-        """
-    )
-    # A script file: `python -c` makes MLflow's Spark pyfunc re-run __main__ and exit early.
-    (tmp_path / "score.py").write_text(script)
-    run = subprocess.run(
-        [sys.executable, str(tmp_path / "score.py")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=900,  # a loaded 2-core machine needs minutes to start Spark and load the model
-        env={**os.environ, "PYTHONPATH": ""},
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.strip(), (run.stdout, run.stderr[-3000:])
-    out = json.loads(run.stdout.strip().splitlines()[-1])
-    import mlflow.spark
-
-    mlflow.set_tracking_uri(chain.url)
-    mlflow.set_registry_uri(chain.url)
-    here = mlflow.spark.load_model(f"models:/{NAME}/1")
-    mine = here.transform(sample).orderBy("transaction_id")
-    probs = [float(r.probability[1]) for r in mine.select("probability").collect()]
-    preds = [float(r.prediction) for r in mine.select("prediction").collect()]
-    np.testing.assert_allclose(out["spark"], probs, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(out["pandas"], preds, rtol=0, atol=0)
-    assert 0 < sum(preds) < len(preds) or len(set(np.round(probs, 6))) > 1
 
 
 # --------------------------------------------------------------------------- score
@@ -539,3 +531,25 @@ def test_no_secret_in_error_messages(tmp_path):
     assert run.returncode == 2
     assert SENTINEL not in run.stderr + run.stdout
     assert f"the tracking server http://ml:***@127.0.0.1:{port} does not answer" in run.stderr
+
+
+def test_champion_loads_in_a_fresh_process_for_spark_and_pandas(chain, fresh_process_champion):
+    """The champion (with ml_engine's outlier stage) scores in a new process, from the server."""
+    proc, sample, root = fresh_process_champion
+    # A loaded 2-core machine needs minutes to start Spark and load the model.
+    code = proc.wait(timeout=900)
+    stdout, stderr = (root / "stdout").read_text(), (root / "stderr").read_text()
+    assert code == 0, stderr[-3000:]
+    assert stdout.strip(), (stdout, stderr[-3000:])
+    out = json.loads(stdout.strip().splitlines()[-1])
+    import mlflow.spark
+
+    mlflow.set_tracking_uri(chain.url)
+    mlflow.set_registry_uri(chain.url)
+    here = mlflow.spark.load_model(f"models:/{NAME}/1")
+    mine = here.transform(sample).orderBy("transaction_id")
+    probs = [float(r.probability[1]) for r in mine.select("probability").collect()]
+    preds = [float(r.prediction) for r in mine.select("prediction").collect()]
+    np.testing.assert_allclose(out["spark"], probs, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out["pandas"], preds, rtol=0, atol=0)
+    assert 0 < sum(preds) < len(preds) or len(set(np.round(probs, 6))) > 1
