@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import zipfile
 from functools import cache
@@ -44,5 +45,5 @@ def package_dir() -> Path:
         try:
             os.rename(staging, target)
         except OSError:  # another process was first; its copy is the same archive's
-            pass
+            shutil.rmtree(staging, ignore_errors=True)
     return target / inner

@@ -71,9 +71,6 @@ def under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-LOG4J_CONFIG = package_dir() / "resources" / "log4j2.properties"
-
-
 def spark_log_file() -> Path:
     """Where a quiet local run sends Spark's own log (a new file per process)."""
     folder = Path(tempfile.gettempdir()) / "ml-engine-logs"
@@ -85,7 +82,8 @@ def _quiet_java_options(existing: str | None) -> str:
     """Driver JVM options that send Spark's log4j output to :func:`spark_log_file`."""
     log = spark_log_file()
     os.environ["ML_ENGINE_SPARK_LOG"] = str(log)
-    options = f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()} -Dml_engine.spark.log={log}"
+    log4j = package_dir() / "resources" / "log4j2.properties"
+    options = f"-Dlog4j2.configurationFile={log4j.as_uri()} -Dml_engine.spark.log={log}"
     return f"{existing} {options}".strip() if existing else options
 
 
