@@ -1,10 +1,10 @@
 """The ``ml-engine`` command (see ``ml-engine --help``).
 
 Exit codes: 0 success; 1 the job failed; 2 bad usage or config (or a run that cannot succeed,
-seen before Spark starts); 4 the environment is missing something (Java); 5 ``drift_report`` found drift and
-``drift.fail_on_drift`` is set. Every failure prints one line per problem,
-``ml-engine: <what>: <why>``, on stderr; ``--debug`` (before or after the command) adds the
-traceback and shows Spark's own log on the terminal.
+seen before Spark starts); 4 the environment is missing something (Java, the standalone
+master); 5 ``drift_report`` found drift and ``drift.fail_on_drift`` is set. Every failure
+prints one line per problem, ``ml-engine: <what>: <why>``, on stderr; ``--debug`` (before or
+after the command) adds the traceback and shows Spark's own log on the terminal.
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ def _log_hint() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit code (see the module docstring)."""
-    from ml_engine.session import JavaNotFoundError
+    from ml_engine.session import JavaNotFoundError, MasterUnreachableError
 
     args = _parser().parse_args(argv)
     args.debug = bool(getattr(args, "debug", False))
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(what, _config_lines(exc), R.EXIT_USAGE, args.debug)
     except KeyError as exc:
         return _fail(what, exc.args[0] if exc.args else str(exc), R.EXIT_USAGE, args.debug)
-    except JavaNotFoundError as exc:
+    except (JavaNotFoundError, MasterUnreachableError) as exc:
         return _fail(what, str(exc), R.EXIT_ENVIRONMENT, args.debug)
     except R.JobError as exc:
         return _fail(what, " ".join(str(exc).split()), R.EXIT_JOB_FAILED, args.debug)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -35,6 +36,36 @@ ENGINE_DEFAULTS = {
 
 class JavaNotFoundError(RuntimeError):
     """Spark needs a Java runtime and none was found."""
+
+
+class MasterUnreachableError(RuntimeError):
+    """The standalone master named by the run does not accept connections."""
+
+
+def check_master(master: str, timeout: float = 5.0) -> None:
+    """Fails fast when a standalone master (``spark://host:port[,host:port]``) does not answer.
+
+    Without this, Spark retries the master for a minute and then fails the session with
+    ``Cannot call methods on a stopped SparkContext``, which does not say what is wrong.
+    Other masters (``local[*]``, ``yarn``, ``k8s://``) are not checked.
+
+    Raises:
+        MasterUnreachableError: naming the URL, the socket error and what to do.
+    """
+    if not master.startswith("spark://"):
+        return
+    errors = []
+    for address in master[len("spark://") :].split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout):
+                return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{address.strip()}: {getattr(exc, 'strerror', None) or exc}")
+    raise MasterUnreachableError(
+        f"spark.master: no standalone master answers at {master} ({'; '.join(errors)}); "
+        "start the master or fix --master (spark-submit) / spark.master (config)"
+    )
 
 
 def check_java() -> str:
@@ -125,6 +156,7 @@ def build_session(
 
     Raises:
         JavaNotFoundError: when no Java runtime is available (local runs only).
+        MasterUnreachableError: when the run's standalone master does not answer.
     """
     spark_cfg = spark_cfg or SparkConfig()
     if not under_spark_submit():
@@ -140,6 +172,8 @@ def build_session(
         builder = builder.master(spark_cfg.master)
     if not existing.contains("spark.app.name"):
         builder = builder.appName(app_name or spark_cfg.app_name)
+    if SparkContext._active_spark_context is None:
+        check_master(existing.get("spark.master", spark_cfg.master))
     wanted = {**ENGINE_DEFAULTS, **(extra_conf or {}), **spark_cfg.conf}
     if quiet and not under_spark_submit() and SparkContext._gateway is None:
         key = "spark.driver.extraJavaOptions"

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyspark
 
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -58,6 +59,7 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 @dataclass
 class Cluster:
     url: str
+    master: subprocess.Popen | None = None
     workers: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
 
@@ -100,6 +102,7 @@ def standalone_cluster(root: Path, workers: int = 1, memory: str = "1g") -> Iter
             env,
         )
         procs.append(master)
+        cluster.master = master
         wait_for_line(master_log, "I have been elected leader", master)
         for i in range(workers):
             log = root / f"worker{i}.log"
@@ -170,3 +173,53 @@ def mlflow_server(root: Path) -> Iterator[str]:
         yield url
     finally:
         stop(proc)
+
+
+def submit_command(
+    master: str,
+    archive: Path,
+    job: str,
+    *args: str,
+    executor_memory: str = "640m",
+    driver_memory: str | None = None,
+    cores: int = 2,
+    conf: dict[str, str] | None = None,
+) -> list[str]:
+    """``spark-submit`` of ``jobs/<job>.py`` to ``master`` as README's cluster section shows it
+    (client mode, the library zip, one core per executor, ``cores`` in all) with
+    ``conf/cluster.yaml``; ``conf`` defaults to 4 shuffle partitions, for small test data."""
+    conf = {"spark.sql.shuffle.partitions": "4"} if conf is None else conf
+    conf = {"spark.pyspark.python": sys.executable, "spark.ui.enabled": "false", **conf}
+    return [
+        str(SPARK_HOME / "bin" / "spark-submit"),
+        "--master",
+        master,
+        "--deploy-mode",
+        "client",
+        "--py-files",
+        str(archive),
+        *(["--driver-memory", driver_memory] if driver_memory else []),
+        "--executor-memory",
+        executor_memory,
+        "--executor-cores",
+        "1",
+        "--total-executor-cores",
+        str(cores),
+        *[a for k, v in conf.items() for a in ("--conf", f"{k}={v}")],
+        str(ROOT / "jobs" / f"{job}.py"),
+        "--config",
+        str(ROOT / "conf" / "cluster.yaml"),
+        *args,
+    ]
+
+
+def package(out: Path) -> Path:
+    """The library zip for executors, built with ``ml-engine package``."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ml-engine"), "package", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return out

@@ -15,7 +15,6 @@ metrics must match within 1e-4. Everything started is stopped, also on failure.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -63,31 +62,9 @@ def executor_finished_a_task(work_dir: Path, earlier_apps: set[Path]) -> bool:
 
 
 def submit(cluster, archive: Path, job: str, env: dict, cwd: Path) -> subprocess.Popen:
-    cmd = [
-        str(services.SPARK_HOME / "bin" / "spark-submit"),
-        "--master",
-        cluster.url,
-        "--deploy-mode",
-        "client",
-        "--py-files",
-        str(archive),
-        "--executor-memory",
-        "640m",
-        "--executor-cores",
-        "1",
-        "--total-executor-cores",
-        "2",
-        "--conf",
-        f"spark.pyspark.python={sys.executable}",
-        "--conf",
-        "spark.ui.enabled=false",
-        "--conf",
-        "spark.sql.shuffle.partitions=4",
-        str(ROOT / "jobs" / f"{job}.py"),
-        "--config",
-        str(ROOT / "conf" / "cluster.yaml"),
-        *[a for s in SETS for a in ("--set", s)],
-    ]
+    cmd = services.submit_command(
+        cluster.url, archive, job, *[a for s in SETS for a in ("--set", s)]
+    )
     log = open(cwd / f"{job}-{env['ML_ENGINE_RAW_PATH'].rsplit('/', 1)[-1]}.log", "w+")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     proc.log = log
@@ -130,14 +107,7 @@ def test_whole_chain_on_two_workers_survives_a_lost_worker_and_equals_local(
 ):
     raw = tmp_path / "raw"
     generate_sample_data(spark, str(raw), rows=1500, current_rows=500, files=2)
-    archive = tmp_path / "dist" / "ml_engine.zip"
-    packaged = subprocess.run(
-        [str(Path(sys.executable).parent / "ml-engine"), "package", "--out", str(archive)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert packaged.returncode == 0, packaged.stderr
+    archive = services.package(tmp_path / "dist" / "ml_engine.zip")
     cluster_root, local_root = tmp_path / "cluster-run", tmp_path / "local-run"
     with (
         services.mlflow_server(tmp_path / "mlflow") as url,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pyspark
+import pytest
+
+from ml_engine.session import MasterUnreachableError, check_master
 
 SCRIPT = """
 from ml_engine.config import SparkConfig
@@ -98,3 +102,20 @@ def test_importing_the_package_builds_no_session():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "True", r.stderr
+
+
+def test_a_standalone_master_that_does_not_answer_is_named_at_once():
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        with pytest.raises(MasterUnreachableError) as err:
+            check_master(f"spark://127.0.0.1:{port}", timeout=2)
+        with socket.create_server(("127.0.0.1", 0)) as listening:
+            live = listening.getsockname()[1]
+            check_master(f"spark://127.0.0.1:{port},127.0.0.1:{live}", timeout=2)  # one answers
+    assert str(err.value) == (
+        f"spark.master: no standalone master answers at spark://127.0.0.1:{port} "
+        f"(127.0.0.1:{port}: Connection refused); start the master or fix --master "
+        "(spark-submit) / spark.master (config)"
+    )
+    check_master("local[2]")  # local, yarn and k8s masters are not probed
