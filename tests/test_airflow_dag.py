@@ -5,7 +5,9 @@ airflow-env`` builds ``.venv-airflow``. The DAG's tasks call the engine's ``ml-e
 ``.venv``. Checked: the DAG imports without errors in Airflow's loader, its job tasks follow
 the pipeline's order, and ``airflow dags test`` runs it end to end against local Spark on the
 sample data: a first batch with no model trains one, a second batch with drift reported (the
-drift threshold lowered) branches to retraining.
+drift threshold lowered) branches to retraining. Both runners run it: ``cli`` (``ml-engine run``
+per task) and ``spark-submit`` (``SparkSubmitOperator`` submitting ``jobs/<job>.py`` with the
+library zip, through an Airflow Spark connection to ``local[2]``).
 """
 
 from __future__ import annotations
@@ -32,19 +34,36 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory) -> dict[str, str]:
+@pytest.fixture(scope="module", params=["cli", "spark-submit"])
+def airflow_env(request, tmp_path_factory) -> dict[str, str]:
     home = tmp_path_factory.mktemp("airflow-home")
     work = tmp_path_factory.mktemp("airflow-work")
+    bin_dir = Path(sys.executable).parent
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTHON"))},
+        # spark-submit of the pyspark wheel, and the engine's Python for its driver.
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "deploy" / "airflow"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "ML_ENGINE_BIN": str(Path(sys.executable).parent / "ml-engine"),
         "ML_ENGINE_CONFIG": str(work / "config.yaml"),
         "ML_ENGINE_RAW_ROOT": str(work / "raw"),
+        "ML_ENGINE_RUNNER": request.param,
     }
+    if request.param == "spark-submit":
+        env["ML_ENGINE_JOBS_DIR"] = str(ROOT / "jobs")
+        env["ML_ENGINE_PY_FILES"] = str(work / "ml_engine.zip")
+        env["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps({"conn_type": "spark", "host": "local[2]"})
+        packaged = subprocess.run(
+            [env["ML_ENGINE_BIN"], "package", "--out", env["ML_ENGINE_PY_FILES"]],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert packaged.returncode == 0, packaged.stderr
     (work / "config.yaml").write_text(
         "inherits: ml-engine:sample\n"
         "storage: {root: store}\n"
@@ -84,6 +103,7 @@ def test_dag_imports_in_airflows_loader_and_follows_the_pipeline_order(airflow_e
         "dag = bag.dags['ml_engine_pipeline']\n"
         "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()},\n"
         "  'edges': {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks},\n"
+        "  'types': {t.task_id: type(t).__name__ for t in dag.tasks},\n"
         "  'order': [t.task_id for t in dag.topological_sort()]}))\n"
     )
     done = subprocess.run(
@@ -99,6 +119,10 @@ def test_dag_imports_in_airflows_loader_and_follows_the_pipeline_order(airflow_e
     assert [t for t in out["order"] if t in PIPELINE] == PIPELINE
     assert out["edges"]["drift_report"] == ["no_drift", "trigger_retraining"]
     assert out["edges"]["decide_training"] == ["skip_training", "train"]
+    operator = {"cli": "BashOperator", "spark-submit": "SparkSubmitOperator"}
+    jobs = [j for j in PIPELINE if j != "drift_report"]  # drift_report branches on its exit code
+    expected = operator[airflow_env["ML_ENGINE_RUNNER"]]
+    assert {j: out["types"][j] for j in jobs} == dict.fromkeys(jobs, expected)
 
 
 def task_states(env: dict[str, str], logical_date: str) -> dict[str, str]:

@@ -72,16 +72,8 @@ def job_args(job: str, *sets: str) -> list[str]:
 
 
 def command(job: str, *sets: str) -> list[str]:
-    """The command line that runs ``job`` with the configured runner."""
-    if RUNNER == "cli":
-        return [ML_ENGINE, "run", job, *job_args(job, *sets)]
-    return [
-        "spark-submit",
-        "--py-files",
-        PY_FILES,
-        os.path.join(JOBS_DIR, f"{job}.py"),
-        *job_args(job, *sets),
-    ]
+    """The ``ml-engine run`` command line of ``job`` (the ``cli`` runner)."""
+    return [ML_ENGINE, "run", job, *job_args(job, *sets)]
 
 
 def job_task(job: str, **kwargs):
@@ -119,6 +111,33 @@ def _run(args: list[str], context) -> int:
     return done.returncode
 
 
+def _drift_exit_code(context) -> int:
+    """Runs ``drift_report`` with ``drift.fail_on_drift`` through the configured runner and
+    returns its exit code (the spark-submit runner goes through the same Spark connection as
+    the ``SparkSubmitOperator`` tasks)."""
+    sets = ("drift.fail_on_drift=true",)
+    if RUNNER == "cli":
+        return _run(command("drift_report", *sets), context)
+    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+    task = context["task"]
+    hook = SparkSubmitHook(
+        conn_id=SPARK_CONN,
+        py_files=PY_FILES,
+        application_args=[
+            task.render_template(a, context) for a in job_args("drift_report", *sets)
+        ],
+    )
+    try:
+        hook.submit(os.path.join(JOBS_DIR, "drift_report.py"))
+    except Exception:  # the hook raises on any non-zero exit; the code tells drift apart
+        process = getattr(hook, "_submit_sp", None)
+        if process is None or process.returncode is None:
+            raise
+        return process.returncode
+    return 0
+
+
 with DAG(
     dag_id=DAG_ID,
     description="ml-engine: ingest, clean, outliers, features, training, scoring, drift",
@@ -154,7 +173,7 @@ with DAG(
     @task.branch(task_id="drift_report")
     def drift_report(**context) -> str:
         """The drift report; its exit code 5 (data set drift) branches to retraining."""
-        code = _run(command("drift_report", "drift.fail_on_drift=true"), context)
+        code = _drift_exit_code(context)
         if code == EXIT_DRIFT:
             return "trigger_retraining"
         if code != 0:
