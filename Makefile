@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed
 WORKDIR ?= demo
 ROWS    ?=
 
-.PHONY: demo test test-slow lint format env airflow-env check-java clean-demo benchmark
+.PHONY: demo test test-cluster test-slow lint format env airflow-env check-java clean-demo benchmark
 
 env: $(STAMP)
 
@@ -29,6 +29,13 @@ demo: check-java env
 
 test: check-java env
 	$(BIN)/pytest
+
+# The cluster and scheduler checks CI runs after `make test`: the whole chain on a standalone
+# cluster losing a worker, the failures a cluster run cannot survive, the Airflow DAG.
+CLUSTER_TESTS = tests/test_cluster.py tests/test_cluster_chain.py tests/test_cluster_failures.py \
+	tests/test_airflow_dag.py
+test-cluster: check-java env airflow-env
+	$(BIN)/pytest -m slow $(CLUSTER_TESTS)
 
 # The long end-to-end trials (cluster chain, scheduler, README and --help commands).
 test-slow: check-java env airflow-env
