@@ -74,11 +74,20 @@ def main() -> None:
         flush=True,
     )
     t0 = time.perf_counter()
-    for cmd in (
-        [BIN / "ml-engine", "generate-sample-data", "--out", raw, "--rows", str(args.rows)],
-        [BIN / "ml-engine", "package", "--out", workdir / "ml_engine.zip"],
-    ):
-        subprocess.run([str(c) for c in cmd], check=True, capture_output=True, env=env)
+    subprocess.run(
+        [
+            str(BIN / "ml-engine"),
+            "generate-sample-data",
+            "--out",
+            str(raw),
+            "--rows",
+            str(args.rows),
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    archive = services.package(workdir / "ml_engine.zip")
     print(f"sample data and library zip: {time.perf_counter() - t0:.0f} s", flush=True)
 
     results: list[tuple[str, float, float]] = []
@@ -95,9 +104,9 @@ def main() -> None:
                 master = "local[2]" if where == "local" else cluster.url
                 cmd = services.submit_command(
                     master,
-                    workdir / "ml_engine.zip",
+                    archive,
                     job,
-                    *[a for s in args.overrides for a in ("--set", s)],
+                    args.overrides,
                     executor_memory=args.executor_memory,
                     driver_memory=args.driver_memory,
                     cores=args.workers,

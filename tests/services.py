@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,8 @@ import pyspark
 
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 ROOT = Path(__file__).resolve().parents[1]
+# The cluster tests' overrides of conf/cluster.yaml: one fit, no tuning (they compare runs).
+CHAIN_SETS = ["train.tuning.method=none", "train.grid=null"]
 
 
 def free_port() -> int:
@@ -179,7 +181,8 @@ def submit_command(
     master: str,
     archive: Path,
     job: str,
-    *args: str,
+    sets: Sequence[str] = (),
+    *,
     executor_memory: str = "640m",
     driver_memory: str | None = None,
     cores: int = 2,
@@ -187,7 +190,7 @@ def submit_command(
 ) -> list[str]:
     """``spark-submit`` of ``jobs/<job>.py`` to ``master`` as README's cluster section shows it
     (client mode, the library zip, one core per executor, ``cores`` in all) with
-    ``conf/cluster.yaml``; ``conf`` defaults to 4 shuffle partitions, for small test data."""
+    ``conf/cluster.yaml`` and ``--set`` of each of ``sets``; ``conf`` defaults to 4 shuffle partitions, for small test data."""
     conf = {"spark.sql.shuffle.partitions": "4"} if conf is None else conf
     conf = {"spark.pyspark.python": sys.executable, "spark.ui.enabled": "false", **conf}
     return [
@@ -209,7 +212,7 @@ def submit_command(
         str(ROOT / "jobs" / f"{job}.py"),
         "--config",
         str(ROOT / "conf" / "cluster.yaml"),
-        *args,
+        *[a for s in sets for a in ("--set", s)],
     ]
 
 

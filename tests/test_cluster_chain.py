@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 CHAIN = {"reference": REFERENCE_JOBS, "current": CURRENT_JOBS}  # the demo's order
 KILL_DURING = ("reference", "clean")
-SETS = ["train.tuning.method=none", "train.grid=null"]
+SETS = services.CHAIN_SETS
 # Every table but the run log (run ids and times only).
 TABLES = [t for t in TABLE_NAMES if t != "job_runs"]
 # Wall-clock columns: when a row was written, not what it says.
@@ -62,9 +62,7 @@ def executor_finished_a_task(work_dir: Path, earlier_apps: set[Path]) -> bool:
 
 
 def submit(cluster, archive: Path, job: str, env: dict, cwd: Path) -> subprocess.Popen:
-    cmd = services.submit_command(
-        cluster.url, archive, job, *[a for s in SETS for a in ("--set", s)]
-    )
+    cmd = services.submit_command(cluster.url, archive, job, SETS)
     log = open(cwd / f"{job}-{env['ML_ENGINE_RAW_PATH'].rsplit('/', 1)[-1]}.log", "w+")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     proc.log = log

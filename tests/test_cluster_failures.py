@@ -29,7 +29,7 @@ from ml_engine.tables import open_tables
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-SETS = ["train.tuning.method=none", "train.grid=null"]
+SETS = services.CHAIN_SETS
 
 
 def table_state(root: Path) -> dict[str, tuple[int, int]]:
@@ -61,7 +61,7 @@ def registry_state(url: str) -> dict:
 def submit(master: str, archive: Path, job: str, env: dict, cwd: Path):
     started = time.monotonic()
     done = subprocess.run(
-        services.submit_command(master, archive, job, *[a for s in SETS for a in ("--set", s)]),
+        services.submit_command(master, archive, job, SETS),
         capture_output=True,
         text=True,
         env=env,
