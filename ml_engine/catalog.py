@@ -16,8 +16,10 @@ written last: one row per (run, table, batch) with the table version the run com
   :meth:`BatchCatalog.batches` lists the complete batches. Rows a crashed run committed are
   never seen; a rerun of the batch completes it.
 
-A table the run log knows nothing about (written before the run log existed, or by another
-tool) is read as it is.
+Every commit made through a :class:`BatchCatalog` is marked (``commitInfo.userMetadata`` is
+:data:`CATALOG_MARK`). A table with a marked commit that the run log does not know yet (its
+first run stopped before the run log write) has no complete batch. A table none of whose
+commits is marked (written before the run log existed, or by another tool) is read as it is.
 
 Example::
 
@@ -47,6 +49,8 @@ from ml_engine.tables.base import (
 )
 
 RUNS_TABLE = "job_runs"
+#: ``userMetadata`` of every commit made through a BatchCatalog.
+CATALOG_MARK = "ml-engine: visible through the job_runs run log"
 
 RUNS_SCHEMA = T.StructType(
     [
@@ -94,7 +98,7 @@ class BatchCatalog:
     """
 
     def __init__(self, tables: DeltaTables, runs_path: str):
-        self.tables = tables
+        self.tables = tables.tagged(CATALOG_MARK)
         self.runs_path = runs_path
         self.committed: dict[str, int] = {}
 
@@ -153,20 +157,28 @@ class BatchCatalog:
     # ------------------------------------------------------------------------------- reads
 
     def visible(self, path: str) -> dict[str, int] | None:
-        """Batch -> the table version its latest completed run recorded; None when the run
-        log has no record of the table (it is read as it is)."""
-        if not self.tables.exists(self.runs_path):
-            return None
-        rows = (
-            self.tables.read(self.runs_path)
-            .where(F.col("table_path") == F.lit(path))
-            .groupBy("batch_id")
-            .agg(F.max_by("table_version", F.struct("completed_at", "table_version")).alias("v"))
-            .collect()
-        )
+        """Batch -> the table version its latest completed run recorded; None when the table
+        is read as it is (no record in the run log and no commit made through a catalog)."""
+        rows = []
+        if self.tables.exists(self.runs_path):
+            rows = (
+                self.tables.read(self.runs_path)
+                .where(F.col("table_path") == F.lit(path))
+                .groupBy("batch_id")
+                .agg(
+                    F.max_by("table_version", F.struct("completed_at", "table_version")).alias("v")
+                )
+                .collect()
+            )
         if not rows:
-            return None
+            return {} if self._marked(path) else None
         return {r["batch_id"]: int(r["v"]) for r in rows}
+
+    def _marked(self, path: str) -> bool:
+        """True when a commit of the table was made through a catalog."""
+        if not self.tables.exists(path):
+            return False
+        return any(c.user_metadata == CATALOG_MARK for c in self.tables.history(path))
 
     def batches(self, path: str, version: int | None = None) -> list[str]:
         """The complete batches of the table (all batches when the run log does not know it)."""
@@ -214,6 +226,11 @@ class BatchCatalog:
         if visible is None:
             version = self.tables.version(path)
             return self.tables.read(path, version=version), version
+        if not visible:
+            raise BatchNotFoundError(
+                f"Delta table {path} has rows but no completed run: the job writing it stopped "
+                "before it finished. Rerun that job; complete batches: none"
+            )
         by_version: dict[int, list[str]] = defaultdict(list)
         for batch, version in visible.items():
             by_version[version].append(batch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from chispa import assert_df_equality
 
-from ml_engine.catalog import BatchCatalog, touched_batches
+from ml_engine.catalog import CATALOG_MARK, BatchCatalog, touched_batches
 from ml_engine.config import build_config
 from ml_engine.jobs import run_job
 from ml_engine.results import JobError
@@ -49,6 +49,47 @@ def test_a_batch_is_visible_only_after_its_run_completes(spark, catalog):
     catalog.replace_batch(rows(spark, "b2", 30), b, "b2")
     catalog.complete_run("ingest", "b2")
     assert_df_equality(catalog.read_batch(a, "b2"), rows(spark, "b2", 3), ignore_nullable=True)
+
+
+def test_a_first_run_that_stopped_before_the_run_log_leaves_nothing_visible(spark, catalog):
+    # The first ever run of a job (no job_runs table yet) commits its first table and dies,
+    # as ingest killed after its quarantine commit or clean after its silver commit.
+    catalog, root = catalog
+    first, untouched = str(root / "quarantine"), str(root / "bronze")
+    catalog.replace_batch(rows(spark, "b1", 1, 2), first, "b1")
+    catalog.committed = {}
+    assert not (root / "job_runs").exists()
+    assert [c.user_metadata for c in catalog.tables.history(first)] == [CATALOG_MARK]
+    assert catalog.batches(first) == []
+    with pytest.raises(BatchNotFoundError) as err:
+        catalog.read_batch(first, "b1")
+    assert str(err.value) == (
+        f"batch 'b1' of Delta table {first} has rows but no completed run: the job writing it "
+        "stopped before it finished. Rerun that job for this batch; complete batches: none"
+    )
+    with pytest.raises(BatchNotFoundError) as err:
+        catalog.read_complete(first)
+    assert str(err.value) == (
+        f"Delta table {first} has rows but no completed run: the job writing it stopped "
+        "before it finished. Rerun that job; complete batches: none"
+    )
+    # A table no catalog ever wrote (another tool's) is read as it is, run log or not.
+    foreign = str(root / "foreign")
+    bare = open_tables(spark, "rs")
+    bare.replace_batch(rows(spark, "b1", 7), foreign, "b1")
+    assert [c.user_metadata for c in bare.history(foreign)] == [None]
+    assert catalog.batches(foreign) == ["b1"]
+    # The rerun completes the batch; the other table of the run appears with it.
+    catalog.replace_batch(rows(spark, "b1", 1, 2), first, "b1")
+    catalog.replace_batch(rows(spark, "b1", 3), untouched, "b1")
+    catalog.complete_run("ingest", "b1")
+    assert_df_equality(
+        catalog.read_batch(first, "b1"), rows(spark, "b1", 1, 2), ignore_nullable=True
+    )
+    assert_df_equality(
+        catalog.read_batch(untouched, "b1"), rows(spark, "b1", 3), ignore_nullable=True
+    )
+    assert catalog.batches(foreign) == ["b1"]
 
 
 def test_an_interrupted_rerun_leaves_the_batch_as_the_last_complete_run_wrote_it(spark, catalog):

@@ -6,6 +6,7 @@ only decides how the Delta transaction log is read and committed.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,15 +54,25 @@ class Commit:
     timestamp: datetime
     operation: str
     parameters: dict[str, Any]
+    #: Delta's ``commitInfo.userMetadata`` of the commit (see ``DeltaTables.user_metadata``).
+    user_metadata: str | None = None
 
 
 class DeltaTables(ABC):
     """Read, write, upsert, history and time travel of Delta tables by path."""
 
     name: str = "abstract"
+    #: Recorded as ``commitInfo.userMetadata`` of every commit this object makes (None: none).
+    user_metadata: str | None = None
 
     def __init__(self, spark: SparkSession):
         self.spark = spark
+
+    def tagged(self, user_metadata: str) -> DeltaTables:
+        """The same backend, marking each of its commits with ``user_metadata``."""
+        marked = copy.copy(self)
+        marked.user_metadata = user_metadata
+        return marked
 
     @abstractmethod
     def exists(self, path: str) -> bool:

@@ -335,6 +335,7 @@ class RsDeltaTables(DeltaTables):
                     timestamp=datetime.fromtimestamp(info["timestamp"] / 1000, tz=timezone.utc),
                     operation=info.get(_OPERATION_KEY) or info.get("operation", ""),
                     parameters=parameters,
+                    user_metadata=info.get("userMetadata"),
                 )
             )
         return commits
@@ -863,7 +864,7 @@ class RsDeltaTables(DeltaTables):
                 plan.adds,
                 mode="error",
                 partition_by=parts or None,
-                commit_properties=_commit_properties(plan, parts, commit_id),
+                commit_properties=_commit_properties(plan, parts, commit_id, self.user_metadata),
             )
             return
         now_ms = int(time.time() * 1000)
@@ -889,7 +890,9 @@ class RsDeltaTables(DeltaTables):
             mode="overwrite" if plan.overwrite else "append",
             schema=checked.table.schema(),
             partition_by=checked.partition_by or None,
-            commit_properties=_commit_properties(plan, checked.partition_by, commit_id),
+            commit_properties=_commit_properties(
+                plan, checked.partition_by, commit_id, self.user_metadata
+            ),
         )
 
 
@@ -1356,7 +1359,9 @@ def _directory_partition_values(
 # ------------------------------------------------------------------------------------ commits
 
 
-def _commit_properties(plan: _Plan, partition_by: list[str], commit_id: str) -> CommitProperties:
+def _commit_properties(
+    plan: _Plan, partition_by: list[str], commit_id: str, user_metadata: str | None
+) -> CommitProperties:
     """Commit info naming the operation like delta-spark does (CREATE TABLE, WRITE with mode
     Append / Overwrite and predicate, MERGE), plus the app transaction of idempotent appends.
 
@@ -1374,6 +1379,8 @@ def _commit_properties(plan: _Plan, partition_by: list[str], commit_id: str) -> 
     }
     if plan.base is not None:
         metadata["readVersion"] = plan.version
+    if user_metadata is not None:
+        metadata["userMetadata"] = user_metadata
     return CommitProperties(
         custom_metadata=metadata,
         max_commit_retries=0,

@@ -119,7 +119,8 @@ class SparkDeltaTables(DeltaTables):
         builder = self._delta_table.create(self.spark).location(path).addColumns(schema)
         if partition_by:
             builder = builder.partitionedBy(*partition_by)
-        builder.execute()
+        with self._commit_settings():
+            builder.execute()
         return self.version(path)
 
     def read(
@@ -195,7 +196,7 @@ class SparkDeltaTables(DeltaTables):
         df = conform_to_table(path, self._schema(path), df)
         condition = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
         try:
-            with self._timestamps_as_micros():
+            with self._commit_settings():
                 (
                     self._delta_table.forPath(self.spark, path)
                     .alias("t")
@@ -223,6 +224,7 @@ class SparkDeltaTables(DeltaTables):
                 F.unix_millis("timestamp").alias("millis"),
                 "operation",
                 "operationParameters",
+                "userMetadata",
             )
             .collect()
         )
@@ -232,6 +234,7 @@ class SparkDeltaTables(DeltaTables):
                 timestamp=datetime.fromtimestamp(r["millis"] / 1000, tz=timezone.utc),
                 operation=r["operation"],
                 parameters=dict(r["operationParameters"] or {}),
+                user_metadata=r["userMetadata"],
             )
             for r in sorted(rows, key=lambda r: -r["version"])
         ]
@@ -289,7 +292,7 @@ class SparkDeltaTables(DeltaTables):
 
     def _save(self, writer, path: str) -> None:
         try:
-            with self._timestamps_as_micros():
+            with self._commit_settings():
                 writer.save(path)
         except Exception as exc:
             raise TableError(
@@ -297,14 +300,22 @@ class SparkDeltaTables(DeltaTables):
             ) from exc
 
     @contextlib.contextmanager
-    def _timestamps_as_micros(self) -> Iterator[None]:
-        key = "spark.sql.parquet.outputTimestampType"
-        previous = self.spark.conf.get(key)
-        self.spark.conf.set(key, "TIMESTAMP_MICROS")
+    def _commit_settings(self) -> Iterator[None]:
+        """Timestamps written as microseconds, and the commit's ``userMetadata``."""
+        settings = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
+        if self.user_metadata is not None:
+            settings["spark.databricks.delta.commitInfo.userMetadata"] = self.user_metadata
+        previous = {key: self.spark.conf.get(key, None) for key in settings}
+        for key, value in settings.items():
+            self.spark.conf.set(key, value)
         try:
             yield
         finally:
-            self.spark.conf.set(key, previous)
+            for key, value in previous.items():
+                if value is None:
+                    self.spark.conf.unset(key)
+                else:
+                    self.spark.conf.set(key, value)
 
 
 def _timestamp_text(moment: datetime | str) -> str:
