@@ -21,11 +21,12 @@ import pytest
 from pyspark.ml import Pipeline
 from pyspark.ml.classification import LogisticRegression, RandomForestClassifier
 from pyspark.ml.linalg import Vectors, VectorUDT
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from sklearn import metrics as skm
 
 from ml_engine.config import TrainConfig
-from ml_engine.training import TrainingError
+from ml_engine.training import TrainingError, evaluation
 from ml_engine.training.evaluation import (
     classification_curves,
     confusion_matrix,
@@ -167,6 +168,52 @@ def test_regression_metrics_match_sklearn(spark):
         },
         rel=1e-9,
     )
+
+
+def _shuffled(df, partitions: int, seed: int):
+    return df.orderBy(F.rand(seed)).repartition(partitions)
+
+
+def test_metrics_are_the_same_to_the_last_bit_however_the_rows_are_partitioned(spark):
+    # 2,500 distinct scores: above 2 * numBins, so the evaluator's down-sampling runs too.
+    y, proba = _binary_data(n=2500, seed=21)
+    binary = _predictions(spark, y, proba)
+    rng = np.random.default_rng(12)
+    target = rng.normal(1e4, 3e3, 2500)
+    regression = spark.createDataFrame(
+        [(float(a), float(a + rng.normal(0, 700))) for a in target], "y double, prediction double"
+    )
+    for df, spec in ((binary, BINARY), (regression, REGRESSION)):
+        runs = [evaluate(df.coalesce(1), spec)]
+        runs += [evaluate(_shuffled(df, n, seed), spec) for n, seed in ((7, 1), (3, 2), (5, 3))]
+        assert runs[1:] == [runs[0]] * 3  # exactly equal, not approximately
+    pred = proba.argmax(axis=1)
+    assert runs[0] == pytest.approx(
+        {
+            "rmse": math.sqrt(skm.mean_squared_error(*_regression_columns(regression))),
+            "mae": skm.mean_absolute_error(*_regression_columns(regression)),
+            "r2": skm.r2_score(*_regression_columns(regression)),
+        },
+        rel=1e-9,
+    )
+    assert skm.accuracy_score(y, pred) == evaluate(binary, BINARY, ["accuracy"])["accuracy"]
+
+
+def test_above_the_exact_limit_areas_are_those_of_scores_on_the_grid(spark, monkeypatch):
+    monkeypatch.setattr(evaluation, "AUC_EXACT_SCORES", 40)
+    y, proba = _binary_data(n=300, seed=8)
+    got = evaluate(_predictions(spark, y, proba), BINARY, ["auc_roc", "auc_pr"])
+    on_grid = np.minimum(np.floor(proba[:, 1] * 40), 39)
+    assert got == pytest.approx(
+        {"auc_roc": skm.roc_auc_score(y, on_grid), "auc_pr": _spark_pr_area(y, on_grid)},
+        rel=1e-12,
+    )
+    assert len(np.unique(on_grid)) == 40 < len(np.unique(proba[:, 1]))  # the grid path ran
+
+
+def _regression_columns(df) -> tuple[np.ndarray, np.ndarray]:
+    pairs = np.array([(r.y, r.prediction) for r in df.collect()])
+    return pairs[:, 0], pairs[:, 1]
 
 
 def test_classification_metrics_need_the_fitted_classes(spark):

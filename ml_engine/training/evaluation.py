@@ -3,7 +3,8 @@
 Everything here reads predictions of a fitted training pipeline (``model.transform(test)``):
 :data:`~ml_engine.training.pipeline.LABEL_COL` (the class index; the label column itself for
 regression), ``prediction`` and, for classifiers, ``probability``. Nothing collects rows: the
-driver receives aggregates whose size depends on the number of classes or bins only.
+driver receives aggregates whose size depends on the number of classes or bins only (for the
+areas, at most :data:`AUC_EXACT_SCORES` rows per class).
 
 Metric definitions (``evaluate``):
 
@@ -14,7 +15,7 @@ Metric definitions (``evaluate``):
   the one-vs-rest ``auc_roc_<class>`` of every class; ``log_loss``: the mean of
   ``-log p(true class)`` with ``p`` clipped to ``[1e-15, 1 - 1e-15]`` (as Spark's
   evaluator); ``auc_roc`` and ``auc_pr``: areas under the ROC and precision-recall curves of
-  Spark's ``BinaryClassificationEvaluator`` on ``P(positive)`` (multiclass: the unweighted
+  ``P(positive)`` (multiclass: the unweighted
   mean over classes of the one-vs-rest areas, scikit-learn's ``multi_class="ovr",
   average="macro"`` for ROC). Per-class precision/recall/F1 of a class never predicted (or
   absent) are 0, as scikit-learn's ``zero_division=0``.
@@ -23,13 +24,19 @@ Metric definitions (``evaluate``):
 Test rows whose label the training split never saw (or a null label) have no class index
 among the model's classes: they are left out of the classification metrics.
 
-Spark's AUC: ``BinaryClassificationEvaluator`` sorts the distinct scores and, with
-``numBins=1000`` (the default, kept here), down-samples the curve to about 1000 points only
-when there are at least ``2 * numBins`` distinct scores; below that the areas are exact
+Areas: the rows are counted per distinct score in Spark (positives and negatives, integers)
+and the driver draws the curves through one point per score, in score order: exact
 (scikit-learn's ``roc_auc_score``; for PR, trapezoids from a first point
-``(recall 0, precision of the highest threshold)``). Above it, neighbouring thresholds are
-merged into bins of ``distinct scores / numBins``, which moves the area by at most the share of
-pairs that fall into one bin (well under 0.01 for continuous scores).
+``(recall 0, precision of the highest score)``, as Spark's ``BinaryClassificationEvaluator``
+draws it) while a class has at most :data:`AUC_EXACT_SCORES` distinct scores. Above that,
+scores are counted in that many equal-width buckets of ``[0, 1]`` instead, which moves an area
+by at most half the share of (positive, negative) pairs that share a bucket.
+
+Reproducible: the same predictions give the same metrics to the last bit, however they are
+partitioned. Counts are integers, the log loss and the regression sums are exact decimal sums
+(a double sum depends on the order of the rows), and the driver orders what it receives.
+(Spark's own evaluator is not: its range partitioning samples with a seed taken from the RDD
+id, so the same data give areas that differ from run to run.)
 """
 
 from __future__ import annotations
@@ -37,12 +44,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection, Sequence
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 from pyspark import StorageLevel
 from pyspark.ml import PipelineModel, Transformer
-from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -72,7 +79,10 @@ __all__ = [
 
 LOG_LOSS_EPS = 1e-15
 AUC_METRICS = ("auc_roc", "auc_pr")
-_Y, _P, _PROB, _S = "__y", "__p", "__prob", "__s"
+#: Distinct scores per class up to which ``auc_roc`` and ``auc_pr`` are exact (see the module
+#: docstring); also the number of grid buckets above it.
+AUC_EXACT_SCORES = 100_000
+_Y, _P, _PROB, _S, _C = "__y", "__p", "__prob", "__s", "__c"
 
 
 def metric_name(prefix: str, label: str) -> str:
@@ -108,19 +118,62 @@ def _score(c: int) -> Column:
     return F.get(F.col(_PROB), c)
 
 
-def _auc(data: DataFrame, c: int, metric: str) -> float:
-    """One-vs-rest area of class ``c`` from Spark's evaluator (default ``numBins``)."""
-    one = data.select((F.col(_Y) == c).cast("double").alias(_Y), _score(c).alias(_S))
-    ev = BinaryClassificationEvaluator(
-        rawPredictionCol=_S,
-        labelCol=_Y,
-        metricName="areaUnderROC" if metric == "auc_roc" else "areaUnderPR",
+def _exact_sum(value: Column, scale: int = 18) -> Column:
+    """Sum of ``value`` as a decimal with ``scale`` places: decimal addition is exact, so the
+    sum does not depend on how the rows are partitioned or ordered (a double sum does)."""
+    return F.sum(value.cast(f"decimal(38,{scale})"))
+
+
+def _score_counts(data: DataFrame, auc_classes: Sequence[int]) -> dict[int, np.ndarray]:
+    """Class -> rows ``(score, positives, negatives)`` of its one-vs-rest scores, sorted by
+    score descending: per distinct score while a class has at most :data:`AUC_EXACT_SCORES`
+    of them, else per bucket of a grid of that many equal-width buckets of ``[0, 1]``.
+
+    Counts are integers summed in Spark, and the driver orders the rows itself, so the result
+    does not depend on how the rows are partitioned. One Spark job (two above the limit).
+    """
+    pairs = data.select(_Y, F.posexplode(F.col(_PROB)).alias(_C, _S)).where(
+        F.col(_C).isin(list(auc_classes))
     )
-    return float(ev.evaluate(one))
+
+    def counts(key: Column) -> DataFrame:
+        positive = (F.col(_Y) == F.col(_C)).cast("long")
+        return pairs.groupBy(_C, key.alias(_S)).agg(
+            F.sum(positive).alias("pos"), F.sum(1 - positive).alias("neg")
+        )
+
+    cap = AUC_EXACT_SCORES * len(auc_classes)
+    table = counts(F.col(_S)).limit(cap + 1).toArrow()
+    if table.num_rows > cap:
+        bucket = F.least(F.floor(F.col(_S) * AUC_EXACT_SCORES), F.lit(AUC_EXACT_SCORES - 1))
+        table = counts(bucket.cast("double")).toArrow()
+    c, score = table.column(_C).to_numpy(), table.column(_S).to_numpy()
+    pos, neg = table.column("pos").to_numpy(), table.column("neg").to_numpy()
+    out = {}
+    for k in auc_classes:
+        mine = c == k
+        order = np.argsort(-score[mine], kind="stable")
+        out[k] = np.column_stack([score[mine][order], pos[mine][order], neg[mine][order]])
+    return out
+
+
+def _areas(counts: np.ndarray) -> dict[str, float]:
+    """``auc_roc`` and ``auc_pr`` of one class from its :func:`_score_counts` rows: trapezoids
+    through one point per score (ties share a point), the PR curve starting at
+    ``(recall 0, precision of the highest score)`` as Spark's evaluator draws it."""
+    tp, fp = np.cumsum(counts[:, 1]), np.cumsum(counts[:, 2])
+    p, n = (tp[-1], fp[-1]) if len(tp) else (0, 0)
+    if p == 0 or n == 0:
+        return {"auc_roc": float("nan"), "auc_pr": float("nan")}
+    roc = np.trapezoid(np.concatenate([[0.0], tp / p]), np.concatenate([[0.0], fp / n]))
+    precision, recall = tp / (tp + fp), tp / p
+    pr = np.trapezoid(np.concatenate([precision[:1], precision]), np.concatenate([[0.0], recall]))
+    return {"auc_roc": float(roc), "auc_pr": float(pr)}
 
 
 def _confusion_and_log_loss(data: DataFrame, k: int) -> tuple[np.ndarray, float]:
-    """The ``k x k`` confusion counts (rows: actual, columns: predicted) and summed log loss.
+    """The ``k x k`` confusion counts (rows: actual, columns: predicted) and summed log loss
+    (an exact decimal sum, see :func:`_exact_sum`).
 
     One Spark job: a ``groupBy`` of at most ``k * k`` groups.
     """
@@ -129,16 +182,16 @@ def _confusion_and_log_loss(data: DataFrame, k: int) -> tuple[np.ndarray, float]
     )
     rows = (
         data.groupBy(_Y, _P)
-        .agg(F.count(F.lit(1)).alias("n"), F.sum(-F.log(p_true)).alias("ll"))
+        .agg(F.count(F.lit(1)).alias("n"), _exact_sum(-F.log(p_true)).alias("ll"))
         .collect()
     )
     matrix = np.zeros((k, k), dtype=np.int64)
-    log_loss = 0.0
+    log_loss = Decimal(0)
     for r in rows:
         if 0 <= r[_P] < k:
             matrix[r[_Y], r[_P]] += r["n"]
         log_loss += r["ll"]
-    return matrix, log_loss
+    return matrix, float(log_loss)
 
 
 def _per_class(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -163,7 +216,7 @@ def _classification_metrics(
     aucs = [m for m in AUC_METRICS if want_all or m in wanted]
     need_agg = want_all or any(m in wanted for m in ("accuracy", "f1", "log_loss"))
     auc_classes = [1] if binary else list(range(k))
-    passes = int(need_agg) + len(aucs) * len(auc_classes)
+    passes = int(need_agg) + int(bool(aucs))
     data = _labelled(predictions, k)
     if passes > 1:
         data = data.persist(StorageLevel.MEMORY_AND_DISK)
@@ -189,8 +242,9 @@ def _classification_metrics(
                     out[metric_name("f1", label)] = float(f1[c])
                     out[metric_name("precision", label)] = float(precision[c])
                     out[metric_name("recall", label)] = float(recall[c])
+        areas = {c: _areas(v) for c, v in _score_counts(data, auc_classes).items()} if aucs else {}
         for metric in aucs:
-            per_class = [_auc(data, c, metric) for c in auc_classes]
+            per_class = [areas[c][metric] for c in auc_classes]
             out[metric] = float(np.mean(per_class))
             if not binary and metric == "auc_roc":
                 for c, value in zip(auc_classes, per_class, strict=True):
@@ -202,26 +256,28 @@ def _classification_metrics(
 
 
 def _regression_metrics(predictions: DataFrame, spec: FeatureSpec) -> dict[str, float]:
+    """RMSE, MAE and R² from exact decimal sums (10 places; see :func:`_exact_sum`)."""
     y = F.col(spec.label).cast("double")
     err = y - F.col(PREDICTION_COL)
     row = (
         predictions.where(y.isNotNull())
         .agg(
             F.count(F.lit(1)).alias("n"),
-            F.sum(err * err).alias("sse"),
-            F.sum(F.abs(err)).alias("sae"),
-            F.var_pop(y).alias("var"),
+            _exact_sum(err * err, 10).alias("sse"),
+            _exact_sum(F.abs(err), 10).alias("sae"),
+            _exact_sum(y, 10).alias("sy"),
+            _exact_sum(y * y, 10).alias("syy"),
         )
         .first()
     )
     n = row["n"]
     if not n:
         raise TrainingError("no test row has a label; the held-out set is empty")
-    sst = row["var"] * n
+    sse, sst = row["sse"], row["syy"] - row["sy"] * row["sy"] / n
     return {
-        "rmse": math.sqrt(row["sse"] / n),
-        "mae": row["sae"] / n,
-        "r2": 1.0 - row["sse"] / sst if sst > 0 else float("nan"),
+        "rmse": math.sqrt(sse / n),
+        "mae": float(row["sae"] / n),
+        "r2": float(1 - sse / sst) if sst > 0 else float("nan"),
     }
 
 
