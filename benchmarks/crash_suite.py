@@ -168,17 +168,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def complete_rows(catalog: BatchCatalog, path: str):
+    """Every complete batch of the table through the run log; None when there is none (no
+    table, or only commits of runs that never completed)."""
+    if not catalog.tables.exists(path) or catalog.visible(path) == {}:
+        return None
+    if BATCH_COLUMN in catalog.tables.read(path).columns:
+        return catalog.read_complete(path)[0]
+    # training_set has no batch column (BatchCatalog.read_complete cannot filter it): the
+    # whole table at the version its latest completed run recorded, else the latest.
+    recorded = catalog.visible(path)
+    return catalog.tables.read(path, version=max(recorded.values()) if recorded else None)
+
+
 def visible_rows(catalog: BatchCatalog, path: str) -> Visible:
     """What readers see of the table through the run log (every complete batch)."""
-    if not catalog.tables.exists(path):
+    df = complete_rows(catalog, path)
+    if df is None:
         return Visible((), ())
-    if BATCH_COLUMN in catalog.tables.read(path).columns:
-        df, _ = catalog.read_complete(path)
-    else:
-        # training_set has no batch column (BatchCatalog.read_complete cannot filter it): the
-        # whole table at the version its latest completed run recorded, else the latest.
-        recorded = catalog.visible(path)
-        df = catalog.tables.read(path, version=max(recorded.values()) if recorded else None)
     columns = tuple(c for c in df.columns if c not in VOLATILE_COLUMNS)
     quoted = ["`" + c.replace("`", "``") + "`" for c in columns]
     rows = [tuple(_plain(v) for v in r) for r in df.select(*quoted).collect()]
@@ -637,10 +644,9 @@ def check_input_rows(catalog: BatchCatalog, cfg, lines: dict[str, int]) -> list[
 
     counts: dict[str, dict[str, int]] = {"bronze": {}, "quarantine": {}}
     for name in counts:
-        path = cfg.storage.table_path(name)
-        if not catalog.tables.exists(path):
+        df = complete_rows(catalog, cfg.storage.table_path(name))
+        if df is None:
             continue
-        df, _ = catalog.read_complete(path)
         if name == "quarantine":
             df = df.where(F.col("stage") == "ingest")
         counts[name] = {r[0]: r[1] for r in df.groupBy("batch_id").count().collect()}
