@@ -4,11 +4,11 @@ Predictions are built directly as DataFrames shaped like a fitted training pipel
 (class index ``__label``, ``prediction``, ``probability``), so every expected value is
 computed by scikit-learn or numpy on exactly the same numbers.
 
-Tolerances: Spark's ``BinaryClassificationEvaluator`` only down-samples its curves when there
-are at least ``2 * numBins = 2000`` distinct scores; these tests have a few hundred, so its
-areas are exact and compared at 1e-9 (floating-point summation order only). Spark's PR area
-starts the curve at ``(recall 0, precision of the highest threshold)`` where scikit-learn's
-curve starts at ``(0, 1)``; the expected value below replaces that first point accordingly.
+Tolerances: the areas are exact below ``AUC_EXACT_SCORES`` distinct scores (these tests have a
+few hundred or a few thousand) and compared at 1e-9 (floating-point order only). The PR area
+starts the curve at ``(recall 0, precision of the highest threshold)``, as Spark's evaluator,
+where scikit-learn's curve starts at ``(0, 1)``; the expected value below replaces that first
+point accordingly.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def _shuffled(df, partitions: int, seed: int):
 
 
 def test_metrics_are_the_same_to_the_last_bit_however_the_rows_are_partitioned(spark):
-    # 2,500 distinct scores: above 2 * numBins, so the evaluator's down-sampling runs too.
+    # 2,500 distinct scores: enough rows that a double sum's order would show in the last bits.
     y, proba = _binary_data(n=2500, seed=21)
     binary = _predictions(spark, y, proba)
     rng = np.random.default_rng(12)
@@ -188,11 +188,12 @@ def test_metrics_are_the_same_to_the_last_bit_however_the_rows_are_partitioned(s
         runs += [evaluate(_shuffled(df, n, seed), spec) for n, seed in ((7, 1), (3, 2), (5, 3))]
         assert runs[1:] == [runs[0]] * 3  # exactly equal, not approximately
     pred = proba.argmax(axis=1)
-    assert runs[0] == pytest.approx(
+    actual, predicted = _regression_columns(regression)
+    assert runs[0] == pytest.approx(  # runs of the regression frame, the loop's last
         {
-            "rmse": math.sqrt(skm.mean_squared_error(*_regression_columns(regression))),
-            "mae": skm.mean_absolute_error(*_regression_columns(regression)),
-            "r2": skm.r2_score(*_regression_columns(regression)),
+            "rmse": math.sqrt(skm.mean_squared_error(actual, predicted)),
+            "mae": skm.mean_absolute_error(actual, predicted),
+            "r2": skm.r2_score(actual, predicted),
         },
         rel=1e-9,
     )

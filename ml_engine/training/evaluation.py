@@ -114,10 +114,6 @@ def _labelled(predictions: DataFrame, k: int, with_probability: bool = True) -> 
     return predictions.where(F.col(LABEL_COL) < k).select(*cols)
 
 
-def _score(c: int) -> Column:
-    return F.get(F.col(_PROB), c)
-
-
 def _exact_sum(value: Column, scale: int = 18) -> Column:
     """Sum of ``value`` as a decimal with ``scale`` places: decimal addition is exact, so the
     sum does not depend on how the rows are partitioned or ordered (a double sum does)."""
@@ -287,8 +283,9 @@ def evaluate(
     """Metrics of held-out predictions (definitions in the module docstring).
 
     Spark jobs: regression one aggregate; classification one ``groupBy`` (confusion counts and
-    log loss) plus Spark's AUC evaluator for ``auc_roc`` and ``auc_pr`` (multiclass: per
-    class) over the narrow columns it needs, cached while they are read more than once.
+    log loss) plus one ``groupBy`` of score counts for ``auc_roc`` and ``auc_pr`` (every class
+    at once; a second one above :data:`AUC_EXACT_SCORES`) over the narrow columns they need,
+    cached while they are read more than once.
 
     Args:
         predictions: ``model.transform(test)`` of a fitted training pipeline.
