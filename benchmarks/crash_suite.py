@@ -120,7 +120,7 @@ from ml_engine import jobs as J  # noqa: E402
 from ml_engine.catalog import BatchCatalog  # noqa: E402
 from ml_engine.config import SparkConfig, dump_config, load_config  # noqa: E402
 from ml_engine.demo import CURRENT_JOBS, REFERENCE_JOBS  # noqa: E402
-from ml_engine.tables.base import BATCH_COLUMN  # noqa: E402
+from ml_engine.tables.base import BATCH_COLUMN, BatchNotFoundError  # noqa: E402
 
 SAMPLE_CONFIG = "ml-engine:sample"
 RUN_LOG = "job_runs"
@@ -171,13 +171,18 @@ def _plain(value: Any) -> Any:
 def complete_rows(catalog: BatchCatalog, path: str):
     """Every complete batch of the table through the run log; None when there is none (no
     table, or only commits of runs that never completed)."""
-    if not catalog.tables.exists(path) or catalog.visible(path) == {}:
+    if not catalog.tables.exists(path):
         return None
     if BATCH_COLUMN in catalog.tables.read(path).columns:
-        return catalog.read_complete(path)[0]
+        try:
+            return catalog.read_complete(path)[0]
+        except BatchNotFoundError:
+            return None
     # training_set has no batch column (BatchCatalog.read_complete cannot filter it): the
     # whole table at the version its latest completed run recorded, else the latest.
     recorded = catalog.visible(path)
+    if recorded == {}:
+        return None
     return catalog.tables.read(path, version=max(recorded.values()) if recorded else None)
 
 
