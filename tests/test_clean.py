@@ -882,14 +882,13 @@ def test_run_clean_writes_silver_quarantine_and_metrics_and_a_rerun_changes_noth
         spark.createDataFrame(quarantine_before, quarantine.schema),
         ignore_row_order=True,
     )
-    # dq_metrics is a log: the rerun appended its own run with the same values.
+    # The rerun replaced the batch's metrics with its own run's, of the same values.
     run_ids = {
         r["run_id"]
         for r in read_batch(tables, cfg, "dq_metrics").select("run_id").distinct().collect()
     }
-    assert len(run_ids) == 2 and first_run[0]["run_id"] in run_ids
-    (second_run,) = run_ids - {first_run[0]["run_id"]}
-    assert dq_values(tables, cfg, run_id=second_run) == metrics
+    assert len(run_ids) == 1 and first_run[0]["run_id"] not in run_ids
+    assert dq_values(tables, cfg, run_id=run_ids.pop()) == metrics
     # the other batch was never touched
     assert read_batch(tables, cfg, "silver", "b0").count() == 0
 

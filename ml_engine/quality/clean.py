@@ -832,9 +832,10 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
     imputation values (:func:`summarise`), and stops with :class:`JobError` before writing
     anything when a ``fail`` rule is violated. Otherwise replaces the batch's partition of
     ``silver``, the batch's ``clean`` rows of ``quarantine``, so a rerun leaves the same
-    silver and quarantine as a single run, and appends to ``dq_metrics`` (per-column profile of
-    the silver rows before imputation, rule violations and row counts) under a new run id:
-    dq_metrics is the log of runs. Columns that later stages added to ``silver``
+    silver and quarantine as a single run, and the batch's ``clean`` rows of ``dq_metrics``
+    (per-column profile of the silver rows before imputation, rule violations and row counts)
+    under a new run id; an earlier run's metrics stay readable by Delta time travel at the
+    version the run log recorded for it. Columns that later stages added to ``silver``
     (``detect_outliers``' flags) are written as nulls for the batch: rerun those stages.
 
     Spark jobs: the duplicate probe (keys only), two aggregations (the first also fills the
@@ -925,9 +926,9 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
             computed_at=datetime.now(timezone.utc),
         )
         describe(spark, f"clean {batch}: write dq_metrics")
-        # dq_metrics is a log of runs: every run appends its rows under a new run_id, so
-        # the metrics of reruns of a batch can be compared.
-        tables.append(metrics, paths["dq_metrics"])
+        # Replaced, not appended: rows a killed run appended would stay beside the rerun's
+        # (the run log hides a killed run's commits, not rows it added to a later version).
+        tables.replace_batch(metrics, paths["dq_metrics"], batch, within={"stage": STAGE})
     finally:
         flagged.unpersist()
     return JobResult(
