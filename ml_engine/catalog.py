@@ -126,14 +126,22 @@ class BatchCatalog:
     def append(self, df: DataFrame, path: str, partition_by=None, app_id=None, app_version=None):
         return self._remember(path, self.tables.append(df, path, partition_by, app_id, app_version))
 
-    def overwrite(self, df: DataFrame, path: str, partition_by=None, replace_where=None):
-        return self._remember(path, self.tables.overwrite(df, path, partition_by, replace_where))
+    def overwrite(
+        self, df: DataFrame, path: str, partition_by=None, replace_where=None, unique_by=None
+    ):
+        return self._remember(
+            path, self.tables.overwrite(df, path, partition_by, replace_where, unique_by)
+        )
 
     def upsert(self, df: DataFrame, path: str, keys: list[str], partition_by=None):
         return self._remember(path, self.tables.upsert(df, path, keys, partition_by))
 
-    def replace_batch(self, df: DataFrame, path: str, batch_id: str, within=None) -> int:
-        return self._remember(path, self.tables.replace_batch(df, path, batch_id, within))
+    def replace_batch(
+        self, df: DataFrame, path: str, batch_id: str, within=None, unique_by=None
+    ) -> int:
+        return self._remember(
+            path, self.tables.replace_batch(df, path, batch_id, within, unique_by)
+        )
 
     def complete_run(self, job: str, batch_id: str) -> list[tuple]:
         """Records the commits of the run that just finished (the run log's last write).

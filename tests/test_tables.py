@@ -230,6 +230,38 @@ def test_replace_batch_within_replaces_only_the_batchs_rows_with_those_values(
         )
 
 
+def test_replace_batch_unique_by_moves_records_written_again_out_of_other_batches(
+    spark, tables, tmp_path
+):
+    schema = T.StructType(
+        [
+            T.StructField("id", T.LongType(), True),
+            T.StructField("batch_id", T.StringType(), True),
+            T.StructField("amount", T.DoubleType(), True),
+        ]
+    )
+    path = str(tmp_path / "t")
+    first = [(1, "b1", 1.0), (2, "b1", 2.0), (3, "b1", 3.0), (None, "b1", 9.0)]
+    tables.append(frame(spark, first, schema), path, partition_by=["batch_id"])
+    tables.replace_batch(frame(spark, [(4, "b2", 4.0)], schema), path, "b2")
+    b1_files = {a["path"] for a in add_actions(path, 0)}
+    ours = [(2, "b3", 20.0), (4, "b3", 40.0), (5, "b3", 50.0), (None, "b3", 0.0)]
+
+    tables.replace_batch(frame(spark, ours, schema), path, "b3", unique_by=["id"])
+    # a rerun changes nothing: the b3 rows are replaced, nothing else holds their ids
+    version = tables.replace_batch(frame(spark, ours, schema), path, "b3", unique_by=["id"])
+
+    # ids 2 and 4 left b1 and b2; a null id matches nothing, so b1's null row stays
+    expected = [(1, "b1", 1.0), (3, "b1", 3.0), (None, "b1", 9.0), *ours]
+    assert_df_equality(tables.read(path), frame(spark, expected, schema), ignore_row_order=True)
+    assert delta_rows(path) == sorted(expected, key=lambda r: (r[0] is not None, r[0] or 0, r[1]))
+    assert version == 3
+    # only b1's file holding id 2 was rewritten (without it), in the same commit as b3's rows
+    assert len(b1_files & referenced_files(path)) == len(b1_files) - 1
+    with pytest.raises(TableError, match="unique_by \\['id'\\] needs replace_where"):
+        tables.overwrite(frame(spark, ours, schema), path, unique_by=["id"])
+
+
 def test_batch_predicate_quotes_strings_and_refuses_other_values():
     assert batch_predicate("a'b") == "batch_id = 'a\\'b'"
     assert batch_predicate("b", {"stage": "clean", "v": 3}) == (

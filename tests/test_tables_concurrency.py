@@ -205,6 +205,24 @@ def test_a_replace_overtaken_on_its_only_attempt_raises_and_commits_nothing(spar
     assert any(f.startswith(ours + "/") for f in tables.vacuum(path))
 
 
+def test_a_unique_replace_overtaken_by_one_of_its_keys_in_another_batch_plans_again(
+    spark, tmp_path
+):
+    path = seeded(spark, tmp_path, [(1, "a", SEED), (2, "a", SEED)])
+    theirs = [(3, "c", 9), (4, "c", 9)]  # key 3 is one of ours, written to another batch
+    tables = Interleaved(
+        spark,
+        lambda: write_deltalake(path, arrow_rows(theirs), mode="append", partition_by=["batch_id"]),
+    )
+    ours = [(2, "b", 1), (3, "b", 1)]
+
+    version = tables.replace_batch(spark.createDataFrame(ours, SCHEMA), path, "b", unique_by=["id"])
+
+    assert (version, tables.plans) == (2, 2)
+    assert rows_at(tables, path) == sorted_rows([(1, "a", SEED), (4, "c", 9), *ours])
+    assert delta_rs_rows(path) == sorted_rows([(1, "a", SEED), (4, "c", 9), *ours])
+
+
 def test_an_upsert_overtaken_by_rows_with_its_new_keys_plans_again_and_keeps_each_key_once(
     spark, tmp_path
 ):

@@ -117,6 +117,7 @@ class DeltaTables(ABC):
         path: str,
         partition_by: list[str] | None = None,
         replace_where: str | None = None,
+        unique_by: list[str] | None = None,
     ) -> int:
         """Replaces the table's rows with ``df`` (creates the table if missing).
 
@@ -124,6 +125,11 @@ class DeltaTables(ABC):
         overwrite or ``"event_time >= '2026-01-01'"``) only rows matching it are replaced: they
         are removed and ``df`` is added in one commit. Every row of ``df`` must match the
         predicate (TableError otherwise). Returns the committed version.
+
+        With ``unique_by`` (columns; needs ``replace_where``), the rows outside the replaced
+        ones that have the same non-null ``unique_by`` values as a row of ``df`` are removed
+        in the same commit: a record written again in a later batch moves there instead of
+        being held twice. ``df`` itself should be unique on them.
         """
 
     @abstractmethod
@@ -188,19 +194,23 @@ class DeltaTables(ABC):
         path: str,
         batch_id: str,
         within: Mapping[str, str | int] | None = None,
+        unique_by: list[str] | None = None,
     ) -> int:
         """Replaces the rows of batch ``batch_id`` with ``df`` in one commit (the table is
         partitioned by ``batch_id``; created if missing). Returns the committed version.
 
         ``within`` narrows the replaced rows to those of the batch with these column values
         (``{"stage": "clean"}``: one stage's quarantine rows; ``{"model_version": 3}``): rows
-        of the batch with other values stay. Every row of ``df`` must match.
+        of the batch with other values stay. Every row of ``df`` must match. ``unique_by``:
+        rows of other batches with the same values of these columns as a row of ``df`` are
+        removed in the same commit (see :meth:`overwrite`).
         """
         return self.overwrite(
             df,
             path,
             partition_by=[BATCH_COLUMN],
             replace_where=batch_predicate(batch_id, within),
+            unique_by=unique_by,
         )
 
     @abstractmethod

@@ -63,6 +63,7 @@ import dataclasses
 import errno
 import json
 import math
+import operator
 import os
 import re
 import time
@@ -218,7 +219,9 @@ class _Scope:
     ``kind``: ``none`` (a plain append), ``table`` (an overwrite without predicate: any
     commit), ``partitions`` (files added to partitions matching ``predicate``), ``rows``
     (files added holding a row matching ``predicate``), ``keys`` (files added holding one of
-    the rows of ``keys``, on ``key_columns``).
+    the rows of ``keys``, on ``key_columns``). ``partitions`` and ``rows`` with ``keys``: an
+    overwrite that also removes its ``unique_by`` values elsewhere (files added matching
+    either).
     """
 
     kind: str
@@ -437,14 +440,17 @@ class RsDeltaTables(DeltaTables):
         path: str,
         partition_by: list[str] | None = None,
         replace_where: str | None = None,
+        unique_by: list[str] | None = None,
     ) -> int:
         """Replaces all rows, or with ``replace_where`` the rows matching it, by ``df``.
 
         With a predicate on partition columns only, whole partitions are replaced. Otherwise
         the files holding matching rows are rewritten without them. Rows for which the
-        predicate is NULL do not match. When another writer commits rows in that scope (any
-        commit, without a predicate) while this write runs, it is planned again on the new
-        version, so its rows replace theirs.
+        predicate is NULL do not match. With ``unique_by`` (and a predicate), the files
+        outside the replaced rows that hold one of ``df``'s non-null ``unique_by`` values are
+        rewritten without those rows, in the same commit. When another writer commits rows in
+        that scope (any commit, without a predicate) while this write runs, it is planned
+        again on the new version, so its rows replace theirs.
 
         Raises:
             TableError: the predicate does not resolve against the table's columns, a row of
@@ -457,6 +463,9 @@ class RsDeltaTables(DeltaTables):
         parameters = {"mode": "Overwrite"}
         if replace_where is not None:
             parameters["predicate"] = replace_where
+        unique = _unique_columns(path, df, replace_where, unique_by)
+        if unique:
+            parameters["uniqueBy"] = json.dumps(unique)
 
         def plan(table: DeltaTable | None) -> _Plan:
             if table is None:
@@ -487,6 +496,19 @@ class RsDeltaTables(DeltaTables):
                 kept = self._scan(snapshot, removed).where(~matches)
                 data = new_rows.unionByName(kept)
                 scope = _Scope("rows", predicate=replace_where)
+            if unique:
+                keys = _non_null_keys(rows, unique)
+                outside = [f for f in snapshot.files if f not in removed]
+                holding = self._files_with_rows(
+                    dataclasses.replace(snapshot, files=outside),
+                    lambda scanned: scanned.join(keys, on=unique, how="left_semi"),
+                    f"values of {unique} written elsewhere",
+                )
+                data = data.unionByName(
+                    self._scan(snapshot, holding).join(keys, on=unique, how="left_anti")
+                )
+                removed = [*removed, *holding]
+                scope = dataclasses.replace(scope, keys=keys, key_columns=unique)
             adds = self._write_files(data, snapshot)
             return _Plan(snapshot, adds, removed, "WRITE", parameters, scope)
 
@@ -841,7 +863,7 @@ class RsDeltaTables(DeltaTables):
             what = f"rows matching {scope.predicate!r} added concurrently"
             if self._files_with_rows(probe, lambda rows: rows.where(matches), what):
                 return f"added rows matching {scope.predicate!r}"
-        else:
+        if scope.keys is not None:
             keys, columns = scope.keys, scope.key_columns
             found = self._files_with_rows(
                 probe,
@@ -897,6 +919,33 @@ class RsDeltaTables(DeltaTables):
 
 
 # ---------------------------------------------------------------------------------- locations
+
+
+def _unique_columns(
+    path: str, df: DataFrame, replace_where: str | None, unique_by: list[str] | None
+) -> list[str]:
+    """The checked ``unique_by`` columns of an overwrite (empty: none)."""
+    unique = list(unique_by or [])
+    if not unique:
+        return []
+    if replace_where is None:
+        raise TableError(
+            f"overwrite of Delta table {path}: unique_by {unique} needs replace_where (an "
+            "overwrite of the whole table leaves no rows elsewhere)"
+        )
+    absent = [c for c in unique if c not in df.columns]
+    if absent:
+        raise TableError(
+            f"overwrite of Delta table {path}: unique_by columns {absent} are not in the data "
+            f"(columns: {df.columns})"
+        )
+    return unique
+
+
+def _non_null_keys(rows: DataFrame, columns: list[str]) -> DataFrame:
+    """The distinct ``columns`` values of ``rows`` with no null (a null never matches)."""
+    present = reduce(operator.and_, [F.col(c).isNotNull() for c in columns])
+    return rows.select(*columns).where(present).distinct()
 
 
 def _location(path: str) -> str:

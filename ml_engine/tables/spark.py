@@ -173,10 +173,18 @@ class SparkDeltaTables(DeltaTables):
         path: str,
         partition_by: list[str] | None = None,
         replace_where: str | None = None,
+        unique_by: list[str] | None = None,
     ) -> int:
+        if unique_by and replace_where is None:
+            raise TableError(
+                f"overwrite of Delta table {path}: unique_by {list(unique_by)} needs "
+                "replace_where (an overwrite of the whole table leaves no rows elsewhere)"
+            )
         if self.exists(path):
             self._check_partitioning(path, partition_by)
             df = conform_to_table(path, self._schema(path), df)
+            if unique_by:
+                return self._replace_unique(df, path, replace_where, list(unique_by))
         writer = df.write.format("delta").mode("overwrite")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
@@ -194,20 +202,44 @@ class SparkDeltaTables(DeltaTables):
             return self.version(path)
         self._check_partitioning(path, partition_by)
         df = conform_to_table(path, self._schema(path), df)
+        return self._merge(df, path, list(keys), None, "upsert into")
+
+    def _merge(
+        self, df: DataFrame, path: str, keys: list[str], delete_unmatched: str | None, what: str
+    ) -> int:
+        """One MERGE by ``keys``: matched rows take the new row, new rows are inserted, and
+        with ``delete_unmatched`` the rows matching it that no new row matched are deleted."""
         condition = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
         try:
+            merge = (
+                self._delta_table.forPath(self.spark, path)
+                .alias("t")
+                .merge(df.alias("s"), condition)
+                .whenMatchedUpdateAll()
+                .whenNotMatchedInsertAll()
+            )
+            if delete_unmatched is not None:
+                merge = merge.whenNotMatchedBySourceDelete(delete_unmatched)
             with self._commit_settings():
-                (
-                    self._delta_table.forPath(self.spark, path)
-                    .alias("t")
-                    .merge(df.alias("s"), condition)
-                    .whenMatchedUpdateAll()
-                    .whenNotMatchedInsertAll()
-                    .execute()
-                )
+                merge.execute()
         except Exception as exc:
-            raise TableError(f"upsert into Delta table {path} failed: {_first_line(exc)}") from exc
+            raise TableError(f"{what} Delta table {path} failed: {_first_line(exc)}") from exc
         return self.version(path)
+
+    def _replace_unique(
+        self, df: DataFrame, path: str, replace_where: str, unique: list[str]
+    ) -> int:
+        """``replace_where`` overwrite that also removes ``df``'s ``unique`` values elsewhere,
+        as one MERGE: matched rows (wherever they are) take the new row, new rows are
+        inserted, and the replaced rows no new row matched are deleted."""
+        outside = df.where(~F.coalesce(F.expr(replace_where), F.lit(False))).limit(1).collect()
+        if outside:
+            raise TableError(
+                f"overwrite of Delta table {path}: a row does not match replace_where "
+                f"{replace_where!r}: {outside[0].asDict()}"
+            )
+        what = f"overwrite where {replace_where!r} unique by {unique} of"
+        return self._merge(df, path, unique, replace_where, what)
 
     def version(self, path: str) -> int:
         self._require(path)
