@@ -41,6 +41,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import Config, FeaturesConfig, SelectionConfig
+from ml_engine.quality.clean import dedup_key
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import TableSchema
 from ml_engine.session import describe
@@ -531,8 +532,14 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
         out = with_features(rows, fcfg, schema).where(F.expr(predicate))
     except FeatureError as exc:
         raise JobError(f"build_features: {exc} (silver: {silver_path})") from None
+    # With latest_by_key a record is held once across batches: the batch written last has it.
+    key = dedup_key(schema) if cfg.clean.dedup == "latest_by_key" else None
     version = tables.overwrite(
-        out, features_path, partition_by=[BATCH_COLUMN], replace_where=predicate
+        out,
+        features_path,
+        partition_by=[BATCH_COLUMN],
+        replace_where=predicate,
+        unique_by=[key] if key in out.columns else None,
     )
     return JobResult(
         job="build_features",

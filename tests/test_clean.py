@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import CleanConfig, CleanRule, ConfigError, build_config, load_config
+from ml_engine.features import run_build_features
 from ml_engine.quality import clean as clean_module
 from ml_engine.quality.clean import (
     COERCE_FAILED,
@@ -757,6 +758,8 @@ def test_run_clean_writes_silver_quarantine_and_metrics_and_a_rerun_changes_noth
         "rows_in": 11,
         "rows_out": 6,
         "duplicates_removed": 2,
+        "duplicates_in_other_batches": 0,
+        "replaced_in_other_batches": 0,
         "rows_quarantined": 3,
         "warnings": 1,
     }
@@ -824,6 +827,8 @@ def test_run_clean_writes_silver_quarantine_and_metrics_and_a_rerun_changes_noth
         "rows_in": 11.0,
         "rows_out": 6.0,
         "duplicates_removed": 2.0,
+        "duplicates_in_other_batches": 0.0,
+        "replaced_in_other_batches": 0.0,
         "rows_quarantined": 3.0,
         "warnings": 1.0,
     }
@@ -891,6 +896,70 @@ def test_run_clean_writes_silver_quarantine_and_metrics_and_a_rerun_changes_noth
     assert dq_values(tables, cfg, run_id=run_ids.pop()) == metrics
     # the other batch was never touched
     assert read_batch(tables, cfg, "silver", "b0").count() == 0
+
+
+def test_latest_by_key_holds_a_record_once_across_batches_the_latest_copy_wins(
+    spark, tables, tmp_path
+):
+    def row(record, hours, amount, ingested=ING):
+        return (
+            record,
+            "c",
+            T0 + timedelta(hours=hours),
+            amount,
+            400,
+            "web",
+            None,
+            "f.csv",
+            ingested,
+        )
+
+    later = ING + timedelta(days=2)
+    batches = {
+        "b1": [row("T001", 0, 1.0), row("T002", 0, 2.0), row("T003", 0, 3.0)],
+        # T002 sent again with a later event time: it moves to b2
+        "b2": [row("T002", 1, 22.0), row("T004", 0, 4.0)],
+        # a backfill ingested last: its T003 is older than b1's and loses; its T001 is the
+        # latest (and sent twice within the batch)
+        "b3": [
+            row("T003", -1, 33.0, later),
+            row("T001", 2, 11.0, later),
+            row("T001", 1, 10.0, later),
+        ],
+    }
+    base = job_config(tmp_path, {})
+    write_bronze(spark, tables, base, batches)
+    expected = [("T003", "b1", 3.0), ("T002", "b2", 22.0), ("T004", "b2", 4.0)]
+    expected += [("T001", "b3", 11.0)]
+
+    def check_tables():
+        for name in ("silver", "features"):
+            rows = tables.read(base.storage.table_path(name)).select("id", "batch_id", "amount")
+            assert_df_equality(
+                rows, spark.createDataFrame(expected, rows.schema), ignore_row_order=True
+            )
+
+    runs = {}
+    for b in batches:  # each batch cleaned and its features built, in order
+        runs[b] = run_clean(spark, job_config(tmp_path, {}, batch=b), tables)
+        run_build_features(spark, job_config(tmp_path, {}, batch=b), tables)
+    check_tables()
+    rerun = run_clean(spark, job_config(tmp_path, {}, batch="b1"), tables)
+    run_build_features(spark, job_config(tmp_path, {}, batch="b1"), tables)
+    check_tables()
+    counts = ("rows_in", "rows_out", "duplicates_removed", "duplicates_in_other_batches")
+    counts += ("replaced_in_other_batches", "rows_quarantined")
+
+    def metrics(result):
+        return tuple(result.metrics[m] for m in counts)
+
+    assert metrics(runs["b1"]) == (3, 3, 0, 0, 0, 0)
+    assert metrics(runs["b2"]) == (2, 2, 0, 0, 1, 0)
+    assert metrics(runs["b3"]) == (3, 1, 2, 1, 1, 0)
+    # rerun after the later batches: b1's T001 and T002 have later copies elsewhere
+    assert metrics(rerun) == (3, 1, 2, 2, 0, 0)
+    dq = dq_values(tables, base, batch="b3")
+    assert [dq[(None, m)] for m in counts] == [3.0, 1.0, 2.0, 1.0, 1.0, 0.0]
 
 
 def test_fail_rule_stops_before_writing_and_names_rule_and_sample_keys(spark, tables, tmp_path):

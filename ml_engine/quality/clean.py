@@ -8,6 +8,8 @@ at once (no Python UDFs, no per-column jobs):
 3. :func:`deduplicate` - ``latest_by_key``, ``exact`` or ``none``, remembering how many input
    rows each surviving row stands for (so ``rows_in`` needs no extra count); only the keys
    (or row hashes) are shuffled to find duplicates, whole rows only when they have one;
+   with ``latest_by_key``, :func:`drop_superseded` then keeps a record once across batches
+   (the batch's keys and order columns meet those of silver's other batches);
 4. :func:`with_violations` - every rule (config rules + schema constraints) and the
    missing-value ``drop`` policy evaluated per row: the names of the rules a row violates and,
    for rows that leave ``silver``, the quarantine reason;
@@ -24,6 +26,7 @@ at once (no Python UDFs, no per-column jobs):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 import uuid
@@ -51,7 +54,7 @@ from ml_engine.quality.quarantine import quarantine_rows
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import TableSchema, parse_type
 from ml_engine.session import describe
-from ml_engine.tables.base import DeltaTables
+from ml_engine.tables.base import BATCH_COLUMN, BatchNotFoundError, DeltaTables
 
 STAGE = "clean"
 
@@ -274,6 +277,84 @@ def _rank_first(
     )
 
 
+@dataclass(frozen=True)
+class CrossBatch:
+    """The batch's deduplicated rows seen against the other batches of silver.
+
+    ``rows``: the rows without those of which another batch holds a later copy;
+    ``superseded``: input rows dropped that way (with the in-batch duplicates they stood for);
+    ``taken_over``: rows of other batches that later copies in this batch replace.
+    """
+
+    rows: DataFrame
+    superseded: int = 0
+    taken_over: int = 0
+
+
+def _recency(event_time: str | None) -> Column:
+    """The order ``latest_by_key`` keeps a record's copies by, as one comparable struct:
+    event time, then ``ingested_at``, then ``source_file`` (a null below every value), then
+    ``batch_id``, so two batches never tie."""
+    parts: list[Column] = []
+    for c in (event_time, "ingested_at", "source_file"):
+        if c is not None:
+            parts += [F.col(c).isNotNull(), F.col(c)]
+    return F.struct(*parts, F.col(BATCH_COLUMN))
+
+
+def drop_superseded(
+    deduped: DataFrame, elsewhere: DataFrame, key: str, event_time: str | None
+) -> CrossBatch:
+    """Keeps a record once across batches: the latest copy (``latest_by_key``) wins.
+
+    Only narrow columns move: the batch's non-null keys with their order columns meet the
+    same columns of ``elsewhere`` in one grouped aggregation (one Spark job that also
+    counts); the keys whose latest copy is in another batch then leave ``deduped`` by a
+    broadcast anti-join, or a shuffled one above :data:`BROADCAST_MAX_REPEATED` keys.
+
+    Args:
+        deduped: the batch's rows after in-batch deduplication (with ``COPIES``, ``batch_id``
+            and the order columns present in it).
+        elsewhere: the rows of the other batches of silver (``key``, order columns,
+            ``batch_id``).
+        key: the dedup key column.
+        event_time: the event time column, if any.
+    """
+    order = [c for c in (event_time, "ingested_at", "source_file") if c is not None]
+    missing = [c for c in (key, BATCH_COLUMN, *order) if c not in elsewhere.columns]
+    if missing:
+        raise ValueError(f"silver lacks columns {missing} to compare batches by")
+    mine = deduped.where(F.col(key).isNotNull()).select(
+        key, _recency(event_time).alias("_r"), F.col(COPIES), F.lit(True).alias("_mine")
+    )
+    theirs = elsewhere.join(mine.select(key), key, "left_semi").select(
+        key, _recency(event_time).alias("_r"), F.lit(0).cast("long").alias(COPIES),
+        F.lit(False).alias("_mine"),
+    )  # fmt: skip
+    shared = (
+        mine.unionByName(theirs)
+        .groupBy(key)
+        .agg(
+            F.max_by("_mine", "_r").alias("_wins"),
+            F.sum(COPIES).alias("_copies"),
+            F.count_if(~F.col("_mine")).alias("_theirs"),
+        )
+        .where(F.col("_theirs") > 0)
+    )
+    counts = shared.agg(
+        F.coalesce(F.sum(F.when(~F.col("_wins"), F.col("_copies"))), F.lit(0)).alias("lost"),
+        F.count_if(~F.col("_wins")).alias("keys"),
+        F.coalesce(F.sum(F.when(F.col("_wins"), F.col("_theirs"))), F.lit(0)).alias("taken"),
+    ).first()
+    if not counts["keys"]:
+        return CrossBatch(deduped, 0, int(counts["taken"]))
+    losers = shared.where(~F.col("_wins")).select(F.col(key).alias("_loser"))
+    if counts["keys"] <= BROADCAST_MAX_REPEATED:
+        losers = F.broadcast(losers)
+    rows = deduped.join(losers, F.col(key) == F.col("_loser"), "left_anti")
+    return CrossBatch(rows, int(counts["lost"]), int(counts["taken"]))
+
+
 # --------------------------------------------------------------------------- rules
 
 
@@ -485,6 +566,8 @@ class CleanSummary:
     rows_in: int
     rows_deduplicated: int
     rows_quarantined: int
+    superseded: int = 0  # of rows_in: dropped for a later copy in another batch
+    taken_over: int = 0  # rows of other batches replaced by this batch's later copies
     violations: dict[str, int] = field(default_factory=dict)
     warnings: int = 0
     coercion_failures: dict[str, int] = field(default_factory=dict)
@@ -507,6 +590,8 @@ class CleanSummary:
             (None, "rows_in", self.rows_in),
             (None, "rows_out", self.rows_out),
             (None, "duplicates_removed", self.duplicates_removed),
+            (None, "duplicates_in_other_batches", self.superseded),
+            (None, "replaced_in_other_batches", self.taken_over),
             (None, "rows_quarantined", self.rows_quarantined),
             (None, "warnings", self.warnings),
         ]
@@ -825,14 +910,41 @@ def with_table_columns(df: DataFrame, table_schema: T.StructType) -> DataFrame:
     return df.select("*", *extra) if extra else df
 
 
+def against_other_batches(
+    tables: DeltaTables,
+    silver_path: str,
+    deduped: DataFrame,
+    dedup: str,
+    schema: TableSchema,
+    batch: str,
+) -> CrossBatch:
+    """:func:`drop_superseded` against the complete batches of silver other than ``batch``
+    (``latest_by_key`` only; otherwise, or before silver has a complete batch, the rows as
+    they are)."""
+    key = dedup_key(schema)
+    if dedup != "latest_by_key" or key is None or not tables.exists(silver_path):
+        return CrossBatch(deduped)
+    try:
+        silver, _ = tables.read_complete(silver_path)
+    except BatchNotFoundError:
+        return CrossBatch(deduped)
+    order = [c for c in (key, schema.event_time, *META_COLUMNS) if c is not None]
+    elsewhere = silver.where(F.col(BATCH_COLUMN) != F.lit(batch)).select(*dict.fromkeys(order))
+    return drop_superseded(deduped, elsewhere, key, schema.event_time)
+
+
 def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
     """The clean job for batch ``cfg.effective_batch_id()``: bronze -> silver + quarantine + dq_metrics.
 
     Reads the batch from ``bronze``, runs :func:`prepare` once (persisted), counts and learns
     imputation values (:func:`summarise`), and stops with :class:`JobError` before writing
-    anything when a ``fail`` rule is violated. Otherwise replaces the batch's partition of
-    ``silver``, the batch's ``clean`` rows of ``quarantine``, so a rerun leaves the same
-    silver and quarantine as a single run, and the batch's ``clean`` rows of ``dq_metrics``
+    anything when a ``fail`` rule is violated. With ``latest_by_key``, a record that another
+    complete batch of silver holds a later copy of is dropped from this batch (counted as
+    ``duplicates_in_other_batches``), and the earlier copies of this batch's records leave
+    their batches in the silver commit (``replaced_in_other_batches``). Otherwise replaces
+    the batch's partition of ``silver``, the batch's ``clean`` rows of ``quarantine``, so a
+    rerun leaves the same silver and quarantine as a single run, and the batch's ``clean``
+    rows of ``dq_metrics``
     (per-column profile of the silver rows before imputation, rule violations and row counts)
     under a new run id; an earlier run's metrics stay readable by Delta time travel at the
     version the run log recorded for it. Columns that later stages added to ``silver``
@@ -876,17 +988,26 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         flagged = prepare(bronze, clean, schema, rules)
     except ValueError as exc:
         raise JobError(f"clean: {paths['bronze']}: {exc}") from None
-    flagged = flagged.persist(StorageLevel.MEMORY_AND_DISK)
+    flagged = cached = flagged.persist(StorageLevel.MEMORY_AND_DISK)
     try:
+        describe(spark, f"clean {batch}: records against the other batches of silver")
+        cross = against_other_batches(tables, paths["silver"], flagged, clean.dedup, schema, batch)
         describe(spark, f"clean {batch}: dedup, rules, counts and imputation statistics")
         summary = summarise(
-            flagged,
+            cross.rows,
             rules,
             clean.missing,
             coerced=sorted(clean.coerce),
             profile_columns=schema.names,
             quantiles=clean.quantiles,
         )
+        summary = dataclasses.replace(
+            summary,
+            rows_in=summary.rows_in + cross.superseded,
+            superseded=cross.superseded,
+            taken_over=cross.taken_over,
+        )
+        flagged = cross.rows
         failing = [r for r in rules if r.action == "fail" and summary.violations[r.name] > 0]
         if failing:
             describe(spark, f"clean {batch}: sample keys violating fail rules")
@@ -913,7 +1034,8 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         )
         silver = with_table_columns(silver, silver_schema)
         describe(spark, f"clean {batch}: write silver")
-        tables.replace_batch(silver, paths["silver"], batch)
+        unique = [dedup_key(schema)] if clean.dedup == "latest_by_key" else None
+        tables.replace_batch(silver, paths["silver"], batch, unique_by=unique)
         describe(spark, f"clean {batch}: write quarantine")
         tables.replace_batch(
             rejected_rows(flagged, schema), paths["quarantine"], batch, within={"stage": STAGE}
@@ -930,7 +1052,7 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         # (the run log hides a killed run's commits, not rows it added to a later version).
         tables.replace_batch(metrics, paths["dq_metrics"], batch, within={"stage": STAGE})
     finally:
-        flagged.unpersist()
+        cached.unpersist()
     return JobResult(
         job=STAGE,
         outputs={n: paths[n] for n in ("silver", "quarantine", "dq_metrics")},
@@ -938,6 +1060,8 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
             "rows_in": summary.rows_in,
             "rows_out": summary.rows_out,
             "duplicates_removed": summary.duplicates_removed,
+            "duplicates_in_other_batches": summary.superseded,
+            "replaced_in_other_batches": summary.taken_over,
             "rows_quarantined": summary.rows_quarantined,
             "warnings": summary.warnings,
         },
