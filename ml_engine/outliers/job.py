@@ -220,10 +220,12 @@ def _detect_and_write(
         tables.replace_batch(quarantine_out, quarantine_path, batch, within={"stage": STAGE})
         outputs["quarantine"] = quarantine_path
     describe(spark, f"detect_outliers: write silver batch {batch} ({oc.policy})")
-    tables.replace_batch(silver_out, silver_path, batch)
+    silver_version = tables.replace_batch(silver_out, silver_path, batch)
     if from_output:
         describe(spark, f"detect_outliers: outlier statistics of batch {batch}")
-        written = tables.read_batch(silver_path, batch)
+        # At the version just committed: through the run log, the batch is still the one
+        # its last completed run wrote until this run completes.
+        written = tables.read_batch(silver_path, batch, version=silver_version)
         stats, n_rows, n_outliers = outlier_statistics(
             written, model, batch, oc.policy, flagged=True
         )
