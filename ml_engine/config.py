@@ -336,7 +336,8 @@ class CleanConfig(StrictModel):
 
     ``dedup``: ``latest_by_key`` keeps, per record id (the schema's ``record_id`` column, else
     its ``key``), the row with the latest event time (ties: latest ``ingested_at``, then the
-    greatest ``source_file``), within the batch and across the batches of silver; ``exact`` removes rows equal in every schema column; ``none``.
+    greatest ``source_file``), within the batch and across the batches of silver; ``exact``
+    removes rows equal in every schema column; ``none``.
     ``trim`` strips string columns (a blank string becomes null); ``case`` and ``mappings``
     (raw spelling -> canonical spelling, applied after trim and case) apply to string columns.
     ``coerce`` casts columns to another type (a schema type name); a value that does not cast

@@ -57,6 +57,9 @@ from ml_engine.session import describe
 from ml_engine.tables.base import BATCH_COLUMN, BatchNotFoundError, DeltaTables
 
 STAGE = "clean"
+# After the event time, what orders two copies of a record: the later ingested, then the
+# greater file name, is the later copy.
+COPY_ORDER = ("ingested_at", "source_file")
 
 # Helper columns added by the pipeline; none of them reaches silver.
 COPIES = "_dq_copies"  # input rows a deduplicated row stands for (itself + removed duplicates)
@@ -209,9 +212,7 @@ def deduplicate(
     """
     if mode == "none":
         return df.withColumn(COPIES, F.lit(1).cast("long"))
-    meta_order = [
-        F.col(c).desc_nulls_last() for c in ("ingested_at", "source_file") if c in df.columns
-    ]
+    meta_order = [F.col(c).desc_nulls_last() for c in COPY_ORDER if c in df.columns]
     if mode == "latest_by_key":
         if key is None or key not in df.columns:
             raise ValueError(
@@ -296,7 +297,7 @@ def _recency(event_time: str | None) -> Column:
     event time, then ``ingested_at``, then ``source_file`` (a null below every value), then
     ``batch_id``, so two batches never tie."""
     parts: list[Column] = []
-    for c in (event_time, "ingested_at", "source_file"):
+    for c in (event_time, *COPY_ORDER):
         if c is not None:
             parts += [F.col(c).isNotNull(), F.col(c)]
     return F.struct(*parts, F.col(BATCH_COLUMN))
@@ -320,7 +321,7 @@ def drop_superseded(
         key: the dedup key column.
         event_time: the event time column, if any.
     """
-    order = [c for c in (event_time, "ingested_at", "source_file") if c is not None]
+    order = [c for c in (event_time, *COPY_ORDER) if c is not None]
     missing = [c for c in (key, BATCH_COLUMN, *order) if c not in elsewhere.columns]
     if missing:
         raise ValueError(f"silver lacks columns {missing} to compare batches by")
@@ -941,12 +942,11 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
     anything when a ``fail`` rule is violated. With ``latest_by_key``, a record that another
     complete batch of silver holds a later copy of is dropped from this batch (counted as
     ``duplicates_in_other_batches``), and the earlier copies of this batch's records leave
-    their batches in the silver commit (``replaced_in_other_batches``). Otherwise replaces
-    the batch's partition of ``silver``, the batch's ``clean`` rows of ``quarantine``, so a
-    rerun leaves the same silver and quarantine as a single run, and the batch's ``clean``
-    rows of ``dq_metrics``
-    (per-column profile of the silver rows before imputation, rule violations and row counts)
-    under a new run id; an earlier run's metrics stay readable by Delta time travel at the
+    their batches in the silver commit (``replaced_in_other_batches``). The job replaces the
+    batch's partition of ``silver``, the batch's ``clean`` rows of ``quarantine`` (so a rerun
+    leaves the same silver and quarantine as a single run) and the batch's ``clean`` rows of
+    ``dq_metrics`` (per-column profile of the silver rows before imputation, rule violations
+    and row counts) under a new run id; an earlier run's metrics stay readable by Delta time travel at the
     version the run log recorded for it. Columns that later stages added to ``silver``
     (``detect_outliers``' flags) are written as nulls for the batch: rerun those stages.
 
