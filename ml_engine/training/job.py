@@ -521,6 +521,9 @@ def run_train(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
                 input_example=example,
                 pip_requirements=pip_requirements(fit.estimator),
                 code_paths=[str(package_dir())],
+                # MLflow would load the saved model back into a new pyfunc and score the
+                # example (a third of the logging time); the signature is checked by score.
+                validate_serving_input=False,
             )
             describe(spark, "train: the current champion on the new test set")
             champion, champion_version, note = champion_on(cfg, trained.test, metric)
