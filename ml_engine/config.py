@@ -537,7 +537,8 @@ class DetectorConfig(StrictModel):
 
 
 class OutliersConfig(StrictModel):
-    """``silver`` -> ``silver`` with outlier flags / capped values / outliers quarantined."""
+    """The outlier detector: fitted on a silver batch by ``detect_outliers``, applied by
+    ``build_features`` (flags, capped values or outliers left out; ``quarantine`` for drop)."""
 
     detectors: list[DetectorConfig] = Field(
         default_factory=lambda: [DetectorConfig(method="iqr", k=3.0)], min_length=1

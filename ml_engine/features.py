@@ -41,6 +41,14 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import Config, FeaturesConfig, SelectionConfig
+from ml_engine.outliers import (
+    OUTLIER_COLUMNS,
+    apply_outlier_policy,
+    check_detector_columns,
+    detector_models,
+    load_outlier_model,
+    outlier_model_path,
+)
 from ml_engine.quality.clean import dedup_key
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import TableSchema
@@ -502,12 +510,18 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
     """``silver`` -> ``features`` for the run's batch or ``features.start``/``end`` range.
 
     Window aggregates read their history from all of silver (earlier batches included). The
-    written rows replace the feature rows of the same batch / event-time range
+    outlier detector ``detect_outliers`` saved is applied to those rows in the same select
+    (:func:`~ml_engine.outliers.apply_outlier_policy` with ``outliers.policy``): every
+    feature row carries ``is_outlier``, ``outlier_score`` and ``outlier_reasons``; ``cap``
+    winsorises the checked columns before any feature is computed from them, ``drop`` leaves
+    the outliers out (they are in ``quarantine``). Without a saved detector the three columns
+    are null. The written rows replace the feature rows of the same batch / event-time range
     (``replace_where``), so a rerun never duplicates them. The table is partitioned by
     ``batch_id``.
 
     Raises:
-        JobError: silver does not exist, or the feature definitions do not fit it.
+        JobError: silver does not exist, the feature definitions do not fit it, or the saved
+            detector checks a column silver lacks.
     """
     schema = cfg.table_schema
     fcfg = cfg.features
@@ -528,8 +542,18 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
     describe(spark, f"build_features: silver v{silver_version} -> features ({predicate})")
     days = max(fcfg.windows.days) if fcfg.windows.columns else 0
     rows = filter_window_history(silver, F.expr(predicate), schema.key, schema.event_time, days)
+    model_path = outlier_model_path(cfg)
     try:
-        out = with_features(rows, fcfg, schema).where(F.expr(predicate))
+        detector = load_outlier_model(spark, model_path)
+    except ValueError as exc:
+        raise JobError(f"build_features: outliers.model_path: {model_path}: {exc}") from None
+    if detector is not None:
+        where = [f"the outlier model saved at {model_path}"] * len(detector.stages)
+        check_detector_columns(rows, detector_models(detector), silver_path, where)
+    rows = apply_outlier_policy(rows, detector, cfg.outliers.policy)
+    try:
+        carry = (BATCH_COLUMN, *OUTLIER_COLUMNS)
+        out = with_features(rows, fcfg, schema, carry=carry).where(F.expr(predicate))
     except FeatureError as exc:
         raise JobError(f"build_features: {exc} (silver: {silver_path})") from None
     # With latest_by_key a record is held once across batches: the batch written last has it.
@@ -549,5 +573,8 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
             "silver_version": silver_version,
             "features_version": version,
             "feature_columns": fcfg.output_names(),
+            "outliers": f"{cfg.outliers.policy}, detector {model_path}"
+            if detector is not None
+            else f"not applied: no detector saved at {model_path} (run detect_outliers)",
         },
     )

@@ -51,7 +51,7 @@ _SPECS = (
         "detect_outliers",
         "ml_engine.outliers:run_detect_outliers",
         reads=("silver",),
-        writes=("silver", "quarantine", "outlier_stats"),
+        writes=("quarantine", "outlier_stats"),
         batch_input="silver",
     ),
     JobSpec(

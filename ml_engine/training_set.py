@@ -25,6 +25,7 @@ from pyspark.sql import types as T
 
 from ml_engine.config import Config
 from ml_engine.features import BATCH_COLUMN, event_micros, select_features
+from ml_engine.outliers import OUTLIER_COLUMNS
 from ml_engine.results import JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import DeltaTables
@@ -142,8 +143,10 @@ def _require(df: DataFrame, columns: Sequence[str], what: str) -> None:
 
 
 def default_feature_columns(features: DataFrame, exclude: Sequence[str]) -> list[str]:
-    """The feature table's columns except ids, times, label and ``batch_id``."""
-    skip = set(exclude) | {BATCH_COLUMN}
+    """The feature table's columns except ids, times, label, ``batch_id`` and the outlier
+    flags (per-row diagnostics; a model gets them from its own detector stage with
+    ``train.outlier_features``, so scoring computes them the same way)."""
+    skip = set(exclude) | {BATCH_COLUMN, *OUTLIER_COLUMNS}
     return [c for c in features.columns if c not in skip]
 
 

@@ -768,16 +768,12 @@ def test_run_clean_writes_silver_quarantine_and_metrics_and_a_rerun_changes_noth
     median_score = float(np.median([400, 500, 320, 310, 600]))  # five values: unambiguous
     silver_schema = (
         "id string, cust string, ts timestamp, amount double, score int, channel string, "
-        "raw_amount double, batch_id string, source_file string, ingested_at timestamp, "
-        # silver's outlier columns: null until detect_outliers runs for the batch
-        "is_outlier boolean, outlier_score double, outlier_reasons array<string>, "
-        "outlier_original array<struct<column:string,value:string>>"
+        "raw_amount double, batch_id string, source_file string, ingested_at timestamp"
     )
-    no_flags = (None, None, None, None)
     expected_silver = spark.createDataFrame(
         [
-            ("T001", "c1", T0, 10.0, 400, "web", 12.5, "b1", "f2.csv", ING, *no_flags),
-            ("T002", "c2", T0, mean_amount, 500, "app", None, "b1", "f1.csv", ING, *no_flags),
+            ("T001", "c1", T0, 10.0, 400, "web", 12.5, "b1", "f2.csv", ING),
+            ("T002", "c2", T0, mean_amount, 500, "app", None, "b1", "f1.csv", ING),
             (
                 "T003",
                 "c3",
@@ -789,11 +785,10 @@ def test_run_clean_writes_silver_quarantine_and_metrics_and_a_rerun_changes_noth
                 "b1",
                 "f1.csv",
                 ING,
-                *no_flags,
             ),
-            ("T006", "c6", T0, 12.25, 320, "app", None, "b1", "f1.csv", ING, *no_flags),
-            ("T007", "c7", T0, 900.0, 310, "web", None, "b1", "f1.csv", ING, *no_flags),
-            ("T009", "c9", T0, 5.0, 600, "app", None, "b1", "f1.csv", ING, *no_flags),
+            ("T006", "c6", T0, 12.25, 320, "app", None, "b1", "f1.csv", ING),
+            ("T007", "c7", T0, 900.0, 310, "web", None, "b1", "f1.csv", ING),
+            ("T009", "c9", T0, 5.0, 600, "app", None, "b1", "f1.csv", ING),
         ],
         silver_schema,
     )

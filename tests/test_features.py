@@ -516,10 +516,19 @@ JOB_FEATURES = {
 SILVER_TABLE = struct(
     *[(f.name, f.dataType) for f in SILVER.fields], ("source_file", S), ("ingested_at", TS)
 )
+# No outlier detector is saved in these tests: the flag columns are null.
 FEATURE_TABLE = struct(
-    ("cust", S), ("ts", TS), ("tx_id", S), ("fraud", I), ("batch_id", S), ("amount", D),
-    ("amount_count_7d", L), ("amount_sum_7d", D),
+    ("cust", S), ("ts", TS), ("tx_id", S), ("fraud", I), ("batch_id", S),
+    ("is_outlier", T.BooleanType()), ("outlier_score", D), ("outlier_reasons", T.ArrayType(S)),
+    ("amount", D), ("amount_count_7d", L), ("amount_sum_7d", D),
 )  # fmt: skip
+
+
+def feature_rows(spark, rows):
+    """Expected feature rows from (ids, label, batch, values) tuples: null flags added."""
+    return spark.createDataFrame([(*r[:5], None, None, None, *r[5:]) for r in rows], FEATURE_TABLE)
+
+
 B1 = [
     ("T1", "c1", t(1), 10.0, 1, "web", 0, "b1"),
     ("T2", "c2", t(2), 20.0, 1, "web", 1, "b1"),
@@ -577,11 +586,11 @@ def test_build_features_job_uses_earlier_batches_as_history_and_reruns_replace(
 
     run_build_features(spark, cfg1, tables)
     assert_df_equality(
-        tables.read(path), spark.createDataFrame(EXPECTED_B1, FEATURE_TABLE),
+        tables.read(path), feature_rows(spark, EXPECTED_B1),
         ignore_nullable=True, ignore_row_order=True,
     )  # fmt: skip
     result = run_build_features(spark, cfg2, tables)
-    once = spark.createDataFrame(EXPECTED_B1 + EXPECTED_B2, FEATURE_TABLE)
+    once = feature_rows(spark, EXPECTED_B1 + EXPECTED_B2)
     assert_df_equality(tables.read(path), once, ignore_nullable=True, ignore_row_order=True)
     assert result.outputs == {"features": path}
     assert result.metrics["features_version"] == tables.version(path)
@@ -605,7 +614,8 @@ def test_build_features_job_date_range_replaces_rows_of_the_range_only(spark, ta
         spark, tables, cfg1, [B1[0], B1[1], ("T3", "c1", t(4), 35.0, 1, "web", None, "b1")], "b1"
     )
     ranged = _config(tmp_path, {**JOB_FEATURES, "start": "2026-01-04", "end": "2026-01-09"})
-    expected = spark.createDataFrame(
+    expected = feature_rows(
+        spark,
         [
             EXPECTED_B1[0],
             EXPECTED_B1[1],
@@ -615,7 +625,6 @@ def test_build_features_job_date_range_replaces_rows_of_the_range_only(spark, ta
             EXPECTED_B2[2],
             EXPECTED_B2[3],  # Jan 9 is outside the range: not rebuilt (still 140)
         ],
-        FEATURE_TABLE,
     )
     path = ranged.storage.table_path("features")
     result = run_build_features(spark, ranged, tables)

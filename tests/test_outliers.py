@@ -25,9 +25,13 @@ from scipy.spatial.distance import mahalanobis
 from scipy.stats import median_abs_deviation
 
 from ml_engine.config import ConfigError, DetectorConfig, build_config
+from ml_engine.features import run_build_features
 from ml_engine.jobs import run_job
 from ml_engine.outliers import (
+    IS_OUTLIER,
     OUTLIER_FIELDS,
+    OUTLIER_REASONS,
+    OUTLIER_SCORE,
     OUTLIER_STATS_SCHEMA,
     IQROutlierDetector,
     IQROutlierModel,
@@ -39,7 +43,6 @@ from ml_engine.outliers import (
     ZScoreOutlierDetector,
     ZScoreOutlierModel,
     build_outlier_pipeline,
-    restore_outlier_input,
     run_detect_outliers,
     split_outliers,
     with_capped_values,
@@ -441,7 +444,7 @@ columns:
   - {name: ts, type: timestamp, role: event_time}
   - {name: amount, type: double, role: numeric_feature}
   - {name: items, type: int, role: numeric_feature}
-  - {name: channel, type: string, role: categorical_feature}
+  - {name: channel, type: string, role: key}
 """
 ING = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 # amount: Q1 11, Q3 17 (fences 2 and 26 with k = 1.5), median 14, MAD 3.
@@ -473,8 +476,7 @@ DATA_FIELDS = [
     T.StructField("source_file", T.StringType()),
     T.StructField("ingested_at", T.TimestampType()),
 ]
-SILVER_STRUCT = T.StructType(DATA_FIELDS + list(OUTLIER_FIELDS))
-FLAGGED_STRUCT = T.StructType(DATA_FIELDS + list(OUTLIER_FIELDS[:3]))
+FLAGGED_STRUCT = T.StructType(DATA_FIELDS + list(OUTLIER_FIELDS))
 
 
 def ts(i: int) -> datetime:
@@ -561,16 +563,11 @@ def test_flag_policy_adds_flag_score_and_reasons_row_by_row(spark, batch_df, bat
 def test_cap_policy_winsorises_to_the_tightest_fence_and_keeps_types(spark, batch_df, batch_model):
     # amount: IQR fences [4, 24], MAD fences 14 -/+ 15.57 -> [4, 24]; items: [-0.5, 7.5] -> 7.
     det = expected_detection()
-    capped = {
-        "T00": (4.0, 3, [("amount", "-50.0")]),
-        "T07": (16.0, 7, [("items", "40")]),
-        "T10": (24.0, 5, [("amount", "95.5")]),
-    }
+    capped = {"T00": (4.0, 3), "T07": (16.0, 7), "T10": (24.0, 5)}
     rows = []
     for i, (rid, a, n) in enumerate(BATCH):
-        a2, n2, orig = capped.get(rid, (a, n, None))
-        rows.append((*data_row(i, rid, a2, n2), *det[i], orig))
-    expected = spark.createDataFrame(rows, SILVER_STRUCT)
+        rows.append((*data_row(i, rid, *capped.get(rid, (a, n))), *det[i]))
+    expected = spark.createDataFrame(rows, FLAGGED_STRUCT)
     out = with_capped_values(batch_df, batch_model)
     assert out.schema["items"].dataType == T.IntegerType()
     assert_approx_df_equality(out, expected, 1e-12, ignore_nullable=True, ignore_row_order=True)
@@ -646,27 +643,6 @@ def test_drop_policy_keeps_inliers_and_quarantines_outliers_with_reasons(
     assert_df_equality(quarantined, expected_q, ignore_nullable=True, ignore_row_order=True)
 
 
-def test_restore_undoes_cap_and_drop_exactly(spark, batch_df, batch_model):
-    capped = with_capped_values(batch_df, batch_model)
-    assert_df_equality(
-        restore_outlier_input(capped), batch_df, ignore_row_order=True, ignore_nullable=True
-    )
-    kept, quarantined = split_outliers(batch_df, batch_model, record_key="id")
-    assert_df_equality(
-        restore_outlier_input(kept, quarantined),
-        batch_df,
-        ignore_row_order=True,
-        ignore_nullable=True,
-    )
-    # A quarantined row that silver already holds again (clean re-ran) is not doubled.
-    assert_df_equality(
-        restore_outlier_input(batch_df, quarantined),
-        batch_df,
-        ignore_row_order=True,
-        ignore_nullable=True,
-    )
-
-
 # ---------------------------------------------------------------------------------- config
 
 
@@ -726,8 +702,8 @@ def test_config_detector_without_columns_needs_numeric_features_in_the_schema(tm
 
 
 def _silver_with(spark, tables, cfg, rows):
-    """Creates silver (with the outlier columns, null) and a quarantine row of stage clean."""
-    df = spark.createDataFrame([(*r, None, None, None, None) for r in rows], SILVER_STRUCT)
+    """Creates silver and a quarantine row of stage clean."""
+    df = spark.createDataFrame(rows, T.StructType(DATA_FIELDS))
     tables.overwrite(df, cfg.storage.table_path("silver"), partition_by=["batch_id"])
     clean_row = spark.createDataFrame(
         [("{}", "amount: not a number", "clean", "T50", "f1.csv", "b1", ING)], QUARANTINE_SCHEMA
@@ -736,16 +712,20 @@ def _silver_with(spark, tables, cfg, rows):
 
 
 OTHER_BATCH = data_row(0, "T99", 1e6, 1, batch="b0")
+OUTLIER_IDS = ("T00", "T07", "T10")
+JOB_TABLES = ("silver", "quarantine", "outlier_stats", "features")
+FEATURE_FLAGS = T.StructType([DATA_FIELDS[0], DATA_FIELDS[2], DATA_FIELDS[3], *OUTLIER_FIELDS])
 
 
 def _tables_now(tables, cfg):
-    names = ("silver", "quarantine", "outlier_stats")
-    return {n: tables.version(cfg.storage.table_path(n)) for n in names}
+    return {n: tables.version(cfg.storage.table_path(n)) for n in JOB_TABLES}
 
 
 @pytest.fixture(scope="module")
 def policy_runs(spark, tmp_path_factory):
-    """Runs the job twice per policy (lazily) on BATCH; returns cfg, tables, results, versions."""
+    """Per policy (lazily) on BATCH: detect_outliers then build_features, twice; returns cfg,
+    tables, the two detect_outliers results, the table versions after the first runs and
+    silver's version before them."""
     tables = open_tables(spark, "rs")
     cache = {}
 
@@ -756,12 +736,14 @@ def policy_runs(spark, tmp_path_factory):
             _silver_with(
                 spark, tables, cfg, [data_row(i, *r) for i, r in enumerate(BATCH)] + [OTHER_BATCH]
             )
-            # As jobs run: through the run log, which hides a batch's new version until the
-            # run completes (the statistics must still count the rows this run wrote).
+            silver_before = tables.version(cfg.storage.table_path("silver"))
+            # As jobs run: through the run log.
             first = run_job("detect_outliers", spark, cfg, tables)
+            run_job("build_features", spark, cfg, tables)
             after_first = _tables_now(tables, cfg)
             second = run_job("detect_outliers", spark, cfg, tables)
-            cache[policy] = (cfg, tables, first, second, after_first)
+            run_job("build_features", spark, cfg, tables)
+            cache[policy] = (cfg, tables, first, second, after_first, silver_before)
         return cache[policy]
 
     return run
@@ -771,14 +753,40 @@ def _read(cfg, tables, name, version=None):
     return tables.read(cfg.storage.table_path(name), version=version)
 
 
-def test_job_flag_writes_flags_to_the_batch_and_leaves_other_batches(spark, policy_runs):
-    cfg, tables, first, _, versions = policy_runs("flag")
-    expected = spark.createDataFrame(
-        [(*r, None) for r in flagged_rows()] + [(*OTHER_BATCH, None, None, None, None)],
-        SILVER_STRUCT,
+def _feature_flags(cfg, tables, version=None):
+    cols = ("id", "amount", "items", IS_OUTLIER, OUTLIER_SCORE, OUTLIER_REASONS)
+    return _read(cfg, tables, "features", version).select(*cols)
+
+
+def _assert_feature_flags(spark, cfg, tables, version, rows):
+    """The feature rows' (id, amount, items, flag, score, reasons) equal ``rows``."""
+    assert_approx_df_equality(
+        _feature_flags(cfg, tables, version),
+        spark.createDataFrame(rows, FEATURE_FLAGS),
+        1e-12,
+        ignore_nullable=True,
+        ignore_row_order=True,
     )
-    silver = _read(cfg, tables, "silver", versions["silver"])
-    assert_approx_df_equality(silver, expected, 1e-12, ignore_nullable=True, ignore_row_order=True)
+
+
+@pytest.mark.parametrize("policy", ["flag", "cap", "drop"])
+def test_job_leaves_silver_as_clean_wrote_it(policy_runs, policy):
+    cfg, tables, _, _, versions, silver_before = policy_runs(policy)
+    # No commit to silver: a rerun of clean has no flags to erase.
+    assert versions["silver"] == silver_before
+    assert tables.version(cfg.storage.table_path("silver")) == silver_before
+
+
+def test_flag_policy_flags_every_feature_row_of_the_batch(spark, policy_runs):
+    cfg, tables, first, _, versions, _ = policy_runs("flag")
+    det = expected_detection()
+    _assert_feature_flags(
+        spark,
+        cfg,
+        tables,
+        versions["features"],
+        [(rid, a, n, *det[i]) for i, (rid, a, n) in enumerate(BATCH)],
+    )
     assert first.metrics == {
         "batch_id": "b1",
         "policy": "flag",
@@ -788,12 +796,17 @@ def test_job_flag_writes_flags_to_the_batch_and_leaves_other_batches(spark, poli
         "outliers": 3,
         "rows_out": 11,
     }
+    assert first.outputs == {
+        "outlier_stats": cfg.storage.table_path("outlier_stats"),
+        "outlier_model": cfg.storage.path("models", "outliers"),
+        # the quarantine table exists: this stage's rows of an earlier drop run are cleared
+        "quarantine": cfg.storage.table_path("quarantine"),
+    }
 
 
 @pytest.mark.parametrize("policy", ["flag", "cap", "drop"])
 def test_job_writes_outlier_stats_per_detector_and_column(spark, policy_runs, policy):
-    # flag and cap count from the silver rows written, drop before writing: same counts.
-    cfg, tables, _, _, versions = policy_runs(policy)
+    cfg, tables, _, _, versions, _ = policy_runs(policy)
     half = MAD_HALF_WIDTH
     expected = spark.createDataFrame(
         [
@@ -861,22 +874,31 @@ def test_job_writes_outlier_stats_per_detector_and_column(spark, policy_runs, po
     assert_approx_df_equality(stats, expected, 1e-12, ignore_nullable=True, ignore_row_order=True)
 
 
-def test_job_cap_writes_capped_values_and_originals(spark, policy_runs):
-    cfg, tables, _, _, versions = policy_runs("cap")
-    silver = _read(cfg, tables, "silver", versions["silver"]).where("batch_id = 'b1'")
-    got = {r.id: (r.amount, r.items, r.outlier_original) for r in silver.collect()}
-    assert got["T00"] == (4.0, 3, [("amount", "-50.0")])
-    assert got["T07"] == (16.0, 7, [("items", "40")])
-    assert got["T10"] == (24.0, 5, [("amount", "95.5")])
-    assert all(v[2] is None for k, v in got.items() if k not in ("T00", "T07", "T10"))
+def test_job_cap_winsorises_the_feature_rows_and_silver_keeps_the_raw_values(spark, policy_runs):
+    cfg, tables, _, _, versions, _ = policy_runs("cap")
+    det = expected_detection()
+    capped = {"T00": (4.0, 3), "T07": (16.0, 7), "T10": (24.0, 5)}  # fences [4, 24], [-0.5, 7.5]
+    _assert_feature_flags(
+        spark,
+        cfg,
+        tables,
+        versions["features"],
+        [(rid, *capped.get(rid, (a, n)), *det[i]) for i, (rid, a, n) in enumerate(BATCH)],
+    )
+    raw = {r.id: (r.amount, r.items) for r in _read(cfg, tables, "silver").collect()}
+    assert [raw[i] for i in OUTLIER_IDS] == [(-50.0, 3), (16.0, 40), (95.5, 5)]
 
 
-def test_job_drop_quarantines_outliers_and_keeps_other_stages_rows(spark, policy_runs):
-    cfg, tables, first, _, versions = policy_runs("drop")
-    silver = _read(cfg, tables, "silver", versions["silver"]).where("batch_id = 'b1'")
-    assert sorted(r.id for r in silver.collect()) == [
-        r[0] for r in BATCH if r[0] not in ("T00", "T07", "T10")
-    ]
+def test_job_drop_quarantines_outliers_and_features_leave_them_out(spark, policy_runs):
+    cfg, tables, first, _, versions, _ = policy_runs("drop")
+    det = expected_detection()
+    _assert_feature_flags(
+        spark,
+        cfg,
+        tables,
+        versions["features"],
+        [(rid, a, n, *det[i]) for i, (rid, a, n) in enumerate(BATCH) if rid not in OUTLIER_IDS],
+    )
     q = _read(cfg, tables, "quarantine", versions["quarantine"])
     assert sorted((r.stage, r.record_key) for r in q.collect()) == [
         ("clean", "T50"),
@@ -890,7 +912,7 @@ def test_job_drop_quarantines_outliers_and_keeps_other_stages_rows(spark, policy
 
 @pytest.mark.parametrize("policy", ["flag", "cap", "drop"])
 def test_job_rerun_on_the_same_batch_gives_the_same_tables(policy_runs, policy):
-    cfg, tables, first, second, versions = policy_runs(policy)
+    cfg, tables, first, second, versions, _ = policy_runs(policy)
     for name, version in versions.items():
         assert_df_equality(
             _read(cfg, tables, name),
@@ -915,8 +937,10 @@ def test_job_on_a_later_batch_applies_the_saved_model(spark, tmp_path, policy_ru
     rows = [data_row(i, f"T{i + 20}", 100.0 + i, 3) for i in range(5)]
     _silver_with(spark, tables, cfg, rows)
     result = run_detect_outliers(spark, cfg, tables)
-    silver = _read(cfg, tables, "silver")
-    assert {tuple(r.outlier_reasons) for r in silver.collect()} == {("iqr:amount", "mad:amount")}
+    run_build_features(spark, cfg, tables)
+    features = _read(cfg, tables, "features")
+    reasons = [tuple(r.outlier_reasons) for r in features.collect()]
+    assert reasons == [("iqr:amount", "mad:amount")] * 5
     assert result.metrics["model"] == "reused, fitted on batch b1"
     assert result.metrics["outliers"] == 5
 
@@ -952,25 +976,20 @@ def test_job_with_refit_never_and_without_a_saved_model_names_path_and_key(spark
         run_detect_outliers(spark, cfg, tables)
 
 
-def test_job_on_silver_without_outlier_columns_refuses_flag_and_can_drop(spark, tmp_path):
+def test_build_features_without_a_saved_detector_writes_null_flags_and_says_so(spark, tmp_path):
     tables = open_tables(spark, "rs")
     cfg = _cfg(tmp_path, {"detectors": DETECTORS})
-    rows = [data_row(i, *r) for i, r in enumerate(BATCH)]
-    df = spark.createDataFrame(rows, T.StructType(DATA_FIELDS))
-    tables.overwrite(df, cfg.storage.table_path("silver"), partition_by=["batch_id"])
-    with pytest.raises(
-        JobError,
-        match=r"has no column\(s\) \['is_outlier', 'outlier_score', 'outlier_reasons'\], "
-        r"which outliers.policy 'flag' writes",
-    ):
-        run_detect_outliers(spark, cfg, tables)
-    cfg.outliers.policy = "drop"
-    run_detect_outliers(spark, cfg, tables)
+    _silver_with(spark, tables, cfg, [data_row(i, *r) for i, r in enumerate(BATCH)])
+    result = run_build_features(spark, cfg, tables)
     expected = spark.createDataFrame(
-        [r for r in rows if r[0] not in ("T00", "T07", "T10")], T.StructType(DATA_FIELDS)
+        [(rid, a, n, None, None, None) for rid, a, n in BATCH], FEATURE_FLAGS
     )
     assert_df_equality(
-        _read(cfg, tables, "silver"), expected, ignore_nullable=True, ignore_row_order=True
+        _feature_flags(cfg, tables), expected, ignore_nullable=True, ignore_row_order=True
+    )
+    path = cfg.storage.path("models", "outliers")
+    assert result.metrics["outliers"] == (
+        f"not applied: no detector saved at {path} (run detect_outliers)"
     )
 
 
@@ -1000,7 +1019,6 @@ def test_job_runs_the_same_number_of_spark_jobs_for_5_and_20_columns(spark, tmp_
             [T.StructField("id", T.StringType())]
             + [T.StructField(c, T.DoubleType()) for c in cols]
             + DATA_FIELDS[5:]
-            + list(OUTLIER_FIELDS)
         )
         rows = [
             (
@@ -1009,10 +1027,6 @@ def test_job_runs_the_same_number_of_spark_jobs_for_5_and_20_columns(spark, tmp_
                 "b1",
                 "f.csv",
                 ING,
-                None,
-                None,
-                None,
-                None,
             )
             for r in range(12)
         ]

@@ -29,7 +29,6 @@ from ml_engine.outliers.base import (
     IS_OUTLIER,
     OUTLIER_COLUMNS,
     OUTLIER_FIELDS,
-    OUTLIER_ORIGINAL,
     OUTLIER_REASONS,
     OUTLIER_SCORE,
     ROBUST_Z_FACTOR,
@@ -38,16 +37,21 @@ from ml_engine.outliers.base import (
     OutlierModel,
 )
 from ml_engine.outliers.iqr import IQROutlierDetector, IQROutlierModel
-from ml_engine.outliers.job import load_outlier_model, run_detect_outliers
+from ml_engine.outliers.job import (
+    check_detector_columns,
+    load_outlier_model,
+    outlier_model_path,
+    run_detect_outliers,
+)
 from ml_engine.outliers.mad import MADOutlierDetector, MADOutlierModel
 from ml_engine.outliers.mahalanobis import MahalanobisOutlierDetector, MahalanobisOutlierModel
 from ml_engine.outliers.policies import (
     DETECTORS,
     METADATA_COLUMNS,
+    apply_outlier_policy,
     build_outlier_pipeline,
     detector_models,
     outlier_reason,
-    restore_outlier_input,
     split_outliers,
     with_capped_values,
     with_outlier_flags,
@@ -77,7 +81,6 @@ __all__ = [
     "METADATA_COLUMNS",
     "OUTLIER_COLUMNS",
     "OUTLIER_FIELDS",
-    "OUTLIER_ORIGINAL",
     "OUTLIER_REASONS",
     "OUTLIER_SCORE",
     "OUTLIER_STATS_SCHEMA",
@@ -93,13 +96,15 @@ __all__ = [
     "OutlierModel",
     "ZScoreOutlierDetector",
     "ZScoreOutlierModel",
+    "apply_outlier_policy",
     "build_outlier_pipeline",
+    "check_detector_columns",
     "countable_from_flags",
     "detector_models",
     "load_outlier_model",
+    "outlier_model_path",
     "outlier_reason",
     "outlier_statistics",
-    "restore_outlier_input",
     "run_detect_outliers",
     "split_outliers",
     "with_capped_values",

@@ -52,26 +52,15 @@ from ml_engine.quantiles import SAMPLE_ROWS
 # 1 / Phi^-1(0.75): makes the MAD of normal data comparable to its standard deviation.
 ROBUST_Z_FACTOR = 0.6745
 
-# Columns the job writes to silver (every policy; outlier_original only with cap, else
-# null). Delta tables here never change schema, so silver must be created with them.
+# Columns the fitted detector adds where rows are written (build_features' select): every
+# policy sets them; null on rows no detector was applied to.
 IS_OUTLIER = "is_outlier"
 OUTLIER_SCORE = "outlier_score"
 OUTLIER_REASONS = "outlier_reasons"
-OUTLIER_ORIGINAL = "outlier_original"
 OUTLIER_FIELDS = (
     T.StructField(IS_OUTLIER, T.BooleanType(), True),
     T.StructField(OUTLIER_SCORE, T.DoubleType(), True),
     T.StructField(OUTLIER_REASONS, T.ArrayType(T.StringType(), True), True),
-    # Not a map: maps cannot be sorted, grouped or compared in Spark SQL.
-    T.StructField(
-        OUTLIER_ORIGINAL,
-        T.ArrayType(
-            T.StructType(
-                [T.StructField("column", T.StringType()), T.StructField("value", T.StringType())]
-            )
-        ),
-        True,
-    ),
 )
 OUTLIER_COLUMNS = tuple(f.name for f in OUTLIER_FIELDS)
 

@@ -6,7 +6,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from pyspark import StorageLevel
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.param import Params
 from pyspark.sql import DataFrame, SparkSession
@@ -14,20 +13,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import Config
-from ml_engine.outliers.base import (
-    OUTLIER_COLUMNS,
-    OUTLIER_FIELDS,
-    OUTLIER_ORIGINAL,
-    STAGE,
-    OutlierFitError,
-    _col,
-)
+from ml_engine.outliers.base import STAGE, OutlierFitError, _col
 from ml_engine.outliers.policies import (
     build_outlier_pipeline,
     detector_models,
-    restore_outlier_input,
     split_outliers,
-    with_capped_values,
     with_outlier_flags,
 )
 from ml_engine.outliers.stats import OUTLIER_STATS_SCHEMA, countable_from_flags, outlier_statistics
@@ -36,8 +26,6 @@ from ml_engine.results import JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import DeltaTables
 
-# The outlier columns silver must have for each policy (others it has are written too).
-_POLICY_COLUMNS = {"flag": OUTLIER_COLUMNS[:3], "cap": OUTLIER_COLUMNS, "drop": ()}
 _FIT_RECORD = "fit_record"
 
 
@@ -88,147 +76,84 @@ def _fit_record(data: DataFrame, pipeline: Pipeline, params: dict[str, Any]) -> 
     return {**params, "rows": int(row["n"]), "hash": str(row["h"])}
 
 
+def outlier_model_path(cfg: Config) -> str:
+    """Where the fitted detector is saved: ``outliers.model_path``, by default
+    ``<storage root>/models/outliers``."""
+    return cfg.outliers.model_path or cfg.storage.path("models", "outliers")
+
+
 def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
-    """``silver`` -> ``silver`` with outliers flagged, capped or dropped, + ``outlier_stats``.
+    """Fits (or reuses) the outlier detector on a silver batch -> the saved detector,
+    ``outlier_stats`` and, with policy ``drop``, ``quarantine``. Silver is not rewritten.
 
     Steps, for batch ``cfg.effective_batch_id()``:
 
-    1. read the batch's silver rows and restore them as they were before this job last ran
-       (:func:`restore_outlier_input`), so a rerun re-detects on the same input and writes
-       exactly the same silver, whatever policy ran before;
-    2. the detector (see :func:`_fitted_model` for ``outliers.refit``): fitted on those rows
-       and saved as a ``PipelineModel`` (overwrite) at ``outliers.model_path`` (default
-       ``<storage root>/models/outliers``) with a fit record (detector params, batch, row
-       count and a hash of the checked values), or the saved one reused; a rerun whose fit
-       record matches reuses the saved model instead of fitting again (the same fences, at
-       the cost of the fingerprint pass instead of a fit);
-    3. apply ``outliers.policy``: ``flag`` sets ``is_outlier``, ``outlier_score``,
-       ``outlier_reasons`` (:func:`with_outlier_flags`); ``cap`` winsorises to the fences,
-       sets the same columns and ``outlier_original`` (the raw values, kept so the rerun of
-       step 1 can restore them rather than fit on capped values, which would shrink the
-       z-score fences and cap again; see :func:`with_capped_values`); ``drop`` writes outlier
-       rows to ``quarantine`` (stage ``outliers``; the reason names method, column, value and
-       fence) and removes them, the kept rows flagged as with ``flag``.
-       ``outlier_original`` is null except with ``cap``. Tables never change schema here,
-       so the silver table must have the columns of :data:`OUTLIER_FIELDS` the policy sets
-       (``flag``: the first three, ``cap``: all; ``drop`` writes those silver has);
-    4. write the batch's quarantine rows of stage ``outliers`` (empty unless ``drop``; only
-       when the table exists or rows are quarantined), then silver (``replace_where`` on the
-       batch), then one ``outlier_stats`` row per detector and column (fences, statistics,
-       counts; replaces the batch's rows).
+    1. the detector (see :func:`_fitted_model` for ``outliers.refit``): fitted on the batch's
+       silver rows (reading only the checked columns) and saved as a ``PipelineModel``
+       (overwrite) at :func:`outlier_model_path` with a fit record (detector params, batch,
+       row count and a hash of the checked values), or the saved one reused; a rerun whose
+       fit record matches reuses the saved model instead of fitting again;
+    2. one ``outlier_stats`` row per detector and column (fences, statistics, rows scored and
+       flagged; replaces the batch's rows), from one aggregation over the checked columns;
+    3. ``outliers.policy`` ``drop``: the batch's outlier rows to ``quarantine`` (stage
+       ``outliers``; the reason names method, column, value and fence), replacing the
+       stage's rows of the batch; with ``flag``/``cap`` the stage's rows of an earlier
+       ``drop`` run are cleared.
+
+    The detector is applied where rows are written anyway: ``build_features`` adds every
+    row's ``is_outlier``, ``outlier_score`` and ``outlier_reasons`` to ``features`` and caps
+    (``cap``) or leaves out (``drop``) in the same select; training and scoring pipelines
+    carry it as a stage with ``train.outlier_features``.
 
     Spark jobs: a fixed number per detector (fit), plus the fingerprint, statistics and
     writes; none of them grows with the number of columns.
 
     Raises:
-        JobError: silver is missing, lacks a detector's column or the outlier columns, the
-            batch has no values to fit on, or ``refit: never`` and no model is saved at the
-            model path.
+        JobError: silver is missing or lacks a detector's column, the batch has no values to
+            fit on, or ``refit: never`` and no model is saved at the model path.
     """
     oc = cfg.outliers
     batch = cfg.effective_batch_id()
-    silver_path = cfg.storage.table_path("silver")
-    quarantine_path = cfg.storage.table_path("quarantine")
-    model_path = oc.model_path or cfg.storage.path("models", "outliers")
-
+    silver_path, quarantine_path, stats_path = (
+        cfg.storage.table_path(n) for n in ("silver", "quarantine", "outlier_stats")
+    )
+    model_path = outlier_model_path(cfg)
     if not tables.exists(silver_path):
         raise JobError(
             f"detect_outliers: no silver table at {silver_path}; run the clean job for batch "
             f"'{batch}' first"
         )
     describe(spark, f"detect_outliers: read silver batch {batch}")
-    silver_table = tables.read(silver_path)
-    lacking = [c for c in _POLICY_COLUMNS[oc.policy] if c not in silver_table.columns]
-    if lacking:
-        raise JobError(
-            f"detect_outliers: the silver table {silver_path} has no column(s) {lacking}, "
-            f"which outliers.policy '{oc.policy}' writes, and Delta tables here never change "
-            f"their schema. Create silver with ml_engine.outliers.OUTLIER_FIELDS as nullable "
-            f"columns (null until this job runs), or use outliers.policy: drop"
-        )
-    silver = tables.read_batch(silver_path, batch)
-    quarantined = None
-    if tables.exists(quarantine_path):
-        quarantined = tables.read(quarantine_path).where(
-            (F.col("stage") == F.lit(STAGE)) & (F.col("batch_id") == F.lit(batch))
-        )
-    # The fits and the fingerprint read only the checked columns, the write all of them:
-    # straight from silver's Parquet files, which costs less than building a cache of the
-    # whole batch first. Rows brought back from quarantine need a join: then the restored
-    # batch is cached once for all passes.
-    back = None if quarantined is None or quarantined.isEmpty() else quarantined
-    data = restore_outlier_input(silver, back)
-    if back is not None:
-        data = data.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        return _detect_and_write(
-            spark, cfg, tables, data, silver_table, quarantined, batch, model_path
-        )
-    finally:
-        data.unpersist()
-
-
-def _detect_and_write(
-    spark: SparkSession,
-    cfg: Config,
-    tables: DeltaTables,
-    data: DataFrame,
-    silver_table: DataFrame,
-    quarantined: DataFrame | None,
-    batch: str,
-    model_path: str,
-) -> JobResult:
-    """The body of :func:`run_detect_outliers` once the batch's input is cached."""
-    oc = cfg.outliers
-    silver_path, quarantine_path, stats_path = (
-        cfg.storage.table_path(n) for n in ("silver", "quarantine", "outlier_stats")
-    )
+    data = tables.read_batch(silver_path, batch)
     model, how = _fitted_model(spark, cfg, data, batch, model_path, silver_path)
     models = detector_models(model)
-    # With flag and cap every checked row is written to silver with its reasons, so the
-    # counts are read back from what was written (a narrow read) instead of evaluating
-    # every detector on every row a second time. drop and Mahalanobis count beforehand.
-    from_output = oc.policy != "drop" and countable_from_flags(models)
-    if not from_output:
-        describe(spark, f"detect_outliers: outlier statistics of batch {batch}")
+
+    describe(spark, f"detect_outliers: outlier statistics of batch {batch}")
+    if countable_from_flags(models):
+        # The combined reasons give every count: counted exploded and grouped (outliers are
+        # few) rather than testing every row once per column.
+        flagged = with_outlier_flags(data, model)
+        stats, n_rows, n_outliers = outlier_statistics(
+            flagged, model, batch, oc.policy, flagged=True
+        )
+    else:
         stats, n_rows, n_outliers = outlier_statistics(data, model, batch, oc.policy)
 
+    outputs = {"outlier_stats": stats_path, "outlier_model": model_path}
     quarantine_out = None
-    if oc.policy == "flag":
-        silver_out = with_outlier_flags(data, model)
-    elif oc.policy == "cap":
-        silver_out = with_capped_values(data, model)
-    else:
-        schema = cfg.table_schema
-        key = schema.record_id or schema.key
-        silver_out, quarantine_out = split_outliers(
+    if oc.policy == "drop":
+        key = cfg.table_schema.record_id or cfg.table_schema.key
+        _, quarantine_out = split_outliers(
             data, model, record_key=key if key in data.columns else None
         )
-    if OUTLIER_ORIGINAL not in silver_out.columns:
-        silver_out = silver_out.withColumn(
-            OUTLIER_ORIGINAL, F.lit(None).cast(OUTLIER_FIELDS[-1].dataType)
-        )
-    # The outlier columns the table lacks (allowed for drop) are not written.
-    silver_out = silver_out.select(*[_col(c) for c in silver_table.columns])
-    if quarantine_out is None and quarantined is not None:
+    elif tables.exists(quarantine_path):
         # Clears this stage's rows of an earlier run with policy drop.
-        quarantine_out = spark.createDataFrame([], quarantined.select(*QUARANTINE_COLUMNS).schema)
-
-    outputs = {"silver": silver_path, "outlier_stats": stats_path, "outlier_model": model_path}
+        schema = tables.read(quarantine_path).select(*QUARANTINE_COLUMNS).schema
+        quarantine_out = spark.createDataFrame([], schema)
     if quarantine_out is not None:
         describe(spark, f"detect_outliers: write quarantine rows of batch {batch}")
         tables.replace_batch(quarantine_out, quarantine_path, batch, within={"stage": STAGE})
         outputs["quarantine"] = quarantine_path
-    describe(spark, f"detect_outliers: write silver batch {batch} ({oc.policy})")
-    silver_version = tables.replace_batch(silver_out, silver_path, batch)
-    if from_output:
-        describe(spark, f"detect_outliers: outlier statistics of batch {batch}")
-        # At the version just committed: through the run log, the batch is still the one
-        # its last completed run wrote until this run completes.
-        written = tables.read_batch(silver_path, batch, version=silver_version)
-        stats, n_rows, n_outliers = outlier_statistics(
-            written, model, batch, oc.policy, flagged=True
-        )
     describe(spark, f"detect_outliers: write outlier_stats of batch {batch}")
     tables.replace_batch(spark.createDataFrame(stats, OUTLIER_STATS_SCHEMA), stats_path, batch)
     return JobResult(
@@ -246,7 +171,7 @@ def _detect_and_write(
     )
 
 
-def _check_columns(
+def check_detector_columns(
     data: DataFrame, models_or_stages: Sequence[Params], silver_path: str, where: Sequence[str]
 ) -> None:
     """JobError unless every stage's input columns are numeric columns of ``data``."""
@@ -294,7 +219,7 @@ def _fitted_model(
         except ValueError as exc:
             raise JobError(f"outliers.model_path: {model_path}: {exc}") from None
         if model is not None:
-            _check_columns(
+            check_detector_columns(
                 data,
                 detector_models(model),
                 silver_path,
@@ -308,7 +233,7 @@ def _fitted_model(
                 f"run detect_outliers on the reference batch first (outliers.refit: auto or "
                 f"always), or set outliers.model_path"
             )
-    _check_columns(
+    check_detector_columns(
         data,
         pipeline.getStages(),
         silver_path,

@@ -1,16 +1,15 @@
-"""Combining fitted detectors: the outlier pipeline and the job's policies.
+"""Combining fitted detectors: the outlier pipeline and the policies.
 
 Each a pure function of a DataFrame and a fitted ``PipelineModel`` of detectors:
 :func:`with_outlier_flags` (policy ``flag``), :func:`with_capped_values` (``cap``),
-:func:`split_outliers` (``drop``) and :func:`restore_outlier_input` (undo them for a rerun).
-:func:`build_outlier_pipeline` makes the pipeline from the ``outliers.detectors`` config.
+:func:`split_outliers` (``drop``), and :func:`apply_outlier_policy`, which ``build_features``
+applies in the select that writes the feature rows. :func:`build_outlier_pipeline` makes the
+pipeline from the ``outliers.detectors`` config.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import operator
 from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
@@ -24,7 +23,6 @@ from ml_engine.outliers.base import (
     IS_OUTLIER,
     OUTLIER_COLUMNS,
     OUTLIER_FIELDS,
-    OUTLIER_ORIGINAL,
     OUTLIER_REASONS,
     OUTLIER_SCORE,
     STAGE,
@@ -40,7 +38,7 @@ from ml_engine.outliers.zscore import ZScoreOutlierDetector
 from ml_engine.quality.ingest import BRONZE_META_COLUMNS as METADATA_COLUMNS
 from ml_engine.quality.quarantine import quarantine_rows
 
-# Microsecond timestamps in quarantined rows, so a restored row is exactly the original.
+# Microsecond timestamps in quarantined rows: the raw record holds the exact value.
 _JSON_OPTIONS = {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"}
 
 DETECTORS: dict[str, type[Estimator]] = {
@@ -178,13 +176,11 @@ def _fence_literal(dtype: T.DataType, fence: float, lower: bool) -> Column:
     return F.lit(fence).cast(dtype)
 
 
-def _capped(name: str, dtype: T.DataType, lo: float, hi: float) -> tuple[Column, Column]:
-    """``(capped value, changed?)`` of one column; the value keeps the column's type."""
+def _capped(name: str, dtype: T.DataType, lo: float, hi: float) -> Column:
+    """One column's value winsorised to ``[lo, hi]``, keeping the column's type."""
     x = _value(name)
     lo_v, hi_v = _fence_literal(dtype, lo, lower=True), _fence_literal(dtype, hi, lower=False)
-    below, above = F.coalesce(x < F.lit(lo), F.lit(False)), F.coalesce(x > F.lit(hi), F.lit(False))
-    value = F.when(below, lo_v).when(above, hi_v).otherwise(_col(name))
-    return value, below | above
+    return F.when(x < F.lit(lo), lo_v).when(x > F.lit(hi), hi_v).otherwise(_col(name))
 
 
 def with_capped_values(df: DataFrame, model: PipelineModel) -> DataFrame:
@@ -197,11 +193,8 @@ def with_capped_values(df: DataFrame, model: PipelineModel) -> DataFrame:
     keep their types (integral and decimal columns get the nearest value of their type inside
     the fences).
 
-    Adds ``is_outlier``, ``outlier_score``, ``outlier_reasons`` (computed on the original
-    values, as in :func:`with_outlier_flags`) and ``outlier_original``: a
-    ``array<struct<column: string, value: string>>`` with the original value (as text) of
-    each value that was capped, in column order (null
-    when none was), so a rerun can restore its input (:func:`restore_outlier_input`).
+    Adds ``is_outlier``, ``outlier_score`` and ``outlier_reasons``, computed on the original
+    values as in :func:`with_outlier_flags`.
 
     Raises:
         ValueError: the model is not a detector pipeline or a column is missing.
@@ -209,22 +202,9 @@ def with_capped_values(df: DataFrame, model: PipelineModel) -> DataFrame:
     models = detector_models(model)
     types = {f.name: f.dataType for f in df.schema.fields}
     caps = {c: _capped(c, types[c], lo, hi) for c, (lo, hi) in _cap_bounds(models).items()}
-    originals = [
-        F.when(changed, F.struct(F.lit(c).alias("column"), _col(c).cast("string").alias("value")))
-        for c, (_, changed) in caps.items()
-    ]
-    if originals:
-        entries = F.filter(F.array(*originals), lambda e: e.isNotNull())
-        original = F.when(F.size(entries) > 0, entries)
-    else:
-        original = F.lit(None)
-    original = original.cast(OUTLIER_FIELDS[-1].dataType)
     scored = model.transform(df)
-    out = [caps[c][0].alias(c) if c in caps else _col(c) for c in _data_columns(df)]
-    combined = _combined(models)
-    return scored.select(
-        *out, *[v.alias(k) for k, v in combined.items()], original.alias(OUTLIER_ORIGINAL)
-    )
+    out = [caps[c].alias(c) if c in caps else _col(c) for c in _data_columns(df)]
+    return scored.select(*out, *[v.alias(k) for k, v in _combined(models).items()])
 
 
 def outlier_reason(models: Sequence[OutlierModel]) -> Column:
@@ -277,64 +257,24 @@ def split_outliers(
     return kept, quarantined
 
 
-def restore_outlier_input(silver: DataFrame, quarantined: DataFrame | None = None) -> DataFrame:
-    """One batch's silver rows as they were before ``detect_outliers`` last changed them.
+def apply_outlier_policy(df: DataFrame, model: PipelineModel | None, policy: str) -> DataFrame:
+    """``df`` with ``policy`` applied by the fitted detectors ``model``: ``flag`` adds the flag
+    columns, ``cap`` also winsorises, ``drop`` also removes the outliers (the rows
+    ``detect_outliers`` quarantined, given the same model). Without a model the flag columns
+    are null and no row changes.
 
-    This is what makes a rerun idempotent whatever policy ran before: it re-detects on the
-    same input instead of on its own output. (Refitting on capped values would move the
-    z-score fences, and refitting after a drop would find new outliers among the rest.)
+    Only expressions over ``df``'s columns: applied before a select that writes rows anyway,
+    it costs no pass of its own.
 
-    * ``outlier_original`` (policy ``cap``) puts the original values back;
-    * the batch's quarantine rows of stage ``outliers`` (policy ``drop``) come back unless a
-      row with the same data is already in silver (the clean job re-ran since, say);
-    * the columns the job adds (``is_outlier``, ``outlier_score``, ``outlier_reasons``,
-      ``outlier_original``) are removed.
-
-    Args:
-        silver: the batch's silver rows.
-        quarantined: the batch's quarantine rows of stage ``outliers`` (None: no table).
-
-    Returns:
-        ``silver``'s columns without the outlier columns, in the same order.
+    Raises:
+        ValueError: the model is not a detector pipeline or a column is missing.
     """
-    types = {f.name: f.dataType for f in silver.schema.fields}
-    keep = [c for c in silver.columns if c not in OUTLIER_COLUMNS]
-    if OUTLIER_ORIGINAL in types:
-        original = _col(OUTLIER_ORIGINAL)
-
-        def saved(c: str) -> Column:
-            match = F.filter(original, lambda e: e["column"] == F.lit(c))
-            # Only capped rows have originals: the lambda runs for those alone.
-            saved = F.try_element_at(match, F.lit(1))["value"].cast(types[c])
-            return F.when(original.isNotNull(), saved)
-
-        restored = [
-            F.coalesce(saved(c), _col(c)).alias(c)
-            if isinstance(types[c], T.NumericType)
-            else _col(c)
-            for c in keep
-        ]
-        base = silver.select(*restored)
-    else:
-        base = silver.select(*[_col(c) for c in keep])
-    if quarantined is None:
-        return base
-    data_cols = [c for c in keep if c not in METADATA_COLUMNS]
-    data_schema = T.StructType([f for f in base.schema.fields if f.name in data_cols])
-    parsed = quarantined.select(
-        F.from_json("raw_record", data_schema, _JSON_OPTIONS).alias("__row"),
-        *[F.col(c) for c in METADATA_COLUMNS],
-    )
-    back = parsed.select(
-        *[
-            F.col(f"__row.`{c}`").alias(c) if c in data_cols else F.col(c).cast(types[c]).alias(c)
-            for c in keep
-        ]
-    )
-    q, s = back.alias("q"), base.alias("s")
-    same = functools.reduce(
-        operator.and_,
-        [F.col(f"q.`{c}`").eqNullSafe(F.col(f"s.`{c}`")) for c in data_cols],
-    )
-    missing = q.join(s, on=same, how="left_anti")
-    return base.unionByName(missing)
+    if model is None:
+        return df.select(
+            *[_col(c) for c in _data_columns(df)],
+            *[F.lit(None).cast(f.dataType).alias(f.name) for f in OUTLIER_FIELDS],
+        )
+    if policy == "cap":
+        return with_capped_values(df, model)
+    flagged = with_outlier_flags(df, model)
+    return flagged.where(~F.col(IS_OUTLIER)) if policy == "drop" else flagged

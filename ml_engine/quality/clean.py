@@ -42,7 +42,6 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import CleanConfig, CleanRule, Config, MissingValuePolicy
-from ml_engine.outliers import OUTLIER_FIELDS
 from ml_engine.quality.ingest import BRONZE_META_COLUMNS as META_COLUMNS
 from ml_engine.quality.metrics import (
     DEFAULT_QUANTILES,
@@ -947,8 +946,9 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
     leaves the same silver and quarantine as a single run) and the batch's ``clean`` rows of
     ``dq_metrics`` (per-column profile of the silver rows before imputation, rule violations
     and row counts) under a new run id; an earlier run's metrics stay readable by Delta time travel at the
-    version the run log recorded for it. Columns that later stages added to ``silver``
-    (``detect_outliers``' flags) are written as nulls for the batch: rerun those stages.
+    version the run log recorded for it. Columns another tool added to ``silver`` are
+    written as nulls for the batch; no job of this engine adds any (outlier flags are
+    ``features`` columns), so a rerun of clean erases no other job's output.
 
     Spark jobs: the duplicate probe (keys only), two aggregations (the first also fills the
     cache), one grouped aggregation when a column is imputed with its mode, one sample query
@@ -1024,15 +1024,8 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
             )
 
         silver = silver_rows(flagged, summary.fill_values, schema)
-        # Silver's contract includes the outlier columns that detect_outliers fills (Delta
-        # tables here never change schema): they are null until that job runs for the batch,
-        # and a rerun of clean resets them, so detect_outliers must run again after it.
-        silver_schema = (
-            tables.read(paths["silver"]).schema
-            if tables.exists(paths["silver"])
-            else T.StructType([*silver.schema.fields, *OUTLIER_FIELDS])
-        )
-        silver = with_table_columns(silver, silver_schema)
+        if tables.exists(paths["silver"]):
+            silver = with_table_columns(silver, tables.read(paths["silver"]).schema)
         describe(spark, f"clean {batch}: write silver")
         unique = [dedup_key(schema)] if clean.dedup == "latest_by_key" else None
         tables.replace_batch(silver, paths["silver"], batch, unique_by=unique)
