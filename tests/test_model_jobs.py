@@ -247,10 +247,12 @@ def test_reproduce_rebuilds_the_training_set_by_time_travel(spark, chain, traine
     first, _, _ = trained
     connect(chain.cfg)  # as `ml-engine reproduce --config` does before reading the run
     run_id = first.metrics["run_id"]
-    # The current batch's features were added after training: time travel must ignore them.
+    # The current batch's features and silver rows were added after training (each table's
+    # v1; v0 is the reference batch's): time travel must ignore them.
     assert chain.tables.version(chain.cfg.storage.table_path("features")) == 1
+    assert chain.tables.version(chain.cfg.storage.table_path("silver")) == 1
     cfg = logged_config(run_id)
-    rebuilt, info = training_rows(spark, cfg, chain.tables, features_version=0, labels_version=1)
+    rebuilt, info = training_rows(spark, cfg, chain.tables, features_version=0, labels_version=0)
     written = chain.tables.read(cfg.storage.table_path("training_set"), version=0)
     assert_df_equality(rebuilt, written, ignore_row_order=True, ignore_nullable=True)
     result = reproduce(spark, cfg, chain.tables, run_id)
