@@ -220,8 +220,17 @@ class BatchCatalog:
             return self.tables.read_batch(path, batch_id, version=version)
         if batch_id not in visible:
             raise BatchNotFoundError(_not_complete(self.tables, path, batch_id, visible))
-        rows = self.tables.read(path, version=visible[batch_id])
-        return rows.where(F.col(BATCH_COLUMN) == F.lit(batch_id))
+        return self.tables.batch_rows(path, batch_id, version=visible[batch_id])
+
+    def batch_rows(self, path: str, batch_id: str, version: int | None = None) -> DataFrame:
+        """The rows of batch ``batch_id`` as its latest completed run left them; empty when no
+        completed run wrote rows of it (rows of a run that stopped midway are not counted)."""
+        visible = None if version is not None else self.visible(path)
+        if visible is None:
+            return self.tables.batch_rows(path, batch_id, version=version)
+        if batch_id not in visible:
+            return self.tables.read(path).limit(0)
+        return self.tables.batch_rows(path, batch_id, version=visible[batch_id])
 
     def read_complete(self, path: str) -> tuple[DataFrame, int]:
         """Every complete batch of the table, each at its recorded version.

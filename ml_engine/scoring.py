@@ -185,14 +185,12 @@ def batch_accounting(tables: DeltaTables, cfg: Config, batch: str, scored: int) 
     bronze = cfg.storage.table_path("bronze")
     quarantine = cfg.storage.table_path("quarantine")
     dq = cfg.storage.table_path("dq_metrics")
-    in_batch = F.col(BATCH_COLUMN) == F.lit(batch)
     if tables.exists(bronze):
-        counts["rows_of_batch"] += tables.read(bronze).where(in_batch).count()
+        counts["rows_of_batch"] += tables.batch_rows(bronze, batch).count()
     if tables.exists(quarantine):
         by_stage = {
             r["stage"]: int(r["n"])
-            for r in tables.read(quarantine)
-            .where(in_batch)
+            for r in tables.batch_rows(quarantine, batch)
             .groupBy("stage")
             .agg(F.count(F.lit(1)).alias("n"))
             .collect()
@@ -201,8 +199,8 @@ def batch_accounting(tables: DeltaTables, cfg: Config, batch: str, scored: int) 
         counts["quarantined_upstream"] = sum(by_stage.values())
     if tables.exists(dq):
         latest = (
-            tables.read(dq)
-            .where(in_batch & (F.col("metric") == "duplicates_removed") & F.col("column").isNull())
+            tables.batch_rows(dq, batch)
+            .where((F.col("metric") == "duplicates_removed") & F.col("column").isNull())
             .orderBy(F.desc("computed_at"))
             .select("value")
             .limit(1)
@@ -259,8 +257,8 @@ def run_score(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
     )
     describe(spark, f"score: count batch {batch}")
     scored_rows = (
-        tables.read(out_path, version=version)
-        .where((F.col(BATCH_COLUMN) == batch) & (F.col(MODEL_VERSION) == registered.version))
+        tables.batch_rows(out_path, batch, version=version)
+        .where(F.col(MODEL_VERSION) == registered.version)
         .count()
     )
     accounting = batch_accounting(tables, cfg, batch, scored_rows)

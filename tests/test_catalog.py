@@ -51,6 +51,27 @@ def test_a_batch_is_visible_only_after_its_run_completes(spark, catalog):
     assert_df_equality(catalog.read_batch(a, "b2"), rows(spark, "b2", 3), ignore_nullable=True)
 
 
+def test_batch_rows_are_empty_for_a_batch_without_a_completed_run(spark, catalog):
+    catalog, root = catalog
+    a = str(root / "a")
+    write_run(catalog, spark, a, "b1", 1, 2)
+    write_run(catalog, spark, a, "b2", 3, complete=False)  # died before the run log
+    empty = spark.createDataFrame([], SCHEMA)
+    assert_df_equality(
+        catalog.batch_rows(a, "b1"),
+        rows(spark, "b1", 1, 2),
+        ignore_nullable=True,
+        ignore_row_order=True,
+    )
+    assert_df_equality(catalog.batch_rows(a, "b2"), empty, ignore_nullable=True)
+    assert_df_equality(catalog.batch_rows(a, "b9"), empty, ignore_nullable=True)
+    # The backend itself reads what is committed, complete or not; as of a version too.
+    assert_df_equality(
+        catalog.tables.batch_rows(a, "b2"), rows(spark, "b2", 3), ignore_nullable=True
+    )
+    assert_df_equality(catalog.tables.batch_rows(a, "b2", version=0), empty, ignore_nullable=True)
+
+
 def test_a_first_run_that_stopped_before_the_run_log_leaves_nothing_visible(spark, catalog):
     # The first ever run of a job (no job_runs table yet) commits its first table and dies,
     # as ingest killed after its quarantine commit or clean after its silver commit.

@@ -44,6 +44,10 @@ class BatchNotFoundError(TableError):
 
 
 BATCH_COLUMN = "batch_id"
+SOURCE_FILE_COLUMN = "source_file"
+INGESTED_AT_COLUMN = "ingested_at"
+# What ingest adds to every row of a batch; carried by bronze, silver and quarantine.
+META_COLUMNS = (BATCH_COLUMN, SOURCE_FILE_COLUMN, INGESTED_AT_COLUMN)
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,16 @@ class DeltaTables(ABC):
                 :meth:`require_batch`).
         """
         self.require_batch(path, batch_id, version=version)
+        return self.batch_rows(path, batch_id, version=version)
+
+    def batch_rows(self, path: str, batch_id: str, version: int | None = None) -> DataFrame:
+        """The rows of batch ``batch_id`` (latest, or as of ``version``), empty when the table
+        has none: for counts and lookups where a batch without rows is an answer (no
+        quarantined rows, say), not an error.
+
+        Raises:
+            TableNotFoundError: no table at ``path``.
+        """
         return self.read(path, version=version).where(F.col(BATCH_COLUMN) == F.lit(batch_id))
 
     def read_complete(self, path: str) -> tuple[DataFrame, int]:
