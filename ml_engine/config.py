@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pyspark.sql import types as T
 
 from ml_engine.schemas import ROLE_CATEGORICAL, ROLE_NUMERIC, TableSchema, load_schema, parse_type
+from ml_engine.tables.base import META_COLUMNS
 
 TABLE_NAMES = (
     "bronze",
@@ -776,7 +777,7 @@ class FeaturesConfig(StrictModel):
                 )
             )
         errors += _missing_columns(schema, f"{path}.passthrough", self.passthrough or [])
-        taken = {c for c in schema.names} | {"batch_id", "source_file", "ingested_at"}
+        taken = {c for c in schema.names} | set(META_COLUMNS)
         seen: set[str] = set()
         for name in self.output_names():
             if name in taken or name in seen:

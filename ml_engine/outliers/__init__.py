@@ -47,7 +47,6 @@ from ml_engine.outliers.mad import MADOutlierDetector, MADOutlierModel
 from ml_engine.outliers.mahalanobis import MahalanobisOutlierDetector, MahalanobisOutlierModel
 from ml_engine.outliers.policies import (
     DETECTORS,
-    METADATA_COLUMNS,
     apply_outlier_policy,
     build_outlier_pipeline,
     detector_models,
@@ -78,7 +77,6 @@ del _stage
 __all__ = [
     "DETECTORS",
     "IS_OUTLIER",
-    "METADATA_COLUMNS",
     "OUTLIER_COLUMNS",
     "OUTLIER_FIELDS",
     "OUTLIER_REASONS",

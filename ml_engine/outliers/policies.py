@@ -35,8 +35,8 @@ from ml_engine.outliers.iqr import IQROutlierDetector
 from ml_engine.outliers.mad import MADOutlierDetector
 from ml_engine.outliers.mahalanobis import MahalanobisOutlierDetector
 from ml_engine.outliers.zscore import ZScoreOutlierDetector
-from ml_engine.quality.ingest import BRONZE_META_COLUMNS as METADATA_COLUMNS
 from ml_engine.quality.quarantine import quarantine_rows
+from ml_engine.tables.base import META_COLUMNS
 
 # Microsecond timestamps in quarantined rows: the raw record holds the exact value.
 _JSON_OPTIONS = {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"}
@@ -245,7 +245,7 @@ def split_outliers(
     models = detector_models(model)
     flagged = with_outlier_flags(df, model)
     kept = flagged.where(~F.col(IS_OUTLIER))
-    data_cols = [c for c in _data_columns(df) if c not in METADATA_COLUMNS]
+    data_cols = [c for c in _data_columns(df) if c not in META_COLUMNS]
     outliers = flagged.where(F.col(IS_OUTLIER))
     quarantined = quarantine_rows(
         outliers,

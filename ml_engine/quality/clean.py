@@ -42,7 +42,6 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import CleanConfig, CleanRule, Config, MissingValuePolicy
-from ml_engine.quality.ingest import BRONZE_META_COLUMNS as META_COLUMNS
 from ml_engine.quality.metrics import (
     DEFAULT_QUANTILES,
     ColumnProfile,
@@ -53,7 +52,7 @@ from ml_engine.quality.quarantine import quarantine_rows
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import TableSchema, parse_type
 from ml_engine.session import describe
-from ml_engine.tables.base import BATCH_COLUMN, BatchNotFoundError, DeltaTables
+from ml_engine.tables.base import BATCH_COLUMN, META_COLUMNS, BatchNotFoundError, DeltaTables
 
 STAGE = "clean"
 # After the event time, what orders two copies of a record: the later ingested, then the
@@ -990,60 +989,9 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         raise JobError(f"clean: {paths['bronze']}: {exc}") from None
     flagged = cached = flagged.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        describe(spark, f"clean {batch}: records against the other batches of silver")
-        cross = against_other_batches(tables, paths["silver"], flagged, clean.dedup, schema, batch)
-        describe(spark, f"clean {batch}: dedup, rules, counts and imputation statistics")
-        summary = summarise(
-            cross.rows,
-            rules,
-            clean.missing,
-            coerced=sorted(clean.coerce),
-            profile_columns=schema.names,
-            quantiles=clean.quantiles,
-        )
-        summary = dataclasses.replace(
-            summary,
-            rows_in=summary.rows_in + cross.superseded,
-            superseded=cross.superseded,
-            taken_over=cross.taken_over,
-        )
-        flagged = cross.rows
-        failing = [r for r in rules if r.action == "fail" and summary.violations[r.name] > 0]
-        if failing:
-            describe(spark, f"clean {batch}: sample keys violating fail rules")
-            samples = fail_samples(flagged, failing, record_key(schema), clean.fail_sample_size)
-            lines = [
-                f"rule {r.name} (column {r.column or '-'}) failed for "
-                f"{summary.violations[r.name]} row(s), e.g. keys {samples[r.name]}"
-                for r in failing
-            ]
-            raise JobError(
-                f"clean: batch {batch} of {paths['bronze']} violates fail rule(s): "
-                + "; ".join(lines)
-                + ". Nothing was written; fix the data or change the rules' action."
-            )
-
-        silver = silver_rows(flagged, summary.fill_values, schema)
-        if tables.exists(paths["silver"]):
-            silver = with_table_columns(silver, tables.read(paths["silver"]).schema)
-        describe(spark, f"clean {batch}: write silver")
-        unique = [dedup_key(schema)] if clean.dedup == "latest_by_key" else None
-        tables.replace_batch(silver, paths["silver"], batch, unique_by=unique)
-        describe(spark, f"clean {batch}: write quarantine")
-        tables.replace_batch(
-            rejected_rows(flagged, schema), paths["quarantine"], batch, within={"stage": STAGE}
-        )
-        metrics = with_run_info(
-            metric_rows(spark, [*summary.profile, *summary.metric_values()]),
-            run_id=uuid.uuid4().hex,
-            batch_id=batch,
-            stage=STAGE,
-            computed_at=datetime.now(timezone.utc),
-        )
-        describe(spark, f"clean {batch}: write dq_metrics")
-        # Replaced, not appended: rows a killed run appended would stay beside the rerun's
-        # (the run log hides a killed run's commits, not rows it added to a later version).
-        tables.replace_batch(metrics, paths["dq_metrics"], batch, within={"stage": STAGE})
+        flagged, summary = _summarise_batch(spark, cfg, tables, flagged, rules)
+        _stop_on_fail_rules(spark, cfg, flagged, rules, summary, paths["bronze"])
+        _write_outputs(spark, cfg, tables, flagged, summary, paths)
     finally:
         cached.unpersist()
     return JobResult(
@@ -1059,3 +1007,96 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
             "warnings": summary.warnings,
         },
     )
+
+
+def _summarise_batch(
+    spark: SparkSession,
+    cfg: Config,
+    tables: DeltaTables,
+    flagged: DataFrame,
+    rules: list[CleanRule],
+) -> tuple[DataFrame, CleanSummary]:
+    """The batch's rows left after the other batches of silver (:func:`against_other_batches`)
+    and their :func:`summarise` counts, the superseded copies counted in."""
+    clean, schema, batch = cfg.clean, cfg.table_schema, cfg.effective_batch_id()
+    describe(spark, f"clean {batch}: records against the other batches of silver")
+    silver_path = cfg.storage.table_path("silver")
+    cross = against_other_batches(tables, silver_path, flagged, clean.dedup, schema, batch)
+    describe(spark, f"clean {batch}: dedup, rules, counts and imputation statistics")
+    summary = summarise(
+        cross.rows,
+        rules,
+        clean.missing,
+        coerced=sorted(clean.coerce),
+        profile_columns=schema.names,
+        quantiles=clean.quantiles,
+    )
+    summary = dataclasses.replace(
+        summary,
+        rows_in=summary.rows_in + cross.superseded,
+        superseded=cross.superseded,
+        taken_over=cross.taken_over,
+    )
+    return cross.rows, summary
+
+
+def _stop_on_fail_rules(
+    spark: SparkSession,
+    cfg: Config,
+    flagged: DataFrame,
+    rules: list[CleanRule],
+    summary: CleanSummary,
+    bronze_path: str,
+) -> None:
+    """JobError naming every violated ``fail`` rule with sample keys, before any write."""
+    batch = cfg.effective_batch_id()
+    failing = [r for r in rules if r.action == "fail" and summary.violations[r.name] > 0]
+    if not failing:
+        return
+    describe(spark, f"clean {batch}: sample keys violating fail rules")
+    samples = fail_samples(
+        flagged, failing, record_key(cfg.table_schema), cfg.clean.fail_sample_size
+    )
+    lines = [
+        f"rule {r.name} (column {r.column or '-'}) failed for "
+        f"{summary.violations[r.name]} row(s), e.g. keys {samples[r.name]}"
+        for r in failing
+    ]
+    raise JobError(
+        f"clean: batch {batch} of {bronze_path} violates fail rule(s): "
+        + "; ".join(lines)
+        + ". Nothing was written; fix the data or change the rules' action."
+    )
+
+
+def _write_outputs(
+    spark: SparkSession,
+    cfg: Config,
+    tables: DeltaTables,
+    flagged: DataFrame,
+    summary: CleanSummary,
+    paths: Mapping[str, str],
+) -> None:
+    """The batch's silver rows, its ``clean`` quarantine rows and its ``clean`` dq_metrics."""
+    schema, batch = cfg.table_schema, cfg.effective_batch_id()
+    silver = silver_rows(flagged, summary.fill_values, schema)
+    if tables.exists(paths["silver"]):
+        silver = with_table_columns(silver, tables.read(paths["silver"]).schema)
+    describe(spark, f"clean {batch}: write silver")
+    unique = [dedup_key(schema)] if cfg.clean.dedup == "latest_by_key" else None
+    tables.replace_batch(silver, paths["silver"], batch, unique_by=unique)
+    describe(spark, f"clean {batch}: write quarantine")
+    tables.replace_batch(
+        rejected_rows(flagged, schema), paths["quarantine"], batch, within={"stage": STAGE}
+    )
+    metrics = with_run_info(
+        metric_rows(spark, [*summary.profile, *summary.metric_values()]),
+        run_id=uuid.uuid4().hex,
+        batch_id=batch,
+        stage=STAGE,
+        computed_at=datetime.now(timezone.utc),
+    )
+    describe(spark, f"clean {batch}: write dq_metrics")
+    # Replaced, not appended: rows a killed run appended would stay beside the rerun's
+    # (the run log hides a killed run's commits, not rows it added to a later version).
+    tables.replace_batch(metrics, paths["dq_metrics"], batch, within={"stage": STAGE})

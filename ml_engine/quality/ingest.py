@@ -74,11 +74,9 @@ from ml_engine.quality.quarantine import quarantine_rows
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import ColumnSpec, TableSchema
 from ml_engine.session import describe
-from ml_engine.tables.base import DeltaTables
+from ml_engine.tables.base import META_COLUMNS, SOURCE_FILE_COLUMN, DeltaTables
 
 CORRUPT_COLUMN = "_corrupt_record"
-SOURCE_FILE = "source_file"
-BRONZE_META_COLUMNS = ("batch_id", SOURCE_FILE, "ingested_at")
 INGEST_STAGE = "ingest"
 REPLACEMENT_CHAR = "\ufffd"
 
@@ -199,7 +197,7 @@ def read_raw(
         cols = [F.col(c.name) for c in schema.columns]
     else:
         cols = [F.col(c.name) for c in schema.columns] + [F.col(CORRUPT_COLUMN)]
-    return df.select(*cols, F.col("_metadata.file_path").alias(SOURCE_FILE))
+    return df.select(*cols, F.col("_metadata.file_path").alias(SOURCE_FILE_COLUMN))
 
 
 def read_line_counts(
@@ -572,7 +570,7 @@ def with_parsed_columns(
     return raw.select(
         *typed_cols,
         F.lit(batch_id).alias("batch_id"),
-        F.col(SOURCE_FILE),
+        F.col(SOURCE_FILE_COLUMN),
         stamp.cast("timestamp").alias("ingested_at"),
         reason.alias(_REASON),
         raw_record.alias(_RAW_RECORD),
@@ -589,7 +587,7 @@ def split_parsed(parsed: DataFrame, schema: TableSchema) -> tuple[DataFrame, Dat
         bronze: the schema columns, ``batch_id``, ``source_file``, ``ingested_at`` of rows
         without a reason; quarantine: ``QUARANTINE_COLUMNS`` (stage ``ingest``) of the others.
     """
-    bronze = parsed.filter(F.col(_REASON).isNull()).select(*schema.names, *BRONZE_META_COLUMNS)
+    bronze = parsed.filter(F.col(_REASON).isNull()).select(*schema.names, *META_COLUMNS)
     rejected = parsed.filter(F.col(_REASON).isNotNull())
     quarantine = quarantine_rows(
         rejected,

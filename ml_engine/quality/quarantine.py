@@ -13,6 +13,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ml_engine.tables.base import META_COLUMNS
+
 QUARANTINE_SCHEMA = T.StructType(
     [
         T.StructField("raw_record", T.StringType(), True),
@@ -46,7 +48,7 @@ def quarantine_rows(
     Returns:
         A DataFrame with exactly ``QUARANTINE_COLUMNS``.
     """
-    meta = {"batch_id", "source_file", "ingested_at"}
+    meta = set(META_COLUMNS)
     data_cols = [c for c in df.columns if c not in meta]
     raw = raw_record if raw_record is not None else F.to_json(F.struct(*data_cols))
     return df.select(
