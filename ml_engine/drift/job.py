@@ -378,7 +378,6 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
         JobError: no model version, no reference profile, or the batch has no features or no
             predictions of that model version.
     """
-    import mlflow
     from mlflow import MlflowClient
 
     from ml_engine.scoring import MODEL_VERSION, resolve_model_version
@@ -434,9 +433,6 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
     }
 
     computed_at = datetime.now(timezone.utc)
-    kinds = {n: p.kind for n, p in reference.columns.items()}
-    kinds.update({n: p.kind for n, p in current.columns.items()})
-    history = _history(tables, metrics_path, model_name, dc.history)
     meta = {
         "model": model_name,
         "model_version": model_version,
@@ -444,61 +440,15 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
         "reference": ref_text,
         "computed_at": computed_at.isoformat(timespec="seconds"),
     }
-    html = render_report(
-        result,
-        reference,
-        current,
-        history=history,
-        title=f"Drift report: {model_name} v{model_version}, batch {batch}",
-        meta=meta,
-        history_batches=dc.history,
-        performance=None
-        if performance is None
-        else {"batch": performance, "training_test": test_metrics},
-    )
-    report_dir = Path(dc.report_dir or cfg.storage.path("reports"))
-    report_dir.mkdir(parents=True, exist_ok=True)
-    report_path = report_dir / f"drift-{_safe(model_name)}-v{model_version}-{_safe(batch)}.html"
-    report_path.write_text(html, encoding="utf-8")
+    history = _history(tables, metrics_path, model_name, dc.history)
+    perf = None if performance is None else {"batch": performance, "training_test": test_metrics}
+    report_path = _write_report(cfg, result, reference, current, history, meta, perf)
+    drift_run_id = _log_run(result, performance, current, report_path, meta, run_id)
 
-    with mlflow.start_run(run_name=f"drift {model_name} v{model_version} batch {batch}") as run:
-        mlflow.set_tags(
-            {
-                DRIFT_TAG: "true",
-                "ml_engine.model_name": model_name,
-                "ml_engine.model_version": str(model_version),
-                "ml_engine.model_run_id": run_id,
-                "ml_engine.batch_id": batch,
-                "ml_engine.dataset_drift": str(result.drifted).lower(),
-            }
-        )
-        mlflow.log_metrics(_run_metrics(result, performance))
-        mlflow.log_artifact(str(report_path), "report")
-        with tempfile.TemporaryDirectory() as tmp:
-            p = Path(tmp) / "current_profile.json"
-            p.write_text(current.to_json())
-            mlflow.log_artifact(str(p), "profiles")
-        drift_run_id = run.info.run_id
-
+    kinds = {n: p.kind for n, p in reference.columns.items()}
+    kinds.update({n: p.kind for n, p in current.columns.items()})
     rows = metric_rows(result, model_name, model_version, batch, computed_at, drift_run_id, kinds)
-    if performance:
-        for name, value in sorted(performance.items()):
-            rows.append(
-                (
-                    "*",
-                    None,
-                    f"performance.{name}",
-                    float(value),
-                    test_metrics.get(name),
-                    None,
-                    None,
-                    model_name,
-                    model_version,
-                    batch,
-                    computed_at,
-                    drift_run_id,
-                )  # fmt: skip
-            )
+    rows += _performance_rows(performance, test_metrics, meta, computed_at, drift_run_id)
     describe(spark, f"drift_report: write drift_metrics of batch {batch}")
     tables.replace_batch(
         spark.createDataFrame(rows, DRIFT_METRICS_SCHEMA),
@@ -507,19 +457,7 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
         within={"model_name": model_name, "model_version": int(model_version)},
     )
     drifted = [f.feature for f in result.features if f.status == "drift"]
-    notes = [
-        f"dataset drift: {'YES' if result.drifted else 'no'} ({result.drifted_count} of "
-        f"{result.compared_count} features drifted, share {result.drifted_share:.2f}, "
-        f"threshold {dc.drift_share:g}); drifted: {', '.join(drifted) or 'none'}",
-        f"report: {report_path}",
-    ]
-    if performance:
-        main = next(iter(k for k in ("auc_roc", "f1", "rmse") if k in performance), None)
-        if main:
-            notes.append(
-                f"on arrived labels: {main} {performance[main]:.4f} (training test: "
-                f"{test_metrics.get(main, float('nan')):.4f})"
-            )
+    notes = _notes(result, dc.drift_share, drifted, report_path, performance, test_metrics)
     code = EXIT_DRIFT if result.drifted and dc.fail_on_drift else EXIT_OK
     return JobResult(
         job="drift_report",
@@ -535,6 +473,120 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
         notes=notes,
         exit_code=code,
     )
+
+
+def _write_report(
+    cfg: Config,
+    result: DriftResult,
+    reference: DatasetProfile,
+    current: DatasetProfile,
+    history: list[dict],
+    meta: dict[str, Any],
+    performance: dict | None,
+) -> Path:
+    """The HTML report written under ``drift.report_dir`` (default ``<root>/reports``)."""
+    dc = cfg.drift
+    name, version, batch = meta["model"], meta["model_version"], meta["batch_id"]
+    html = render_report(
+        result,
+        reference,
+        current,
+        history=history,
+        title=f"Drift report: {name} v{version}, batch {batch}",
+        meta=meta,
+        history_batches=dc.history,
+        performance=performance,
+    )
+    report_dir = Path(dc.report_dir or cfg.storage.path("reports"))
+    report_dir.mkdir(parents=True, exist_ok=True)
+    report_path = report_dir / f"drift-{_safe(name)}-v{version}-{_safe(batch)}.html"
+    report_path.write_text(html, encoding="utf-8")
+    return report_path
+
+
+def _log_run(
+    result: DriftResult,
+    performance: dict | None,
+    current: DatasetProfile,
+    report_path: Path,
+    meta: dict[str, Any],
+    model_run_id: str,
+) -> str:
+    """The MLflow run of this report, tagged with the model version; returns its id."""
+    import mlflow
+
+    name, version, batch = meta["model"], meta["model_version"], meta["batch_id"]
+    with mlflow.start_run(run_name=f"drift {name} v{version} batch {batch}") as run:
+        mlflow.set_tags(
+            {
+                DRIFT_TAG: "true",
+                "ml_engine.model_name": name,
+                "ml_engine.model_version": str(version),
+                "ml_engine.model_run_id": model_run_id,
+                "ml_engine.batch_id": batch,
+                "ml_engine.dataset_drift": str(result.drifted).lower(),
+            }
+        )
+        mlflow.log_metrics(_run_metrics(result, performance))
+        mlflow.log_artifact(str(report_path), "report")
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / "current_profile.json"
+            p.write_text(current.to_json())
+            mlflow.log_artifact(str(p), "profiles")
+        return run.info.run_id
+
+
+def _performance_rows(
+    performance: dict | None,
+    test_metrics: dict[str, float],
+    meta: dict[str, Any],
+    computed_at: datetime,
+    drift_run_id: str,
+) -> list[tuple]:
+    """``drift_metrics`` rows of the metrics on arrived labels, beside the training test's."""
+    name, version, batch = meta["model"], meta["model_version"], meta["batch_id"]
+    return [
+        (
+            "*",
+            None,
+            f"performance.{metric}",
+            float(value),
+            test_metrics.get(metric),
+            None,
+            None,
+            name,
+            version,
+            batch,
+            computed_at,
+            drift_run_id,
+        )  # fmt: skip
+        for metric, value in sorted((performance or {}).items())
+    ]
+
+
+def _notes(
+    result: DriftResult,
+    drift_share: float,
+    drifted: list[str],
+    report_path: Path,
+    performance: dict | None,
+    test_metrics: dict[str, float],
+) -> list[str]:
+    """What the job prints: the verdict, the report and the main metric on arrived labels."""
+    notes = [
+        f"dataset drift: {'YES' if result.drifted else 'no'} ({result.drifted_count} of "
+        f"{result.compared_count} features drifted, share {result.drifted_share:.2f}, "
+        f"threshold {drift_share:g}); drifted: {', '.join(drifted) or 'none'}",
+        f"report: {report_path}",
+    ]
+    if performance:
+        main = next(iter(k for k in ("auc_roc", "f1", "rmse") if k in performance), None)
+        if main:
+            notes.append(
+                f"on arrived labels: {main} {performance[main]:.4f} (training test: "
+                f"{test_metrics.get(main, float('nan')):.4f})"
+            )
+    return notes
 
 
 def _run_metrics(result: DriftResult, performance: dict | None) -> dict[str, float]:

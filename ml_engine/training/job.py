@@ -446,10 +446,8 @@ def run_train(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
     """
     import mlflow
     import mlflow.data
-    import mlflow.spark
     from mlflow import MlflowClient
 
-    from ml_engine.drift.job import REFERENCE_ARTIFACT, SPEC_ARTIFACT
     from ml_engine.tracking import config_params, connect, lineage_tags, log_effective_config
 
     started = time.perf_counter()
@@ -472,7 +470,6 @@ def run_train(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         inputs["labels"] = (labels_path, int(versions[1]))
 
     prepared = prepare_training(spark, cfg, df, path)
-    registered = None
     trained = None
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as run:
         run_id = run.info.run_id
@@ -487,72 +484,10 @@ def run_train(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
             trained = fit_and_evaluate(spark, cfg, df, prepared, path)
             fit = trained.fit
             metric = gate_metric(cfg, fit.spec)
-            mlflow.set_tag("ml_engine.estimator", fit.estimator)
-            _log_params(
-                {
-                    **{f"best.{k}": json.dumps(v) for k, v in fit.best_params.items()},
-                    **{f"split.{k}": v for k, v in trained.split.items()},
-                    "tuning.method_used": fit.tuning,
-                    "gate.metric": metric,
-                }
+            _log_training(spark, cfg, df, trained, metric, (path, version, run_id))
+            new_version, decision, promoted = _register_and_gate(
+                spark, cfg, client, trained, metric, run_id
             )
-            mlflow.log_metrics(
-                {f"test_{_metric_key(k)}": v for k, v in _finite(trained.metrics).items()}
-            )
-            mlflow.log_metrics({f"seconds_{k}": v for k, v in fit.timings.items()})
-            _log_json(
-                {"metric": fit.metric, "method": fit.tuning, "grid": fit.grid},
-                "tuning/grid_metrics.json",
-            )
-            if fit.class_weights:
-                _log_params({f"class_weight.{k}": v for k, v in fit.class_weights.items()})
-            _log_json(fit.spec.to_dict(), SPEC_ARTIFACT)
-            log_figures(trained)
-            describe(spark, "train: reference profile of the training set")
-            source = {"table": path, "delta_version": version, "run_id": run_id}
-            profile = reference_profile(cfg, df, trained, source)
-            _log_json(json.loads(profile.to_json()), REFERENCE_ARTIFACT)
-            describe(spark, "train: log the model")
-            signature, example = _signature_and_example(trained)
-            mlflow.spark.log_model(
-                fit.model,
-                artifact_path=MODEL_ARTIFACT,
-                signature=signature,
-                input_example=example,
-                pip_requirements=pip_requirements(fit.estimator),
-                code_paths=[str(package_dir())],
-                # MLflow would load the saved model back into a new pyfunc and score the
-                # example (a third of the logging time); the signature is checked by score.
-                validate_serving_input=False,
-            )
-            describe(spark, "train: the current champion on the new test set")
-            champion, champion_version, note = champion_on(cfg, trained.test, metric)
-            decision = gate_decision(cfg, metric, trained.metrics, champion, champion_version, note)
-            # register_model prints its progress on stderr; the job reports it once below.
-            with contextlib.redirect_stderr(io.StringIO()):
-                registered = mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", name)
-            new_version = int(registered.version)
-            client.set_registered_model_alias(name, CHALLENGER, str(new_version))
-            promoted = decision.promote and cfg.train.gate == "enforce"
-            if promoted:
-                client.set_registered_model_alias(name, CHAMPION, str(new_version))
-                client.delete_registered_model_alias(name, CHALLENGER)
-            mlflow.set_tags(
-                {
-                    "ml_engine.gate.decision": "champion" if decision.promote else "rejected",
-                    "ml_engine.gate.mode": cfg.train.gate,
-                    "ml_engine.gate.reason": decision.reason,
-                    "ml_engine.model_version": str(new_version),
-                }
-            )
-            gate_metrics = {"gate_challenger": decision.challenger}
-            if decision.champion is not None:
-                gate_metrics["gate_champion"] = decision.champion
-            mlflow.log_metrics(_finite(gate_metrics))
-        except Exception:
-            if registered is not None:
-                _delete_version(client, name, int(registered.version))
-            raise
         finally:
             if trained is not None:
                 trained.release()
@@ -586,6 +521,103 @@ def run_train(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         },
         notes=notes,
     )
+
+
+def _log_training(
+    spark: SparkSession,
+    cfg: Config,
+    df: DataFrame,
+    trained: Trained,
+    metric: str,
+    source: tuple[str, int, str],
+) -> None:
+    """Logs to the active run what the fit produced: best params, test metrics, timings, the
+    tuning grid, the feature spec, figures, the reference profile and the model."""
+    import mlflow
+    import mlflow.spark
+
+    from ml_engine.drift.job import REFERENCE_ARTIFACT, SPEC_ARTIFACT
+
+    path, version, run_id = source
+    fit = trained.fit
+    mlflow.set_tag("ml_engine.estimator", fit.estimator)
+    _log_params(
+        {
+            **{f"best.{k}": json.dumps(v) for k, v in fit.best_params.items()},
+            **{f"split.{k}": v for k, v in trained.split.items()},
+            "tuning.method_used": fit.tuning,
+            "gate.metric": metric,
+        }
+    )
+    mlflow.log_metrics({f"test_{_metric_key(k)}": v for k, v in _finite(trained.metrics).items()})
+    mlflow.log_metrics({f"seconds_{k}": v for k, v in fit.timings.items()})
+    _log_json(
+        {"metric": fit.metric, "method": fit.tuning, "grid": fit.grid},
+        "tuning/grid_metrics.json",
+    )
+    if fit.class_weights:
+        _log_params({f"class_weight.{k}": v for k, v in fit.class_weights.items()})
+    _log_json(fit.spec.to_dict(), SPEC_ARTIFACT)
+    log_figures(trained)
+    describe(spark, "train: reference profile of the training set")
+    source_info = {"table": path, "delta_version": version, "run_id": run_id}
+    profile = reference_profile(cfg, df, trained, source_info)
+    _log_json(json.loads(profile.to_json()), REFERENCE_ARTIFACT)
+    describe(spark, "train: log the model")
+    signature, example = _signature_and_example(trained)
+    mlflow.spark.log_model(
+        fit.model,
+        artifact_path=MODEL_ARTIFACT,
+        signature=signature,
+        input_example=example,
+        pip_requirements=pip_requirements(fit.estimator),
+        code_paths=[str(package_dir())],
+    )
+
+
+def _register_and_gate(
+    spark: SparkSession,
+    cfg: Config,
+    client: Any,
+    trained: Trained,
+    metric: str,
+    run_id: str,
+) -> tuple[int, GateDecision, bool]:
+    """Registers the run's model, compares it with the champion on the new test set and sets
+    the aliases the gate decides; ``(new version, decision, promoted)``. A failure after the
+    registration deletes the version again."""
+    import mlflow
+
+    name = cfg.mlflow.registered_model
+    describe(spark, "train: the current champion on the new test set")
+    champion, champion_version, note = champion_on(cfg, trained.test, metric)
+    decision = gate_decision(cfg, metric, trained.metrics, champion, champion_version, note)
+    # register_model prints its progress on stderr; the job reports it once.
+    with contextlib.redirect_stderr(io.StringIO()):
+        registered = mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", name)
+    new_version = int(registered.version)
+    try:
+        client.set_registered_model_alias(name, CHALLENGER, str(new_version))
+        promoted = decision.promote and cfg.train.gate == "enforce"
+        if promoted:
+            client.set_registered_model_alias(name, CHAMPION, str(new_version))
+            client.delete_registered_model_alias(name, CHALLENGER)
+        mlflow.set_tags(
+            {
+                "ml_engine.gate.decision": "champion" if decision.promote else "rejected",
+                "ml_engine.gate.mode": cfg.train.gate,
+                "ml_engine.gate.reason": decision.reason,
+                "ml_engine.model_version": str(new_version),
+            }
+        )
+        gate_metrics = {"gate_challenger": decision.challenger}
+        if decision.champion is not None:
+            gate_metrics["gate_champion"] = decision.champion
+        mlflow.log_metrics(_finite(gate_metrics))
+    except Exception:
+        _delete_version(client, name, new_version)
+        raise
+    return new_version, decision, promoted
 
 
 def _delete_version(client, name: str, version: int) -> None:
