@@ -160,20 +160,3 @@ def log_effective_config(cfg: Config) -> None:
         path = Path(tmp) / Path(CONFIG_ARTIFACT).name
         dump_config(cfg, path)
         mlflow.log_artifact(str(path), artifact_path=str(Path(CONFIG_ARTIFACT).parent))
-
-
-def redact(text: str, cfg: Config | None = None) -> str:
-    """``text`` without the values of environment variables the config refers to."""
-    import re
-
-    if cfg is None or cfg._raw is None:
-        return text
-    names = set()
-    for value in _leaves(cfg._raw).values():
-        if isinstance(value, str):
-            names |= set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", value))
-    for name in names:
-        secret = os.environ.get(name)
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
