@@ -215,7 +215,7 @@ def run_size(
         print(
             f"  {name:<16} median of {repeats}: {seconds:7.1f} s  {rows / seconds:>10,.0f} rows/s  "
             f"{runs[-1][3]:3d} Spark jobs  scan {scan:6.1f} s  copy {copy:6.1f} s  = "
-            f"{ratio:5.2f} {floor}s (target <= {bound}: {'met' if ratio <= bound else 'NOT met'})"
+            f"{ratio:5.2f}x {floor} (target <= {bound}: {'met' if ratio <= bound else 'NOT met'})"
             f"  [runs: {', '.join(f'{r[0]:.1f}' for r in runs)} s]"
         )
     return results
@@ -271,7 +271,7 @@ def main() -> None:
     for job in by_size[sizes[0]]:
         cells = "".join(
             f"{by_size[s][job]['seconds']:8.1f} s {by_size[s][job]['ratio']:5.2f} "
-            f"{by_size[s][job]['floor']}s {by_size[s][job]['jobs']:3d} jobs"
+            f"{by_size[s][job]['floor']} {by_size[s][job]['jobs']:3d} jobs"
             for s in sizes
         )
         growth = by_size[sizes[-1]][job]["seconds"] / by_size[sizes[0]][job]["seconds"]

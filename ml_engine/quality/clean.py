@@ -743,7 +743,9 @@ def summarise(
             mean = F.avg(F.when(kept, F.col(c)).cast("double"))
             aggs.append(_typed_stat(mean, types[c]).alias(f"f{j}"))
     row = flagged.agg(*aggs, *profile.moment_aggs()).first()  # counts, means, moments
-    sketches = flagged.agg(*profile.sketch_aggs(row)).first() if sketched else None
+    sketches = (
+        profile.with_unit(flagged).agg(*profile.sketch_aggs(row)).first() if sketched else None
+    )
     violations = {r.name: int(row[f"v{i}"]) for i, r in enumerate(rules)}
     fills: dict[str, Any] = {}
     for j, (c, p) in enumerate(policies):

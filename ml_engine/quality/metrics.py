@@ -30,7 +30,13 @@ from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ml_engine.quantiles import SAMPLE_ROWS, row_unit, sample_fraction, sampled_percentile
+from ml_engine.quantiles import (
+    SAMPLE_ROWS,
+    UNIT_COLUMN,
+    sample_fraction,
+    sampled_percentile,
+    with_row_unit,
+)
 
 LONG_SCHEMA = T.StructType(
     [
@@ -145,15 +151,20 @@ class ColumnProfile:
                 aggs.append(F.count(self._value(c)).alias(f"pm{i}_n"))
         return aggs
 
+    def with_unit(self, df: DataFrame) -> DataFrame:
+        """``df`` with the quantile sample unit :meth:`sketch_aggs` reads (aggregate this)."""
+        numeric = [c for c in self.columns if self._numeric(c)]
+        return with_row_unit(df, [self._value(c) for c in numeric]) if numeric else df
+
     def sketch_aggs(self, moments: Row) -> list[Column]:
-        """Imperative aggregates, aliased ``ps<i>_d`` (distinct) and ``ps<i>_q`` (quantiles).
+        """Imperative aggregates, aliased ``ps<i>_d`` (distinct) and ``ps<i>_q`` (quantiles),
+        over :meth:`with_unit`'s frame.
 
         Args:
             moments: the result of :meth:`moment_aggs` (the value counts size the samples).
         """
         aggs: list[Column] = []
-        numeric = [c for c in self.columns if self._numeric(c)]
-        unit = row_unit([self._value(c) for c in numeric]) if numeric else None
+        unit = F.col(UNIT_COLUMN)
         for i, c in enumerate(self.columns):
             v = self._value(c)
             # A 64-bit hash of any type; xxhash64 of null is a number, so keep nulls null.
@@ -215,7 +226,7 @@ def profile_metrics(
     if not columns:
         return df.sparkSession.createDataFrame([], LONG_SCHEMA)
     moments = df.agg(*profile.moment_aggs()).first()
-    sketches = df.agg(*profile.sketch_aggs(moments)).first()
+    sketches = profile.with_unit(df).agg(*profile.sketch_aggs(moments)).first()
     return metric_rows(df.sparkSession, profile.metric_values(moments, sketches))
 
 
