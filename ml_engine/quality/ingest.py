@@ -74,7 +74,13 @@ from ml_engine.quality.quarantine import quarantine_rows
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import ColumnSpec, TableSchema
 from ml_engine.session import describe
-from ml_engine.tables.base import META_COLUMNS, SOURCE_FILE_COLUMN, DeltaTables
+from ml_engine.tables.base import (
+    BATCH_COLUMN,
+    INGESTED_AT_COLUMN,
+    META_COLUMNS,
+    SOURCE_FILE_COLUMN,
+    DeltaTables,
+)
 
 CORRUPT_COLUMN = "_corrupt_record"
 INGEST_STAGE = "ingest"
@@ -569,9 +575,9 @@ def with_parsed_columns(
     stamp = ingested_at if isinstance(ingested_at, Column) else F.lit(ingested_at)
     return raw.select(
         *typed_cols,
-        F.lit(batch_id).alias("batch_id"),
+        F.lit(batch_id).alias(BATCH_COLUMN),
         F.col(SOURCE_FILE_COLUMN),
-        stamp.cast("timestamp").alias("ingested_at"),
+        stamp.cast("timestamp").alias(INGESTED_AT_COLUMN),
         reason.alias(_REASON),
         raw_record.alias(_RAW_RECORD),
         record_key.alias(_RECORD_KEY),
