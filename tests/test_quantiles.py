@@ -79,7 +79,7 @@ def test_profiles_of_the_same_rows_give_identical_quantiles(spark, frames):
     for df in frames:
         profile = ColumnProfile(types, ["x", "y"], quantiles=PROBS, sample_rows=300)
         moments = df.agg(*profile.moment_aggs()).first()
-        sketches = profile.with_unit(df).agg(*profile.sketch_aggs(moments)).first()
+        sketches = profile.sketches(df, moments)
         results.append([sketches["ps0_q"], sketches["ps1_q"]])
     assert results[0] == results[1] == results[2]
     assert results[0][0] is not None and len(results[0][0]) == len(PROBS)

@@ -276,5 +276,6 @@ def apply_outlier_policy(df: DataFrame, model: PipelineModel | None, policy: str
         )
     if policy == "cap":
         return with_capped_values(df, model)
-    flagged = with_outlier_flags(df, model)
-    return flagged.where(~F.col(IS_OUTLIER)) if policy == "drop" else flagged
+    if policy == "drop":
+        return split_outliers(df, model)[0]
+    return with_outlier_flags(df, model)

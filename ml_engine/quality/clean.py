@@ -52,12 +52,19 @@ from ml_engine.quality.quarantine import quarantine_rows
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import TableSchema, parse_type
 from ml_engine.session import describe
-from ml_engine.tables.base import BATCH_COLUMN, META_COLUMNS, BatchNotFoundError, DeltaTables
+from ml_engine.tables.base import (
+    BATCH_COLUMN,
+    INGESTED_AT_COLUMN,
+    META_COLUMNS,
+    SOURCE_FILE_COLUMN,
+    BatchNotFoundError,
+    DeltaTables,
+)
 
 STAGE = "clean"
 # After the event time, what orders two copies of a record: the later ingested, then the
 # greater file name, is the later copy.
-COPY_ORDER = ("ingested_at", "source_file")
+COPY_ORDER = (INGESTED_AT_COLUMN, SOURCE_FILE_COLUMN)
 
 # Helper columns added by the pipeline; none of them reaches silver.
 COPIES = "_dq_copies"  # input rows a deduplicated row stands for (itself + removed duplicates)
@@ -743,9 +750,7 @@ def summarise(
             mean = F.avg(F.when(kept, F.col(c)).cast("double"))
             aggs.append(_typed_stat(mean, types[c]).alias(f"f{j}"))
     row = flagged.agg(*aggs, *profile.moment_aggs()).first()  # counts, means, moments
-    sketches = (
-        profile.with_unit(flagged).agg(*profile.sketch_aggs(row)).first() if sketched else None
-    )
+    sketches = profile.sketches(flagged, row) if sketched else None
     violations = {r.name: int(row[f"v{i}"]) for i, r in enumerate(rules)}
     fills: dict[str, Any] = {}
     for j, (c, p) in enumerate(policies):

@@ -151,14 +151,16 @@ class ColumnProfile:
                 aggs.append(F.count(self._value(c)).alias(f"pm{i}_n"))
         return aggs
 
-    def with_unit(self, df: DataFrame) -> DataFrame:
-        """``df`` with the quantile sample unit :meth:`sketch_aggs` reads (aggregate this)."""
+    def sketches(self, df: DataFrame, moments: Row) -> Row:
+        """The second aggregation: :meth:`sketch_aggs` over ``df`` with the quantile sample
+        unit computed once per row beforehand."""
         numeric = [c for c in self.columns if self._numeric(c)]
-        return with_row_unit(df, [self._value(c) for c in numeric]) if numeric else df
+        unit_df = with_row_unit(df, [self._value(c) for c in numeric]) if numeric else df
+        return unit_df.agg(*self.sketch_aggs(moments)).first()
 
     def sketch_aggs(self, moments: Row) -> list[Column]:
         """Imperative aggregates, aliased ``ps<i>_d`` (distinct) and ``ps<i>_q`` (quantiles),
-        over :meth:`with_unit`'s frame.
+        over a frame with the quantile sample unit (run them with :meth:`sketches`).
 
         Args:
             moments: the result of :meth:`moment_aggs` (the value counts size the samples).
@@ -226,7 +228,7 @@ def profile_metrics(
     if not columns:
         return df.sparkSession.createDataFrame([], LONG_SCHEMA)
     moments = df.agg(*profile.moment_aggs()).first()
-    sketches = profile.with_unit(df).agg(*profile.sketch_aggs(moments)).first()
+    sketches = profile.sketches(df, moments)
     return metric_rows(df.sparkSession, profile.metric_values(moments, sketches))
 
 
