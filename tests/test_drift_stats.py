@@ -196,22 +196,24 @@ def test_nan_is_counted_apart_and_infinities_are_values(raw, profiles):
     assert p.std == pytest.approx(finite.std(ddof=1), abs=1e-12)
 
 
-def test_moments_around_given_centers_match_numpy(spark, raw, profiles):
-    """Sums of ``x - center`` (centers: the reference's means, one far from the data) give
-    numpy's counts, mean and sample std (tolerance 1e-12 relative); no finite value gives no
-    moments, one gives no std."""
+def test_moments_match_numpy_and_moments_false_leaves_only_them_out(spark, raw):
+    """Counts, mean and sample std of every numeric column against numpy (tolerance 1e-12
+    relative); no finite value gives no moments, one gives no std. ``moments=False`` gives
+    the same profile with ``mean`` and ``std`` None."""
     cur = {**raw[1], "single": [None] * (CUR_N - 1) + [7.5]}
     numeric = [*NUMERIC, "single"]
-    centers = {**profiles[0].means(), "single": -1e3, "stable": 25.0}
-    assert "null_in_reference" not in centers  # no reference mean: avg and stddev_samp
-    p = profile_dataframe(_frame(spark, cur), numeric, [], centers=centers)
+    df = _frame(spark, cur)
+    full = profile_dataframe(df, numeric, CATEGORICAL)
+    lean = profile_dataframe(df, numeric, CATEGORICAL, moments=False)
     for c in numeric:
         values = cur[c]
         nan = sum(1 for v in values if v is not None and math.isnan(v))
         finite = np.array([v for v in values if v is not None and math.isfinite(v)])
-        got = p.columns[c]
-        assert (got.null_count, got.nan_count) == (values.count(None), nan), c
-        assert got.count == len(values) - values.count(None) - nan, c
+        for got in (full.columns[c], lean.columns[c]):
+            assert (got.null_count, got.nan_count) == (values.count(None), nan), c
+            assert got.count == len(values) - values.count(None) - nan, c
+        assert (lean.columns[c].mean, lean.columns[c].std) == (None, None), c
+        got = full.columns[c]
         if len(finite) == 0:
             assert (got.mean, got.std) == (None, None), c
             continue
@@ -220,12 +222,11 @@ def test_moments_around_given_centers_match_numpy(spark, raw, profiles):
             assert got.std is None, c
         else:
             assert got.std == pytest.approx(finite.std(ddof=1), rel=1e-12, abs=1e-12), c
-
-
-def test_profile_rejects_centers_that_are_not_finite(spark):
-    df = spark.createDataFrame([(1.0,)], "x double")
-    with pytest.raises(ValueError, match="centers must be finite numbers"):
-        profile_dataframe(df, ["x"], [], centers={"x": math.inf})
+    without = {
+        c: {**p, "mean": None, "std": None} if c in numeric else p
+        for c, p in full.to_dict()["columns"].items()
+    }
+    assert lean.to_dict()["columns"] == without
 
 
 def test_categorical_profile_counts_every_category(raw, profiles):

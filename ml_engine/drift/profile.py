@@ -12,7 +12,8 @@ Numeric columns (:class:`NumericProfile`), values cast to double:
   KS statistic and the Wasserstein distance, which is then infinite unless both sides hold the
   same share of them), but ``mean`` and ``std`` are taken over the finite values only.
 * ``mean``, ``std`` (sample standard deviation, ``n - 1``; None for fewer than two finite
-  values), ``min``, ``max`` (exact, from the sketch).
+  values, and both None in a profile made with ``moments=False``), ``min``, ``max`` (exact,
+  from the sketch).
 * ``sketch``: a KLL quantile sketch (``kll_sketch_agg_double``, Apache DataSketches format, read
   with ``datasketches.kll_doubles_sketch``). With the default ``k = 4096`` it holds every value
   (exact) while the column has at most 4096 values; beyond, any rank it answers is within about
@@ -253,14 +254,6 @@ class DatasetProfile:
         """Numeric column -> bin edges, the ``bins`` argument that profiles a batch on these bins."""
         return {c: p.edges for c, p in self.columns.items() if isinstance(p, NumericProfile)}
 
-    def means(self) -> dict[str, float]:
-        """Numeric column -> mean, the ``centers`` argument that profiles a batch around them."""
-        return {
-            c: p.mean
-            for c, p in self.columns.items()
-            if isinstance(p, NumericProfile) and p.mean is not None
-        }
-
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (the format :meth:`to_json` writes)."""
         return {
@@ -329,7 +322,7 @@ def profile_dataframe(
     top_k: int = DEFAULT_TOP_K,
     max_items_tracked: int = DEFAULT_MAX_ITEMS_TRACKED,
     bins: int | Mapping[str, Sequence[float]] | None = None,
-    centers: Mapping[str, float] | None = None,
+    moments: bool = True,
     source: Mapping[str, Any] | None = None,
 ) -> DatasetProfile:
     """Profiles columns of ``df`` in one aggregation: ONE Spark job, whatever their number.
@@ -347,11 +340,11 @@ def profile_dataframe(
             category counts are exact below this many distinct values.
         bins: quantile bins per numeric column (default 10), or column -> bin edges to use
             instead (e.g. ``reference.edges()``; columns it lacks get 10 quantile bins).
-        centers: numeric column -> a value near its mean (e.g. ``reference.means()``). The
-            moments of such a column are then plain sums of ``x - center`` and its square,
-            cheaper per row than Spark's ``stddev_samp``, and exact to about
-            ``1e-16 * ((mean - center) / std) ** 2`` relative to the variance; columns it
-            lacks use ``avg`` and ``stddev_samp``.
+        moments: False leaves ``mean`` and ``std`` out (None) for a profile that only needs
+            to be compared: drift statistics use the sketches and the REFERENCE's moments,
+            and the aggregation without them runs about twice as fast (Spark's sketch
+            aggregates take the whole aggregation out of code generation, so each moment
+            then costs an interpreted update per row).
         source: free-form metadata stored with the profile (table, Delta version, ...).
 
     Returns:
@@ -362,7 +355,7 @@ def profile_dataframe(
             numeric, or a setting out of range.
     """
     profiles = _profile(
-        df, None, numeric, categorical, sketch_k, top_k, max_items_tracked, bins, centers, source
+        df, None, numeric, categorical, sketch_k, top_k, max_items_tracked, bins, moments, source
     )
     return profiles[None]
 
@@ -377,7 +370,7 @@ def profile_groups(
     top_k: int = DEFAULT_TOP_K,
     max_items_tracked: int = DEFAULT_MAX_ITEMS_TRACKED,
     bins: int | Mapping[str, Sequence[float]] | None = None,
-    centers: Mapping[str, float] | None = None,
+    moments: bool = True,
     source: Mapping[str, Any] | None = None,
 ) -> dict[Any, DatasetProfile]:
     """Profiles each group of rows sharing a value of ``by``, all in ONE Spark job.
@@ -389,7 +382,7 @@ def profile_groups(
     Args:
         df: the rows to profile.
         by: the column whose values name the groups.
-        numeric, categorical, sketch_k, top_k, max_items_tracked, bins, centers: as for
+        numeric, categorical, sketch_k, top_k, max_items_tracked, bins, moments: as for
             :func:`profile_dataframe`.
         source: metadata stored with every group's profile, to which ``by: value`` is added.
 
@@ -402,7 +395,7 @@ def profile_groups(
     if by not in df.columns:
         raise ValueError(f"profile_groups: the group column {by!r} is not in {df.columns}")
     return _profile(
-        df, by, numeric, categorical, sketch_k, top_k, max_items_tracked, bins, centers, source
+        df, by, numeric, categorical, sketch_k, top_k, max_items_tracked, bins, moments, source
     )
 
 
@@ -415,7 +408,7 @@ def _profile(
     top_k: int,
     max_items_tracked: int,
     bins: int | Mapping[str, Sequence[float]] | None,
-    centers: Mapping[str, float] | None,
+    moments: bool,
     source: Mapping[str, Any] | None,
 ) -> dict[Any, DatasetProfile]:
     """One aggregation (grouped by ``by`` unless None) and the profiles made of its rows."""
@@ -424,12 +417,9 @@ def _profile(
         df, numeric, categorical, "profile_dataframe" if by is None else "profile_groups"
     )
     _check_settings(sketch_k, top_k, max_items_tracked, bins)
-    centers = {c: float(m) for c, m in (centers or {}).items() if m is not None}
-    if any(not math.isfinite(m) for m in centers.values()):
-        raise ValueError(f"centers must be finite numbers, got {centers}")
     aggs: list[Column] = [F.count(F.lit(1)).alias("rows")]
     for i, c in enumerate(numeric):
-        aggs += _numeric_aggs(f"n{i}", _col(c).cast("double"), sketch_k, centers.get(c))
+        aggs += _numeric_aggs(f"n{i}", _col(c).cast("double"), sketch_k, moments)
     for i, c in enumerate(categorical):
         aggs += _categorical_aggs(f"c{i}", c, top_k, max_items_tracked)
 
@@ -453,7 +443,7 @@ def _profile(
         for i, c in enumerate(numeric):
             edges = bins.get(c) if isinstance(bins, Mapping) else None
             n_bins = bins if isinstance(bins, int) else DEFAULT_BINS
-            columns[c] = _numeric_profile(row, f"n{i}", n_bins, edges, centers.get(c))
+            columns[c] = _numeric_profile(row, f"n{i}", n_bins, edges, moments)
         for i, c in enumerate(categorical):
             columns[c] = _categorical_profile(row, f"c{i}")
         key = None if by is None else row["group"]
@@ -481,43 +471,20 @@ def _col(name: str) -> Column:
     return F.col(_quoted(name))
 
 
-def _numeric_aggs(prefix: str, x: Column, sketch_k: int, center: float | None) -> list[Column]:
+def _numeric_aggs(prefix: str, x: Column, sketch_k: int, with_moments: bool) -> list[Column]:
     # abs(x) < inf is false for NaN (Spark orders NaN above +inf) and for +-inf.
     finite = F.when(F.abs(x) < F.lit(math.inf), x)
-    if center is None:
-        moments = [
-            F.avg(finite).alias(f"{prefix}_mean"),
-            F.stddev_samp(finite).alias(f"{prefix}_std"),
-        ]
-    else:
-        d = finite - F.lit(center)
-        moments = [
-            F.count(d).alias(f"{prefix}_n"),
-            F.sum(d).alias(f"{prefix}_s1"),
-            F.sum(d * d).alias(f"{prefix}_s2"),
-        ]
+    moments = [
+        F.avg(finite).alias(f"{prefix}_mean"),
+        F.stddev_samp(finite).alias(f"{prefix}_std"),
+    ]
     # The sketch holds the values that are neither null nor NaN, so NaN = non-null - sketch n
     # and nulls = rows - non-null.
     return [
         F.count(x).alias(f"{prefix}_nonnull"),
-        *moments,
+        *(moments if with_moments else []),
         F.kll_sketch_agg_double(x, sketch_k).alias(f"{prefix}_sketch"),
     ]
-
-
-def _moments(row: Row, prefix: str, center: float | None) -> tuple[float | None, float | None]:
-    """(mean, sample std) of the finite values, from ``avg``/``stddev_samp`` or from the sums
-    of ``d = x - center``: mean = center + S1/n, variance = (S2 - S1^2/n) / (n - 1)."""
-    if center is None:
-        return row[f"{prefix}_mean"], row[f"{prefix}_std"]
-    n = int(row[f"{prefix}_n"])
-    if n == 0:
-        return None, None
-    s1, s2 = float(row[f"{prefix}_s1"]), float(row[f"{prefix}_s2"])
-    mean = center + s1 / n
-    if n == 1:
-        return mean, None
-    return mean, math.sqrt(max(s2 - s1 * s1 / n, 0.0) / (n - 1))
 
 
 def _categorical_aggs(prefix: str, name: str, top_k: int, max_items: int) -> list[Column]:
@@ -530,14 +497,14 @@ def _categorical_aggs(prefix: str, name: str, top_k: int, max_items: int) -> lis
 
 
 def _numeric_profile(
-    row: Row, prefix: str, bins: int, edges: Sequence[float] | None, center: float | None
+    row: Row, prefix: str, bins: int, edges: Sequence[float] | None, moments: bool
 ) -> NumericProfile:
     data = bytes(row[f"{prefix}_sketch"])
     sketch = read_sketch(data)
     empty = sketch.is_empty()
     edges = quantile_edges(sketch, bins) if edges is None else tuple(float(e) for e in edges)
     nonnull = int(row[f"{prefix}_nonnull"])
-    mean, std = _moments(row, prefix, center)
+    mean, std = (row[f"{prefix}_mean"], row[f"{prefix}_std"]) if moments else (None, None)
     return NumericProfile(
         count=int(sketch.n),
         null_count=int(row["rows"]) - nonnull,
