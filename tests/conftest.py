@@ -45,6 +45,10 @@ def spark():
                 "spark.sql.adaptive.enabled": "false",
                 "spark.driver.memory": "2g",
                 "spark.sql.ansi.enabled": "true",
+                # Tests run thousands of queries over a few rows each: compiling Java for each
+                # plan costs more than it saves there, so the session interprets them.
+                "spark.sql.codegen.wholeStage": "false",
+                "spark.sql.codegen.factoryMode": "NO_CODEGEN",
             },
         )
     )
