@@ -53,6 +53,7 @@ TABLE_NAMES = (
     "quarantine",
     "silver",
     "dq_metrics",
+    "fill_values",
     "outlier_stats",
     "features",
     "training_set",
@@ -343,7 +344,10 @@ class CleanConfig(StrictModel):
     (raw spelling -> canonical spelling, applied after trim and case) apply to string columns.
     ``coerce`` casts columns to another type (a schema type name); a value that does not cast
     becomes null and is counted. ``quantiles`` are reported per numeric column in
-    ``dq_metrics``.
+    ``dq_metrics``. ``impute_from`` names the batch whose learned fill values (``mean``,
+    ``median``, ``mode``) every other batch gets: the training batch, so that a batch to score
+    is filled as the model's training data was, not with its own statistics; that batch must
+    be cleaned first. Unset, each batch learns its own.
     """
 
     dedup: Literal["latest_by_key", "exact", "none"] = "latest_by_key"
@@ -352,6 +356,7 @@ class CleanConfig(StrictModel):
     mappings: dict[str, dict[str, str]] = Field(default_factory=dict)
     coerce: dict[str, str] = Field(default_factory=dict)
     missing: dict[str, MissingValuePolicy] = Field(default_factory=dict)
+    impute_from: str | None = None
     rules: list[CleanRule] = Field(default_factory=list)
     # Constraints declared in the schema file become rules with this action.
     schema_constraints_action: Literal["warn", "drop", "fail", "ignore"] = "drop"

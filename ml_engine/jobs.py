@@ -44,7 +44,7 @@ _SPECS = (
         "clean",
         "ml_engine.quality.clean:run_clean",
         reads=("bronze",),
-        writes=("silver", "quarantine", "dq_metrics"),
+        writes=("silver", "quarantine", "dq_metrics", "fill_values"),
         batch_input="bronze",
     ),
     JobSpec(

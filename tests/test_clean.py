@@ -752,7 +752,7 @@ def test_run_clean_writes_silver_quarantine_and_metrics_and_a_rerun_changes_noth
 
     assert result.job == "clean"
     assert result.outputs == {
-        n: cfg.storage.table_path(n) for n in ("silver", "quarantine", "dq_metrics")
+        n: cfg.storage.table_path(n) for n in ("silver", "quarantine", "dq_metrics", "fill_values")
     }
     assert result.metrics == {
         "rows_in": 11,
@@ -955,6 +955,89 @@ def test_latest_by_key_holds_a_record_once_across_batches_the_latest_copy_wins(
     assert metrics(rerun) == (3, 1, 2, 2, 0, 0)
     dq = dq_values(tables, base, batch="b3")
     assert [dq[(None, m)] for m in counts] == [3.0, 1.0, 2.0, 1.0, 1.0, 0.0]
+
+
+IMPUTE_FROM = {
+    "dedup": "none",
+    "missing": {
+        "amount": {"strategy": "mean"},
+        "score": {"strategy": "median"},
+        "channel": {"strategy": "mode"},
+        "cust": {"strategy": "constant", "value": "unknown"},
+    },
+    "impute_from": "b0",
+}
+
+
+def test_impute_from_fills_later_batches_with_the_values_learned_on_that_batch(
+    spark, tables, tmp_path
+):
+    """The training batch's learned values fill the nulls of a later batch (whose own mean,
+    median and mode differ), are stored with the batch they came from, and a batch cleaned
+    before its source, or after the policy changed, is refused before anything is written."""
+    b0 = [
+        ("T001", "c1", T0, 10.0, 400, "web", None),
+        ("T002", "c2", T0, 20.0, 500, "web", None),
+        ("T003", "c3", T0, 60.0, 700, "app", None),
+        ("T004", None, T0, None, None, None, None),
+    ]
+    b1 = [
+        ("T011", "c1", T0, 500.0, 800, "store", None),
+        ("T012", "c2", T0, 700.0, 820, "store", None),
+        ("T013", None, T0, None, None, None, None),
+    ]
+    cfg = {b: job_config(tmp_path, IMPUTE_FROM, batch=b) for b in ("b0", "b1")}
+    write_bronze(spark, tables, cfg["b0"], {"b0": b0, "b1": b1})
+    path = cfg["b0"].storage.table_path("fill_values")
+    refused = (
+        f"clean: {path} holds no fill values learned from batch 'b0'; clean batch 'b0' first "
+        "(clean.impute_from is 'b0'), or unset clean.impute_from to learn from each batch"
+    )
+    with pytest.raises(JobError) as err:
+        run_clean(spark, cfg["b1"], tables)
+    assert str(err.value) == refused
+    assert not tables.exists(cfg["b1"].storage.table_path("silver"))
+
+    run_clean(spark, cfg["b0"], tables)
+    run_clean(spark, cfg["b1"], tables)
+
+    mean0, median0 = float(np.mean([10.0, 20.0, 60.0])), int(np.median([400, 500, 700]))
+    assert (mean0, median0) == (30.0, 500)  # b1's own: 600.0 and 810
+    silver = read_batch(tables, cfg["b1"], "silver", "b1").select(
+        "id", "cust", "amount", "score", "channel"
+    )
+    expected = spark.createDataFrame(
+        [
+            ("T011", "c1", 500.0, 800, "store"),
+            ("T012", "c2", 700.0, 820, "store"),
+            ("T013", "unknown", mean0, median0, "web"),
+        ],
+        "id string, cust string, amount double, score int, channel string",
+    )
+    assert_df_equality(silver, expected, ignore_row_order=True, ignore_nullable=True)
+    stored = spark.createDataFrame(
+        [
+            (c, strategy, value, learned, b)
+            for b in ("b0", "b1")
+            for c, strategy, value, learned in [
+                ("amount", "mean", "30.0", "b0"),
+                ("channel", "mode", "web", "b0"),
+                ("cust", "constant", "unknown", None),
+                ("score", "median", "500", "b0"),
+            ]
+        ],
+        "column string, strategy string, value string, learned_from string, batch_id string",
+    )
+    assert_df_equality(tables.read(path), stored, ignore_row_order=True, ignore_nullable=True)
+
+    changed = {**IMPUTE_FROM, "missing": {**IMPUTE_FROM["missing"], "score": {"strategy": "mean"}}}
+    with pytest.raises(JobError) as err:
+        run_clean(spark, job_config(tmp_path, changed, batch="b1"), tables)
+    assert str(err.value) == (
+        f"clean: {path} lacks fill values of column(s) ['score'] learned from batch 'b0' with "
+        "the strategy clean.missing now gives them; clean batch 'b0' again, or unset "
+        "clean.impute_from to learn from each batch"
+    )
 
 
 def test_fail_rule_stops_before_writing_and_names_rule_and_sample_keys(spark, tables, tmp_path):

@@ -17,11 +17,13 @@ at once (no Python UDFs, no per-column jobs):
    deterministic sampled percentiles for quantiles and medians, HLL sketches for distinct
    counts), plus one grouped
    aggregation for all modes; they also give the silver profile for ``dq_metrics``;
-6. :func:`impute` - fills nulls with the learned values.
+6. :func:`impute` - fills nulls with the learned values, or with those another batch learned
+   (``clean.impute_from``, read from the ``fill_values`` table: :func:`fills_learned_on`).
 
 :func:`run_clean` is the job: it reads the batch from ``bronze``, persists the result of steps
 1-4 once, decides (``fail`` rules) before writing anything, then writes ``silver``, its
-``quarantine`` rows (stage ``clean``) and its ``dq_metrics`` rows.
+``quarantine`` rows (stage ``clean``), its ``dq_metrics`` rows and its ``fill_values`` rows
+(per imputed column: strategy, value, the batch it was learned from).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from ml_engine.tables.base import (
     SOURCE_FILE_COLUMN,
     BatchNotFoundError,
     DeltaTables,
+    TableNotFoundError,
 )
 
 STAGE = "clean"
@@ -803,6 +806,68 @@ def impute(df: DataFrame, fills: Mapping[str, Any]) -> DataFrame:
     return df.select(*[fill(n) for n in df.columns])
 
 
+LEARNED = ("mean", "median", "mode")  # strategies whose fill value is learned from a batch
+FILL_VALUES_SCHEMA = "column string, strategy string, value string, learned_from string"
+
+
+def _fill_text(value: Any) -> str | None:
+    """A fill value as text that casts back to the column's type (``impute`` casts it)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def fill_value_rows(
+    spark: SparkSession,
+    fills: Mapping[str, Any],
+    missing: Mapping[str, MissingValuePolicy],
+    learned_from: Mapping[str, str],
+) -> DataFrame:
+    """One ``fill_values`` row per imputed column: its strategy, its value as text (null when
+    nothing could be learned) and the batch it was learned from (null for ``constant``)."""
+    rows = [
+        (c, p.strategy, _fill_text(fills.get(c)), learned_from.get(c))
+        for c, p in sorted(missing.items())
+        if p.strategy != "drop"
+    ]
+    return spark.createDataFrame(rows, FILL_VALUES_SCHEMA)
+
+
+def fills_learned_on(
+    tables: DeltaTables, path: str, batch: str, missing: Mapping[str, MissingValuePolicy]
+) -> dict[str, str | None]:
+    """The fill values that batch ``batch`` learned for the ``mean``/``median``/``mode``
+    columns of ``missing``, as text, read from the ``fill_values`` table.
+
+    Raises:
+        JobError: the table has no rows of ``batch``, or lacks one of the columns or learned
+            it with another strategy (the config changed after that batch was cleaned).
+    """
+    wanted = {c: p.strategy for c, p in missing.items() if p.strategy in LEARNED}
+    if not wanted:
+        return {}
+    unset = "or unset clean.impute_from to learn from each batch"
+    try:
+        rows = tables.read_batch(path, batch).select("column", "strategy", "value").collect()
+    except (TableNotFoundError, BatchNotFoundError):
+        rows = []
+    if not rows:
+        raise JobError(
+            f"clean: {path} holds no fill values learned from batch {batch!r}; clean batch "
+            f"{batch!r} first (clean.impute_from is {batch!r}), {unset}"
+        )
+    stored = {r["column"]: (r["strategy"], r["value"]) for r in rows}
+    stale = sorted(c for c, s in wanted.items() if stored.get(c, (None,))[0] != s)
+    if stale:
+        raise JobError(
+            f"clean: {path} lacks fill values of column(s) {stale} learned from batch {batch!r} "
+            f"with the strategy clean.missing now gives them; clean batch {batch!r} again, {unset}"
+        )
+    return {c: stored[c][1] for c in wanted}
+
+
 def record_key(schema: TableSchema) -> Column:
     """The value that names a row in quarantine and error messages: record id, else key, else
     the JSON of the row's schema columns."""
@@ -951,7 +1016,7 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
     batch's partition of ``silver``, the batch's ``clean`` rows of ``quarantine`` (so a rerun
     leaves the same silver and quarantine as a single run) and the batch's ``clean`` rows of
     ``dq_metrics`` (per-column profile of the silver rows before imputation, rule violations
-    and row counts) under a new run id; an earlier run's metrics stay readable by Delta time travel at the
+    and row counts) under a new run id, and the batch's ``fill_values``; an earlier run's metrics stay readable by Delta time travel at the
     version the run log recorded for it. Columns another tool added to ``silver`` are
     written as nulls for the batch; no job of this engine adds any (outlier flags are
     ``features`` columns), so a rerun of clean erases no other job's output.
@@ -972,13 +1037,15 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
 
     Raises:
         JobError: no bronze table, bronze lacks a schema column, an expression rule is not
-            valid SQL, dedup ``latest_by_key`` without a record id/key column, or a ``fail``
-            rule is violated (naming the rule and sample keys).
+            valid SQL, dedup ``latest_by_key`` without a record id/key column, a ``fail``
+            rule is violated (naming the rule and sample keys), or ``clean.impute_from`` names
+            a batch whose fill values are not stored (or were learned with other strategies).
     """
     schema = cfg.table_schema
     clean = cfg.clean
     batch = cfg.effective_batch_id()
-    paths = {n: cfg.storage.table_path(n) for n in ("bronze", "silver", "quarantine", "dq_metrics")}
+    names = ("bronze", "silver", "quarantine", "dq_metrics", "fill_values")
+    paths = {n: cfg.storage.table_path(n) for n in names}
     if clean.dedup == "latest_by_key" and dedup_key(schema) is None:
         raise JobError(
             f"clean: dedup latest_by_key needs a column with role record_id or key in schema "
@@ -987,6 +1054,13 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
     if not tables.exists(paths["bronze"]):
         raise JobError(f"clean: no bronze table at {paths['bronze']}; run the ingest job first")
 
+    # Fill values learned on another batch: read (and checked) before any work.
+    source = clean.impute_from if clean.impute_from not in (None, batch) else batch
+    stored = (
+        fills_learned_on(tables, paths["fill_values"], source, clean.missing)
+        if source != batch
+        else {}
+    )
     describe(spark, f"clean {batch}: read bronze")
     bronze = tables.read_batch(paths["bronze"], batch)
     rules = clean_rules(clean, schema)
@@ -997,13 +1071,14 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
     flagged = cached = flagged.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         flagged, summary = _summarise_batch(spark, cfg, tables, flagged, rules)
+        summary = dataclasses.replace(summary, fill_values={**summary.fill_values, **stored})
         _stop_on_fail_rules(spark, cfg, flagged, rules, summary, paths["bronze"])
-        _write_outputs(spark, cfg, tables, flagged, summary, paths)
+        _write_outputs(spark, cfg, tables, flagged, summary, paths, source)
     finally:
         cached.unpersist()
     return JobResult(
         job=STAGE,
-        outputs={n: paths[n] for n in ("silver", "quarantine", "dq_metrics")},
+        outputs={n: paths[n] for n in names[1:]},
         metrics={
             "rows_in": summary.rows_in,
             "rows_out": summary.rows_out,
@@ -1083,8 +1158,10 @@ def _write_outputs(
     flagged: DataFrame,
     summary: CleanSummary,
     paths: Mapping[str, str],
+    learned_from: str,
 ) -> None:
-    """The batch's silver rows, its ``clean`` quarantine rows and its ``clean`` dq_metrics."""
+    """The batch's silver rows, its ``clean`` quarantine rows, its ``clean`` dq_metrics and
+    its fill values (learned on batch ``learned_from``)."""
     schema, batch = cfg.table_schema, cfg.effective_batch_id()
     silver = silver_rows(flagged, summary.fill_values, schema)
     if tables.exists(paths["silver"]):
@@ -1107,3 +1184,7 @@ def _write_outputs(
     # Replaced, not appended: rows a killed run appended would stay beside the rerun's
     # (the run log hides a killed run's commits, not rows it added to a later version).
     tables.replace_batch(metrics, paths["dq_metrics"], batch, within={"stage": STAGE})
+    learned = {c: learned_from for c, p in cfg.clean.missing.items() if p.strategy in LEARNED}
+    fills = fill_value_rows(spark, summary.fill_values, cfg.clean.missing, learned)
+    describe(spark, f"clean {batch}: write fill_values")
+    tables.replace_batch(fills.withColumn(BATCH_COLUMN, F.lit(batch)), paths["fill_values"], batch)
