@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -347,7 +348,14 @@ def test_latest_by_key_keeps_latest_event_then_latest_ingest_then_greatest_file(
 
 
 def test_latest_by_key_is_deterministic_when_only_other_columns_differ(spark):
-    rows = [("T1", H10, a, "f1", D1) for a in (3.0, 1.0, 2.0)]
+    """Ties on event time, ingestion and file go to the smallest xxhash64 of the other
+    columns (Spark's documented hash, seed 42), whatever the input's order and partitions."""
+    amounts = (3.0, 1.0, 2.0)
+    hashes = spark.createDataFrame([(a,) for a in amounts], "amount double").select(
+        "amount", F.xxhash64("amount").alias("h")
+    )
+    winner = min(hashes.collect(), key=lambda r: r["h"])["amount"]
+    rows = [("T1", H10, a, "f1", D1) for a in amounts]
     for order in (rows, rows[::-1]):
         actual = deduplicate(
             spark.createDataFrame(order, DEDUP_STRUCT).repartition(2),
@@ -357,7 +365,7 @@ def test_latest_by_key_is_deterministic_when_only_other_columns_differ(spark):
             event_time="ts",
         )
         expected = spark.createDataFrame(
-            [("T1", H10, 1.0, "f1", D1, 3)], f"{DEDUP_STRUCT}, {COPIES} long"
+            [("T1", H10, winner, "f1", D1, 3)], f"{DEDUP_STRUCT}, {COPIES} long"
         )
         assert_df_equality(actual, expected, ignore_nullable=True)
 
@@ -417,9 +425,17 @@ def test_dedup_ranks_only_the_rows_of_repeated_keys(spark):
     expected = spark.createDataFrame(survivors, f"{DEDUP_STRUCT}, {COPIES} long")
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
     plan = _executed_plan(actual)
-    # the repeated keys are broadcast: the unique rows pass by an anti join, and the window
-    # (the only shuffle of whole rows) sees the rows of the semi join
-    assert "LeftAnti" in plan and "LeftSemi" in plan and "BroadcastHashJoin" in plan, plan
+    # the repeated keys are broadcast: the unique rows pass by an anti join, the rows of the
+    # semi join are ranked on their keys, order columns and row ids (no shuffle carries a
+    # data column: the window's input holds amount only as the tie-break's hash), and the
+    # winners' ids are broadcast back to the whole rows
+    assert "LeftAnti" in plan and "LeftSemi" in plan and "Window" in plan, plan
+    lines = plan.splitlines()
+    shuffled = [lines[i + 1] for i, line in enumerate(lines) if "Exchange hashpartitioning" in line]
+    assert len(shuffled) >= 2, plan  # the probe's count and the window's keys
+    assert not any(re.search(r"[\[ ]amount#\d+[,\]]", line) for line in shuffled), shuffled
+    assert any("xxhash64(amount#" in line for line in shuffled), shuffled
+    assert re.search(r"BroadcastHashJoin \[_dq_row#\d+L\], \[_dq_row#\d+L\], Inner", plan), plan
 
 
 def test_dedup_none_keeps_every_row_and_unknown_mode_is_rejected(spark):

@@ -7,7 +7,8 @@ at once (no Python UDFs, no per-column jobs):
 2. :func:`with_coerced_types` - optional casts, failures become null and are recorded;
 3. :func:`deduplicate` - ``latest_by_key``, ``exact`` or ``none``, remembering how many input
    rows each surviving row stands for (so ``rows_in`` needs no extra count); only the keys
-   (or row hashes) are shuffled to find duplicates, whole rows only when they have one;
+   (or row hashes) are shuffled to find duplicates, and for ``latest_by_key`` only the keys,
+   order columns and row ids of the duplicates to rank them (whole rows never move);
    with ``latest_by_key``, :func:`drop_superseded` then keeps a record once across batches
    (the batch's keys and order columns meet those of silver's other batches);
 4. :func:`with_violations` - every rule (config rules + schema constraints) and the
@@ -189,19 +190,23 @@ def deduplicate(
     key: str | None = None,
     event_time: str | None = None,
 ) -> DataFrame:
-    """Removes duplicate rows, deterministically, shuffling whole rows only for duplicates.
+    """Removes duplicate rows, deterministically, without shuffling whole rows for
+    ``latest_by_key``.
 
     ``latest_by_key``: per ``key`` the row with the latest ``event_time`` survives; ties go to
-    the latest ``ingested_at``, then the greatest ``source_file``, then the smallest values of
-    the remaining columns, so the result never depends on partitioning. Rows with a null key
-    are all kept. ``exact``: rows equal in all ``columns`` collapse to one (the latest
-    ingested copy). ``none``: nothing removed.
+    the latest ``ingested_at``, then the greatest ``source_file``, then the smallest 64-bit
+    hash (``xxhash64``) of the remaining columns, so the result never depends on partitioning
+    or input order. Rows with a null key are all kept. ``exact``: rows equal in all
+    ``columns`` collapse to one (the latest ingested copy). ``none``: nothing removed.
 
     How: one aggregation over a narrow probe (the key, or a 64-bit hash of ``columns`` for
     ``exact``) finds the probe values that occur more than once (one Spark job). When there
     are at most :data:`BROADCAST_MAX_REPEATED` of them, they are broadcast: rows with any other
-    probe value pass through without a shuffle, and only the rows of repeated values are
-    ranked by a window (which shuffles whole rows). Above that, every row is ranked.
+    probe value pass through without a shuffle. The rows of repeated values are ranked by a
+    window: for ``latest_by_key`` only their keys, order columns and row ids move, and the
+    winners' ids (broadcast) pick the whole rows where they are; for ``exact``, whose groups
+    are whole rows, those rows move. Above the limit every row is ranked that way and the
+    winners are joined back by a shuffle.
 
     Args:
         df: input rows (``ingested_at``/``source_file`` are used for ties when present).
@@ -228,10 +233,15 @@ def deduplicate(
                 f"(input columns {df.columns}); declare role record_id or key in the schema "
                 "or set clean.dedup to exact or none"
             )
+        # The order's columns, narrow: the last tie-break is a hash of the other columns.
+        rest = [c for c in columns if c not in (key, event_time)]
+        carried = [c for c in (event_time, *COPY_ORDER) if c is not None and c in df.columns]
+        narrow = [F.col(c) for c in carried]
+        narrow.append(F.xxhash64(*[F.col(c) for c in rest] or [F.lit(0)]).alias(_TIE))
         order = [F.col(event_time).desc_nulls_last()] if event_time else []
         order += meta_order
-        order += [F.col(c).asc_nulls_first() for c in columns if c not in (key, event_time)]
-        return _keep_first(df, [key], order, F.col(key))
+        order.append(F.col(_TIE).asc())
+        return _keep_first(df, [key], order, F.col(key), narrow)
     if mode == "exact":
         return _keep_first(df, list(columns), meta_order or [F.lit(1)], F.xxhash64(*columns))
     raise ValueError(f"unknown dedup mode {mode!r}; use latest_by_key, exact or none")
@@ -240,14 +250,26 @@ def deduplicate(
 # Repeated probe values (keys) broadcast to the tasks; above this, every row is ranked.
 BROADCAST_MAX_REPEATED = 1_000_000
 _PROBE = "_dq_probe"
+_ROW = "_dq_row"  # a row's id: its position in the scan of the input
+_TIE = "_dq_tie"  # latest_by_key's last tie-break: a hash of the columns not ordered by
 
 
-def _keep_first(df: DataFrame, group: list[str], order: list[Column], probe: Column) -> DataFrame:
+def _keep_first(
+    df: DataFrame,
+    group: list[str],
+    order: list[Column],
+    probe: Column,
+    narrow: list[Column] | None = None,
+) -> DataFrame:
     """The first row (by ``order``) of each group of rows equal in ``group``, with ``COPIES``.
 
     Rows whose ``probe`` is null are never merged (a null key). Equal ``group`` values must
     give equal probes; equal probes may hide different groups (a hash), which the window sorts
-    out.
+    out. With ``narrow`` (the columns ``order`` sorts by, as named columns of ``df``), the
+    window ranks only ``group``, those columns and a row id, and the winners' ids (broadcast
+    up to :data:`BROADCAST_MAX_REPEATED`) pick the whole rows; without it, whole rows are
+    ranked. The row id is the row's position in the scan (``monotonically_increasing_id``),
+    assigned before any filter, so both reads of the input agree on it.
     """
     probed = df.select("*", probe.alias(_PROBE))
     repeated = (
@@ -258,15 +280,25 @@ def _keep_first(df: DataFrame, group: list[str], order: list[Column], probe: Col
         .select(_PROBE)
     )
     n_repeated = repeated.count()
-    if n_repeated > BROADCAST_MAX_REPEATED:
-        return _rank_first(probed, group, order, df.columns)
     once = F.lit(1).cast("long").alias(COPIES)
     if n_repeated == 0:
         return probed.select(*df.columns, once)
-    small = F.broadcast(repeated)
-    single = probed.join(small, _PROBE, "left_anti").select(*df.columns, once)
-    multi = probed.join(small, _PROBE, "left_semi")
-    return single.unionByName(_rank_first(multi, group, order, df.columns))
+    ided = probed if narrow is None else probed.withColumn(_ROW, F.monotonically_increasing_id())
+    few = n_repeated <= BROADCAST_MAX_REPEATED
+    single, multi = None, ided
+    if few:
+        small = F.broadcast(repeated)
+        single = probed.join(small, _PROBE, "left_anti").select(*df.columns, once)
+        multi = ided.join(small, _PROBE, "left_semi")
+    if narrow is None:
+        kept = _rank_first(multi, group, order, df.columns)
+    else:
+        keys = multi.select(*group, _PROBE, _ROW, *narrow)
+        winners = _rank_first(keys, group, order, [_ROW])
+        kept = multi.join(F.broadcast(winners) if few else winners, _ROW).select(
+            *df.columns, COPIES
+        )
+    return kept if single is None else single.unionByName(kept)
 
 
 def _rank_first(
