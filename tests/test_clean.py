@@ -965,6 +965,9 @@ def test_latest_by_key_holds_a_record_once_across_batches_the_latest_copy_wins(
         return tuple(result.metrics[m] for m in counts)
 
     assert metrics(runs["b1"]) == (3, 3, 0, 0, 0, 0)
+    # Nothing is imputed with this config: no fill_values table.
+    assert "fill_values" not in runs["b1"].outputs
+    assert not tables.exists(job_config(tmp_path, {}).storage.table_path("fill_values"))
     assert metrics(runs["b2"]) == (2, 2, 0, 0, 1, 0)
     assert metrics(runs["b3"]) == (3, 1, 2, 1, 1, 0)
     # rerun after the later batches: b1's T001 and T002 have later copies elsewhere

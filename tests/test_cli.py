@@ -71,7 +71,7 @@ def test_jobs_lists_every_job_with_what_it_reads_and_writes():
     assert r.returncode == 0
     assert r.stdout.splitlines() == [
         "ingest               reads raw files (ingest.path); writes bronze, quarantine",
-        "clean                reads bronze; writes silver, quarantine, dq_metrics",
+        "clean                reads bronze; writes silver, quarantine, dq_metrics, fill_values",
         "detect_outliers      reads silver; writes quarantine, outlier_stats",
         "build_features       reads silver; writes features",
         "build_training_set   reads features; writes training_set",

@@ -23,8 +23,8 @@ at once (no Python UDFs, no per-column jobs):
 
 :func:`run_clean` is the job: it reads the batch from ``bronze``, persists the result of steps
 1-4 once, decides (``fail`` rules) before writing anything, then writes ``silver``, its
-``quarantine`` rows (stage ``clean``), its ``dq_metrics`` rows and its ``fill_values`` rows
-(per imputed column: strategy, value, the batch it was learned from).
+``quarantine`` rows (stage ``clean``), its ``dq_metrics`` rows and, when it fills nulls, its
+``fill_values`` rows (per imputed column: strategy, value, the batch it was learned from).
 """
 
 from __future__ import annotations
@@ -1048,7 +1048,8 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
     batch's partition of ``silver``, the batch's ``clean`` rows of ``quarantine`` (so a rerun
     leaves the same silver and quarantine as a single run) and the batch's ``clean`` rows of
     ``dq_metrics`` (per-column profile of the silver rows before imputation, rule violations
-    and row counts) under a new run id, and the batch's ``fill_values``; an earlier run's metrics stay readable by Delta time travel at the
+    and row counts) under a new run id, and (when it fills nulls) the batch's
+    ``fill_values``; an earlier run's metrics stay readable by Delta time travel at the
     version the run log recorded for it. Columns another tool added to ``silver`` are
     written as nulls for the batch; no job of this engine adds any (outlier flags are
     ``features`` columns), so a rerun of clean erases no other job's output.
@@ -1110,7 +1111,7 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         cached.unpersist()
     return JobResult(
         job=STAGE,
-        outputs={n: paths[n] for n in names[1:]},
+        outputs={n: paths[n] for n in names[1:] if n != "fill_values" or imputes(clean)},
         metrics={
             "rows_in": summary.rows_in,
             "rows_out": summary.rows_out,
@@ -1216,7 +1217,14 @@ def _write_outputs(
     # Replaced, not appended: rows a killed run appended would stay beside the rerun's
     # (the run log hides a killed run's commits, not rows it added to a later version).
     tables.replace_batch(metrics, paths["dq_metrics"], batch, within={"stage": STAGE})
+    if not imputes(cfg.clean):
+        return
     learned = {c: learned_from for c, p in cfg.clean.missing.items() if p.strategy in LEARNED}
     fills = fill_value_rows(spark, summary.fill_values, cfg.clean.missing, learned)
     describe(spark, f"clean {batch}: write fill_values")
     tables.replace_batch(fills.withColumn(BATCH_COLUMN, F.lit(batch)), paths["fill_values"], batch)
+
+
+def imputes(clean: CleanConfig) -> bool:
+    """Whether any column's nulls are filled (a policy other than ``drop``)."""
+    return any(p.strategy != "drop" for p in clean.missing.values())
