@@ -43,6 +43,8 @@ def demo_config(workdir: Path, config: str, rows: int | None, overrides: list[st
         f"storage.root={workdir}",
         f"ingest.path={workdir / 'raw' / 'reference'}",
         f"mlflow.tracking_uri=sqlite:///{workdir / 'mlflow.db'}",
+        # The batch scored is filled with the values the training batch learned.
+        "clean.impute_from=reference",
     ]
     if rows is not None:
         demo_overrides.append(f"sample_data.rows={rows}")
