@@ -1088,12 +1088,10 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         raise JobError(f"clean: no bronze table at {paths['bronze']}; run the ingest job first")
 
     # Fill values learned on another batch: read (and checked) before any work.
-    source = clean.impute_from if clean.impute_from not in (None, batch) else batch
-    stored = (
-        fills_learned_on(tables, paths["fill_values"], source, clean.missing)
-        if source != batch
-        else {}
-    )
+    source = clean.impute_from or batch
+    stored = {}
+    if source != batch:
+        stored = fills_learned_on(tables, paths["fill_values"], source, clean.missing)
     describe(spark, f"clean {batch}: read bronze")
     bronze = tables.read_batch(paths["bronze"], batch)
     rules = clean_rules(clean, schema)
