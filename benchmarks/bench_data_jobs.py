@@ -231,6 +231,12 @@ def main() -> None:
     p.add_argument("--workdir", default=None, help="where tables go (default: a temp dir, removed)")
     p.add_argument("--driver-memory", default="8g")
     p.add_argument("--repeats", type=int, default=3, help="runs per job; medians are shown")
+    p.add_argument(
+        "--java-options",
+        default=None,
+        help="driver JVM options, e.g. -XX:+DontCompileHugeMethods to measure without the "
+        "engine's -XX:-DontCompileHugeMethods",
+    )
     args = p.parse_args()
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="ml-engine-bench-"))
@@ -242,13 +248,19 @@ def main() -> None:
                 "spark.driver.memory": args.driver_memory,
                 "spark.sql.shuffle.partitions": "8",
                 "spark.ui.enabled": "false",
+                **(
+                    {"spark.driver.extraJavaOptions": args.java_options}
+                    if args.java_options
+                    else {}
+                ),
             },
         )
     )
     spark.sparkContext.setLogLevel("ERROR")
     print(
         f"ml-engine benchmark: {args.numeric} numeric + {args.categorical} categorical columns, "
-        f"Spark {spark.version}, {spark.sparkContext.defaultParallelism} cores, workdir {workdir}"
+        f"Spark {spark.version}, {spark.sparkContext.defaultParallelism} cores, workdir {workdir}, "
+        f"driver JVM options {spark.conf.get('spark.driver.extraJavaOptions')}"
     )
     by_size = {}
     try:

@@ -32,6 +32,12 @@ ENGINE_DEFAULTS = {
     # per-column expressions 3x slower (the jobs build thousands). Errors keep their message.
     "spark.python.sql.dataFrameDebugging.enabled": "false",
 }
+# JVM options every driver and executor gets, added to whatever extraJavaOptions the run sets.
+# HotSpot leaves methods above 8,000 bytes of bytecode to its bytecode interpreter; the code
+# Spark generates for one pass over 50+ columns (51 range rules, 321 moments) is made of such
+# methods. On 1M rows x 63 columns the rules ran 4x and the moments 7x faster with this option.
+ENGINE_JAVA_OPTIONS = ("-XX:-DontCompileHugeMethods",)
+JAVA_OPTIONS_KEYS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
 
 
 class JavaNotFoundError(RuntimeError):
@@ -109,6 +115,15 @@ def spark_log_file() -> Path:
     return folder / f"spark-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
 
 
+def with_engine_java_options(options: str | None) -> str:
+    """``options`` (a JVM command line fragment, may be None) plus, at the end, each of
+    :data:`ENGINE_JAVA_OPTIONS` whose flag it does not set either way (``-XX:+Flag`` given by
+    the run wins over the engine's ``-XX:-Flag``)."""
+    given = (options or "").split()
+    named = {o[5:] for o in given if o.startswith(("-XX:+", "-XX:-"))}
+    return " ".join([*given, *(o for o in ENGINE_JAVA_OPTIONS if o[5:] not in named)])
+
+
 def _quiet_java_options(existing: str | None) -> str:
     """Driver JVM options that send Spark's log4j output to :func:`spark_log_file`."""
     log = spark_log_file()
@@ -175,12 +190,17 @@ def build_session(
     if SparkContext._active_spark_context is None:
         check_master(existing.get("spark.master", spark_cfg.master))
     wanted = {**ENGINE_DEFAULTS, **(extra_conf or {}), **spark_cfg.conf}
+    for key in JAVA_OPTIONS_KEYS:
+        # Added to the options spark-submit or the config give, not instead of them. Under
+        # spark-submit the driver's JVM already runs: only executors get them from here.
+        given = existing.get(key) if existing.contains(key) else wanted.get(key)
+        wanted[key] = with_engine_java_options(given)
     if quiet and not under_spark_submit() and SparkContext._gateway is None:
         key = "spark.driver.extraJavaOptions"
         wanted[key] = _quiet_java_options(wanted.get(key))
         _launch_quiet_jvm(spark_cfg, app_name, wanted)
     for key, value in wanted.items():
-        if not existing.contains(key):
+        if not existing.contains(key) or key in JAVA_OPTIONS_KEYS:
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
     # A session that already existed keeps its static settings; runtime ones still apply.

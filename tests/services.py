@@ -202,6 +202,8 @@ def submit_command(
         "--py-files",
         str(archive),
         *(["--driver-memory", driver_memory] if driver_memory else []),
+        "--driver-java-options",
+        "-XX:-DontCompileHugeMethods",
         "--executor-memory",
         executor_memory,
         "--executor-cores",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyspark
 import pytest
 
-from ml_engine.session import MasterUnreachableError, check_master
+from ml_engine.session import MasterUnreachableError, check_master, with_engine_java_options
 
 SCRIPT = """
 from ml_engine.config import SparkConfig
@@ -24,6 +24,9 @@ from pyspark.errors.utils import is_debugging_enabled
 from pyspark.sql import functions as F
 F.col("x").cast("double")  # the first Column call reads the setting, once per process
 print("CALL_SITES", is_debugging_enabled())
+jvm_args = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+print("DRIVER_JVM", " ".join(a for a in jvm_args.getInputArguments() if a.startswith(("-XX:-Dont", "-Dml"))))
+print("EXECUTOR_OPTIONS", spark.conf.get("spark.executor.extraJavaOptions"))
 spark.stop()
 """
 
@@ -38,7 +41,8 @@ def _values(stdout: str) -> dict[str, str]:
     return dict(
         line.split(" ", 1)
         for line in stdout.splitlines()
-        if line.split(" ")[0] in {"MASTER", "PARTITIONS", "TS", "CALL_SITES"}
+        if line.split(" ")[0]
+        in {"MASTER", "PARTITIONS", "TS", "CALL_SITES", "DRIVER_JVM", "EXECUTOR_OPTIONS"}
     )
 
 
@@ -46,7 +50,8 @@ def test_local_run_defaults_to_local_star_and_applies_config(tmp_path):
     script = tmp_path / "s.py"
     script.write_text(
         SCRIPT.format(
-            args='conf={"spark.sql.shuffle.partitions": "3", "spark.ui.enabled": "false"}'
+            args='conf={"spark.sql.shuffle.partitions": "3", "spark.ui.enabled": "false", '
+            '"spark.driver.extraJavaOptions": "-Dml.from.config=1"}'
         )
     )
     r = subprocess.run(
@@ -54,11 +59,15 @@ def test_local_run_defaults_to_local_star_and_applies_config(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     # PySpark's per-Column call-site capture is off: it tripled the cost of building columns.
+    # HotSpot compiles Spark's huge generated methods: the JVM the session started runs with the
+    # option, after the config's own JVM options, and executors get it too.
     assert _values(r.stdout) == {
         "MASTER": "local[*]",
         "PARTITIONS": "3",
         "TS": "TIMESTAMP_MICROS",
         "CALL_SITES": "False",
+        "DRIVER_JVM": "-Dml.from.config=1 -XX:-DontCompileHugeMethods",
+        "EXECUTOR_OPTIONS": "-XX:-DontCompileHugeMethods",
     }
 
 
@@ -77,6 +86,10 @@ def test_spark_submit_master_and_conf_win_over_config(tmp_path):
             "local[1]",
             "--conf",
             "spark.sql.shuffle.partitions=7",
+            "--conf",
+            "spark.executor.extraJavaOptions=-Dml.from.submit=1",
+            "--driver-java-options",
+            "-XX:-DontCompileHugeMethods",
             str(script),
         ],
         capture_output=True,
@@ -85,12 +98,26 @@ def test_spark_submit_master_and_conf_win_over_config(tmp_path):
         timeout=300,
     )
     assert r.returncode == 0, r.stderr[-2000:]
+    # spark-submit starts the driver's JVM (README passes the option); the engine adds it to the
+    # executors' options spark-submit gives.
     assert _values(r.stdout) == {
         "MASTER": "local[1]",
         "PARTITIONS": "7",
         "TS": "TIMESTAMP_MICROS",
         "CALL_SITES": "False",
+        "DRIVER_JVM": "-XX:-DontCompileHugeMethods",
+        "EXECUTOR_OPTIONS": "-Dml.from.submit=1 -XX:-DontCompileHugeMethods",
     }
+
+
+def test_engine_java_options_are_added_unless_the_run_sets_the_flag_either_way():
+    assert with_engine_java_options(None) == "-XX:-DontCompileHugeMethods"
+    assert with_engine_java_options("-Da=1  -Xss4m") == "-Da=1 -Xss4m -XX:-DontCompileHugeMethods"
+    assert with_engine_java_options("-XX:-DontCompileHugeMethods") == "-XX:-DontCompileHugeMethods"
+    # A run that wants HotSpot's default back says so, and keeps it.
+    assert with_engine_java_options("-XX:+DontCompileHugeMethods -Da=1") == (
+        "-XX:+DontCompileHugeMethods -Da=1"
+    )
 
 
 def test_importing_the_package_builds_no_session():

@@ -49,7 +49,8 @@ def outlier_statistics(
     df: DataFrame, model: PipelineModel, batch_id: str, policy: str, flagged: bool = False
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Per detector and column: fences, learned statistics and counts, in one Spark job
-    (two with ``flagged``: the counts, then the reasons counted by a grouped aggregation).
+    (two with ``flagged``: the value counts, which read the checked columns without applying
+    the detectors, then the detectors applied once and their reasons counted, grouped).
 
     Args:
         df: the rows checked (before any policy is applied), or, with ``flagged``, rows that
@@ -78,7 +79,11 @@ def outlier_statistics(
             "or of two detectors of one method on one column"
         )
     scored = df if flagged else model.transform(df).withColumns(_combined(models))
-    aggs = [F.count(F.lit(1)).alias("rows"), F.count_if(F.col(IS_OUTLIER)).alias("outliers")]
+    aggs = [F.count(F.lit(1)).alias("rows")]
+    if (
+        not flagged
+    ):  # flagged rows: counted with the reasons, in the one pass that applies the model
+        aggs.append(F.count_if(F.col(IS_OUTLIER)).alias("outliers"))
     entries = []
     for i, m in enumerate(models):
         for j, learned in enumerate(m.learned_rows()):
@@ -99,14 +104,19 @@ def outlier_statistics(
             if flagged_n is not None:
                 aggs.append(flagged_n.alias(f"f{i}_{j}"))
             entries.append((i, j, m.method, learned))
-    row = scored.agg(*aggs).first().asDict()
+    row = scored.agg(*aggs).first().asDict()  # flagged: only value counts, the model not applied
     if flagged:
         # Reasons are few (outliers are rare): count them exploded and grouped, one small
-        # job, rather than test every row's array once per column (slower by far).
-        fired = scored.select(F.explode(OUTLIER_REASONS).alias("reason")).groupBy("reason")
-        counts = {r["reason"]: r["count"] for r in fired.count().collect()}  # <= one per check
+        # job, rather than test every row's array once per column (slower by far). A row's
+        # first reason (position 0) counts it once as an outlier (is_outlier: any reason).
+        fired = scored.select(F.posexplode(OUTLIER_REASONS).alias("pos", "reason"))
+        counts = fired.groupBy("reason").agg(
+            F.count(F.lit(1)).alias("n"), F.count_if(F.col("pos") == 0).alias("rows")
+        )
+        counted = {r["reason"]: (r["n"], r["rows"]) for r in counts.collect()}  # <= one per check
+        row["outliers"] = sum(rows for _, rows in counted.values())
         for i, j, method, learned in entries:
-            row[f"f{i}_{j}"] = counts.get(f"{method}:{learned['column']}", 0)
+            row[f"f{i}_{j}"] = counted.get(f"{method}:{learned['column']}", (0, 0))[0]
     fields = [f.name for f in OUTLIER_STATS_SCHEMA.fields]
     rows = []
     for i, j, method, learned in entries:
