@@ -80,9 +80,8 @@ def outlier_statistics(
         )
     scored = df if flagged else model.transform(df).withColumns(_combined(models))
     aggs = [F.count(F.lit(1)).alias("rows")]
-    if (
-        not flagged
-    ):  # flagged rows: counted with the reasons, in the one pass that applies the model
+    # Flagged rows' outliers are counted with their reasons, in the one pass applying the model.
+    if not flagged:
         aggs.append(F.count_if(F.col(IS_OUTLIER)).alias("outliers"))
     entries = []
     for i, m in enumerate(models):
@@ -110,13 +109,15 @@ def outlier_statistics(
         # job, rather than test every row's array once per column (slower by far). A row's
         # first reason (position 0) counts it once as an outlier (is_outlier: any reason).
         fired = scored.select(F.posexplode(OUTLIER_REASONS).alias("pos", "reason"))
-        counts = fired.groupBy("reason").agg(
-            F.count(F.lit(1)).alias("n"), F.count_if(F.col("pos") == 0).alias("rows")
-        )
-        counted = {r["reason"]: (r["n"], r["rows"]) for r in counts.collect()}  # <= one per check
-        row["outliers"] = sum(rows for _, rows in counted.values())
+        counts = (
+            fired.groupBy("reason")
+            .agg(F.count(F.lit(1)).alias("n"), F.count_if(F.col("pos") == 0).alias("first"))
+            .collect()
+        )  # <= one row per check
+        fired_n = {r["reason"]: r["n"] for r in counts}
+        row["outliers"] = sum(r["first"] for r in counts)
         for i, j, method, learned in entries:
-            row[f"f{i}_{j}"] = counted.get(f"{method}:{learned['column']}", (0, 0))[0]
+            row[f"f{i}_{j}"] = fired_n.get(f"{method}:{learned['column']}", 0)
     fields = [f.name for f in OUTLIER_STATS_SCHEMA.fields]
     rows = []
     for i, j, method, learned in entries:
