@@ -874,7 +874,10 @@ def test_run_clean_writes_silver_quarantine_and_metrics_and_a_rerun_changes_noth
             "max": v.max(),
             "mean": v.mean(),
             "stddev": np.std(v, ddof=1),
-            **{quantile_metric(q): np.quantile(v, q) for q in JOB_CLEAN["quantiles"]},
+            **{
+                quantile_metric(q): np.quantile(v, q, method="inverted_cdf")
+                for q in JOB_CLEAN["quantiles"]
+            },
         }
         actual = {m: val for (c, m), val in metrics.items() if c == column and m != "nulls_imputed"}
         assert actual == {m: pytest.approx(x, rel=1e-12) for m, x in expected.items()}

@@ -39,7 +39,7 @@ def _expected_numeric(name: str, values: list[float | None], quantiles=QUANTILES
         (name, "stddev", float(np.std(present, ddof=1)) if n > 1 else None),
     ]
     for q in quantiles:
-        value = float(np.quantile(present, q)) if n else None
+        value = float(np.quantile(present, q, method="inverted_cdf")) if n else None
         rows.append((name, quantile_metric(q), value))
     return rows
 

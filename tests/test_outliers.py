@@ -1,10 +1,9 @@
 """Outlier detectors (MLlib stages), policies and the detect_outliers job.
 
 Expected statistics come from numpy/scipy on the same values. Quantiles: for at most
-``sampleRows`` values (100,000) they are Spark's exact ``percentile`` of every value, linear
-interpolation between the nearest ranks, numpy's default ``np.quantile``, which is what the
-tests compare with. Medians are taken on an odd number of values, where every definition
-agrees (so ``np.median`` and ``scipy.stats.median_abs_deviation`` apply).
+``sampleRows`` values (100,000) they are the exact order statistics of every value, quantile p
+at rank ``ceil(p * n)``: ``np.quantile(method="inverted_cdf")``, which is what the tests compare
+with. Medians are taken on an odd number of values, where every definition agrees (so ``np.median`` and ``scipy.stats.median_abs_deviation`` apply).
 """
 
 from __future__ import annotations
@@ -145,27 +144,28 @@ def expected_univariate(spark, method, columns, centre_and_scale):
 
 def test_iqr_quartiles_match_numpy(uni):
     model = IQROutlierDetector(inputCols=["a", "b", "c"]).fit(uni)
-    expected = [np.quantile(values(v), [0.25, 0.75]) for v in (A, B, [5.0])]
+    expected = [np.quantile(values(v), [0.25, 0.75], method="inverted_cdf") for v in (A, B, [5.0])]
     assert model.getQ1s() == [q[0] for q in expected]
     assert model.getQ3s() == [q[1] for q in expected]
     # Tukey fences with k = 1.5; the constant column has none. By hand: a's 11 values have
-    # quartiles at ranks 2.5 and 7.5 of the sorted values, (2 + 3) / 2 and (7 + 8) / 2.
-    assert model.fences() == {"a": (2.5 - 7.5, 7.5 + 7.5), "b": (12.0 - 3.0, 14.0 + 3.0)}
+    # quartiles at ranks ceil(11 / 4) = 3 and ceil(33 / 4) = 9 of the sorted values, 2 and 8;
+    # b's 13 at ranks 4 and 10, 12 and 14.
+    assert model.fences() == {"a": (2.0 - 9.0, 8.0 + 9.0), "b": (12.0 - 3.0, 14.0 + 3.0)}
 
 
 def test_iqr_flags_scores_and_reasons_row_by_row(spark, uni):
     model = IQROutlierDetector(inputCols=["a", "b", "c"], k=1.5).fit(uni)
     cs = {}
     for c, v in (("a", A), ("b", B), ("c", [5.0])):
-        q1, q3 = np.quantile(values(v), [0.25, 0.75])
+        q1, q3 = np.quantile(values(v), [0.25, 0.75], method="inverted_cdf")
         cs[c] = (q1, q3, 1.5 * (q3 - q1))
     expected = expected_univariate(spark, "iqr", ["a", "b", "c"], cs)
     assert_approx_df_equality(
         scored(uni, model), expected, 1e-12, ignore_nullable=True, ignore_row_order=True
     )
-    # Spot check by hand: a = 60 is (60 - 7.5) / 7.5 beyond Q3; b = 0 is (12 - 0) / 3 below Q1.
+    # Spot check by hand: a = 60 is (60 - 8) / 9 beyond Q3; b = 0 is (12 - 0) / 3 below Q1.
     rows = {r.id: r for r in scored(uni, model).collect()}
-    assert rows[9].score == pytest.approx(52.5 / 7.5) and rows[9].reasons == ["iqr:a"]
+    assert rows[9].score == pytest.approx(52.0 / 9.0) and rows[9].reasons == ["iqr:a"]
     assert rows[12].score == pytest.approx(4.0) and rows[12].reasons == ["iqr:b"]
 
 
@@ -492,8 +492,8 @@ def expected_detection():
     """Per row of BATCH: (flag, score, reasons) from numpy/scipy and the textbook formulas."""
     am = np.array([r[1] for r in BATCH])
     it = np.array([r[2] for r in BATCH], dtype=float)
-    q1a, q3a = np.quantile(am, [0.25, 0.75])
-    q1i, q3i = np.quantile(it, [0.25, 0.75])
+    q1a, q3a = np.quantile(am, [0.25, 0.75], method="inverted_cdf")
+    q1i, q3i = np.quantile(it, [0.25, 0.75], method="inverted_cdf")
     med, mad = np.median(am), median_abs_deviation(am)
     out = []
     for _, a, i in BATCH:
@@ -516,15 +516,15 @@ MAD_HALF_WIDTH = 3.5 * 3.0 / 0.6745  # threshold * MAD / 0.6745
 
 def tukey(values, k=1.5):
     """(q1, q3, lower fence, upper fence) from numpy's quantiles."""
-    q1, q3 = np.quantile(np.asarray(values, dtype=float), [0.25, 0.75])
+    q1, q3 = np.quantile(np.asarray(values, dtype=float), [0.25, 0.75], method="inverted_cdf")
     return float(q1), float(q3), float(q1 - k * (q3 - q1)), float(q3 + k * (q3 - q1))
 
 
-# By hand: amount's 11 values have quartiles (11 + 12) / 2 and (16 + 17) / 2, fences [4, 24];
-# items' (2 + 3) / 2 and (4 + 5) / 2, fences [-0.5, 7.5].
+# By hand: of 11 sorted values the quartiles are the 3rd and the 9th (ranks ceil(11 / 4) and
+# ceil(33 / 4)): amount 11 and 17, fences [2, 26]; items 2 and 5, fences [-2.5, 9.5].
 IQR_AMOUNT = tukey([r[1] for r in BATCH])
 IQR_ITEMS = tukey([r[2] for r in BATCH])
-assert IQR_AMOUNT == (11.5, 16.5, 4.0, 24.0) and IQR_ITEMS == (2.5, 4.5, -0.5, 7.5)
+assert IQR_AMOUNT == (11.0, 17.0, 2.0, 26.0) and IQR_ITEMS == (2.0, 5.0, -2.5, 9.5)
 
 
 @pytest.fixture(scope="module")
@@ -561,9 +561,9 @@ def test_flag_policy_adds_flag_score_and_reasons_row_by_row(spark, batch_df, bat
 
 
 def test_cap_policy_winsorises_to_the_tightest_fence_and_keeps_types(spark, batch_df, batch_model):
-    # amount: IQR fences [4, 24], MAD fences 14 -/+ 15.57 -> [4, 24]; items: [-0.5, 7.5] -> 7.
+    # amount: IQR fences [2, 26], MAD fences 14 -/+ 15.57 -> [2, 26]; items: [-2.5, 9.5] -> 9.
     det = expected_detection()
-    capped = {"T00": (4.0, 3), "T07": (16.0, 7), "T10": (24.0, 5)}
+    capped = {"T00": (2.0, 3), "T07": (16.0, 9), "T10": (26.0, 5)}
     rows = []
     for i, (rid, a, n) in enumerate(BATCH):
         rows.append((*data_row(i, rid, *capped.get(rid, (a, n))), *det[i]))
@@ -574,7 +574,8 @@ def test_cap_policy_winsorises_to_the_tightest_fence_and_keeps_types(spark, batc
 
 
 def test_cap_rounds_decimal_and_long_values_to_the_inside_of_the_fences(spark):
-    # Both columns: Q1 2.5, Q3 7.5, k 1.2345 -> fences -3.6725 and 13.6725 (on neither grid).
+    # Both columns: Q1 2, Q3 8 (the 3rd and 9th of 11), k 1.2345 -> fences -5.407 and 15.407
+    # (on neither grid).
     values = [1, 2, 3, 4, 5, 6, 7, 8, 9]
     rows = [(i, Decimal(v), v) for i, v in enumerate(values)]
     rows += [(9, Decimal(100), 10**15), (10, Decimal(-100), -(10**15))]
@@ -586,7 +587,7 @@ def test_cap_rounds_decimal_and_long_values_to_the_inside_of_the_fences(spark):
     model = Pipeline(stages=[detector]).fit(df)
     got = with_capped_values(df, model).select("id", "d", "n")
     expected = spark.createDataFrame(
-        rows[:9] + [(9, Decimal("13.67"), 13), (10, Decimal("-3.67"), -3)], schema
+        rows[:9] + [(9, Decimal("15.40"), 15), (10, Decimal("-5.40"), -5)], schema
     )
     assert_df_equality(got, expected, ignore_nullable=True, ignore_row_order=True)
 
@@ -877,7 +878,7 @@ def test_job_writes_outlier_stats_per_detector_and_column(spark, policy_runs, po
 def test_job_cap_winsorises_the_feature_rows_and_silver_keeps_the_raw_values(spark, policy_runs):
     cfg, tables, _, _, versions, _ = policy_runs("cap")
     det = expected_detection()
-    capped = {"T00": (4.0, 3), "T07": (16.0, 7), "T10": (24.0, 5)}  # fences [4, 24], [-0.5, 7.5]
+    capped = {"T00": (2.0, 3), "T07": (16.0, 9), "T10": (26.0, 5)}  # fences [2, 26], [-2.5, 9.5]
     _assert_feature_flags(
         spark,
         cfg,

@@ -1,8 +1,9 @@
 """Quantiles that are approximate on large data but never random (ml_engine.quantiles).
 
-Expected values come from numpy: exact quantiles (linear interpolation, numpy's default) of
-every value while a column has at most ``sample_rows`` values, otherwise of the hash-chosen
-sample, and within the sample's rank error of the full data's quantiles.
+Expected values come from numpy: exact quantiles (``method="inverted_cdf"``: quantile p is
+the value at rank ``ceil(p * n)``) of every value while a column has at most ``sample_rows``
+values, otherwise of the hash-chosen sample, and within the sample's rank error of the full
+data's quantiles.
 """
 
 from __future__ import annotations
@@ -41,7 +42,19 @@ def test_at_most_sample_rows_values_are_numpys_exact_quantiles(frames, data):
     counts, qs = quantiles(frames[1], {"x": F.col("x"), "y": F.col("y")}, PROBS)
     assert counts == [ROWS, ROWS]
     for got, values in zip(qs, data, strict=True):
-        assert got == pytest.approx(np.quantile(values, PROBS).tolist(), rel=1e-12, abs=1e-12)
+        assert got == np.quantile(values, PROBS, method="inverted_cdf").tolist()  # to the bit
+
+
+def test_exact_beyond_one_summary_buffer_whatever_the_partitioning(spark):
+    # 120,001 values with ties (a permutation of 0..100,002, then 19,998 repeats): more than
+    # Spark's quantile summary buffers at once (50,000), merged across partitions in any order.
+    n, probs = 120_001, [0.0, 0.001, 0.25, 0.5, 0.9, 0.999, 1.0]
+    expected = np.quantile(np.arange(n) * 7919 % 100_003, probs, method="inverted_cdf").tolist()
+    df = spark.range(n).select((F.col("id") * 7919 % 100_003).cast("double").alias("x"))
+    layouts = [df.coalesce(1), df.repartition(5), df.orderBy(F.rand(9)).repartition(3)]
+    for layout in layouts:
+        counts, qs = quantiles(layout, {"x": F.col("x")}, probs, sample_rows=n)
+        assert (counts, qs) == ([n], [expected])
 
 
 def test_a_sample_is_the_same_in_every_layout_and_close_to_the_full_quantiles(frames, data):
@@ -57,7 +70,7 @@ def test_a_sample_is_the_same_in_every_layout_and_close_to_the_full_quantiles(fr
     sample = np.array([(r.x, r.y) for r in chosen.select("x", "y").collect()])
     assert 400 < len(sample) < 600  # about 500: the hash is uniform
     for j in range(2):
-        assert got[0][j] == pytest.approx(np.quantile(sample[:, j], PROBS).tolist(), rel=1e-12)
+        assert got[0][j] == np.quantile(sample[:, j], PROBS, method="inverted_cdf").tolist()
         # Within 4 standard errors of rank of the full data's quantiles.
         full = np.sort(data[j])
         for p, q in zip(PROBS, got[0][j], strict=True):

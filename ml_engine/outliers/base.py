@@ -23,9 +23,9 @@ Shared behaviour of every model:
   that does not depend on the number of columns: IQR two (value counts, then quantiles),
   z-score one (an ``agg``), MAD three (counts, medians, then the medians of
   ``|x - median|``), Mahalanobis one ``agg`` plus ``Correlation.corr``'s fixed few. Quantiles
-  come from :mod:`ml_engine.quantiles`: Spark's exact ``percentile`` (linear interpolation,
-  numpy's default method) over every value while a column has at most ``sampleRows`` values,
-  otherwise over a sample of about ``sampleRows`` rows chosen by a hash of their values. They
+  come from :mod:`ml_engine.quantiles`: the exact quantile (the value at rank ``ceil(p * n)``,
+  numpy's ``method="inverted_cdf"``) of every value while a column has at most ``sampleRows``
+  values, otherwise of a sample of about ``sampleRows`` rows chosen by a hash of their values. They
   are approximate on large data but never random: fitting twice on the same rows gives the
   same fences, locally and on a cluster.
 * Learned state lives in JSON-serialisable Params (lists of floats, the inverse correlation

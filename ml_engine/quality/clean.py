@@ -15,7 +15,7 @@ at once (no Python UDFs, no per-column jobs):
    missing-value ``drop`` policy evaluated per row: the names of the rules a row violates and,
    for rows that leave ``silver``, the quarantine reason;
 5. :func:`summarise` - two aggregations for all columns (compiled counts, means and moments;
-   deterministic sampled percentiles for quantiles and medians, HLL sketches for distinct
+   deterministic sampled quantiles for the profile and medians, HLL sketches for distinct
    counts), plus one grouped
    aggregation for all modes; they also give the silver profile for ``dq_metrics``;
 6. :func:`impute` - fills nulls with the learned values, or with those another batch learned
@@ -730,8 +730,8 @@ def summarise(
 
     Pass one, Spark's compiled declarative aggregates: rows, duplicates, rule violations,
     coercion failures, nulls, means (imputation) and the profile's null counts, min, max,
-    mean and stddev, and value counts. Pass two: one exact percentile per numeric profiled or
-    median-imputed column over its deterministic sample (the profile's quantiles and the
+    mean and stddev, and value counts. Pass two: the exact quantiles of each numeric profiled
+    or median-imputed column's deterministic sample (the profile's quantiles and the
     median used to impute; :mod:`ml_engine.quantiles`) and one HLL sketch per profiled
     column. Modes of all ``mode`` columns come from one grouped
     aggregation (:func:`mode_values`). Two passes rather than one because Spark cannot

@@ -13,9 +13,9 @@ Per profiled column: ``null_count`` and ``approx_distinct`` (an HLL sketch of th
 beyond); numeric columns also ``min``, ``max``, ``mean``, ``stddev``
 (the SAMPLE standard deviation, n - 1 in the denominator: null for fewer than two values, 0
 for a constant column) and one ``p<100*q>`` row per quantile ``q`` (``p5``, ``p50``...):
-Spark's exact ``percentile`` (linear interpolation, numpy's default method) while a column has
-at most 100,000 values, otherwise over a sample of about that many rows chosen by a hash of
-the row (:mod:`ml_engine.quantiles`): approximate on large data but never random, the same
+the exact quantile (the value at rank ``ceil(q * n)``, numpy's ``method="inverted_cdf"``)
+while a column has at most 100,000 values, otherwise that of a sample of about that many rows
+chosen by a hash of the row (:mod:`ml_engine.quantiles`): approximate on large data but never random, the same
 input always gives the same quantiles; date and timestamp columns also ``min`` and ``max`` in
 epoch seconds. A statistic that does not exist (mean of no values) is a row with a null value.
 """
@@ -70,7 +70,7 @@ class ColumnProfile:
 
     * :meth:`moment_aggs` - null counts, value counts, min, max, mean, stddev: Spark's
       declarative aggregates, which whole-stage codegen compiles into one tight loop;
-    * :meth:`sketch_aggs` - one exact percentile per numeric column over its sample
+    * :meth:`sketch_aggs` - the exact quantiles of each numeric column's sample
       (quantiles; the sample's size comes from the first pass's value counts) and one HLL
       sketch per column (approx distinct): imperative aggregates, which Spark cannot compile.
 
