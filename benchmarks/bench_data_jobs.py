@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import yaml
+from common import add_java_options, java_options_conf, normal, unit
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -47,36 +48,25 @@ BATCH = "bench"
 TARGETS = {"copy": 2.0, "scan": 1.5}
 
 
-def _u(i: int, salt: int):
-    """A deterministic uniform(0, 1) per row from a hash of (id, salt)."""
-    return (F.abs(F.xxhash64(F.col("id"), F.lit(salt))) % F.lit(1_000_000_007)) / F.lit(
-        1_000_000_007.0
-    )
-
-
 def wide_bronze(spark: SparkSession, rows: int, numeric: int, categorical: int):
     """Bronze-shaped rows: record id, entity, event time, numeric/categorical features, label."""
     numeric_cols = {}
     for j in range(numeric):
-        u = _u(0, 1000 + j)
-        normal = F.sqrt(-2.0 * F.log(u + F.lit(1e-12))) * F.cos(
-            2 * 3.141592653589793 * _u(0, 5000 + j)
-        )
-        value = F.exp(normal * 0.5 + F.lit(j % 7))  # lognormal: heavy right tail
-        numeric_cols[f"x{j:02d}"] = F.when(_u(0, 9000 + j) < 0.01, F.lit(None)).otherwise(value)
+        value = F.exp(normal(1000 + j) * 0.5 + F.lit(j % 7))  # lognormal: heavy right tail
+        numeric_cols[f"x{j:02d}"] = F.when(unit(9000 + j) < 0.01, F.lit(None)).otherwise(value)
     cats = {
-        f"c{j}": F.concat(F.lit(f"v{j}_"), (_u(0, 20000 + j) * 12).cast("int").cast("string"))
+        f"c{j}": F.concat(F.lit(f"v{j}_"), (unit(20000 + j) * 12).cast("int").cast("string"))
         for j in range(categorical)
     }
     return spark.range(rows).select(
         F.format_string("R%012d", F.col("id")).alias("record_id"),
-        F.format_string("E%07d", (_u(0, 1) * (rows / 20 + 1)).cast("long")).alias("entity"),
-        F.timestamp_seconds(F.lit(1_767_225_600) + (_u(0, 2) * 90 * 86400).cast("long")).alias(
+        F.format_string("E%07d", (unit(1) * (rows / 20 + 1)).cast("long")).alias("entity"),
+        F.timestamp_seconds(F.lit(1_767_225_600) + (unit(2) * 90 * 86400).cast("long")).alias(
             "event_time"
         ),
         *[v.alias(k) for k, v in numeric_cols.items()],
         *[v.alias(k) for k, v in cats.items()],
-        (_u(0, 3) < 0.05).cast("int").alias("label"),
+        (unit(3) < 0.05).cast("int").alias("label"),
         F.lit(BATCH).alias("batch_id"),
         F.lit("generated").alias("source_file"),
         F.current_timestamp().alias("ingested_at"),
@@ -231,12 +221,7 @@ def main() -> None:
     p.add_argument("--workdir", default=None, help="where tables go (default: a temp dir, removed)")
     p.add_argument("--driver-memory", default="8g")
     p.add_argument("--repeats", type=int, default=3, help="runs per job; medians are shown")
-    p.add_argument(
-        "--java-options",
-        default=None,
-        help="driver JVM options, e.g. -XX:+DontCompileHugeMethods to measure without the "
-        "engine's -XX:-DontCompileHugeMethods",
-    )
+    add_java_options(p)
     args = p.parse_args()
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="ml-engine-bench-"))
@@ -248,11 +233,7 @@ def main() -> None:
                 "spark.driver.memory": args.driver_memory,
                 "spark.sql.shuffle.partitions": "8",
                 "spark.ui.enabled": "false",
-                **(
-                    {"spark.driver.extraJavaOptions": args.java_options}
-                    if args.java_options
-                    else {}
-                ),
+                **java_options_conf(args.java_options),
             },
         )
     )

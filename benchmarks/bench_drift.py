@@ -79,11 +79,12 @@ Usage, from the repository root with the engine's interpreter (``.venv/bin/pytho
     .venv/bin/python benchmarks/bench_drift.py --skip-evidently-pandas --skip-evidently-spark
     .venv/bin/python benchmarks/bench_drift.py --evidently-max-rows 10000000 \
         --evidently-timeout 1800 --evidently-spark-timeout 1800
-    .venv/bin/python benchmarks/bench_drift.py --java-options=-XX:-DontCompileHugeMethods
+    .venv/bin/python benchmarks/bench_drift.py --java-options=-XX:+DontCompileHugeMethods
 
 ``--workdir`` keeps the generated Parquet files and reuses them when sizes and column counts
-match. ``--java-options`` adds driver JVM options (HotSpot leaves methods above 8000 bytes of
-bytecode to its interpreter unless told otherwise).
+match. ``--java-options`` adds driver JVM options: ``-XX:+DontCompileHugeMethods`` measures
+without the engine's ``-XX:-DontCompileHugeMethods`` (HotSpot then leaves methods above 8000
+bytes of bytecode, which Spark generates for wide rows, to its interpreter).
 
 Evidently: ``evidently`` 0.7.x installs into the engine's ``.venv`` without changing any
 package the engine pins (``pip install --dry-run evidently`` adds ~40 packages, upgrades or
@@ -118,7 +119,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from common import load_average, normal, rss_bytes, unit
+from common import add_java_options, java_options_conf, load_average, normal, rss_bytes, unit
 
 SEED_SALT = 1000
 DRIFT_SHARE = 0.5
@@ -815,11 +816,7 @@ def main() -> None:
     p.add_argument("--files", type=int, default=None, help="default: rows / 250 000, >= 4")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--driver-memory", default="4g")
-    p.add_argument(
-        "--java-options",
-        default="",
-        help="extra driver JVM options, e.g. -XX:-DontCompileHugeMethods",
-    )
+    add_java_options(p)
     p.add_argument(
         "--skip-aggregation-parts",
         action="store_true",
@@ -872,11 +869,7 @@ def main() -> None:
                 "spark.ui.enabled": "false",
                 # Evidently's Spark engine runs thousands of jobs; keep them all countable.
                 "spark.ui.retainedJobs": "1000000",
-                **(
-                    {"spark.driver.extraJavaOptions": args.java_options}
-                    if args.java_options
-                    else {}
-                ),
+                **java_options_conf(args.java_options),
             },
         ),
         quiet=True,

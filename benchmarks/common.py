@@ -6,6 +6,7 @@ The benchmarks run as scripts (``python benchmarks/bench_x.py``), so this direct
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 
@@ -25,6 +26,22 @@ def normal(salt: int):
     return F.sqrt(-2.0 * F.log(unit(salt) + F.lit(1e-12))) * F.cos(
         2 * math.pi * unit(salt + 50_000)
     )
+
+
+def add_java_options(parser: argparse.ArgumentParser) -> None:
+    """``--java-options``: extra driver JVM options for the run (see :func:`java_options_conf`)."""
+    parser.add_argument(
+        "--java-options",
+        default="",
+        help="extra driver JVM options, e.g. -XX:+DontCompileHugeMethods to measure without "
+        "the engine's -XX:-DontCompileHugeMethods",
+    )
+
+
+def java_options_conf(java_options: str) -> dict[str, str]:
+    """The Spark setting that passes ``--java-options`` to the driver (none when empty); the
+    engine's session adds its own options to it."""
+    return {"spark.driver.extraJavaOptions": java_options} if java_options else {}
 
 
 def load_average() -> str:
