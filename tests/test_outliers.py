@@ -42,6 +42,7 @@ from ml_engine.outliers import (
     ZScoreOutlierDetector,
     ZScoreOutlierModel,
     build_outlier_pipeline,
+    outlier_statistics,
     run_detect_outliers,
     split_outliers,
     with_capped_values,
@@ -284,6 +285,32 @@ def test_mahalanobis_row_with_a_null_is_not_scored(spark, maha):
     out = {r.id: (r.flag, r.score) for r in scored(df, model).collect()}
     assert out[0] == (False, None)
     assert out[1][1] is not None
+
+
+def test_statistics_count_every_check_with_a_multivariate_and_a_repeated_check(spark, maha):
+    # Two IQR detectors check x (k 1.0 and 0.5) next to a Mahalanobis detector: every check's
+    # counts, and the rows on which any fired, from numpy and scipy.
+    stages = [
+        IQROutlierDetector(inputCols=["x", "y"], k=1.0),
+        IQROutlierDetector(inputCols=["x"], k=0.5),
+        MahalanobisOutlierDetector(inputCols=["x", "y", "w"], threshold=MAHA_THRESHOLD),
+    ]
+    model = Pipeline(stages=stages).fit(maha)
+    X = np.array(MAHA)
+
+    def iqr_fired(j, k):
+        q1, q3 = np.quantile(X[:, j], [0.25, 0.75], method="inverted_cdf")
+        return (X[:, j] < q1 - k * (q3 - q1)) | (X[:, j] > q3 + k * (q3 - q1))
+
+    vi = np.linalg.inv(np.cov(X, rowvar=False))
+    maha_fired = np.array([mahalanobis(r, X.mean(axis=0), vi) > MAHA_THRESHOLD for r in X])
+    fired = {(0, "x"): iqr_fired(0, 1.0), (0, "y"): iqr_fired(1, 1.0), (1, "x"): iqr_fired(0, 0.5)}
+    fired[(2, "x,y,w")] = maha_fired
+    rows, n_rows, n_outliers = outlier_statistics(maha, model, "b1", "flag")
+    got = {(r["detector"], r["column"]): (r["rows_scored"], r["rows_flagged"]) for r in rows}
+    assert got == {key: (len(X), int(f.sum())) for key, f in fired.items()}
+    assert (n_rows, n_outliers) == (len(X), int(np.logical_or.reduce(list(fired.values())).sum()))
+    assert int(fired[(1, "x")].sum()) > int(fired[(0, "x")].sum())  # the two x checks differ
 
 
 # ---------------------------------------------------------------------------------- degenerate

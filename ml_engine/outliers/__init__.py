@@ -55,7 +55,7 @@ from ml_engine.outliers.policies import (
     with_capped_values,
     with_outlier_flags,
 )
-from ml_engine.outliers.stats import OUTLIER_STATS_SCHEMA, countable_from_flags, outlier_statistics
+from ml_engine.outliers.stats import OUTLIER_STATS_SCHEMA, outlier_statistics
 from ml_engine.outliers.zscore import ZScoreOutlierDetector, ZScoreOutlierModel
 
 # Saved pipelines record each stage's class by its module (DefaultParamsWriter writes
@@ -97,7 +97,6 @@ __all__ = [
     "apply_outlier_policy",
     "build_outlier_pipeline",
     "check_detector_columns",
-    "countable_from_flags",
     "detector_models",
     "load_outlier_model",
     "outlier_model_path",

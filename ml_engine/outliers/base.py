@@ -243,6 +243,13 @@ class OutlierModel(Model, _OutlierParams, _OutputSetters):
         detector has none (Mahalanobis) or every column is degenerate."""
         return {}
 
+    def column_flags(self) -> list[Column] | None:
+        """Per input column, in ``inputCols`` order, a boolean Column (never null) that is true
+        on the rows where this detector fires for that column: a declarative expression over
+        the column's value, so a job can count flags in any aggregation without applying the
+        model. None for a detector that fires for its columns together (multivariate)."""
+        return None
+
     def learned_rows(self) -> list[dict[str, Any]]:
         """Per checked column (multivariate: one entry) the statistics of
         ``OUTLIER_STATS_SCHEMA``: ``column``, the fences and what the model learned."""
@@ -280,17 +287,20 @@ class _UnivariateOutlierModel(OutlierModel):
     def fences(self) -> dict[str, tuple[float, float]]:
         return {c: (a - s, b + s) for c, a, b, s in self._checked() if s > 0}
 
-    def _column_flag(self, c: str, a: float, b: float, s: float) -> Column:
-        if not s > 0:
-            return F.lit(False)
-        x = _value(c)
-        return F.coalesce((x < F.lit(a - s)) | (x > F.lit(b + s)), F.lit(False))
+    def column_flags(self) -> list[Column]:
+        out = []
+        for c, a, b, s in self._checked():
+            x = _value(c)
+            fired = (x < F.lit(a - s)) | (x > F.lit(b + s))
+            out.append(F.coalesce(fired, F.lit(False)) if s > 0 else F.lit(False))
+        return out
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         checked = self._checked()
         _check_input(dataset, [c for c, *_ in checked], type(self).__name__)
+        flags = self.column_flags()
         scores, reasons = [], []
-        for c, a, b, s in checked:
+        for (c, a, b, s), flag in zip(checked, flags, strict=True):
             x = _value(c)
             # greatest() skips nulls: without the guard a null value would score 0.
             if s > 0:
@@ -299,13 +309,18 @@ class _UnivariateOutlierModel(OutlierModel):
                 distance = F.lit(0.0)
             score = F.when(x.isNotNull(), distance)
             scores.append(score)
-            reasons.append(F.when(self._column_flag(c, a, b, s), F.lit(f"{self.method}:{c}")))
-        fired = F.filter(F.array(*reasons), lambda r: r.isNotNull())
+            reasons.append(F.when(flag, F.lit(f"{self.method}:{c}")))
+        fired = _greatest(flags)
+        # The reasons array is built only on the rows that fired (few): building and
+        # filtering an array of every column on every row is Spark's interpreted path, and
+        # took 3x the rest of the row at 100 checked columns.
         return dataset.withColumns(
             {
-                self.getOutputCol(): F.size(fired) > 0,
+                self.getOutputCol(): fired,
                 self.getScoreCol(): _greatest(scores).cast("double"),
-                self.getReasonsCol(): fired,
+                self.getReasonsCol(): F.when(
+                    fired, F.filter(F.array(*reasons), lambda r: r.isNotNull())
+                ).otherwise(F.array().cast("array<string>")),
             }
         )
 

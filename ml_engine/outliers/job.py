@@ -18,9 +18,8 @@ from ml_engine.outliers.policies import (
     build_outlier_pipeline,
     detector_models,
     split_outliers,
-    with_outlier_flags,
 )
-from ml_engine.outliers.stats import OUTLIER_STATS_SCHEMA, countable_from_flags, outlier_statistics
+from ml_engine.outliers.stats import OUTLIER_STATS_SCHEMA, outlier_statistics
 from ml_engine.quality.quarantine import QUARANTINE_COLUMNS
 from ml_engine.results import JobError, JobResult
 from ml_engine.session import describe
@@ -126,18 +125,9 @@ def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -
     describe(spark, f"detect_outliers: read silver batch {batch}")
     data = tables.read_batch(silver_path, batch)
     model, how = _fitted_model(spark, cfg, data, batch, model_path, silver_path)
-    models = detector_models(model)
 
     describe(spark, f"detect_outliers: outlier statistics of batch {batch}")
-    if countable_from_flags(models):
-        # The combined reasons give every count: counted exploded and grouped (outliers are
-        # few) rather than testing every row once per column.
-        flagged = with_outlier_flags(data, model)
-        stats, n_rows, n_outliers = outlier_statistics(
-            flagged, model, batch, oc.policy, flagged=True
-        )
-    else:
-        stats, n_rows, n_outliers = outlier_statistics(data, model, batch, oc.policy)
+    stats, n_rows, n_outliers = outlier_statistics(data, model, batch, oc.policy)
 
     outputs = {"outlier_stats": stats_path, "outlier_model": model_path}
     quarantine_out = None
@@ -163,7 +153,7 @@ def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -
             "batch_id": batch,
             "policy": oc.policy,
             "model": how,
-            "detectors": len(models),
+            "detectors": len(detector_models(model)),
             "rows": n_rows,
             "outliers": n_outliers,
             "rows_out": n_rows - n_outliers if oc.policy == "drop" else n_rows,

@@ -104,11 +104,13 @@ def detector_models(model: PipelineModel) -> list[OutlierModel]:
 
 
 def _combined(models: Sequence[OutlierModel]) -> dict[str, Column]:
+    # A detector's output is true exactly when its reasons are not empty.
+    fired = _greatest([F.col(m.getOutputCol()) for m in models])
     reasons = F.array_distinct(F.concat(*[F.col(m.getReasonsCol()) for m in models]))
     return {
-        IS_OUTLIER: F.size(reasons) > 0,
+        IS_OUTLIER: fired,
         OUTLIER_SCORE: _greatest([F.col(m.getScoreCol()) for m in models]).cast("double"),
-        OUTLIER_REASONS: reasons,
+        OUTLIER_REASONS: F.when(fired, reasons).otherwise(F.array().cast("array<string>")),
     }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from pyspark.ml import PipelineModel
@@ -10,8 +9,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ml_engine.outliers.base import IS_OUTLIER, OUTLIER_REASONS, OutlierModel, _value
-from ml_engine.outliers.policies import _combined, detector_models
+from ml_engine.outliers.base import _greatest, _value
+from ml_engine.outliers.policies import detector_models
 
 OUTLIER_STATS_SCHEMA = T.StructType(
     [
@@ -36,88 +35,50 @@ OUTLIER_STATS_SCHEMA = T.StructType(
 )
 
 
-def countable_from_flags(models: Sequence[OutlierModel]) -> bool:
-    """Whether the combined ``outlier_reasons`` of written rows give every detector's counts:
-    not with a Mahalanobis detector (its counts need its own output columns), nor with two
-    detectors of one method on one column (the combined column merges their reasons)."""
-    checks = [(m.method, c) for m in models for c in m.getInputCols()]
-    grouped = any(not m.reasons_per_column for m in models)
-    return not grouped and len(set(checks)) == len(checks)
-
-
 def outlier_statistics(
-    df: DataFrame, model: PipelineModel, batch_id: str, policy: str, flagged: bool = False
+    df: DataFrame, model: PipelineModel, batch_id: str, policy: str
 ) -> tuple[list[dict[str, Any]], int, int]:
-    """Per detector and column: fences, learned statistics and counts, in one Spark job
-    (two with ``flagged``: the value counts, which read the checked columns without applying
-    the detectors, then the detectors applied once and their reasons counted, grouped).
+    """Per detector and column: fences, learned statistics and counts, in ONE Spark job.
+
+    The counts are declarative aggregates over the checked values: a univariate detector's
+    flags are counted from its :meth:`~OutlierModel.column_flags` (its fences, compared with
+    each value), so the model is not applied and no reasons array is built; only a
+    multivariate detector (Mahalanobis) is applied, for its own output and score columns.
 
     Args:
-        df: the rows checked (before any policy is applied), or, with ``flagged``, rows that
-            already carry ``is_outlier`` and ``outlier_reasons`` (:func:`with_outlier_flags`
-            or :func:`with_capped_values` output, e.g. the silver rows the job wrote): then
-            the detectors are not evaluated again and only the columns counted are read.
+        df: the rows checked (before any policy is applied).
         model: the fitted detector pipeline.
         batch_id: written into every row.
         policy: written into every row.
-        flagged: see ``df``; only when :func:`countable_from_flags` holds.
 
     Returns:
         ``(rows, total rows, outlier rows)``; ``rows`` are dicts with the fields of
         ``OUTLIER_STATS_SCHEMA``: ``rows_scored`` counts the rows with a value (all values,
         for Mahalanobis), ``rows_flagged`` the rows on which that detector fired for that
-        column.
+        column; an outlier row is one on which any detector fired.
 
     Raises:
-        ValueError: the model is not a detector pipeline, a column is missing, or
-            ``flagged`` rows cannot give the model's counts.
+        ValueError: the model is not a detector pipeline, or a column is missing.
     """
     models = detector_models(model)
-    if flagged and not countable_from_flags(models):
-        raise ValueError(
-            "outlier_statistics: flagged rows cannot give the counts of Mahalanobis detectors "
-            "or of two detectors of one method on one column"
-        )
-    scored = df if flagged else model.transform(df).withColumns(_combined(models))
-    aggs = [F.count(F.lit(1)).alias("rows")]
-    # Flagged rows' outliers are counted with their reasons, in the one pass applying the model.
-    if not flagged:
-        aggs.append(F.count_if(F.col(IS_OUTLIER)).alias("outliers"))
+    flags = [m.column_flags() for m in models]
+    multivariate = [m for m, f in zip(models, flags, strict=True) if f is None]
+    scored = model.transform(df) if multivariate else df
+    fired = [f for fs in flags if fs is not None for f in fs]
+    fired += [F.col(m.getOutputCol()) for m in multivariate]
+    aggs = [F.count(F.lit(1)).alias("rows"), F.count_if(_greatest(fired)).alias("outliers")]
     entries = []
-    for i, m in enumerate(models):
+    for i, (m, fs) in enumerate(zip(models, flags, strict=True)):
         for j, learned in enumerate(m.learned_rows()):
-            if not m.reasons_per_column:
+            if fs is None:
                 scored_n = F.count(F.col(m.getScoreCol()))
                 flagged_n = F.count_if(F.col(m.getOutputCol()))
             else:
-                c = learned["column"]
-                scored_n = F.count(_value(c))
-                flagged_n = (
-                    None
-                    if flagged
-                    else F.count_if(
-                        F.array_contains(F.col(m.getReasonsCol()), F.lit(f"{m.method}:{c}"))
-                    )
-                )
-            aggs.append(scored_n.alias(f"s{i}_{j}"))
-            if flagged_n is not None:
-                aggs.append(flagged_n.alias(f"f{i}_{j}"))
+                scored_n = F.count(_value(learned["column"]))
+                flagged_n = F.count_if(fs[j])
+            aggs += [scored_n.alias(f"s{i}_{j}"), flagged_n.alias(f"f{i}_{j}")]
             entries.append((i, j, m.method, learned))
-    row = scored.agg(*aggs).first().asDict()  # flagged: only value counts, the model not applied
-    if flagged:
-        # Reasons are few (outliers are rare): count them exploded and grouped, one small
-        # job, rather than test every row's array once per column (slower by far). A row's
-        # first reason (position 0) counts it once as an outlier (is_outlier: any reason).
-        fired = scored.select(F.posexplode(OUTLIER_REASONS).alias("pos", "reason"))
-        counts = (
-            fired.groupBy("reason")
-            .agg(F.count(F.lit(1)).alias("n"), F.count_if(F.col("pos") == 0).alias("first"))
-            .collect()
-        )  # <= one row per check
-        fired_n = {r["reason"]: r["n"] for r in counts}
-        row["outliers"] = sum(r["first"] for r in counts)
-        for i, j, method, learned in entries:
-            row[f"f{i}_{j}"] = fired_n.get(f"{method}:{learned['column']}", 0)
+    row = scored.agg(*aggs).first().asDict()
     fields = [f.name for f in OUTLIER_STATS_SCHEMA.fields]
     rows = []
     for i, j, method, learned in entries:
