@@ -35,9 +35,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 SAMPLE_ROWS = 100_000
-# The row's sample unit, computed once per row in a projection before the aggregation: inside
-# the aggregates (object hash aggregation, not code-generated) Spark would hash all the
-# columns again for every percentile, which at 50 columns took 4x the whole aggregation.
+# The row's sample unit, a column of its own projection: referenced by every column's sample,
+# it is hashed once per row (Spark does not merge a projection into the next one when that
+# would evaluate a costly expression more than once).
 UNIT_COLUMN = "__quantile_sample_unit"
 # 2**53: a 53-bit integer divided by it is a double in [0, 1) without rounding.
 _TWO_53 = float(2**53)
@@ -60,22 +60,20 @@ def row_unit(columns: Sequence[Column]) -> Column:
     return F.shiftrightunsigned(h, 11).cast("double") / F.lit(_TWO_53)
 
 
-def with_row_unit(df: DataFrame, columns: Sequence[Column]) -> DataFrame:
-    """``df`` plus :data:`UNIT_COLUMN`, :func:`row_unit` of ``columns``, for
-    :func:`sampled_percentile` to read as ``F.col(UNIT_COLUMN)``."""
-    return df.withColumn(UNIT_COLUMN, row_unit(columns))
-
-
-def sampled_percentile(
-    value: Column, probabilities: Sequence[float], fraction: float, unit: Column
-) -> Column:
-    """Exact inverted-CDF quantiles of ``value`` over the rows with ``unit < fraction`` (all
-    rows when ``fraction`` is 1); null when no value is sampled. An array in the order of
-    ``probabilities``."""
+def sampled(value: Column, fraction: float, unit: Column) -> Column:
+    """``value`` as double on the rows with ``unit < fraction`` (all rows when ``fraction``
+    is 1), null elsewhere: a projection's column for :func:`exact_quantiles` to read."""
     x = value.cast("double")
-    kept = x if fraction >= 1 else F.when(unit < F.lit(fraction), x)
+    return x if fraction >= 1 else F.when(unit < F.lit(fraction), x)
+
+
+def exact_quantiles(column: Column, probabilities: Sequence[float]) -> Column:
+    """The aggregate: exact inverted-CDF quantiles of ``column``'s non-null values (an array
+    in the order of ``probabilities``; null when there is none). Give it a plain column of a
+    projection (:func:`sampled`): an imperative aggregate evaluates its input expression
+    uninterpreted by codegen, once per row and aggregate."""
     probs = F.array(*[F.lit(float(p)) for p in probabilities])
-    return F.percentile_approx(kept, probs, EXACT_ACCURACY)
+    return F.percentile_approx(column, probs, EXACT_ACCURACY)
 
 
 def quantiles(
@@ -104,12 +102,17 @@ def quantiles(
     if counts is None:
         row = dataset.agg(*[F.count(x).alias(f"n{i}") for i, x in enumerate(exprs)]).first()
         counts = [int(row[f"n{i}"]) for i in range(len(exprs))]
-    projected = dataset.select(*[x.alias(f"v{i}") for i, x in enumerate(exprs)])
     names = [F.col(f"v{i}") for i in range(len(exprs))]
-    unit = F.col(UNIT_COLUMN)
+    projected = dataset.select(*[x.alias(f"v{i}") for i, x in enumerate(exprs)])
+    unit = projected.select(*names, row_unit(names).alias(UNIT_COLUMN))
+    samples = unit.select(
+        *[
+            sampled(x, sample_fraction(n, sample_rows), F.col(UNIT_COLUMN)).alias(f"s{i}")
+            for i, (x, n) in enumerate(zip(names, counts, strict=True))
+        ]
+    )
     aggs = [
-        sampled_percentile(x, probabilities, sample_fraction(n, sample_rows), unit).alias(f"q{i}")
-        for i, (x, n) in enumerate(zip(names, counts, strict=True))
+        exact_quantiles(F.col(f"s{i}"), probabilities).alias(f"q{i}") for i in range(len(exprs))
     ]
-    row = with_row_unit(projected, names).agg(*aggs).first()
+    row = samples.agg(*aggs).first()
     return list(counts), [row[f"q{i}"] for i in range(len(exprs))]

@@ -33,9 +33,10 @@ from pyspark.sql import types as T
 from ml_engine.quantiles import (
     SAMPLE_ROWS,
     UNIT_COLUMN,
+    exact_quantiles,
+    row_unit,
     sample_fraction,
-    sampled_percentile,
-    with_row_unit,
+    sampled,
 )
 
 LONG_SCHEMA = T.StructType(
@@ -70,15 +71,15 @@ class ColumnProfile:
 
     * :meth:`moment_aggs` - null counts, value counts, min, max, mean, stddev: Spark's
       declarative aggregates, which whole-stage codegen compiles into one tight loop;
-    * :meth:`sketch_aggs` - the exact quantiles of each numeric column's sample
+    * :meth:`sketches` - the exact quantiles of each numeric column's sample
       (quantiles; the sample's size comes from the first pass's value counts) and one HLL
       sketch per column (approx distinct): imperative aggregates, which Spark cannot compile.
 
     Mixing the two kinds in one aggregation makes Spark run all of them the slow,
     uncompiled way: on 1M rows x 63 columns (2 cores) one mixed aggregation took 14-17 s,
-    the two separate ones 2.8 s + 5.0 s (benchmarks/). So a caller runs each list in its own
-    ``agg`` - over a cached frame - or adds the lists to aggregations of the same kind it
-    runs anyway (the clean job adds its counts to the moments).
+    the two separate ones 2.8 s + 5.0 s (benchmarks/). So a caller runs the sketches in their
+    own aggregation - over a cached frame - and adds the moments to a declarative aggregation
+    it runs anyway (the clean job adds its counts to them).
 
     Args:
         types: column -> data type of the frame the aggregations run on.
@@ -152,33 +153,42 @@ class ColumnProfile:
         return aggs
 
     def sketches(self, df: DataFrame, moments: Row) -> Row:
-        """The second aggregation: :meth:`sketch_aggs` over ``df`` with the quantile sample
-        unit computed once per row beforehand."""
-        numeric = [c for c in self.columns if self._numeric(c)]
-        unit_df = with_row_unit(df, [self._value(c) for c in numeric]) if numeric else df
-        return unit_df.agg(*self.sketch_aggs(moments)).first()
+        """The second aggregation, over ``df``: per column an HLL sketch (``ps<i>_d``) and,
+        for numeric columns, the exact quantiles of its sample (``ps<i>_q``).
 
-    def sketch_aggs(self, moments: Row) -> list[Column]:
-        """Imperative aggregates, aliased ``ps<i>_d`` (distinct) and ``ps<i>_q`` (quantiles),
-        over a frame with the quantile sample unit (run them with :meth:`sketches`).
+        Every aggregate reads a plain column of a projection computed first (the value's
+        hash; the sampled value): an imperative aggregate's own input expressions are
+        evaluated without code generation, once per row and aggregate.
 
         Args:
+            df: the rows (the frame the profile's ``types`` describe).
             moments: the result of :meth:`moment_aggs` (the value counts size the samples).
         """
-        aggs: list[Column] = []
+        numeric = [i for i, c in enumerate(self.columns) if self._numeric(c)]
+        values = df.select(*[self._value(c).alias(f"_v{i}") for i, c in enumerate(self.columns)])
+        v = [F.col(f"_v{i}") for i in range(len(self.columns))]
         unit = F.col(UNIT_COLUMN)
-        for i, c in enumerate(self.columns):
-            v = self._value(c)
-            # A 64-bit hash of any type; xxhash64 of null is a number, so keep nulls null.
-            hashed = F.when(v.isNotNull(), F.xxhash64(v))
-            aggs.append(F.hll_sketch_estimate(F.hll_sketch_agg(hashed)).alias(f"ps{i}_d"))
-            if self._numeric(c) and self.sketched:
-                fraction = sample_fraction(int(moments[f"pm{i}_n"]), self.sample_rows)
-                aggs.append(sampled_percentile(v, self.sketched, fraction, unit).alias(f"ps{i}_q"))
-        return aggs
+        if numeric and self.sketched:
+            values = values.select(*v, row_unit([v[i] for i in numeric]).alias(UNIT_COLUMN))
+        else:
+            numeric = []
+        # A 64-bit hash of any type; xxhash64 of null is a number, so keep nulls null.
+        projected = [F.when(x.isNotNull(), F.xxhash64(x)).alias(f"_h{i}") for i, x in enumerate(v)]
+        projected += [
+            sampled(v[i], sample_fraction(int(moments[f"pm{i}_n"]), self.sample_rows), unit).alias(
+                f"_s{i}"
+            )
+            for i in numeric
+        ]
+        aggs = [
+            F.hll_sketch_estimate(F.hll_sketch_agg(f"_h{i}")).alias(f"ps{i}_d")
+            for i in range(len(v))
+        ]
+        aggs += [exact_quantiles(F.col(f"_s{i}"), self.sketched).alias(f"ps{i}_q") for i in numeric]
+        return values.select(*projected).agg(*aggs).first()
 
     def quantile(self, sketches: Row, column: str, q: float) -> float | None:
-        """Quantile ``q`` (one of the computed ones) of ``column`` from :meth:`sketch_aggs`."""
+        """Quantile ``q`` (one of the computed ones) of ``column`` from :meth:`sketches`."""
         values = sketches[f"ps{self.columns.index(column)}_q"]
         return None if values is None else values[self.sketched.index(float(q))]
 
