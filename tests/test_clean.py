@@ -24,6 +24,7 @@ from ml_engine.quality.clean import (
     COPIES,
     REASON,
     VIOLATIONS,
+    clean_rules,
     deduplicate,
     fail_samples,
     mode_values,
@@ -656,7 +657,9 @@ def test_integer_mean_is_rounded_half_up_and_modes_break_ties_numerically(spark)
 def test_quarantine_rows_carry_reason_key_and_the_row_as_json(spark):
     flagged = prepare(bronze_rows(spark, IMPUTE_ROWS), IMPUTE_CLEAN, SCHEMA)
 
-    rejected = rejected_rows(flagged, SCHEMA)
+    rejected = rejected_rows(
+        flagged, SCHEMA, clean_rules(IMPUTE_CLEAN, SCHEMA), IMPUTE_CLEAN.missing
+    )
 
     expected = spark.createDataFrame(
         [

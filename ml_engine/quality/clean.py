@@ -12,8 +12,8 @@ at once (no Python UDFs, no per-column jobs):
    with ``latest_by_key``, :func:`drop_superseded` then keeps a record once across batches
    (the batch's keys and order columns meet those of silver's other batches);
 4. :func:`with_violations` - every rule (config rules + schema constraints) and the
-   missing-value ``drop`` policy evaluated per row: the names of the rules a row violates and,
-   for rows that leave ``silver``, the quarantine reason;
+   missing-value ``drop`` policy evaluated per row: whether the row leaves ``silver`` (its
+   quarantine reason is built later, on the rejected rows only);
 5. :func:`summarise` - two aggregations for all columns (compiled counts, means and moments;
    deterministic sampled quantiles for the profile and medians, HLL sketches for distinct
    counts), plus one grouped
@@ -74,7 +74,8 @@ COPY_ORDER = (INGESTED_AT_COLUMN, SOURCE_FILE_COLUMN)
 COPIES = "_dq_copies"  # input rows a deduplicated row stands for (itself + removed duplicates)
 COERCE_FAILED = "_dq_coerce_failed"  # array<string>: columns whose value did not cast
 VIOLATIONS = "_dq_violations"  # array<string>: names of the rules the row violates
-REASON = "_dq_reason"  # quarantine reason; null for rows that go to silver
+REJECTED = "_dq_rejected"  # boolean: the row goes to quarantine, not to silver
+REASON = "_dq_reason"  # quarantine reason (with_violations(names=True)); null for kept rows
 
 
 # --------------------------------------------------------------------------- standardisation
@@ -533,14 +534,15 @@ def with_violations(
         df: rows to check.
         rules: rules in order (config rules, then schema rules).
         missing: column -> policy; ``drop`` columns reject rows with a null there.
-        names: also add ``VIOLATIONS``, for looking at rows; the job does not need it
-            (:func:`summarise` counts violations with the rules themselves).
+        names: also add ``VIOLATIONS`` and ``REASON``, for looking at rows; the job needs
+            neither (:func:`summarise` counts violations with the rules themselves, and
+            :func:`rejected_rows` builds the reasons of the rejected rows only).
 
     Returns:
-        ``df`` plus ``REASON`` (the ``"; "``-joined reasons of the ``drop`` rules and ``drop``
-        policies that reject the row, null when the row goes on to silver; the text is only
-        built for rejected rows) and, with ``names``, ``VIOLATIONS`` (array of the names of
-        the rules the row violates, any action).
+        ``df`` plus ``REJECTED`` (boolean: a ``drop`` rule or ``drop`` policy rejects the
+        row, which then goes to quarantine instead of silver) and, with ``names``,
+        ``VIOLATIONS`` (array of the names of the rules the row violates, any action) and
+        ``REASON`` (:func:`rejection_reason` on rejected rows, null on kept ones).
 
     Raises:
         ValueError: an expression rule that is not a valid boolean SQL expression over the
@@ -563,33 +565,56 @@ def with_violations(
                     f"rule '{rule.name}': expression {rule.expr!r} has type "
                     f"{dtype.simpleString()}; it must be a boolean that holds for good rows"
                 )
-    flags = [rule_violation(r, types.get(r.column)) for r in rules]
-    drops = [(v, rule_reason(r)) for r, v in zip(rules, flags, strict=True) if r.action == "drop"]
+    drops = _drop_checks(rules, missing, types)
+    rejected = functools.reduce(operator.or_, [v for v, _ in drops]) if drops else F.lit(False)
+    extra = [rejected.alias(REJECTED)]
+    if names:
+        extra.insert(0, violated_names(rules, types).alias(VIOLATIONS))
+        extra.append(F.when(rejected, rejection_reason(rules, missing, types)).alias(REASON))
+    return df.select("*", *extra)
+
+
+def _drop_checks(
+    rules: Sequence[CleanRule],
+    missing: Mapping[str, MissingValuePolicy],
+    types: Mapping[str, T.DataType],
+) -> list[tuple[Column, Column]]:
+    """``(violated, reason text)`` of every ``drop`` rule and ``drop`` missing-value policy."""
+    drops = [(rule_violation(r, types.get(r.column)), rule_reason(r)) for r in rules]
+    drops = [d for r, d in zip(rules, drops, strict=True) if r.action == "drop"]
     drops += [
         (F.col(c).isNull(), F.lit(missing_reason(c)))
         for c, p in missing.items()
         if p.strategy == "drop"
     ]
-    if drops:
-        # Booleans first: the reason text is only built for the few rows that are rejected.
-        rejected = functools.reduce(operator.or_, [v for v, _ in drops])
-        reason = F.when(rejected, F.concat_ws("; ", *[F.when(v, r) for v, r in drops]))
-    else:
-        reason = F.lit(None).cast("string")
-    extra = [reason.alias(REASON)]
-    if names:
-        extra.insert(0, violated_names(rules, types).alias(VIOLATIONS))
-    return df.select("*", *extra)
+    return drops
+
+
+def rejection_reason(
+    rules: Sequence[CleanRule],
+    missing: Mapping[str, MissingValuePolicy],
+    types: Mapping[str, T.DataType],
+) -> Column:
+    """The quarantine reason of a rejected row: the ``"; "``-joined reasons of the ``drop``
+    rules and ``drop`` policies it violates (empty text on a kept row).
+
+    Evaluate it on the rejected rows only (:func:`rejected_rows`): built in the pass over
+    every row, the text of 51 rules cost 3x the rest of clean's row pass at 1M rows.
+    """
+    drops = _drop_checks(rules, missing, types)
+    if not drops:
+        return F.lit(None).cast("string")
+    return F.concat_ws("; ", *[F.when(v, r) for v, r in drops])
 
 
 def filter_kept(flagged: DataFrame) -> DataFrame:
     """The rows of :func:`with_violations` output that go on to silver."""
-    return flagged.where(F.col(REASON).isNull())
+    return flagged.where(~F.col(REJECTED))
 
 
 def filter_rejected(flagged: DataFrame) -> DataFrame:
     """The rows of :func:`with_violations` output that go to quarantine."""
-    return flagged.where(F.col(REASON).isNotNull())
+    return flagged.where(F.col(REJECTED))
 
 
 # --------------------------------------------------------------------------- summary + imputation
@@ -739,8 +764,8 @@ def summarise(
     aggregation ran at less than half the speed of the two (see
     :class:`~ml_engine.quality.metrics.ColumnProfile`); call this on a cached frame.
 
-    Imputation statistics and the profile describe the rows that go to silver (``REASON``
-    null) as they are before imputation: ``null_count`` counts the nulls that imputation
+    Imputation statistics and the profile describe the rows that go to silver (``REJECTED``
+    false) as they are before imputation: ``null_count`` counts the nulls that imputation
     then fills, and imputed values do not move the quantiles. Rule violations and
     missing-value drops are counted over all deduplicated rows.
 
@@ -757,7 +782,7 @@ def summarise(
         The :class:`CleanSummary`.
     """
     types = {f.name: f.dataType for f in flagged.schema.fields}
-    kept = F.col(REASON).isNull()
+    kept = ~F.col(REJECTED)
     policies = sorted(missing.items())
     medians = [c for c, p in policies if p.strategy == "median"]
     sketched = list(dict.fromkeys([*profile_columns, *medians]))
@@ -953,7 +978,7 @@ def prepare(
 
     Returns:
         The deduplicated rows (schema columns, types after coercion, metadata columns) with
-        ``COERCE_FAILED``, ``COPIES`` and ``REASON``; see
+        ``COERCE_FAILED``, ``COPIES`` and ``REJECTED``; see
         :func:`summarise`, :func:`filter_kept` and :func:`filter_rejected`.
 
     Raises:
@@ -983,11 +1008,24 @@ def silver_rows(flagged: DataFrame, fills: Mapping[str, Any], schema: TableSchem
     return impute(filter_kept(flagged).select(*schema.names, *meta), fills)
 
 
-def rejected_rows(flagged: DataFrame, schema: TableSchema) -> DataFrame:
-    """The rejected rows as quarantine rows (stage ``clean``, reason, record key, JSON row)."""
+def rejected_rows(
+    flagged: DataFrame,
+    schema: TableSchema,
+    rules: Sequence[CleanRule],
+    missing: Mapping[str, MissingValuePolicy],
+) -> DataFrame:
+    """The rejected rows as quarantine rows (stage ``clean``, reason, record key, JSON row).
+
+    Args:
+        flagged: output of :func:`with_violations` over ``rules`` and ``missing``.
+        schema: the input schema.
+        rules: the rules ``flagged`` was checked against.
+        missing: column -> missing-value policy.
+    """
+    types = {f.name: f.dataType for f in flagged.schema.fields}
     return quarantine_rows(
         filter_rejected(flagged),
-        reason=F.col(REASON),
+        reason=rejection_reason(rules, missing, types),
         stage=STAGE,
         record_key=record_key(schema),
         raw_record=F.to_json(F.struct(*schema.names)),
@@ -1202,7 +1240,10 @@ def _write_outputs(
     tables.replace_batch(silver, paths["silver"], batch, unique_by=unique)
     describe(spark, f"clean {batch}: write quarantine")
     tables.replace_batch(
-        rejected_rows(flagged, schema), paths["quarantine"], batch, within={"stage": STAGE}
+        rejected_rows(flagged, schema, clean_rules(cfg.clean, schema), cfg.clean.missing),
+        paths["quarantine"],
+        batch,
+        within={"stage": STAGE},
     )
     metrics = with_run_info(
         metric_rows(spark, [*summary.profile, *summary.metric_values()]),
