@@ -71,7 +71,7 @@ def exact_quantiles(column: Column, probabilities: Sequence[float]) -> Column:
     """The aggregate: exact inverted-CDF quantiles of ``column``'s non-null values (an array
     in the order of ``probabilities``; null when there is none). Give it a plain column of a
     projection (:func:`sampled`): an imperative aggregate evaluates its input expression
-    uninterpreted by codegen, once per row and aggregate."""
+    without code generation, once per row and aggregate."""
     probs = F.array(*[F.lit(float(p)) for p in probabilities])
     return F.percentile_approx(column, probs, EXACT_ACCURACY)
 

@@ -224,10 +224,6 @@ class OutlierModel(Model, _OutlierParams, _OutputSetters):
     """Base of the fitted detectors: adds the flag, score and reasons columns."""
 
     method = "outlier"
-    # True: outlier_reasons names each column that fired ("<method>:<column>"), so a column's
-    # counts can be read from the combined reasons. False (multivariate): the model fires for
-    # its columns together, and its counts come from its own output and score columns.
-    reasons_per_column = True
 
     def violation_details(self) -> list[Column]:
         """Human-readable violations of a row, for quarantine reasons.

@@ -60,7 +60,6 @@ class MahalanobisOutlierModel(
     """
 
     method = "mahalanobis"
-    reasons_per_column = False
 
     means: Param[list[float]] = Param(
         Params._dummy(), "means", "mean per input column", TypeConverters.toListFloat

@@ -15,9 +15,9 @@ beyond); numeric columns also ``min``, ``max``, ``mean``, ``stddev``
 for a constant column) and one ``p<100*q>`` row per quantile ``q`` (``p5``, ``p50``...):
 the exact quantile (the value at rank ``ceil(q * n)``, numpy's ``method="inverted_cdf"``)
 while a column has at most 100,000 values, otherwise that of a sample of about that many rows
-chosen by a hash of the row (:mod:`ml_engine.quantiles`): approximate on large data but never random, the same
-input always gives the same quantiles; date and timestamp columns also ``min`` and ``max`` in
-epoch seconds. A statistic that does not exist (mean of no values) is a row with a null value.
+chosen by a hash of the row (:mod:`ml_engine.quantiles`): approximate on large data but never
+random, the same input always gives the same quantiles; date and timestamp columns also
+``min`` and ``max`` in epoch seconds. A statistic that does not exist (mean of no values) is a row with a null value.
 """
 
 from __future__ import annotations
