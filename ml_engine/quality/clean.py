@@ -580,8 +580,11 @@ def _drop_checks(
     types: Mapping[str, T.DataType],
 ) -> list[tuple[Column, Column]]:
     """``(violated, reason text)`` of every ``drop`` rule and ``drop`` missing-value policy."""
-    drops = [(rule_violation(r, types.get(r.column)), rule_reason(r)) for r in rules]
-    drops = [d for r, d in zip(rules, drops, strict=True) if r.action == "drop"]
+    drops = [
+        (rule_violation(r, types.get(r.column)), rule_reason(r))
+        for r in rules
+        if r.action == "drop"
+    ]
     drops += [
         (F.col(c).isNull(), F.lit(missing_reason(c)))
         for c, p in missing.items()
