@@ -42,6 +42,7 @@ from ml_engine.outliers import (
     ZScoreOutlierDetector,
     ZScoreOutlierModel,
     build_outlier_pipeline,
+    fit_detectors,
     outlier_statistics,
     run_detect_outliers,
     split_outliers,
@@ -458,6 +459,37 @@ def test_fit_runs_the_same_number_of_jobs_for_5_and_40_columns(spark, detector, 
             detector(inputCols=cols).fit(df)
         counts.append(jobs.count)
     assert counts == [jobs_per_fit, jobs_per_fit]
+
+
+def test_detectors_fitted_together_share_one_summary_pass_and_match_numpy(spark, maha):
+    # A row with a null in w: the univariate detectors on x use its x, Mahalanobis skips it.
+    df = maha.unionByName(spark.createDataFrame([(15, 40.0, 1.0, None)], maha.schema))
+    detectors = [
+        IQROutlierDetector(inputCols=["x", "y"]),
+        MADOutlierDetector(inputCols=["x"]),
+        ZScoreOutlierDetector(inputCols=["x", "w"]),
+        MahalanobisOutlierDetector(inputCols=["x", "y", "w"]),
+    ]
+    with JobCounter(spark) as jobs:
+        (iqr, mad, z, m), extra = fit_detectors(detectors, df, [F.sum("x"), F.count("w")])
+    x = np.array([r[0] for r in MAHA] + [40.0])
+    y = np.array([r[1] for r in MAHA] + [1.0])
+    w = np.array([r[2] for r in MAHA])
+    X = np.array(MAHA)
+    q = [np.quantile(v, [0.25, 0.75], method="inverted_cdf") for v in (x, y)]
+    assert (iqr.getQ1s(), iqr.getQ3s()) == ([q[0][0], q[1][0]], [q[0][1], q[1][1]])
+    median = np.quantile(x, 0.5, method="inverted_cdf")
+    assert mad.getMedians() == [median]
+    assert mad.getMads() == [np.quantile(np.abs(x - median), 0.5, method="inverted_cdf")]
+    assert z.getMeans() == pytest.approx([x.mean(), w.mean()])
+    assert z.getStds() == pytest.approx([x.std(ddof=1), w.std(ddof=1)])
+    assert m.getMeans() == pytest.approx(X.mean(axis=0).tolist())
+    assert m.getStds() == pytest.approx(X.std(axis=0, ddof=1).tolist())
+    assert np.allclose(np.array(m.getInvCorrelation()), np.linalg.inv(np.corrcoef(X.T)))
+    assert extra == [pytest.approx(x.sum()), 15]
+    # Alone: IQR 2 jobs, MAD 3, z-score 1, Mahalanobis 5 (see the test above) = 11. Together
+    # the four first steps and the extra aggregates are one job: 11 - 3.
+    assert jobs.count == 8
 
 
 # ---------------------------------------------------------------------------------- policies

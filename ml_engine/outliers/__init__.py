@@ -35,6 +35,7 @@ from ml_engine.outliers.base import (
     STAGE,
     OutlierFitError,
     OutlierModel,
+    fit_detectors,
 )
 from ml_engine.outliers.iqr import IQROutlierDetector, IQROutlierModel
 from ml_engine.outliers.job import (
@@ -98,6 +99,7 @@ __all__ = [
     "build_outlier_pipeline",
     "check_detector_columns",
     "detector_models",
+    "fit_detectors",
     "load_outlier_model",
     "outlier_model_path",
     "outlier_reason",

@@ -5,21 +5,23 @@ A value is an outlier outside ``Q1 - k*IQR`` and ``Q3 + k*IQR`` (``IQR = Q3 - Q1
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pyspark import keyword_only
 from pyspark.ml import Estimator
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 
 from ml_engine.outliers.base import (
-    _check_input,
     _check_positive,
     _no_values,
     _OutlierParams,
     _OutputSetters,
     _SampleParams,
+    _SummaryFit,
     _UnivariateOutlierModel,
     _value,
 )
@@ -93,6 +95,7 @@ class IQROutlierModel(
 
 
 class IQROutlierDetector(
+    _SummaryFit,
     Estimator[IQROutlierModel],
     _IQRParams,
     _OutputSetters,
@@ -144,19 +147,18 @@ class IQROutlierDetector(
         """Sets the value of :py:attr:`sampleRows`."""
         return self._set(sampleRows=value)
 
-    def _fit(self, dataset: DataFrame) -> IQROutlierModel:
-        """Quartiles of every input column from one aggregation.
+    def summary_aggregates(self, dataset: DataFrame) -> list[Column]:
+        """The value count of every input column."""
+        cols = self._checked_input(dataset, "k")
+        return [F.count(_value(c)) for c in cols]
 
-        Raises:
-            ValueError: an input column is missing or not numeric, or k <= 0.
-            OutlierFitError: a column has no values.
-        """
-        cols = self.getInputCols() if self.isDefined(self.inputCols) else []
-        _check_input(dataset, cols, type(self).__name__)
-        _check_positive(self, "k")
-        counts, quartiles = quantiles(
-            dataset, {c: _value(c) for c in cols}, [0.25, 0.75], self.getSampleRows()
-        )
+    def fit_from_summary(self, dataset: DataFrame, summary: Sequence[Any]) -> IQROutlierModel:
+        """Quartiles of every input column from one aggregation, given their value counts."""
+        cols = self.getInputCols()
+        counts = [int(n) for n in summary]
         _no_values(type(self).__name__, cols, counts)
+        _, quartiles = quantiles(
+            dataset, {c: _value(c) for c in cols}, [0.25, 0.75], self.getSampleRows(), counts
+        )
         model = IQROutlierModel(q1s=[q[0] for q in quartiles], q3s=[q[1] for q in quartiles])
         return self._copyValues(model)

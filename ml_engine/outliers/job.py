@@ -8,12 +8,12 @@ from typing import Any
 
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.param import Params
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import Config
-from ml_engine.outliers.base import STAGE, OutlierFitError, _col
+from ml_engine.outliers.base import STAGE, OutlierFitError, _col, fit_detectors
 from ml_engine.outliers.policies import (
     build_outlier_pipeline,
     detector_models,
@@ -61,18 +61,21 @@ def _fit_params(pipeline: Pipeline, batch_id: str) -> dict[str, Any]:
     return json.loads(json.dumps({"batch_id": batch_id, "stages": params}))
 
 
-def _fit_record(data: DataFrame, pipeline: Pipeline, params: dict[str, Any]) -> dict[str, Any]:
-    """What a fit depends on: ``params`` (:func:`_fit_params`) and a fingerprint of the
-    detectors' input columns, as JSON values.
-
-    One Spark job: row count and the sum of a 64-bit hash of each row's checked values.
-    """
+def _fingerprint(pipeline: Pipeline) -> list[Column]:
+    """Aggregates that fingerprint the detectors' input columns: the row count and the sum of
+    a 64-bit hash of each row's checked values."""
     cols = sorted({c for s in pipeline.getStages() for c in s.getInputCols()})
-    row = data.agg(
-        F.count(F.lit(1)).alias("n"),
-        F.sum(F.xxhash64(*[_col(c) for c in cols]).cast("decimal(20,0)")).alias("h"),
-    ).first()
-    return {**params, "rows": int(row["n"]), "hash": str(row["h"])}
+    return [
+        F.count(F.lit(1)),
+        F.sum(F.xxhash64(*[_col(c) for c in cols]).cast("decimal(20,0)")),
+    ]
+
+
+def _fit_record(params: dict[str, Any], fingerprint: Sequence[Any]) -> dict[str, Any]:
+    """What a fit depends on, as JSON values: ``params`` (:func:`_fit_params`) and the values
+    of :func:`_fingerprint` over the data."""
+    rows, hashed = fingerprint
+    return {**params, "rows": int(rows), "hash": str(hashed)}
 
 
 def outlier_model_path(cfg: Config) -> str:
@@ -104,8 +107,10 @@ def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -
     (``cap``) or leaves out (``drop``) in the same select; training and scoring pipelines
     carry it as a stage with ``train.outlier_features``.
 
-    Spark jobs: a fixed number per detector (fit), plus the fingerprint, statistics and
-    writes; none of them grows with the number of columns.
+    Spark jobs: one pass for every detector's first step (counts, moments) and the
+    fingerprint together (:func:`~ml_engine.outliers.base.fit_detectors`), a fixed number
+    per detector after it (quantiles, a correlation matrix), then the statistics and writes;
+    none of them grows with the number of columns.
 
     Raises:
         JobError: silver is missing or lacks a detector's column, the batch has no values to
@@ -234,21 +239,22 @@ def _fitted_model(
         # The same detectors were fitted on this batch before: reuse them if the data is
         # unchanged. (Only then is the fingerprint worth a pass over the data.)
         describe(spark, f"detect_outliers: fingerprint of batch {batch}")
-        record = _fit_record(data, pipeline, params)
+        record = _fit_record(params, data.agg(*_fingerprint(pipeline)).first())
         if saved == record:
             model = load_outlier_model(spark, model_path)
             if model is not None:
                 return model, f"reused, fitted on batch {batch}"
     describe(spark, f"detect_outliers: fit {len(oc.detectors)} detector(s) on batch {batch}")
+    # The detectors' first steps and the fingerprint (unless taken above) in one pass.
+    fingerprint = _fingerprint(pipeline) if record is None else []
     try:
-        model = pipeline.fit(data)
+        models, values = fit_detectors(pipeline.getStages(), data, fingerprint)
     except OutlierFitError as exc:
         raise JobError(
             f"detect_outliers: cannot fit on silver batch '{batch}' ({silver_path}): {exc}"
         ) from None
-    if record is None:
-        describe(spark, f"detect_outliers: fingerprint of batch {batch}")
-        record = _fit_record(data, pipeline, params)
+    model = PipelineModel(models)
+    record = record or _fit_record(params, values)
     describe(spark, f"detect_outliers: save outlier model to {model_path}")
     model.write().overwrite().save(model_path)
     spark.createDataFrame([(json.dumps(record),)], "value string").coalesce(1).write.mode(

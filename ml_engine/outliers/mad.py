@@ -5,23 +5,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pyspark import keyword_only
 from pyspark.ml import Estimator
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from ml_engine.outliers.base import (
     ROBUST_Z_FACTOR,
-    _check_input,
     _check_positive,
     _no_values,
     _OutlierParams,
     _OutputSetters,
     _SampleParams,
+    _SummaryFit,
     _ThresholdParams,
     _UnivariateOutlierModel,
     _value,
@@ -87,6 +88,7 @@ class MADOutlierModel(
 
 
 class MADOutlierDetector(
+    _SummaryFit,
     Estimator[MADOutlierModel],
     _MADParams,
     _OutputSetters,
@@ -135,21 +137,22 @@ class MADOutlierDetector(
         """Sets the value of :py:attr:`sampleRows`."""
         return self._set(sampleRows=value)
 
-    def _fit(self, dataset: DataFrame) -> MADOutlierModel:
-        """Medians, then MADs, of every input column (two aggregations).
+    def summary_aggregates(self, dataset: DataFrame) -> list[Column]:
+        """The value count of every input column."""
+        cols = self._checked_input(dataset, "threshold")
+        return [F.count(_value(c)) for c in cols]
 
-        Raises:
-            ValueError: an input column is missing or not numeric, or threshold <= 0.
-            OutlierFitError: a column has no values.
-        """
-        cols = self.getInputCols() if self.isDefined(self.inputCols) else []
-        _check_input(dataset, cols, type(self).__name__)
-        _check_positive(self, "threshold")
-        rows = self.getSampleRows()
-        counts, medians_q = quantiles(dataset, {c: _value(c) for c in cols}, [0.5], rows)
+    def fit_from_summary(self, dataset: DataFrame, summary: Sequence[Any]) -> MADOutlierModel:
+        """Medians, then MADs, of every input column (two aggregations), given their value
+        counts."""
+        cols = self.getInputCols()
+        counts = [int(n) for n in summary]
         _no_values(type(self).__name__, cols, counts)
+        rows = self.getSampleRows()
+        values = {c: _value(c) for c in cols}
+        _, medians_q = quantiles(dataset, values, [0.5], rows, counts)
         medians = [q[0] for q in medians_q]
         deviations = {c: F.abs(_value(c) - F.lit(m)) for c, m in zip(cols, medians, strict=True)}
-        _, mad_q = quantiles(dataset, deviations, [0.5], rows, counts=counts)
+        _, mad_q = quantiles(dataset, deviations, [0.5], rows, counts)
         model = MADOutlierModel(medians=medians, mads=[q[0] for q in mad_q])
         return self._copyValues(model)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import operator
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from ml_engine.outliers.base import (
     _finite_or_zero,
     _OutlierParams,
     _OutputSetters,
+    _SummaryFit,
     _ThresholdParams,
     _value,
 )
@@ -168,6 +170,7 @@ class MahalanobisOutlierModel(
 
 
 class MahalanobisOutlierDetector(
+    _SummaryFit,
     Estimator[MahalanobisOutlierModel],
     _MahalanobisParams,
     _OutputSetters,
@@ -214,42 +217,46 @@ class MahalanobisOutlierDetector(
         """Sets the value of :py:attr:`threshold`."""
         return self._set(threshold=value)
 
-    def _fit(self, dataset: DataFrame) -> MahalanobisOutlierModel:
-        """Means and standard deviations (one ``agg``), then the correlation matrix of the
-        standardised columns with ``pyspark.ml.stat.Correlation`` (``RowMatrix``: a fixed
-        number of jobs, the ``k x k`` sums done in native code), inverted on the driver.
+    def _complete(self) -> Column:
+        """True on the rows with a value in every input column: the rows it is fitted on."""
+        return functools.reduce(operator.and_, [_value(c).isNotNull() for c in self.getInputCols()])
+
+    def summary_aggregates(self, dataset: DataFrame) -> list[Column]:
+        """Over the rows with values in every input column: their count, then each column's
+        mean, then each column's sample standard deviation."""
+        cols = self._checked_input(dataset, "threshold")
+        complete = self._complete()
+        values = [F.when(complete, _value(c)) for c in cols]
+        return [F.count_if(complete), *map(F.avg, values), *map(F.stddev_samp, values)]
+
+    def fit_from_summary(
+        self, dataset: DataFrame, summary: Sequence[Any]
+    ) -> MahalanobisOutlierModel:
+        """The correlation matrix of the standardised columns with
+        ``pyspark.ml.stat.Correlation`` (``RowMatrix``: a fixed number of jobs, the ``k x k``
+        sums done in native code), inverted on the driver.
 
         Raises:
-            ValueError: an input column is missing or not numeric, or threshold <= 0.
             OutlierFitError: fewer than 2 rows have values in all input columns.
         """
-        cols = self.getInputCols() if self.isDefined(self.inputCols) else []
-        _check_input(dataset, cols, type(self).__name__)
-        _check_positive(self, "threshold")
+        cols = self.getInputCols()
         k = len(cols)
-        values = {f"__v{i}": _value(c) for i, c in enumerate(cols)}
-        complete = dataset.select(*[v.alias(n) for n, v in values.items()]).where(
-            functools.reduce(operator.and_, [F.col(n).isNotNull() for n in values])
-        )
-        aggs = [F.count(F.lit(1)).alias("n")]
-        aggs += [F.avg(n).alias(f"m{i}") for i, n in enumerate(values)]
-        aggs += [F.stddev_samp(n).alias(f"s{i}") for i, n in enumerate(values)]
-        row = complete.agg(*aggs).first()
-        if row["n"] < 2:
+        n, means_, stds_ = summary[0], summary[1 : k + 1], summary[k + 1 :]
+        if n < 2:
             raise OutlierFitError(
-                f"{type(self).__name__}: {row['n']} row(s) have values in all of {cols}; "
+                f"{type(self).__name__}: {n} row(s) have values in all of {cols}; "
                 f"a covariance needs at least 2"
             )
-        means = [float(row[f"m{i}"]) for i in range(k)]
-        stds = [_finite_or_zero(row[f"s{i}"]) for i in range(k)]
+        means = [float(m) for m in means_]
+        stds = [_finite_or_zero(s) for s in stds_]
         active = [i for i in range(k) if stds[i] > 0]
         inv = np.zeros((k, k))
         if active:
             # Standardised input: the correlation is the covariance of z, and centred values
             # keep RowMatrix's sums numerically stable whatever the columns' offsets.
-            z = complete.select(
+            z = dataset.where(self._complete()).select(
                 *[
-                    ((F.col(f"__v{i}") - F.lit(means[i])) / F.lit(stds[i])).alias(f"__z{i}")
+                    ((_value(cols[i]) - F.lit(means[i])) / F.lit(stds[i])).alias(f"__z{i}")
                     for i in active
                 ]
             )

@@ -5,22 +5,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pyspark import keyword_only
 from pyspark.ml import Estimator
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from ml_engine.outliers.base import (
-    _check_input,
     _check_positive,
     _finite_or_zero,
     _no_values,
     _OutlierParams,
     _OutputSetters,
+    _SummaryFit,
     _ThresholdParams,
     _UnivariateOutlierModel,
     _value,
@@ -81,6 +82,7 @@ class ZScoreOutlierModel(
 
 
 class ZScoreOutlierDetector(
+    _SummaryFit,
     Estimator[ZScoreOutlierModel],
     _ZScoreParams,
     _OutputSetters,
@@ -123,28 +125,17 @@ class ZScoreOutlierDetector(
         """Sets the value of :py:attr:`threshold`."""
         return self._set(threshold=value)
 
-    def _fit(self, dataset: DataFrame) -> ZScoreOutlierModel:
-        """Means and sample standard deviations of every input column (one aggregation).
+    def summary_aggregates(self, dataset: DataFrame) -> list[Column]:
+        """Value count, mean and sample standard deviation of every input column."""
+        cols = self._checked_input(dataset, "threshold")
+        return [a(_value(c)) for c in cols for a in (F.count, F.avg, F.stddev_samp)]
 
-        Raises:
-            ValueError: an input column is missing or not numeric, or threshold <= 0.
-            OutlierFitError: a column has no values.
-        """
-        cols = self.getInputCols() if self.isDefined(self.inputCols) else []
-        _check_input(dataset, cols, type(self).__name__)
-        _check_positive(self, "threshold")
-        aggs = []
-        for i, c in enumerate(cols):
-            x = _value(c)
-            aggs += [
-                F.count(x).alias(f"n{i}"),
-                F.avg(x).alias(f"m{i}"),
-                F.stddev_samp(x).alias(f"s{i}"),
-            ]
-        row = dataset.agg(*aggs).first()
-        _no_values(type(self).__name__, cols, [row[f"n{i}"] for i in range(len(cols))])
+    def fit_from_summary(self, dataset: DataFrame, summary: Sequence[Any]) -> ZScoreOutlierModel:
+        """The model from the summary alone: no further pass over the data."""
+        cols = self.getInputCols()
+        counts, means, stds = summary[0::3], summary[1::3], summary[2::3]
+        _no_values(type(self).__name__, cols, counts)
         model = ZScoreOutlierModel(
-            means=[float(row[f"m{i}"]) for i in range(len(cols))],
-            stds=[_finite_or_zero(row[f"s{i}"]) for i in range(len(cols))],
+            means=[float(m) for m in means], stds=[_finite_or_zero(s) for s in stds]
         )
         return self._copyValues(model)
