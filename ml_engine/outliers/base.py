@@ -49,6 +49,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ml_engine.quality.quarantine import no_reasons, reasons
 from ml_engine.quantiles import SAMPLE_ROWS
 
 # 1 / Phi^-1(0.75): makes the MAD of normal data comparable to its standard deviation.
@@ -357,7 +358,7 @@ class _UnivariateOutlierModel(OutlierModel):
         checked = self._checked()
         _check_input(dataset, [c for c, *_ in checked], type(self).__name__)
         flags = self.column_flags()
-        scores, reasons = [], []
+        scores, fired_names = [], []
         for (c, a, b, s), flag in zip(checked, flags, strict=True):
             x = _value(c)
             # greatest() skips nulls: without the guard a null value would score 0.
@@ -367,7 +368,7 @@ class _UnivariateOutlierModel(OutlierModel):
                 distance = F.lit(0.0)
             score = F.when(x.isNotNull(), distance)
             scores.append(score)
-            reasons.append(F.when(flag, F.lit(f"{self.method}:{c}")))
+            fired_names.append(F.when(flag, F.lit(f"{self.method}:{c}")))
         fired = _greatest(flags)
         # The reasons array is built only on the rows that fired (few): building and
         # filtering an array of every column on every row is Spark's interpreted path, and
@@ -376,9 +377,7 @@ class _UnivariateOutlierModel(OutlierModel):
             {
                 self.getOutputCol(): fired,
                 self.getScoreCol(): _greatest(scores).cast("double"),
-                self.getReasonsCol(): F.when(
-                    fired, F.filter(F.array(*reasons), lambda r: r.isNotNull())
-                ).otherwise(F.array().cast("array<string>")),
+                self.getReasonsCol(): F.when(fired, reasons(fired_names)).otherwise(no_reasons()),
             }
         )
 

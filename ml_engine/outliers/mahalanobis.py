@@ -45,6 +45,7 @@ from ml_engine.outliers.base import (
     _ThresholdParams,
     _value,
 )
+from ml_engine.quality.quarantine import no_reasons
 
 
 class _MahalanobisParams(_OutlierParams, _ThresholdParams):
@@ -148,9 +149,7 @@ class MahalanobisOutlierModel(
             {
                 self.getOutputCol(): flag,
                 self.getScoreCol(): d / F.lit(t),
-                self.getReasonsCol(): F.when(flag, F.array(F.lit(reason))).otherwise(
-                    F.array().cast("array<string>")
-                ),
+                self.getReasonsCol(): F.when(flag, F.array(F.lit(reason))).otherwise(no_reasons()),
             }
         )
 

@@ -35,7 +35,7 @@ from ml_engine.outliers.iqr import IQROutlierDetector
 from ml_engine.outliers.mad import MADOutlierDetector
 from ml_engine.outliers.mahalanobis import MahalanobisOutlierDetector
 from ml_engine.outliers.zscore import ZScoreOutlierDetector
-from ml_engine.quality.quarantine import quarantine_rows
+from ml_engine.quality.quarantine import no_reasons, quarantine_rows
 from ml_engine.tables.base import META_COLUMNS
 
 # Microsecond timestamps in quarantined rows: the raw record holds the exact value.
@@ -110,7 +110,7 @@ def _combined(models: Sequence[OutlierModel]) -> dict[str, Column]:
     return {
         IS_OUTLIER: fired,
         OUTLIER_SCORE: _greatest([F.col(m.getScoreCol()) for m in models]).cast("double"),
-        OUTLIER_REASONS: F.when(fired, reasons).otherwise(F.array().cast("array<string>")),
+        OUTLIER_REASONS: F.when(fired, reasons).otherwise(no_reasons()),
     }
 
 

@@ -51,7 +51,7 @@ from ml_engine.quality.metrics import (
     metric_rows,
     with_run_info,
 )
-from ml_engine.quality.quarantine import quarantine_rows
+from ml_engine.quality.quarantine import quarantine_rows, reasons
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import TableSchema, parse_type
 from ml_engine.session import describe
@@ -172,7 +172,7 @@ def with_coerced_types(df: DataFrame, coerce: Mapping[str, str]) -> DataFrame:
         F.when(F.col(c).isNotNull() & F.col(c).try_cast(t).isNull(), F.lit(c))
         for c, t in sorted(targets.items())
     ]
-    flags = F.array_compact(F.array(*failed)) if failed else F.array().cast("array<string>")
+    flags = reasons(failed)
     return df.select(*cols, flags.alias(COERCE_FAILED))
 
 
@@ -514,7 +514,7 @@ def violated_names(rules: Sequence[CleanRule], types: Mapping[str, T.DataType]) 
         types: column -> type of the frame (for range rules on dates and timestamps).
     """
     named = [F.when(rule_violation(r, types.get(r.column)), F.lit(r.name)) for r in rules]
-    return F.array_compact(F.array(*named)) if named else F.array().cast("array<string>")
+    return reasons(named)
 
 
 def missing_reason(column: str) -> str:
@@ -1145,7 +1145,7 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         flagged, summary = _summarise_batch(spark, cfg, tables, flagged, rules)
         summary = dataclasses.replace(summary, fill_values={**summary.fill_values, **stored})
         _stop_on_fail_rules(spark, cfg, flagged, rules, summary, paths["bronze"])
-        _write_outputs(spark, cfg, tables, flagged, summary, paths, source)
+        _write_outputs(spark, cfg, tables, flagged, rules, summary, paths, source)
     finally:
         cached.unpersist()
     return JobResult(
@@ -1228,12 +1228,14 @@ def _write_outputs(
     cfg: Config,
     tables: DeltaTables,
     flagged: DataFrame,
+    rules: list[CleanRule],
     summary: CleanSummary,
     paths: Mapping[str, str],
     learned_from: str,
 ) -> None:
-    """The batch's silver rows, its ``clean`` quarantine rows, its ``clean`` dq_metrics and
-    its fill values (learned on batch ``learned_from``)."""
+    """The batch's silver rows, its ``clean`` quarantine rows (the rows ``rules`` reject,
+    with the reason), its ``clean`` dq_metrics and its fill values (learned on batch
+    ``learned_from``)."""
     schema, batch = cfg.table_schema, cfg.effective_batch_id()
     silver = silver_rows(flagged, summary.fill_values, schema)
     if tables.exists(paths["silver"]):
@@ -1243,7 +1245,7 @@ def _write_outputs(
     tables.replace_batch(silver, paths["silver"], batch, unique_by=unique)
     describe(spark, f"clean {batch}: write quarantine")
     tables.replace_batch(
-        rejected_rows(flagged, schema, clean_rules(cfg.clean, schema), cfg.clean.missing),
+        rejected_rows(flagged, schema, rules, cfg.clean.missing),
         paths["quarantine"],
         batch,
         within={"stage": STAGE},

@@ -164,27 +164,28 @@ class ColumnProfile:
             df: the rows (the frame the profile's ``types`` describe).
             moments: the result of :meth:`moment_aggs` (the value counts size the samples).
         """
-        numeric = [i for i, c in enumerate(self.columns) if self._numeric(c)]
+        # The columns whose quantiles are asked for: numeric ones, when any quantile is.
+        quantiled = [i for i, c in enumerate(self.columns) if self._numeric(c) and self.sketched]
         values = df.select(*[self._value(c).alias(f"_v{i}") for i, c in enumerate(self.columns)])
         v = [F.col(f"_v{i}") for i in range(len(self.columns))]
         unit = F.col(UNIT_COLUMN)
-        if numeric and self.sketched:
-            values = values.select(*v, row_unit([v[i] for i in numeric]).alias(UNIT_COLUMN))
-        else:
-            numeric = []
+        if quantiled:
+            values = values.select(*v, row_unit([v[i] for i in quantiled]).alias(UNIT_COLUMN))
         # A 64-bit hash of any type; xxhash64 of null is a number, so keep nulls null.
         projected = [F.when(x.isNotNull(), F.xxhash64(x)).alias(f"_h{i}") for i, x in enumerate(v)]
         projected += [
             sampled(v[i], sample_fraction(int(moments[f"pm{i}_n"]), self.sample_rows), unit).alias(
                 f"_s{i}"
             )
-            for i in numeric
+            for i in quantiled
         ]
         aggs = [
             F.hll_sketch_estimate(F.hll_sketch_agg(f"_h{i}")).alias(f"ps{i}_d")
             for i in range(len(v))
         ]
-        aggs += [exact_quantiles(F.col(f"_s{i}"), self.sketched).alias(f"ps{i}_q") for i in numeric]
+        aggs += [
+            exact_quantiles(F.col(f"_s{i}"), self.sketched).alias(f"ps{i}_q") for i in quantiled
+        ]
         return values.select(*projected).agg(*aggs).first()
 
     def quantile(self, sketches: Row, column: str, q: float) -> float | None:

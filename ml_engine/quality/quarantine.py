@@ -9,6 +9,8 @@ rerun never duplicates them (``DeltaTables.replace_batch(..., within={"stage": s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -27,6 +29,17 @@ QUARANTINE_SCHEMA = T.StructType(
     ]
 )
 QUARANTINE_COLUMNS = [f.name for f in QUARANTINE_SCHEMA.fields]
+
+
+def no_reasons() -> Column:
+    """An empty ``array<string>``: the reasons of a row that nothing rejected or flagged."""
+    return F.array().cast("array<string>")
+
+
+def reasons(candidates: Sequence[Column]) -> Column:
+    """The non-null values of ``candidates`` (string Columns, each null where its check
+    passed), in order, as an ``array<string>``; empty when there are none."""
+    return F.array_compact(F.array(*candidates)) if candidates else no_reasons()
 
 
 def quarantine_rows(
