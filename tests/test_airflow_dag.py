@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from ml_engine.jobs import PIPELINE
+from ml_engine.session import ENGINE_JAVA_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_VENV = Path(os.environ.get("ML_ENGINE_AIRFLOW_VENV", ROOT / ".venv-airflow"))
@@ -104,6 +105,8 @@ def test_dag_imports_in_airflows_loader_and_follows_the_pipeline_order(airflow_e
         "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()},\n"
         "  'edges': {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks},\n"
         "  'types': {t.task_id: type(t).__name__ for t in dag.tasks},\n"
+        "  'conf': {t.task_id: getattr(t, 'conf', None) or getattr(t, '_conf', None)\n"
+        "           for t in dag.tasks if type(t).__name__ == 'SparkSubmitOperator'},\n"
         "  'order': [t.task_id for t in dag.topological_sort()]}))\n"
     )
     done = subprocess.run(
@@ -123,6 +126,11 @@ def test_dag_imports_in_airflows_loader_and_follows_the_pipeline_order(airflow_e
     jobs = [j for j in PIPELINE if j != "drift_report"]  # drift_report branches on its exit code
     expected = operator[airflow_env["ML_ENGINE_RUNNER"]]
     assert {j: out["types"][j] for j in jobs} == dict.fromkeys(jobs, expected)
+    if expected == "SparkSubmitOperator":
+        # spark-submit starts the driver's JVM, so the submit carries the engine's options.
+        options = " ".join(ENGINE_JAVA_OPTIONS)
+        want = {"spark.driver.extraJavaOptions": options}
+        assert out["conf"] == dict.fromkeys(jobs, want)
 
 
 def task_states(env: dict[str, str], logical_date: str) -> dict[str, str]:

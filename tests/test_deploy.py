@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from ml_engine.jobs import PIPELINE
+from ml_engine.session import ENGINE_JAVA_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -31,6 +32,10 @@ def test_databricks_job_runs_every_job_in_the_pipeline_order_and_retrains_on_dri
         {k: [d["task_key"] for d in t.get("depends_on", [])] for k, t in tasks.items()}
     )
     assert order == [*PIPELINE, "retrain"]
+    # The cluster starts the driver's JVM: its options come from the cluster's Spark conf.
+    (cluster,) = job["job_clusters"]
+    driver_options = cluster["new_cluster"]["spark_conf"]["spark.driver.extraJavaOptions"]
+    assert driver_options.split() == list(ENGINE_JAVA_OPTIONS)
     for t in tasks.values():
         script = Path(t["spark_python_task"]["python_file"]).name
         assert (ROOT / "jobs" / script).is_file(), script

@@ -24,8 +24,9 @@ Settings (environment of the Airflow workers, read when the DAG is parsed):
 ``ML_ENGINE_RUNNER``
     ``cli`` (default): each task runs ``ml-engine run <job>``; ``spark-submit``: each task
     submits ``jobs/<job>.py`` (``SparkSubmitOperator`` with the Airflow connection
-    ``ML_ENGINE_SPARK_CONN``, default ``spark_default``, and ``--py-files
-    $ML_ENGINE_PY_FILES``, the zip of ``ml-engine package``).
+    ``ML_ENGINE_SPARK_CONN``, default ``spark_default``, ``--py-files
+    $ML_ENGINE_PY_FILES``, the zip of ``ml-engine package``, and the engine's driver JVM
+    option as ``--conf spark.driver.extraJavaOptions``).
 ``ML_ENGINE_BIN``
     the ``ml-engine`` executable of the engine's environment (default ``ml-engine``).
 ``ML_ENGINE_JOBS_DIR``, ``ML_ENGINE_PY_FILES``
@@ -56,6 +57,9 @@ PY_FILES = os.environ.get("ML_ENGINE_PY_FILES", "dist/ml_engine.zip")
 SPARK_CONN = os.environ.get("ML_ENGINE_SPARK_CONN", "spark_default")
 EXTRA_SETS = shlex.split(os.environ.get("ML_ENGINE_SET", ""))
 EXIT_DRIFT = 5  # ml_engine.results.EXIT_DRIFT
+# spark-submit starts the driver's JVM before the engine runs, so the engine cannot add its JVM
+# options (ml_engine.session.ENGINE_JAVA_OPTIONS) to the driver; the submit passes them.
+SUBMIT_CONF = {"spark.driver.extraJavaOptions": "-XX:-DontCompileHugeMethods"}
 
 BATCH = "{{ dag_run.conf.get('batch_id') or ds }}"
 
@@ -93,6 +97,7 @@ def job_task(job: str, **kwargs):
         application=os.path.join(JOBS_DIR, f"{job}.py"),
         application_args=job_args(job),
         py_files=PY_FILES,
+        conf=SUBMIT_CONF,
         **kwargs,
     )
 
@@ -123,6 +128,7 @@ def _drift_exit_code(context) -> int:
     task = context["task"]
     hook = SparkSubmitHook(
         conn_id=SPARK_CONN,
+        conf=SUBMIT_CONF,
         py_files=PY_FILES,
         application_args=[
             task.render_template(a, context) for a in job_args("drift_report", *sets)
