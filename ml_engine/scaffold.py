@@ -11,7 +11,11 @@ them) once, without Spark, and writes two commented drafts next to each other:
 
 Text is typed the way ``ingest`` will parse it: CSV and JSON values are read as text by ingest
 (see ``ml_engine.quality.ingest``), so both are typed from their text here; Parquet columns keep
-the file's own types, except text columns, which are typed from their values like CSV.
+the file's own types, except text columns, which are typed from their values like CSV. One
+value in :data:`TOLERATED_SHARE` may break a column's type: a date/time column with such values
+keeps its type (ingest quarantines those rows); numbers with a few words for "no value"
+(``n/a``, ``-``) stay text in the schema and ``clean.coerce`` in the config casts them, the
+words becoming nulls.
 
 Detected timestamp text (Spark datetime patterns; ``[.SSSSSS]``: optional fraction, up to 6
 digits, ``[.SSSSSSSSS]`` when the sample has more)::
@@ -683,14 +687,24 @@ class _Typed:
     renamed_from: str | None = None
     nested: bool = False
     note: str = ""
+    # Numbers but for a few values: kept as text in the schema and cast to this type by
+    # clean.coerce, where the values that do not cast (``odd``) become nulls.
+    coerce: str | None = None
+    odd: tuple[str, ...] = ()
 
     @property
     def distinct(self) -> int:
         return len(set(self.values))
 
     @property
+    def value_type(self) -> str:
+        """The type of the values the jobs after clean see: the coerced type, if any."""
+        return self.coerce or self.type
+
+    @property
     def is_numeric(self) -> bool:
-        return self.type in ("int", "long", "double") or self.type.startswith("decimal")
+        t = self.value_type
+        return t in ("int", "long", "double") or t.startswith("decimal")
 
     @property
     def is_temporal(self) -> bool:
@@ -700,6 +714,24 @@ class _Typed:
         """Never empty, and distinct but for at most one value in 50 repeated (records sent
         twice, which clean's deduplication removes)."""
         return self.nulls == 0 and rows > 1 and rows - self.distinct <= rows // TOLERATED_SHARE
+
+
+def _mostly_numbers(values: list[str]) -> tuple[str, list[Any], list[str]] | None:
+    """(numeric type, the numbers typed, the other values) when all but at most one in
+    :data:`TOLERATED_SHARE` values are numbers (``n/a``, ``-``, ``missing``: text that means
+    no value), else None."""
+    if len(values) < TOLERATED_SHARE:
+        return None
+    numbers, odd = [], []
+    for v in values:
+        t = v.strip()
+        is_number = _INT_RE.fullmatch(t) or _FLOAT_RE.fullmatch(t) or t.lower() in _FLOAT_WORDS
+        (numbers if is_number else odd).append(v)
+    if not numbers or len(odd) > len(values) // TOLERATED_SHARE:
+        return None
+    type_, _, _, typed, _ = _type_from_text(numbers)
+    numeric = type_ in ("int", "long", "double")
+    return (type_, typed, odd) if numeric else None
 
 
 def _type_from_text(values: list[str]) -> tuple[str, str | None, str, list[Any], str]:
@@ -745,7 +777,27 @@ def _typed(col: _RawColumn) -> _Typed:
     if any(isinstance(v, _Nested) for v in present):
         why = "nested JSON values -> string (their JSON text)"
         return _Typed(col.name, "string", None, why, present, nulls, nested=True)
-    type_, fmt, reason, typed, note = _type_from_text([str(v) for v in present])
+    text = [str(v) for v in present]
+    type_, fmt, reason, typed, note = _type_from_text(text)
+    mostly = _mostly_numbers(text) if type_ == "string" else None
+    if mostly is not None:
+        number_type, numbers, odd = mostly
+        reason = (
+            f"numbers but {len(odd)} of {len(text)} values (e.g. '{odd[0]}') -> string, cast "
+            f"to {number_type} by clean.coerce (values that do not cast become nulls, counted "
+            f"in dq_metrics)"
+        )
+        return _Typed(
+            col.name,
+            "string",
+            None,
+            reason,
+            numbers,
+            nulls,
+            col.renamed_from,
+            coerce=number_type,
+            odd=tuple(odd),
+        )
     return _Typed(col.name, type_, fmt, reason, typed, nulls, col.renamed_from, note=note)
 
 
@@ -927,7 +979,8 @@ def _task(label: _Typed) -> tuple[str, str]:
     """
     k = label.distinct
     distinct = f"{k} distinct value{'s' if k != 1 else ''}"
-    if label.type in ("boolean", "string") or (label.type in ("int", "long") and k <= MAX_CLASSES):
+    t = label.value_type
+    if t in ("boolean", "string") or (t in ("int", "long") and k <= MAX_CLASSES):
         return "classification", distinct
     return "regression", distinct
 
@@ -1252,15 +1305,28 @@ def _config_text(
                     f"column wins)",
                 )
             )
+    clean: list[tuple[str, str]] = []
     if roles.record_id is None:
-        lines += [
-            ("clean:", ""),
+        clean.append(
             (
                 "  dedup: exact",
                 "no record id: latest_by_key would keep one row per "
                 + (f"'{roles.key}'" if roles.key else "key"),
-            ),
+            )
+        )
+    coerced = [c for c in cols if c.coerce]
+    if coerced:
+        clean.append(("  coerce:", "text columns cast to numbers; what does not cast is null"))
+        clean += [
+            (
+                f"    {_scalar(c.name)}: {c.coerce}",
+                f"{len(c.odd)} of {len(c.values) + len(c.odd)} sample values are not numbers, "
+                f"e.g. {_scalar(c.odd[0])}",
+            )
+            for c in coerced
         ]
+    if clean:
+        lines += [("clean:", ""), *clean]
     lines += [
         ("mlflow:", ""),
         (f"  experiment: {_scalar(name)}", ""),

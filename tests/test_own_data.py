@@ -40,7 +40,10 @@ def sensor_readings(path: Path, rows: int = 500) -> pd.DataFrame:
     for i in range(30):
         df[f"f{i:02d}"] = np.round(x[:, i], 4)
     df["target"] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
-    df.to_csv(path, index=False)
+    # A few readings the sensor could not take, written as text: 1 row in 100.
+    written = df.astype({"f05": object})
+    written.loc[df.index % 100 == 7, "f05"] = "n/a"
+    written.to_csv(path, index=False)
     return df
 
 
@@ -123,6 +126,15 @@ def test_classification_csv_runs_the_whole_pipeline_after_init(
     training = table(project, "training_set")
     assert len(training) == len(df)
     assert set(training.columns) >= {f"f{i:02d}" for i in range(30)}
+    # f05's 'n/a' readings: the column is text in bronze, a number from clean on, the five
+    # readings null (counted), not rows lost to quarantine.
+    na = df.index % 100 == 7
+    silver = table(project, "silver").set_index("reading_id").loc[df.reading_id]
+    assert silver.f05.isna().to_numpy().tolist() == na.tolist()
+    assert silver.f05[~na].tolist() == df.f05[~na].tolist()
+    metrics = table(project, "dq_metrics")
+    failures = metrics[(metrics["column"] == "f05") & (metrics.metric == "coercion_failures")]
+    assert failures.value.tolist() == [5.0]
     uri = f"sqlite:///{project / 'work' / 'mlflow.db'}"
     store = MlflowClient(tracking_uri=uri, registry_uri=uri)
     champion = store.get_model_version_by_alias("readings-model", "champion")

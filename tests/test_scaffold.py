@@ -489,6 +489,34 @@ def test_a_few_dirty_values_do_not_hide_the_event_time_or_the_record_id(tmp_path
     assert load_schema(result.schema_path).column("placed").type == "string"
 
 
+def test_numbers_with_a_few_words_for_no_value_are_cast_by_clean(tmp_path):
+    # 100 rows: 2 of x's and 2 of n's values are words meaning "no value" (1 in 50 tolerated).
+    lines = [f"r{i:03d},{i * 0.25},{i % 7}" for i in range(100)]
+    lines[3] = "r003,n/a,3"
+    lines[50] = "r050,-,missing"
+    lines[60] = "r060,15.0,?"
+    data = write(tmp_path / "t.csv", "reading_id,x,n\n" + "\n".join(lines) + "\n")
+    result = scaffold(str(data), str(tmp_path / "out"))
+    schema = load_schema(result.schema_path)
+    for c in ("x", "n"):
+        assert (schema.column(c).type, schema.column(c).roles) == ("string", ("numeric_feature",))
+    assert config_of(result)["clean"] == {"coerce": {"x": "double", "n": "int"}}
+    text = (tmp_path / "out" / "schema.yaml").read_text()
+    assert "numbers but 2 of 100 values (e.g. 'n/a') -> string, cast to double by clean.coerce" in (
+        text
+    )
+    assert "numbers but 2 of 100 values (e.g. 'missing') -> string, cast to int" in text
+    config = (tmp_path / "out" / "config.yaml").read_text()
+    assert "2 of 100 sample values are not numbers, e.g. n/a" in config
+    # Three words in 100 are more than 1 in 50: x stays text, left out of the features.
+    lines[70] = "r070,unknown,0"
+    data = write(tmp_path / "u.csv", "reading_id,x,n\n" + "\n".join(lines) + "\n")
+    result = scaffold(str(data), str(tmp_path / "out2"))
+    schema = load_schema(result.schema_path)
+    assert (schema.column("x").type, schema.column("x").roles) == ("string", ())
+    assert config_of(result)["clean"] == {"coerce": {"n": "int"}}
+
+
 def test_parquet_nanosecond_timestamps_are_warned_about(tmp_path):
     df = pd.DataFrame(
         {"id": ["a", "b", "c"], "at": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"])}
