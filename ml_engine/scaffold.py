@@ -713,7 +713,9 @@ class _Typed:
     def unique(self, rows: int) -> bool:
         """Never empty, and distinct but for at most one value in 50 repeated (records sent
         twice, which clean's deduplication removes)."""
-        return self.nulls == 0 and rows > 1 and rows - self.distinct <= rows // TOLERATED_SHARE
+        if self.nulls or self.odd:  # a word for "no value" is a missing value too
+            return False
+        return rows > 1 and rows - self.distinct <= rows // TOLERATED_SHARE
 
 
 def _mostly_numbers(values: list[str]) -> tuple[str, list[Any], list[str]] | None:
@@ -820,7 +822,10 @@ def _id_named(name: str) -> bool:
 
 
 def _id_shaped(col: _Typed) -> bool:
-    """Values an identifier can have: whole numbers, or short text without blanks."""
+    """Values an identifier can have: whole numbers, or short text without blanks (not
+    numbers with words for "no value": a measure)."""
+    if col.coerce:
+        return False
     if col.type in ("int", "long"):
         return True
     return (

@@ -508,6 +508,14 @@ def test_numbers_with_a_few_words_for_no_value_are_cast_by_clean(tmp_path):
     assert "numbers but 2 of 100 values (e.g. 'missing') -> string, cast to int" in text
     config = (tmp_path / "out" / "config.yaml").read_text()
     assert "2 of 100 sample values are not numbers, e.g. n/a" in config
+    # Without an id-named column: unique numbers with a word for "no value" are a measure,
+    # not the record id (an id has no missing values).
+    rows = "\n".join(f"{i * 0.25},{'n/a' if i == 5 else i * 1.5},c{i % 3}" for i in range(100))
+    data = write(tmp_path / "v.csv", "a,b,c\n" + rows + "\n")
+    result = scaffold(str(data), str(tmp_path / "out3"))
+    schema = load_schema(result.schema_path)
+    assert (schema.record_id, schema.column("b").roles) == (None, ("numeric_feature",))
+    assert config_of(result)["clean"] == {"dedup": "exact", "coerce": {"b": "double"}}
     # Three words in 100 are more than 1 in 50: x stays text, left out of the features.
     lines[70] = "r070,unknown,0"
     data = write(tmp_path / "u.csv", "reading_id,x,n\n" + "\n".join(lines) + "\n")
