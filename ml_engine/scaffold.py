@@ -563,6 +563,11 @@ _FLOAT_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _FLOAT_WORDS = {"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 
 
+def _is_number(text: str) -> bool:
+    """Whether stripped ``text`` parses as a number (a whole or decimal number, NaN, infinity)."""
+    return bool(_FLOAT_RE.fullmatch(text)) or text.lower() in _FLOAT_WORDS
+
+
 def _valid_time(y: int, mo: int, d: int, h: int, mi: int, s: int, zone: str | None) -> bool:
     try:
         datetime(y, mo, d, h, mi, s)
@@ -726,9 +731,7 @@ def _mostly_numbers(values: list[str]) -> tuple[str, list[Any], list[str]] | Non
         return None
     numbers, odd = [], []
     for v in values:
-        t = v.strip()
-        is_number = _INT_RE.fullmatch(t) or _FLOAT_RE.fullmatch(t) or t.lower() in _FLOAT_WORDS
-        (numbers if is_number else odd).append(v)
+        (numbers if _is_number(v.strip()) else odd).append(v)
     if not numbers or len(odd) > len(values) // TOLERATED_SHARE:
         return None
     type_, _, _, typed, _ = _type_from_text(numbers)
@@ -748,8 +751,8 @@ def _type_from_text(values: list[str]) -> tuple[str, str | None, str, list[Any],
         if all(_LONG_MIN <= i <= _LONG_MAX for i in ints):
             return "long", None, "whole numbers beyond int -> long", ints, ""
         return "string", None, "whole numbers beyond long -> string", values, ""
-    numbers = [v for v in stripped if v.lower() not in _FLOAT_WORDS]
-    if numbers and all(_FLOAT_RE.fullmatch(v) for v in numbers):
+    # Numbers, not only NaN/infinity words.
+    if all(map(_is_number, stripped)) and any(v.lower() not in _FLOAT_WORDS for v in stripped):
         return "double", None, "decimal numbers -> double", [float(v) for v in stripped], ""
     if all(v.lower() in ("true", "false") for v in stripped):
         typed = [v.lower() == "true" for v in stripped]

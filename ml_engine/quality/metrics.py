@@ -17,7 +17,8 @@ the exact quantile (the value at rank ``ceil(q * n)``, numpy's ``method="inverte
 while a column has at most 100,000 values, otherwise that of a sample of about that many rows
 chosen by a hash of the row (:mod:`ml_engine.quantiles`): approximate on large data but never
 random, the same input always gives the same quantiles; date and timestamp columns also
-``min`` and ``max`` in epoch seconds. A statistic that does not exist (mean of no values) is a row with a null value.
+``min`` and ``max`` in epoch seconds. A statistic that does not exist (mean of no values) is a
+row with a null value.
 """
 
 from __future__ import annotations
