@@ -93,6 +93,11 @@ _DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 
 _EXACT_LABELS = ("label", "target", "y", "class", "outcome")
 _FLAG_LABEL_WORDS = ("churn", "fraud", "default")
+# Words of a column name that say its values are the thing a record is about.
+_ENTITY_WORDS = frozenset(
+    "customer user account client member subscriber patient player device machine sensor "
+    "vehicle store merchant household entity".split()
+)
 _EVENT_TIME_NAMES = ("event_time", "timestamp", "ts", "time", "datetime", "event_ts", "date")
 _EVENT_TIME_SUFFIXES = ("_at", "_time", "_ts", "_timestamp", "_date", "_datetime")
 
@@ -838,6 +843,35 @@ def _id_shaped(col: _Typed) -> bool:
     )
 
 
+def _entity_key(cols: list[_Typed], rows: int) -> tuple[_Typed | None, str]:
+    """The column the records are about when none is named like an identifier: codes such as
+    ``C0048`` or a column named like an entity (``customer``, ``machine``), never empty, each
+    value repeating over a few records, too many distinct values for a category. A column
+    named like an entity wins over one that only looks like codes."""
+
+    def codes(c: _Typed) -> bool:
+        return all(re.search(r"[A-Za-z]", v) and re.search(r"[0-9]", v) for v in c.values)
+
+    candidates = [
+        c
+        for c in cols
+        if c.values
+        and not c.nulls
+        and c.type == "string"
+        and _id_shaped(c)
+        and MAX_CATEGORIES < c.distinct < len(c.values) - len(c.values) // TOLERATED_SHARE
+    ]
+    named = [c for c in candidates if _ENTITY_WORDS.intersection(_words(c.name))]
+    if named:
+        c = named[0]
+        return c, f"named like an entity, {c.distinct} distinct values repeating in {rows} rows"
+    coded = [c for c in candidates if codes(c)]
+    if coded:
+        c = coded[0]
+        return c, f"codes repeating in the sample ({c.distinct} distinct in {rows} rows)"
+    return None, ""
+
+
 @dataclass
 class _Roles:
     roles: dict[str, list[str]] = field(default_factory=dict)
@@ -899,6 +933,13 @@ def _guess_roles(cols: list[_Typed], rows: int, label: str | None = None) -> _Ro
                 break
     others = [c for c in ids if c is not record]
     key = next((c for c in others if not c.unique(rows)), others[0] if others else None)
+    key_why = "identifier-like name, " + (
+        "repeats in the sample"
+        if key is not None and not key.unique(rows)
+        else "besides the record id"
+    )
+    if key is None:
+        key, key_why = _entity_key([c for c in cols if c is not record], rows)
     if record is not None:
         r.record_id = record.name
         r.roles[record.name].append(ROLE_RECORD_ID)
@@ -914,8 +955,7 @@ def _guess_roles(cols: list[_Typed], rows: int, label: str | None = None) -> _Ro
     if key is not None:
         r.key = key.name
         r.roles[key.name].append(ROLE_KEY)
-        repeats = "repeats in the sample" if not key.unique(rows) else "besides the record id"
-        r.reasons[key.name] = f"identifier-like name, {repeats} -> entity key"
+        r.reasons[key.name] = f"{key_why} -> entity key"
 
     temporal = [c for c in cols if c.is_temporal]
     if temporal:

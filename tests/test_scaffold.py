@@ -424,6 +424,48 @@ def test_unique_text_column_without_an_id_name_is_the_record_id(tmp_path):
     )
 
 
+def _tickets_csv(path, with_customer):
+    """200 tickets: a unique ref, free text, a zip code, holder codes (H0000..H0059), customer
+    names (60, each on several tickets), a region category, an amount and a time."""
+    header = "ref,comment,zip,holder," + ("customer," if with_customer else "") + "region,amount,at"
+    lines = [header]
+    for i in range(200):
+        customer = f"shop-{'abcdefghij'[i % 10]}{i % 60 // 10}," if with_customer else ""
+        lines.append(
+            f"TCK-{i:04d},printer {i} is broken,{2100 + i % 70:05d},H{i % 60:04d},{customer}"
+            f"{'nesw'[i % 4]},{i * 1.5},2024-01-01 {i % 24:02d}:{i % 60:02d}:00"
+        )
+    return write(path, "\n".join(lines) + "\n")
+
+
+def test_an_entity_named_column_of_repeating_identifiers_is_the_entity_key(tmp_path):
+    result = scaffold(str(_tickets_csv(tmp_path / "t.csv", True)), str(tmp_path / "out"))
+    schema = load_schema(result.schema_path)
+    assert (schema.record_id, schema.key) == ("ref", "customer")
+    reasons = {g.name: g.reason for g in result.guesses}
+    assert reasons["customer"] == (
+        "text -> string; named like an entity, 60 distinct values repeating in 200 rows -> "
+        "entity key; never empty -> not nullable"
+    )
+    assert reasons["ref"].endswith("unique identifier-shaped values in the 200-row sample -> "
+                                   "record id; never empty -> not nullable")  # fmt: skip
+    assert "left out of the features" in reasons["holder"]
+
+
+def test_repeating_codes_are_the_entity_key_when_no_column_is_named_like_one(tmp_path):
+    result = scaffold(str(_tickets_csv(tmp_path / "t.csv", False)), str(tmp_path / "out"))
+    schema = load_schema(result.schema_path)
+    # zip repeats too but has no letters; comment has blanks; region is a category
+    assert (schema.record_id, schema.key) == ("ref", "holder")
+    reasons = {g.name: g.reason for g in result.guesses}
+    assert reasons["holder"] == (
+        "text -> string; codes repeating in the sample (60 distinct in 200 rows) -> entity key; "
+        "never empty -> not nullable"
+    )
+    roles = {c.name: c.roles for c in schema.columns}
+    assert (roles["comment"], roles["zip"], roles["region"]) == ((), (), ("categorical_feature",))
+
+
 def test_without_a_record_id_dedup_is_exact(tmp_path):
     data = write(
         tmp_path / "t.csv",
