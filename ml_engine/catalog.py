@@ -127,10 +127,19 @@ class BatchCatalog:
         return self._remember(path, self.tables.append(df, path, partition_by, app_id, app_version))
 
     def overwrite(
-        self, df: DataFrame, path: str, partition_by=None, replace_where=None, unique_by=None
+        self,
+        df: DataFrame,
+        path: str,
+        partition_by=None,
+        replace_where=None,
+        unique_by=None,
+        replace_schema=False,
     ):
         return self._remember(
-            path, self.tables.overwrite(df, path, partition_by, replace_where, unique_by)
+            path,
+            self.tables.overwrite(
+                df, path, partition_by, replace_where, unique_by, replace_schema=replace_schema
+            ),
         )
 
     def upsert(self, df: DataFrame, path: str, keys: list[str], partition_by=None):

@@ -677,7 +677,8 @@ class FeaturesConfig(StrictModel):
     for open ends. ``passthrough``: silver columns copied unchanged (default: the schema's
     numeric and categorical features). ``start``/``end`` (ISO date or timestamp, start
     inclusive, end exclusive) select the events to (re)build by event time instead of the
-    run's batch.
+    run's batch. ``rebuild`` rebuilds the feature rows of every batch and replaces the whole
+    table, its columns included: for changed definitions (a one-off, given with ``--set``).
     """
 
     expressions: dict[str, str] = Field(default_factory=dict)
@@ -693,10 +694,15 @@ class FeaturesConfig(StrictModel):
     # Re-running a date range replaces the rows of that range.
     start: str | None = None
     end: str | None = None
+    rebuild: bool = False
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
 
     @model_validator(mode="after")
     def _well_formed(self) -> FeaturesConfig:
+        if self.rebuild and (self.start is not None or self.end is not None):
+            raise ValueError(
+                "rebuild rebuilds the features of every batch; leave start and end unset"
+            )
         for name, pair in self.ratios.items():
             if len(pair) != 2:
                 raise ValueError(f"ratios.{name}: give [numerator, denominator], got {pair}")

@@ -53,7 +53,7 @@ from ml_engine.quality.clean import dedup_key
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import TableSchema
 from ml_engine.session import describe
-from ml_engine.tables.base import DeltaTables, sql_literal
+from ml_engine.tables.base import DeltaTables, schema_differences, sql_literal
 
 MICROS_PER_DAY = 86_400 * 1_000_000
 BATCH_COLUMN = "batch_id"
@@ -519,9 +519,15 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
     (``replace_where``), so a rerun never duplicates them. The table is partitioned by
     ``batch_id``.
 
+    Every row of the table has the columns of one set of feature definitions. When the config
+    defines other columns than the table has, the job stops and says so; ``features.rebuild``
+    then computes the feature rows of every complete batch of silver and replaces the whole
+    table, its columns included, in one commit.
+
     Raises:
-        JobError: silver does not exist, the feature definitions do not fit it, or the saved
-            detector checks a column silver lacks.
+        JobError: silver does not exist, the feature definitions do not fit it, they give
+            other columns than the features table has (without ``features.rebuild``), or the
+            saved detector checks a column silver lacks.
     """
     schema = cfg.table_schema
     fcfg = cfg.features
@@ -533,15 +539,19 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
         feature_id_columns(schema)
     except FeatureError as exc:
         raise JobError(f"build_features: {exc}") from None
-    batch = cfg.effective_batch_id() if fcfg.start is None and fcfg.end is None else ""
-    predicate = feature_rows_predicate(fcfg, batch, schema.event_time)
+    by_batch = fcfg.start is None and fcfg.end is None and not fcfg.rebuild
+    batch = cfg.effective_batch_id() if by_batch else ""
+    predicate = None if fcfg.rebuild else feature_rows_predicate(fcfg, batch, schema.event_time)
     if batch:
         tables.require_batch(silver_path, batch)
     # Window history comes from every complete batch of silver.
     silver, silver_version = tables.read_complete(silver_path)
-    describe(spark, f"build_features: silver v{silver_version} -> features ({predicate})")
-    days = max(fcfg.windows.days) if fcfg.windows.columns else 0
-    rows = filter_window_history(silver, F.expr(predicate), schema.key, schema.event_time, days)
+    replaced = predicate or "every batch (features.rebuild)"
+    describe(spark, f"build_features: silver v{silver_version} -> features ({replaced})")
+    rows = silver
+    if predicate is not None:
+        days = max(fcfg.windows.days) if fcfg.windows.columns else 0
+        rows = filter_window_history(rows, F.expr(predicate), schema.key, schema.event_time, days)
     model_path = outlier_model_path(cfg)
     try:
         detector = load_outlier_model(spark, model_path)
@@ -553,23 +563,30 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
     rows = apply_outlier_policy(rows, detector, cfg.outliers.policy)
     try:
         carry = (BATCH_COLUMN, *OUTLIER_COLUMNS)
-        out = with_features(rows, fcfg, schema, carry=carry).where(F.expr(predicate))
+        out = with_features(rows, fcfg, schema, carry=carry)
     except FeatureError as exc:
         raise JobError(f"build_features: {exc} (silver: {silver_path})") from None
-    # With latest_by_key a record is held once across batches: the batch written last has it.
-    key = dedup_key(schema) if cfg.clean.dedup == "latest_by_key" else None
-    version = tables.overwrite(
-        out,
-        features_path,
-        partition_by=[BATCH_COLUMN],
-        replace_where=predicate,
-        unique_by=[key] if key in out.columns else None,
-    )
+    if predicate is None:
+        version = tables.overwrite(
+            out, features_path, partition_by=[BATCH_COLUMN], replace_schema=True
+        )
+    else:
+        _check_same_definitions(tables, features_path, out)
+        # With latest_by_key a record is held once across batches: the batch written last
+        # has it.
+        key = dedup_key(schema) if cfg.clean.dedup == "latest_by_key" else None
+        version = tables.overwrite(
+            out.where(F.expr(predicate)),
+            features_path,
+            partition_by=[BATCH_COLUMN],
+            replace_where=predicate,
+            unique_by=[key] if key in out.columns else None,
+        )
     return JobResult(
         job="build_features",
         outputs={"features": features_path},
         metrics={
-            "replaced": predicate,
+            "replaced": replaced,
             "silver_version": silver_version,
             "features_version": version,
             "feature_columns": fcfg.output_names(),
@@ -578,3 +595,19 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
             else f"not applied: no detector saved at {model_path} (run detect_outliers)",
         },
     )
+
+
+def _check_same_definitions(tables: DeltaTables, features_path: str, out: DataFrame) -> None:
+    """Stops a run whose feature definitions give other columns than the table has (rows of
+    different definitions in one table would train one model on two meanings)."""
+    if not tables.exists(features_path):
+        return
+    changed = schema_differences(tables.read(features_path).schema, out.schema)
+    if changed:
+        raise JobError(
+            f"build_features: the features table {features_path} was built with other feature "
+            f"definitions than the config's ({changed}). Rebuild it from silver for every batch "
+            "with --set features.rebuild=true (one commit; then build_training_set and train "
+            "again), or write these features to another table with "
+            "--set storage.tables.features=PATH"
+        )

@@ -279,7 +279,8 @@ def training_rows(
 def build_training_set(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
     """Writes ``training_set`` (:func:`training_rows` at the inputs' latest versions).
 
-    The table is replaced as a whole (a rebuild never duplicates). With
+    The table is replaced as a whole, its columns too (a rebuild never duplicates; changed
+    feature definitions give it their columns). With
     ``features.selection`` set, the metrics also list ``selected_features``.
 
     Raises:
@@ -287,7 +288,8 @@ def build_training_set(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
     """
     out_path = cfg.storage.table_path("training_set")
     rows, info = training_rows(spark, cfg, tables)
-    version = tables.overwrite(rows, out_path)
+    # Its columns follow the feature definitions: a changed definition changes them.
+    version = tables.overwrite(rows, out_path, replace_schema=True)
     metrics = {
         FEATURES_VERSION: info[FEATURES_VERSION],
         LABELS_VERSION: info[LABELS_VERSION],

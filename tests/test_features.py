@@ -635,6 +635,60 @@ def test_build_features_job_date_range_replaces_rows_of_the_range_only(spark, ta
     assert_df_equality(tables.read(path), expected, ignore_nullable=True, ignore_row_order=True)
 
 
+def test_changed_feature_definitions_stop_the_job_until_rebuild_replaces_every_batch(
+    spark, tables, tmp_path
+):
+    from deltalake import DeltaTable
+
+    from ml_engine.features import run_build_features
+    from ml_engine.results import JobError
+
+    cfg1 = _config(tmp_path, JOB_FEATURES, batch_id="b1")
+    write_silver(spark, tables, cfg1, B1, "b1")
+    write_silver(spark, tables, cfg1, B2, "b2")
+    run_build_features(spark, cfg1, tables)
+    path = cfg1.storage.table_path("features")
+    built = tables.version(path)
+    # The window aggregates change from count and sum to max.
+    changed = {**JOB_FEATURES, "windows": {"columns": ["amount"], "days": [7], "aggs": ["max"]}}
+
+    with pytest.raises(
+        JobError,
+        match=r"built with other feature definitions than the config's \(missing columns "
+        r"\['amount_count_7d', 'amount_sum_7d'\]; columns not in the table \['amount_max_7d'\]\)"
+        r".*--set features.rebuild=true",
+    ):
+        run_build_features(spark, _config(tmp_path, changed, batch_id="b2"), tables)
+    assert tables.version(path) == built
+
+    result = run_build_features(spark, _config(tmp_path, {**changed, "rebuild": True}), tables)
+
+    # Hand-computed 7-day max per event, (t - 7 days, t], for both batches.
+    table = T.StructType([*FEATURE_TABLE.fields[:-2], T.StructField("amount_max_7d", D)])
+    expected = [
+        ("c1", t(1), "T1", 0, "b1", 10.0, 10.0),
+        ("c2", t(2), "T2", 1, "b1", 20.0, 20.0),
+        ("c1", t(4), "T3", None, "b1", 30.0, 30.0),
+        ("c1", t(8), "T4", 0, "b2", 40.0, 40.0),
+        ("c2", t(8, 12), "T5", 1, "b2", 50.0, 50.0),
+        ("c3", t(9), "T6", 0, "b2", 60.0, 60.0),
+        ("c1", t(9), "T7", 1, "b2", 70.0, 70.0),
+    ]
+    expected = spark.createDataFrame([(*r[:5], None, None, None, *r[5:]) for r in expected], table)
+    assert_df_equality(tables.read(path), expected, ignore_nullable=True, ignore_row_order=True)
+    assert result.metrics["replaced"] == "every batch (features.rebuild)"
+    assert result.metrics["features_version"] == built + 1 == tables.version(path)
+    assert DeltaTable(path).metadata().partition_columns == ["batch_id"]
+    # the next batch run writes against the rebuilt columns
+    run_build_features(spark, _config(tmp_path, changed, batch_id="b2"), tables)
+    assert_df_equality(tables.read(path), expected, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_rebuild_with_an_event_time_range_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="rebuild rebuilds the features of every batch; leave"):
+        _config(tmp_path, {**JOB_FEATURES, "rebuild": True, "start": "2026-01-04"})
+
+
 def test_build_features_job_without_silver_says_what_to_run(spark, tables, tmp_path):
     from ml_engine.features import run_build_features
     from ml_engine.results import JobError

@@ -172,6 +172,37 @@ def test_overwrite_replaces_all_rows(spark, tables, tmp_path):
     assert delta_rows(path) == [(9, "b9", 9.0)]
 
 
+def test_overwrite_with_replace_schema_gives_the_table_the_new_columns(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.append(frame(spark, [(1, "b1", 1.0), (2, "b2", 2.0)]), path, partition_by=["batch"])
+    rebuilt = frame(spark, [(3, "b1", "x"), (4, "b3", None)], "id long, batch string, kind string")
+
+    with pytest.raises(TableError, match=r"missing columns \['amount'\]"):
+        tables.overwrite(rebuilt, path, partition_by=["batch"])
+    with pytest.raises(TableError, match="replace_schema replaces the whole table"):
+        tables.overwrite(rebuilt, path, replace_where="batch = 'b1'", replace_schema=True)
+    version = tables.overwrite(rebuilt, path, partition_by=["batch"], replace_schema=True)
+
+    assert version == 1
+    assert_df_equality(tables.read(path), rebuilt, ignore_row_order=True, ignore_nullable=True)
+    assert delta_rows(path, ["id", "batch", "kind"]) == [(3, "b1", "x"), (4, "b3", None)]
+    log = DeltaTable(path)
+    assert [f.name for f in log.schema().fields] == ["id", "batch", "kind"]
+    assert log.metadata().partition_columns == ["batch"]
+    # the earlier version keeps its own columns and rows
+    assert_df_equality(
+        tables.read(path, version=0),
+        frame(spark, [(1, "b1", 1.0), (2, "b2", 2.0)]).select("id", "amount", "batch"),
+        ignore_row_order=True,
+        ignore_column_order=True,
+    )
+    # later writes are checked against the new schema
+    assert (
+        tables.append(frame(spark, [(5, "b4", "y")], "id long, batch string, kind string"), path)
+        == 2
+    )
+
+
 def test_replace_where_on_a_partition_column_replaces_only_that_partition(spark, tables, tmp_path):
     path = str(tmp_path / "t")
     tables.append(

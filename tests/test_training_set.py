@@ -164,10 +164,11 @@ SILVER_TABLE = struct(
     ("tx_id", S), ("cust", S), ("ts", TS), ("amount", D), ("items", I), ("channel", S),
     ("fraud", I), ("batch_id", S), ("source_file", S), ("ingested_at", TS),
 )  # fmt: skip
-FEATURE_TABLE = struct(
+FEATURE_TABLE_FIELDS = (
     ("cust", S), ("ts", TS), ("tx_id", S), ("fraud", I), ("batch_id", S), ("amount", D),
     ("amount_sum_7d", D), ("k", D),
 )  # fmt: skip
+FEATURE_TABLE = struct(*FEATURE_TABLE_FIELDS)
 FEATURE_ROWS = [
     ("c1", t(1), "T1", 0, "b1", 10.0, 10.0, 1.0),
     ("c2", t(2), "T2", 1, "b1", 20.0, 20.0, 1.0),
@@ -235,6 +236,27 @@ def test_build_training_set_from_silver_labels_records_input_versions(spark, tab
 
     build_training_set(spark, cfg, tables)  # a rebuild replaces the set
     assert_df_equality(tables.read(path), expected, ignore_nullable=True, ignore_row_order=True)
+
+    # The feature definitions change (k is gone, features rebuilt): the set takes their columns.
+    tables.overwrite(
+        spark.createDataFrame([r[:-1] for r in FEATURE_ROWS], struct(*FEATURE_TABLE_FIELDS[:-1])),
+        cfg.storage.table_path("features"),
+        partition_by=["batch_id"],
+        replace_schema=True,
+    )
+    result = build_training_set(spark, cfg, tables)
+    expected = spark.createDataFrame(
+        [
+            ("T1", "c1", t(1), 0, t(1), 10.0, 10.0, 1, 1),
+            ("T2", "c2", t(2), 1, t(2), 20.0, 20.0, 1, 1),
+        ],
+        struct(
+            ("tx_id", S), ("cust", S), ("label_time", TS), ("fraud", I), ("feature_time", TS),
+            ("amount", D), ("amount_sum_7d", D), ("features_version", L), ("labels_version", L),
+        ),
+    )  # fmt: skip
+    assert_df_equality(tables.read(path), expected, ignore_nullable=True, ignore_row_order=True)
+    assert result.metrics["feature_columns"] == ["amount", "amount_sum_7d"]
 
 
 def test_build_training_set_with_own_label_table_uses_only_past_features(spark, tables, tmp_path):

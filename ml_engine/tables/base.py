@@ -122,6 +122,7 @@ class DeltaTables(ABC):
         partition_by: list[str] | None = None,
         replace_where: str | None = None,
         unique_by: list[str] | None = None,
+        replace_schema: bool = False,
     ) -> int:
         """Replaces the table's rows with ``df`` (creates the table if missing).
 
@@ -134,6 +135,11 @@ class DeltaTables(ABC):
         ones that have the same non-null ``unique_by`` values as a row of ``df`` are removed
         in the same commit: a record written again in a later batch moves there instead of
         being held twice. ``df`` itself should be unique on them.
+
+        With ``replace_schema`` (not with ``replace_where``) the table takes ``df``'s columns
+        in the same commit, for a table rebuilt whole from definitions that changed; without
+        it a schema that differs from the table's is refused (TableError). The partitioning
+        stays the table's.
         """
 
     @abstractmethod
@@ -266,6 +272,19 @@ def nullable_schema(schema: StructType) -> StructType:
     return _without_nullability(schema)  # type: ignore[return-value]
 
 
+def check_replace_schema(path: str, replace_where: str | None, replace_schema: bool) -> None:
+    """Refuses an overwrite that would replace the schema of part of a table.
+
+    Raises:
+        TableError: ``replace_schema`` with a ``replace_where`` predicate.
+    """
+    if replace_schema and replace_where is not None:
+        raise TableError(
+            f"overwrite of Delta table {path}: replace_schema replaces the whole table; it "
+            f"cannot go with replace_where {replace_where!r}"
+        )
+
+
 def conform_to_table(path: str, table_schema: StructType, df: DataFrame) -> DataFrame:
     """Checks that ``df`` has the table's columns and types and orders them like the table.
 
@@ -283,8 +302,22 @@ def conform_to_table(path: str, table_schema: StructType, df: DataFrame) -> Data
     Raises:
         TableError: naming the missing, extra and differently typed columns.
     """
+    problems = schema_differences(table_schema, df.schema)
+    if problems:
+        raise TableError(
+            f"cannot write to Delta table {path}: the data's schema differs from the table's "
+            f"({problems}). Select and cast the columns to the table's schema "
+            f"({table_schema.simpleString()}), or write to a new table."
+        )
+    return df.select(*[df[name] for name in table_schema.names])
+
+
+def schema_differences(table_schema: StructType, data_schema: StructType) -> str:
+    """The columns of ``data_schema`` that do not fit ``table_schema``, as one phrase
+    (``missing columns [...]; columns not in the table [...]; different types: ...``); empty
+    when they fit. Nullability and column order do not count."""
     table_fields = {f.name: f for f in table_schema.fields}
-    df_fields = {f.name: f for f in df.schema.fields}
+    df_fields = {f.name: f for f in data_schema.fields}
     missing = [name for name in table_fields if name not in df_fields]
     extra = [name for name in df_fields if name not in table_fields]
     retyped = [
@@ -295,20 +328,14 @@ def conform_to_table(path: str, table_schema: StructType, df: DataFrame) -> Data
         and _without_nullability(table_fields[name].dataType)
         != _without_nullability(df_fields[name].dataType)
     ]
-    if missing or extra or retyped:
-        problems = []
-        if missing:
-            problems.append(f"missing columns {missing}")
-        if extra:
-            problems.append(f"columns not in the table {extra}")
-        if retyped:
-            problems.append(f"different types: {', '.join(retyped)}")
-        raise TableError(
-            f"cannot write to Delta table {path}: the data's schema differs from the table's "
-            f"({'; '.join(problems)}). Select and cast the columns to the table's schema "
-            f"({table_schema.simpleString()}), or write to a new table."
-        )
-    return df.select(*[df[name] for name in table_fields])
+    problems = []
+    if missing:
+        problems.append(f"missing columns {missing}")
+    if extra:
+        problems.append(f"columns not in the table {extra}")
+    if retyped:
+        problems.append(f"different types: {', '.join(retyped)}")
+    return "; ".join(problems)
 
 
 def check_unique_keys(path: str, df: DataFrame, keys: list[str]) -> None:

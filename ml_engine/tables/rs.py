@@ -110,6 +110,7 @@ from ml_engine.tables.base import (
     DeltaTables,
     TableError,
     TableNotFoundError,
+    check_replace_schema,
     check_unique_keys,
     conform_to_table,
     nullable_schema,
@@ -249,6 +250,7 @@ class _Plan:
     overwrite: bool = False  # remove every file of the snapshot (delta-rs mode "overwrite")
     app: tuple[str, int] | None = None
     create: tuple[T.StructType, list[str]] | None = None
+    schema: T.StructType | None = None  # the table's new schema (an overwrite replacing it)
 
     @property
     def version(self) -> int:
@@ -441,6 +443,7 @@ class RsDeltaTables(DeltaTables):
         partition_by: list[str] | None = None,
         replace_where: str | None = None,
         unique_by: list[str] | None = None,
+        replace_schema: bool = False,
     ) -> int:
         """Replaces all rows, or with ``replace_where`` the rows matching it, by ``df``.
 
@@ -450,16 +453,19 @@ class RsDeltaTables(DeltaTables):
         outside the replaced rows that hold one of ``df``'s non-null ``unique_by`` values are
         rewritten without those rows, in the same commit. When another writer commits rows in
         that scope (any commit, without a predicate) while this write runs, it is planned
-        again on the new version, so its rows replace theirs.
+        again on the new version, so its rows replace theirs. With ``replace_schema`` (no
+        predicate) the commit also sets the table's schema to ``df``'s (columns nullable).
 
         Raises:
             TableError: the predicate does not resolve against the table's columns, a row of
-                ``df`` does not match it, schema or partitioning differ from the table's, the
+                ``df`` does not match it, schema (without ``replace_schema``) or partitioning
+                differ from the table's, the
                 table uses deletion vectors or column mapping, or the Spark job failed (nothing
                 is committed then).
             ConcurrentWriteError: every plan (:attr:`max_write_attempts`) was overtaken by a
                 commit in its scope; nothing was committed.
         """
+        check_replace_schema(path, replace_where, replace_schema)
         parameters = {"mode": "Overwrite"}
         if replace_where is not None:
             parameters["predicate"] = replace_where
@@ -474,6 +480,14 @@ class RsDeltaTables(DeltaTables):
                 )
             snapshot = _snapshot(path, table, with_files=replace_where is not None)
             _check_writable(snapshot, partition_by)
+            if replace_schema:
+                schema = nullable_schema(df.schema)
+                _check_partition_columns(path, schema, snapshot.partition_by)
+                _delta_schema(path, schema)  # unsupported types fail before any Spark job
+                target = dataclasses.replace(snapshot, schema=schema)
+                adds = self._write_files(df.select(*map(_quote_name, schema.names)), target)
+                return _Plan(snapshot, adds, [], "WRITE", parameters, _Scope("table"),
+                             overwrite=True, schema=schema)  # fmt: skip
             rows = conform_to_table(path, snapshot.schema, df)
             if replace_where is None:
                 adds = self._write_files(_with_row_checks(rows, snapshot), snapshot)
@@ -910,7 +924,9 @@ class RsDeltaTables(DeltaTables):
         checked.table.create_write_transaction(
             [*removes, *plan.adds],
             mode="overwrite" if plan.overwrite else "append",
-            schema=checked.table.schema(),
+            schema=checked.table.schema()
+            if plan.schema is None
+            else _delta_schema(path, plan.schema),
             partition_by=checked.partition_by or None,
             commit_properties=_commit_properties(
                 plan, checked.partition_by, commit_id, self.user_metadata

@@ -21,6 +21,7 @@ from ml_engine.tables.base import (
     DeltaTables,
     TableError,
     TableNotFoundError,
+    check_replace_schema,
     check_unique_keys,
     conform_to_table,
 )
@@ -174,7 +175,9 @@ class SparkDeltaTables(DeltaTables):
         partition_by: list[str] | None = None,
         replace_where: str | None = None,
         unique_by: list[str] | None = None,
+        replace_schema: bool = False,
     ) -> int:
+        check_replace_schema(path, replace_where, replace_schema)
         if unique_by and replace_where is None:
             raise TableError(
                 f"overwrite of Delta table {path}: unique_by {list(unique_by)} needs "
@@ -182,10 +185,13 @@ class SparkDeltaTables(DeltaTables):
             )
         if self.exists(path):
             self._check_partitioning(path, partition_by)
-            df = conform_to_table(path, self._schema(path), df)
+            if not replace_schema:
+                df = conform_to_table(path, self._schema(path), df)
             if unique_by:
                 return self._replace_unique(df, path, replace_where, list(unique_by))
         writer = df.write.format("delta").mode("overwrite")
+        if replace_schema:
+            writer = writer.option("overwriteSchema", "true")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         if replace_where is not None:
