@@ -291,21 +291,32 @@ def build_archive(out: str | Path) -> Path:
 
 
 def spark_error_reason(exc: BaseException) -> str | None:
-    """The innermost Java exception of a Spark / Py4J error as ``Class: message``.
+    """The innermost Java exception of a Spark / Py4J error as ``Class: message``, after the
+    one naming the file whose read failed, when there is one.
 
     Returns None when ``exc`` carries no Java exception.
     """
     java = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None)
     if java is None:
         return None
+
+    def line(e) -> str:
+        message = str(e.getMessage() or "").strip().splitlines()
+        return f"{e.getClass().getName()}: {message[0] if message else ''}".strip()
+
     try:
-        inner, seen = java, 0
-        while inner.getCause() is not None and seen < 50:
-            inner, seen = inner.getCause(), seen + 1
-        message = str(inner.getMessage() or "").strip().splitlines()
-        return f"{inner.getClass().getName()}: {message[0] if message else ''}".strip()
+        chain = [java]
+        while chain[-1].getCause() is not None and len(chain) < 50:
+            chain.append(chain[-1].getCause())
+        reading = [e for e in chain[:-1] if _names_the_file(str(e.getMessage() or ""))]
+        return "; ".join(line(e) for e in [*reading[:1], chain[-1]])
     except Exception:  # noqa: BLE001 - the JVM may be gone; fall back to the Python message
         return None
+
+
+def _names_the_file(message: str) -> bool:
+    """A Spark error that says which file's read failed and why, beyond its cause's words."""
+    return "[FAILED_READ_FILE." in message and "[FAILED_READ_FILE.NO_HINT]" not in message
 
 
 def _log_hint() -> str:

@@ -531,6 +531,43 @@ def test_parquet_without_a_declared_column_is_refused(spark, tmp_path, tx_schema
     assert "['transaction_id', 'customer_id']" in msg
 
 
+def test_parquet_files_storing_a_column_in_different_widths_are_one_batch(spark, tmp_path):
+    import pandas as pd
+
+    schema = schema_from_dict(
+        {
+            "name": "widths",
+            "columns": [
+                {"name": "n", "type": "int", "nullable": False},
+                {"name": "x", "type": "double"},
+            ],
+        }
+    )
+    path = tmp_path / "pq"
+    path.mkdir()
+    # pandas writes int32/float32 for one file, its int64/float64 defaults for the other
+    pd.DataFrame(
+        {"n": pd.Series([1, 2], dtype="int32"), "x": pd.Series([0.5, 1.5], dtype="float32")}
+    ).to_parquet(path / "part-0.parquet")
+    pd.DataFrame({"n": [3, 2**40], "x": [2.25, 3.75]}).to_parquet(path / "part-1.parquet")
+
+    raw = read_raw(spark, str(path), "parquet", schema)
+    bronze, quarantine = split_valid(raw, schema, "b1", AT, fmt="parquet")
+
+    expected = spark.createDataFrame(
+        [(1, 0.5, "b1"), (2, 1.5, "b1"), (3, 2.25, "b1")], "n int, x double, batch_id string"
+    )
+    assert_df_equality(
+        bronze.select("n", "x", "batch_id"), expected, ignore_nullable=True, ignore_row_order=True
+    )
+    assert [(r.reason, r.source_file) for r in quarantine.collect()] == [
+        (
+            "column n: '1099511627776' (bigint) cannot be converted to int",
+            src(path / "part-1.parquet"),
+        )
+    ]
+
+
 def test_missing_input_path_is_file_not_found(spark, tmp_path, tx_schema):
     with pytest.raises(FileNotFoundError, match=f"input path {tmp_path / 'nope'} does not exist"):
         read_raw(spark, str(tmp_path / "nope"), "csv", tx_schema)

@@ -183,6 +183,11 @@ def read_raw(
             )
         elif fmt == "parquet":
             df = reader.parquet(path)
+            widest = _widest_numbers(df.schema)
+            if widest != df.schema:
+                # The schema Spark takes from one file's footer: a file storing a column in a
+                # wider type (int64 beside int32, double beside float) would fail the read.
+                df = reader.schema(widest).parquet(path)
         else:
             raise ValueError(f"unknown input format '{fmt}'; use csv, json or parquet")
     except AnalysisException as exc:
@@ -204,6 +209,19 @@ def read_raw(
     else:
         cols = [F.col(c.name) for c in schema.columns] + [F.col(CORRUPT_COLUMN)]
     return df.select(*cols, F.col("_metadata.file_path").alias(SOURCE_FILE_COLUMN))
+
+
+def _widest_numbers(schema: T.StructType) -> T.StructType:
+    """``schema`` with whole numbers read as ``long`` and floats as ``double``: Parquet
+    readers widen narrower stored types to these, so files of one batch may differ in width
+    (ingest casts to the declared type afterwards, out-of-range values quarantined)."""
+
+    def widest(t: T.DataType) -> T.DataType:
+        if isinstance(t, (T.ByteType, T.ShortType, T.IntegerType)):
+            return T.LongType()
+        return T.DoubleType() if isinstance(t, T.FloatType) else t
+
+    return T.StructType([T.StructField(f.name, widest(f.dataType), True) for f in schema.fields])
 
 
 def read_line_counts(
