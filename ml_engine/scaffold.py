@@ -1300,6 +1300,20 @@ def _job_warnings(cols: list[_Typed], roles: _Roles) -> list[str]:
     return out
 
 
+def _case_spellings(col: _Typed, roles: _Roles) -> list[str]:
+    """Two sampled spellings of one value that differ only in case (after clean's trim), for
+    a categorical feature or a text label; empty when there are none."""
+    wanted = ROLE_CATEGORICAL in roles.roles[col.name] or col.name == roles.label
+    if not wanted or col.type != "string" or col.coerce:
+        return []
+    seen: dict[str, str] = {}
+    for v in sorted({v.strip() for v in col.values}):
+        if v.lower() in seen:
+            return [seen[v.lower()], v]
+        seen[v.lower()] = v
+    return []
+
+
 def _config_text(
     source: Path,
     target: Path,
@@ -1372,6 +1386,18 @@ def _config_text(
                 f"e.g. {_scalar(c.odd[0])}",
             )
             for c in coerced
+        ]
+    cased = [(c, spellings) for c in cols if (spellings := _case_spellings(c, roles))]
+    if cased:
+        clean.append(("  case:", "categories written in upper and lower case made one"))
+        clean += [
+            (
+                f"    {_scalar(c.name)}: lower",
+                f"{len({v.strip() for v in c.values})} spellings of "
+                f"{len({v.strip().lower() for v in c.values})} values, e.g. "
+                + ", ".join(_scalar(v) for v in spellings),
+            )
+            for c, spellings in cased
         ]
     if clean:
         lines += [("clean:", ""), *clean]

@@ -567,6 +567,21 @@ def test_numbers_with_a_few_words_for_no_value_are_cast_by_clean(tmp_path):
     assert config_of(result)["clean"] == {"coerce": {"n": "int"}}
 
 
+def test_categories_spelled_in_upper_and_lower_case_are_lowered_by_clean(tmp_path):
+    regions = [" North", "north", "NORTH ", "south", "South", "east"]
+    plans = ["basic", "pro"]  # one spelling each: left as they are
+    answers = ["Yes", "no", "yes"]
+    rows = [
+        f"r{i:03d},{regions[i % 6]},{plans[i % 2]},{i * 0.5},{answers[i % 3]}" for i in range(60)
+    ]
+    data = write(tmp_path / "t.csv", "row_id,region,plan,x,answer\n" + "\n".join(rows) + "\n")
+    result = scaffold(str(data), str(tmp_path / "out"), label="answer")
+    assert config_of(result)["clean"] == {"case": {"region": "lower", "answer": "lower"}}
+    config = (tmp_path / "out" / "config.yaml").read_text()
+    assert "# 6 spellings of 3 values, e.g. NORTH, North" in config
+    assert "# 3 spellings of 2 values, e.g. \"Yes\", \"yes\"" in config
+
+
 def test_parquet_nanosecond_timestamps_are_warned_about(tmp_path):
     df = pd.DataFrame(
         {"id": ["a", "b", "c"], "at": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"])}
