@@ -106,14 +106,17 @@ def _leaves(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_params(cfg: Config) -> dict[str, str]:
-    """The config's leaves as MLflow params (``train.grid.regParam`` -> ``[0.01, 0.1]``).
+    """The effective config's leaves as MLflow params (``train.grid.regParam`` ->
+    ``[0.01, 0.1]``), the engine's defaults included, so runs compare on every setting.
 
-    Values come from the config as written (``${VAR}`` placeholders, never their values);
-    lists stay one param. Values longer than MLflow's limit are cut with ``...``.
+    Values set in the config files come as written (``${VAR}`` placeholders, never their
+    values); lists stay one param. Values longer than MLflow's limit are cut with ``...``.
     """
-    data = cfg._raw if cfg._raw is not None else cfg.to_dict()
+    leaves = _leaves(cfg.to_dict())
+    if cfg._raw is not None:
+        leaves.update(_leaves(cfg._raw))
     params = {}
-    for key, value in _leaves(data).items():
+    for key, value in leaves.items():
         text = "null" if value is None else str(value)
         if len(text) > MAX_PARAM_LENGTH:
             text = text[: MAX_PARAM_LENGTH - 3] + "..."
