@@ -336,8 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "jobs":
             for name, spec in J.JOBS.items():
-                reads = ", ".join(spec.reads) or "raw files (ingest.path)"
-                writes = ", ".join(spec.writes) or "an MLflow run and a registered model version"
+                reads, writes = spec.listed
                 print(f"{name:<20} reads {reads}; writes {writes}")
             return R.EXIT_OK
         if args.command == "run":

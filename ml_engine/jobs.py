@@ -27,6 +27,7 @@ class JobSpec:
         batch_input: the table whose rows of the run's batch it processes, if any.
         roles: schema roles it needs.
         tracking: it talks to the MLflow tracking server.
+        listed: what ``ml-engine jobs`` prints it reads and writes (tables, models, runs).
     """
 
     name: str
@@ -36,16 +37,23 @@ class JobSpec:
     batch_input: str | None = None
     roles: tuple[str, ...] = ()
     tracking: bool = False
+    listed: tuple[str, str] = ("", "")
 
 
 _SPECS = (
-    JobSpec("ingest", "ml_engine.quality.ingest:run_ingest", writes=("bronze", "quarantine")),
+    JobSpec(
+        "ingest",
+        "ml_engine.quality.ingest:run_ingest",
+        writes=("bronze", "quarantine"),
+        listed=("raw files (ingest.path)", "bronze, quarantine"),
+    ),
     JobSpec(
         "clean",
         "ml_engine.quality.clean:run_clean",
         reads=("bronze",),
         writes=("silver", "quarantine", "dq_metrics", "fill_values"),
         batch_input="bronze",
+        listed=("bronze", "silver, quarantine, dq_metrics, fill_values"),
     ),
     JobSpec(
         "detect_outliers",
@@ -53,6 +61,7 @@ _SPECS = (
         reads=("silver",),
         writes=("quarantine", "outlier_stats"),
         batch_input="silver",
+        listed=("silver", "the fitted detector, outlier_stats, quarantine (policy drop)"),
     ),
     JobSpec(
         "build_features",
@@ -60,6 +69,7 @@ _SPECS = (
         reads=("silver",),
         writes=("features",),
         batch_input="silver",
+        listed=("silver, the fitted detector", "features (with each row's outlier flags)"),
         roles=(ROLE_KEY, ROLE_EVENT_TIME),
     ),
     JobSpec(
@@ -67,6 +77,7 @@ _SPECS = (
         "ml_engine.training_set:build_training_set",
         reads=("features",),
         writes=("training_set",),
+        listed=("features, labels (silver by default)", "training_set"),
         roles=(ROLE_KEY, ROLE_EVENT_TIME, ROLE_LABEL),
     ),
     JobSpec(
@@ -75,6 +86,10 @@ _SPECS = (
         reads=("training_set",),
         roles=(ROLE_LABEL,),
         tracking=True,
+        listed=(
+            "training_set",
+            "an MLflow run, a registered model version, the gate's aliases",
+        ),
     ),
     JobSpec(
         "score",
@@ -83,6 +98,7 @@ _SPECS = (
         writes=("predictions",),
         batch_input="features",
         tracking=True,
+        listed=("features of the batch, the model (score.model_alias)", "predictions"),
     ),
     JobSpec(
         "drift_report",
@@ -91,6 +107,10 @@ _SPECS = (
         writes=("drift_metrics",),
         batch_input="predictions",
         tracking=True,
+        listed=(
+            "features, predictions of the batch",
+            "drift_metrics, an HTML report, an MLflow run",
+        ),
     ),
 )
 

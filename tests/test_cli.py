@@ -73,13 +73,17 @@ def test_jobs_lists_every_job_with_what_it_reads_and_writes():
     assert r.stdout.splitlines() == [
         "ingest               reads raw files (ingest.path); writes bronze, quarantine",
         "clean                reads bronze; writes silver, quarantine, dq_metrics, fill_values",
-        "detect_outliers      reads silver; writes quarantine, outlier_stats",
-        "build_features       reads silver; writes features",
-        "build_training_set   reads features; writes training_set",
-        "train                reads training_set; writes an MLflow run and a registered "
-        "model version",
-        "score                reads features; writes predictions",
-        "drift_report         reads predictions; writes drift_metrics",
+        "detect_outliers      reads silver; writes the fitted detector, outlier_stats, "
+        "quarantine (policy drop)",
+        "build_features       reads silver, the fitted detector; writes features (with each "
+        "row's outlier flags)",
+        "build_training_set   reads features, labels (silver by default); writes training_set",
+        "train                reads training_set; writes an MLflow run, a registered model "
+        "version, the gate's aliases",
+        "score                reads features of the batch, the model (score.model_alias); "
+        "writes predictions",
+        "drift_report         reads features, predictions of the batch; writes drift_metrics, "
+        "an HTML report, an MLflow run",
     ]
 
 
