@@ -43,6 +43,7 @@ import gzip
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -1300,6 +1301,21 @@ def _job_warnings(cols: list[_Typed], roles: _Roles) -> list[str]:
     return out
 
 
+#: A class below this share of the labelled sample gets ``train.class_weight: balanced``.
+RARE_CLASS_SHARE = 0.2
+
+
+def _rare_class(label: _Typed) -> tuple[Any, float] | None:
+    """(value, share) of the label's least frequent class when it is below
+    :data:`RARE_CLASS_SHARE` of the sampled labels; None otherwise."""
+    counts = Counter(label.values)
+    if len(counts) < 2:
+        return None
+    value, n = min(counts.items(), key=lambda kv: (kv[1], str(kv[0])))
+    share = n / len(label.values)
+    return (value, share) if share < RARE_CLASS_SHARE else None
+
+
 def _case_spellings(col: _Typed, roles: _Roles) -> list[str]:
     """Two sampled spellings of one value that differ only in case (after clean's trim), for
     a categorical feature or a text label; empty when there are none."""
@@ -1413,6 +1429,16 @@ def _config_text(
             ("train:", ""),
             (f"  task: {task}", f"label '{label.name}' has {distinct} in the sample"),
         ]
+        rare = _rare_class(label) if task == "classification" else None
+        if rare is not None:
+            value, share = rare
+            lines.append(
+                (
+                    "  class_weight: balanced",
+                    f"the rarest class, {_scalar(value)}, is {share:.0%} of the sample: "
+                    "weighted up so the model does not ignore it",
+                )
+            )
     else:
         lines.append(
             ("# train: {task: classification}", "set once schema.yaml gives a column role label")

@@ -579,7 +579,21 @@ def test_categories_spelled_in_upper_and_lower_case_are_lowered_by_clean(tmp_pat
     assert config_of(result)["clean"] == {"case": {"region": "lower", "answer": "lower"}}
     config = (tmp_path / "out" / "config.yaml").read_text()
     assert "# 6 spellings of 3 values, e.g. NORTH, North" in config
-    assert "# 3 spellings of 2 values, e.g. \"Yes\", \"yes\"" in config
+    assert '# 3 spellings of 2 values, e.g. "Yes", "yes"' in config
+
+
+def test_a_rare_class_gets_balanced_class_weights(tmp_path):
+    def project(positives_in_10, out):
+        rows = [f"r{i:03d},{i * 0.5},{int(i % 10 < positives_in_10)}" for i in range(100)]
+        data = write(tmp_path / f"{out}.csv", "row_id,x,label\n" + "\n".join(rows) + "\n")
+        return scaffold(str(data), str(tmp_path / out))
+
+    rare = project(1, "rare")
+    assert config_of(rare)["train"] == {"task": "classification", "class_weight": "balanced"}
+    assert "# the rarest class, 1, is 10% of the sample: weighted up" in (
+        (tmp_path / "rare" / "config.yaml").read_text()
+    )
+    assert config_of(project(3, "common"))["train"] == {"task": "classification"}
 
 
 def test_parquet_nanosecond_timestamps_are_warned_about(tmp_path):
