@@ -340,7 +340,7 @@ def _table_problems(cfg: Config, job: str, written: set[str]) -> list[str]:
                 f"the labels table first"
             )
     batch_table = spec.batch_input
-    if job == "build_features" and (cfg.features.start or cfg.features.end):
+    if job == "build_features" and (cfg.features.start or cfg.features.end or cfg.features.rebuild):
         batch_table = None
     if batch_table and batch_table not in written and not problems:
         path = cfg.storage.table_path(batch_table)

@@ -682,6 +682,17 @@ def test_changed_feature_definitions_stop_the_job_until_rebuild_replaces_every_b
     # the next batch run writes against the rebuilt columns
     run_build_features(spark, _config(tmp_path, changed, batch_id="b2"), tables)
     assert_df_equality(tables.read(path), expected, ignore_nullable=True, ignore_row_order=True)
+    # a rebuild needs no batch of silver: the check before Spark starts does not ask for one
+    from ml_engine.preflight import preflight
+
+    silver = cfg1.storage.table_path("silver")
+    assert preflight(_config(tmp_path, changed, batch_id="b9"), ["build_features"]) == [
+        f"build_features: batch 'b9' is not in its input table silver ({silver}); batches "
+        "there: b1, b2. Set batch_id to one of them or run the jobs before build_features for "
+        "this batch"
+    ]
+    rebuild = _config(tmp_path, {**changed, "rebuild": True}, batch_id="b9")
+    assert preflight(rebuild, ["build_features"]) == []
 
 
 def test_rebuild_with_an_event_time_range_is_refused(tmp_path):
