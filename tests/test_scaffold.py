@@ -438,11 +438,15 @@ def _tickets_csv(path, with_customer):
     return write(path, "\n".join(lines) + "\n")
 
 
+def _tickets_guesses(tmp_path, with_customer):
+    """The written schema and each column's guess reason for :func:`_tickets_csv`."""
+    result = scaffold(str(_tickets_csv(tmp_path / "t.csv", with_customer)), str(tmp_path / "o"))
+    return load_schema(result.schema_path), {g.name: g.reason for g in result.guesses}
+
+
 def test_an_entity_named_column_of_repeating_identifiers_is_the_entity_key(tmp_path):
-    result = scaffold(str(_tickets_csv(tmp_path / "t.csv", True)), str(tmp_path / "out"))
-    schema = load_schema(result.schema_path)
+    schema, reasons = _tickets_guesses(tmp_path, with_customer=True)
     assert (schema.record_id, schema.key) == ("ref", "customer")
-    reasons = {g.name: g.reason for g in result.guesses}
     assert reasons["customer"] == (
         "text -> string; named like an entity, 60 distinct values repeating in 200 rows -> "
         "entity key; never empty -> not nullable"
@@ -453,11 +457,9 @@ def test_an_entity_named_column_of_repeating_identifiers_is_the_entity_key(tmp_p
 
 
 def test_repeating_codes_are_the_entity_key_when_no_column_is_named_like_one(tmp_path):
-    result = scaffold(str(_tickets_csv(tmp_path / "t.csv", False)), str(tmp_path / "out"))
-    schema = load_schema(result.schema_path)
+    schema, reasons = _tickets_guesses(tmp_path, with_customer=False)
     # zip repeats too but has no letters; comment has blanks; region is a category
     assert (schema.record_id, schema.key) == ("ref", "holder")
-    reasons = {g.name: g.reason for g in result.guesses}
     assert reasons["holder"] == (
         "text -> string; codes repeating in the sample (60 distinct in 200 rows) -> entity key; "
         "never empty -> not nullable"
