@@ -934,13 +934,11 @@ def _guess_roles(cols: list[_Typed], rows: int, label: str | None = None) -> _Ro
                 break
     others = [c for c in ids if c is not record]
     key = next((c for c in others if not c.unique(rows)), others[0] if others else None)
-    key_why = "identifier-like name, " + (
-        "repeats in the sample"
-        if key is not None and not key.unique(rows)
-        else "besides the record id"
-    )
     if key is None:
         key, key_why = _entity_key([c for c in cols if c is not record], rows)
+    else:
+        repeats = "repeats in the sample" if not key.unique(rows) else "besides the record id"
+        key_why = f"identifier-like name, {repeats}"
     if record is not None:
         r.record_id = record.name
         r.roles[record.name].append(ROLE_RECORD_ID)

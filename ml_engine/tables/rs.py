@@ -481,11 +481,7 @@ class RsDeltaTables(DeltaTables):
             snapshot = _snapshot(path, table, with_files=replace_where is not None)
             _check_writable(snapshot, partition_by)
             if replace_schema:
-                schema = nullable_schema(df.schema)
-                _check_partition_columns(path, schema, snapshot.partition_by)
-                _delta_schema(path, schema)  # unsupported types fail before any Spark job
-                target = dataclasses.replace(snapshot, schema=schema)
-                adds = self._write_files(df.select(*map(_quote_name, schema.names)), target)
+                schema, adds = self._write_in_own_schema(df, path, table, snapshot.partition_by)
                 return _Plan(snapshot, adds, [], "WRITE", parameters, _Scope("table"),
                              overwrite=True, schema=schema)  # fmt: skip
             rows = conform_to_table(path, snapshot.schema, df)
@@ -704,21 +700,33 @@ class RsDeltaTables(DeltaTables):
         predicate: str | None = None,
         app: tuple[str, int] | None = None,
     ) -> _Plan:
-        """Writes ``df`` as the first version of a new table (columns nullable, as Delta
-        does for tables created by writing a DataFrame)."""
-        schema = nullable_schema(df.schema)
+        """Writes ``df`` as the first version of a new table."""
         parts = list(partition_by or [])
+        schema, adds = self._write_in_own_schema(df, path, None, parts, predicate)
+        return _Plan(
+            None, adds, [], operation, parameters, _Scope("none"), app=app, create=(schema, parts)
+        )
+
+    def _write_in_own_schema(
+        self,
+        df: DataFrame,
+        path: str,
+        table: DeltaTable | None,
+        parts: list[str],
+        predicate: str | None = None,
+    ) -> tuple[T.StructType, list[AddAction]]:
+        """Writes ``df``'s files for a table that takes ``df``'s schema (columns nullable, as
+        Delta does for tables created by writing a DataFrame): a new table, or ``table``
+        replaced whole with its partitioning kept. Returns the schema and the add actions."""
+        schema = nullable_schema(df.schema)
         _check_partition_columns(path, schema, parts)
         _delta_schema(path, schema)  # unsupported types fail before any Spark job
         if predicate is not None:
             _check_predicate(self.spark, path, schema, predicate)
-        snapshot = _Snapshot(path, None, schema, parts, [])  # type: ignore[arg-type]
+        snapshot = _Snapshot(path, table, schema, parts, [])  # type: ignore[arg-type]
         data = _with_row_checks(df.select(*[F.col(_quote_name(n)) for n in schema.names]),
                                 snapshot, predicate=predicate)  # fmt: skip
-        adds = self._write_files(data, snapshot)
-        return _Plan(
-            None, adds, [], operation, parameters, _Scope("none"), app=app, create=(schema, parts)
-        )
+        return schema, self._write_files(data, snapshot)
 
     def _write_files(self, df: DataFrame, snapshot: _Snapshot) -> list[AddAction]:
         """Spark writes ``df`` (table columns, in order) as Parquet into a new directory of the
