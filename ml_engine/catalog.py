@@ -46,6 +46,7 @@ from ml_engine.tables.base import (
     DeltaTables,
     TableError,
     batch_not_found,
+    with_columns_of,
 )
 
 RUNS_TABLE = "job_runs"
@@ -134,11 +135,18 @@ class BatchCatalog:
         replace_where=None,
         unique_by=None,
         replace_schema=False,
+        add_columns=False,
     ):
         return self._remember(
             path,
             self.tables.overwrite(
-                df, path, partition_by, replace_where, unique_by, replace_schema=replace_schema
+                df,
+                path,
+                partition_by,
+                replace_where,
+                unique_by,
+                replace_schema=replace_schema,
+                add_columns=add_columns,
             ),
         )
 
@@ -146,10 +154,16 @@ class BatchCatalog:
         return self._remember(path, self.tables.upsert(df, path, keys, partition_by))
 
     def replace_batch(
-        self, df: DataFrame, path: str, batch_id: str, within=None, unique_by=None
+        self,
+        df: DataFrame,
+        path: str,
+        batch_id: str,
+        within=None,
+        unique_by=None,
+        add_columns=False,
     ) -> int:
         return self._remember(
-            path, self.tables.replace_batch(df, path, batch_id, within, unique_by)
+            path, self.tables.replace_batch(df, path, batch_id, within, unique_by, add_columns)
         )
 
     def complete_run(self, job: str, batch_id: str) -> list[tuple]:
@@ -229,7 +243,7 @@ class BatchCatalog:
             return self.tables.read_batch(path, batch_id, version=version)
         if batch_id not in visible:
             raise BatchNotFoundError(_not_complete(self.tables, path, batch_id, visible))
-        return self.tables.batch_rows(path, batch_id, version=visible[batch_id])
+        return self._as_latest(path, self.tables.batch_rows(path, batch_id, visible[batch_id]))
 
     def batch_rows(self, path: str, batch_id: str, version: int | None = None) -> DataFrame:
         """The rows of batch ``batch_id`` as its latest completed run left them; empty when no
@@ -239,7 +253,7 @@ class BatchCatalog:
             return self.tables.batch_rows(path, batch_id, version=version)
         if batch_id not in visible:
             return self.tables.read(path).limit(0)
-        return self.tables.batch_rows(path, batch_id, version=visible[batch_id])
+        return self._as_latest(path, self.tables.batch_rows(path, batch_id, visible[batch_id]))
 
     def read_complete(self, path: str) -> tuple[DataFrame, int]:
         """Every complete batch of the table, each at its recorded version.
@@ -261,13 +275,24 @@ class BatchCatalog:
         for batch, version in visible.items():
             by_version[version].append(batch)
         parts = [
-            self.tables.read(path, version=v).where(F.col(BATCH_COLUMN).isin(sorted(batches)))
+            self._as_latest(
+                path,
+                self.tables.read(path, version=v).where(F.col(BATCH_COLUMN).isin(sorted(batches))),
+            )
             for v, batches in sorted(by_version.items())
         ]
         rows = parts[0]
         for part in parts[1:]:
             rows = rows.unionByName(part)
         return rows, max(by_version)
+
+    def _as_latest(self, path: str, rows: DataFrame) -> DataFrame:
+        """``rows`` of a recorded version in the table's latest columns: a batch recorded
+        before a column was added (``add_columns``) reads null in it."""
+        latest = self.tables.schema(path)
+        if rows.columns == latest.names:
+            return rows
+        return with_columns_of(rows, latest).select(*[F.col(f"`{n}`") for n in latest.names])
 
 
 def _not_complete(tables: DeltaTables, path: str, batch_id: str, visible: dict[str, int]) -> str:

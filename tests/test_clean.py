@@ -36,7 +36,6 @@ from ml_engine.quality.clean import (
     standardise,
     summarise,
     with_coerced_types,
-    with_table_columns,
     with_violations,
 )
 from ml_engine.quality.metrics import quantile_metric
@@ -1107,21 +1106,6 @@ def test_batch_missing_from_bronze_is_refused_naming_the_batches_there(spark, ta
         "of them or run the job that writes it"
     )
     assert not tables.exists(cfg.storage.table_path("silver"))
-
-
-def test_columns_later_stages_added_to_silver_are_written_as_nulls(spark):
-    df = spark.createDataFrame([("T1", 1.0)], "id string, amount double")
-    table = T.StructType(
-        df.schema.fields
-        + [T.StructField("is_outlier", T.BooleanType()), T.StructField("score", T.DoubleType())]
-    )
-
-    actual = with_table_columns(df, table)
-
-    expected = spark.createDataFrame(
-        [("T1", 1.0, None, None)], "id string, amount double, is_outlier boolean, score double"
-    )
-    assert_df_equality(actual, expected, ignore_nullable=True)
 
 
 def test_missing_bronze_table_is_a_job_error(spark, tables, tmp_path):

@@ -32,6 +32,7 @@ from ml_engine.tables import (
     delta_spark_conf,
     open_tables,
 )
+from ml_engine.tables.base import with_columns_of
 
 UTC = timezone.utc
 
@@ -201,6 +202,76 @@ def test_overwrite_with_replace_schema_gives_the_table_the_new_columns(spark, ta
         tables.append(frame(spark, [(5, "b4", "y")], "id long, batch string, kind string"), path)
         == 2
     )
+
+
+def test_replace_batch_with_add_columns_adds_the_batchs_new_columns(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    old = "id long, amount double, batch_id string"
+    tables.replace_batch(frame(spark, [(1, 1.0, "b1"), (2, 2.0, "b1")], old), path, "b1")
+    before = tables.version(path)
+    # b2 brings a new column; record 2 is re-sent in it (unique_by moves it there)
+    b2 = frame(spark, [(2, 20.0, "x", "b2"), (3, None, None, "b2")],
+               "id long, amount double, kind string, batch_id string")  # fmt: skip
+
+    with pytest.raises(TableError, match=r"columns not in the table \['kind'\]"):
+        tables.replace_batch(b2, path, "b2")
+    assert tables.version(path) == before
+    tables.replace_batch(b2, path, "b2", unique_by=["id"], add_columns=True)
+
+    new = "id long, amount double, batch_id string, kind string"
+    expected = [(1, 1.0, "b1", None), (2, 20.0, "b2", "x"), (3, None, "b2", None)]
+    assert_df_equality(
+        tables.read(path), frame(spark, expected, new), ignore_row_order=True, ignore_nullable=True
+    )
+    assert delta_rows(path, ["id", "amount", "batch_id", "kind"]) == expected
+    assert [f.name for f in DeltaTable(path).schema().fields] == new_names(new)
+    assert DeltaTable(path).metadata().partition_columns == ["batch_id"]
+    # the version before keeps its columns and rows
+    assert_df_equality(
+        tables.read(path, version=before),
+        frame(spark, [(1, 1.0, "b1"), (2, 2.0, "b1")], old),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    # a batch without the new column is written null in it, with or without the column
+    tables.replace_batch(frame(spark, [(4, 4.0, "b3")], old), path, "b3", add_columns=True)
+    assert delta_rows(path, ["id", "kind"]) == [(1, None), (2, "x"), (3, None), (4, None)]
+
+
+def test_add_columns_refuses_a_column_of_another_type(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.replace_batch(frame(spark, [(1, 1.0, "b1")], "id long, amount double, batch_id string"),
+                         path, "b1")  # fmt: skip
+    before = tables.version(path)
+    retyped = frame(spark, [(2, "2.0", 7, "b2")], "id long, amount string, n int, batch_id string")
+
+    with pytest.raises(TableError) as err:
+        tables.replace_batch(retyped, path, "b2", add_columns=True)
+
+    assert str(err.value) == (
+        f"cannot write to Delta table {path}: column types differ from the table's (amount "
+        "(table: double, data: string)); new columns can be added, but a column keeps its type. "
+        "Write the column with the table's type, or write to a new table."
+    )
+    assert tables.version(path) == before
+    assert [f.name for f in DeltaTable(path).schema().fields] == ["id", "amount", "batch_id"]
+
+
+def test_with_columns_of_gives_rows_the_tables_columns_in_its_order(spark):
+    rows = frame(spark, [(1, "b1", "extra")], "id long, batch_id string, note string")
+    table = T.StructType([T.StructField("id", T.LongType()), T.StructField("kind", T.StringType()),
+                          T.StructField("batch_id", T.StringType())])  # fmt: skip
+
+    actual = with_columns_of(rows, table)
+
+    expected = frame(spark, [(1, None, "b1", "extra")],
+                     "id long, kind string, batch_id string, note string")  # fmt: skip
+    assert_df_equality(actual, expected, ignore_nullable=True)
+    assert with_columns_of(expected, table) is expected
+
+
+def new_names(ddl: str) -> list[str]:
+    return [part.split()[0] for part in ddl.split(",")]
 
 
 def test_replace_where_on_a_partition_column_replaces_only_that_partition(spark, tables, tmp_path):

@@ -52,6 +52,7 @@ from ml_engine.quality.metrics import (
     with_run_info,
 )
 from ml_engine.quality.quarantine import quarantine_rows, reasons
+from ml_engine.quality.schema_change import added_note, columns_to_add
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import TableSchema, parse_type
 from ml_engine.session import describe
@@ -1038,22 +1039,6 @@ def rejected_rows(
 # --------------------------------------------------------------------------- the job
 
 
-def with_table_columns(df: DataFrame, table_schema: T.StructType) -> DataFrame:
-    """``df`` plus a typed null column for each column of ``table_schema`` it lacks.
-
-    Args:
-        df: rows to write.
-        table_schema: the schema of the table they go to.
-    """
-    present = set(df.columns)
-    extra = [
-        F.lit(None).cast(f.dataType).alias(f.name)
-        for f in table_schema.fields
-        if f.name not in present
-    ]
-    return df.select("*", *extra) if extra else df
-
-
 def against_other_batches(
     tables: DeltaTables,
     silver_path: str,
@@ -1145,7 +1130,7 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         flagged, summary = _summarise_batch(spark, cfg, tables, flagged, rules)
         summary = dataclasses.replace(summary, fill_values={**summary.fill_values, **stored})
         _stop_on_fail_rules(spark, cfg, flagged, rules, summary, paths["bronze"])
-        _write_outputs(spark, cfg, tables, flagged, rules, summary, paths, source)
+        added = _write_outputs(spark, cfg, tables, flagged, rules, summary, paths, source)
     finally:
         cached.unpersist()
     return JobResult(
@@ -1160,6 +1145,7 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
             "rows_quarantined": summary.rows_quarantined,
             "warnings": summary.warnings,
         },
+        notes=added_note("silver", added),
     )
 
 
@@ -1232,17 +1218,18 @@ def _write_outputs(
     summary: CleanSummary,
     paths: Mapping[str, str],
     learned_from: str,
-) -> None:
+) -> list[str]:
     """The batch's silver rows, its ``clean`` quarantine rows (the rows ``rules`` reject,
     with the reason), its ``clean`` dq_metrics and its fill values (learned on batch
-    ``learned_from``)."""
+    ``learned_from``). Returns the columns the write added to silver."""
     schema, batch = cfg.table_schema, cfg.effective_batch_id()
     silver = silver_rows(flagged, summary.fill_values, schema)
-    if tables.exists(paths["silver"]):
-        silver = with_table_columns(silver, tables.read(paths["silver"]).schema)
+    typed_by = f"the schema file {cfg.schema_path} and clean.coerce"
+    added = columns_to_add(tables, paths["silver"], silver, "clean", typed_by)
     describe(spark, f"clean {batch}: write silver")
     unique = [dedup_key(schema)] if cfg.clean.dedup == "latest_by_key" else None
-    tables.replace_batch(silver, paths["silver"], batch, unique_by=unique)
+    # Silver's columns follow the schema file: a column added there is added to the table.
+    tables.replace_batch(silver, paths["silver"], batch, unique_by=unique, add_columns=True)
     describe(spark, f"clean {batch}: write quarantine")
     tables.replace_batch(
         rejected_rows(flagged, schema, rules, cfg.clean.missing),
@@ -1262,11 +1249,12 @@ def _write_outputs(
     # (the run log hides a killed run's commits, not rows it added to a later version).
     tables.replace_batch(metrics, paths["dq_metrics"], batch, within={"stage": STAGE})
     if not imputes(cfg.clean):
-        return
+        return added
     learned = {c: learned_from for c, p in cfg.clean.missing.items() if p.strategy in LEARNED}
     fills = fill_value_rows(spark, summary.fill_values, cfg.clean.missing, learned)
     describe(spark, f"clean {batch}: write fill_values")
     tables.replace_batch(fills.withColumn(BATCH_COLUMN, F.lit(batch)), paths["fill_values"], batch)
+    return added
 
 
 def imputes(clean: CleanConfig) -> bool:

@@ -71,6 +71,7 @@ from pyspark.sql import types as T
 
 from ml_engine.config import Config, CsvOptions
 from ml_engine.quality.quarantine import quarantine_rows
+from ml_engine.quality.schema_change import added_note, columns_to_add
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import ColumnSpec, TableSchema
 from ml_engine.session import describe
@@ -750,7 +751,14 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
         ing.date_format,
         ing.format,
         ing.csv,
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    bronze, quarantine = split_parsed(parsed, schema)
+    bronze_path = cfg.storage.table_path("bronze")
+    quarantine_path = cfg.storage.table_path("quarantine")
+    added = columns_to_add(
+        tables, bronze_path, bronze, "ingest", f"the schema file {cfg.schema_path}"
+    )
+    parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         describe(spark, f"ingest: parse and count batch {batch}")
         good, bad = F.col(_REASON).isNull(), F.col(_REASON).isNotNull()
@@ -766,9 +774,6 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
         if ing.format == "csv":
             describe(spark, f"ingest: count lines of {ing.path}")
             line_metrics = _line_metrics(spark, ing.path, ing.csv, counts)
-        bronze, quarantine = split_parsed(parsed, schema)
-        bronze_path = cfg.storage.table_path("bronze")
-        quarantine_path = cfg.storage.table_path("quarantine")
         rejected = int(counts["quarantined_rows"])
         too_many = rejected > ing.max_rejected_fraction * int(counts["rows_in"])
         describe(spark, f"ingest: write quarantine batch {batch}")
@@ -778,10 +783,10 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
         if too_many:
             raise JobError(_too_many_rejected(parsed, counts, ing, quarantine_path, batch))
         describe(spark, f"ingest: write bronze batch {batch}")
-        tables.replace_batch(bronze, bronze_path, batch)
+        tables.replace_batch(bronze, bronze_path, batch, add_columns=True)
     finally:
         parsed.unpersist()
-    notes = []
+    notes = added_note("bronze", added)
     if line_metrics:
         accounted = sum(line_metrics[k] for k in ("bronze_lines", "quarantined_lines"))
         accounted += line_metrics["blank_lines"]

@@ -123,6 +123,7 @@ class DeltaTables(ABC):
         replace_where: str | None = None,
         unique_by: list[str] | None = None,
         replace_schema: bool = False,
+        add_columns: bool = False,
     ) -> int:
         """Replaces the table's rows with ``df`` (creates the table if missing).
 
@@ -140,6 +141,13 @@ class DeltaTables(ABC):
         in the same commit, for a table rebuilt whole from definitions that changed; without
         it a schema that differs from the table's is refused (TableError). The partitioning
         stays the table's.
+
+        With ``add_columns`` the table's schema may grow with the data, as for tables whose
+        columns follow a schema file that gains a column: ``df``'s columns the table lacks are
+        added (nullable; the table's other rows read null in them) and the table's columns
+        ``df`` lacks are written null. A column whose type differs is still refused
+        (TableError, see :func:`added_columns`). Backends that cannot change the schema in the
+        commit of the rows (``rs``) commit the new columns first, a commit that changes no row.
         """
 
     @abstractmethod
@@ -155,6 +163,11 @@ class DeltaTables(ABC):
     @abstractmethod
     def version(self, path: str) -> int:
         """The latest committed version."""
+
+    def schema(self, path: str) -> StructType:
+        """The table's columns at its latest version (backends read them from the log, without a
+        Spark job)."""
+        return self.read(path).schema
 
     def batches(self, path: str, version: int | None = None) -> list[str]:
         """The batch ids with rows in the table (sorted), latest or as of ``version``.
@@ -215,6 +228,7 @@ class DeltaTables(ABC):
         batch_id: str,
         within: Mapping[str, str | int] | None = None,
         unique_by: list[str] | None = None,
+        add_columns: bool = False,
     ) -> int:
         """Replaces the rows of batch ``batch_id`` with ``df`` in one commit (the table is
         partitioned by ``batch_id``; created if missing). Returns the committed version.
@@ -223,7 +237,8 @@ class DeltaTables(ABC):
         (``{"stage": "clean"}``: one stage's quarantine rows; ``{"model_version": 3}``): rows
         of the batch with other values stay. Every row of ``df`` must match. ``unique_by``:
         rows of other batches with the same values of these columns as a row of ``df`` are
-        removed in the same commit (see :meth:`overwrite`).
+        removed in the same commit. ``add_columns``: the table takes ``df``'s new columns (see
+        :meth:`overwrite`).
         """
         return self.overwrite(
             df,
@@ -231,6 +246,7 @@ class DeltaTables(ABC):
             partition_by=[BATCH_COLUMN],
             replace_where=batch_predicate(batch_id, within),
             unique_by=unique_by,
+            add_columns=add_columns,
         )
 
     @abstractmethod
@@ -312,6 +328,60 @@ def conform_to_table(path: str, table_schema: StructType, df: DataFrame) -> Data
     return df.select(*[df[name] for name in table_schema.names])
 
 
+def added_columns(
+    path: str, table_schema: StructType, data_schema: StructType
+) -> list[StructField]:
+    """The columns of ``data_schema`` that ``table_schema`` lacks, nullable, in the data's order:
+    what an overwrite with ``add_columns`` adds to the table.
+
+    Raises:
+        TableError: a column both have is of another type in the data (a column's type never
+            changes in place: the table's other rows hold the old type).
+    """
+    retyped = retyped_columns(table_schema, data_schema)
+    if retyped:
+        raise TableError(
+            f"cannot write to Delta table {path}: column types differ from the table's "
+            f"({', '.join(retyped)}); new columns can be added, but a column keeps its type. "
+            "Write the column with the table's type, or write to a new table."
+        )
+    names = set(table_schema.names)
+    return [
+        StructField(f.name, _without_nullability(f.dataType), True)
+        for f in data_schema.fields
+        if f.name not in names
+    ]
+
+
+def retyped_columns(table_schema: StructType, data_schema: StructType) -> list[str]:
+    """``name (table: type, data: type)`` for each column both have with different types
+    (nullability does not count), in the table's order."""
+    data_fields = {f.name: f for f in data_schema.fields}
+    return [
+        f"{f.name} (table: {f.dataType.simpleString()}, "
+        f"data: {data_fields[f.name].dataType.simpleString()})"
+        for f in table_schema.fields
+        if f.name in data_fields
+        and _without_nullability(f.dataType) != _without_nullability(data_fields[f.name].dataType)
+    ]
+
+
+def with_columns_of(df: DataFrame, schema: StructType) -> DataFrame:
+    """``df`` with ``schema``'s columns first, in its order, a typed null for each one ``df``
+    lacks, then ``df``'s other columns: rows of an older table version (or of a batch written
+    before a column was added) read in the table's latest schema."""
+    if df.columns[: len(schema.names)] == schema.names:
+        return df
+    present, names = set(df.columns), set(schema.names)
+    return df.select(
+        *[
+            df[f"`{f.name}`"] if f.name in present else F.lit(None).cast(f.dataType).alias(f.name)
+            for f in schema.fields
+        ],
+        *[df[f"`{n}`"] for n in df.columns if n not in names],
+    )
+
+
 def schema_differences(table_schema: StructType, data_schema: StructType) -> str:
     """The columns of ``data_schema`` that do not fit ``table_schema``, as one phrase
     (``missing columns [...]; columns not in the table [...]; different types: ...``); empty
@@ -320,14 +390,7 @@ def schema_differences(table_schema: StructType, data_schema: StructType) -> str
     df_fields = {f.name: f for f in data_schema.fields}
     missing = [name for name in table_fields if name not in df_fields]
     extra = [name for name in df_fields if name not in table_fields]
-    retyped = [
-        f"{name} (table: {table_fields[name].dataType.simpleString()}, "
-        f"data: {df_fields[name].dataType.simpleString()})"
-        for name in table_fields
-        if name in df_fields
-        and _without_nullability(table_fields[name].dataType)
-        != _without_nullability(df_fields[name].dataType)
-    ]
+    retyped = retyped_columns(table_schema, data_schema)
     problems = []
     if missing:
         problems.append(f"missing columns {missing}")

@@ -110,11 +110,13 @@ from ml_engine.tables.base import (
     DeltaTables,
     TableError,
     TableNotFoundError,
+    added_columns,
     check_replace_schema,
     check_unique_keys,
     conform_to_table,
     nullable_schema,
     parquet_options,
+    with_columns_of,
 )
 
 # Hidden columns that carry a row's file identity during overwrite-with-predicate and upsert.
@@ -315,6 +317,9 @@ class RsDeltaTables(DeltaTables):
     def version(self, path: str) -> int:
         return self._open(path).version()
 
+    def schema(self, path: str) -> T.StructType:
+        return _spark_schema(self._open(path))
+
     def batches(self, path: str, version: int | None = None) -> list[str]:
         """Batch ids with data files in the table, from the log alone (no Spark job) when the
         table is partitioned by ``batch_id``."""
@@ -444,6 +449,7 @@ class RsDeltaTables(DeltaTables):
         replace_where: str | None = None,
         unique_by: list[str] | None = None,
         replace_schema: bool = False,
+        add_columns: bool = False,
     ) -> int:
         """Replaces all rows, or with ``replace_where`` the rows matching it, by ``df``.
 
@@ -455,6 +461,10 @@ class RsDeltaTables(DeltaTables):
         that scope (any commit, without a predicate) while this write runs, it is planned
         again on the new version, so its rows replace theirs. With ``replace_schema`` (no
         predicate) the commit also sets the table's schema to ``df``'s (columns nullable).
+        With ``add_columns``, ``df``'s columns the table lacks are first added to the table by
+        a commit of their own (delta-rs cannot change the schema in a commit that removes
+        files): should the write then fail, the table has the new columns, null in every
+        row, and the rows of the version before.
 
         Raises:
             TableError: the predicate does not resolve against the table's columns, a row of
@@ -466,6 +476,8 @@ class RsDeltaTables(DeltaTables):
                 commit in its scope; nothing was committed.
         """
         check_replace_schema(path, replace_where, replace_schema)
+        if add_columns:
+            self._add_columns(path, df.schema)
         parameters = {"mode": "Overwrite"}
         if replace_where is not None:
             parameters["predicate"] = replace_where
@@ -484,7 +496,8 @@ class RsDeltaTables(DeltaTables):
                 schema, adds = self._write_in_own_schema(df, path, table, snapshot.partition_by)
                 return _Plan(snapshot, adds, [], "WRITE", parameters, _Scope("table"),
                              overwrite=True, schema=schema)  # fmt: skip
-            rows = conform_to_table(path, snapshot.schema, df)
+            source = with_columns_of(df, snapshot.schema) if add_columns else df
+            rows = conform_to_table(path, snapshot.schema, source)
             if replace_where is None:
                 adds = self._write_files(_with_row_checks(rows, snapshot), snapshot)
                 return _Plan(
@@ -567,6 +580,35 @@ class RsDeltaTables(DeltaTables):
         return int(self._write(path, f"upsert by keys {keys}", plan))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------------------ helpers
+
+    def _add_columns(self, path: str, data_schema: T.StructType) -> None:
+        """Adds the columns of ``data_schema`` the table lacks (if it exists) in one commit
+        that changes no row, under the commit lock; refuses differently typed columns."""
+        if self._open_or_none(path) is None or not added_columns(
+            path, self.schema(path), data_schema
+        ):
+            return
+        with _commit_lock(_location(path), path, self.commit_lock_timeout_s):
+            table = self._open(path)
+            new = added_columns(path, _spark_schema(table), data_schema)
+            if not new:
+                return  # another writer added them meanwhile
+            metadata: dict[str, Any] = {
+                _OPERATION_KEY: "ADD COLUMNS",
+                _PARAMETERS_KEY: {"columns": json.dumps([f.name for f in new])},
+            }
+            if self.user_metadata is not None:
+                metadata["userMetadata"] = self.user_metadata
+            try:
+                table.alter.add_columns(
+                    list(_delta_schema(path, T.StructType(new)).fields),
+                    commit_properties=CommitProperties(custom_metadata=metadata),
+                )
+            except DeltaError as exc:
+                raise TableError(
+                    f"adding columns {[f.name for f in new]} to Delta table {path} failed, "
+                    f"nothing was written: {_first_line(exc)}"
+                ) from exc
 
     def _open(self, path: str) -> DeltaTable:
         location = _location(path)

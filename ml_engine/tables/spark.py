@@ -21,9 +21,11 @@ from ml_engine.tables.base import (
     DeltaTables,
     TableError,
     TableNotFoundError,
+    added_columns,
     check_replace_schema,
     check_unique_keys,
     conform_to_table,
+    with_columns_of,
 )
 
 DELTA_EXTENSION_CLASS = "io.delta.sql.DeltaSparkSessionExtension"
@@ -159,7 +161,7 @@ class SparkDeltaTables(DeltaTables):
                 return None
         if exists:
             self._check_partitioning(path, partition_by)
-            df = conform_to_table(path, self._schema(path), df)
+            df = conform_to_table(path, self.schema(path), df)
         writer = df.write.format("delta").mode("append")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
@@ -176,6 +178,7 @@ class SparkDeltaTables(DeltaTables):
         replace_where: str | None = None,
         unique_by: list[str] | None = None,
         replace_schema: bool = False,
+        add_columns: bool = False,
     ) -> int:
         check_replace_schema(path, replace_where, replace_schema)
         if unique_by and replace_where is None:
@@ -185,13 +188,21 @@ class SparkDeltaTables(DeltaTables):
             )
         if self.exists(path):
             self._check_partitioning(path, partition_by)
-            if not replace_schema:
-                df = conform_to_table(path, self._schema(path), df)
+            if add_columns:  # Delta's mergeSchema adds them in the commit of the rows
+                table_schema = self.schema(path)
+                added_columns(path, table_schema, df.schema)  # refuses changed types
+                df = with_columns_of(df, table_schema)
+            elif not replace_schema:
+                df = conform_to_table(path, self.schema(path), df)
             if unique_by:
-                return self._replace_unique(df, path, replace_where, list(unique_by))
+                return self._replace_unique(
+                    df, path, replace_where, list(unique_by), merge_schema=add_columns
+                )
         writer = df.write.format("delta").mode("overwrite")
         if replace_schema:
             writer = writer.option("overwriteSchema", "true")
+        if add_columns:
+            writer = writer.option("mergeSchema", "true")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         if replace_where is not None:
@@ -207,14 +218,21 @@ class SparkDeltaTables(DeltaTables):
             self._save(self._new_table_writer(df, partition_by), path)
             return self.version(path)
         self._check_partitioning(path, partition_by)
-        df = conform_to_table(path, self._schema(path), df)
+        df = conform_to_table(path, self.schema(path), df)
         return self._merge(df, path, list(keys), None, "upsert into")
 
     def _merge(
-        self, df: DataFrame, path: str, keys: list[str], delete_unmatched: str | None, what: str
+        self,
+        df: DataFrame,
+        path: str,
+        keys: list[str],
+        delete_unmatched: str | None,
+        what: str,
+        merge_schema: bool = False,
     ) -> int:
         """One MERGE by ``keys``: matched rows take the new row, new rows are inserted, and
-        with ``delete_unmatched`` the rows matching it that no new row matched are deleted."""
+        with ``delete_unmatched`` the rows matching it that no new row matched are deleted.
+        ``merge_schema``: the table takes ``df``'s new columns (Delta's schema auto-merge)."""
         condition = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
         try:
             merge = (
@@ -226,14 +244,19 @@ class SparkDeltaTables(DeltaTables):
             )
             if delete_unmatched is not None:
                 merge = merge.whenNotMatchedBySourceDelete(delete_unmatched)
-            with self._commit_settings():
+            with self._commit_settings(merge_schema):
                 merge.execute()
         except Exception as exc:
             raise TableError(f"{what} Delta table {path} failed: {_first_line(exc)}") from exc
         return self.version(path)
 
     def _replace_unique(
-        self, df: DataFrame, path: str, replace_where: str, unique: list[str]
+        self,
+        df: DataFrame,
+        path: str,
+        replace_where: str,
+        unique: list[str],
+        merge_schema: bool = False,
     ) -> int:
         """``replace_where`` overwrite that also removes ``df``'s ``unique`` values elsewhere,
         as one MERGE: matched rows (wherever they are) take the new row, new rows are
@@ -245,7 +268,7 @@ class SparkDeltaTables(DeltaTables):
                 f"{replace_where!r}: {outside[0].asDict()}"
             )
         what = f"overwrite where {replace_where!r} unique by {unique} of"
-        return self._merge(df, path, unique, replace_where, what)
+        return self._merge(df, path, unique, replace_where, what, merge_schema)
 
     def version(self, path: str) -> int:
         self._require(path)
@@ -321,7 +344,7 @@ class SparkDeltaTables(DeltaTables):
                 "write with the table's partitioning (or partition_by=None)"
             )
 
-    def _schema(self, path: str) -> StructType:
+    def schema(self, path: str) -> StructType:
         return self.spark.read.format("delta").load(path).schema
 
     def _new_table_writer(self, df: DataFrame, partition_by: list[str] | None):
@@ -338,9 +361,12 @@ class SparkDeltaTables(DeltaTables):
             ) from exc
 
     @contextlib.contextmanager
-    def _commit_settings(self) -> Iterator[None]:
-        """Timestamps written as microseconds, and the commit's ``userMetadata``."""
+    def _commit_settings(self, merge_schema: bool = False) -> Iterator[None]:
+        """Timestamps written as microseconds, the commit's ``userMetadata``, and with
+        ``merge_schema`` a MERGE that adds the source's new columns."""
         settings = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
+        if merge_schema:
+            settings["spark.databricks.delta.schema.autoMerge.enabled"] = "true"
         if self.user_metadata is not None:
             settings["spark.databricks.delta.commitInfo.userMetadata"] = self.user_metadata
         previous = {key: self.spark.conf.get(key, None) for key in settings}
