@@ -985,6 +985,39 @@ def test_another_batch_is_added_beside_the_first(spark, tmp_path, sample_schema_
     assert_df_equality(quarantine, expected_q, ignore_nullable=True)
 
 
+def test_files_of_another_day_named_like_a_batch_do_not_replace_it(
+    spark, tmp_path, sample_schema_path, tables
+):
+    from ml_engine.quality.ingest import run_ingest
+    from ml_engine.results import JobError
+
+    day1 = write(tmp_path / "drop" / "day 1" / "tx.csv", "\n".join([TX_HEADER, TX_LINE_1]).encode())
+    day2 = write(tmp_path / "drop" / "day2" / "tx.csv", "\n".join([TX_HEADER, TX_LINE_2]).encode())
+    first = run_ingest(spark, job_config(tmp_path, sample_schema_path, day1), tables)
+    bronze = first.outputs["bronze"]
+    version = tables.version(bronze)
+
+    with pytest.raises(JobError) as err:
+        run_ingest(spark, job_config(tmp_path, sample_schema_path, day2), tables)
+
+    assert str(err.value) == (
+        f"ingest: batch 'tx' (the name of ingest.path {day2}) already holds the rows of other "
+        f"files ({day1}) than this run reads ({day2}), and ingesting would replace them. Give "
+        "this batch its own id with --set batch_id=NAME, or, to replace batch 'tx' with these "
+        "files, set it explicitly: --set batch_id=tx"
+    )
+    assert tables.version(bronze) == version
+    # the same files again (a rerun) and an explicit batch id both replace the batch
+    run_ingest(spark, job_config(tmp_path, sample_schema_path, day1), tables)
+    run_ingest(spark, job_config(tmp_path, sample_schema_path, day2, batch_id="tx"), tables)
+    rows = tables.read(bronze).select("batch_id", "transaction_id", "source_file")
+    expected = spark.createDataFrame(
+        [("tx", "T000000002", src(day2))],
+        "batch_id string, transaction_id string, source_file string",
+    )
+    assert_df_equality(rows, expected, ignore_nullable=True)
+
+
 def test_header_only_input_writes_empty_batch(spark, tmp_path, sample_schema_path, tables):
     from ml_engine.quality.ingest import run_ingest
 

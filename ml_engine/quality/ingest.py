@@ -61,6 +61,7 @@ for an int.
 
 from __future__ import annotations
 
+import urllib.parse
 from datetime import datetime, timezone
 
 from pyspark import StorageLevel
@@ -701,6 +702,56 @@ def _line_metrics(spark: SparkSession, path: str, options: CsvOptions, counts) -
     }
 
 
+def _check_same_files(
+    spark: SparkSession,
+    tables: DeltaTables,
+    bronze_path: str,
+    batch: str,
+    raw: DataFrame,
+    path: str,
+) -> None:
+    """Stops an ingest whose batch id, taken from the name of ``path``, is a batch of bronze
+    whose rows came from none of the files this run reads: files of another day named like
+    the first (``drop/2026-12-01/visits.csv``, then ``drop/2026-12-02/visits.csv``) would
+    otherwise replace it. A rerun reads the same files; a batch id set explicitly is taken
+    as meant. One small Spark job (the batch's distinct ``source_file``), only when the batch
+    exists."""
+    if not tables.exists(bronze_path) or batch not in tables.batches(bronze_path):
+        return
+    describe(spark, f"ingest: files of batch {batch} in bronze")
+    held = {
+        _file_name(r[0])
+        for r in tables.batch_rows(bronze_path, batch)
+        .select(SOURCE_FILE_COLUMN)
+        .distinct()
+        .collect()
+        if r[0] is not None
+    }
+    reading = {_file_name(f) for f in raw.inputFiles()}
+    if not held or held & reading:
+        return
+    raise JobError(
+        f"ingest: batch '{batch}' (the name of ingest.path {path}) already holds the rows of "
+        f"other files ({_shown(held)}) than this run reads ({_shown(reading)}), and ingesting "
+        f"would replace them. Give this batch its own id with --set batch_id=NAME, or, to "
+        f"replace batch '{batch}' with these files, set it explicitly: --set batch_id={batch}"
+    )
+
+
+def _file_name(uri: str) -> str:
+    """A file's location as Spark gives it (``file:/a%20b.csv``, ``file:///a%20b.csv``), in one
+    readable form (``/a b.csv``; other schemes keep theirs)."""
+    parts = urllib.parse.urlsplit(uri)
+    path = urllib.parse.unquote(parts.path)
+    return path if parts.scheme in ("", "file") else f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _shown(files: set[str], most: int = 3) -> str:
+    names = sorted(files)
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
 def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
     """The ingest job: ``ingest.path`` -> ``bronze`` + ``quarantine`` for one batch.
 
@@ -724,7 +775,9 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
             declared column, a UTF-16/UTF-32 file holds bytes invalid in that encoding, or
             more than ``ingest.max_rejected_fraction`` of the rows are rejected (the
             quarantine rows are then written, bronze is not; the message names the most
-            frequent reasons with their counts).
+            frequent reasons with their counts), the schema file gives an existing column
+            another type than bronze's, or the batch id (from ``ingest.path``'s name, not
+            set) is a batch of other files (nothing is written then).
     """
     ing = cfg.ingest
     if not ing.path:
@@ -758,6 +811,8 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
     added = columns_to_add(
         tables, bronze_path, bronze, "ingest", f"the schema file {cfg.schema_path}"
     )
+    if not cfg.batch_id:
+        _check_same_files(spark, tables, bronze_path, batch, raw, ing.path)
     parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         describe(spark, f"ingest: parse and count batch {batch}")
