@@ -189,8 +189,9 @@ class CsvOptions(StrictModel):
     """How ``ingest`` reads CSV.
 
     Attributes:
-        header: each file starts with one header line (its names are not checked; fields are
-            taken by position).
+        header: each file starts with one header line. Fields are taken by position, except
+            in a file whose header names the schema's columns in another order: it is read
+            in its header's order.
         delimiter: the field separator (Spark's ``sep``).
         encoding: one of :data:`SPARK_CHARSETS`.
         quote: the character that quotes a field (``""`` turns quoting off).

@@ -37,7 +37,6 @@ Example::
 
 from __future__ import annotations
 
-import csv
 import difflib
 import gzip
 import json
@@ -63,6 +62,7 @@ from ml_engine.schemas import (
     ROLE_LABEL,
     ROLE_NUMERIC,
     ROLE_RECORD_ID,
+    csv_column_names,
 )
 
 SCHEMA_FILE = "schema.yaml"
@@ -285,29 +285,6 @@ def _delimiter(header: str) -> str:
     return best if counts[best] else ","
 
 
-def _csv_names(header: str, delimiter: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """Column names from a header line; blank and repeated names are renamed.
-
-    Returns:
-        The names and the ``(header text, new name)`` pairs that were renamed.
-    """
-    fields = next(csv.reader([header.lstrip("\ufeff").rstrip("\r\n")], delimiter=delimiter), [])
-    names: list[str] = []
-    renamed: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(fields, start=1):
-        name = re.sub(r"\W+", "_", raw.strip()).strip("_")
-        if not name:
-            name = f"column_{i}"
-        if name.lower() in seen:
-            name = f"{name}_{i}"
-        seen.add(name.lower())
-        names.append(name)
-        if name != raw:
-            renamed.append((raw, name))
-    return names, renamed
-
-
 def _read_csv(path: Path, names: list[str], delimiter: str, encoding: str, limit: int):
     """Up to ``limit`` rows of a CSV file as text (empty fields as None) and lines skipped."""
     skipped: list[int] = []
@@ -354,7 +331,7 @@ def _sample_csv(files: list[Path], sample_rows: int) -> _Sample:
             continue
         header, encoding = _decode(line)
         delimiter = _delimiter(header)
-        names, renamed = _csv_names(header, delimiter)
+        names, renamed = csv_column_names(header, delimiter)
         if first_header is None:
             first_header = names
             sample.delimiter, sample.encoding = delimiter, encoding

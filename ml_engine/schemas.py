@@ -28,6 +28,7 @@ Loading never needs a Spark session.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from dataclasses import dataclass, field
@@ -351,3 +352,42 @@ def load_schema(path: str | Path) -> TableSchema:
             f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}"
         ) from None
     return schema_from_dict(data, str(p))
+
+
+def csv_column_names(
+    header: str, delimiter: str, quote: str = '"'
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Column names from a CSV header line, as ``ml-engine init`` writes them into a schema:
+    each field stripped, runs of characters other than letters, digits and ``_`` made one
+    ``_``; blank names become ``column_<position>`` and repeated ones ``<name>_<position>``.
+
+    Returns:
+        The names and the ``(header text, new name)`` pairs that were renamed.
+    """
+    line = header.lstrip("\ufeff").rstrip("\r\n")
+    reader = (
+        csv.reader([line], delimiter=delimiter, quotechar=quote)
+        if quote
+        else csv.reader([line], delimiter=delimiter, quoting=csv.QUOTE_NONE)
+    )
+    fields = next(reader, [])
+    names: list[str] = []
+    renamed: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(fields, start=1):
+        name = csv_name(raw)
+        if not name:
+            name = f"column_{i}"
+        if name.lower() in seen:
+            name = f"{name}_{i}"
+        seen.add(name.lower())
+        names.append(name)
+        if name != raw:
+            renamed.append((raw, name))
+    return names, renamed
+
+
+def csv_name(text: str) -> str:
+    """A CSV header field as a column name: stripped, each run of characters other than
+    letters, digits and ``_`` made one ``_`` (``"Rooms Count"`` -> ``Rooms_Count``)."""
+    return re.sub(r"\W+", "_", text.strip()).strip("_")

@@ -13,6 +13,7 @@ import csv
 import gzip
 import json
 import re
+import urllib.parse
 from collections import Counter
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -332,7 +333,7 @@ def ingest_file(spark, path: Path, schema):
 
 def src(path: Path) -> str:
     """Spark's ``_metadata.file_path`` of a local file."""
-    return f"file:{path}"
+    return f"file:{urllib.parse.quote(str(path))}"
 
 
 def test_wrong_delimiter_quarantines_every_line(spark, tmp_path, tx_schema):
@@ -566,6 +567,45 @@ def test_parquet_files_storing_a_column_in_different_widths_are_one_batch(spark,
             src(path / "part-1.parquet"),
         )
     ]
+
+
+def test_csv_files_listing_the_columns_in_another_order_are_read_by_their_header(spark, tmp_path):
+    import gzip
+
+    schema = schema_from_dict(
+        {
+            "name": "order",
+            "columns": [
+                {"name": "id", "type": "string"},
+                {"name": "Rooms Count", "type": "int"},  # as init names the header below
+                {"name": "area", "type": "int"},
+            ],
+        }
+    )
+    path = tmp_path / "in dir"
+    write(path / "a.csv", b"id,Rooms Count,area\nA,2,70\n")
+    # two ints swapped: read by position they would load as each other
+    write(path / "b c.csv", b"ID,area,Rooms-Count\nB,55,1\n")
+    with gzip.open(path / "d.csv.gz", "wb") as out:
+        out.write(b"area,rooms_count,id\n90,3,D\n")
+    # other names (a schema renamed by hand): still by position, as before
+    write(path / "e.csv", b"code,n,size\nE,4,120\n")
+
+    raw = read_raw(spark, str(path), "csv", schema)
+    bronze, quarantine = split_valid(raw, schema, "b1", AT)
+
+    expected = spark.createDataFrame(
+        [("A", 2, 70, src(path / "a.csv")), ("B", 1, 55, src(path / "b c.csv")),
+         ("D", 3, 90, src(path / "d.csv.gz")), ("E", 4, 120, src(path / "e.csv"))],
+        "id string, `Rooms Count` int, area int, source_file string",
+    )  # fmt: skip
+    assert_df_equality(
+        bronze.select("id", "Rooms Count", "area", "source_file"),
+        expected,
+        ignore_nullable=True,
+        ignore_row_order=True,
+    )
+    assert quarantine.count() == 0
 
 
 def test_missing_input_path_is_file_not_found(spark, tmp_path, tx_schema):

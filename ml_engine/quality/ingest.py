@@ -61,6 +61,7 @@ for an int.
 
 from __future__ import annotations
 
+import functools
 import urllib.parse
 from datetime import datetime, timezone
 
@@ -74,7 +75,7 @@ from ml_engine.config import Config, CsvOptions
 from ml_engine.quality.quarantine import quarantine_rows
 from ml_engine.quality.schema_change import added_note, columns_to_add
 from ml_engine.results import JobError, JobResult
-from ml_engine.schemas import ColumnSpec, TableSchema
+from ml_engine.schemas import ColumnSpec, TableSchema, csv_column_names, csv_name
 from ml_engine.session import describe
 from ml_engine.tables.base import (
     BATCH_COLUMN,
@@ -121,6 +122,86 @@ def raw_struct(schema: TableSchema, fmt: str = "csv") -> T.StructType:
     return T.StructType(fields)
 
 
+def _read_csv(reader, paths: str | list[str], struct: T.StructType, options: CsvOptions):
+    """CSV files read into the all-string ``struct``, fields taken by position."""
+    return (
+        reader.schema(struct)
+        .options(
+            header=str(options.header).lower(),
+            sep=options.delimiter,
+            encoding=options.encoding,
+            quote=options.quote,
+            escape=options.escape,
+            multiLine=str(options.multiline).lower(),
+            mode="PERMISSIVE",
+            columnNameOfCorruptRecord=CORRUPT_COLUMN,
+            enforceSchema="true",
+        )
+        .csv(paths)
+    )
+
+
+def _in_header_order(
+    spark: SparkSession, df: DataFrame, schema: TableSchema, options: CsvOptions
+) -> DataFrame:
+    """``df`` with the files whose header names the schema's columns in another order read
+    in their own order: a positional read would put one column's values under another's name
+    (two numeric columns swapped load without an error). Header names compare as ``ml-engine
+    init`` writes them (:func:`csv_column_names`), ignoring case. Files whose header is the
+    schema's order, or not a reordering of its names, stay read by position (their lines are
+    checked field by field as before). Reads each file's first line on the driver."""
+    if not options.header or len(options.delimiter) != 1:
+        return df
+    declared = [csv_name(c.name).lower() for c in schema.columns]
+    files = [urllib.parse.unquote(uri) for uri in df.inputFiles()]
+    orders: dict[tuple[str, ...], list[str]] = {}
+    for file in files:
+        line = _first_line(spark, file, options.encoding) or ""
+        names = [n.lower() for n in csv_column_names(line, options.delimiter, options.quote)[0]]
+        if names != declared and sorted(names) == sorted(declared):
+            orders.setdefault(tuple(names), []).append(file)
+    if not orders:
+        return df
+    by_name = {csv_name(c.name).lower(): c.name for c in schema.columns}
+    reordered = {f for group in orders.values() for f in group}
+    groups = [(tuple(declared), [f for f in files if f not in reordered]), *orders.items()]
+    parts = []
+    for names, group in groups:
+        if not group:
+            continue
+        struct = T.StructType(
+            [T.StructField(by_name[n], T.StringType(), True) for n in names]
+            + [T.StructField(CORRUPT_COLUMN, T.StringType(), True)]
+        )
+        part = _read_csv(spark.read, group, struct, options)
+        parts.append(
+            part.select(
+                *[c.name for c in schema.columns],
+                CORRUPT_COLUMN,
+                F.col("_metadata.file_path").alias(SOURCE_FILE_COLUMN),
+            )
+        )
+    return functools.reduce(DataFrame.unionByName, parts)
+
+
+def _first_line(spark: SparkSession, file: str, encoding: str) -> str | None:
+    """The first line of a file (decompressed by its extension), read through Hadoop's file
+    system, so any path Spark reads works; None for an empty file."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    path = jvm.org.apache.hadoop.fs.Path(file)
+    stream = path.getFileSystem(conf).open(path)
+    try:
+        codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(path)
+        if codec is not None:
+            stream = codec.createInputStream(stream)
+        return jvm.java.io.BufferedReader(
+            jvm.java.io.InputStreamReader(stream, encoding)
+        ).readLine()
+    finally:
+        stream.close()
+
+
 def read_raw(
     spark: SparkSession,
     path: str,
@@ -133,8 +214,8 @@ def read_raw(
     CSV and JSON are read with :func:`raw_struct` (every declared column as a string),
     ``mode=PERMISSIVE`` and ``columnNameOfCorruptRecord``; for CSV, header, delimiter,
     encoding, quote, escape and multiline come from ``options`` (``ingest.csv``) and fields
-    are taken by position (``enforceSchema``: the header line is skipped, its names are not
-    checked). Compressed files are decompressed by their extension (``.gz``, ``.bz2``).
+    are taken by position (``enforceSchema``: the header line is skipped), except in files
+    whose header names the declared columns in another order (:func:`_in_header_order`). Compressed files are decompressed by their extension (``.gz``, ``.bz2``).
     Parquet is read with its own schema and must contain every declared column.
 
     Args:
@@ -158,21 +239,8 @@ def read_raw(
     reader = spark.read
     try:
         if fmt == "csv":
-            df = (
-                reader.schema(raw_struct(schema, "csv"))
-                .options(
-                    header=str(options.header).lower(),
-                    sep=options.delimiter,
-                    encoding=options.encoding,
-                    quote=options.quote,
-                    escape=options.escape,
-                    multiLine=str(options.multiline).lower(),
-                    mode="PERMISSIVE",
-                    columnNameOfCorruptRecord=CORRUPT_COLUMN,
-                    enforceSchema="true",
-                )
-                .csv(path)
-            )
+            df = _read_csv(reader, path, raw_struct(schema, "csv"), options)
+            df = _in_header_order(spark, df, schema, options)
         elif fmt == "json":
             df = (
                 reader.schema(raw_struct(schema, "json"))
@@ -210,6 +278,8 @@ def read_raw(
         cols = [F.col(c.name) for c in schema.columns]
     else:
         cols = [F.col(c.name) for c in schema.columns] + [F.col(CORRUPT_COLUMN)]
+    if SOURCE_FILE_COLUMN in df.columns:  # files read in their header's order
+        return df.select(*cols, SOURCE_FILE_COLUMN)
     return df.select(*cols, F.col("_metadata.file_path").alias(SOURCE_FILE_COLUMN))
 
 
