@@ -33,7 +33,14 @@ HEADER_1 = "ref,seen_at,age,ward"
 HEADER_2 = "ref,seen_at,age,ward,wait_min"
 
 
-def project(tmp_path: Path, columns: list[dict], batch: str, lines: list[str], header: str):
+def project(
+    tmp_path: Path,
+    columns: list[dict],
+    batch: str,
+    lines: list[str],
+    header: str,
+    clean: dict | None = None,
+):
     """The config of one batch: the schema file written with ``columns``, the batch's CSV."""
     schema = tmp_path / "schema.yaml"
     schema.write_text(yaml.safe_dump({"name": "visits", "columns": columns}), encoding="utf-8")
@@ -46,7 +53,7 @@ def project(tmp_path: Path, columns: list[dict], batch: str, lines: list[str], h
             "storage": {"root": str(tmp_path / "store")},
             "batch_id": batch,
             "ingest": {"path": str(raw), "max_rejected_fraction": 1.0},
-            "clean": {"dedup": "latest_by_key"},
+            "clean": {"dedup": "latest_by_key", **(clean or {})},
         },
         check_schema=True,
     )
@@ -144,6 +151,26 @@ def test_a_column_whose_type_changed_is_refused_before_anything_is_written(spark
         "type in a table, because its earlier batches hold the old one: give it the table's "
         "type again, or write every batch with the new types to new tables (--set "
         "storage.root=PATH). Nothing was written"
+    )
+    assert {t: DeltaTable(str(store / t)).version() for t in versions} == versions
+
+
+def test_clean_refuses_a_type_clean_coerce_changed_before_writing(spark, chain):
+    tmp_path, tables, _, _ = chain
+    coerced = {"coerce": {"age": "double"}}
+    cfg = project(tmp_path, [*COLUMNS, WAIT], "b3", [], HEADER_2, clean=coerced)
+    store = tmp_path / "store" / "tables"
+    versions = {t: DeltaTable(str(store / t)).version() for t in ("silver", "quarantine")}
+
+    with pytest.raises(JobError) as err:
+        run_job("clean", spark, cfg, tables)
+
+    assert str(err.value) == (
+        f"clean: column types of the schema file {tmp_path / 'schema.yaml'} and clean.coerce "
+        f"differ from those of the table {store / 'silver'} (age (table: int, data: double)). "
+        "A column keeps its type in a table, because its earlier batches hold the old one: give "
+        "it the table's type again, or write every batch with the new types to new tables "
+        "(--set storage.root=PATH). Nothing was written"
     )
     assert {t: DeltaTable(str(store / t)).version() for t in versions} == versions
 
