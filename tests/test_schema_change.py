@@ -147,7 +147,7 @@ def test_a_column_whose_type_changed_is_refused_before_anything_is_written(spark
 
     assert str(err.value) == (
         f"ingest: column types of the schema file {tmp_path / 'schema.yaml'} differ from those "
-        f"of the table {store / 'bronze'} (age (table: int, data: bigint)). A column keeps its "
+        f"of the table {store / 'bronze'} (age (table: int, now: bigint)). A column keeps its "
         "type in a table, because its earlier batches hold the old one: give it the table's "
         "type again, or write every batch with the new types to new tables (--set "
         "storage.root=PATH). Nothing was written"
@@ -167,7 +167,7 @@ def test_clean_refuses_a_type_clean_coerce_changed_before_writing(spark, chain):
 
     assert str(err.value) == (
         f"clean: column types of the schema file {tmp_path / 'schema.yaml'} and clean.coerce "
-        f"differ from those of the table {store / 'silver'} (age (table: int, data: double)). "
+        f"differ from those of the table {store / 'silver'} (age (table: int, now: double)). "
         "A column keeps its type in a table, because its earlier batches hold the old one: give "
         "it the table's type again, or write every batch with the new types to new tables "
         "(--set storage.root=PATH). Nothing was written"

@@ -26,7 +26,7 @@ def columns_to_add(
     if not tables.exists(path):
         return []
     table_schema = tables.schema(path)
-    retyped = retyped_columns(table_schema, df.schema)
+    retyped = retyped_columns(table_schema, df.schema, data_label="now")
     if retyped:
         raise JobError(
             f"{job}: column types of {typed_by} differ from those of the table {path} "

@@ -353,13 +353,15 @@ def added_columns(
     ]
 
 
-def retyped_columns(table_schema: StructType, data_schema: StructType) -> list[str]:
-    """``name (table: type, data: type)`` for each column both have with different types
-    (nullability does not count), in the table's order."""
+def retyped_columns(
+    table_schema: StructType, data_schema: StructType, data_label: str = "data"
+) -> list[str]:
+    """``name (table: type, <data_label>: type)`` for each column both have with different
+    types (nullability does not count), in the table's order."""
     data_fields = {f.name: f for f in data_schema.fields}
     return [
         f"{f.name} (table: {f.dataType.simpleString()}, "
-        f"data: {data_fields[f.name].dataType.simpleString()})"
+        f"{data_label}: {data_fields[f.name].dataType.simpleString()})"
         for f in table_schema.fields
         if f.name in data_fields
         and _without_nullability(f.dataType) != _without_nullability(data_fields[f.name].dataType)
