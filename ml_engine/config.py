@@ -980,13 +980,15 @@ class DriftThresholds(StrictModel):
     is below ``p_value`` and the Wasserstein distance (in reference standard deviations)
     reaches ``distance``; a categorical feature when its PSI reaches ``psi_drift``, or the
     chi-square p-value is below ``p_value`` and the Jensen-Shannon distance reaches
-    ``distance``. PSI at ``psi_warn`` or more, or a p-value alone, is a warning.
+    ``distance``. PSI at ``psi_warn`` or more, or a p-value alone, is a warning. Either kind
+    drifts when its share of null values moved by ``null_share`` or more (0.1: ten points).
     """
 
     psi_warn: float = Field(default=0.1, ge=0)
     psi_drift: float = Field(default=0.25, ge=0)
     p_value: float = Field(default=0.05, gt=0, lt=1)
     distance: float = Field(default=0.1, ge=0)
+    null_share: float = Field(default=0.1, gt=0, le=1)
 
     @model_validator(mode="after")
     def _warn_below_drift(self) -> DriftThresholds:

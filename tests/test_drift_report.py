@@ -209,3 +209,19 @@ class _TagChecker(HTMLParser):
             self.problems.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
         else:
             self.stack.pop()
+
+
+def test_summary_shows_the_null_share_and_its_change_from_the_reference(spark):
+    reference = profile_dataframe(
+        spark.createDataFrame([(float(i),) for i in range(100)], "x double"), ["x"], []
+    )
+    # a quarter of the batch lost its value: 0 % -> 25 % null
+    rows = [(None,) if i % 4 == 0 else (float(i),) for i in range(100)]
+    current = profile_dataframe(spark.createDataFrame(rows, "x double"), ["x"], [])
+    result = compare(reference, current, DriftThresholds(), drift_share=0.5)
+
+    page = render_report(result, reference, current, history=[], meta=META)
+
+    summary = page[page.index(">Summary</h2>") : page.index(">Features</h2>")]
+    assert '<td class="num hit">25.0% (+25.0 pts)</td>' in summary
+    assert result.feature("x").status == "drift"

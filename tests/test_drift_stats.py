@@ -377,18 +377,41 @@ def test_different_shares_of_infinity_give_an_infinite_distance(result):
     assert result.feature("odd").value("wasserstein_norm") == math.inf
 
 
-def test_columns_without_values_are_not_compared(result, profiles):
+def test_a_feature_whose_values_stop_coming_drifts(result, profiles):
     batch, reference = result.feature("null_in_batch"), result.feature("null_in_reference")
-    assert (batch.status, batch.note) == (NO_DATA, "the batch has no values (all null or NaN)")
-    assert batch.value("null_share") == 1.0
+    assert (batch.status, batch.note) == (DRIFT, "the batch has no values (all null or NaN)")
+    # the reference has no nulls there: the share moved by the whole batch
+    assert (batch.value("null_share"), batch.value("null_share_change")) == (1.0, 1.0)
+    assert batch.severity == pytest.approx(3 + 10 / 11)  # 1.0 is 10 times the 0.1 threshold
     categorical = result.feature("cat_null_in_batch")
-    assert (categorical.status, categorical.value("null_share")) == (NO_DATA, 1.0)
+    assert (categorical.status, categorical.value("null_share")) == (DRIFT, 1.0)
     empty = profiles[1].columns["cat_null_in_batch"]
     assert (empty.count, empty.null_count, empty.counts, empty.complete) == (0, CUR_N, {}, True)
+    # a reference without values cannot be compared, whatever the batch holds
     assert (reference.status, reference.note) == (
         NO_REFERENCE,
         "the reference has no values (all null or NaN)",
     )
+    assert reference.value("null_share_change") == -1.0
+
+
+@pytest.mark.parametrize("nulls", [0.05, 0.25], ids=["5 points", "25 points"])
+def test_a_change_of_the_null_share_drifts_at_its_threshold(spark, nulls):
+    rng = np.random.default_rng(3)
+    ref = rng.normal(0, 1, 1000).tolist()
+    cur = rng.normal(0, 1, 800).tolist()
+    ref[:20] = [None] * 20  # 2 % null
+    cur[: int(800 * (0.02 + nulls))] = [None] * int(800 * (0.02 + nulls))
+    reference = profile_dataframe(_frame(spark, {"x": ref}, []), ["x"], [])
+    current = profile_dataframe(_frame(spark, {"x": cur}, []), ["x"], [])
+
+    f = compare(reference, current, THRESHOLDS, 0.5).feature("x")
+
+    expected = cur.count(None) / 800 - ref.count(None) / 1000
+    assert f.value("null_share_change") == pytest.approx(expected, abs=1e-15)
+    change = f.metric("null_share_change")
+    assert (change.threshold, change.drifted) == (0.1, nulls > 0.1)
+    assert (f.status == DRIFT) == (nulls > 0.1)
 
 
 def test_features_missing_on_one_side_get_a_status(profiles):
@@ -441,6 +464,7 @@ def test_metric_rows_name_every_metric_with_its_threshold(result):
         "ks_p_value",
         "wasserstein_norm",
         "null_share",
+        "null_share_change",
         "rows",
     }
     assert {m for f, m in rows if f == "color"} == {
@@ -448,6 +472,7 @@ def test_metric_rows_name_every_metric_with_its_threshold(result):
         "chi2_p_value",
         "js_distance",
         "null_share",
+        "null_share_change",
         "rows",
     }
     psi = rows[("shifted", "psi")]

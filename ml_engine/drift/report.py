@@ -35,6 +35,7 @@ from ml_engine.drift.stats import (
     KS_P_VALUE,
     NEW,
     NULL_SHARE,
+    NULL_SHARE_CHANGE,
     OK,
     OTHER,
     PSI,
@@ -217,7 +218,7 @@ def _summary(result: DriftResult) -> str:
     head = (
         "<tr><th>Feature</th><th>Type</th><th>Status</th><th>PSI</th>"
         "<th>p-value (KS / &chi;&sup2;)</th><th>Distance (W/&sigma; / JS)</th>"
-        "<th>Null share</th><th>Note</th></tr>"
+        "<th>Null share (change)</th><th>Note</th></tr>"
     )
     psi_warn = result.thresholds.psi_warn
     rows = []
@@ -227,7 +228,7 @@ def _summary(result: DriftResult) -> str:
         rows.append(
             f'<tr><td class="name"><a href="#f{i}">{_e(f.feature)}</a></td><td>{_e(f.kind)}</td>'
             f"<td>{_badge(f.status)}</td>{_metric_cell(f.metric(PSI), psi_warn)}{_metric_cell(p)}"
-            f'{_metric_cell(d)}<td class="num">{_share(f.value(NULL_SHARE))}</td>'
+            f"{_metric_cell(d)}{_null_cell(f)}"
             f"<td>{_e(f.note)}</td></tr>"
         )
     return (
@@ -278,14 +279,17 @@ def _definitions(result: DriftResult) -> str:
         "standard deviations; a categorical feature when PSI &ge; "
         f"{t.psi_drift:g}, or the chi-square p-value is below {t.p_value:g} and the "
         f"Jensen-Shannon distance reaches {t.distance:g}. PSI &ge; {t.psi_warn:g} or a "
-        "p-value alone is a warning.",
+        "p-value alone is a warning. Either kind drifts when its share of null values "
+        f"changed by {t.null_share * 100:g} points or more from the reference's (a feature "
+        "whose values stopped coming drifts).",
         "Numeric bins are the reference's quantile bins (deciles unless configured), closed on "
         "the right: (e<sub>i-1</sub>, e<sub>i</sub>], the outer bins open-ended; ties merge bins.",
         f"PSI = &sum; (c &minus; r) ln(c / r) over the bins, each share floored at {EPSILON:g}.",
         "The KS p-value is that of the KS statistic less the quantile sketches' rank error "
         "(zero while a sketch holds every value, about 0.001 per side at millions of rows), so "
         "the error of the sketches alone never makes a feature significant.",
-        "Shares are of the non-null values; null share counts null and NaN values of the batch.",
+        "Shares are of the non-null values; null share counts null and NaN values of the "
+        "batch, its change is in points from the reference's share.",
         "New categories are categories of the batch the reference never had; "
         "&ldquo;other&rdquo; holds what a side did not list (high-cardinality columns).",
     ]
@@ -535,6 +539,17 @@ def _num(value: float | None) -> str:
 
 def _share(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
+
+
+def _null_cell(f: FeatureDrift) -> str:
+    """The batch's null share and its change from the reference's, in points (red when the
+    change reached its threshold)."""
+    change = f.metric(NULL_SHARE_CHANGE)
+    if change is None or change.value is None:
+        return f'<td class="num">{_share(f.value(NULL_SHARE))}</td>'
+    css = "num hit" if change.drifted else "num"
+    points = f"{change.value * 100:+.1f} pts"
+    return f'<td class="{css}">{_share(f.value(NULL_SHARE))} ({points})</td>'
 
 
 def _metric_cell(metric: Metric | None, warn: float | None = None) -> str:

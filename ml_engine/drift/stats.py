@@ -49,11 +49,14 @@ which accounts for the sample sizes, does not fall); profile such columns with a
 ``top_k`` or compare larger batches.
 
 Both kinds also report ``null_share`` (the batch's share of null or NaN values) and ``rows``
-(the batch's rows), without a threshold.
+(the batch's rows), without a threshold, and ``null_share_change``: the batch's null share less
+the reference's, which drifts when its size reaches ``null_share`` (values that stop coming, or
+start to, whatever the distribution of the values that still come). A feature with no values
+in the batch is then ``drift``, not ``no_data``.
 
 Verdict per feature (:class:`DriftThresholds`): ``drift`` when ``psi >= psi_drift``, or the
 p-value is below ``p_value`` AND the distance (``wasserstein_norm`` or ``js_distance``) reaches
-``distance``; else ``warn`` when ``psi >= psi_warn`` or the p-value alone is below ``p_value``;
+``distance``, or the null share changed by ``null_share`` or more; else ``warn`` when ``psi >= psi_warn`` or the p-value alone is below ``p_value``;
 else ``ok``. Features that cannot be compared: ``no_data`` (the batch has no rows, or no values
 of the feature), ``missing`` (the batch's profile lacks the feature), ``no_reference`` (the
 reference lacks it, has no values of it, or profiles it as the other kind). A metric's own
@@ -111,6 +114,7 @@ WASSERSTEIN_NORM = "wasserstein_norm"
 CHI2_P_VALUE = "chi2_p_value"
 JS_DISTANCE = "js_distance"
 NULL_SHARE = "null_share"
+NULL_SHARE_CHANGE = "null_share_change"
 ROWS = "rows"
 
 # Bin kinds: a numeric range, a category of both sides, a category the reference never had,
@@ -451,8 +455,12 @@ def _feature(
     kind = (ref or cur).kind if (ref or cur) is not None else "unknown"
     counts = [Metric(ROWS, float(current.rows))]
     if cur is not None and current.rows > 0:
-        missing = cur.null_count + getattr(cur, "nan_count", 0)
-        counts.append(Metric(NULL_SHARE, missing / current.rows))
+        counts.append(Metric(NULL_SHARE, _null_share(cur, current.rows)))
+    change = None
+    if cur is not None and ref is not None and current.rows > 0 and reference.rows > 0:
+        shift = _null_share(cur, current.rows) - _null_share(ref, reference.rows)
+        change = Metric(NULL_SHARE_CHANGE, shift, th.null_share, abs(shift) >= th.null_share)
+        counts.append(change)
 
     def uncompared(status: str, note: str) -> FeatureDrift:
         return FeatureDrift(name, kind, status, float(STATUS_RANK[status]), tuple(counts), (), note)
@@ -470,13 +478,22 @@ def _feature(
     if ref.count == 0:
         return uncompared(NO_REFERENCE, "the reference has no values (all null or NaN)")
     if cur.count == 0:
-        return uncompared(NO_DATA, "the batch has no values (all null or NaN)")
+        note = "the batch has no values (all null or NaN)"
+        if change is not None and change.drifted:  # the values stopped coming: drift
+            severity = STATUS_RANK[DRIFT] + _bounded(_ratio(abs(change.value), th.null_share))
+            return FeatureDrift(name, kind, DRIFT, severity, tuple(counts), (), note)
+        return uncompared(NO_DATA, note)
     compared = _numeric if isinstance(ref, NumericProfile) else _categorical
     stats, bins, note = compared(ref, cur, th)
-    status = _status(stats, th)
+    status = _status([*stats, *([change] if change else [])], th)
     return FeatureDrift(
-        name, kind, status, _severity(status, stats, th), (*stats, *counts), bins, note
+        name, kind, status, _severity(status, [*stats, *counts], th), (*stats, *counts), bins, note
     )
+
+
+def _null_share(column: NumericProfile | CategoricalProfile, rows: int) -> float:
+    """The share of ``rows`` whose value is null (or NaN)."""
+    return (column.null_count + getattr(column, "nan_count", 0)) / rows
 
 
 def range_labels(edges: Sequence[float]) -> list[str]:
@@ -550,7 +567,8 @@ def _status(stats: list[Metric], th: DriftThresholds) -> str:
     p = values.get(KS_P_VALUE, values.get(CHI2_P_VALUE))
     distance = values.get(WASSERSTEIN_NORM, values.get(JS_DISTANCE))
     low_p = p < th.p_value
-    if values[PSI] >= th.psi_drift or (low_p and distance >= th.distance):
+    nulls = abs(values.get(NULL_SHARE_CHANGE, 0.0)) >= th.null_share
+    if values[PSI] >= th.psi_drift or (low_p and distance >= th.distance) or nulls:
         return DRIFT
     if values[PSI] >= th.psi_warn or low_p:
         return WARN
@@ -566,6 +584,15 @@ def _ratio(value: float, threshold: float) -> float:
 def _severity(status: str, stats: list[Metric], th: DriftThresholds) -> float:
     values = {m.name: m.value for m in stats}
     distance = values.get(WASSERSTEIN_NORM, values.get(JS_DISTANCE))
-    r = max(_ratio(values[PSI], th.psi_drift), _ratio(distance, th.distance))
-    # r / (1 + r), kept below 1 so the status rank stays the integer part.
-    return STATUS_RANK[status] + min(1.0 - 1.0 / (1.0 + r), 0.999999)
+    nulls = abs(values.get(NULL_SHARE_CHANGE, 0.0))
+    r = max(
+        _ratio(values[PSI], th.psi_drift),
+        _ratio(distance, th.distance),
+        _ratio(nulls, th.null_share),
+    )
+    return STATUS_RANK[status] + _bounded(r)
+
+
+def _bounded(r: float) -> float:
+    """r / (1 + r), kept below 1 so the status rank stays the integer part of a severity."""
+    return min(1.0 - 1.0 / (1.0 + r), 0.999999)
