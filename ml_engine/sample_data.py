@@ -527,13 +527,19 @@ def _write_text_file(spark: SparkSession, path: str, text: str) -> None:
     so ``out_dir`` may be any URI Spark writes to."""
     jvm = spark.sparkContext._jvm
     hpath = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    fs.setWriteChecksum(False)
-    out = fs.create(hpath, True)
+    # A private instance: the no-checksum setting must not reach the session's cached file
+    # system (every later local write of the session would skip its .crc files).
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    fs = jvm.org.apache.hadoop.fs.FileSystem.newInstance(hpath.toUri(), conf)
     try:
-        out.write(bytearray(text.encode("utf-8")))
+        fs.setWriteChecksum(False)
+        out = fs.create(hpath, True)
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
     finally:
-        out.close()
+        fs.close()
 
 
 def _name_parts_csv(spark: SparkSession, directory: str) -> None:
