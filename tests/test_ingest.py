@@ -608,6 +608,30 @@ def test_csv_files_listing_the_columns_in_another_order_are_read_by_their_header
     assert quarantine.count() == 0
 
 
+def test_first_lines_read_in_python_and_through_hadoop_agree(spark, tmp_path):
+    import zlib
+
+    from ml_engine.quality.ingest import _first_line
+
+    header = "id,Rooms Count,área"
+    body = f"{header}\r\nA,2,70\n".encode()
+    write(tmp_path / "p lain.csv", body)
+    with gzip.open(tmp_path / "g.csv.gz", "wb") as out:
+        out.write(body)
+    write(tmp_path / "z.csv.deflate", zlib.compress(body))  # Hadoop's DefaultCodec: zlib
+    write(tmp_path / "empty.csv", b"")
+
+    def uri(name: str) -> str:
+        return (tmp_path / name).as_uri()
+
+    assert [_first_line(spark, uri(n), "UTF-8") for n in ("p lain.csv", "g.csv.gz")] == [
+        header,
+        header,
+    ]
+    assert _first_line(spark, uri("z.csv.deflate"), "UTF-8") == header  # through the JVM
+    assert _first_line(spark, uri("empty.csv"), "UTF-8") is None
+
+
 def test_missing_input_path_is_file_not_found(spark, tmp_path, tx_schema):
     with pytest.raises(FileNotFoundError, match=f"input path {tmp_path / 'nope'} does not exist"):
         read_raw(spark, str(tmp_path / "nope"), "csv", tx_schema)

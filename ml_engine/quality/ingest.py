@@ -61,13 +61,17 @@ for an int.
 
 from __future__ import annotations
 
+import bz2
+import codecs
 import functools
+import gzip
+import os
 import urllib.parse
 from datetime import datetime, timezone
 
 from pyspark import StorageLevel
 from pyspark.errors import AnalysisException, PySparkException
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -122,7 +126,9 @@ def raw_struct(schema: TableSchema, fmt: str = "csv") -> T.StructType:
     return T.StructType(fields)
 
 
-def _read_csv(reader, paths: str | list[str], struct: T.StructType, options: CsvOptions):
+def _read_csv(
+    reader: DataFrameReader, paths: str | list[str], struct: T.StructType, options: CsvOptions
+) -> DataFrame:
     """CSV files read into the all-string ``struct``, fields taken by position."""
     return (
         reader.schema(struct)
@@ -153,10 +159,11 @@ def _in_header_order(
     if not options.header or len(options.delimiter) != 1:
         return df
     declared = [csv_name(c.name).lower() for c in schema.columns]
-    files = [urllib.parse.unquote(uri) for uri in df.inputFiles()]
+    uris = df.inputFiles()
+    files = [urllib.parse.unquote(uri) for uri in uris]  # as spark.read takes them
     orders: dict[tuple[str, ...], list[str]] = {}
-    for file in files:
-        line = _first_line(spark, file, options.encoding) or ""
+    for uri, file in zip(uris, files, strict=True):
+        line = _first_line(spark, uri, options.encoding) or ""
         names = [n.lower() for n in csv_column_names(line, options.delimiter, options.quote)[0]]
         if names != declared and sorted(names) == sorted(declared):
             orders.setdefault(tuple(names), []).append(file)
@@ -184,20 +191,44 @@ def _in_header_order(
     return functools.reduce(DataFrame.unionByName, parts)
 
 
-def _first_line(spark: SparkSession, file: str, encoding: str) -> str | None:
-    """The first line of a file (decompressed by its extension), read through Hadoop's file
-    system, so any path Spark reads works; None for an empty file."""
+# Local files with these extensions are read in Python (any other extension: uncompressed);
+# Hadoop's other codecs (.deflate, .lz4, .snappy, .zst) go through the JVM.
+_LOCAL_OPENERS = {".gz": gzip.open, ".bz2": bz2.open}
+_JVM_CODECS = {".deflate", ".lz4", ".snappy", ".zst", ".zstd"}
+
+
+def _first_line(spark: SparkSession, uri: str, encoding: str) -> str | None:
+    """The first line of a file (a URI as Spark lists it), decompressed by its extension;
+    None for an empty file.
+
+    Local files are read in Python (microseconds each, so a batch of thousands of small files
+    costs no noticeable time); other locations and codecs through Hadoop's file system in the
+    JVM, like Spark's own read (milliseconds each)."""
+    parts = urllib.parse.urlsplit(uri)
+    path = urllib.parse.unquote(parts.path)
+    suffix = os.path.splitext(path)[1].lower()
+    if parts.scheme in ("", "file") and suffix not in _JVM_CODECS:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:  # a Java charset name Python does not know
+            pass
+        else:
+            opener = _LOCAL_OPENERS.get(suffix, open)
+            with opener(path, "rt", encoding=encoding, errors="replace", newline="") as handle:
+                line = handle.readline()
+            return line.rstrip("\r\n") if line else None
     jvm = spark.sparkContext._jvm
     conf = spark.sparkContext._jsc.hadoopConfiguration()
-    path = jvm.org.apache.hadoop.fs.Path(file)
-    stream = path.getFileSystem(conf).open(path)
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(uri))
+    stream = hadoop_path.getFileSystem(conf).open(hadoop_path)
     try:
-        codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(path)
+        codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(
+            hadoop_path
+        )
         if codec is not None:
             stream = codec.createInputStream(stream)
-        return jvm.java.io.BufferedReader(
-            jvm.java.io.InputStreamReader(stream, encoding)
-        ).readLine()
+        reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, encoding))
+        return reader.readLine()
     finally:
         stream.close()
 
@@ -215,7 +246,8 @@ def read_raw(
     ``mode=PERMISSIVE`` and ``columnNameOfCorruptRecord``; for CSV, header, delimiter,
     encoding, quote, escape and multiline come from ``options`` (``ingest.csv``) and fields
     are taken by position (``enforceSchema``: the header line is skipped), except in files
-    whose header names the declared columns in another order (:func:`_in_header_order`). Compressed files are decompressed by their extension (``.gz``, ``.bz2``).
+    whose header names the declared columns in another order (:func:`_in_header_order`).
+    Compressed files are decompressed by their extension (``.gz``, ``.bz2``).
     Parquet is read with its own schema and must contain every declared column.
 
     Args:
