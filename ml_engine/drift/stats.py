@@ -56,9 +56,10 @@ in the batch is then ``drift``, not ``no_data``.
 
 Verdict per feature (:class:`DriftThresholds`): ``drift`` when ``psi >= psi_drift``, or the
 p-value is below ``p_value`` AND the distance (``wasserstein_norm`` or ``js_distance``) reaches
-``distance``, or the null share changed by ``null_share`` or more; else ``warn`` when ``psi >= psi_warn`` or the p-value alone is below ``p_value``;
-else ``ok``. Features that cannot be compared: ``no_data`` (the batch has no rows, or no values
-of the feature), ``missing`` (the batch's profile lacks the feature), ``no_reference`` (the
+``distance``, or the null share changed by ``null_share`` or more; else ``warn`` when
+``psi >= psi_warn`` or the p-value alone is below ``p_value``; else ``ok``. Features that
+cannot be compared: ``no_data`` (the batch has no rows, or no values of the feature while the
+reference had about as few), ``missing`` (the batch's profile lacks the feature), ``no_reference`` (the
 reference lacks it, has no values of it, or profiles it as the other kind). A metric's own
 ``drifted`` says that it crossed its threshold (PSI: ``psi_drift``).
 
