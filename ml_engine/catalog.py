@@ -46,6 +46,7 @@ from ml_engine.tables.base import (
     DeltaTables,
     TableError,
     batch_not_found,
+    quote_name,
     with_columns_of,
 )
 
@@ -292,7 +293,7 @@ class BatchCatalog:
         latest = self.tables.schema(path)
         if rows.columns == latest.names:
             return rows
-        return with_columns_of(rows, latest).select(*[F.col(f"`{n}`") for n in latest.names])
+        return with_columns_of(rows, latest).select(*[F.col(quote_name(n)) for n in latest.names])
 
 
 def _not_complete(tables: DeltaTables, path: str, batch_id: str, visible: dict[str, int]) -> str:

@@ -135,44 +135,46 @@ def test_clean_adds_it_to_silver_and_reads_batches_recorded_before_it(spark, cha
     assert runs[("b1", "clean again")].notes == []
 
 
+def refusal(spark, tables, cfg, job: str, written: tuple[str, ...]) -> str:
+    """The JobError message of ``job``, after checking that none of the ``written`` tables
+    got a commit."""
+    versions = {t: DeltaTable(cfg.storage.table_path(t)).version() for t in written}
+    with pytest.raises(JobError) as err:
+        run_job(job, spark, cfg, tables)
+    assert {t: DeltaTable(cfg.storage.table_path(t)).version() for t in written} == versions
+    return str(err.value)
+
+
 def test_a_column_whose_type_changed_is_refused_before_anything_is_written(spark, chain):
     tmp_path, tables, _, _ = chain
     retyped = [{**c, "type": "long"} if c["name"] == "age" else c for c in [*COLUMNS, WAIT]]
     cfg = project(tmp_path, retyped, "b4", ["V5,2026-04-04 09:00:00,80,a,5"], HEADER_2)
-    store = tmp_path / "store" / "tables"
-    versions = {t: DeltaTable(str(store / t)).version() for t in ("bronze", "quarantine")}
 
-    with pytest.raises(JobError) as err:
-        run_job("ingest", spark, cfg, tables)
+    message = refusal(spark, tables, cfg, "ingest", ("bronze", "quarantine"))
 
-    assert str(err.value) == (
+    assert message == (
         f"ingest: column types of the schema file {tmp_path / 'schema.yaml'} differ from those "
-        f"of the table {store / 'bronze'} (age (table: int, now: bigint)). A column keeps its "
-        "type in a table, because its earlier batches hold the old one: give it the table's "
-        "type again, or write every batch with the new types to new tables (--set "
-        "storage.root=PATH). Nothing was written"
+        f"of the table {tmp_path / 'store' / 'tables' / 'bronze'} (age (table: int, now: "
+        "bigint)). A column keeps its type in a table, because its earlier batches hold the old "
+        "one: give it the table's type again, or write every batch with the new types to new "
+        "tables (--set storage.root=PATH). Nothing was written"
     )
-    assert {t: DeltaTable(str(store / t)).version() for t in versions} == versions
 
 
 def test_clean_refuses_a_type_clean_coerce_changed_before_writing(spark, chain):
     tmp_path, tables, _, _ = chain
     coerced = {"coerce": {"age": "double"}}
     cfg = project(tmp_path, [*COLUMNS, WAIT], "b3", [], HEADER_2, clean=coerced)
-    store = tmp_path / "store" / "tables"
-    versions = {t: DeltaTable(str(store / t)).version() for t in ("silver", "quarantine")}
 
-    with pytest.raises(JobError) as err:
-        run_job("clean", spark, cfg, tables)
+    message = refusal(spark, tables, cfg, "clean", ("silver", "quarantine"))
 
-    assert str(err.value) == (
+    assert message == (
         f"clean: column types of the schema file {tmp_path / 'schema.yaml'} and clean.coerce "
-        f"differ from those of the table {store / 'silver'} (age (table: int, now: double)). "
-        "A column keeps its type in a table, because its earlier batches hold the old one: give "
-        "it the table's type again, or write every batch with the new types to new tables "
-        "(--set storage.root=PATH). Nothing was written"
+        f"differ from those of the table {tmp_path / 'store' / 'tables' / 'silver'} (age "
+        "(table: int, now: double)). A column keeps its type in a table, because its earlier "
+        "batches hold the old one: give it the table's type again, or write every batch with "
+        "the new types to new tables (--set storage.root=PATH). Nothing was written"
     )
-    assert {t: DeltaTable(str(store / t)).version() for t in versions} == versions
 
 
 def test_a_batch_read_through_the_run_log_has_the_tables_latest_columns(spark, chain):

@@ -377,10 +377,12 @@ def with_columns_of(df: DataFrame, schema: StructType) -> DataFrame:
     present, names = set(df.columns), set(schema.names)
     return df.select(
         *[
-            df[f"`{f.name}`"] if f.name in present else F.lit(None).cast(f.dataType).alias(f.name)
+            df[quote_name(f.name)]
+            if f.name in present
+            else F.lit(None).cast(f.dataType).alias(f.name)
             for f in schema.fields
         ],
-        *[df[f"`{n}`"] for n in df.columns if n not in names],
+        *[df[quote_name(n)] for n in df.columns if n not in names],
     )
 
 
@@ -442,6 +444,11 @@ def batch_not_found(path: str, batch_id: str, existing: list[str]) -> str:
         f"batch '{batch_id}' is not in Delta table {path}; batches there: {shown}{more}. Set "
         f"batch_id to one of them or run the job that writes it"
     )
+
+
+def quote_name(name: str) -> str:
+    """``name`` as a Spark SQL identifier (backticks, inner backticks doubled)."""
+    return "`" + name.replace("`", "``") + "`"
 
 
 def sql_literal(value: str) -> str:

@@ -116,6 +116,7 @@ from ml_engine.tables.base import (
     conform_to_table,
     nullable_schema,
     parquet_options,
+    quote_name,
     with_columns_of,
 )
 
@@ -584,9 +585,8 @@ class RsDeltaTables(DeltaTables):
     def _add_columns(self, path: str, data_schema: T.StructType) -> None:
         """Adds the columns of ``data_schema`` the table lacks (if it exists) in one commit
         that changes no row, under the commit lock; refuses differently typed columns."""
-        if self._open_or_none(path) is None or not added_columns(
-            path, self.schema(path), data_schema
-        ):
+        table = self._open_or_none(path)
+        if table is None or not added_columns(path, _spark_schema(table), data_schema):
             return
         with _commit_lock(_location(path), path, self.commit_lock_timeout_s):
             table = self._open(path)
@@ -687,7 +687,7 @@ class RsDeltaTables(DeltaTables):
             columns = [
                 _typed_literal(values[f.name], f.dataType).alias(f.name)
                 if f.name in values
-                else scan[_quote_name(f.name)]
+                else scan[quote_name(f.name)]
                 for f in snapshot.schema.fields
             ]
             if with_file_ids:
@@ -766,7 +766,7 @@ class RsDeltaTables(DeltaTables):
         if predicate is not None:
             _check_predicate(self.spark, path, schema, predicate)
         snapshot = _Snapshot(path, table, schema, parts, [])  # type: ignore[arg-type]
-        data = _with_row_checks(df.select(*[F.col(_quote_name(n)) for n in schema.names]),
+        data = _with_row_checks(df.select(*[F.col(quote_name(n)) for n in schema.names]),
                                 snapshot, predicate=predicate)  # fmt: skip
         return schema, self._write_files(data, snapshot)
 
@@ -781,7 +781,7 @@ class RsDeltaTables(DeltaTables):
             *[
                 _partition_string(c, fields[c].dataType).alias(c)
                 if c in snapshot.partition_by
-                else F.col(_quote_name(c))
+                else F.col(quote_name(c))
                 for c in snapshot.schema.names
             ]
         )
@@ -1051,10 +1051,6 @@ def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(location)
 
 
-def _quote_name(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
 # ------------------------------------------------------------------------------------ schemas
 
 
@@ -1300,7 +1296,7 @@ def _with_row_checks(df: DataFrame, snapshot: _Snapshot, predicate: str | None =
     """
     checks: list[tuple[Column, str]] = [
         (
-            F.col(_quote_name(f.name)).isNull(),
+            F.col(quote_name(f.name)).isNull(),
             f"column {f.name} of Delta table {snapshot.path} is NOT NULL but a row has a null",
         )
         for f in snapshot.schema.fields
@@ -1316,7 +1312,7 @@ def _with_row_checks(df: DataFrame, snapshot: _Snapshot, predicate: str | None =
         )
     if not checks:
         return df
-    row_json = F.to_json(F.struct(*[F.col(_quote_name(c)) for c in df.columns]))
+    row_json = F.to_json(F.struct(*[F.col(quote_name(c)) for c in df.columns]))
     rule: Column | None = None
     for violated, message in checks:
         error = F.raise_error(F.concat(F.lit(f"{_CHECK_MARK}{message}. Row: "), row_json))
@@ -1420,7 +1416,7 @@ def _partition_string(name: str, data_type: T.DataType) -> Column:
     data files never hold partition columns. Timestamps are rendered in UTC by integer
     arithmetic, independent of the session time zone.
     """
-    c = F.col(_quote_name(name))
+    c = F.col(quote_name(name))
     if isinstance(data_type, T.TimestampType):
         return _micros_text(c, F.unix_micros(c), "%sT%02d:%02d:%02d.%06dZ")
     if isinstance(data_type, T.TimestampNTZType):

@@ -25,6 +25,7 @@ from ml_engine.tables.base import (
     check_replace_schema,
     check_unique_keys,
     conform_to_table,
+    quote_name,
     with_columns_of,
 )
 
@@ -233,7 +234,7 @@ class SparkDeltaTables(DeltaTables):
         """One MERGE by ``keys``: matched rows take the new row, new rows are inserted, and
         with ``delete_unmatched`` the rows matching it that no new row matched are deleted.
         ``merge_schema``: the table takes ``df``'s new columns (Delta's schema auto-merge)."""
-        condition = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
+        condition = " AND ".join(f"t.{quote_name(k)} = s.{quote_name(k)}" for k in keys)
         try:
             merge = (
                 self._delta_table.forPath(self.spark, path)
@@ -390,10 +391,6 @@ def _timestamp_text(moment: datetime | str) -> str:
     if moment.tzinfo is not None:
         return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def _quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
 
 
 def _first_line(exc: BaseException) -> str:
