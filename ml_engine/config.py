@@ -190,8 +190,8 @@ class CsvOptions(StrictModel):
 
     Attributes:
         header: each file starts with one header line. Fields are taken by position, except
-            in a file whose header names the schema's columns in another order: it is read
-            in its header's order.
+            in a file whose header names every schema column in another order or beside
+            undeclared columns: it is read by its header (undeclared columns left out).
         delimiter: the field separator (Spark's ``sep``).
         encoding: one of :data:`SPARK_CHARSETS`.
         quote: the character that quotes a field (``""`` turns quoting off).

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ml_engine.config import Config, ConfigError
 from ml_engine.jobs import job_spec
-from ml_engine.schemas import ROLE_EVENT_TIME, ROLE_KEY, ROLE_LABEL, TableSchema
+from ml_engine.schemas import ROLE_EVENT_TIME, ROLE_KEY, ROLE_LABEL, TableSchema, csv_name
 
 SAMPLE_LINES = 20
 
@@ -160,13 +160,14 @@ def _sample_values(cfg: Config, file: Path, columns: Sequence[str]) -> dict[str,
                 doublequote=escape is None,
             )
             rows = iter(reader)
+            position = {c: names.index(c) for c in columns}
             if ing.csv.header:
-                next(rows, None)
+                position = _header_positions(next(rows, None) or [], names, columns) or position
             for n, row in enumerate(rows):
                 if n >= SAMPLE_LINES:
                     break
                 for c in columns:
-                    i = names.index(c)
+                    i = position[c]
                     if i < len(row) and row[i].strip():
                         values[c].append(row[i])
         else:
@@ -183,6 +184,18 @@ def _sample_values(cfg: Config, file: Path, columns: Sequence[str]) -> dict[str,
                         if isinstance(v, str) and v.strip():
                             values[c].append(v)
     return values
+
+
+def _header_positions(
+    header: Sequence[str], names: Sequence[str], columns: Sequence[str]
+) -> dict[str, int] | None:
+    """Where ``columns`` are in a CSV file whose header names every schema column (in
+    another order or beside undeclared ones), as ingest reads such a file; None for a header
+    that does not (its fields are read by position)."""
+    fields = [csv_name(h).lower() for h in header]
+    if any(csv_name(n).lower() not in fields for n in names):
+        return None
+    return {c: fields.index(csv_name(c).lower()) for c in columns}
 
 
 def input_problems(cfg: Config) -> list[str]:

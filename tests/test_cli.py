@@ -163,6 +163,28 @@ def test_timestamp_format_that_does_not_match_the_first_lines_fails_before_spark
     ]
 
 
+def test_timestamp_check_reads_columns_where_the_header_puts_them(tmp_path):
+    from ml_engine.config import load_config
+    from ml_engine.preflight import input_problems
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    # placed is the 4th field here, not the schema's 2nd; store is not in the schema
+    (raw / "orders.csv").write_text(
+        "Store,returned,order_id,PLACED,basket\ns1,0,o1,2026-11-28 10:00:00,12.5\n"
+    )
+    config = project(tmp_path, SHOP_SCHEMA, "ingest: {path: raw/orders.csv}\n")
+    assert input_problems(load_config(config)) == []
+    (raw / "orders.csv").write_text(
+        "Store,returned,order_id,PLACED,basket\ns1,0,o1,2026-11-28T10:00:00,12.5\n"
+    )
+    assert input_problems(load_config(config)) == [
+        "ingest.timestamp_format: 'yyyy-MM-dd HH:mm:ss' matches none of the first 1 values of "
+        f"column 'placed' in {raw / 'orders.csv'} (first: '2026-11-28T10:00:00'); set it to the "
+        "file's format, e.g. \"yyyy-MM-dd'T'HH:mm:ss\""
+    ]
+
+
 def test_parquet_nanosecond_timestamps_are_refused_before_spark_with_the_fix(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()

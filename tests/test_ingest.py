@@ -336,6 +336,13 @@ def src(path: Path) -> str:
     return f"file:{urllib.parse.quote(str(path))}"
 
 
+def assert_same_rows(actual, expected) -> None:
+    """``actual``'s rows in ``expected``'s columns equal ``expected``'s, in any order."""
+    assert_df_equality(
+        actual.select(*expected.columns), expected, ignore_nullable=True, ignore_row_order=True
+    )
+
+
 def test_wrong_delimiter_quarantines_every_line(spark, tmp_path, tx_schema):
     text = "\n".join(x.replace(",", ";") for x in (TX_HEADER, TX_LINE_1, TX_LINE_2)) + "\n"
     f = write(tmp_path / "semi.csv", text.encode())
@@ -378,8 +385,9 @@ def test_missing_column_quarantines_every_line(spark, tmp_path, tx_schema):
     assert bronze.collect() == []
 
 
-def test_extra_column_quarantines_the_line(spark, tmp_path, tx_schema):
-    lines = [TX_HEADER + ",note", TX_LINE_1 + ",hello", TX_LINE_2]
+def test_extra_field_quarantines_the_line(spark, tmp_path, tx_schema):
+    # a header with an undeclared column is read by it: the extra field is not in the header
+    lines = [TX_HEADER, TX_LINE_1 + ",hello", TX_LINE_2]
     f = write(tmp_path / "extra.csv", ("\n".join(lines) + "\n").encode())
     bronze, quarantine = ingest_file(spark, f, tx_schema)
     expected_q = spark.createDataFrame(
@@ -599,13 +607,72 @@ def test_csv_files_listing_the_columns_in_another_order_are_read_by_their_header
          ("D", 3, 90, src(path / "d.csv.gz")), ("E", 4, 120, src(path / "e.csv"))],
         "id string, `Rooms Count` int, area int, source_file string",
     )  # fmt: skip
-    assert_df_equality(
-        bronze.select("id", "Rooms Count", "area", "source_file"),
-        expected,
-        ignore_nullable=True,
-        ignore_row_order=True,
-    )
+    assert_same_rows(bronze, expected)
     assert quarantine.count() == 0
+
+
+def test_csv_headers_with_undeclared_columns_load_the_declared_ones_and_say_so(spark, tmp_path):
+    from ml_engine.quality.ingest import read_input
+
+    schema = schema_from_dict(
+        {
+            "name": "flats",
+            "columns": [
+                {"name": "id", "type": "string"},
+                {"name": "n", "type": "int"},
+                {"name": "area", "type": "int"},
+            ],
+        }
+    )
+    path = tmp_path / "in"
+    # one column more than the schema: read by position, every line would be quarantined
+    write(path / "a.csv", b"id,n,area,floor\nA,2,70,3\nB,x,55,1\nC,1,2,3,4\n")
+    write(path / "b.csv", b"Floor,AREA,id,n\n4,80,F,5\n")  # reordered, with one more
+    write(path / "c.csv", b"id,area\nE,90\n")  # lacks a column: by position, quarantined
+    write(path / "d.csv", b"id,n,area\nD,3,90\n")
+
+    raw, notes = read_input(spark, str(path), "csv", schema)
+    bronze, quarantine = split_valid(raw, schema, "b1", AT)
+
+    expected = spark.createDataFrame(
+        [("A", 2, 70, src(path / "a.csv")), ("F", 5, 80, src(path / "b.csv")),
+         ("D", 3, 90, src(path / "d.csv"))],
+        "id string, n int, area int, source_file string",
+    )  # fmt: skip
+    assert_same_rows(bronze, expected)
+    fields = "expected {} fields, found {} (check ingest.csv.delimiter and the file's columns)"
+    expected_q = spark.createDataFrame(
+        [("column n: 'x' is not an int", "B,x,55", src(path / "a.csv")),
+         (fields.format(4, 5), "C,1,2,3,4", src(path / "a.csv")),
+         (fields.format(3, 2), "E,90", src(path / "c.csv"))],
+        "reason string, raw_record string, source_file string",
+    )  # fmt: skip
+    assert_same_rows(quarantine, expected_q)
+    assert notes == [
+        f"ingest: {path / 'a.csv'}: column(s) ['floor'] of the header are not in schema "
+        "'flats' (<inline>) and were not loaded; declare them in the schema file to load them",
+        f"ingest: {path / 'b.csv'}: column(s) ['Floor'] of the header are not in schema "
+        "'flats' (<inline>) and were not loaded; declare them in the schema file to load them",
+        f"ingest: {path / 'c.csv'}: the header names 2 columns where schema 'flats' (<inline>) "
+        "declares 3: it lacks ['n']; its lines were read by position. Make the files and the "
+        "schema file agree",
+    ]
+
+
+def test_parquet_columns_the_schema_does_not_declare_are_named_in_a_note(spark, tmp_path):
+    from ml_engine.quality.ingest import read_input
+
+    schema = schema_from_dict({"name": "p", "columns": [{"name": "id", "type": "string"}]})
+    path = str(tmp_path / "p")
+    spark.createDataFrame([("A", 1.5, "x")], "id string, score double, tag string").write.parquet(
+        path
+    )
+    raw, notes = read_input(spark, path, "parquet", schema)
+    assert raw.columns == ["id", "source_file"]
+    assert notes == [
+        f"ingest: column(s) ['score', 'tag'] of parquet input {path} are not in schema 'p' "
+        "(<inline>) and were not loaded; declare them in the schema file to load them"
+    ]
 
 
 def test_first_lines_read_in_python_and_through_hadoop_agree(spark, tmp_path):
@@ -1126,11 +1193,21 @@ def test_unset_input_path_is_a_job_error(spark, tmp_path, sample_schema_path, ta
         run_ingest(spark, cfg, tables)
 
 
+def too_many_rejected(spark, cfg, tables, fraction: float) -> tuple[str, str]:
+    """The JobError message of an ingest run with ``max_rejected_fraction`` ``fraction``, and
+    the quarantine's path."""
+    from ml_engine.quality.ingest import run_ingest
+    from ml_engine.results import JobError
+
+    cfg.ingest.max_rejected_fraction = fraction
+    with pytest.raises(JobError) as err:
+        run_ingest(spark, cfg, tables)
+    return str(err.value), cfg.storage.table_path("quarantine")
+
+
 def test_too_many_rejected_rows_commit_quarantine_not_bronze_and_name_top_reasons(
     spark, tmp_path, sample_schema_path, tables
 ):
-    from ml_engine.quality.ingest import run_ingest
-    from ml_engine.results import JobError
 
     batch_dir = tmp_path / "raw" / "day9"
     batch_dir.mkdir(parents=True)
@@ -1144,11 +1221,8 @@ def test_too_many_rejected_rows_commit_quarantine_not_bronze_and_name_top_reason
     lines += [bad_time]
     (batch_dir / "part.csv").write_text("\n".join(lines) + "\n")
     cfg = job_config(tmp_path, sample_schema_path, batch_dir)
-    cfg.ingest.max_rejected_fraction = 0.5
-    with pytest.raises(JobError) as err:
-        run_ingest(spark, cfg, tables)
-    quarantine_path = cfg.storage.table_path("quarantine")
-    assert str(err.value) == (
+    message, quarantine_path = too_many_rejected(spark, cfg, tables, 0.5)
+    assert message == (
         "ingest: 4 of 5 rows of batch 'day9' were rejected (80.0%), more than "
         "ingest.max_rejected_fraction 0.5; bronze was not written. Top reasons: column amount: "
         "'…' is not a double (3 rows); column event_time: '…' does not match timestamp format "
@@ -1163,6 +1237,46 @@ def test_too_many_rejected_rows_commit_quarantine_not_bronze_and_name_top_reason
         "T000000009",
     ]
     assert not tables.exists(cfg.storage.table_path("bronze"))
+
+
+def test_a_batch_whose_header_lacks_a_column_is_refused_with_the_header_named(
+    spark, tmp_path, sample_schema_path, tables
+):
+    from ml_engine.quality.ingest import run_ingest
+
+    header = TX_HEADER.replace(",channel", "")
+    line = TX_LINE_1.replace(",web", "")
+    part = write(tmp_path / "raw" / "day8" / "part.csv", f"{header}\n{line}\n".encode())
+    extra = write(
+        tmp_path / "raw" / "day8" / "more.csv", f"{TX_HEADER},floor\n{TX_LINE_2},3\n".encode()
+    )
+    cfg = job_config(tmp_path, sample_schema_path, part.parent)
+    message, quarantine_path = too_many_rejected(spark, cfg, tables, 0.1)
+    assert message == (
+        "ingest: 1 of 2 rows of batch 'day8' were rejected (50.0%), more than "
+        "ingest.max_rejected_fraction 0.1; bronze was not written. Top reasons: expected 12 "
+        "fields, found 11 (check ingest.csv.delimiter and the file's columns) (1 rows). The "
+        f"rejected rows are in {quarantine_path}; check the schema, ingest.csv and "
+        "ingest.timestamp_format (or raise ingest.max_rejected_fraction). "
+        f"{extra}: column(s) ['floor'] of the header are not in schema 'transactions' "
+        f"({sample_schema_path}) and were not loaded; declare them in the schema file to load "
+        f"them. {part}: the header names 11 columns where schema 'transactions' "
+        f"({sample_schema_path}) declares 12: it lacks ['channel']; its lines were read by "
+        "position. Make the files and the schema file agree"
+    )
+    # with the column back in the file, the batch loads, and the note stays
+    write(part, f"{TX_HEADER}\n{TX_LINE_1}\n".encode())
+    result = run_ingest(spark, cfg, tables)
+    assert result.notes == [
+        f"ingest: {extra}: column(s) ['floor'] of the header are not in schema 'transactions' "
+        f"({sample_schema_path}) and were not loaded; declare them in the schema file to load "
+        "them"
+    ]
+    bronze = tables.read(result.outputs["bronze"]).select("transaction_id", "channel")
+    expected = spark.createDataFrame(
+        [("T000000001", "web"), ("T000000002", "app")], "transaction_id string, channel string"
+    )
+    assert_df_equality(bronze, expected, ignore_nullable=True, ignore_row_order=True)
 
 
 @pytest.mark.parametrize(

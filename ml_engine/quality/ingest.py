@@ -48,7 +48,8 @@ and a one-column (or whitespace-delimited) file holding a quoted whitespace-only
 ``raw_record`` of a quarantine row is the original record (all its lines) for a CSV record
 that could not be split into fields (Spark's corrupt record), else the row's raw text fields
 joined again with ``to_csv`` (same delimiter, quote and escape: the original record unless
-it used optional quoting). For JSON it is the original text of a malformed record, else
+it used optional quoting; for a file read by its header, its declared fields in the schema's
+order). For JSON it is the original text of a malformed record, else
 ``to_json`` of the raw fields; for Parquet ``to_json`` of the row. ``record_key`` is the
 record id (or, without one, the entity key) of rows whose fields could be split.
 
@@ -99,6 +100,8 @@ _RAW_RECORD = "_raw_record"
 _RECORD_KEY = "_record_key"
 _LINES = "_lines"  # physical lines of the record
 _BLANK_LINES = "_blank_lines"  # whitespace-only physical lines inside the record (quoted)
+# Of a CSV read whose files differ in their columns: the fields of each line's file.
+FILE_FIELDS = "_file_fields"
 
 # A physical line break, as Hadoop's line reader (and Python's bytes.splitlines) see them.
 LINE_BREAK = r"\r\n|\r|\n"
@@ -147,29 +150,61 @@ def _read_csv(
     )
 
 
-def _in_header_order(
+def _by_header(
     spark: SparkSession, df: DataFrame, schema: TableSchema, options: CsvOptions
-) -> DataFrame:
-    """``df`` with the files whose header names the schema's columns in another order read
-    in their own order: a positional read would put one column's values under another's name
-    (two numeric columns swapped load without an error). Header names compare as ``ml-engine
-    init`` writes them (:func:`csv_column_names`), ignoring case. Files whose header is the
-    schema's order, or not a reordering of its names, stay read by position (their lines are
-    checked field by field as before). Reads each file's first line on the driver."""
+) -> tuple[DataFrame, list[str]]:
+    """``df`` with the files whose header names every schema column, in another order or
+    beside columns the schema does not declare, read by their header; and notes on the
+    files whose header does not name the schema's columns.
+
+    A positional read would put one column's values under another's name (two numeric
+    columns swapped load without an error), and a file with one more column than the schema
+    would have all its lines quarantined. Header names compare as ``ml-engine init`` writes
+    them (:func:`csv_column_names`), ignoring case. A file read by its header leaves its
+    undeclared columns out (a note names them). Files whose header is the schema's order, or
+    lacks a schema name, stay read by position (a schema renamed by hand keeps working; a
+    file missing a column has its lines quarantined, and when its field count differs a
+    note names the columns it lacks and has). Reads each file's first line on the driver.
+    The read frame has ``FILE_FIELDS`` (each file's field count) when a file is read by its
+    header."""
     if not options.header or len(options.delimiter) != 1:
-        return df
+        return df, []
     declared = [csv_name(c.name).lower() for c in schema.columns]
+    by_name = {d: c.name for d, c in zip(declared, schema.columns, strict=True)}
     uris = df.inputFiles()
     files = [urllib.parse.unquote(uri) for uri in uris]  # as spark.read takes them
     orders: dict[tuple[str, ...], list[str]] = {}
+    undeclared: dict[tuple[str, ...], list[str]] = {}
+    unmatched: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = {}
     for uri, file in zip(uris, files, strict=True):
-        line = _first_line(spark, uri, options.encoding) or ""
-        names = [n.lower() for n in csv_column_names(line, options.delimiter, options.quote)[0]]
-        if names != declared and sorted(names) == sorted(declared):
+        line = _first_line(spark, uri, options.encoding)
+        header = csv_column_names(line or "", options.delimiter, options.quote)[0]
+        names = [n.lower() for n in header]
+        if not line or names == declared:
+            continue
+        extra = tuple(h for h, n in zip(header, names, strict=True) if n not in by_name)
+        lacking = tuple(by_name[d] for d in declared if d not in names)
+        if not lacking:
             orders.setdefault(tuple(names), []).append(file)
+            if extra:
+                undeclared.setdefault(extra, []).append(_file_name(file))
+        elif len(names) != len(declared):
+            unmatched.setdefault((lacking, extra), []).append(_file_name(file))
+    described = f"schema '{schema.name}' ({schema.source})"
+    notes = [
+        f"ingest: {_shown(set(group))}: column(s) {list(extra)} of the header are not in "
+        f"{described} and were not loaded; declare them in the schema file to load them"
+        for extra, group in undeclared.items()
+    ]
+    notes += [
+        f"ingest: {_shown(set(group))}: the header names {len(declared) - len(lacking) + len(extra)} "
+        f"columns where {described} declares {len(declared)}: it lacks {list(lacking)}"
+        + (f" and has {list(extra)}, which the schema does not declare" if extra else "")
+        + "; its lines were read by position. Make the files and the schema file agree"
+        for (lacking, extra), group in unmatched.items()
+    ]
     if not orders:
-        return df
-    by_name = {csv_name(c.name).lower(): c.name for c in schema.columns}
+        return df, notes
     reordered = {f for group in orders.values() for f in group}
     groups = [(tuple(declared), [f for f in files if f not in reordered]), *orders.items()]
     parts = []
@@ -177,7 +212,10 @@ def _in_header_order(
         if not group:
             continue
         struct = T.StructType(
-            [T.StructField(by_name[n], T.StringType(), True) for n in names]
+            [
+                T.StructField(by_name.get(n, f"_undeclared_{i}"), T.StringType(), True)
+                for i, n in enumerate(names)
+            ]
             + [T.StructField(CORRUPT_COLUMN, T.StringType(), True)]
         )
         part = _read_csv(spark.read, group, struct, options)
@@ -186,9 +224,10 @@ def _in_header_order(
                 *[c.name for c in schema.columns],
                 CORRUPT_COLUMN,
                 F.col("_metadata.file_path").alias(SOURCE_FILE_COLUMN),
+                F.lit(len(names)).alias(FILE_FIELDS),
             )
         )
-    return functools.reduce(DataFrame.unionByName, parts)
+    return functools.reduce(DataFrame.unionByName, parts), notes
 
 
 # Local files with these extensions are read in Python (any other extension: uncompressed);
@@ -240,13 +279,25 @@ def read_raw(
     schema: TableSchema,
     options: CsvOptions | None = None,
 ) -> DataFrame:
-    """Reads raw input without type inference.
+    """Reads raw input without type inference: :func:`read_input` without its notes."""
+    return read_input(spark, path, fmt, schema, options)[0]
+
+
+def read_input(
+    spark: SparkSession,
+    path: str,
+    fmt: str,
+    schema: TableSchema,
+    options: CsvOptions | None = None,
+) -> tuple[DataFrame, list[str]]:
+    """Reads raw input without type inference, with notes on columns it left out.
 
     CSV and JSON are read with :func:`raw_struct` (every declared column as a string),
     ``mode=PERMISSIVE`` and ``columnNameOfCorruptRecord``; for CSV, header, delimiter,
     encoding, quote, escape and multiline come from ``options`` (``ingest.csv``) and fields
     are taken by position (``enforceSchema``: the header line is skipped), except in files
-    whose header names the declared columns in another order (:func:`_in_header_order`).
+    whose header names every declared column in another order or beside undeclared ones
+    (:func:`_by_header`).
     Compressed files are decompressed by their extension (``.gz``, ``.bz2``).
     Parquet is read with its own schema and must contain every declared column.
 
@@ -260,7 +311,10 @@ def read_raw(
 
     Returns:
         The declared columns (strings for CSV/JSON, file types for Parquet), the corrupt
-        record column for CSV/JSON, and ``source_file`` (``_metadata.file_path``).
+        record column for CSV/JSON, ``source_file`` (``_metadata.file_path``) and, for CSV
+        files read by their header, ``FILE_FIELDS``; and the notes: the undeclared columns
+        of CSV headers and Parquet files (not loaded), and CSV headers that lack declared
+        columns and differ in their number.
 
     Raises:
         FileNotFoundError: nothing exists at ``path``.
@@ -269,10 +323,11 @@ def read_raw(
     """
     options = options or CsvOptions()
     reader = spark.read
+    notes: list[str] = []
     try:
         if fmt == "csv":
             df = _read_csv(reader, path, raw_struct(schema, "csv"), options)
-            df = _in_header_order(spark, df, schema, options)
+            df, notes = _by_header(spark, df, schema, options)
         elif fmt == "json":
             df = (
                 reader.schema(raw_struct(schema, "json"))
@@ -307,12 +362,20 @@ def read_raw(
                 f"'{schema.name}' ({schema.source}) are missing; the files have columns "
                 f"{df.columns}. Fix the files or the schema."
             )
+        declared = {c.name.lower() for c in schema.columns}
+        extra = [c for c in df.columns if c.lower() not in declared]
+        if extra:
+            notes.append(
+                f"ingest: column(s) {extra} of parquet input {path} are not in schema "
+                f"'{schema.name}' ({schema.source}) and were not loaded; declare them in the "
+                "schema file to load them"
+            )
         cols = [F.col(c.name) for c in schema.columns]
     else:
         cols = [F.col(c.name) for c in schema.columns] + [F.col(CORRUPT_COLUMN)]
-    if SOURCE_FILE_COLUMN in df.columns:  # files read in their header's order
-        return df.select(*cols, SOURCE_FILE_COLUMN)
-    return df.select(*cols, F.col("_metadata.file_path").alias(SOURCE_FILE_COLUMN))
+    if SOURCE_FILE_COLUMN in df.columns:  # files read by their header
+        return df.select(*cols, SOURCE_FILE_COLUMN, FILE_FIELDS), notes
+    return df.select(*cols, F.col("_metadata.file_path").alias(SOURCE_FILE_COLUMN)), notes
 
 
 def _widest_numbers(schema: T.StructType) -> T.StructType:
@@ -599,7 +662,10 @@ def with_parsed_columns(
     if has_corrupt:
         corrupt = F.col(CORRUPT_COLUMN)
         if fmt == "csv":
-            expected = len(schema.columns)
+            # Files read by their header may hold undeclared columns: each has its count.
+            expected = (
+                F.col(FILE_FIELDS) if FILE_FIELDS in raw_types else F.lit(len(schema.columns))
+            )
             delim, quote = options.delimiter, options.quote
             # A delimiter outside quotes: followed by an even number of quote characters.
             split_re = (
@@ -627,15 +693,17 @@ def with_parsed_columns(
                 .when(
                     found != expected,
                     F.format_string(
-                        f"expected {expected} fields, found %d (check ingest.csv.delimiter "
-                        "and the file's columns)",
+                        "expected %d fields, found %d (check ingest.csv.delimiter and the "
+                        "file's columns)",
+                        expected,
                         found,
                     ),
                 )
                 .otherwise(
-                    F.lit(
-                        f"malformed CSV line: not {expected} fields (check ingest.csv.quote "
-                        "and ingest.csv.escape)"
+                    F.format_string(
+                        "malformed CSV line: not %d fields (check ingest.csv.quote and "
+                        "ingest.csv.escape)",
+                        expected,
                     )
                 )
             )
@@ -888,7 +956,7 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
     schema = cfg.table_schema
     describe(spark, f"ingest: read {ing.format} {ing.path}")
     try:
-        raw = read_raw(spark, ing.path, ing.format, schema, ing.csv)
+        raw, read_notes = read_input(spark, ing.path, ing.format, schema, ing.csv)
     except FileNotFoundError:
         raise JobError(
             f"ingest input {ing.path} does not exist; check ingest.path (the raw file, "
@@ -938,12 +1006,14 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
         # Written first: when too much is rejected the user can look at it, bronze stays as is.
         tables.replace_batch(quarantine, quarantine_path, batch, within={"stage": INGEST_STAGE})
         if too_many:
-            raise JobError(_too_many_rejected(parsed, counts, ing, quarantine_path, batch))
+            message = _too_many_rejected(parsed, counts, ing, quarantine_path, batch)
+            hints = [n.removeprefix("ingest: ") for n in read_notes]
+            raise JobError(". ".join([message, *hints]))
         describe(spark, f"ingest: write bronze batch {batch}")
         tables.replace_batch(bronze, bronze_path, batch, add_columns=True)
     finally:
         parsed.unpersist()
-    notes = added_note("bronze", added)
+    notes = [*read_notes, *added_note("bronze", added)]
     if line_metrics:
         accounted = sum(line_metrics[k] for k in ("bronze_lines", "quarantined_lines"))
         accounted += line_metrics["blank_lines"]
