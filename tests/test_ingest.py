@@ -1279,6 +1279,46 @@ def test_a_batch_whose_header_lacks_a_column_is_refused_with_the_header_named(
     assert_df_equality(bronze, expected, ignore_nullable=True, ignore_row_order=True)
 
 
+def test_a_refused_rerun_leaves_jobs_reading_the_accepted_run_of_the_batch(
+    spark, tmp_path, sample_schema_path, tables
+):
+    from ml_engine.catalog import BatchCatalog
+    from ml_engine.jobs import run_job
+    from ml_engine.results import JobError
+
+    bad = TX_LINE_2.replace("99.99", "abc")
+    part = write(tmp_path / "raw" / "d1" / "part.csv", f"{TX_HEADER}\n{TX_LINE_1}\n".encode())
+    cfg = job_config(tmp_path, sample_schema_path, part.parent)
+    run_job("ingest", spark, cfg, tables)
+    bronze, quarantine = (cfg.storage.table_path(n) for n in ("bronze", "quarantine"))
+    bronze_version = tables.version(bronze)
+    # the batch again, its second line now bad: 1 of 2 rejected is over 0.1
+    write(part, f"{TX_HEADER}\n{TX_LINE_1}\n{bad}\n".encode())
+    cfg.ingest.max_rejected_fraction = 0.1
+    with pytest.raises(JobError):
+        run_job("ingest", spark, cfg, tables)
+
+    catalog = BatchCatalog(tables, cfg.storage.table_path("job_runs"))
+    assert tables.version(bronze) == bronze_version
+    assert catalog.batch_rows(quarantine, "d1").collect() == []  # the accepted run had none
+    rejected = tables.read(quarantine).select("batch_id", "record_key", "raw_record")
+    expected = spark.createDataFrame(
+        [("d1", "T000000002", bad)], "batch_id string, record_key string, raw_record string"
+    )
+    assert_df_equality(rejected, expected, ignore_nullable=True)  # a direct read shows them
+    expected_bronze = spark.createDataFrame([("T000000001",)], "transaction_id string")
+    assert_same_rows(catalog.read_batch(bronze, "d1"), expected_bronze)
+    # an accepted run replaces both
+    cfg.ingest.max_rejected_fraction = 1.0
+    run_job("ingest", spark, cfg, tables)
+    assert_df_equality(
+        catalog.batch_rows(quarantine, "d1").select("batch_id", "record_key", "raw_record"),
+        expected,
+        ignore_nullable=True,
+    )
+    assert_same_rows(catalog.read_batch(bronze, "d1"), expected_bronze)
+
+
 @pytest.mark.parametrize(
     ("encoding", "suffixes"),
     [("utf-8", [".csv", ".csv.gz", ".csv.bz2"]), ("utf-16", [".csv", ".csv.gz"])],
