@@ -659,7 +659,7 @@ def test_csv_headers_with_undeclared_columns_load_the_declared_ones_and_say_so(s
     ]
 
 
-def test_parquet_columns_the_schema_does_not_declare_are_named_in_a_note(spark, tmp_path):
+def test_parquet_and_json_columns_the_schema_does_not_declare_are_named_in_a_note(spark, tmp_path):
     from ml_engine.quality.ingest import read_input
 
     schema = schema_from_dict({"name": "p", "columns": [{"name": "id", "type": "string"}]})
@@ -672,6 +672,16 @@ def test_parquet_columns_the_schema_does_not_declare_are_named_in_a_note(spark, 
     assert notes == [
         f"ingest: column(s) ['score', 'tag'] of parquet input {path} are not in schema 'p' "
         "(<inline>) and were not loaded; declare them in the schema file to load them"
+    ]
+    lines = b'{"id": "A", "Score": 1.5}\n{"id": "B", "tag": "x"}\n'
+    write(tmp_path / "j" / "a.json", lines)
+    write(tmp_path / "j" / "b.json", b'{"ID": "C"}\n')
+    raw, notes = read_input(spark, str(tmp_path / "j"), "json", schema)
+    assert sorted(r.id or "-" for r in raw.collect()) == ["-", "A", "B"]  # keys match by case
+    assert notes == [
+        f"ingest: {tmp_path / 'j' / name}: key(s) [{key!r}] of the first record are not in "
+        "schema 'p' (<inline>) and were not loaded; declare them in the schema file to load them"
+        for name, key in (("a.json", "Score"), ("b.json", "ID"))
     ]
 
 

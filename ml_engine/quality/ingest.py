@@ -66,6 +66,7 @@ import bz2
 import codecs
 import functools
 import gzip
+import json
 import os
 import urllib.parse
 from datetime import datetime, timezone
@@ -171,7 +172,7 @@ def _by_header(
         return df, []
     declared = [csv_name(c.name).lower() for c in schema.columns]
     by_name = {d: c.name for d, c in zip(declared, schema.columns, strict=True)}
-    uris = df.inputFiles()
+    uris = sorted(df.inputFiles())
     files = [urllib.parse.unquote(uri) for uri in uris]  # as spark.read takes them
     orders: dict[tuple[str, ...], list[str]] = {}
     undeclared: dict[tuple[str, ...], list[str]] = {}
@@ -228,6 +229,30 @@ def _by_header(
             )
         )
     return functools.reduce(DataFrame.unionByName, parts), notes
+
+
+def _undeclared_json_keys(
+    spark: SparkSession, df: DataFrame, schema: TableSchema, encoding: str
+) -> list[str]:
+    """Notes naming the keys of each JSON file's first record that the schema does not
+    declare (Spark's read leaves them out); one line per file read on the driver."""
+    declared = {c.name for c in schema.columns}  # Spark matches JSON keys by exact name
+    undeclared: dict[tuple[str, ...], set[str]] = {}
+    for uri in sorted(df.inputFiles()):
+        try:
+            record = json.loads(_first_line(spark, uri, encoding) or "")
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            extra = tuple(k for k in record if k not in declared)
+            if extra:
+                undeclared.setdefault(extra, set()).add(_file_name(uri))
+    return [
+        f"ingest: {_shown(group)}: key(s) {list(extra)} of the first record are not in schema "
+        f"'{schema.name}' ({schema.source}) and were not loaded; declare them in the schema "
+        "file to load them"
+        for extra, group in undeclared.items()
+    ]
 
 
 # Local files with these extensions are read in Python (any other extension: uncompressed);
@@ -313,8 +338,8 @@ def read_input(
         The declared columns (strings for CSV/JSON, file types for Parquet), the corrupt
         record column for CSV/JSON, ``source_file`` (``_metadata.file_path``) and, for CSV
         files read by their header, ``FILE_FIELDS``; and the notes: the undeclared columns
-        of CSV headers and Parquet files (not loaded), and CSV headers that lack declared
-        columns and differ in their number.
+        of CSV headers, JSON files' first records and Parquet files (not loaded), and CSV
+        headers that lack declared columns and differ in their number.
 
     Raises:
         FileNotFoundError: nothing exists at ``path``.
@@ -338,6 +363,7 @@ def read_input(
                 )
                 .json(path)
             )
+            notes = _undeclared_json_keys(spark, df, schema, options.encoding)
         elif fmt == "parquet":
             df = reader.parquet(path)
             widest = _widest_numbers(df.schema)
