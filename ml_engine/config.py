@@ -780,12 +780,12 @@ class FeaturesConfig(StrictModel):
             [c for c in self.windows.columns if c not in self.expressions],
             "a window aggregate",
         )
-        if self.windows.columns and (schema.key is None or schema.event_time is None):
+        if self.windows.columns and schema.key is None:
             errors.append(
                 (
                     f"{path}.windows.columns",
-                    f"window aggregates need a column with role key and "
-                    f"one with role event_time in schema '{schema.name}' ({schema.source})",
+                    f"window aggregates need a column with role key in schema '{schema.name}' "
+                    f"({schema.source})",
                 )
             )
         errors += _missing_columns(schema, f"{path}.passthrough", self.passthrough or [])

@@ -264,17 +264,18 @@ def engineered_columns(
 
 
 def feature_id_columns(schema: TableSchema) -> list[str]:
-    """The columns that identify a feature row: entity key, event time, record id if any.
+    """The columns that identify a feature row: entity key, event time (the schema's
+    :attr:`~ml_engine.schemas.TableSchema.time_column`), record id if any.
 
     Raises:
-        FeatureError: the schema lacks a key or an event_time column.
+        FeatureError: the schema lacks a key column.
     """
-    if schema.key is None or schema.event_time is None:
+    if schema.key is None:
         raise FeatureError(
-            f"schema '{schema.name}' ({schema.source}) needs a column with role key and one with "
-            f"role event_time to build features"
+            f"schema '{schema.name}' ({schema.source}) needs a column with role key to build "
+            "features (role: [record_id, key] when each record is its own entity)"
         )
-    ids = (schema.key, schema.event_time, schema.record_id)
+    ids = (schema.key, schema.time_column, schema.record_id)
     return list(dict.fromkeys(c for c in ids if c is not None))
 
 
@@ -318,7 +319,7 @@ def with_features(
         raise FeatureError(
             f"features: input lacks column(s) {missing} (needed as ids/label/passthrough)"
         )
-    cols = engineered_columns(features, schema.key, schema.event_time)
+    cols = engineered_columns(features, schema.key, schema.time_column)
     clash = [n for n in cols if n in base]
     if clash:
         raise FeatureError(
@@ -541,7 +542,7 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
         raise JobError(f"build_features: {exc}") from None
     by_batch = fcfg.start is None and fcfg.end is None and not fcfg.rebuild
     batch = cfg.effective_batch_id() if by_batch else ""
-    predicate = None if fcfg.rebuild else feature_rows_predicate(fcfg, batch, schema.event_time)
+    predicate = None if fcfg.rebuild else feature_rows_predicate(fcfg, batch, schema.time_column)
     if batch:
         tables.require_batch(silver_path, batch)
     # Window history comes from every complete batch of silver.
@@ -551,7 +552,7 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
     rows = silver
     if predicate is not None:
         days = max(fcfg.windows.days) if fcfg.windows.columns else 0
-        rows = filter_window_history(rows, F.expr(predicate), schema.key, schema.event_time, days)
+        rows = filter_window_history(rows, F.expr(predicate), schema.key, schema.time_column, days)
     model_path = outlier_model_path(cfg)
     try:
         detector = load_outlier_model(spark, model_path)

@@ -301,14 +301,14 @@ def _role_problems(cfg: Config, job: str, roles: Sequence[str]) -> list[str]:
     ts = cfg.training_set
     given = {
         ROLE_KEY: schema.key,
-        ROLE_EVENT_TIME: schema.event_time,
+        ROLE_EVENT_TIME: schema.time_column,
         ROLE_LABEL: schema.label,
     }
     if job == "build_training_set":
         # training_set.* may name the label table's columns instead of the schema's roles.
         given = {
             ROLE_KEY: ts.key or schema.key,
-            ROLE_EVENT_TIME: ts.label_time or schema.event_time,
+            ROLE_EVENT_TIME: ts.label_time or schema.time_column,
             ROLE_LABEL: ts.label or schema.label,
         }
     if job == "train":

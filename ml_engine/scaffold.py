@@ -1238,11 +1238,11 @@ def _job_warnings(cols: list[_Typed], roles: _Roles) -> list[str]:
     out: list[str] = []
     if roles.event_time is None:
         out.append(
-            "no date/time column was found: build_features (and its window aggregates) and "
-            "build_training_set need a column with role event_time saying when each row "
-            "happened. If one of the columns holds such times in a format not detected, give "
-            "it `type: timestamp`, its `format` and `role: event_time` in schema.yaml; else "
-            "add such a column to the data. ingest, clean and detect_outliers run without it."
+            "no date/time column was found: the jobs take the time ingest loads a row "
+            "(`ingested_at`) as its event time, so window aggregates count the rows that "
+            "arrived in the window and each label is paired with its own row's features. If "
+            "one of the columns holds when each row happened in a format not detected, give it "
+            "`type: timestamp`, its `format` and `role: event_time` in schema.yaml."
         )
     if roles.key is None:
         out.append(

@@ -41,6 +41,8 @@ from pyspark.sql import types as T
 ROLE_RECORD_ID = "record_id"
 ROLE_KEY = "key"
 ROLE_EVENT_TIME = "event_time"
+# The load time ingest adds to every row: the event time of a schema without one.
+ARRIVAL_TIME = "ingested_at"
 ROLE_LABEL = "label"
 ROLE_NUMERIC = "numeric_feature"
 ROLE_CATEGORICAL = "categorical_feature"
@@ -177,6 +179,13 @@ class TableSchema:
     @property
     def event_time(self) -> str | None:
         return self._single(ROLE_EVENT_TIME)
+
+    @property
+    def time_column(self) -> str:
+        """The column jobs take as each row's event time: the ``event_time`` column, else
+        :data:`ARRIVAL_TIME` (when ingest loaded the row), which bronze, silver and features
+        carry. Window aggregates and point-in-time joins then go by arrival."""
+        return self.event_time or ARRIVAL_TIME
 
     @property
     def label(self) -> str | None:

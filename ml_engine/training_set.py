@@ -189,9 +189,9 @@ def training_rows(
         )
 
     key = ts_cfg.key or schema.key
-    label_time = ts_cfg.label_time or schema.event_time
+    label_time = ts_cfg.label_time or schema.time_column
     label = ts_cfg.label or schema.label
-    feature_time = schema.event_time
+    feature_time = schema.time_column
     for name, value in (("key", key), ("label_time", label_time), ("label", label)):
         if value is None:
             raise JobError(

@@ -632,11 +632,11 @@ def test_without_a_label_or_time_the_config_is_written_and_the_result_warns(tmp_
     assert "train" not in data_cfg
     assert data_cfg["ingest"] == {"path": "../t.csv", "format": "csv"}
     assert result.warnings == (
-        "no date/time column was found: build_features (and its window aggregates) and "
-        "build_training_set need a column with role event_time saying when each row happened. "
-        "If one of the columns holds such times in a format not detected, give it `type: "
-        "timestamp`, its `format` and `role: event_time` in schema.yaml; else add such a column "
-        "to the data. ingest, clean and detect_outliers run without it.",
+        "no date/time column was found: the jobs take the time ingest loads a row "
+        "(`ingested_at`) as its event time, so window aggregates count the rows that arrived in "
+        "the window and each label is paired with its own row's features. If one of the columns "
+        "holds when each row happened in a format not detected, give it `type: timestamp`, its "
+        "`format` and `role: event_time` in schema.yaml.",
         "no label was recognised: build_training_set and train need the column to predict with "
         "role label; rerun init with --label COLUMN, or give it `role: label` in schema.yaml and "
         "set train.task (classification or regression) in config.yaml.",

@@ -25,6 +25,8 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from ml_engine.schemas import ARRIVAL_TIME
+
 
 class TableError(RuntimeError):
     """A table operation cannot be done; the message names the table path and what to do."""
@@ -45,7 +47,7 @@ class BatchNotFoundError(TableError):
 
 BATCH_COLUMN = "batch_id"
 SOURCE_FILE_COLUMN = "source_file"
-INGESTED_AT_COLUMN = "ingested_at"
+INGESTED_AT_COLUMN = ARRIVAL_TIME
 # What ingest adds to every row of a batch; carried by bronze, silver and quarantine.
 META_COLUMNS = (BATCH_COLUMN, SOURCE_FILE_COLUMN, INGESTED_AT_COLUMN)
 
