@@ -32,9 +32,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from pyspark.sql import types as T
+
 from ml_engine.config import Config, ConfigError
 from ml_engine.jobs import job_spec
-from ml_engine.schemas import ROLE_EVENT_TIME, ROLE_KEY, ROLE_LABEL, TableSchema, csv_name
+from ml_engine.schemas import (
+    ROLE_EVENT_TIME,
+    ROLE_KEY,
+    ROLE_LABEL,
+    TableSchema,
+    csv_name,
+)
 
 SAMPLE_LINES = 20
 
@@ -372,6 +380,35 @@ def _table_problems(cfg: Config, job: str, written: set[str]) -> list[str]:
     return problems
 
 
+def type_problems(cfg: Config, jobs: Sequence[str]) -> list[str]:
+    """Columns whose type in the schema file (and, for silver, ``clean.coerce``) differs from
+    the existing bronze or silver table's: ingest and clean would refuse to write them. Read
+    from the tables' logs (local tables only)."""
+    from ml_engine.quality.schema_change import type_change
+    from ml_engine.tables.rs import logged_schema
+
+    schema = cfg.table_schema
+    silver = [T.StructField(c, cfg.clean.column_type(schema, c)) for c in schema.names]
+    checks = {
+        "ingest": ("bronze", schema.struct, f"the schema file {cfg.schema_path}"),
+        "clean": (
+            "silver",
+            T.StructType(silver),
+            f"the schema file {cfg.schema_path} and clean.coerce",
+        ),
+    }
+    problems = []
+    for job, (table, struct, typed_by) in checks.items():
+        path = cfg.storage.table_path(table)
+        if job not in jobs or not _is_local(path):
+            continue
+        logged = logged_schema(_local(path))
+        problem = logged and type_change(logged, struct, path, job, typed_by)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
 def _producers(table: str) -> list[str]:
     from ml_engine.jobs import PIPELINE
 
@@ -430,6 +467,7 @@ def preflight(cfg: Config, jobs: Sequence[str]) -> list[str]:
         written |= set(spec.writes)
     if "ingest" in jobs:
         problems += input_problems(cfg)
+    problems += type_problems(cfg, jobs)
     if any(job_spec(j).tracking for j in jobs):
         problems += tracking_problems(cfg)
     return list(dict.fromkeys(problems))

@@ -242,6 +242,47 @@ def test_missing_input_table_and_batch_are_named_before_spark_starts(tmp_path):
     ]
 
 
+def test_a_column_type_the_tables_do_not_have_is_refused_before_spark_starts(tmp_path):
+    from ml_engine.config import load_config
+    from ml_engine.preflight import type_problems
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "b2.csv").write_text("order_id,placed,basket,returned\no3,2026-11-28 10:00:00,1.5,0\n")
+    config = project(tmp_path, SHOP_SCHEMA, "ingest: {path: raw/b2.csv}\n")
+    tables = tmp_path / "store" / "tables"
+    # tables an earlier schema file wrote: basket a whole number, returned text in silver
+    earlier = pd.DataFrame(
+        {"order_id": ["o1"], "basket": [2], "returned": ["0"], "batch_id": ["b1"]}
+    )
+    for name in ("bronze", "silver"):
+        write_deltalake(str(tables / name), earlier, partition_by=["batch_id"])
+    r = run_cli("run", "pipeline", "--config", str(config))
+    assert r.returncode == 2
+    refusal = (
+        "ml-engine: run pipeline: {job}: column types of the schema file {schema}{coerce} "
+        "differ from those of the table {path} ({columns}). A column keeps its type in a "
+        "table, because its earlier batches hold the old one: give it the table's type again, "
+        "or write every batch with the new types to new tables (--set storage.root=PATH). "
+        "Nothing was written"
+    )
+    schema = tmp_path / "schema.yaml"
+    assert r.stderr.strip().splitlines() == [
+        refusal.format(
+            job="ingest", schema=schema, coerce="", path=tables / "bronze",
+            columns="basket (table: bigint, now: double), returned (table: string, now: int)",
+        ),
+        refusal.format(
+            job="clean", schema=schema, coerce=" and clean.coerce", path=tables / "silver",
+            columns="basket (table: bigint, now: double), returned (table: string, now: int)",
+        ),
+    ]  # fmt: skip
+    # clean.coerce giving silver's types again: only ingest is refused
+    coerced = ["clean.coerce={basket: long, returned: string}"]
+    problems = type_problems(load_config(config, coerced), ["ingest", "clean"])
+    assert problems == [r.stderr.strip().splitlines()[0].removeprefix("ml-engine: run pipeline: ")]
+
+
 def test_spark_error_is_one_line_naming_the_root_cause_and_the_file(spark, tmp_path):
     # A file edited after Hadoop wrote its checksum: the read fails deep inside a task.
     raw = tmp_path / "raw" / "day1"

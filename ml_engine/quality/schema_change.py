@@ -7,6 +7,7 @@ do: its earlier batches hold the old type.
 from __future__ import annotations
 
 from pyspark.sql import DataFrame
+from pyspark.sql.types import StructType
 
 from ml_engine.results import JobError
 from ml_engine.tables.base import DeltaTables, added_columns, retyped_columns
@@ -26,15 +27,26 @@ def columns_to_add(
     if not tables.exists(path):
         return []
     table_schema = tables.schema(path)
-    retyped = retyped_columns(table_schema, df.schema, data_label="now")
-    if retyped:
-        raise JobError(
-            f"{job}: column types of {typed_by} differ from those of the table {path} "
-            f"({', '.join(retyped)}). A column keeps its type in a table, because its earlier "
-            "batches hold the old one: give it the table's type again, or write every batch "
-            "with the new types to new tables (--set storage.root=PATH). Nothing was written"
-        )
+    problem = type_change(table_schema, df.schema, path, job, typed_by)
+    if problem:
+        raise JobError(problem)
     return [f.name for f in added_columns(path, table_schema, df.schema)]
+
+
+def type_change(
+    table_schema: StructType, data_schema: StructType, path: str, job: str, typed_by: str
+) -> str | None:
+    """The refusal of a write whose columns have other types than the table's at ``path``
+    (None when none has): the columns with both types, and what to do."""
+    retyped = retyped_columns(table_schema, data_schema, data_label="now")
+    if not retyped:
+        return None
+    return (
+        f"{job}: column types of {typed_by} differ from those of the table {path} "
+        f"({', '.join(retyped)}). A column keeps its type in a table, because its earlier "
+        "batches hold the old one: give it the table's type again, or write every batch "
+        "with the new types to new tables (--set storage.root=PATH). Nothing was written"
+    )
 
 
 def added_note(table: str, columns: list[str]) -> list[str]:

@@ -1200,6 +1200,15 @@ def logged_batches(path: str) -> list[str] | None:
     return _logged_batches(path, table)
 
 
+def logged_schema(path: str) -> T.StructType | None:
+    """The latest schema of the Delta table at ``path`` from its log (no Spark needed); None
+    when there is no table."""
+    try:
+        return _spark_schema(DeltaTable(_location(path)))
+    except (DeltaTableNotFoundError, DeltaError):
+        return None
+
+
 def _check_readable(snapshot: _Snapshot) -> None:
     """Refuses tables whose rows plain Parquet reading would get wrong.
 
