@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import Config
+from ml_engine.quality.clean import dedup_key
 from ml_engine.results import JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import BATCH_COLUMN, DeltaTables
@@ -174,12 +175,17 @@ def prediction_rows(
     )
 
 
-def batch_accounting(tables: DeltaTables, cfg: Config, batch: str, scored: int) -> dict[str, int]:
-    """Where every row of the batch went: scored, quarantined upstream, duplicates removed.
+def batch_accounting(
+    tables: DeltaTables, cfg: Config, batch: str, scored: DataFrame
+) -> dict[str, int]:
+    """Where every row of the batch went: scored, quarantined upstream, duplicates removed,
+    taken over by later batches.
 
     Rows of the batch = bronze rows + ingest quarantine rows; of those, clean and
-    detect_outliers quarantine some, clean removes duplicates, and the rest are scored.
-    Small aggregations over the batch's partitions only.
+    detect_outliers quarantine some, clean removes duplicates, later batches may take over
+    records (:func:`records_taken_over`, counted only when the rest do not add up), and the
+    rest are scored (``scored``: the batch's prediction rows of this model version). Small
+    aggregations over the batch's partitions only.
     """
     counts = {"rows_of_batch": 0, "quarantined_upstream": 0, "duplicates_removed": 0}
     bronze = cfg.storage.table_path("bronze")
@@ -197,24 +203,60 @@ def batch_accounting(tables: DeltaTables, cfg: Config, batch: str, scored: int) 
         }
         counts["rows_of_batch"] += by_stage.get("ingest", 0)
         counts["quarantined_upstream"] = sum(by_stage.values())
-    if tables.exists(dq):
-        latest = (
-            tables.batch_rows(dq, batch)
-            .where((F.col("metric") == "duplicates_removed") & F.col("column").isNull())
-            .orderBy(F.desc("computed_at"))
-            .select("value")
-            .limit(1)
-            .collect()
-        )
-        counts["duplicates_removed"] = int(latest[0][0]) if latest else 0
-    counts["scored"] = scored
-    counts["unaccounted"] = (
+    counts["duplicates_removed"] = _latest_clean_metric(tables, dq, batch, "duplicates_removed")
+    counts["scored"] = scored.count()
+    rest = (
         counts["rows_of_batch"]
         - counts["scored"]
         - counts["quarantined_upstream"]
         - counts["duplicates_removed"]
     )
+    counts["taken_over_by_later_batches"] = (
+        records_taken_over(tables, cfg, batch, scored) if rest else 0
+    )
+    counts["unaccounted"] = rest - counts["taken_over_by_later_batches"]
     return counts
+
+
+def _latest_clean_metric(tables: DeltaTables, dq: str, batch: str, metric: str) -> int:
+    """A table-level count the batch's latest clean run wrote to ``dq_metrics`` (0 if none)."""
+    if not tables.exists(dq):
+        return 0
+    latest = (
+        tables.batch_rows(dq, batch)
+        .where((F.col("metric") == metric) & F.col("column").isNull())
+        .orderBy(F.desc("computed_at"))
+        .select("value")
+        .limit(1)
+        .collect()
+    )
+    return int(latest[0][0]) if latest else 0
+
+
+def records_taken_over(tables: DeltaTables, cfg: Config, batch: str, scored: DataFrame) -> int:
+    """Records of the batch that another batch of silver holds now (with ``clean.dedup:
+    latest_by_key`` a later copy takes a record out of its earlier batch), less those the
+    batch's clean already counted as duplicates for a copy elsewhere: the bronze records
+    (by record id, else key) neither scored with the batch nor quarantined. 0 without
+    ``latest_by_key``."""
+    key = dedup_key(cfg.table_schema) if cfg.clean.dedup == "latest_by_key" else None
+    paths = {n: cfg.storage.table_path(n) for n in ("bronze", "silver", "quarantine", "dq_metrics")}
+    if key is None or key not in scored.columns or not tables.exists(paths["silver"]):
+        return 0
+
+    def keys(df: DataFrame, column: str = key) -> DataFrame:
+        return df.select(F.col(column).cast("string").alias("k"))
+
+    others, _ = tables.read_complete(paths["silver"])
+    elsewhere = keys(others.where(F.col(BATCH_COLUMN) != batch))
+    gone = keys(tables.batch_rows(paths["bronze"], batch)).join(keys(scored), "k", "left_anti")
+    if tables.exists(paths["quarantine"]):
+        rejected = keys(tables.batch_rows(paths["quarantine"], batch), "record_key")
+        gone = gone.join(rejected, "k", "left_anti")
+    moved = gone.distinct().join(elsewhere, "k", "left_semi").count()
+    return moved - _latest_clean_metric(
+        tables, paths["dq_metrics"], batch, "duplicates_in_other_batches"
+    )
 
 
 def id_columns(cfg: Config, available: list[str]) -> list[str]:
@@ -256,17 +298,18 @@ def run_score(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         rows, out_path, batch, within={MODEL_VERSION: registered.version}
     )
     describe(spark, f"score: count batch {batch}")
-    scored_rows = (
-        tables.batch_rows(out_path, batch, version=version)
-        .where(F.col(MODEL_VERSION) == registered.version)
-        .count()
+    scored_rows = tables.batch_rows(out_path, batch, version=version).where(
+        F.col(MODEL_VERSION) == registered.version
     )
     accounting = batch_accounting(tables, cfg, batch, scored_rows)
+    taken = accounting["taken_over_by_later_batches"]
     notes = [
         f"scored batch '{batch}' with {registered.name} v{registered.version} "
         f"({registered.source}): {accounting['scored']} rows scored + "
         f"{accounting['quarantined_upstream']} quarantined upstream + "
-        f"{accounting['duplicates_removed']} duplicates removed = "
+        f"{accounting['duplicates_removed']} duplicates removed"
+        + (f" + {taken} taken over by later batches" if taken else "")
+        + " = "
         f"{accounting['rows_of_batch'] - accounting['unaccounted']} of "
         f"{accounting['rows_of_batch']} rows of the batch"
     ]

@@ -1,8 +1,9 @@
 """Data without a date/time column: the jobs take the time ingest loaded each row
-(``ingested_at``) as its event time. Two batches of a CSV with no time column go through
-ingest, clean, build_features (a 7-day window per shop) and build_training_set via
-``run_job`` on the rs backend; the expected window values and label pairs are computed here
-from the input lines and the load times bronze recorded.
+(``ingested_at``) as its event time. Two batches of a CSV with no time column (the second
+re-sends a record of the first) go through ingest, clean, build_features (a 7-day window per
+shop) and build_training_set via ``run_job`` on the rs backend; the expected window values,
+label pairs and score accounting are computed here from the input lines and the load times
+bronze recorded.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ COLUMNS = [
 ]
 BATCHES = {
     "b1": ["R1,S1,10.0,0", "R2,S1,30.0,1", "R3,S2,5.0,0"],
-    "b2": ["R4,S1,20.0,1", "R5,S3,7.5,0"],
+    "b2": ["R4,S1,20.0,1", "R5,S3,7.5,0", "R2,S1,25.0,0"],  # R2 re-sent: b2 takes it over
 }
 
 
@@ -61,26 +62,39 @@ def chain(spark, tmp_path_factory):
     return cfg, tables
 
 
+def loaded_at(tables, cfg) -> dict:
+    bronze = tables.read(cfg.storage.table_path("bronze"))
+    return {r.batch_id: r.ingested_at for r in bronze.select("batch_id", "ingested_at").collect()}
+
+
+def replay() -> tuple[dict, dict]:
+    """Silver (ref -> shop, basket, returned, batch) and features (ref -> batch, window rows)
+    after each batch in turn: a later batch's copy of a record replaces the earlier one."""
+    silver: dict = {}
+    features: dict = {}
+    for batch, lines in BATCHES.items():
+        rows = [line.split(",") for line in lines]
+        silver.update({ref: (shop, float(b), int(y), batch) for ref, shop, b, y in rows})
+        for ref, shop, _, _ in rows:
+            features[ref] = (batch, [(v[1], v[3]) for v in silver.values() if v[0] == shop])
+    return silver, features
+
+
 def test_feature_windows_go_by_the_time_rows_arrived(spark, chain):
     cfg, tables = chain
-    bronze = tables.read(cfg.storage.table_path("bronze"))
-    loaded = {r.batch_id: r.ingested_at for r in bronze.select("batch_id", "ingested_at").collect()}
+    loaded = loaded_at(tables, cfg)
     assert loaded["b1"] < loaded["b2"]  # one load time per batch, in the order they ran
-    rows = [
-        (line.split(",")[0], line.split(",")[1], float(line.split(",")[2]), batch)
-        for batch, lines in BATCHES.items()
-        for line in lines
-    ]
+    silver, features = replay()
     expected = []
-    for ref, shop, _, batch in rows:
-        # every row of the shop loaded at or before this row's load, within 7 days (all here)
-        window = [b for _, s, b, other in rows if s == shop and loaded[other] <= loaded[batch]]
-        expected.append((ref, shop, loaded[batch], len(window), sum(window)))
-    features = tables.read(cfg.storage.table_path("features")).select(
+    for ref, (batch, window) in features.items():
+        # the shop's rows loaded at or before this row's load, within 7 days (all here)
+        seen = [b for b, other in window if loaded[other] <= loaded[batch]]
+        expected.append((ref, silver[ref][0], loaded[batch], len(seen), sum(seen)))
+    rows = tables.read(cfg.storage.table_path("features")).select(
         "ref", "shop", "ingested_at", "basket_count_7d", "basket_sum_7d"
     )
     assert_df_equality(
-        features,
+        rows,
         spark.createDataFrame(
             expected,
             "ref string, shop string, ingested_at timestamp, basket_count_7d long, "
@@ -94,11 +108,7 @@ def test_feature_windows_go_by_the_time_rows_arrived(spark, chain):
 def test_each_label_is_paired_with_its_own_rows_features(spark, chain):
     cfg, tables = chain
     training = tables.read(cfg.storage.table_path("training_set"))
-    expected = [
-        (ref, int(returned), float(basket))
-        for lines in BATCHES.values()
-        for ref, _, basket, returned in (line.split(",") for line in lines)
-    ]
+    expected = [(ref, y, basket) for ref, (_, basket, y, _) in replay()[0].items()]
     assert_df_equality(
         training.select("ref", "returned", "basket"),
         spark.createDataFrame(expected, "ref string, returned int, basket double"),
@@ -106,3 +116,31 @@ def test_each_label_is_paired_with_its_own_rows_features(spark, chain):
         ignore_row_order=True,
     )
     assert "ingested_at" not in training.drop("feature_time", "label_time").columns
+
+
+def test_score_accounts_for_records_a_later_batch_took_over(spark, chain):
+    from ml_engine.catalog import BatchCatalog
+    from ml_engine.scoring import batch_accounting
+
+    cfg, tables = chain
+    catalog = BatchCatalog(tables, cfg.storage.table_path("job_runs"))
+    features = cfg.storage.table_path("features")
+    counts = {}
+    for batch in BATCHES:
+        # what score writes for the batch: one prediction per feature row
+        counts[batch] = batch_accounting(catalog, cfg, batch, catalog.read_batch(features, batch))
+    resent = {ref for ref, (_, _, _, b) in replay()[0].items() if b == "b2"} & {
+        line.split(",")[0] for line in BATCHES["b1"]
+    }
+    expected = {
+        batch: {
+            "rows_of_batch": len(lines),
+            "scored": sum(1 for _, (b, _) in replay()[1].items() if b == batch),
+            "quarantined_upstream": 0,
+            "duplicates_removed": 0,
+            "taken_over_by_later_batches": len(resent) if batch == "b1" else 0,
+            "unaccounted": 0,
+        }
+        for batch, lines in BATCHES.items()
+    }
+    assert counts == expected
