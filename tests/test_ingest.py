@@ -1215,6 +1215,24 @@ def too_many_rejected(spark, cfg, tables, fraction: float) -> tuple[str, str]:
     return str(err.value), cfg.storage.table_path("quarantine")
 
 
+def test_top_reasons_leave_out_values_and_keep_quoted_formats(spark):
+    from ml_engine.quality.ingest import top_reasons
+
+    iso = "does not match timestamp format yyyy-MM-dd'T'HH:mm:ss"
+    reasons = [
+        f"column opened_at: '2026/11/01 10:00' {iso}",
+        f"column opened_at: '01.11.2026' {iso}; column n: 'it's' is not an int",
+        "column n: 'x' is not an int",
+        f"column opened_at: '' {iso}",
+        None,
+    ]
+    parsed = spark.createDataFrame([(r,) for r in reasons], "_reason string")
+    assert top_reasons(parsed) == [
+        (f"column opened_at: '…' {iso}", 3),
+        ("column n: '…' is not an int", 2),
+    ]
+
+
 def test_too_many_rejected_rows_commit_quarantine_not_bronze_and_name_top_reasons(
     spark, tmp_path, sample_schema_path, tables
 ):

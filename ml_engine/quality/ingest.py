@@ -862,7 +862,10 @@ def top_reasons(parsed: DataFrame, limit: int = 3) -> list[tuple[str, int]]:
     problems = parsed.where(F.col(_REASON).isNotNull()).select(
         F.explode(F.split(F.col(_REASON), "; ")).alias("problem")
     )
-    kinds = problems.select(F.regexp_replace("problem", r"'[^']*'", "'…'").alias("kind"))
+    # The value between "column c: '" and "' is not" / "' does not match" (a format such as
+    # yyyy-MM-dd'T'HH:mm:ss after it keeps its quotes).
+    value = r"^(column .+?: ').*?(' (?:is not|does not match) )"
+    kinds = problems.select(F.regexp_replace("problem", value, "$1…$2").alias("kind"))
     top = kinds.groupBy("kind").count().orderBy(F.desc("count"), F.asc("kind")).limit(limit)
     return [(r["kind"], int(r["count"])) for r in top.collect()]
 
