@@ -141,7 +141,11 @@ def fresh_process_champion(chain, trained, tmp_path_factory):
         spark_probs = [float(r.probability[1]) for r in scored.select("probability").collect()]
         pyfunc = mlflow.pyfunc.load_model("models:/{NAME}@champion")
         pandas_pred = [float(x) for x in pyfunc.predict(pdf.sort_values("transaction_id"))]
-        print(json.dumps({{"spark": spark_probs, "pandas": pandas_pred}}))
+        # whole numbers with missing values: pandas makes the column float64 with NaN
+        gaps = pdf.sort_values("transaction_id").astype({{"credit_score": "float64"}})
+        gaps.loc[gaps.index[::2], "credit_score"] = float("nan")
+        pandas_gaps = [float(x) for x in pyfunc.predict(gaps)]
+        print(json.dumps({{"spark": spark_probs, "pandas": pandas_pred, "gaps": pandas_gaps}}))
         """
     )
     # A script file: `python -c` makes MLflow's Spark pyfunc re-run __main__ and exit early.
@@ -555,4 +559,11 @@ def test_champion_loads_in_a_fresh_process_for_spark_and_pandas(chain, fresh_pro
     preds = [float(r.prediction) for r in mine.select("prediction").collect()]
     np.testing.assert_allclose(out["spark"], probs, rtol=0, atol=1e-12)
     np.testing.assert_allclose(out["pandas"], preds, rtol=0, atol=0)
+    # every other row's credit_score null, scored here by Spark: the same predictions
+    ids = [r.transaction_id for r in sample.orderBy("transaction_id").collect()]
+    nulled = F.when(F.col("transaction_id").isin(ids[::2]), None).otherwise(F.col("credit_score"))
+    gaps = here.transform(sample.withColumn("credit_score", nulled)).orderBy("transaction_id")
+    np.testing.assert_allclose(
+        out["gaps"], [float(r.prediction) for r in gaps.select("prediction").collect()], atol=0
+    )
     assert 0 < sum(preds) < len(preds) or len(set(np.round(probs, 6))) > 1

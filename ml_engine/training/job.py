@@ -421,20 +421,28 @@ def reference_profile(cfg: Config, df: DataFrame, trained: Trained, source: dict
 
 
 def _signature_and_example(trained: Trained):
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    # Integral inputs are declared as 64-bit integers, what pandas reads whole numbers as.
-    integral = (T.ByteType, T.ShortType, T.IntegerType)
+    integral = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
     types = {f.name: f.dataType for f in trained.test.schema.fields}
+    whole = {c for c in trained.input_columns if isinstance(types[c], integral)}
     example = trained.test.select(
-        *[
-            F.col(c).cast("long") if isinstance(types[c], integral) else F.col(c)
-            for c in trained.input_columns
-        ]
+        *[F.col(c).cast("long") if c in whole else F.col(c) for c in trained.input_columns]
     ).limit(5)
     pdf = example.toPandas()
     out = trained.fit.model.transform(example).select("prediction").toPandas()
-    return infer_signature(pdf, out), pdf
+    inferred = infer_signature(pdf, out)
+    # Whole-number inputs take any type: pandas holds them as int64, or as float64 (NaN) when
+    # values are missing, which no integer type of a signature accepts; the pipeline casts
+    # them and imputes null and NaN alike.
+    inputs = Schema(
+        [
+            ColSpec(AnyType(), spec.name, spec.required) if spec.name in whole else spec
+            for spec in inferred.inputs.inputs
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=inferred.outputs), pdf
 
 
 def run_train(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
