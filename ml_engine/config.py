@@ -844,6 +844,27 @@ CLASSIFICATION_METRICS = {
 }
 REGRESSION_METRICS = {"rmse": False, "mae": False, "r2": True}
 METRIC_HIGHER_IS_BETTER = {**CLASSIFICATION_METRICS, **REGRESSION_METRICS}
+# Metrics of one class (multiclass tasks), named <metric>_<class>: recall_high.
+PER_CLASS_METRICS = ("f1", "precision", "recall", "auc_roc")
+_PER_CLASS = re.compile(rf"^({'|'.join(PER_CLASS_METRICS)})_(.+)$")
+
+
+def higher_is_better(metric: str) -> bool | None:
+    """Whether a larger value of ``metric`` is better; None for a name that is no metric."""
+    if metric in METRIC_HIGHER_IS_BETTER:
+        return METRIC_HIGHER_IS_BETTER[metric]
+    return True if _PER_CLASS.match(metric) else None
+
+
+def per_class_metric(metric: str) -> tuple[str, str] | None:
+    """``(metric, class)`` of a per-class metric name such as ``recall_high``, else None."""
+    found = _PER_CLASS.match(metric)
+    return (
+        (found.group(1), found.group(2))
+        if found and metric not in METRIC_HIGHER_IS_BETTER
+        else None
+    )
+
 
 ESTIMATORS = ("auto", "logistic_regression", "linear_regression", "random_forest", "gbt", "xgboost")
 
@@ -941,10 +962,12 @@ class TrainConfig(StrictModel):
         empty = sorted(k for k, v in self.grid.items() if not v)
         if empty:
             raise ValueError(f"grid values of {empty} are empty lists; give at least one value")
-        unknown = sorted(set(self.gate_thresholds) - set(METRIC_HIGHER_IS_BETTER))
+        unknown = sorted(m for m in self.gate_thresholds if higher_is_better(m) is None)
         if unknown:
             raise ValueError(
                 f"gate_thresholds: unknown metric(s) {unknown}; use {sorted(METRIC_HIGHER_IS_BETTER)}"
+                f", or one class's {'/'.join(PER_CLASS_METRICS)} as <metric>_<class> "
+                "(recall_high) for a multiclass label"
             )
         if self.metric is not None and self.metric not in METRIC_HIGHER_IS_BETTER:
             raise ValueError(

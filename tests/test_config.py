@@ -376,3 +376,32 @@ def test_project_config_files_are_valid(project_root):
     )
     assert cluster.storage.table_path("silver") == "s3a://bucket/ml/tables/silver"
     assert cluster.effective_batch_id() == "2026-11-28"
+
+
+STORE = "storage.root=/tmp/ml-engine-config-test"
+
+
+def test_gate_thresholds_take_one_class_metric_of_a_multiclass_label():
+    from ml_engine.training.job import gate_decision
+
+    cfg = load_config(
+        "ml-engine:sample", [STORE, "train.gate_thresholds={recall_high: 0.8, f1: 0.5}"]
+    )
+    metrics = {"f1": 0.7, "recall_high": 0.75, "recall_low": 0.9, "auc_roc_high": 0.9}
+    decision = gate_decision(cfg, "f1", metrics, None, None)
+    assert (decision.promote, decision.reason) == (False, "recall_high 0.7500 < threshold 0.8")
+    assert gate_decision(cfg, "f1", {**metrics, "recall_high": 0.8}, None, None).promote
+
+    typo = load_config("ml-engine:sample", [STORE, "train.gate_thresholds={recall_hgh: 0.8}"])
+    decision = gate_decision(typo, "f1", metrics, None, None)
+    assert decision.reason == (
+        "recall_hgh: the model has no class 'hgh' (its recall_<class> metrics: recall_high, "
+        "recall_low)"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config("ml-engine:sample", [STORE, "train.gate_thresholds={recal_high: 0.8}"])
+    assert (
+        "gate_thresholds: unknown metric(s) ['recal_high']; use ['accuracy', 'auc_pr', "
+        "'auc_roc', 'f1', 'log_loss', 'mae', 'r2', 'rmse'], or one class's "
+        "f1/precision/recall/auc_roc as <metric>_<class> (recall_high) for a multiclass label"
+    ) in str(err.value)

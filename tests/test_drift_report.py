@@ -225,3 +225,22 @@ def test_summary_shows_the_null_share_and_its_change_from_the_reference(spark):
     summary = page[page.index(">Summary</h2>") : page.index(">Features</h2>")]
     assert '<td class="num hit">25.0% (+25.0 pts)</td>' in summary
     assert result.feature("x").status == "drift"
+
+
+def test_the_job_output_names_the_features_without_a_reference(spark, tmp_path):
+    from ml_engine.drift.job import _notes
+
+    rows = [(float(i), float(i % 7)) for i in range(50)]
+    reference = profile_dataframe(spark.createDataFrame(rows, "x double, y double"), ["x"], [])
+    current = profile_dataframe(spark.createDataFrame(rows, "x double, y double"), ["x", "y"], [])
+    result = compare(reference, current, DriftThresholds(), drift_share=0.5)
+
+    notes = _notes(result, 0.5, [], tmp_path / "r.html", None, {})
+
+    assert notes == [
+        "dataset drift: no (0 of 1 features drifted, share 0.00, threshold 0.5); drifted: none",
+        f"report: {tmp_path / 'r.html'}",
+        "not compared, no reference: y. The reference profile is made when the model is "
+        "trained, of drift.features then (default: the schema's features); set drift.features "
+        "before train to compare other columns",
+    ]

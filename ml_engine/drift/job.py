@@ -40,7 +40,7 @@ from pyspark.sql import types as T
 from ml_engine.config import Config
 from ml_engine.drift.profile import DatasetProfile, profile_dataframe
 from ml_engine.drift.report import render_report
-from ml_engine.drift.stats import DriftResult, compare
+from ml_engine.drift.stats import NO_REFERENCE, DriftResult, compare
 from ml_engine.results import EXIT_DRIFT, EXIT_OK, JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import BATCH_COLUMN, DeltaTables
@@ -581,6 +581,13 @@ def _notes(
         f"threshold {drift_share:g}); drifted: {', '.join(drifted) or 'none'}",
         f"report: {report_path}",
     ]
+    unreferenced = [f.feature for f in result.features if f.status == NO_REFERENCE]
+    if unreferenced:
+        notes.append(
+            f"not compared, no reference: {', '.join(unreferenced)}. The reference profile is "
+            "made when the model is trained, of drift.features then (default: the schema's "
+            "features); set drift.features before train to compare other columns"
+        )
     if performance:
         main = next(iter(k for k in ("auc_roc", "f1", "rmse") if k in performance), None)
         if main:

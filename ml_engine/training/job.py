@@ -44,7 +44,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ml_engine.config import METRIC_HIGHER_IS_BETTER, Config
+from ml_engine.config import (
+    METRIC_HIGHER_IS_BETTER,
+    Config,
+    higher_is_better,
+    per_class_metric,
+)
 from ml_engine.package_files import package_dir
 from ml_engine.results import JobError, JobResult
 from ml_engine.session import describe
@@ -244,7 +249,16 @@ def gate_decision(
     failed = []
     for name, bound in sorted(tc.gate_thresholds.items()):
         value = metrics.get(name)
-        higher = METRIC_HIGHER_IS_BETTER[name]
+        per_class = per_class_metric(name)
+        if value is None and per_class:
+            prefix = f"{per_class[0]}_"
+            known = sorted(m for m in metrics if m.startswith(prefix) and per_class_metric(m))
+            failed.append(
+                f"{name}: the model has no class '{per_class[1]}' (its {prefix}<class> metrics: "
+                f"{', '.join(known) or 'none, per-class metrics are of multiclass labels'})"
+            )
+            continue
+        higher = higher_is_better(name)
         ok = value is not None and (value >= bound if higher else value <= bound)
         if not ok:
             failed.append(f"{name} {_fmt(value)} {'<' if higher else '>'} threshold {bound:g}")
