@@ -151,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     pkg.add_argument("--out", default="dist/ml_engine.zip", help="zip file to write")
 
-    sub.add_parser("jobs", parents=[common], help="list the jobs and whether they are built")
+    sub.add_parser("jobs", parents=[common], help="list the jobs with what each reads and writes")
     return p
 
 
@@ -230,7 +230,7 @@ def _model(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     connect(cfg)
-    mv = resolve_model_version(cfg, alias=args.alias, version=args.version)
+    mv = resolve_model_version(cfg, args.alias, args.version, keys=("--alias", "--version"))
     aliases = ", ".join(sorted(mv.aliases)) or "none"
     print(f"{mv.name} version {mv.version} (run {mv.run_id}; aliases: {aliases})")
     return R.EXIT_OK
@@ -328,7 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit code (see the module docstring)."""
     from ml_engine.session import JavaNotFoundError, MasterUnreachableError
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the command's usage, not the top level's
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     args.debug = bool(getattr(args, "debug", False))
     if not args.debug:
         _quiet_libraries()

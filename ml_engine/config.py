@@ -1541,6 +1541,17 @@ def _keys_at(loc: Sequence[Any]) -> list[str]:
     return []
 
 
+def _located(err: dict) -> tuple[str, str]:
+    """The dotted key of a validation error and its message; a section's check that names one
+    of the section's keys first (``gate_thresholds: unknown metric``) is located at that key,
+    so the error names the file or ``--set`` that set it."""
+    loc, message = ".".join(str(p) for p in err["loc"]), _plain_error(err)
+    key, sep, rest = message.partition(": ")
+    if err["type"] == "value_error" and sep and key in _keys_at(err["loc"]):
+        return f"{loc}.{key}" if loc else key, rest
+    return loc, message
+
+
 def _plain_error(err: dict) -> str:
     """One validation error in plain words."""
     kind, loc, value = err["type"], err["loc"], err.get("input")
@@ -1598,8 +1609,8 @@ def build_config(
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            lines.append(f"{_where(loc, provenance)}: {_plain_error(err)}")
+            loc, message = _located(err)
+            lines.append(f"{_where(loc, provenance)}: {message}")
         raise ConfigError("\n".join(lines)) from None
     cfg._raw = raw
 

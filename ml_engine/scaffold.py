@@ -1069,11 +1069,25 @@ def _aligned(pairs: list[tuple[str, str]], cap: int = 72) -> list[str]:
 
 
 def _dataset_name(path: Path) -> str:
-    name = path.name
-    if path.is_file():
-        name = re.sub(r"(\.[A-Za-z0-9]+)?(\.gz)?$", "", name)
-    name = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-    return name or "dataset"
+    """The name of the experiment and model: the file's stem or the directory's name, passing
+    over names that are only a date or a number (``2026-11-01/`` names a batch, not the data)
+    to the stem the directory's files share, then to the parent directories' names."""
+
+    def stem(p: Path) -> str:
+        return re.sub(r"(\.[A-Za-z0-9]+)?(\.gz)?$", "", p.name)
+
+    candidates = [stem(path) if path.is_file() else path.name]
+    if path.is_dir():
+        stems = {
+            stem(f) for f in path.iterdir() if f.is_file() and not f.name.startswith((".", "_"))
+        }
+        candidates += list(stems) if len(stems) == 1 else []
+    candidates += [p.name for p in path.resolve().parents[:2]]
+    for candidate in candidates:
+        name = re.sub(r"[^a-z0-9]+", "_", candidate.lower()).strip("_")
+        if name and not re.fullmatch(r"[0-9_]+", name):
+            return name
+    return "dataset"
 
 
 def _ingest_path(data: Path, out: Path) -> str:
@@ -1138,7 +1152,9 @@ def scaffold(
     cols = [_typed(c) for c in sample.columns]
     names = [c.name for c in cols]
     if label is not None and label not in names:
-        close = difflib.get_close_matches(label, names, n=1)
+        # A name holding what was typed (prio -> priority_level), else the closest spelling.
+        holding = [n for n in names if label.lower() in n.lower()]
+        close = holding if len(holding) == 1 else difflib.get_close_matches(label, names, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise ScaffoldError(
             f"--label '{label}' is not a column of {source}; {hint}its columns: {', '.join(names)}"

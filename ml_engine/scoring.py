@@ -60,8 +60,14 @@ class RegisteredModel:
     source: str
 
 
-def resolve_model_version(cfg: Config, alias: str | None = None, version: int | None = None):
-    """The registry's ``ModelVersion`` for the config's model by version or alias.
+def resolve_model_version(
+    cfg: Config,
+    alias: str | None = None,
+    version: int | None = None,
+    keys: tuple[str, str] = ("score.model_alias", "score.model_version"),
+):
+    """The registry's ``ModelVersion`` for the config's model by version or alias. ``keys``:
+    where the alias and the version were given, as the errors name them.
 
     Raises:
         JobError: the model, the version or the alias does not exist (one line naming what
@@ -90,7 +96,7 @@ def resolve_model_version(cfg: Config, alias: str | None = None, version: int | 
                 int(v.version) for v in client.search_model_versions(f"name='{name}'")
             )
             raise JobError(
-                f"model '{name}' has no version {version} (score.model_version); versions: "
+                f"model '{name}' has no version {version} ({keys[1]}); versions: "
                 f"{', '.join(map(str, versions)) or 'none'}"
             ) from None
     alias = alias or "champion"
@@ -98,9 +104,14 @@ def resolve_model_version(cfg: Config, alias: str | None = None, version: int | 
         return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         known = ", ".join(f"{a} -> v{v}" for a, v in sorted(registered.aliases.items())) or "none"
+        todo = {
+            "champion": "Train a version that passes the gate",
+            "challenger": "No version holds it now: a new version is challenger until the "
+            "gate promotes it",
+        }.get(alias, f"Set {keys[0]} to one of them")
         raise JobError(
-            f"model '{name}' has no alias '{alias}' (score.model_alias); aliases: {known}. Train "
-            f"a version that passes the gate, or set score.model_version"
+            f"model '{name}' has no alias '{alias}' ({keys[0]}); aliases: {known}. {todo}. Or "
+            f"give a version with {keys[1]}"
         ) from None
 
 

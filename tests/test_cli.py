@@ -283,6 +283,37 @@ def test_a_column_type_the_tables_do_not_have_is_refused_before_spark_starts(tmp
     assert problems == [r.stderr.strip().splitlines()[0].removeprefix("ml-engine: run pipeline: ")]
 
 
+def test_model_command_names_its_own_options_when_an_alias_is_missing(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    store.create_registered_model("shop-model")
+    store.create_model_version("shop-model", source=str(tmp_path / "model"))
+    store.set_registered_model_alias("shop-model", "champion", "1")
+    config = project(
+        tmp_path, SHOP_SCHEMA, f"mlflow: {{tracking_uri: '{uri}', registered_model: shop-model}}\n"
+    )
+    r = run_cli("model", "--config", str(config), "--alias", "challenger")
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "ml-engine: model: model 'shop-model' has no alias 'challenger' (--alias); aliases: "
+        "champion -> v1. No version holds it now: a new version is challenger until the gate "
+        "promotes it. Or give a version with --version"
+    ]
+    r = run_cli("model", "--config", str(config), "champion")  # the alias needs --alias
+    assert (r.returncode, r.stderr.split()[:3], r.stderr.splitlines()[-1]) == (
+        2,
+        ["usage:", "ml-engine", "model"],
+        "ml-engine model: error: unrecognized arguments: champion",
+    )
+    r = run_cli("model", "--config", str(config), "--version", "1")
+    assert (r.returncode, r.stdout.strip()) == (
+        0,
+        "shop-model version 1 (run None; aliases: champion)",
+    )
+
+
 def test_spark_error_is_one_line_naming_the_root_cause_and_the_file(spark, tmp_path):
     # A file edited after Hadoop wrote its checksum: the read fails deep inside a task.
     raw = tmp_path / "raw" / "day1"

@@ -399,7 +399,8 @@ def test_unseen_categories_nulls_and_outliers_are_scored(spark, chain, trained):
     ("overrides", "message"),
     [
         (["score.model_alias=gold"], f"model '{NAME}' has no alias 'gold' (score.model_alias); "
-         "aliases: challenger -> v3, champion -> v1."),
+         "aliases: challenger -> v3, champion -> v1. Set score.model_alias to one of them. Or "
+         "give a version with score.model_version"),
         (["score.model_version=9"], f"model '{NAME}' has no version 9 (score.model_version); "
          "versions: 1, 2, 3"),
         (["mlflow.registered_model=nothing-here"], "no registered model 'nothing-here' in "),

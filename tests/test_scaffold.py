@@ -621,6 +621,34 @@ def test_a_label_that_is_not_a_column_is_refused_with_a_suggestion(tmp_path):
         "ticket, words, priority"
     )
     assert not (tmp_path / "out").exists()
+    data = write(tmp_path / "r.csv", "ticket,region,priority_level\nT1,north,low\n")
+    with pytest.raises(ScaffoldError) as err:  # a part of the name; difflib alone says region
+        scaffold(str(data), str(tmp_path / "out"), label="prio")
+    assert str(err.value) == (
+        f"--label 'prio' is not a column of {data}; did you mean 'priority_level'? its columns: "
+        "ticket, region, priority_level"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [
+        ("support/2026-11-01", "tickets"),  # a batch folder: the files' stem
+        ("orders/2026-11-01.csv", "orders"),  # a dated file: its folder
+        ("orders/2026-11-01", "orders"),  # a batch folder of files with other stems
+    ],
+)
+def test_a_batch_named_by_a_date_does_not_name_the_experiment(tmp_path, data, name):
+    lines = "id,amount\na1,2.5\na2,3.5\n"
+    if data.endswith(".csv"):
+        write(tmp_path / data, lines)
+    elif name == "tickets":
+        write(tmp_path / data / "tickets.csv", lines)
+    else:
+        write(tmp_path / data / "part-0.csv", lines)
+        write(tmp_path / data / "part-1.csv", lines)
+    result = scaffold(str(tmp_path / data), str(tmp_path / "out"))
+    assert config_of(result)["mlflow"] == {"experiment": name, "registered_model": f"{name}-model"}
 
 
 def test_without_a_label_or_time_the_config_is_written_and_the_result_warns(tmp_path):

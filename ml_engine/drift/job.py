@@ -392,7 +392,9 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
     metrics_path = cfg.storage.table_path("drift_metrics")
     connect(cfg)
     alias = dc.model_alias or cfg.score.model_alias
-    mv = resolve_model_version(cfg, alias=alias, version=cfg.score.model_version)
+    alias_key = "drift.model_alias" if dc.model_alias else "score.model_alias"
+    keys = (alias_key, "score.model_version")
+    mv = resolve_model_version(cfg, alias=alias, version=cfg.score.model_version, keys=keys)
     model_name, model_version, run_id = mv.name, int(mv.version), mv.run_id
     spec = download_json(run_id, SPEC_ARTIFACT)
     if spec is None:
