@@ -469,5 +469,23 @@ def preflight(cfg: Config, jobs: Sequence[str]) -> list[str]:
         problems += input_problems(cfg)
     problems += type_problems(cfg, jobs)
     if any(job_spec(j).tracking for j in jobs):
-        problems += tracking_problems(cfg)
+        unreachable = tracking_problems(cfg)
+        problems += unreachable or model_problems(cfg, jobs)
     return list(dict.fromkeys(problems))
+
+
+def model_problems(cfg: Config, jobs: Sequence[str]) -> list[str]:
+    """The registered model version ``score`` or ``drift_report`` would use exists, unless a
+    ``train`` earlier in ``jobs`` makes it: the registry's answer, before Spark starts."""
+    from ml_engine.results import JobError
+    from ml_engine.scoring import model_choice, resolve_model_version
+
+    users = [j for j in jobs if j in ("score", "drift_report")]
+    if not users or "train" in jobs[: jobs.index(users[0])]:
+        return []
+    alias, keys = model_choice(cfg, users[0])
+    try:
+        resolve_model_version(cfg, alias=alias, version=cfg.score.model_version, keys=keys)
+    except JobError as exc:
+        return [str(exc)]
+    return []

@@ -115,6 +115,14 @@ def resolve_model_version(
         ) from None
 
 
+def model_choice(cfg: Config, job: str) -> tuple[str | None, tuple[str, str]]:
+    """The alias ``job`` (``score`` or ``drift_report``) uses, and the config keys of the alias
+    and the version, as :func:`resolve_model_version` names them."""
+    if job == "drift_report" and cfg.drift.model_alias:
+        return cfg.drift.model_alias, ("drift.model_alias", "score.model_version")
+    return cfg.score.model_alias, ("score.model_alias", "score.model_version")
+
+
 def cfg_uri(cfg: Config) -> str:
     """The tracking URI as safe to print (no password)."""
     from ml_engine.preflight import _redacted

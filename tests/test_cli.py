@@ -301,6 +301,22 @@ def test_model_command_names_its_own_options_when_an_alias_is_missing(tmp_path):
         "champion -> v1. No version holds it now: a new version is challenger until the gate "
         "promotes it. Or give a version with --version"
     ]
+    # score with an alias no version holds: refused before Spark starts, exit 2
+    features = tmp_path / "store" / "tables" / "features"
+    write_deltalake(str(features), pd.DataFrame({"order_id": ["o1"], "batch_id": ["b1"]}))
+    r = run_cli(
+        "run", "score", "--config", str(config), "--set", "batch_id=b1",
+        "--set", "score.model_alias=challenger",
+    )  # fmt: skip
+    assert (r.returncode, r.stderr.strip().splitlines()) == (
+        2,
+        [
+            "ml-engine: run score: model 'shop-model' has no alias 'challenger' "
+            "(score.model_alias); aliases: champion -> v1. No version holds it now: a new "
+            "version is challenger until the gate promotes it. Or give a version with "
+            "score.model_version"
+        ],
+    )
     r = run_cli("model", "--config", str(config), "champion")  # the alias needs --alias
     assert (r.returncode, r.stderr.split()[:3], r.stderr.splitlines()[-1]) == (
         2,

@@ -382,7 +382,7 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
     """
     from mlflow import MlflowClient
 
-    from ml_engine.scoring import MODEL_VERSION, resolve_model_version
+    from ml_engine.scoring import MODEL_VERSION, model_choice, resolve_model_version
     from ml_engine.tracking import connect
 
     batch = cfg.effective_batch_id()
@@ -391,9 +391,7 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
     predictions_path = cfg.storage.table_path("predictions")
     metrics_path = cfg.storage.table_path("drift_metrics")
     connect(cfg)
-    alias = dc.model_alias or cfg.score.model_alias
-    alias_key = "drift.model_alias" if dc.model_alias else "score.model_alias"
-    keys = (alias_key, "score.model_version")
+    alias, keys = model_choice(cfg, "drift_report")
     mv = resolve_model_version(cfg, alias=alias, version=cfg.score.model_version, keys=keys)
     model_name, model_version, run_id = mv.name, int(mv.version), mv.run_id
     spec = download_json(run_id, SPEC_ARTIFACT)
