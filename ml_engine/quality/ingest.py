@@ -399,7 +399,7 @@ def read_input(
         cols = [F.col(c.name) for c in schema.columns]
     else:
         cols = [F.col(c.name) for c in schema.columns] + [F.col(CORRUPT_COLUMN)]
-    if SOURCE_FILE_COLUMN in df.columns:  # files read by their header
+    if FILE_FIELDS in df.columns:  # CSV files read by their header
         return df.select(*cols, SOURCE_FILE_COLUMN, FILE_FIELDS), notes
     return df.select(*cols, F.col("_metadata.file_path").alias(SOURCE_FILE_COLUMN)), notes
 
