@@ -180,11 +180,20 @@ class BatchCatalog:
         rows = []
         for path, version in sorted(self.committed.items()):
             batches = {batch_id} | (touched_batches(path, version) or set())
-            rows += [(run_id, job, b, path, int(version), now) for b in sorted(batches)]
+            logged = self.logged_path(path)
+            rows += [(run_id, job, b, logged, int(version), now) for b in sorted(batches)]
         log = self.tables.spark.createDataFrame(rows, RUNS_SCHEMA)
         self.tables.append(log, self.runs_path, app_id=f"ml-engine-run-{run_id}", app_version=1)
         self.committed = {}
         return rows
+
+    def logged_path(self, path: str) -> str:
+        """How the run log names the table at ``path``: by its name when it lies beside the
+        run log (``bronze``), so a storage root keeps its batches when it is moved or copied;
+        else by its path."""
+        table, base = path.rstrip("/"), self.runs_path.rstrip("/")
+        folder, name = table.rsplit("/", 1) if "/" in table else ("", table)
+        return name if folder == base.rsplit("/", 1)[0] else path
 
     # ------------------------------------------------------------------------------- reads
 
@@ -195,7 +204,7 @@ class BatchCatalog:
         if self.tables.exists(self.runs_path):
             rows = (
                 self.tables.read(self.runs_path)
-                .where(F.col("table_path") == F.lit(path))
+                .where(F.col("table_path").isin(self.logged_path(path), path))
                 .groupBy("batch_id")
                 .agg(
                     F.max_by("table_version", F.struct("completed_at", "table_version")).alias("v")
