@@ -45,6 +45,15 @@ def _debug_flag() -> argparse.ArgumentParser:
     return parent
 
 
+SET_HELP = "override one config key (repeatable), e.g. --set batch_id=2026-11-28"
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     common = _debug_flag()
     p = argparse.ArgumentParser(
@@ -66,14 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("job", help=f"one of: {', '.join([*J.JOBS, 'pipeline'])}")
     run.add_argument("--config", required=True, help="config file, e.g. conf/local.yaml")
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config key (repeatable), e.g. --set batch_id=2026-11-28",
-    )
+    _add_set(run)
 
     demo = sub.add_parser(
         "demo",
@@ -88,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_DEMO_CONFIG,
         help=f"config to start from (default {DEFAULT_DEMO_CONFIG}, packaged with the engine)",
     )
-    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(demo)
 
     init = sub.add_parser(
         "init",
@@ -132,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--config", required=True, help="a config naming the run's tracking store (mlflow.*)"
     )
-    rep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(rep)
 
     model = sub.add_parser(
         "model",
@@ -144,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--config", required=True, help="the config naming the model (mlflow.*)")
     model.add_argument("--alias", default="champion", help="an alias (default champion)")
     model.add_argument("--version", type=int, default=None, help="a version number instead")
-    model.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(model)
 
     pkg = sub.add_parser(
         "package", parents=[common], help="zip the library for spark-submit --py-files"

@@ -278,6 +278,27 @@ def records_taken_over(tables: DeltaTables, cfg: Config, batch: str, scored: Dat
     )
 
 
+def accounting_notes(batch: str, model: str, source: str, accounting: dict[str, int]) -> list[str]:
+    """What score prints about where the batch's rows went (:func:`batch_accounting`), and a
+    warning when some are unaccounted for."""
+    taken = accounting["taken_over_by_later_batches"]
+    notes = [
+        f"scored batch '{batch}' with {model} ({source}): {accounting['scored']} rows scored + "
+        f"{accounting['quarantined_upstream']} quarantined upstream + "
+        f"{accounting['duplicates_removed']} duplicates removed"
+        + (f" + {taken} taken over by later batches" if taken else "")
+        + f" = {accounting['rows_of_batch'] - accounting['unaccounted']} of "
+        f"{accounting['rows_of_batch']} rows of the batch"
+    ]
+    if accounting["unaccounted"]:
+        notes.append(
+            f"warning: {accounting['unaccounted']} row(s) of batch '{batch}' are unaccounted for "
+            "(negative: scored rows that bronze does not hold): run clean, detect_outliers and "
+            "build_features for the batch after its last ingest, then score it again"
+        )
+    return notes
+
+
 def id_columns(cfg: Config, available: list[str]) -> list[str]:
     """Key, record id and event time columns of the schema that ``available`` has."""
     schema = cfg.table_schema
@@ -321,17 +342,9 @@ def run_score(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
         F.col(MODEL_VERSION) == registered.version
     )
     accounting = batch_accounting(tables, cfg, batch, scored_rows)
-    taken = accounting["taken_over_by_later_batches"]
-    notes = [
-        f"scored batch '{batch}' with {registered.name} v{registered.version} "
-        f"({registered.source}): {accounting['scored']} rows scored + "
-        f"{accounting['quarantined_upstream']} quarantined upstream + "
-        f"{accounting['duplicates_removed']} duplicates removed"
-        + (f" + {taken} taken over by later batches" if taken else "")
-        + " = "
-        f"{accounting['rows_of_batch'] - accounting['unaccounted']} of "
-        f"{accounting['rows_of_batch']} rows of the batch"
-    ]
+    notes = accounting_notes(
+        batch, f"{registered.name} v{registered.version}", registered.source, accounting
+    )
     return JobResult(
         job="score",
         outputs={"predictions": out_path},

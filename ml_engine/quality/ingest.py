@@ -937,6 +937,23 @@ def _check_same_files(
     )
 
 
+def _load_time(
+    spark: SparkSession, tables: DeltaTables, bronze_path: str, batch: str
+) -> datetime | Column:
+    """The batch's ``ingested_at``: now for a new batch; for a batch bronze holds, the time
+    of its first load, so a rerun (a retry, a backfill) keeps the batch's place in the order
+    of arrival (with ``clean.dedup: latest_by_key`` and no event time, a later load would make
+    its records win over those of batches loaded after it). One small Spark job, only when
+    the batch exists."""
+    if tables.exists(bronze_path) and batch in tables.batches(bronze_path):
+        describe(spark, f"ingest: first load time of batch {batch}")
+        rows = tables.batch_rows(bronze_path, batch)
+        first = rows.agg(F.unix_micros(F.min(INGESTED_AT_COLUMN))).first()[0]
+        if first is not None:
+            return F.timestamp_micros(F.lit(first))
+    return datetime.now(timezone.utc)
+
+
 def _file_name(uri: str) -> str:
     """A file's location as Spark gives it (``file:/a%20b.csv``, ``file:///a%20b.csv``), in one
     readable form (``/a b.csv``; other schemes keep theirs)."""
@@ -994,19 +1011,19 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
     except ValueError as exc:
         raise JobError(f"{exc} (ingest.path / schema)") from None
 
+    bronze_path = cfg.storage.table_path("bronze")
+    quarantine_path = cfg.storage.table_path("quarantine")
     parsed = with_parsed_columns(
         raw,
         schema,
         batch,
-        datetime.now(timezone.utc),
+        _load_time(spark, tables, bronze_path, batch),
         ing.timestamp_format,
         ing.date_format,
         ing.format,
         ing.csv,
     )
     bronze, quarantine = split_parsed(parsed, schema)
-    bronze_path = cfg.storage.table_path("bronze")
-    quarantine_path = cfg.storage.table_path("quarantine")
     added = columns_to_add(
         tables, bronze_path, bronze, "ingest", f"the schema file {cfg.schema_path}"
     )
