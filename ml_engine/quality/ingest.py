@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import dataclasses
 import functools
 import gzip
 import json
@@ -901,57 +902,62 @@ def _line_metrics(spark: SparkSession, path: str, options: CsvOptions, counts) -
     }
 
 
-def _check_same_files(
-    spark: SparkSession,
-    tables: DeltaTables,
-    bronze_path: str,
-    batch: str,
-    raw: DataFrame,
-    path: str,
-) -> None:
+@dataclasses.dataclass(frozen=True)
+class HeldBatch:
+    """What bronze already holds of a batch: the files its rows came from, and the
+    ``ingested_at`` of its first load (microseconds; None when it holds no row)."""
+
+    files: frozenset[str]
+    first_load: int | None
+
+
+def _held_batch(
+    spark: SparkSession, tables: DeltaTables, bronze_path: str, batch: str
+) -> HeldBatch | None:
+    """The batch as bronze holds it, or None for a new batch: one small Spark job, only when
+    the batch exists."""
+    if not tables.exists(bronze_path) or batch not in tables.batches(bronze_path):
+        return None
+    describe(spark, f"ingest: files and first load time of batch {batch} in bronze")
+    row = (
+        tables.batch_rows(bronze_path, batch)
+        .agg(
+            F.collect_set(SOURCE_FILE_COLUMN).alias("files"),
+            F.unix_micros(F.min(INGESTED_AT_COLUMN)).alias("first"),
+        )
+        .first()
+    )
+    return HeldBatch(frozenset(_file_name(f) for f in row["files"]), row["first"])
+
+
+def _check_same_files(held: HeldBatch | None, batch: str, raw: DataFrame, path: str) -> None:
     """Stops an ingest whose batch id, taken from the name of ``path``, is a batch of bronze
     whose rows came from none of the files this run reads: files of another day named like
     the first (``drop/2026-12-01/visits.csv``, then ``drop/2026-12-02/visits.csv``) would
     otherwise replace it. A rerun reads the same files; a batch id set explicitly is taken
-    as meant. One small Spark job (the batch's distinct ``source_file``), only when the batch
-    exists."""
-    if not tables.exists(bronze_path) or batch not in tables.batches(bronze_path):
+    as meant."""
+    if held is None or not held.files:
         return
-    describe(spark, f"ingest: files of batch {batch} in bronze")
-    held = {
-        _file_name(r[0])
-        for r in tables.batch_rows(bronze_path, batch)
-        .select(SOURCE_FILE_COLUMN)
-        .distinct()
-        .collect()
-        if r[0] is not None
-    }
     reading = {_file_name(f) for f in raw.inputFiles()}
-    if not held or held & reading:
+    if held.files & reading:
         return
     raise JobError(
         f"ingest: batch '{batch}' (the name of ingest.path {path}) already holds the rows of "
-        f"other files ({_shown(held)}) than this run reads ({_shown(reading)}), and ingesting "
-        f"would replace them. Give this batch its own id with --set batch_id=NAME, or, to "
-        f"replace batch '{batch}' with these files, set it explicitly: --set batch_id={batch}"
+        f"other files ({_shown(set(held.files))}) than this run reads ({_shown(reading)}), and "
+        f"ingesting would replace them. Give this batch its own id with --set batch_id=NAME, "
+        f"or, to replace batch '{batch}' with these files, set it explicitly: --set "
+        f"batch_id={batch}"
     )
 
 
-def _load_time(
-    spark: SparkSession, tables: DeltaTables, bronze_path: str, batch: str
-) -> datetime | Column:
+def _load_time(held: HeldBatch | None) -> datetime | Column:
     """The batch's ``ingested_at``: now for a new batch; for a batch bronze holds, the time
     of its first load, so a rerun (a retry, a backfill) keeps the batch's place in the order
     of arrival (with ``clean.dedup: latest_by_key`` and no event time, a later load would make
-    its records win over those of batches loaded after it). One small Spark job, only when
-    the batch exists."""
-    if tables.exists(bronze_path) and batch in tables.batches(bronze_path):
-        describe(spark, f"ingest: first load time of batch {batch}")
-        rows = tables.batch_rows(bronze_path, batch)
-        first = rows.agg(F.unix_micros(F.min(INGESTED_AT_COLUMN))).first()[0]
-        if first is not None:
-            return F.timestamp_micros(F.lit(first))
-    return datetime.now(timezone.utc)
+    its records win over those of batches loaded after it)."""
+    if held is None or held.first_load is None:
+        return datetime.now(timezone.utc)
+    return F.timestamp_micros(F.lit(held.first_load))
 
 
 def _file_name(uri: str) -> str:
@@ -1013,11 +1019,12 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
 
     bronze_path = cfg.storage.table_path("bronze")
     quarantine_path = cfg.storage.table_path("quarantine")
+    held = _held_batch(spark, tables, bronze_path, batch)
     parsed = with_parsed_columns(
         raw,
         schema,
         batch,
-        _load_time(spark, tables, bronze_path, batch),
+        _load_time(held),
         ing.timestamp_format,
         ing.date_format,
         ing.format,
@@ -1028,7 +1035,7 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
         tables, bronze_path, bronze, "ingest", f"the schema file {cfg.schema_path}"
     )
     if not cfg.batch_id:
-        _check_same_files(spark, tables, bronze_path, batch, raw, ing.path)
+        _check_same_files(held, batch, raw, ing.path)
     parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         describe(spark, f"ingest: parse and count batch {batch}")
