@@ -177,7 +177,7 @@ def _by_header(
     files = [urllib.parse.unquote(uri) for uri in uris]  # as spark.read takes them
     orders: dict[tuple[str, ...], list[str]] = {}
     undeclared: dict[tuple[str, ...], list[str]] = {}
-    unmatched: dict[tuple[tuple[str, ...], tuple[str, ...]], list[str]] = {}
+    unmatched: dict[tuple[int, tuple[str, ...], tuple[str, ...]], list[str]] = {}
     for uri, file in zip(uris, files, strict=True):
         line = _first_line(spark, uri, options.encoding)
         header = csv_column_names(line or "", options.delimiter, options.quote)[0]
@@ -191,19 +191,17 @@ def _by_header(
             if extra:
                 undeclared.setdefault(extra, []).append(_file_name(file))
         elif len(names) != len(declared):
-            unmatched.setdefault((lacking, extra), []).append(_file_name(file))
-    described = f"schema '{schema.name}' ({schema.source})"
+            unmatched.setdefault((len(names), lacking, extra), []).append(_file_name(file))
     notes = [
-        f"ingest: {_shown(set(group))}: column(s) {list(extra)} of the header are not in "
-        f"{described} and were not loaded; declare them in the schema file to load them"
+        _not_loaded(f"{_shown(set(group))}: column(s) {list(extra)} of the header", schema)
         for extra, group in undeclared.items()
     ]
     notes += [
-        f"ingest: {_shown(set(group))}: the header names {len(declared) - len(lacking) + len(extra)} "
-        f"columns where {described} declares {len(declared)}: it lacks {list(lacking)}"
+        f"ingest: {_shown(set(group))}: the header names {fields} columns where schema "
+        f"'{schema.name}' ({schema.source}) declares {len(declared)}: it lacks {list(lacking)}"
         + (f" and has {list(extra)}, which the schema does not declare" if extra else "")
         + "; its lines were read by position. Make the files and the schema file agree"
-        for (lacking, extra), group in unmatched.items()
+        for (fields, lacking, extra), group in unmatched.items()
     ]
     if not orders:
         return df, notes
@@ -249,11 +247,17 @@ def _undeclared_json_keys(
             if extra:
                 undeclared.setdefault(extra, set()).add(_file_name(uri))
     return [
-        f"ingest: {_shown(group)}: key(s) {list(extra)} of the first record are not in schema "
-        f"'{schema.name}' ({schema.source}) and were not loaded; declare them in the schema "
-        "file to load them"
+        _not_loaded(f"{_shown(group)}: key(s) {list(extra)} of the first record", schema)
         for extra, group in undeclared.items()
     ]
+
+
+def _not_loaded(subject: str, schema: TableSchema) -> str:
+    """The note on input columns ``subject`` names that the schema does not declare."""
+    return (
+        f"ingest: {subject} are not in schema '{schema.name}' ({schema.source}) and were not "
+        "loaded; declare them in the schema file to load them"
+    )
 
 
 # Local files with these extensions are read in Python (any other extension: uncompressed);
@@ -392,11 +396,7 @@ def read_input(
         declared = {c.name.lower() for c in schema.columns}
         extra = [c for c in df.columns if c.lower() not in declared]
         if extra:
-            notes.append(
-                f"ingest: column(s) {extra} of parquet input {path} are not in schema "
-                f"'{schema.name}' ({schema.source}) and were not loaded; declare them in the "
-                "schema file to load them"
-            )
+            notes.append(_not_loaded(f"column(s) {extra} of parquet input {path}", schema))
         cols = [F.col(c.name) for c in schema.columns]
     else:
         cols = [F.col(c.name) for c in schema.columns] + [F.col(CORRUPT_COLUMN)]
