@@ -41,6 +41,7 @@ from ml_engine.schemas import (
     ROLE_KEY,
     ROLE_LABEL,
     TableSchema,
+    column_names,
     csv_name,
 )
 
@@ -200,7 +201,7 @@ def _header_positions(
     """Where ``columns`` are in a CSV file whose header names every schema column (in
     another order or beside undeclared ones), as ingest reads such a file; None for a header
     that does not (its fields are read by position)."""
-    fields = [csv_name(h).lower() for h in header]
+    fields = [n.lower() for n in column_names(header)[0]]
     if any(csv_name(n).lower() not in fields for n in names):
         return None
     return {c: fields.index(csv_name(c).lower()) for c in columns}

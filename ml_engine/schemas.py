@@ -31,6 +31,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -379,7 +380,11 @@ def csv_column_names(
         if quote
         else csv.reader([line], delimiter=delimiter, quoting=csv.QUOTE_NONE)
     )
-    fields = next(reader, [])
+    return column_names(next(reader, []))
+
+
+def column_names(fields: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The column names of CSV header fields, as :func:`csv_column_names` gives them."""
     names: list[str] = []
     renamed: list[tuple[str, str]] = []
     seen: set[str] = set()
