@@ -853,17 +853,14 @@ def higher_is_better(metric: str) -> bool | None:
     """Whether a larger value of ``metric`` is better; None for a name that is no metric."""
     if metric in METRIC_HIGHER_IS_BETTER:
         return METRIC_HIGHER_IS_BETTER[metric]
-    return True if _PER_CLASS.match(metric) else None
+    return True if per_class_metric(metric) else None
 
 
 def per_class_metric(metric: str) -> tuple[str, str] | None:
-    """``(metric, class)`` of a per-class metric name such as ``recall_high``, else None."""
+    """``(metric, class)`` of a per-class metric name such as ``recall_high``, else None (no
+    name of :data:`METRIC_HIGHER_IS_BETTER` has this form)."""
     found = _PER_CLASS.match(metric)
-    return (
-        (found.group(1), found.group(2))
-        if found and metric not in METRIC_HIGHER_IS_BETTER
-        else None
-    )
+    return (found.group(1), found.group(2)) if found else None
 
 
 ESTIMATORS = ("auto", "logistic_regression", "linear_regression", "random_forest", "gbt", "xgboost")
