@@ -3,7 +3,7 @@
 re-sends a record of the first) go through ingest, clean, build_features (a 7-day window per
 shop) and build_training_set via ``run_job`` on the rs backend; the expected window values,
 label pairs and score accounting are computed here from the input lines and the load times
-bronze recorded.
+bronze recorded. Last, b1 is ingested and cleaned again (a retry after b2).
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ def config(tmp_path: Path, batch: str):
 
 @pytest.fixture(scope="module")
 def chain(spark, tmp_path_factory):
+    """The tables after b1, b2 and the training set, then b1's ingest and clean rerun; and
+    score's accounting of both batches before that rerun (its clean then counts the record b2
+    took over as a duplicate in another batch)."""
+    from ml_engine.catalog import BatchCatalog
+    from ml_engine.scoring import batch_accounting
+
     tmp_path = tmp_path_factory.mktemp("arrival_time")
     tables = open_tables(spark, "rs")
     for batch in BATCHES:
@@ -59,7 +65,15 @@ def chain(spark, tmp_path_factory):
         for job in ("ingest", "clean", "build_features"):
             run_job(job, spark, cfg, tables)
     run_job("build_training_set", spark, cfg, tables)
-    return cfg, tables
+    catalog = BatchCatalog(tables, cfg.storage.table_path("job_runs"))
+    features = cfg.storage.table_path("features")
+    # what score writes for a batch: one prediction per feature row
+    counts = {
+        b: batch_accounting(catalog, cfg, b, catalog.read_batch(features, b)) for b in BATCHES
+    }
+    for job in ("ingest", "clean"):
+        run_job(job, spark, config(tmp_path, "b1"), tables)
+    return cfg, tables, counts
 
 
 def loaded_at(tables, cfg) -> dict:
@@ -81,7 +95,7 @@ def replay() -> tuple[dict, dict]:
 
 
 def test_feature_windows_go_by_the_time_rows_arrived(spark, chain):
-    cfg, tables = chain
+    cfg, tables, _ = chain
     loaded = loaded_at(tables, cfg)
     assert loaded["b1"] < loaded["b2"]  # one load time per batch, in the order they ran
     silver, features = replay()
@@ -106,7 +120,7 @@ def test_feature_windows_go_by_the_time_rows_arrived(spark, chain):
 
 
 def test_each_label_is_paired_with_its_own_rows_features(spark, chain):
-    cfg, tables = chain
+    cfg, tables, _ = chain
     training = tables.read(cfg.storage.table_path("training_set"))
     expected = [(ref, y, basket) for ref, (_, basket, y, _) in replay()[0].items()]
     assert_df_equality(
@@ -118,17 +132,8 @@ def test_each_label_is_paired_with_its_own_rows_features(spark, chain):
     assert "ingested_at" not in training.drop("feature_time", "label_time").columns
 
 
-def test_score_accounts_for_records_a_later_batch_took_over(spark, chain):
-    from ml_engine.catalog import BatchCatalog
-    from ml_engine.scoring import batch_accounting
-
-    cfg, tables = chain
-    catalog = BatchCatalog(tables, cfg.storage.table_path("job_runs"))
-    features = cfg.storage.table_path("features")
-    counts = {}
-    for batch in BATCHES:
-        # what score writes for the batch: one prediction per feature row
-        counts[batch] = batch_accounting(catalog, cfg, batch, catalog.read_batch(features, batch))
+def test_score_accounts_for_records_a_later_batch_took_over(chain):
+    counts = chain[2]
     resent = {ref for ref, (_, _, _, b) in replay()[0].items() if b == "b2"} & {
         line.split(",")[0] for line in BATCHES["b1"]
     }
@@ -146,15 +151,10 @@ def test_score_accounts_for_records_a_later_batch_took_over(spark, chain):
     assert counts == expected
 
 
-def test_a_rerun_of_an_earlier_batch_keeps_its_place_in_the_arrival_order(spark, tmp_path):
+def test_a_rerun_of_an_earlier_batch_keeps_its_place_in_the_arrival_order(spark, chain):
     """b1 ingested and cleaned again after b2 (a retry, a backfill): its load time stays its
     first one, so b2's copy of R2 still wins (with a new load time b1's stale R2 took it back)."""
-    tables = open_tables(spark, "rs")
-    configs = {batch: config(tmp_path, batch) for batch in BATCHES}
-    for batch in ("b1", "b2", "b1"):
-        for job in ("ingest", "clean"):
-            run_job(job, spark, configs[batch], tables)
-    cfg = configs["b1"]
+    cfg, tables, _ = chain
     first = loaded_at(tables, cfg)
     assert first["b1"] < first["b2"]
     silver = tables.read(cfg.storage.table_path("silver")).select("ref", "basket", "batch_id")
