@@ -22,8 +22,10 @@ import numpy as np
 import pytest
 import services
 from chispa import assert_df_equality
+from deltalake import DeltaTable, write_deltalake
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
+from sklearn import metrics as skm
 
 from ml_engine.config import load_config
 from ml_engine.jobs import run_job
@@ -445,15 +447,46 @@ def test_drift_report_flags_the_documented_drift_and_writes_its_outputs(spark, c
     run = client(chain).get_run(result.metrics["mlflow_run_id"])
     assert run.data.tags["ml_engine.model_version"] == "1"
     assert run.data.metrics["drifted_share"] == result.metrics["drifted_share"]
+    # The metrics on arrived labels: v1's predictions of the batch joined to silver's labels.
+    preds = DeltaTable(chain.cfg.storage.table_path("predictions")).to_pandas(
+        filters=[("batch_id", "=", "current"), ("model_version", "=", 1)]
+    )
+    labels = DeltaTable(chain.cfg.storage.table_path("silver")).to_pandas(
+        columns=["transaction_id", "is_fraud"], filters=[("batch_id", "=", "current")]
+    )
+    labelled = preds.merge(labels.dropna(), on="transaction_id")
+    assert len(labelled) == len(preds)
+    auc = skm.roc_auc_score(labelled.is_fraud, [p[1] for p in labelled.probability])
+    assert run.data.metrics["batch_auc_roc"] == pytest.approx(auc, rel=1e-9)
+    assert run.data.metrics["batch_labelled_rows"] == len(labelled)
+    model_run = client(chain).get_run(run.data.tags["ml_engine.model_run_id"])
+    test_auc = model_run.data.metrics["test_auc_roc"]
     # A rerun replaces the rows of (model version, batch).
     before = metrics.count()
     assert result.exit_code == 0 and result.metrics["dataset_drift"] is False
+    # Labels of every third row only (a labels table of their own): the metrics and the counts
+    # printed and shown are those of the rows whose labels arrived.
+    arrived = labels.dropna().iloc[::3]
+    write_deltalake(str(chain.root / "late_labels"), arrived)
     strict = load_config(
         "ml-engine:sample",
-        [*cfg_overrides(chain.current), "drift.fail_on_drift=true", "drift.drift_share=0.2"],
+        [
+            *cfg_overrides(chain.current),
+            "drift.fail_on_drift=true",
+            "drift.drift_share=0.2",
+            f"training_set.labels_path={chain.root / 'late_labels'}",
+        ],
     )
     rerun = run_job("drift_report", spark, strict, chain.tables)
     assert (rerun.metrics["dataset_drift"], rerun.exit_code) == (True, 5)
+    labelled = preds.merge(arrived, on="transaction_id")
+    auc = skm.roc_auc_score(labelled.is_fraud, [p[1] for p in labelled.probability])
+    assert rerun.notes[-1] == (
+        f"on arrived labels ({len(labelled):,} of {len(preds):,} scored rows): auc_roc "
+        f"{auc:.4f} (training test: {test_auc:.4f})"
+    )
+    page = Path(rerun.outputs["report"]).read_text()
+    assert f"on the {len(labelled):,} of this batch's {len(preds):,} scored rows" in page
     again = chain.tables.read(chain.cfg.storage.table_path("drift_metrics"))
     assert again.count() == before
 

@@ -44,6 +44,7 @@ from ml_engine.drift.stats import NO_REFERENCE, DriftResult, compare
 from ml_engine.results import EXIT_DRIFT, EXIT_OK, JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import BATCH_COLUMN, DeltaTables
+from ml_engine.training.evaluation import ROWS as LABELLED_ROWS
 
 REFERENCE_ARTIFACT = "reference/profile.json"
 SPEC_ARTIFACT = "model_spec/feature_spec.json"
@@ -301,7 +302,8 @@ def labelled_performance(
     spec: dict[str, Any],
     batch: str,
 ) -> dict[str, float] | None:
-    """The model's metrics on the batch's scored rows whose labels have arrived, or None.
+    """The model's metrics on the batch's scored rows whose labels have arrived, with their
+    number as ``labelled_rows``, or None.
 
     Labels are the label column of ``training_set.labels_path`` (default silver) joined to the
     predictions by record id (the key when the schema has no record id).
@@ -347,7 +349,7 @@ def labelled_performance(
         frame = joined.select(F.col("__actual").cast("double").alias(label), F.col("prediction"))
     if frame.isEmpty():
         return None
-    return evaluate(frame, fspec)
+    return evaluate(frame, fspec, with_rows=True)
 
 
 def _history(tables: DeltaTables, path: str, model_name: str, limit: int) -> list[dict]:
@@ -443,7 +445,13 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
         "computed_at": computed_at.isoformat(timespec="seconds"),
     }
     history = _history(tables, metrics_path, model_name, dc.history)
-    perf = None if performance is None else {"batch": performance, "training_test": test_metrics}
+    perf = None
+    if performance is not None:
+        perf = {
+            "batch": {k: v for k, v in performance.items() if k != LABELLED_ROWS},
+            "training_test": test_metrics,
+            "rows": (int(performance[LABELLED_ROWS]), current.rows),
+        }
     report_path = _write_report(cfg, result, reference, current, history, meta, perf)
     drift_run_id = _log_run(result, performance, current, report_path, meta, run_id)
 
@@ -459,7 +467,9 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
         within={"model_name": model_name, "model_version": int(model_version)},
     )
     drifted = [f.feature for f in result.features if f.status == "drift"]
-    notes = _notes(result, dc.drift_share, drifted, report_path, performance, test_metrics)
+    notes = _notes(result, dc.drift_share, drifted, report_path)
+    if performance:
+        notes.append(performance_note(performance, test_metrics, current.rows))
     code = EXIT_DRIFT if result.drifted and dc.fail_on_drift else EXIT_OK
     return JobResult(
         job="drift_report",
@@ -571,10 +581,8 @@ def _notes(
     drift_share: float,
     drifted: list[str],
     report_path: Path,
-    performance: dict | None,
-    test_metrics: dict[str, float],
 ) -> list[str]:
-    """What the job prints: the verdict, the report and the main metric on arrived labels."""
+    """What the job prints of the comparison: the verdict, the report, features not compared."""
     notes = [
         f"dataset drift: {'YES' if result.drifted else 'no'} ({result.drifted_count} of "
         f"{result.compared_count} features drifted, share {result.drifted_share:.2f}, "
@@ -588,14 +596,19 @@ def _notes(
             "made when the model is trained, of drift.features then (default: the schema's "
             "features); set drift.features before train to compare other columns"
         )
-    if performance:
-        main = next(iter(k for k in ("auc_roc", "f1", "rmse") if k in performance), None)
-        if main:
-            notes.append(
-                f"on arrived labels: {main} {performance[main]:.4f} (training test: "
-                f"{test_metrics.get(main, float('nan')):.4f})"
-            )
     return notes
+
+
+def performance_note(
+    performance: dict[str, float], test_metrics: dict[str, float], scored: int
+) -> str:
+    """The line the job prints of the model on arrived labels: how many rows, the main metric."""
+    labelled = int(performance[LABELLED_ROWS])
+    main = next(iter(k for k in ("auc_roc", "f1", "rmse") if k in performance))
+    return (
+        f"on arrived labels ({labelled:,} of {scored:,} scored rows): {main} "
+        f"{performance[main]:.4f} (training test: {test_metrics.get(main, float('nan')):.4f})"
+    )
 
 
 def _run_metrics(result: DriftResult, performance: dict | None) -> dict[str, float]:

@@ -107,7 +107,7 @@ def render_report(
     title: str = "Drift report",
     meta: Mapping[str, Any] | None = None,
     history_batches: int = 20,
-    performance: Mapping[str, Mapping[str, float]] | None = None,
+    performance: Mapping[str, Any] | None = None,
 ) -> str:
     """Renders the drift report as one self-contained HTML page.
 
@@ -124,7 +124,8 @@ def render_report(
             ``batch_id``, ``reference``, ``computed_at``).
         history_batches: the most batches a trend line shows (the latest ones).
         performance: when labels of the batch have arrived: ``{"batch": metrics of the
-            batch, "training_test": the model's held-out test metrics}``, shown side by side.
+            batch, "training_test": the model's held-out test metrics, "rows": (labelled rows,
+            scored rows)}``, the metrics shown side by side.
 
     Returns:
         The HTML text.
@@ -179,11 +180,12 @@ def _header(
     )
 
 
-def _performance(performance: Mapping[str, Mapping[str, float]] | None) -> str:
+def _performance(performance: Mapping[str, Any] | None) -> str:
     """The batch's model metrics on arrived labels next to the training test metrics."""
     if not performance or not performance.get("batch"):
         return ""
     batch, test = performance["batch"], performance.get("training_test") or {}
+    labelled, scored = performance["rows"]
     rows = []
     for name in sorted(batch):
         now, then = batch[name], test.get(name)
@@ -194,8 +196,8 @@ def _performance(performance: Mapping[str, Mapping[str, float]] | None) -> str:
         )
     return (
         '<section class="card"><h2 style="margin-top:0">Model performance on arrived labels</h2>'
-        "<p>The model's metrics on this batch's scored rows whose labels have arrived, next to "
-        "its held-out test metrics at training time.</p>"
+        f"<p>The model's metrics on the {labelled:,} of this batch's {scored:,} scored rows whose "
+        "labels have arrived, next to its held-out test metrics at training time.</p>"
         "<table><thead><tr><th>metric</th><th>this batch</th><th>training test</th>"
         "<th>change</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></section>"
     )

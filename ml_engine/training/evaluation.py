@@ -79,6 +79,8 @@ __all__ = [
 
 LOG_LOSS_EPS = 1e-15
 AUC_METRICS = ("auc_roc", "auc_pr")
+# The number of labelled rows behind the metrics (``evaluate(..., with_rows=True)``).
+ROWS = "labelled_rows"
 #: Distinct scores per class up to which ``auc_roc`` and ``auc_pr`` are exact (see the module
 #: docstring); also the number of grid buckets above it.
 AUC_EXACT_SCORES = 100_000
@@ -203,14 +205,14 @@ def _per_class(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
 
 def _classification_metrics(
-    predictions: DataFrame, spec: FeatureSpec, wanted: Collection[str] | None
+    predictions: DataFrame, spec: FeatureSpec, wanted: Collection[str] | None, with_rows: bool
 ) -> dict[str, float]:
     classes = _classes(spec)
     k = len(classes)
     binary = k == 2
     want_all = wanted is None
     aucs = [m for m in AUC_METRICS if want_all or m in wanted]
-    need_agg = want_all or any(m in wanted for m in ("accuracy", "f1", "log_loss"))
+    need_agg = with_rows or want_all or any(m in wanted for m in ("accuracy", "f1", "log_loss"))
     auc_classes = [1] if binary else list(range(k))
     passes = int(need_agg) + int(bool(aucs))
     data = _labelled(predictions, k)
@@ -226,6 +228,8 @@ def _classification_metrics(
                     "no test row has a label the model knows; the held-out set is empty"
                 )
             precision, recall, f1, support = _per_class(matrix)
+            if with_rows:
+                out[ROWS] = float(n)
             out["accuracy"] = float(np.trace(matrix) / n)
             out["log_loss"] = float(log_loss / n)
             if binary:
@@ -251,7 +255,9 @@ def _classification_metrics(
             data.unpersist()
 
 
-def _regression_metrics(predictions: DataFrame, spec: FeatureSpec) -> dict[str, float]:
+def _regression_metrics(
+    predictions: DataFrame, spec: FeatureSpec, with_rows: bool
+) -> dict[str, float]:
     """RMSE, MAE and R² from exact decimal sums (10 places; see :func:`_exact_sum`)."""
     y = F.col(spec.label).cast("double")
     err = y - F.col(PREDICTION_COL)
@@ -270,15 +276,19 @@ def _regression_metrics(predictions: DataFrame, spec: FeatureSpec) -> dict[str, 
     if not n:
         raise TrainingError("no test row has a label; the held-out set is empty")
     sse, sst = row["sse"], row["syy"] - row["sy"] * row["sy"] / n
-    return {
+    out = {
         "rmse": math.sqrt(sse / n),
         "mae": float(row["sae"] / n),
         "r2": float(1 - sse / sst) if sst > 0 else float("nan"),
     }
+    return {ROWS: float(n), **out} if with_rows else out
 
 
 def evaluate(
-    predictions: DataFrame, spec: FeatureSpec, metrics: Collection[str] | None = None
+    predictions: DataFrame,
+    spec: FeatureSpec,
+    metrics: Collection[str] | None = None,
+    with_rows: bool = False,
 ) -> dict[str, float]:
     """Metrics of held-out predictions (definitions in the module docstring).
 
@@ -291,6 +301,8 @@ def evaluate(
         predictions: ``model.transform(test)`` of a fitted training pipeline.
         spec: the fitted spec (``FitResult.spec``: classes known).
         metrics: compute only these metric names (and whatever comes with them); None: all.
+        with_rows: also give the number of labelled rows the metrics were computed on, as
+            :data:`ROWS` (counted by the same Spark jobs).
 
     Returns:
         Metric name -> value.
@@ -300,8 +312,8 @@ def evaluate(
             has a known label.
     """
     if spec.is_classification:
-        return _classification_metrics(predictions, spec, metrics)
-    return _regression_metrics(predictions, spec)
+        return _classification_metrics(predictions, spec, metrics, with_rows)
+    return _regression_metrics(predictions, spec, with_rows)
 
 
 # --------------------------------------------------------------------------- curve data
