@@ -235,7 +235,7 @@ def test_the_job_output_names_the_features_without_a_reference(spark, tmp_path):
     current = profile_dataframe(spark.createDataFrame(rows, "x double, y double"), ["x", "y"], [])
     result = compare(reference, current, DriftThresholds(), drift_share=0.5)
 
-    notes = _notes(result, 0.5, [], tmp_path / "r.html", None, {})
+    notes = _notes(result, 0.5, [], tmp_path / "r.html")
 
     assert notes == [
         "dataset drift: no (0 of 1 features drifted, share 0.00, threshold 0.5); drifted: none",
