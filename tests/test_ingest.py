@@ -577,6 +577,38 @@ def test_parquet_files_storing_a_column_in_different_widths_are_one_batch(spark,
     ]
 
 
+def test_parquet_fractions_declared_whole_numbers_are_quarantined_not_truncated(spark, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = schema_from_dict(
+        {
+            "name": "whole",
+            "columns": [{"name": "id", "type": "string"}, {"name": "minutes", "type": "int"}],
+        }
+    )
+    path = tmp_path / "pq"
+    path.mkdir()
+    values = [15.0, 15.57, -3.0, float("nan"), 1e12, None, -0.5]
+    # pyarrow keeps NaN a value (pandas would write it as null)
+    pq.write_table(pa.table({"id": list("abcdefg"), "minutes": values}), path / "p.parquet")
+
+    raw = read_raw(spark, str(path), "parquet", schema)
+    bronze, quarantine = split_valid(raw, schema, "b1", AT, fmt="parquet")
+
+    expected = spark.createDataFrame([("a", 15), ("c", -3), ("f", None)], "id string, minutes int")
+    assert_df_equality(
+        bronze.select("id", "minutes"), expected, ignore_nullable=True, ignore_row_order=True
+    )
+    why = "' (double) is not a whole number in the range of int; declare the column double to "
+    assert sorted(r.reason for r in quarantine.collect()) == [
+        f"column minutes: '-0.5{why}load such values",
+        f"column minutes: '1.0E12{why}load such values",
+        f"column minutes: '15.57{why}load such values",
+        f"column minutes: 'NaN{why}load such values",
+    ]
+
+
 def test_csv_files_listing_the_columns_in_another_order_are_read_by_their_header(spark, tmp_path):
     import gzip
 
@@ -1224,11 +1256,14 @@ def test_top_reasons_leave_out_values_and_keep_quoted_formats(spark):
         f"column opened_at: '01.11.2026' {iso}; column n: 'it's' is not an int",
         "column n: 'x' is not an int",
         f"column opened_at: '' {iso}",
+        "column m: '1.5' (double) is not a whole number in the range of int",
+        "column m: '2.5' (double) is not a whole number in the range of int",
         None,
     ]
     parsed = spark.createDataFrame([(r,) for r in reasons], "_reason string")
     assert top_reasons(parsed) == [
         (f"column opened_at: '…' {iso}", 3),
+        ("column m: '…' (double) is not a whole number in the range of int", 2),
         ("column n: '…' is not an int", 2),
     ]
 

@@ -614,7 +614,17 @@ def _parse(
         typed = raw.try_cast(target)
         name = c.type if isinstance(raw_type, T.StringType) else target.simpleString()
         problem = f"' is not {_article(name)} {name}"
-    if not isinstance(raw_type, T.StringType):
+    if isinstance(target, T.IntegralType) and isinstance(
+        raw_type, (T.FractionalType, T.DecimalType)
+    ):
+        # A cast to a whole-number type truncates: 15.57 would load as 15.
+        typed = F.when(typed.cast(raw_type) == raw, typed)
+        problem = (
+            f"' ({raw_type.simpleString()}) is not a whole number in the range of "
+            f"{target.simpleString()}; declare the column {raw_type.simpleString()} to load "
+            "such values"
+        )
+    elif not isinstance(raw_type, T.StringType):
         problem = f"' ({raw_type.simpleString()}) cannot be converted to {target.simpleString()}"
     message = F.concat(F.lit(f"column {c.name}: '"), raw.cast("string"), F.lit(problem))
     return typed, message
@@ -863,9 +873,9 @@ def top_reasons(parsed: DataFrame, limit: int = 3) -> list[tuple[str, int]]:
     problems = parsed.where(F.col(_REASON).isNotNull()).select(
         F.explode(F.split(F.col(_REASON), "; ")).alias("problem")
     )
-    # The value between "column c: '" and "' is not" / "' does not match" (a format such as
-    # yyyy-MM-dd'T'HH:mm:ss after it keeps its quotes).
-    value = r"^(column .+?: ').*?(' (?:is not|does not match) )"
+    # The value between "column c: '" and "' is not" / "' does not match" / "' (type) ..." (a
+    # format such as yyyy-MM-dd'T'HH:mm:ss after it keeps its quotes).
+    value = r"^(column .+?: ').*?(' (?:is not|does not match|\([a-z0-9(),<>: ]+\) ))"
     kinds = problems.select(F.regexp_replace("problem", value, "$1…$2").alias("kind"))
     top = kinds.groupBy("kind").count().orderBy(F.desc("count"), F.asc("kind")).limit(limit)
     return [(r["kind"], int(r["count"])) for r in top.collect()]
