@@ -7,9 +7,11 @@ What is checked, for the jobs of one run (:func:`preflight`):
   key, event time and label, unless ``training_set.*`` names the columns; ``train``: label);
 * input tables a job reads that no earlier job of the same run writes: they must exist, and
   the run's batch must be in the table the job takes its batch from (read from the Delta log);
-* ``ingest.path`` exists, and the timestamp and date columns of its first data lines match
-  the formats in the schema / ``ingest.timestamp_format`` (only when every sampled value
-  fails: single bad rows are quarantined by ingest, not refused here);
+* ``ingest.path`` exists and holds files of ``ingest.format`` (Parquet by its magic bytes,
+  JSON and CSV by their names), Parquet files hold every declared column, and the timestamp
+  and date columns of its first data lines (text columns of Parquet) match the formats in the
+  schema / ``ingest.timestamp_format`` (only when every sampled value fails: single bad rows
+  are quarantined by ingest, not refused here);
 * the MLflow tracking server answers, for jobs that track runs.
 
 Example::
@@ -154,10 +156,15 @@ def _open_text(path: Path, encoding: str) -> io.TextIOBase:
 
 
 def _sample_values(cfg: Config, file: Path, columns: Sequence[str]) -> dict[str, list[str]]:
-    """Values of ``columns`` in the first data lines of ``file`` (CSV or JSON lines)."""
+    """Text values of ``columns`` in the first data lines of ``file`` (CSV, JSON lines, or the
+    first rows of a Parquet file's text columns)."""
     ing = cfg.ingest
     names = cfg.table_schema.names
     values: dict[str, list[str]] = {c: [] for c in columns}
+    if ing.format == "parquet":
+        for c, seen in _parquet_text(file, columns).items():
+            values[c] = [v for v in seen if v.strip()]
+        return values
     with _open_text(file, ing.csv.encoding) as text:
         if ing.format == "csv":
             escape = None if ing.csv.escape == ing.csv.quote else ing.csv.escape
@@ -207,8 +214,31 @@ def _header_positions(
     return {c: fields.index(csv_name(c).lower()) for c in columns}
 
 
+def _parquet_text(file: Path, columns: Sequence[str]) -> dict[str, list[str]]:
+    """The first :data:`SAMPLE_LINES` non-null values of the text columns among ``columns``
+    (matched without case) of a Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(file)
+    by_lower = {f.name.lower(): f for f in pf.schema_arrow}
+    text = {
+        c: by_lower[c.lower()].name
+        for c in columns
+        if c.lower() in by_lower and pa.types.is_string(by_lower[c.lower()].type)
+    }
+    if not text or pf.metadata.num_rows == 0:
+        return {}
+    batch = next(pf.iter_batches(batch_size=SAMPLE_LINES, columns=list(set(text.values()))))
+    return {
+        c: [v for v in batch.column(name).to_pylist() if v is not None] for c, name in text.items()
+    }
+
+
 def input_problems(cfg: Config) -> list[str]:
-    """``ingest.path`` exists and its first lines match the declared datetime formats."""
+    """``ingest.path`` exists, holds files of ``ingest.format``, and its first values of
+    timestamp and date columns match the declared formats; Parquet files also hold every
+    declared column."""
     ing = cfg.ingest
     if not ing.path:
         return ["ingest.path: not set; set it to the raw file, directory or glob to load"]
@@ -219,9 +249,17 @@ def input_problems(cfg: Config) -> list[str]:
         exists = Path(_local(ing.path)).exists()
         what = "holds no data files" if exists else "does not exist"
         return [f"ingest.path: {ing.path} {what}; point it at the raw file, directory or glob"]
-    if ing.format == "parquet":
-        return _parquet_problems(files)
+    found = _file_format(files[0])
+    if found is not None and found != ing.format:
+        return [
+            f"ingest.format: {ing.format}, but {files[0]} of ingest.path is a {found} file; "
+            f"set ingest.format: {found} (or --set ingest.format={found})"
+        ]
     schema = cfg.table_schema
+    if ing.format == "parquet":
+        problems = _parquet_problems(files, schema)
+        if problems:
+            return problems
     formats = {}
     for c in schema.columns:
         if c.type in ("timestamp", "date"):
@@ -249,6 +287,21 @@ def input_problems(cfg: Config) -> list[str]:
     return problems
 
 
+def _file_format(file: Path) -> str | None:
+    """``parquet`` for a Parquet file (its magic bytes), ``json`` / ``csv`` by the name's
+    extension, else None (no opinion)."""
+    with open(file, "rb") as f:
+        if f.read(4) == b"PAR1":
+            return "parquet"
+    suffixes = [s.lower() for s in file.suffixes if s.lower() not in (".gz", ".bz2")]
+    last = suffixes[-1] if suffixes else ""
+    if last in (".json", ".jsonl", ".ndjson"):
+        return "json"
+    if last in (".csv", ".tsv"):
+        return "csv"
+    return None
+
+
 # Parquet footers read before Spark starts; the rest of a large directory is left to Spark.
 PARQUET_FILES_CHECKED = 50
 # How pandas writes timestamps Spark can read.
@@ -262,11 +315,14 @@ def nanosecond_columns(schema) -> list[str]:
     return [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
 
 
-def _parquet_problems(files: Sequence[Path]) -> list[str]:
-    """Columns Spark cannot read: Parquet timestamps in nanoseconds (pandas' default unit)."""
+def _parquet_problems(files: Sequence[Path], declared: TableSchema) -> list[str]:
+    """Columns Spark cannot read (Parquet timestamps in nanoseconds, pandas' default unit) and
+    declared columns that none of the first files holds (matched without case, as Spark
+    does)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    present: dict[str, str] = {}
     for file in files[:PARQUET_FILES_CHECKED]:
         try:
             schema = pq.read_schema(file)
@@ -279,7 +335,16 @@ def _parquet_problems(files: Sequence[Path]) -> list[str]:
                 f"TIMESTAMP(NANOS), which Spark cannot read; write them in microseconds (pandas: "
                 f"{PANDAS_MICROS}; pyarrow: pq.write_table(table, path, coerce_timestamps='us'))"
             ]
-    return []
+        present.update((name.lower(), name) for name in schema.names)
+    missing = [c.name for c in declared.columns if c.name.lower() not in present]
+    if not missing:
+        return []
+    checked = "" if len(files) == 1 else f" (the first {min(len(files), PARQUET_FILES_CHECKED)})"
+    return [
+        f"ingest.path: column(s) {missing} declared in schema '{declared.name}' "
+        f"({declared.source}) are in none of the Parquet files{checked}; the files have columns "
+        f"{list(present.values())}. Fix the schema's names or the files"
+    ]
 
 
 _SUGGESTIONS = (
@@ -291,6 +356,9 @@ _SUGGESTIONS = (
     "yyyy/MM/dd HH:mm:ss",
     "dd/MM/yyyy HH:mm:ss",
     "MM/dd/yyyy HH:mm:ss",
+    "yyyy-MM-dd HH:mm",
+    "dd/MM/yyyy HH:mm",
+    "MM/dd/yyyy HH:mm",
     "yyyy-MM-dd",
     "yyyy/MM/dd",
     "dd/MM/yyyy",

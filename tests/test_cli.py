@@ -208,6 +208,49 @@ def test_parquet_nanosecond_timestamps_are_refused_before_spark_with_the_fix(tmp
     ]
 
 
+def test_parquet_input_is_checked_for_format_columns_and_timestamps_before_spark(tmp_path):
+    from ml_engine.config import load_config
+    from ml_engine.preflight import input_problems
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    orders = pd.DataFrame(
+        {
+            "Order_ID": ["o1", "o2"],
+            "placed": ["28/11/2026 10:00", "28/11/2026 11:30"],
+            "basket": [12.5, 40.0],
+            "returned": [0, 1],
+        }
+    )
+    orders.to_parquet(raw / "part-0")  # no extension: known by its magic bytes
+    config = project(tmp_path, SHOP_SCHEMA, "ingest: {path: raw}\n")
+    assert input_problems(load_config(config)) == [
+        f"ingest.format: csv, but {raw / 'part-0'} of ingest.path is a parquet file; set "
+        "ingest.format: parquet (or --set ingest.format=parquet)"
+    ]
+    parquet = ["ingest.format=parquet"]
+    # column names match without case, as Spark matches them; the text timestamps are checked
+    assert input_problems(load_config(config, parquet)) == [
+        "ingest.timestamp_format: 'yyyy-MM-dd HH:mm:ss' matches none of the first 2 values of "
+        f"column 'placed' in {raw / 'part-0'} (first: '28/11/2026 10:00'); set it to the file's "
+        'format, e.g. "dd/MM/yyyy HH:mm"'
+    ]
+    fixed = [*parquet, "ingest.timestamp_format=dd/MM/yyyy HH:mm"]
+    assert input_problems(load_config(config, fixed)) == []
+    orders.drop(columns=["basket"]).to_parquet(raw / "part-0")
+    assert input_problems(load_config(config, fixed)) == [
+        f"ingest.path: column(s) ['basket'] declared in schema 'shop' ({tmp_path / 'schema.yaml'}) "
+        "are in none of the Parquet files; the files have columns ['Order_ID', 'placed', "
+        "'returned']. Fix the schema's names or the files"
+    ]
+    (raw / "part-0").unlink()
+    (raw / "orders.json").write_text('{"order_id": "o1"}\n')
+    assert input_problems(load_config(config, parquet)) == [
+        f"ingest.format: parquet, but {raw / 'orders.json'} of ingest.path is a json file; set "
+        "ingest.format: json (or --set ingest.format=json)"
+    ]
+
+
 def test_role_a_job_needs_is_named_before_spark_starts(tmp_path):
     schema = SHOP_SCHEMA.replace("role: [record_id, key]", "role: record_id")
     config = project(tmp_path, schema)
