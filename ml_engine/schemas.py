@@ -284,6 +284,7 @@ def _column(raw: Any, index: int, where: str) -> ColumnSpec:
     allowed = rc.get("allowed")
     if allowed is not None and not isinstance(allowed, list):
         raise SchemaError(f"{at}: constraint 'allowed' must be a list")
+    _check_allowed(allowed or [], spark_type, str(raw["type"]), at)
     pattern = rc.get("pattern")
     if pattern is not None:
         if not isinstance(spark_type, T.StringType):
@@ -309,6 +310,47 @@ def _column(raw: Any, index: int, where: str) -> ColumnSpec:
         format=raw.get("format"),
         description=raw.get("description"),
     )
+
+
+def article(word: str) -> str:
+    """``an`` before a vowel, else ``a``."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def _check_allowed(values: list, spark_type: T.DataType, type_name: str, at: str) -> None:
+    """Each allowed value has the column's kind: YAML reads yes/no/on/off unquoted as true and
+    false, and 01 as 1, so a text column's values must be quoted text."""
+    if isinstance(spark_type, T.StringType):
+        wrong = [v for v in values if not isinstance(v, str)]
+        if wrong:
+            how = (
+                "YAML reads unquoted yes/no/on/off/true/false as booleans"
+                if any(isinstance(v, bool) for v in wrong)
+                else "YAML reads unquoted numbers as numbers"
+            )
+            raise SchemaError(
+                f"{at}: constraint 'allowed' of {article(type_name)} {type_name} column holds "
+                f"{wrong}, not text "
+                f"({how}); quote each value as it is written in the data, e.g. "
+                f'allowed: ["yes", "no"]'
+            )
+    elif isinstance(spark_type, T.NumericType):
+        whole = isinstance(spark_type, T.IntegralType)
+        kinds = int if whole else (int, float)
+        wrong = [v for v in values if isinstance(v, bool) or not isinstance(v, kinds)]
+        if wrong:
+            raise SchemaError(
+                f"{at}: constraint 'allowed' of {article(type_name)} {type_name} column holds "
+                f"{wrong}, which are "
+                f"not {'whole numbers' if whole else 'numbers'}; list values of the column's type "
+                "or change its type"
+            )
+    elif isinstance(spark_type, T.BooleanType):
+        wrong = [v for v in values if not isinstance(v, bool)]
+        if wrong:
+            raise SchemaError(
+                f"{at}: constraint 'allowed' of a boolean column holds {wrong}; use true/false"
+            )
 
 
 def schema_from_dict(data: Any, source: str = "<inline>") -> TableSchema:

@@ -86,6 +86,27 @@ def test_json_schema_and_decimal_type(tmp_path):
             "column 'a': unknown constraint(s) ['between']",
         ),
         ("- {name: a, type: int, nullable: maybe}", "column 'a': 'nullable' must be true or false"),
+        (
+            # YAML 1.1 reads yes/no as booleans: the rule would compare text with true/false
+            "- {name: a, type: string, constraints: {allowed: [yes, no]}}",
+            "column 'a': constraint 'allowed' of a string column holds [True, False], not text "
+            "(YAML reads unquoted yes/no/on/off/true/false as booleans); quote each value as it "
+            'is written in the data, e.g. allowed: ["yes", "no"]',
+        ),
+        (
+            "- {name: a, type: string, constraints: {allowed: [A1, 01, 2]}}",
+            "column 'a': constraint 'allowed' of a string column holds [1, 2], not text (YAML "
+            "reads unquoted numbers as numbers)",
+        ),
+        (
+            "- {name: a, type: int, constraints: {allowed: [0, 1.5, 'x', on]}}",
+            "column 'a': constraint 'allowed' of an int column holds [1.5, 'x', True], which are "
+            "not whole numbers; list values of the column's type or change its type",
+        ),
+        (
+            "- {name: a, type: boolean, constraints: {allowed: ['true']}}",
+            "column 'a': constraint 'allowed' of a boolean column holds ['true']; use true/false",
+        ),
         ("- {name: a, type: int}\n  - {name: A, type: int}", "column 'A' is declared twice"),
         (
             "- {name: a, type: int, role: event_time}",

@@ -82,7 +82,7 @@ from ml_engine.config import Config, CsvOptions
 from ml_engine.quality.quarantine import quarantine_rows
 from ml_engine.quality.schema_change import added_note, columns_to_add
 from ml_engine.results import JobError, JobResult
-from ml_engine.schemas import ColumnSpec, TableSchema, csv_column_names, csv_name
+from ml_engine.schemas import ColumnSpec, TableSchema, article, csv_column_names, csv_name
 from ml_engine.session import describe
 from ml_engine.tables.base import (
     BATCH_COLUMN,
@@ -539,10 +539,6 @@ def _header_step(quote: str):
     return step
 
 
-def _article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
-
-
 def _has_line_break(text: Column) -> Column:
     return (F.instr(text, "\n") > 0) | (F.instr(text, "\r") > 0)
 
@@ -613,7 +609,7 @@ def _parse(
     else:
         typed = raw.try_cast(target)
         name = c.type if isinstance(raw_type, T.StringType) else target.simpleString()
-        problem = f"' is not {_article(name)} {name}"
+        problem = f"' is not {article(name)} {name}"
     if isinstance(target, T.IntegralType) and isinstance(
         raw_type, (T.FractionalType, T.DecimalType)
     ):
