@@ -12,10 +12,12 @@ them) once, without Spark, and writes two commented drafts next to each other:
 Text is typed the way ``ingest`` will parse it: CSV and JSON values are read as text by ingest
 (see ``ml_engine.quality.ingest``), so both are typed from their text here; Parquet columns keep
 the file's own types, except text columns, which are typed from their values like CSV. One
-value in :data:`TOLERATED_SHARE` may break a column's type: a date/time column with such values
-keeps its type (ingest quarantines those rows); numbers with a few words for "no value"
-(``n/a``, ``-``) stay text in the schema and ``clean.coerce`` in the config casts them, the
-words becoming nulls.
+value in :data:`TOLERATED_SHARE` may break a column's type or role: a date/time column with
+such values keeps its type (ingest quarantines those rows); numbers with a few words for "no
+value" (``n/a``, ``-``) stay text in the schema and ``clean.coerce`` in the config casts them,
+the words becoming nulls; identifiers with a few empty or repeated values stay the record id
+or the entity key (declared not nullable, as the event time is, so ingest quarantines the rows
+without one).
 
 Detected timestamp text (Spark datetime patterns; ``[.SSSSSS]``: optional fraction, up to 6
 digits, ``[.SSSSSSSSS]`` when the sample has more)::
@@ -699,9 +701,11 @@ class _Typed:
         return self.type in ("timestamp", "date")
 
     def unique(self, rows: int) -> bool:
-        """Never empty, and distinct but for at most one value in 50 repeated (records sent
-        twice, which clean's deduplication removes)."""
-        if self.nulls or self.odd:  # a word for "no value" is a missing value too
+        """Distinct in all but at most one row in 50 of the ``rows`` sampled: rows with no
+        value (ingest quarantines them when the column is declared not nullable) and
+        repeated values (records sent twice, which clean's deduplication removes) together.
+        A word for "no value" (``n/a``) makes the column a measure, never unique."""
+        if self.odd:
             return False
         return rows > 1 and rows - self.distinct <= rows // TOLERATED_SHARE
 
@@ -823,9 +827,9 @@ def _id_shaped(col: _Typed) -> bool:
 
 def _entity_key(cols: list[_Typed], rows: int) -> tuple[_Typed | None, str]:
     """The column the records are about when none is named like an identifier: codes such as
-    ``C0048`` or a column named like an entity (``customer``, ``machine``), never empty, each
-    value repeating over a few records, too many distinct values for a category. A column
-    named like an entity wins over one that only looks like codes."""
+    ``C0048`` or a column named like an entity (``customer``, ``machine``), empty in at most
+    one of 50 sampled rows, each value repeating over a few records, too many distinct values
+    for a category. A column named like an entity wins over one that only looks like codes."""
 
     def codes(c: _Typed) -> bool:
         return all(re.search(r"[A-Za-z]", v) and re.search(r"[0-9]", v) for v in c.values)
@@ -834,7 +838,7 @@ def _entity_key(cols: list[_Typed], rows: int) -> tuple[_Typed | None, str]:
         c
         for c in cols
         if c.values
-        and not c.nulls
+        and c.nulls <= rows // TOLERATED_SHARE
         and c.type == "string"
         and _id_shaped(c)
         and MAX_CATEGORIES < c.distinct < len(c.values) - len(c.values) // TOLERATED_SHARE
@@ -899,8 +903,9 @@ def _guess_roles(cols: list[_Typed], rows: int, label: str | None = None) -> _Ro
     unique_ids = [c for c in ids if c.unique(rows)]
     record = unique_ids[0] if unique_ids else None
     record_why = f"unique in the {sample}"
-    if record is not None and record.distinct < rows:
-        record_why += f" but for {rows - record.distinct} repeated value(s) (records sent twice)"
+    repeated = len(record.values) - record.distinct if record is not None else 0
+    if repeated:
+        record_why += f" but for {repeated} repeated value(s) (records sent twice)"
     if record is None:
         # No identifier by name: a column of unique identifier-shaped text, or whole numbers
         # in the first column (a row number); a unique number elsewhere is more likely a measure.
@@ -1169,9 +1174,18 @@ def scaffold(
     required = {roles.record_id, roles.key, roles.event_time}
     for c in cols:
         col_roles = roles.roles[c.name]
-        nullable = not (c.name in required and c.nulls == 0)
+        # The record id, the entity key and the event time are never nullable: ingest
+        # quarantines the few rows sampled without one (with their reason) instead of loading
+        # records that cannot be told apart, grouped by entity or placed in time.
+        nullable = c.name not in required
         parts = [c.type_reason, roles.reasons[c.name]]
-        if not nullable:
+        empty = (
+            f"{c.nulls} of the {sample.rows} sampled rows {'has' if c.nulls == 1 else 'have'} "
+            f"no value"
+        )
+        if not nullable and c.nulls:
+            parts.append(f"{empty} -> not nullable: ingest will quarantine such rows")
+        elif not nullable:
             parts.append("never empty -> not nullable")
         if c.renamed_from is not None:
             parts.append(f"header {c.renamed_from!r} renamed")

@@ -533,6 +533,88 @@ def test_a_few_dirty_values_do_not_hide_the_event_time_or_the_record_id(tmp_path
     assert load_schema(result.schema_path).column("placed").type == "string"
 
 
+def _deliveries_csv(path, rows, empty_refs=(), empty_couriers=(), couriers=80):
+    """``rows`` deliveries: an order ref (ORD-000000, ...), a courier code repeating over
+    deliveries (CR000..), a time, a distance and the minutes taken; the refs and couriers of
+    the rows listed in ``empty_refs`` and ``empty_couriers`` are left empty."""
+    lines = ["order_ref,courier,placed_at,distance_km,minutes"]
+    for i in range(rows):
+        ref = "" if i in empty_refs else f"ORD-{i:06d}"
+        courier = "" if i in empty_couriers else f"CR{i % couriers:03d}"
+        lines.append(
+            f"{ref},{courier},2026-03-{1 + i % 28:02d} 10:{i % 60:02d}:00,{i % 97 * 0.1:.1f},"
+            f"{10 + i % 53 * 0.5}"
+        )
+    return write(path, "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_an_id_empty_in_one_sampled_row_is_still_the_record_id_and_not_nullable(tmp_path, fmt):
+    # Rows without an id or entity are quarantined by ingest (not nullable), not left out.
+    # 1000 rows: one without an order ref, three without a courier (1 in 50 tolerated).
+    data = _deliveries_csv(tmp_path / "d.csv", 1000, empty_refs={417}, empty_couriers={5, 733, 901})
+    if fmt == "parquet":
+        (tmp_path / "lake").mkdir()
+        frame = pd.read_csv(data, dtype={"order_ref": str, "courier": str, "placed_at": str})
+        frame.to_parquet(tmp_path / "lake" / "part-0.parquet", index=False)
+        data = tmp_path / "lake"
+    result = scaffold(str(data), str(tmp_path / "out"), label="minutes")
+    assert columns_of(result.schema_path)[:2] == [
+        ("order_ref", "string", False, ("record_id",), None),
+        ("courier", "string", False, ("key",), None),
+    ]
+    line, comment = column_lines(tmp_path / "out" / "schema.yaml")[0].split("  # guessed: ")
+    assert (line.rstrip(), comment) == (
+        "  - {name: order_ref, type: string, nullable: false, role: record_id}",
+        "text -> string; unique identifier-shaped values in the 1000-row sample -> record id; "
+        "1 of the 1000 sampled rows has no value -> not nullable: ingest will quarantine such "
+        "rows",
+    )
+    assert result.guesses[1].reason == (
+        "text -> string; codes repeating in the sample (80 distinct in 1000 rows) -> entity key; "
+        "3 of the 1000 sampled rows have no value -> not nullable: ingest will quarantine such "
+        "rows"
+    )
+    # No "no record id" or "no entity key" warning, and clean keeps the latest row per record.
+    assert result.warnings == ()
+    assert "clean" not in config_of(result)
+
+
+@pytest.mark.parametrize(
+    ("rows", "empty_refs", "reason"),
+    [
+        (10, {4}, "9 distinct values in 9 non-empty rows"),
+        (1000, set(range(21)), "979 distinct values in 979 non-empty rows"),
+    ],
+    ids=["1-of-10-empty", "21-of-1000-empty"],
+)
+def test_an_id_empty_in_more_than_one_sampled_row_in_50_is_not_the_record_id(
+    tmp_path, rows, empty_refs, reason
+):
+    data = _deliveries_csv(tmp_path / "d.csv", rows, empty_refs=empty_refs, couriers=3)
+    result = scaffold(str(data), str(tmp_path / "out"), label="minutes")
+    assert load_schema(result.schema_path).record_id is None
+    assert result.guesses[0] == ColumnGuess(
+        name="order_ref",
+        type="string",
+        roles=(),
+        format=None,
+        nullable=True,
+        reason=f"text -> string; {reason}: free text or an identifier, left out of the features",
+    )
+    assert config_of(result)["clean"] == {"dedup": "exact"}
+
+
+@pytest.mark.parametrize(("empty", "key"), [(20, "courier"), (21, "order_ref")])
+def test_codes_empty_in_more_than_one_sampled_row_in_50_are_not_the_entity_key(
+    tmp_path, empty, key
+):
+    data = _deliveries_csv(tmp_path / "d.csv", 1000, empty_couriers=set(range(empty)))
+    result = scaffold(str(data), str(tmp_path / "out"), label="minutes")
+    schema = load_schema(result.schema_path)
+    assert (schema.record_id, schema.key) == ("order_ref", key)
+
+
 def test_numbers_with_a_few_words_for_no_value_are_cast_by_clean(tmp_path):
     # 100 rows: 2 of x's and 2 of n's values are words meaning "no value" (1 in 50 tolerated).
     lines = [f"r{i:03d},{i * 0.25},{i % 7}" for i in range(100)]
