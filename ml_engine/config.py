@@ -932,7 +932,8 @@ class TrainConfig(StrictModel):
     must reach on its test set (at least the bound where larger is better, at most for
     ``log_loss``, ``rmse``, ``mae``). ``gate_max_loss``: how much worse than the current
     champion on the gate metric (both scored on the new test set) the new version may be and
-    still replace it.
+    still replace it. When ``task`` is set, a ``metric`` or ``gate_thresholds`` metric of the
+    other task (``auc_roc`` for regression) is refused as the config is loaded.
     """
 
     task: Literal["auto", "classification", "regression"] = "auto"
@@ -973,6 +974,48 @@ class TrainConfig(StrictModel):
         if self.tuning.method in ("cross_validation", "train_validation_split") and not self.grid:
             raise ValueError(f"tuning.method {self.tuning.method} needs a grid to search")
         return self
+
+    def task_metric_errors(self, task: str, why: str) -> list[tuple[str, str]]:
+        """Errors for ``metric`` and each ``gate_thresholds`` metric that a model of ``task``
+        does not report: a regression model has no ``auc_roc``, so a threshold on it would
+        keep every version challenger, and a tuning metric of the other task fails the fit.
+
+        Args:
+            task: ``classification`` or ``regression``.
+            why: how the task is known, put in the message (``train.task: regression``).
+
+        Returns:
+            ``(key path below train, message)`` pairs (``gate_thresholds.auc_roc``), empty
+            when every metric belongs to ``task``.
+        """
+        classification = task == "classification"
+        task_metrics = CLASSIFICATION_METRICS if classification else REGRESSION_METRICS
+        errors = []
+        if self.metric is not None and self.metric not in task_metrics:
+            errors.append(
+                (
+                    "metric",
+                    f"{self.metric} is not a {task} metric ({why}); use one of "
+                    f"{sorted(task_metrics)}",
+                )
+            )
+        per_class = (
+            f", or one class's {'/'.join(PER_CLASS_METRICS)} as <metric>_<class> (recall_high) "
+            "for a multiclass label"
+            if classification
+            else ""
+        )
+        for name in sorted(self.gate_thresholds):
+            if name in task_metrics or (classification and per_class_metric(name)):
+                continue
+            errors.append(
+                (
+                    f"gate_thresholds.{name}",
+                    f"{name} is not a {task} metric ({why}); use one of "
+                    f"{sorted(task_metrics)}{per_class}",
+                )
+            )
+        return errors
 
     @property
     def tuning_method(self) -> str:
@@ -1611,18 +1654,28 @@ def build_config(
         raise ConfigError("\n".join(lines)) from None
     cfg._raw = raw
 
+    problems = _task_metric_problems(cfg.train)
     if check_schema:
         try:
             schema = load_schema(cfg.schema_path)
         except FileNotFoundError as exc:
             raise ConfigError(f"{_where('schema', provenance)}: {exc}") from None
         cfg._schema = schema
-        problems: list[tuple[str, str]] = []
         for section in SECTIONS_CHECKED_AGAINST_SCHEMA:
             problems += getattr(cfg, section).schema_errors(schema, section)
-        if problems:
-            raise ConfigError("\n".join(f"{_where(p, provenance)}: {msg}" for p, msg in problems))
+    if problems:
+        raise ConfigError("\n".join(f"{_where(p, provenance)}: {msg}" for p, msg in problems))
     return cfg
+
+
+def _task_metric_problems(train: TrainConfig) -> list[tuple[str, str]]:
+    """``train.metric`` and ``train.gate_thresholds`` metrics of the other task when
+    ``train.task`` names the task (with ``auto`` the train job checks them once it has read
+    the label's type); ``(key path, message)`` pairs."""
+    if train.task == "auto":
+        return []
+    why = f"train.task: {train.task}"
+    return [(f"train.{key}", msg) for key, msg in train.task_metric_errors(train.task, why)]
 
 
 def merge_files(
@@ -1675,8 +1728,8 @@ def load_config(
 
     Raises:
         ConfigError: a missing or malformed file, an unknown key, a wrong type, a missing
-            required value, an unset environment variable or a column the schema lacks; one
-            line per problem.
+            required value, an unset environment variable, a metric of the other task than
+            ``train.task`` or a column the schema lacks; one line per problem.
     """
     merged, provenance = merge_files(path, overrides)
     return build_config(merged, provenance, check_schema=check_schema, env=env)

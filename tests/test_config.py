@@ -405,3 +405,72 @@ def test_gate_thresholds_take_one_class_metric_of_a_multiclass_label():
         "'auc_pr', 'auc_roc', 'f1', 'log_loss', 'mae', 'r2', 'rmse'], or one class's "
         "f1/precision/recall/auc_roc as <metric>_<class> (recall_high) for a multiclass label"
     )
+
+
+def test_a_gate_threshold_of_the_other_task_is_refused_naming_key_task_and_metrics(conf_dir):
+    write(
+        conf_dir / "reg.yaml",
+        "inherits: base.yaml\ntrain: {task: regression, gate_thresholds: {auc_roc: 0.7, r2: 0.5}}\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(conf_dir / "reg.yaml")
+    assert str(err.value) == (
+        f"{conf_dir / 'reg.yaml'}: train.gate_thresholds.auc_roc: auc_roc is not a regression "
+        "metric (train.task: regression); use one of ['mae', 'r2', 'rmse']"
+    )
+    # With task auto the task is only known once train reads the label.
+    auto = load_config(conf_dir / "reg.yaml", ["train.task=auto"])
+    assert auto.train.gate_thresholds == {"auc_roc": 0.7, "r2": 0.5}
+
+
+def test_a_classification_gate_takes_one_class_metrics_but_not_regression_ones(conf_dir):
+    write(
+        conf_dir / "cls.yaml",
+        "inherits: base.yaml\n"
+        "train: {task: classification, gate_thresholds: {recall_high: 0.8, f1: 0.5}}\n",
+    )
+    cfg = load_config(conf_dir / "cls.yaml")
+    assert cfg.train.gate_thresholds == {"recall_high": 0.8, "f1": 0.5}
+    with pytest.raises(ConfigError) as err:
+        load_config(conf_dir / "cls.yaml", ["train.gate_thresholds.rmse=3"])
+    assert str(err.value) == (
+        "--set train.gate_thresholds.rmse: rmse is not a classification metric (train.task: "
+        "classification); use one of ['accuracy', 'auc_pr', 'auc_roc', 'f1', 'log_loss'], or one "
+        "class's f1/precision/recall/auc_roc as <metric>_<class> (recall_high) for a multiclass "
+        "label"
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "metric", "accepted"),
+    [
+        ("regression", "auc_roc", "['mae', 'r2', 'rmse']"),
+        ("classification", "r2", "['accuracy', 'auc_pr', 'auc_roc', 'f1', 'log_loss']"),
+    ],
+    ids=["regression", "classification"],
+)
+def test_a_tuning_metric_of_the_other_task_is_refused(conf_dir, task, metric, accepted):
+    with pytest.raises(ConfigError) as err:
+        load_config(conf_dir / "local.yaml", [f"train.task={task}", f"train.metric={metric}"])
+    assert str(err.value) == (
+        f"--set train.metric: {metric} is not a {task} metric (train.task: {task}); use one of "
+        f"{accepted}"
+    )
+
+
+def test_each_metric_of_the_other_task_is_one_line(conf_dir):
+    write(
+        conf_dir / "reg.yaml",
+        "inherits: base.yaml\n"
+        "train: {task: regression, metric: f1, gate_thresholds: {recall_high: 0.8, rmse: 9}}\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(conf_dir / "reg.yaml", ["train.gate_thresholds.log_loss=0.3"])
+    assert str(err.value).splitlines() == [
+        f"{conf_dir / 'reg.yaml'}: train.metric: f1 is not a regression metric (train.task: "
+        "regression); use one of ['mae', 'r2', 'rmse']",
+        "--set train.gate_thresholds.log_loss: log_loss is not a regression metric (train.task: "
+        "regression); use one of ['mae', 'r2', 'rmse']",
+        f"{conf_dir / 'reg.yaml'}: train.gate_thresholds.recall_high: recall_high is not a "
+        "regression metric (train.task: regression); use one of ['mae', 'r2', 'rmse']",
+    ]

@@ -289,6 +289,10 @@ def test_gate_thresholds_reject_a_model_below_them(chain):
          "column 'nope' is not in the training set"),
         ([], "is_fraud = 0", "train: label 'is_fraud' has one class only ('0' in all"),
         ([], "false", "train: the training set "),
+        (["train.gate_thresholds={rmse: 1.0}"], None, "train: train.gate_thresholds.rmse: rmse "
+         "is not a classification metric (train.task: auto, and label 'is_fraud' is int); use "
+         "one of ['accuracy', 'auc_pr', 'auc_roc', 'f1', 'log_loss'], or one class's "
+         "f1/precision/recall/auc_roc as <metric>_<class> (recall_high) for a multiclass label"),
     ],
 )  # fmt: skip
 def test_bad_training_input_fails_before_any_run_or_version(

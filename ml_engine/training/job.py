@@ -177,6 +177,11 @@ def prepare_training(spark: SparkSession, cfg: Config, df: DataFrame, path: str)
         param_grid(estimator(spec, tc), tc.grid)
     except TrainingError as exc:
         raise JobError(f"train: {exc}") from None
+    if tc.task == "auto":
+        why = f"train.task: auto, and label '{label}' is {spec.label_type}"
+        wrong = tc.task_metric_errors(spec.task, why)
+        if wrong:
+            raise JobError("train: " + "; ".join(f"train.{key}: {msg}" for key, msg in wrong))
     describe(spark, "train: check the training set")
     rows = check_training_set(df, label, spec.is_classification, path)
     return Prepared(spec, id_col, _outlier_model(spark, cfg), rows)
