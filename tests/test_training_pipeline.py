@@ -358,6 +358,35 @@ def test_regression_recovers_an_exactly_linear_target(spark):
     )
 
 
+@pytest.mark.parametrize("tuning", ["none", "train_validation_split"])
+def test_a_forest_fitted_on_the_same_rows_in_any_order_and_partitioning_is_the_same(
+    spark, tuning
+):
+    # A random forest draws its bootstrap samples per partition, in row order: reproduce
+    # rebuilds the same rows in another layout than the stored training set.
+    train = training_set(spark, n=400, seed=3)
+    cfg = TrainConfig(
+        estimator="random_forest",
+        params={"numTrees": 5, "maxDepth": 4, "subsamplingRate": 0.7},
+        tuning={"method": tuning},
+        **({"grid": {"maxDepth": [2, 4]}} if tuning != "none" else {}),
+    )
+    spec = feature_spec(train.schema, cfg, "y", IDS)
+    layouts = [
+        train.coalesce(1),
+        train.orderBy(F.desc("tx_id")).repartition(3),
+        train.repartition(5, "customer"),
+    ]
+    probabilities = [
+        fit(df, spec, cfg, id_col="tx_id")
+        .model.transform(train)
+        .select("tx_id", vector_to_array("probability")[1].alias("p"))
+        for df in layouts
+    ]
+    assert_df_equality(probabilities[0], probabilities[1], ignore_row_order=True)
+    assert_df_equality(probabilities[0], probabilities[2], ignore_row_order=True)
+
+
 # ---------------------------------------------------------------------------------- weights
 
 

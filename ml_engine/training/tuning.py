@@ -342,7 +342,9 @@ def fit(
 ) -> FitResult:
     """Fits the training pipeline: feature stages once, then the (tuned) estimator.
 
-    Steps: rows with a null label are dropped; the feature stages
+    Steps: rows with a null label are dropped and the rest laid out by a hash of the record id
+    (the columns :func:`split` hashes without one), sorted by it in each partition, so that
+    the same rows fit the same model in any order and partitioning; the feature stages
     (:func:`~ml_engine.training.pipeline.feature_stages`) are fitted once on the training rows;
     the transformed rows are reduced to what the estimator reads (feature vector, label index
     or value, the fold number for cross validation) and persisted once (released at the end,
@@ -381,7 +383,16 @@ def fit(
     param_grid(estimator(spec, cfg), cfg.grid)
     if cfg.outlier_features and outlier_model is not None:
         _check_outlier_columns(train_df, outlier_model)
-    rows = train_df.where(_q(spec.label).isNotNull())
+    # The same rows give the same model whatever their layout: a forest draws its bootstrap
+    # samples per partition in row order, and reproduce rebuilds the rows in another layout
+    # than the stored training set. One shuffle of the training rows.
+    hashed = _hash_columns(train_df, id_col)
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    rows = (
+        train_df.where(_q(spec.label).isNotNull())
+        .repartition(partitions, *[_q(c) for c in hashed])
+        .sortWithinPartitions(*[_q(c) for c in hashed])
+    )
 
     describe(spark, "train: fit feature stages")
     feature_model = Pipeline(stages=feature_stages(spec, cfg, outlier_model)).fit(rows)
@@ -409,7 +420,6 @@ def fit(
         label = _q(spec.label).cast("double").alias(LABEL_COL)
     cols = [F.col(FEATURES_COL), label]
     if method == "cross_validation":
-        hashed = _hash_columns(train_df, id_col)
         fold = F.floor(_unit_hash(hashed, "fold", cfg.seed) * cfg.tuning.folds).cast("int")
         cols.append(fold.alias(FOLD_COL))
     cached = transformed.select(*cols).persist(StorageLevel.MEMORY_AND_DISK)
