@@ -359,9 +359,7 @@ def test_regression_recovers_an_exactly_linear_target(spark):
 
 
 @pytest.mark.parametrize("tuning", ["none", "train_validation_split"])
-def test_a_forest_fitted_on_the_same_rows_in_any_order_and_partitioning_is_the_same(
-    spark, tuning
-):
+def test_a_forest_fitted_on_the_same_rows_in_any_order_and_partitioning_is_the_same(spark, tuning):
     # A random forest draws its bootstrap samples per partition, in row order: reproduce
     # rebuilds the same rows in another layout than the stored training set.
     train = training_set(spark, n=400, seed=3)
