@@ -485,9 +485,16 @@ def test_drift_report_flags_the_documented_drift_and_writes_its_outputs(spark, c
     assert (rerun.metrics["dataset_drift"], rerun.exit_code) == (True, 5)
     labelled = preds.merge(arrived, on="transaction_id")
     auc = skm.roc_auc_score(labelled.is_fraud, [p[1] for p in labelled.probability])
-    assert rerun.notes[-1] == (
+    assert rerun.notes[-2] == (
         f"on arrived labels ({len(labelled):,} of {len(preds):,} scored rows): auc_roc "
         f"{auc:.4f} (training test: {test_auc:.4f})"
+    )
+    # The rerun's MLflow run replaces the first one, as its rows replace the first's.
+    first = result.metrics["mlflow_run_id"]
+    assert client(chain).get_run(first).info.lifecycle_stage == "deleted"
+    assert rerun.notes[-1] == (
+        f"replaces the earlier drift run(s) {first} of v1 on batch current, now deleted in "
+        "MLflow (restorable: mlflow runs restore --run-id ID)"
     )
     page = Path(rerun.outputs["report"]).read_text()
     assert f"on the {len(labelled):,} of this batch's {len(preds):,} scored rows" in page

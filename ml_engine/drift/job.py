@@ -17,7 +17,8 @@
    metrics;
 5. outputs: the rows of ``drift_metrics`` for (model version, batch), replaced on a rerun; an
    HTML report in ``drift.report_dir`` with the trend of the last ``drift.history`` batches;
-   an MLflow run tagged with the model version, holding the metrics and the report.
+   an MLflow run tagged with the model version, holding the metrics and the report (a rerun's
+   run replaces the earlier one: deleted in MLflow, restorable).
 
 Exit code: 0, or :data:`ml_engine.results.EXIT_DRIFT` when the dataset drifted and
 ``drift.fail_on_drift`` is set.
@@ -43,7 +44,7 @@ from ml_engine.drift.report import render_report
 from ml_engine.drift.stats import NO_REFERENCE, DriftResult, compare
 from ml_engine.results import EXIT_DRIFT, EXIT_OK, JobError, JobResult
 from ml_engine.session import describe
-from ml_engine.tables.base import BATCH_COLUMN, DeltaTables
+from ml_engine.tables.base import BATCH_COLUMN, DeltaTables, sql_literal
 from ml_engine.training.evaluation import ROWS as LABELLED_ROWS
 
 REFERENCE_ARTIFACT = "reference/profile.json"
@@ -466,10 +467,16 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
         batch,
         within={"model_name": model_name, "model_version": int(model_version)},
     )
+    replaced = _delete_earlier_runs(meta, drift_run_id)
     drifted = [f.feature for f in result.features if f.status == "drift"]
     notes = _notes(result, dc.drift_share, drifted, report_path)
     if performance:
         notes.append(performance_note(performance, test_metrics, current.rows))
+    if replaced:
+        notes.append(
+            f"replaces the earlier drift run(s) {', '.join(replaced)} of v{model_version} on "
+            f"batch {batch}, now deleted in MLflow (restorable: mlflow runs restore --run-id ID)"
+        )
     code = EXIT_DRIFT if result.drifted and dc.fail_on_drift else EXIT_OK
     return JobResult(
         job="drift_report",
@@ -546,6 +553,31 @@ def _log_run(
             p.write_text(current.to_json())
             mlflow.log_artifact(str(p), "profiles")
         return run.info.run_id
+
+
+def _delete_earlier_runs(meta: dict[str, Any], kept: str) -> list[str]:
+    """Deletes (MLflow's soft delete, restorable) the earlier drift runs of the same model
+    version and batch, which the rerun whose run is ``kept`` replaces, as it replaced their
+    ``drift_metrics`` rows; returns their ids."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_run(kept).info.experiment_id
+    earlier = client.search_runs(
+        [experiment],
+        filter_string=(
+            f"tags.`{DRIFT_TAG}` = 'true' AND tags.`ml_engine.model_name` = "
+            f"{sql_literal(meta['model'])} AND tags.`ml_engine.model_version` = "
+            f"'{meta['model_version']}' AND tags.`ml_engine.batch_id` = "
+            f"{sql_literal(meta['batch_id'])}"
+        ),
+        run_view_type=mlflow.entities.ViewType.ACTIVE_ONLY,
+    )
+    ids = [r.info.run_id for r in earlier if r.info.run_id != kept]
+    for run_id in ids:
+        client.delete_run(run_id)
+    return ids
 
 
 def _performance_rows(
