@@ -202,12 +202,25 @@ def _run(args) -> int:
         names = [args.job]
     _preflight(cfg, names)
     spark, tables = J.open_session_and_tables(cfg, f"ml-engine:{args.job}", quiet=not args.debug)
+    _plain_interrupt(args.debug)
     code = R.EXIT_OK
     for n in names:
         result = J.run_job(n, spark, cfg, tables)
         print_result(result)
         code = max(code, result.exit_code)
     return code
+
+
+def _plain_interrupt(debug: bool) -> None:
+    """Ctrl-C raises KeyboardInterrupt at once (the one line of :func:`main`) instead of
+    PySpark's handler, which cancels the Spark jobs through the gateway the main thread is
+    blocked on and prints tracebacks of the clash. Without the Python process the driver JVM
+    stops, and its jobs with it."""
+    import signal
+    import threading
+
+    if not debug and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _reproduce(args) -> int:
@@ -218,6 +231,7 @@ def _reproduce(args) -> int:
     cfg = logged_config(args.run_id, args.overrides)
     _preflight(cfg, ["train"])
     spark, tables = J.open_session_and_tables(cfg, "ml-engine:reproduce", quiet=not args.debug)
+    _plain_interrupt(args.debug)
     result = reproduce(spark, cfg, tables, args.run_id)
     inputs = ", ".join(f"{n} v{v}" for n, (_, v) in sorted(result.inputs.items()))
     print(f"reproduced run {result.run_id} as run {result.new_run_id} (inputs: {inputs})")
@@ -373,6 +387,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "package":
             print(build_archive(args.out))
             return R.EXIT_OK
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(
+            f"ml-engine: {what}: interrupted; nothing it had not committed was kept (each table "
+            "is at its last committed version): run the same command again",
+            file=sys.stderr,
+        )
+        return R.EXIT_INTERRUPTED
     except (ConfigError, SchemaError) as exc:
         return _fail(what, _config_lines(exc), R.EXIT_USAGE, args.debug)
     except KeyError as exc:
@@ -399,6 +422,19 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # PySpark logs every failed DataFrame operation as a JSON line with a Java stack trace
+    # before the exception reaches the one-line error.
+    from pyspark.logger import PySparkLogger
+
+    for name in ("DataFrameQueryContextLogger", "SQLQueryContextLogger"):
+        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
+    # Py4J logs through the root logger (tracebacks of a gateway call cut short by Ctrl-C).
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+        handler.addFilter(lambda record: f"{os.sep}py4j{os.sep}" not in record.pathname)
+        root.addHandler(handler)
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
 

@@ -15,6 +15,8 @@ EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 4
 # drift_report with drift.fail_on_drift: the batch drifted (a scheduler can branch on it).
 EXIT_DRIFT = 5
+# Interrupted (Ctrl-C, SIGINT): 128 + the signal's number, as shells report it.
+EXIT_INTERRUPTED = 130
 
 
 class JobError(RuntimeError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -458,3 +459,56 @@ def test_missing_java_is_explained_by_make(tmp_path, target):
     assert r.returncode != 0
     assert "Java 17 is needed by Spark and was not found" in r.stdout
     assert "openjdk-17-jre-headless" in r.stdout
+
+
+def test_ctrl_c_during_a_job_prints_one_line_and_exits_130(spark, tmp_path, monkeypatch, capsys):
+    import signal
+    import time
+
+    from ml_engine import cli
+    from ml_engine import jobs as J
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "orders.csv").write_text("order_id,placed,basket,returned\no1,2026-11-28 10:00:00,1,0\n")
+    config = project(tmp_path, SHOP_SCHEMA, "ingest: {path: raw/orders.csv}\n")
+    monkeypatch.setattr(J, "open_session_and_tables", lambda *a, **k: (spark, None))
+
+    def interrupted(*args):
+        # A real SIGINT to this process, as Ctrl-C sends it, while the "job" runs.
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+        raise AssertionError("SIGINT did not interrupt the job")
+
+    monkeypatch.setattr(J, "run_job", interrupted)
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as PySpark's handler would not raise either
+    try:
+        code = cli.main(["run", "ingest", "--config", str(config)])
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert code == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "ml-engine: run ingest: interrupted; nothing it had not committed was kept (each table "
+        "is at its last committed version): run the same command again"
+    ]
+
+
+def test_a_failed_dataframe_operation_logs_no_json_trace_on_the_terminal(spark, capfd):
+    from pyspark.errors import PySparkException
+    from pyspark.sql import functions as F
+
+    from ml_engine import cli
+
+    def fail():
+        with pytest.raises(PySparkException):
+            spark.range(1).select(F.lit("maybe").cast("boolean")).collect()
+        return capfd.readouterr().err
+
+    from pyspark.logger import PySparkLogger
+
+    # PySpark's default (an earlier in-process cli.main may have quieted it already)
+    PySparkLogger.getLogger("DataFrameQueryContextLogger").setLevel(logging.NOTSET)
+    assert '"logger": "DataFrameQueryContextLogger"' in fail()
+    cli._quiet_libraries()
+    assert "DataFrameQueryContextLogger" not in fail()
