@@ -590,7 +590,7 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
             "replaced": replaced,
             "silver_version": silver_version,
             "features_version": version,
-            "feature_columns": fcfg.output_names(),
+            "engineered_columns": fcfg.output_names(),
             "outliers": f"{cfg.outliers.policy}, detector {model_path}"
             if detector is not None
             else f"not applied: no detector saved at {model_path} (run detect_outliers)",

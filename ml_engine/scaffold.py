@@ -195,10 +195,11 @@ def _format_of(path: Path) -> str | None:
     return _EXTENSIONS.get(Path(name).suffix)
 
 
-def _known_extensions() -> str:
+def _known_extensions(last: str = "and") -> str:
+    """The formats ``init`` reads, the last joined by ``last`` (``or`` for "a ... file")."""
     return (
         "CSV (.csv, .tsv, .csv.gz), JSON lines (.json, .jsonl, .ndjson, also .gz) "
-        "and Parquet (.parquet)"
+        f"{last} Parquet (.parquet)"
     )
 
 
@@ -211,7 +212,7 @@ def _data_files(path: Path) -> tuple[str, list[Path]]:
     """
     if not path.exists():
         raise ScaffoldError(
-            f"{path}: no such file or directory; give --data the path of a {_known_extensions()} "
+            f"{path}: no such file or directory; give --data the path of a {_known_extensions('or')} "
             f"file or of a directory of them"
         )
     if path.is_file():

@@ -407,6 +407,27 @@ def test_gate_thresholds_take_one_class_metric_of_a_multiclass_label():
     )
 
 
+def test_the_gate_against_a_champion_says_by_how_much_the_new_version_differs():
+    from ml_engine.training.job import gate_decision
+
+    cfg = load_config(
+        "ml-engine:sample",
+        [STORE, "train.gate_thresholds={auc_roc: 0.7}", "train.gate_max_loss=0.02"],
+    )
+    versus = "auc_roc 0.8500 vs champion v1 {:.4f} on the new test set: "
+    met = "auc_roc 0.8500 meets 0.7; "
+    cases = [
+        (0.8455, True, "better by 0.0045"),
+        (0.85, True, "equal"),
+        (0.86, True, "worse by 0.01, within train.gate_max_loss 0.02"),
+        (0.9, False, "worse by 0.05, more than train.gate_max_loss 0.02"),
+    ]
+    for champion, promote, margin in cases:
+        decision = gate_decision(cfg, "auc_roc", {"auc_roc": 0.85}, champion, 1)
+        expected = (met if promote else "") + versus.format(champion) + margin
+        assert (decision.promote, decision.reason) == (promote, expected)
+
+
 def test_a_gate_threshold_of_the_other_task_is_refused_naming_key_task_and_metrics(conf_dir):
     write(
         conf_dir / "reg.yaml",

@@ -798,8 +798,9 @@ KNOWN = (
     [
         (
             lambda d: d / "nope.csv",
-            "{p}: no such file or directory; give --data the path of a " + KNOWN + " file or of a "
-            "directory of them",
+            "{p}: no such file or directory; give --data the path of a "
+            + KNOWN.replace(") and Parquet", ") or Parquet")
+            + " file or of a directory of them",
         ),
         (
             lambda d: write(d / "e.csv", ""),

@@ -295,13 +295,15 @@ def gate_decision(
             champion_version,
             f"{versus}: worse by {-gain:.4g}, more than train.gate_max_loss {tc.gate_max_loss:g}",
         )
+    margin = (
+        f"better by {gain:.4g}"
+        if gain > 0
+        else "equal"
+        if gain == 0
+        else f"worse by {-gain:.4g}, within train.gate_max_loss {tc.gate_max_loss:g}"
+    )
     return GateDecision(
-        True,
-        metric,
-        score,
-        champion_score,
-        champion_version,
-        f"{met}; {versus} (within train.gate_max_loss {tc.gate_max_loss:g})",
+        True, metric, score, champion_score, champion_version, f"{met}; {versus}: {margin}"
     )
 
 
