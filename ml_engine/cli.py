@@ -174,9 +174,10 @@ def _fail(what: str, why: str, code: int, debug: bool) -> int:
     return code
 
 
-def print_result(result: R.JobResult) -> None:
-    """Prints a job's outputs and figures for a person reading the terminal."""
-    print(f"[{result.job}] done")
+def print_result(result: R.JobResult, batch: str | None = None) -> None:
+    """Prints a job's outputs and figures for a person reading the terminal; ``batch``: the
+    batch a per-batch job processed."""
+    print(f"[{result.job}] done" + (f": batch {batch}" if batch is not None else ""))
     for name, path in result.outputs.items():
         print(f"  {name:<14} {path}")
     if result.metrics:
@@ -206,7 +207,7 @@ def _run(args) -> int:
     code = R.EXIT_OK
     for n in names:
         result = J.run_job(n, spark, cfg, tables)
-        print_result(result)
+        print_result(result, cfg.effective_batch_id() if J.job_spec(n).per_batch else None)
         code = max(code, result.exit_code)
     return code
 

@@ -39,6 +39,12 @@ class JobSpec:
     tracking: bool = False
     listed: tuple[str, str] = ("", "")
 
+    @property
+    def per_batch(self) -> bool:
+        """It loads or processes one batch (``batch_id``), as ingest and the batch-input jobs
+        do; build_training_set and train read every batch."""
+        return self.batch_input is not None or self.name == "ingest"
+
 
 _SPECS = (
     JobSpec(

@@ -512,3 +512,25 @@ def test_a_failed_dataframe_operation_logs_no_json_trace_on_the_terminal(spark, 
     assert '"logger": "DataFrameQueryContextLogger"' in fail()
     cli._quiet_libraries()
     assert "DataFrameQueryContextLogger" not in fail()
+
+
+def test_a_per_batch_job_names_its_batch_in_its_done_line(spark, tmp_path, monkeypatch, capsys):
+    from ml_engine import cli
+    from ml_engine import jobs as J
+    from ml_engine.results import JobResult
+
+    raw = tmp_path / "raw" / "2026-05-01"
+    raw.mkdir(parents=True)
+    (raw / "orders.csv").write_text("order_id,placed,basket,returned\no1,2026-11-28 10:00:00,1,0\n")
+    config = project(tmp_path, SHOP_SCHEMA, "ingest: {path: raw/2026-05-01}\n")
+    monkeypatch.setattr(J, "open_session_and_tables", lambda *a, **k: (spark, None))
+    monkeypatch.setattr(J, "run_job", lambda name, *a: JobResult(job=name))
+    assert cli.main(["run", "ingest", "--config", str(config)]) == 0
+    # the batch taken from ingest.path's last directory, as every job takes it
+    assert capsys.readouterr().out.splitlines() == ["[ingest] done: batch 2026-05-01"]
+    cli.print_result(JobResult(job="train"), None)
+    assert capsys.readouterr().out.splitlines() == ["[train] done"]
+    assert [n for n, spec in J.JOBS.items() if not spec.per_batch] == [
+        "build_training_set",
+        "train",
+    ]

@@ -244,3 +244,12 @@ def test_the_job_output_names_the_features_without_a_reference(spark, tmp_path):
         "trained, of drift.features then (default: the schema's features); set drift.features "
         "before train to compare other columns",
     ]
+
+
+def test_numbers_show_three_significant_digits_and_counts_in_full():
+    from ml_engine.drift.report import _num
+
+    values = [4981.0, 1234567.0, 211.0, 0.043217, 12345.6, -2000.0, None, float("inf")]
+    assert [_num(v) for v in values] == [
+        "4,981", "1,234,567", "211", "0.0432", "1.23e+04", "-2,000", "—", "∞"
+    ]  # fmt: skip

@@ -536,6 +536,8 @@ def _num(value: float | None) -> str:
         return "—"
     if math.isinf(value):
         return "∞" if value > 0 else "−∞"
+    if float(value).is_integer() and abs(value) >= 1000:
+        return f"{int(value):,}"  # a count: 4,981 rows, not 4.98e+03
     return f"{value:.3g}"
 
 
