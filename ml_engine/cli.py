@@ -27,6 +27,7 @@ EXAMPLES = """\
 examples:
   ml-engine demo --workdir ml-demo --rows 1000
   ml-engine run drift_report --config ml-demo/config.yaml --set batch_id=current
+  ml-engine run clean detect_outliers build_features --config ml-demo/config.yaml --set batch_id=current
   ml-engine init --data ml-demo/raw/reference --out my-project
   ml-engine run pipeline --config my-project/config.yaml
   ml-engine jobs
@@ -70,10 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         parents=[common],
-        help="run one job, or the whole pipeline",
-        description="Run one job (or 'pipeline': every job in order) on the config's batch.",
+        help="run jobs, or the whole pipeline",
+        description=(
+            "Run one or more jobs on the config's batch, in the order given, in one Spark "
+            "session ('pipeline': every job in order)."
+        ),
     )
-    run.add_argument("job", help=f"one of: {', '.join([*J.JOBS, 'pipeline'])}")
+    run.add_argument(
+        "job",
+        nargs="+",
+        help=f"one or more of: {', '.join([*J.JOBS, 'pipeline'])}",
+    )
     run.add_argument("--config", required=True, help="config file, e.g. conf/local.yaml")
     _add_set(run)
 
@@ -196,13 +204,16 @@ def _preflight(cfg, names: list[str]) -> None:
 
 def _run(args) -> int:
     cfg = load_config(args.config, args.overrides)
-    if args.job == "pipeline":
-        names = list(J.PIPELINE)
-    else:
-        J.job_spec(args.job)  # an unknown job fails before Spark starts
-        names = [args.job]
+    names: list[str] = []
+    for job in args.job:
+        if job == "pipeline":
+            names += J.PIPELINE
+        else:
+            J.job_spec(job)  # an unknown job fails before Spark starts
+            names.append(job)
     _preflight(cfg, names)
-    spark, tables = J.open_session_and_tables(cfg, f"ml-engine:{args.job}", quiet=not args.debug)
+    app = f"ml-engine:{'+'.join(args.job)}"
+    spark, tables = J.open_session_and_tables(cfg, app, quiet=not args.debug)
     _plain_interrupt(args.debug)
     code = R.EXIT_OK
     for n in names:
@@ -353,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     args.debug = bool(getattr(args, "debug", False))
     if not args.debug:
         _quiet_libraries()
-    what = {"run": f"run {getattr(args, 'job', '')}".strip()}.get(args.command, args.command)
+    jobs = " ".join(getattr(args, "job", None) or [])
+    what = {"run": f"run {jobs}".strip()}.get(args.command, args.command)
     try:
         if args.command == "jobs":
             for name, spec in J.JOBS.items():

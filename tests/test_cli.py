@@ -534,3 +534,31 @@ def test_a_per_batch_job_names_its_batch_in_its_done_line(spark, tmp_path, monke
         "build_training_set",
         "train",
     ]
+
+
+def test_several_jobs_run_in_the_order_given_in_one_session(spark, tmp_path, monkeypatch, capsys):
+    from ml_engine import cli
+    from ml_engine import jobs as J
+    from ml_engine.results import JobResult
+
+    raw = tmp_path / "raw" / "b1"
+    raw.mkdir(parents=True)
+    (raw / "orders.csv").write_text("order_id,placed,basket,returned\no1,2026-11-28 10:00:00,1,0\n")
+    config = project(tmp_path, SHOP_SCHEMA, "ingest: {path: raw/b1}\n")
+    sessions = []
+    monkeypatch.setattr(
+        J, "open_session_and_tables", lambda cfg, app, **k: sessions.append(app) or (spark, None)
+    )
+    monkeypatch.setattr(J, "run_job", lambda name, *a: JobResult(job=name))
+    # clean reads bronze, which does not exist: the ingest before it in the same run writes it
+    assert cli.main(["run", "ingest", "clean", "--config", str(config)]) == 0
+    assert sessions == ["ml-engine:ingest+clean"]
+    assert capsys.readouterr().out.splitlines() == [
+        "[ingest] done: batch b1",
+        "[clean] done: batch b1",
+    ]
+    assert cli.main(["run", "ingest", "clen", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "ml-engine: run ingest clen: unknown job 'clen'; jobs: ingest, clean, detect_outliers, "
+        "build_features, build_training_set, train, score, drift_report"
+    ]
