@@ -51,7 +51,8 @@ joined again with ``to_csv`` (same delimiter, quote and escape: the original rec
 it used optional quoting; for a file read by its header, its declared fields in the schema's
 order). For JSON it is the original text of a malformed record, else
 ``to_json`` of the raw fields; for Parquet ``to_json`` of the row. ``record_key`` is the
-record id (or, without one, the entity key) of rows whose fields could be split.
+record id (or, when the schema declares none, the entity key) of rows whose fields could be
+split.
 
 Spark notes: compressed files (``.gz``, ``.bz2`` and Hadoop's other codecs) are decompressed
 by their extension, both by the CSV reader and by the line count; a compressed file is read
@@ -786,8 +787,10 @@ def with_parsed_columns(
         text = F.to_json(raw_fields)
     raw_record = F.when(reason.isNotNull(), text if corrupt is None else F.coalesce(corrupt, text))
 
-    key_names = [n for n in (schema.record_id, schema.key) if n is not None]
-    key = F.coalesce(*[F.col(n).cast("string") for n in key_names]) if key_names else None
+    # The schema's record id, else its key: never one column for some rows and the other for
+    # the rest (a row whose id is null has a null record_key, its reason says why).
+    key_name = schema.record_id or schema.key
+    key = F.col(key_name).cast("string") if key_name is not None else None
     if key is None:
         record_key = F.lit(None).cast("string")
     elif corrupt is None:
