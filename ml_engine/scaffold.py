@@ -1201,7 +1201,8 @@ def scaffold(
         f"Draft schema written by `ml-engine init` on {today} from {source} ({fmt}): types, "
         f"nullability and roles are guessed from its first {sample.rows} rows.",
         "Check every '# guessed:' comment, then add the constraints your data must meet "
-        "(min, max, allowed, pattern); the format is described in ml_engine/schemas.py.",
+        "(min, max, allowed, pattern; quote text values: allowed: [\"yes\", \"no\"]); the "
+        "format is described in README.md, 'Adapting config and schema'.",
     ]
     if roles.label is None:
         schema_header.append(
@@ -1351,8 +1352,8 @@ def _config_text(
             f"Draft config written by `ml-engine init` from {source} on {today}. Paths are "
             f"relative to this file.",
             "It builds on the engine's packaged defaults; add what belongs to this dataset "
-            "below (clean rules, outlier detectors, features, model settings: see "
-            "ml_engine/config.py).",
+            "below (clean rules, outlier detectors, features, model settings: see README.md, "
+            "'Adapting config and schema').",
         ]
     )
     lines: list[tuple[str, str]] = [
