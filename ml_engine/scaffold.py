@@ -1201,7 +1201,7 @@ def scaffold(
         f"Draft schema written by `ml-engine init` on {today} from {source} ({fmt}): types, "
         f"nullability and roles are guessed from its first {sample.rows} rows.",
         "Check every '# guessed:' comment, then add the constraints your data must meet "
-        "(min, max, allowed, pattern; quote text values: allowed: [\"yes\", \"no\"]); the "
+        '(min, max, allowed, pattern; quote text values: allowed: ["yes", "no"]); the '
         "format is described in README.md, 'Adapting config and schema'.",
     ]
     if roles.label is None:
