@@ -1,13 +1,22 @@
 """The scheduler artefacts shipped in deploy/: cron and Databricks run the pipeline's jobs in
-the pipeline's order (the Airflow DAG is run by tests/test_airflow_dag.py)."""
+the pipeline's order (the Airflow DAG is run by tests/test_airflow_dag.py).
+
+The cron chain is run for real, with the crontab's environment alone (as cron gives it) and a
+stand-in for the ml-engine executable that records its arguments and environment: what a shell
+script promises is the commands it runs and the environment it gives them. Each recorded job's
+config is then loaded with the real config loader in the environment the job got."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
+from ml_engine.config import load_config
 from ml_engine.jobs import PIPELINE
 from ml_engine.session import ENGINE_JAVA_OPTIONS
 
@@ -58,4 +67,177 @@ def test_cron_chain_is_valid_bash_and_runs_the_jobs_in_the_pipeline_order():
     # After the drift report: the retraining.
     assert jobs[-2:] == ["build_training_set", "train"]
     crontab = (DEPLOY / "cron" / "crontab").read_text()
-    assert re.search(r"^0 2 \* \* \* /opt/ml-engine/deploy/cron/run-batch.sh ", crontab, re.M)
+    assert re.search(r"^0 2 \* \* \* /opt/ml-engine/deploy/cron/run-batch.sh$", crontab, re.M)
+
+
+BATCH = "2026-12-02"
+CRONTAB = DEPLOY / "cron" / "crontab"
+# What cron itself gives a job besides the crontab's variables.
+CRON_BASE_ENV = {"PATH": "/usr/bin:/bin", "LOGNAME": "ml", "SHELL": "/bin/sh"}
+FAKE_ENGINE = """#!{python}
+# A stand-in for the ml-engine executable: records its arguments and environment, then exits
+# with the code given for its command ("model", "run <job>"), 0 for any other.
+import json, os, sys
+with open({record!r}, "a") as out:
+    out.write(json.dumps({{"argv": sys.argv[1:], "env": dict(os.environ)}}) + "\\n")
+command = " ".join(sys.argv[1:3]) if sys.argv[1:2] == ["run"] else sys.argv[1]
+sys.exit({exits!r}.get(command, 0))
+"""
+
+
+def crontab_variables() -> dict[str, str]:
+    """The crontab's NAME=value lines, as cron reads them (no expansion, no comments)."""
+    lines = CRONTAB.read_text().splitlines()
+    return dict(m.groups() for line in lines if (m := re.fullmatch(r"([A-Za-z_]\w*)=(.*)", line)))
+
+
+def cron_command() -> str:
+    (line,) = [ln for ln in CRONTAB.read_text().splitlines() if ln.startswith("0 2 ")]
+    return line.split(None, 5)[5]
+
+
+def run_cron_chain(tmp: Path, exits: dict[str, int], **changes: str) -> subprocess.CompletedProcess:
+    """Runs the crontab's command for BATCH in the crontab's environment, the install paths
+    (/opt/ml-engine, the raw root, the log directory) moved to this checkout and ``tmp``, and
+    ml-engine replaced by the recording stand-in; ``changes`` set or change more variables."""
+    fake = tmp / "ml-engine"
+    fake.write_text(
+        FAKE_ENGINE.format(python=sys.executable, record=str(tmp / "calls.jsonl"), exits=exits)
+    )
+    fake.chmod(0o755)
+    env = {k: v.replace("/opt/ml-engine", str(ROOT)) for k, v in crontab_variables().items()}
+    env.update(
+        ML_ENGINE=str(fake),
+        ML_ENGINE_RAW_ROOT=str(tmp / "raw"),
+        ML_ENGINE_LOG_DIR=str(tmp / "logs" / "ml-engine"),
+        **changes,
+    )
+    command = cron_command().replace("/opt/ml-engine", str(ROOT))
+    return subprocess.run(
+        [env["SHELL"], "-c", f"{command} {BATCH}"],
+        env={**CRON_BASE_ENV, "HOME": str(tmp), **env},
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def recorded(tmp: Path) -> list[dict]:
+    return [json.loads(line) for line in (tmp / "calls.jsonl").read_text().splitlines()]
+
+
+def overrides(argv: list[str]) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+
+
+def job_calls(calls: list[dict]) -> list[str]:
+    return [" ".join(c["argv"][:2]) if c["argv"][0] == "run" else c["argv"][0] for c in calls]
+
+
+@pytest.fixture(scope="module")
+def first_night(tmp_path_factory):
+    """The crontab's night for a first batch: no champion yet, and the drift report exits 5."""
+    tmp = tmp_path_factory.mktemp("cron")
+    done = run_cron_chain(tmp, {"model": 1, "run drift_report": 5})
+    return tmp, done, recorded(tmp)
+
+
+def test_cron_night_runs_every_job_for_the_batch_on_the_crontabs_master(first_night):
+    tmp, done, calls = first_night
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    sets = [
+        "--config",
+        str(ROOT / "conf" / "cluster.yaml"),
+        "--set",
+        f"batch_id={BATCH}",
+        "--set",
+        f"spark.master={crontab_variables()['ML_ENGINE_MASTER']}",
+    ]
+    assert crontab_variables()["ML_ENGINE_MASTER"].startswith("spark://")
+    assert [c["argv"] for c in calls] == [
+        ["run", "ingest", "--set", f"ingest.path={tmp / 'raw' / BATCH}", *sets],
+        ["run", "clean", *sets],
+        ["run", "detect_outliers", *sets],
+        ["run", "build_features", *sets],
+        ["run", "build_training_set", *sets],
+        ["model", *sets],
+        ["run", "train", *sets],
+        ["run", "score", *sets],
+        ["run", "drift_report", "--set", "drift.fail_on_drift=true", *sets],
+        ["run", "build_training_set", *sets],
+        ["run", "train", *sets],
+    ]
+
+
+def test_cron_environment_resolves_the_cluster_config_for_every_job(first_night):
+    tmp, _, calls = first_night
+    cron = crontab_variables()
+    for call in calls:
+        argv, env = call["argv"], call["env"]
+        assert env["ML_ENGINE_RAW_PATH"] == str(tmp / "raw" / BATCH), argv
+        # Raises ConfigError naming the variable if the crontab left one the config reads unset.
+        cfg = load_config(argv[argv.index("--config") + 1], overrides(argv), env=env)
+        resolved = (
+            cfg.batch_id,
+            cfg.ingest.path,
+            cfg.spark.master,
+            cfg.storage.root,
+            cfg.mlflow.tracking_uri,
+        )
+        assert resolved == (
+            BATCH,
+            str(tmp / "raw" / BATCH),
+            cron["ML_ENGINE_MASTER"],
+            cron["ML_ENGINE_STORAGE_ROOT"],
+            cron["MLFLOW_TRACKING_URI"],
+        ), argv
+
+
+def test_cron_night_appends_its_output_to_the_batch_log_in_a_directory_it_creates(first_night):
+    tmp, _, _ = first_night
+    log = (tmp / "logs" / "ml-engine" / f"{BATCH}.log").read_text().splitlines()
+    headers = [re.sub(r" \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)$", "", ln) for ln in log]
+    assert headers == [
+        f"== ingest --set ingest.path={tmp / 'raw' / BATCH}",
+        "== clean",
+        "== detect_outliers",
+        "== build_features",
+        "== build_training_set",
+        "== train",
+        "== score",
+        "== drift_report --set drift.fail_on_drift=true",
+        "== data set drift: retraining",
+        "== build_training_set",
+        "== train",
+    ]
+
+
+def test_run_batch_without_a_master_leaves_the_configs_spark_master(tmp_path):
+    done = run_cron_chain(tmp_path, {}, ML_ENGINE_MASTER="")
+    assert done.returncode == 0, done.stderr
+    (clean,) = [c for c in recorded(tmp_path) if c["argv"][:2] == ["run", "clean"]]
+    assert overrides(clean["argv"]) == [f"batch_id={BATCH}"]
+    cfg = load_config(ROOT / "conf" / "cluster.yaml", overrides(clean["argv"]), env=clean["env"])
+    assert cfg.spark.master == "local[*]"
+
+
+def test_run_batch_stops_at_the_first_failing_job_with_its_exit_code(tmp_path):
+    done = run_cron_chain(tmp_path, {"run clean": 1})
+    assert done.returncode == 1
+    assert job_calls(recorded(tmp_path)) == ["run ingest", "run clean"]
+
+
+def test_run_batch_with_a_champion_and_no_drift_neither_trains_nor_retrains(tmp_path):
+    done = run_cron_chain(tmp_path, {})
+    assert done.returncode == 0
+    assert job_calls(recorded(tmp_path)) == [
+        "run ingest",
+        "run clean",
+        "run detect_outliers",
+        "run build_features",
+        "run build_training_set",
+        "model",
+        "run score",
+        "run drift_report",
+    ]
