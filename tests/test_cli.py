@@ -494,24 +494,33 @@ def test_ctrl_c_during_a_job_prints_one_line_and_exits_130(spark, tmp_path, monk
     ]
 
 
-def test_a_failed_dataframe_operation_logs_no_json_trace_on_the_terminal(spark, capfd):
+def test_a_failed_dataframe_operation_logs_no_json_trace_on_the_terminal(spark):
     from pyspark.errors import PySparkException
+    from pyspark.logger import PySparkLogger
     from pyspark.sql import functions as F
 
     from ml_engine import cli
 
-    def fail():
+    logger = PySparkLogger.getLogger("DataFrameQueryContextLogger")
+    records: list[logging.LogRecord] = []
+    collect = logging.Handler()
+    collect.emit = records.append
+
+    def logged() -> list[str]:
+        records.clear()
         with pytest.raises(PySparkException):
             spark.range(1).select(F.lit("maybe").cast("boolean")).collect()
-        return capfd.readouterr().err
+        return [r.levelname for r in records]
 
-    from pyspark.logger import PySparkLogger
-
-    # PySpark's default (an earlier in-process cli.main may have quieted it already)
-    PySparkLogger.getLogger("DataFrameQueryContextLogger").setLevel(logging.NOTSET)
-    assert '"logger": "DataFrameQueryContextLogger"' in fail()
-    cli._quiet_libraries()
-    assert "DataFrameQueryContextLogger" not in fail()
+    logger.addHandler(collect)
+    try:
+        # PySpark's default (an earlier in-process cli.main may have quieted it already)
+        logger.setLevel(logging.NOTSET)
+        assert logged() == ["ERROR"]
+        cli._quiet_libraries()
+        assert logged() == []
+    finally:
+        logger.removeHandler(collect)
 
 
 def test_a_per_batch_job_names_its_batch_in_its_done_line(spark, tmp_path, monkeypatch, capsys):
