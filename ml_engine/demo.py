@@ -78,9 +78,11 @@ def closing_hints(cfg: Config, workdir: Path) -> list[str]:
     """Commands a user can paste next; each runs as printed (tested)."""
     config = shlex.quote(str(workdir / "config.yaml"))
     quarantine = cfg.storage.table_path("quarantine")
+    # pyarrow reads the files delta-rs lists (delta-rs's to_pandas can abort at exit, see README)
     look = (
-        f"from deltalake import DeltaTable; "
-        f"print(DeltaTable({quarantine!r}).to_pandas()[['reason', 'raw_record']].head(10))"
+        f"import pyarrow.parquet as pq; from deltalake import DeltaTable; "
+        f"print(pq.read_table(DeltaTable({quarantine!r}).file_uris(), "
+        f"columns=['reason', 'raw_record']).to_pandas().head(10))"
     )
     hints = [
         f"{command('python')} -c {_double_quoted(look)}",
