@@ -287,19 +287,37 @@ def input_problems(cfg: Config) -> list[str]:
     return problems
 
 
+#: Data file extensions and the input format they hold.
+FORMAT_BY_EXTENSION = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".ndjson": "json",
+    ".parquet": "parquet",
+}
+
+
+def format_by_name(path: Path, compressed: Sequence[str] = (".gz",)) -> str | None:
+    """``csv``, ``json`` or ``parquet`` from the file name, None when unknown; a name ending in
+    one of ``compressed`` is that of a compressed CSV or JSON file (Parquet compresses
+    inside)."""
+    name = path.name.lower()
+    for suffix in compressed:
+        if name.endswith(suffix):
+            fmt = FORMAT_BY_EXTENSION.get(Path(name[: -len(suffix)]).suffix)
+            return fmt if fmt != "parquet" else None
+    return FORMAT_BY_EXTENSION.get(Path(name).suffix)
+
+
 def _file_format(file: Path) -> str | None:
     """``parquet`` for a Parquet file (its magic bytes), ``json`` / ``csv`` by the name's
-    extension, else None (no opinion)."""
+    extension (compressed as ingest reads them), else None (no opinion)."""
     with open(file, "rb") as f:
         if f.read(4) == b"PAR1":
             return "parquet"
-    suffixes = [s.lower() for s in file.suffixes if s.lower() not in (".gz", ".bz2")]
-    last = suffixes[-1] if suffixes else ""
-    if last in (".json", ".jsonl", ".ndjson"):
-        return "json"
-    if last in (".csv", ".tsv"):
-        return "csv"
-    return None
+    found = format_by_name(file, (".gz", ".bz2"))
+    return found if found != "parquet" else None  # named .parquet, not Parquet: no opinion
 
 
 # Parquet footers read before Spark starts; the rest of a large directory is left to Spark.

@@ -56,7 +56,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import yaml
 
-from ml_engine.preflight import PANDAS_MICROS, nanosecond_columns
+from ml_engine.preflight import PANDAS_MICROS, format_by_name, nanosecond_columns
 from ml_engine.schemas import (
     ROLE_CATEGORICAL,
     ROLE_EVENT_TIME,
@@ -82,14 +82,6 @@ MAX_CLASSES = 20
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 
-_EXTENSIONS = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".json": "json",
-    ".jsonl": "json",
-    ".ndjson": "json",
-    ".parquet": "parquet",
-}
 _COMPRESSED = ".gz"
 _DELIMITERS = (",", "\t", ";", "|")
 _DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
@@ -185,16 +177,6 @@ class _Sample:
     warnings: list[str] = field(default_factory=list)
 
 
-def _format_of(path: Path) -> str | None:
-    """``csv``, ``json`` or ``parquet`` from the file name, None when unknown."""
-    name = path.name.lower()
-    if name.endswith(_COMPRESSED):
-        name = name[: -len(_COMPRESSED)]
-        fmt = _EXTENSIONS.get(Path(name).suffix)
-        return fmt if fmt != "parquet" else None
-    return _EXTENSIONS.get(Path(name).suffix)
-
-
 def _known_extensions(last: str = "and") -> str:
     """The formats ``init`` reads, the last joined by ``last`` (``or`` for "a ... file")."""
     return (
@@ -216,7 +198,7 @@ def _data_files(path: Path) -> tuple[str, list[Path]]:
             f"file or of a directory of them"
         )
     if path.is_file():
-        fmt = _format_of(path)
+        fmt = format_by_name(path)
         if fmt is None:
             raise ScaffoldError(
                 f"{path}: cannot tell the format from the name '{path.name}'; ml-engine reads "
@@ -238,7 +220,7 @@ def _data_files(path: Path) -> tuple[str, list[Path]]:
         )
     by_format: dict[str, list[str]] = {}
     for f in files:
-        by_format.setdefault(_format_of(f) or "unknown format", []).append(f.name)
+        by_format.setdefault(format_by_name(f) or "unknown format", []).append(f.name)
     if len(by_format) > 1:
         listed = "; ".join(
             f"{fmt}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
