@@ -846,6 +846,11 @@ REGRESSION_METRICS = {"rmse": False, "mae": False, "r2": True}
 METRIC_HIGHER_IS_BETTER = {**CLASSIFICATION_METRICS, **REGRESSION_METRICS}
 # Metrics of one class (multiclass tasks), named <metric>_<class>: recall_high.
 PER_CLASS_METRICS = ("f1", "precision", "recall", "auc_roc")
+# How messages listing the metrics a gate takes name the per-class ones.
+PER_CLASS_HINT = (
+    f", or one class's {'/'.join(PER_CLASS_METRICS)} as <metric>_<class> (recall_high) for a "
+    "multiclass label"
+)
 _PER_CLASS = re.compile(rf"^({'|'.join(PER_CLASS_METRICS)})_(.+)$")
 
 
@@ -963,9 +968,8 @@ class TrainConfig(StrictModel):
         unknown = sorted(m for m in self.gate_thresholds if higher_is_better(m) is None)
         if unknown:
             raise ValueError(
-                f"gate_thresholds: unknown metric(s) {unknown}; use {sorted(METRIC_HIGHER_IS_BETTER)}"
-                f", or one class's {'/'.join(PER_CLASS_METRICS)} as <metric>_<class> "
-                "(recall_high) for a multiclass label"
+                f"gate_thresholds: unknown metric(s) {unknown}; use "
+                f"{sorted(METRIC_HIGHER_IS_BETTER)}{PER_CLASS_HINT}"
             )
         if self.metric is not None and self.metric not in METRIC_HIGHER_IS_BETTER:
             raise ValueError(
@@ -990,31 +994,18 @@ class TrainConfig(StrictModel):
         """
         classification = task == "classification"
         task_metrics = CLASSIFICATION_METRICS if classification else REGRESSION_METRICS
+
+        def error(key: str, name: str, hint: str = "") -> tuple[str, str]:
+            use = f"{sorted(task_metrics)}{hint}"
+            return key, f"{name} is not a {task} metric ({why}); use one of {use}"
+
         errors = []
         if self.metric is not None and self.metric not in task_metrics:
-            errors.append(
-                (
-                    "metric",
-                    f"{self.metric} is not a {task} metric ({why}); use one of "
-                    f"{sorted(task_metrics)}",
-                )
-            )
-        per_class = (
-            f", or one class's {'/'.join(PER_CLASS_METRICS)} as <metric>_<class> (recall_high) "
-            "for a multiclass label"
-            if classification
-            else ""
-        )
+            errors.append(error("metric", self.metric))
         for name in sorted(self.gate_thresholds):
-            if name in task_metrics or (classification and per_class_metric(name)):
-                continue
-            errors.append(
-                (
-                    f"gate_thresholds.{name}",
-                    f"{name} is not a {task} metric ({why}); use one of "
-                    f"{sorted(task_metrics)}{per_class}",
-                )
-            )
+            if name not in task_metrics and not (classification and per_class_metric(name)):
+                hint = PER_CLASS_HINT if classification else ""
+                errors.append(error(f"gate_thresholds.{name}", name, hint))
         return errors
 
     @property
