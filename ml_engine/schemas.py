@@ -330,9 +330,8 @@ def _check_allowed(values: list, spark_type: T.DataType, type_name: str, at: str
             )
             raise SchemaError(
                 f"{at}: constraint 'allowed' of {article(type_name)} {type_name} column holds "
-                f"{wrong}, not text "
-                f"({how}); quote each value as it is written in the data, e.g. "
-                f'allowed: ["yes", "no"]'
+                f"{wrong}, not text ({how}); quote each value as it is written in the data, "
+                'e.g. allowed: ["yes", "no"]'
             )
     elif isinstance(spark_type, T.NumericType):
         whole = isinstance(spark_type, T.IntegralType)
@@ -341,9 +340,8 @@ def _check_allowed(values: list, spark_type: T.DataType, type_name: str, at: str
         if wrong:
             raise SchemaError(
                 f"{at}: constraint 'allowed' of {article(type_name)} {type_name} column holds "
-                f"{wrong}, which are "
-                f"not {'whole numbers' if whole else 'numbers'}; list values of the column's type "
-                "or change its type"
+                f"{wrong}, which are not {'whole numbers' if whole else 'numbers'}; list values "
+                "of the column's type or change its type"
             )
     elif isinstance(spark_type, T.BooleanType):
         wrong = [v for v in values if not isinstance(v, bool)]
