@@ -162,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     pkg.add_argument("--out", default="dist/ml_engine.zip", help="zip file to write")
 
     sub.add_parser("jobs", parents=[common], help="list the jobs with what each reads and writes")
+    for command in sub.choices.values():  # so that main() reports in the command's own usage
+        command.set_defaults(command_parser=command)
     return p
 
 
@@ -359,8 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # the command's usage, not the top level's
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.debug = bool(getattr(args, "debug", False))
     if not args.debug:
         _quiet_libraries()
