@@ -1056,10 +1056,20 @@ def _aligned(pairs: list[tuple[str, str]], cap: int = 72) -> list[str]:
     return [f"{t.ljust(width)}  # {_one_line(c)}" if c else t for t, c in pairs]
 
 
+# What names a batch or a folder of batches rather than the data: a trailing day/batch/part
+# number or date (``churn_day1``, ``orders_2026_11_01``) is left out of a name, and a name
+# that is nothing else, or one of these words, is passed over.
+BATCH_SUFFIX = r"(_?(day|batch|part|week|month|run|chunk)_?[0-9]+|_?[0-9]{4}_[0-9]{2}(_[0-9]{2})?)$"
+BATCH_FOLDERS = frozenset(
+    "reference current raw data input inputs incoming landing batch batches latest new "
+    "today daily train test".split()
+)
+
+
 def _dataset_name(path: Path) -> str:
     """The name of the experiment and model: the file's stem or the directory's name, passing
-    over names that are only a date or a number (``2026-11-01/`` names a batch, not the data)
-    to the stem the directory's files share, then to the parent directories' names."""
+    over names of batches (``2026-11-01/``, ``day1/``, ``reference/``, ``raw/``) to the stem
+    the directory's files share, then to the parent directories' names."""
 
     def stem(p: Path) -> str:
         return re.sub(r"(\.[A-Za-z0-9]+)?(\.gz)?$", "", p.name)
@@ -1073,7 +1083,8 @@ def _dataset_name(path: Path) -> str:
     candidates += [p.name for p in path.resolve().parents[:2]]
     for candidate in candidates:
         name = re.sub(r"[^a-z0-9]+", "_", candidate.lower()).strip("_")
-        if name and not re.fullmatch(r"[0-9_]+", name):
+        name = re.sub(BATCH_SUFFIX, "", name).strip("_")
+        if name and not re.fullmatch(r"[0-9_]+", name) and name not in BATCH_FOLDERS:
             return name
     return "dataset"
 

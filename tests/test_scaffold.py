@@ -718,6 +718,9 @@ def test_a_label_that_is_not_a_column_is_refused_with_a_suggestion(tmp_path):
         ("support/2026-11-01", "tickets"),  # a batch folder: the files' stem
         ("orders/2026-11-01.csv", "orders"),  # a dated file: its folder
         ("orders/2026-11-01", "orders"),  # a batch folder of files with other stems
+        ("churn/churn_day1.csv", "churn"),  # a day number after the data's name
+        ("sensors/raw/day1", "sensors"),  # a numbered day inside a folder of raw batches
+        ("shop/reference", "shop"),  # a batch named for its place in the data's life
     ],
 )
 def test_a_batch_named_by_a_date_does_not_name_the_experiment(tmp_path, data, name):
