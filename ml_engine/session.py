@@ -7,6 +7,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -176,6 +177,14 @@ def build_session(
     spark_cfg = spark_cfg or SparkConfig()
     if not under_spark_submit():
         check_java()
+        if SparkContext._active_spark_context is None:
+            # Spark's Python workers (saving and loading the engine's own ML stages) run
+            # PYSPARK_PYTHON, by default whatever `python3` is first on PATH: under cron, or
+            # beside a venv of another Python version, that one fails. This process's Python
+            # has the engine installed; spark.pyspark.python in the config names another.
+            os.environ.setdefault(
+                "PYSPARK_PYTHON", spark_cfg.conf.get("spark.pyspark.python", sys.executable)
+            )
     if under_spark_submit():
         # Attach to spark-submit's JVM so its --master and --conf values are visible here.
         SparkContext._ensure_initialized()

@@ -117,13 +117,20 @@ def demo_as_installed(base: Path) -> tuple[Path, subprocess.CompletedProcess]:
         capture_output=True,
         timeout=300,
     )
+    # A `python3` first on PATH that is not the one ml-engine is installed for (cron's
+    # /usr/bin, a venv of another version): Spark's Python workers must not pick it up.
+    other = base / "other-python"
+    other.mkdir()
+    for name in ("python3", "python"):
+        (other / name).write_text("#!/bin/sh\necho 'not the Python of ml-engine' >&2\nexit 1\n")
+        (other / name).chmod(0o755)
     env = {
-        "PYSPARK_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",
         **os.environ,
         "PYTHONPATH": str(install),
+        "PATH": f"{other}{os.pathsep}{os.environ['PATH']}",
     }
-    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PYSPARK_PYTHON"):
         env.pop(key, None)
     run = subprocess.run(
         [
