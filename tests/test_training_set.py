@@ -80,39 +80,21 @@ def test_nulls_of_the_latest_feature_row_are_not_filled_from_older_rows(spark):
     assert_df_equality(got, expected, ignore_nullable=True)
 
 
-def test_same_instant_feature_rows_are_told_apart_by_record_id(spark):
+def test_same_instant_feature_rows_are_ordered_by_record_id_whatever_their_order(spark):
     feats = struct(("lid", S), ("cust", S), ("ts", TS), ("f", D))
-    features = spark.createDataFrame(
-        [
-            ("r0", "c1", t(1), 0.0),
-            ("r1", "c1", t(5), 1.0),
-            ("r2", "c1", t(5), 2.0),
-            ("r3", "c1", t(5), 3.0),
-        ],
-        feats,
-    )
+    rows = [("r0", "c1", t(1), 0.0), ("r3", "c1", t(5), 3.0), ("r1", "c1", t(5), 1.0)]
     labels = spark.createDataFrame(
-        [
-            ("r2", "c1", t(5), 1),  # its own feature row
-            ("r1", "c1", t(5), 0),
-            ("r0", "c1", t(5), 0),  # same instant, ordered before r1..r3: only r0 itself is known
-            ("r9", "c1", t(5), 0),  # no own row: the last one ordered below it
-        ],
-        LABELS,
+        [("c1", t(5), 1), ("c1", t(4), 0)],
+        struct(("cust", S), ("label_time", TS), ("y", I)),
     )
-    got = point_in_time_join(labels, features, "cust", "label_time", "ts", ["f"], tiebreak="lid")
     expected = spark.createDataFrame(
-        [
-            ("r2", "c1", t(5), 1, t(5), 2.0),
-            ("r1", "c1", t(5), 0, t(5), 1.0),
-            ("r0", "c1", t(5), 0, t(1), 0.0),
-            ("r9", "c1", t(5), 0, t(5), 3.0),
-        ],
-        struct(
-            ("lid", S), ("cust", S), ("label_time", TS), ("y", I), ("feature_time", TS), ("f", D)
-        ),
+        [("c1", t(5), 1, t(5), 3.0), ("c1", t(4), 0, t(1), 0.0)],
+        struct(("cust", S), ("label_time", TS), ("y", I), ("feature_time", TS), ("f", D)),
     )
-    assert_df_equality(got, expected, ignore_nullable=True, ignore_row_order=True)
+    for order in (rows, rows[::-1]):
+        features = spark.createDataFrame(order, feats).repartition(2)
+        got = point_in_time_join(labels, features, "cust", "label_time", "ts", ["f"], "lid")
+        assert_df_equality(got, expected, ignore_nullable=True, ignore_row_order=True)
 
 
 def test_feature_column_that_is_also_a_label_column_is_refused(spark):
@@ -228,6 +210,9 @@ def test_build_training_set_from_silver_labels_records_input_versions(spark, tab
     )  # fmt: skip
     assert_df_equality(tables.read(path), expected, ignore_nullable=True, ignore_row_order=True)
     assert result.outputs == {"training_set": path}
+    assert (result.metrics["rows"], result.metrics["label_events"]) == (2, 2)
+    assert result.metrics["labels_without_their_record"] == 0
+    assert result.notes == []
     assert result.metrics["features_version"] == 0
     assert result.metrics["labels_version"] == 1
     assert result.metrics["training_set_version"] == tables.version(path)
@@ -299,6 +284,56 @@ def test_build_training_set_with_own_label_table_uses_only_past_features(spark, 
     got = tables.read(cfg.storage.table_path("training_set"))
     assert_df_equality(got, expected, ignore_nullable=True, ignore_row_order=True)
     assert "selected_features" not in result.metrics
+
+
+def test_labels_of_records_take_their_own_record_s_features_or_are_left_out(
+    spark, tables, tmp_path
+):
+    """Labels arriving later, by record id (no entity column): each takes its own record's
+    feature row even when the entity has a later one, and a label whose record has no feature
+    row at or before its time is left out and counted, never given another record's."""
+    from ml_engine.training_set import build_training_set
+
+    labels_path = str(tmp_path / "labels")
+    cfg = make_config(
+        tmp_path,
+        training_set={"labels_path": labels_path, "label_time": "when", "label": "is_bad",
+                      "feature_columns": ["amount", "amount_sum_7d"]},
+    )  # fmt: skip
+    write_inputs(spark, tables, cfg)
+    tables.overwrite(
+        spark.createDataFrame(
+            [
+                ("T1", t(6), 1),  # c1's T3 (Jan 4) is later than T1 but another record
+                ("T2", t(2), 0),
+                ("T3", t(3), 1),  # before its record's own time: nothing of it was known
+                ("T9", t(5), 1),  # a record with no feature row (quarantined)
+            ],
+            struct(("tx_id", S), ("when", TS), ("is_bad", I)),
+        ),
+        labels_path,
+    )
+
+    result = build_training_set(spark, cfg, tables)
+
+    expected = spark.createDataFrame(
+        [
+            ("T1", "c1", t(6), 1, t(1), 10.0, 10.0, 0, 0),
+            ("T2", "c2", t(2), 0, t(2), 20.0, 20.0, 0, 0),
+        ],
+        struct(
+            ("tx_id", S), ("cust", S), ("label_time", TS), ("is_bad", I), ("feature_time", TS),
+            ("amount", D), ("amount_sum_7d", D), ("features_version", L), ("labels_version", L),
+        ),
+    )  # fmt: skip
+    got = tables.read(cfg.storage.table_path("training_set"))
+    assert_df_equality(got, expected, ignore_nullable=True, ignore_row_order=True)
+    assert (result.metrics["rows"], result.metrics["label_events"]) == (2, 4)
+    assert result.metrics["labels_without_their_record"] == 2
+    assert result.notes == [
+        "2 of 4 labels were left out: their record (tx_id) has no feature row at or before the "
+        "label's time (quarantined, dropped as an outlier, or its batch not built yet)"
+    ]
 
 
 def test_build_training_set_names_a_label_column_missing_from_the_label_table(
