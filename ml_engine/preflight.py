@@ -30,7 +30,7 @@ import json
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -155,6 +155,19 @@ def _open_text(path: Path, encoding: str) -> io.TextIOBase:
     return open(path, encoding=encoding, errors="replace", newline="")
 
 
+def _csv_rows(cfg: Config, text: io.TextIOBase) -> Iterator[list[str]]:
+    """The CSV records of ``text`` as ingest's options split them."""
+    options = cfg.ingest.csv
+    escape = None if options.escape == options.quote else options.escape
+    return csv.reader(
+        text,
+        delimiter=options.delimiter,
+        quotechar=options.quote,
+        escapechar=escape,
+        doublequote=escape is None,
+    )
+
+
 def _sample_values(cfg: Config, file: Path, columns: Sequence[str]) -> dict[str, list[str]]:
     """Text values of ``columns`` in the first data lines of ``file`` (CSV, JSON lines, or the
     first rows of a Parquet file's text columns)."""
@@ -167,15 +180,7 @@ def _sample_values(cfg: Config, file: Path, columns: Sequence[str]) -> dict[str,
         return values
     with _open_text(file, ing.csv.encoding) as text:
         if ing.format == "csv":
-            escape = None if ing.csv.escape == ing.csv.quote else ing.csv.escape
-            reader = csv.reader(
-                text,
-                delimiter=ing.csv.delimiter,
-                quotechar=ing.csv.quote,
-                escapechar=escape,
-                doublequote=escape is None,
-            )
-            rows = iter(reader)
+            rows = _csv_rows(cfg, text)
             position = {c: names.index(c) for c in columns}
             if ing.csv.header:
                 position = _header_positions(next(rows, None) or [], names, columns) or position
@@ -200,6 +205,26 @@ def _sample_values(cfg: Config, file: Path, columns: Sequence[str]) -> dict[str,
                         if isinstance(v, str) and v.strip():
                             values[c].append(v)
     return values
+
+
+def _header_problems(cfg: Config, file: Path) -> list[str]:
+    """A CSV header that lacks schema columns and has another number of fields than the
+    schema declares: no line of the file could load (ingest reads such a file by position)."""
+    ing, schema = cfg.ingest, cfg.table_schema
+    with _open_text(file, ing.csv.encoding) as text:
+        header = next(_csv_rows(cfg, text), None)
+    if not header:
+        return []
+    fields = [n.lower() for n in column_names(header)[0]]
+    lacking = [c for c in schema.names if csv_name(c).lower() not in fields]
+    if not lacking or len(fields) == len(schema.names):
+        return []
+    return [
+        f"ingest.path: the header of {file} names {len(fields)} columns where schema "
+        f"'{schema.name}' ({schema.source}) declares {len(schema.names)}: it lacks {lacking}, "
+        f"so none of its lines would load. Point ingest.path at the data files (ingest.csv."
+        f"delimiter is {ing.csv.delimiter!r}), or make the files and the schema file agree"
+    ]
 
 
 def _header_positions(
@@ -258,6 +283,10 @@ def input_problems(cfg: Config) -> list[str]:
     schema = cfg.table_schema
     if ing.format == "parquet":
         problems = _parquet_problems(files, schema)
+        if problems:
+            return problems
+    if ing.format == "csv" and ing.csv.header:
+        problems = _header_problems(cfg, files[0])
         if problems:
             return problems
     formats = {}
@@ -447,6 +476,8 @@ def _table_problems(cfg: Config, job: str, written: set[str]) -> list[str]:
                 f"training_set.labels_path: no Delta table at {labels}; fix the path or write "
                 f"the labels table first"
             )
+    if job == "build_training_set" and not problems:
+        problems += _label_table_problems(cfg, written)
     batch_table = spec.batch_input
     if job == "build_features" and (cfg.features.start or cfg.features.end or cfg.features.rebuild):
         batch_table = None
@@ -465,6 +496,28 @@ def _table_problems(cfg: Config, job: str, written: set[str]) -> list[str]:
                 f"before {job} for this batch"
             )
     return problems
+
+
+def _label_table_problems(cfg: Config, written: set[str]) -> list[str]:
+    """The label table's columns against ``training_set.*`` and the schema's roles, from the
+    tables' logs (local tables only; the roles themselves are checked by _role_problems)."""
+    from ml_engine.tables.rs import logged_schema
+    from ml_engine.training_set import label_columns, label_roles
+
+    labels = cfg.training_set.labels_path or cfg.storage.table_path("silver")
+    if labels == cfg.storage.table_path("silver") and "silver" in written:
+        return []
+    label_table = logged_schema(labels) if _is_local(labels) else None
+    if label_table is None or None in label_roles(cfg).values():
+        return []
+    schema = cfg.table_schema
+    features = cfg.storage.table_path("features")
+    feature_table = None
+    if "features" not in written and _is_local(features):
+        feature_table = logged_schema(features)
+    # A features table this run builds has the schema's record id and key.
+    feature_names = feature_table.names if feature_table else [schema.record_id, schema.key]
+    return label_columns(cfg, labels, label_table.names, feature_names)[1]
 
 
 def type_problems(cfg: Config, jobs: Sequence[str]) -> list[str]:

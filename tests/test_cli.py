@@ -164,6 +164,26 @@ def test_timestamp_format_that_does_not_match_the_first_lines_fails_before_spark
     ]
 
 
+def test_a_csv_header_lacking_schema_columns_is_named_before_its_values_are_checked(tmp_path):
+    from ml_engine.config import load_config
+    from ml_engine.preflight import input_problems
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    # a file of labels, not of orders: its third field is no basket
+    (raw / "labels.csv").write_text("order_id,returned,placed\no1,1,2026-11-28 10:00:00\n")
+    config = project(tmp_path, SHOP_SCHEMA, "ingest: {path: raw}\n")
+    assert input_problems(load_config(config)) == [
+        f"ingest.path: the header of {raw / 'labels.csv'} names 3 columns where schema 'shop' "
+        f"({tmp_path / 'schema.yaml'}) declares 4: it lacks ['basket'], so none of its lines "
+        "would load. Point ingest.path at the data files (ingest.csv.delimiter is ','), or "
+        "make the files and the schema file agree"
+    ]
+    # the same number of fields under other names: read by position, as ingest does
+    (raw / "labels.csv").write_text("id,when,amount,y\no1,2026-11-28 10:00:00,2.5,1\n")
+    assert input_problems(load_config(config)) == []
+
+
 def test_timestamp_check_reads_columns_where_the_header_puts_them(tmp_path):
     from ml_engine.config import load_config
     from ml_engine.preflight import input_problems
@@ -283,6 +303,34 @@ def test_missing_input_table_and_batch_are_named_before_spark_starts(tmp_path):
         f"ml-engine: run clean: clean: batch 'b3' is not in its input table bronze "
         f"({tmp_path / 'store' / 'tables' / 'bronze'}); batches there: b1, b2. Set batch_id to "
         "one of them or run the jobs before clean for this batch"
+    ]
+
+
+def test_label_table_columns_are_checked_before_spark_starts(tmp_path):
+    from ml_engine.config import load_config
+    from ml_engine.preflight import preflight
+
+    schema = SHOP_SCHEMA.replace(
+        "role: [record_id, key]}",
+        "role: record_id}\n      - {name: shopper, type: string, role: key}",
+    )
+    labels = tmp_path / "labels"
+    config = project(tmp_path, schema, f"training_set: {{labels_path: {labels}}}\n")
+    features = pd.DataFrame(
+        {"order_id": ["o1"], "shopper": ["s1"], "placed": [pd.Timestamp("2026-11-28")],
+         "basket": [2.0], "batch_id": ["b1"]}
+    )  # fmt: skip
+    write_deltalake(str(tmp_path / "store" / "tables" / "features"), features)
+    # labels of orders: the record id, the label and its time are enough
+    write_deltalake(str(labels), features[["order_id", "placed"]].assign(returned=[1]))
+    assert preflight(load_config(config), ["build_training_set"]) == []
+    # labels without the record id are labels of shoppers, which need the key
+    write_deltalake(str(labels), features[["placed"]].assign(returned=[1]), mode="overwrite",
+                    schema_mode="overwrite")  # fmt: skip
+    assert preflight(load_config(config), ["build_training_set"]) == [
+        f"build_training_set: training_set.key: column 'shopper' is not in the label table "
+        f"{labels}; its columns: ['placed', 'returned'] (labels of single records need only "
+        "the record id 'order_id', the label and its time)"
     ]
 
 
@@ -435,8 +483,10 @@ def _path_without_java(tmp_path: Path) -> str:
 def test_missing_java_is_explained_by_the_cli(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
     env["PATH"] = _path_without_java(tmp_path)
-    data = tmp_path / "raw.csv"
-    data.write_text("transaction_id\n")
+    from ml_engine.config import load_config
+
+    data = tmp_path / "raw.csv"  # a header, no lines
+    data.write_text(",".join(load_config(ROOT / "conf" / "local.yaml").table_schema.names) + "\n")
     r = run_cli(
         "run", "ingest", "--config", "conf/local.yaml", "--set", f"ingest.path={data}", env=env
     )
