@@ -13,9 +13,9 @@ Text is typed the way ``ingest`` will parse it: CSV and JSON values are read as 
 (see ``ml_engine.quality.ingest``), so both are typed from their text here; Parquet columns keep
 the file's own types, except text columns, which are typed from their values like CSV. One
 value in :data:`TOLERATED_SHARE` may break a column's type or role: a date/time column with
-such values keeps its type (ingest quarantines those rows); numbers with a few words for "no
-value" (``n/a``, ``-``) stay text in the schema and ``clean.coerce`` in the config casts them,
-the words becoming nulls; identifiers with a few empty or repeated values stay the record id
+such values keeps its type (ingest quarantines those rows); numbers with a few other values,
+or with :data:`NO_VALUE_WORDS` (``NA``, ``-``) in up to half of the rows, stay text in the
+schema and ``clean.coerce`` in the config casts them, the words becoming nulls; identifiers with a few empty or repeated values stay the record id
 or the entity key (declared not nullable, as the event time is, so ingest quarantines the rows
 without one).
 
@@ -693,16 +693,24 @@ class _Typed:
         return rows > 1 and rows - self.distinct <= rows // TOLERATED_SHARE
 
 
+# Text that means "no value" in a column of numbers, however often it comes.
+NO_VALUE_WORDS = frozenset(
+    {"na", "n/a", "n.a.", "#n/a", "null", "none", "nil", "missing", "-", "--", "?", "."}
+)
+
+
 def _mostly_numbers(values: list[str]) -> tuple[str, list[Any], list[str]] | None:
     """(numeric type, the numbers typed, the other values) when all but at most one in
     :data:`TOLERATED_SHARE` values are numbers (``n/a``, ``-``, ``missing``: text that means
-    no value), else None."""
+    no value), or when at least half are and every other value is one of
+    :data:`NO_VALUE_WORDS` (``NA`` in a tenth of the rows); else None."""
     if len(values) < TOLERATED_SHARE:
         return None
     numbers, odd = [], []
     for v in values:
         (numbers if _is_number(v.strip()) else odd).append(v)
-    if not numbers or len(odd) > len(values) // TOLERATED_SHARE:
+    no_values = all(v.strip().lower() in NO_VALUE_WORDS for v in odd)
+    if not numbers or len(odd) > len(values) // (2 if no_values else TOLERATED_SHARE):
         return None
     type_, _, _, typed, _ = _type_from_text(numbers)
     numeric = type_ in ("int", "long", "double")
@@ -1305,15 +1313,14 @@ def _job_warnings(cols: list[_Typed], roles: _Roles) -> list[str]:
 RARE_CLASS_SHARE = 0.2
 
 
-def _rare_class(label: _Typed) -> tuple[Any, float] | None:
-    """(value, share) of the label's least frequent class when it is below
+def _rare_class(label: _Typed) -> tuple[Any, int, int] | None:
+    """(value, count, sampled labels) of the label's least frequent class when it is below
     :data:`RARE_CLASS_SHARE` of the sampled labels; None otherwise."""
     counts = Counter(label.values)
     if len(counts) < 2:
         return None
     value, n = min(counts.items(), key=lambda kv: (kv[1], str(kv[0])))
-    share = n / len(label.values)
-    return (value, share) if share < RARE_CLASS_SHARE else None
+    return (value, n, len(label.values)) if n < RARE_CLASS_SHARE * len(label.values) else None
 
 
 def _case_spellings(col: _Typed, roles: _Roles) -> list[str]:
@@ -1431,14 +1438,14 @@ def _config_text(
         ]
         rare = _rare_class(label) if task == "classification" else None
         if rare is not None:
-            value, share = rare
-            lines.append(
-                (
-                    "  class_weight: balanced",
-                    f"the rarest class, {_scalar(value)}, is {share:.0%} of the sample: "
-                    "weighted up so the model does not ignore it",
-                )
+            value, n, sampled = rare
+            why = (
+                f"the rarest class, {_scalar(value)}, is {n} of {sampled} sampled labels "
+                f"({n / sampled:.1%}): weighted up so the model does not ignore it"
             )
+            if n * TOLERATED_SHARE <= sampled:
+                why += "; if it is a typo, not a class, list the label's allowed values"
+            lines.append(("  class_weight: balanced", why))
     else:
         lines.append(
             ("# train: {task: classification}", "set once schema.yaml gives a column role label")

@@ -651,6 +651,25 @@ def test_numbers_with_a_few_words_for_no_value_are_cast_by_clean(tmp_path):
     assert config_of(result)["clean"] == {"coerce": {"n": "int"}}
 
 
+@pytest.mark.parametrize(("missing", "coerced"), [(8, True), (51, False)])
+def test_numbers_with_na_in_many_rows_are_cast_while_numbers_are_most(tmp_path, missing, coerced):
+    # "NA" and "NULL" in `missing` of 100 rows: words for no value, however many, as long as
+    # numbers are at least half of the values
+    hours = [
+        ("NA" if i % 2 else "NULL") if i < missing else f"{i * 0.5 + 0.25}" for i in range(100)
+    ]
+    data = write(
+        tmp_path / "t.csv",
+        "ticket,reply_hours\n" + "".join(f"T{i:03d},{h}\n" for i, h in enumerate(hours)),
+    )
+    result = scaffold(str(data), str(tmp_path / "out"))
+    column = load_schema(result.schema_path).column("reply_hours")
+    assert (column.type, column.roles) == ("string", ("numeric_feature",) if coerced else ())
+    assert config_of(result).get("clean", {}).get("coerce") == (
+        {"reply_hours": "double"} if coerced else None
+    )
+
+
 def test_categories_spelled_in_upper_and_lower_case_are_lowered_by_clean(tmp_path):
     regions = [" North", "north", "NORTH ", "south", "South", "east"]
     plans = ["basic", "pro"]  # one spelling each: left as they are
@@ -674,10 +693,22 @@ def test_a_rare_class_gets_balanced_class_weights(tmp_path):
 
     rare = project(1, "rare")
     assert config_of(rare)["train"] == {"task": "classification", "class_weight": "balanced"}
-    assert "# the rarest class, 1, is 10% of the sample: weighted up" in (
-        (tmp_path / "rare" / "config.yaml").read_text()
+    assert (
+        "# the rarest class, 1, is 10 of 100 sampled labels (10.0%): weighted up so the "
+        + ("model does not ignore it\n")
+        in (tmp_path / "rare" / "config.yaml").read_text()
     )
     assert config_of(project(3, "common"))["train"] == {"task": "classification"}
+    # one value in 100: weighted up, with a word on values that are typos
+    rows = [
+        f"r{i:03d},{i * 0.5},{'critical' if i == 7 else ['low', 'high'][i % 2]}" for i in range(100)
+    ]
+    data = write(tmp_path / "typo.csv", "row_id,x,label\n" + "\n".join(rows) + "\n")
+    scaffold(str(data), str(tmp_path / "typo"))
+    assert (
+        "# the rarest class, critical, is 1 of 100 sampled labels (1.0%): weighted up so the "
+        "model does not ignore it; if it is a typo, not a class, list the label's allowed values"
+    ) in (tmp_path / "typo" / "config.yaml").read_text()
 
 
 def test_parquet_nanosecond_timestamps_are_warned_about(tmp_path):
