@@ -209,12 +209,18 @@ def _sample_values(cfg: Config, file: Path, columns: Sequence[str]) -> dict[str,
 
 def _header_problems(cfg: Config, file: Path) -> list[str]:
     """A CSV header that lacks schema columns and has another number of fields than the
-    schema declares: no line of the file could load (ingest reads such a file by position)."""
+    schema declares (no line of the file could load), or as many but a shared column at
+    another field (:func:`~ml_engine.quality.ingest.shifted_header`)."""
     ing, schema = cfg.ingest, cfg.table_schema
     with _open_text(file, ing.csv.encoding) as text:
         header = next(_csv_rows(cfg, text), None)
     if not header:
         return []
+    from ml_engine.quality.ingest import shifted_header
+
+    shifted = shifted_header(str(file), column_names(header)[0], schema)
+    if shifted:
+        return [f"ingest.path: {shifted}"]
     fields = [n.lower() for n in column_names(header)[0]]
     lacking = [c for c in schema.names if csv_name(c).lower() not in fields]
     if not lacking or len(fields) == len(schema.names):

@@ -182,6 +182,15 @@ def test_a_csv_header_lacking_schema_columns_is_named_before_its_values_are_chec
     # the same number of fields under other names: read by position, as ingest does
     (raw / "labels.csv").write_text("id,when,amount,y\no1,2026-11-28 10:00:00,2.5,1\n")
     assert input_problems(load_config(config)) == []
+    # ... unless a shared name is at another field: basket dropped, a column added at the end
+    (raw / "labels.csv").write_text("order_id,placed,returned,tip\no1,2026-11-28 10:00:00,1,2\n")
+    assert input_problems(load_config(config)) == [
+        f"ingest.path: {raw / 'labels.csv'}: the header lacks ['basket'] and names ['returned'] "
+        f"at other fields than schema 'shop' ({tmp_path / 'schema.yaml'}) declares them "
+        "(returned: field 3 in the file, 4 in the schema); read by position, its values would "
+        "load under other columns' names. Make the files and the schema file agree (a column "
+        "added or dropped: add or remove it in the schema file)"
+    ]
 
 
 def test_timestamp_check_reads_columns_where_the_header_puts_them(tmp_path):

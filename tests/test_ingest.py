@@ -692,6 +692,43 @@ def test_csv_headers_with_undeclared_columns_load_the_declared_ones_and_say_so(s
     ]
 
 
+def test_a_csv_header_with_a_column_dropped_and_another_added_is_refused(spark, tmp_path):
+    from ml_engine.quality.ingest import read_input
+
+    schema = schema_from_dict(
+        {
+            "name": "loans",
+            "columns": [
+                {"name": "id", "type": "string"},
+                {"name": "debt", "type": "double"},
+                {"name": "balance", "type": "double"},
+            ],
+        }
+    )
+    path = tmp_path / "in"
+    write(path / "a.csv", b"id,debt,balance\nA,0.5,-2.0\n")
+    # renamed by hand: every shared column in its place, read by position
+    write(path / "b.csv", b"id,owed,balance\nB,0.7,-1.0\n")
+    raw, _ = read_input(spark, str(path), "csv", schema)
+    bronze, _ = split_valid(raw, schema, "b1", AT)
+    expected = spark.createDataFrame(
+        [("A", 0.5, -2.0, src(path / "a.csv")), ("B", 0.7, -1.0, src(path / "b.csv"))],
+        "id string, debt double, balance double, source_file string",
+    )
+    assert_same_rows(bronze, expected)
+    # debt dropped, rate added after balance: balance's values would load as debt's
+    write(path / "c.csv", b"id,balance,rate\nC,-4.9,120.0\n")
+    with pytest.raises(ValueError) as err:
+        read_input(spark, str(path), "csv", schema)
+    assert str(err.value) == (
+        f"{path / 'c.csv'}: the header lacks ['debt'] and names ['balance'] at other fields "
+        "than schema 'loans' (<inline>) declares them (balance: field 2 in the file, 3 in the "
+        "schema); read by position, its values would load under other columns' names. Make "
+        "the files and the schema file agree (a column added or dropped: add or remove it in "
+        "the schema file)"
+    )
+
+
 def test_parquet_and_json_columns_the_schema_does_not_declare_are_named_in_a_note(spark, tmp_path):
     from ml_engine.quality.ingest import read_input
 

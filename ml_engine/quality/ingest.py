@@ -71,6 +71,7 @@ import gzip
 import json
 import os
 import urllib.parse
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from pyspark import StorageLevel
@@ -153,6 +154,34 @@ def _read_csv(
     )
 
 
+def shifted_header(file: str, header: Sequence[str], schema: TableSchema) -> str | None:
+    """Why a CSV file cannot be read, when its header lacks a schema column and names a
+    declared one at another field than the schema's, with as many fields as the schema
+    declares (a column dropped and another added): read by position, values would load under
+    other columns' names; None otherwise (a header renamed by hand keeps every field it shares
+    with the schema in the schema's place)."""
+    declared = [csv_name(c.name).lower() for c in schema.columns]
+    names = [n.lower() for n in header]
+    lacking = [c.name for c, d in zip(schema.columns, declared, strict=True) if d not in names]
+    if not lacking or len(names) != len(declared):
+        return None
+    moved = [
+        (c.name, names.index(d) + 1, i + 1)
+        for i, (c, d) in enumerate(zip(schema.columns, declared, strict=True))
+        if d in names and names.index(d) != i
+    ]
+    if not moved:
+        return None
+    name, at, where = moved[0]
+    return (
+        f"{file}: the header lacks {lacking} and names {[m[0] for m in moved]} at other "
+        f"fields than schema '{schema.name}' ({schema.source}) declares them ({name}: field "
+        f"{at} in the file, {where} in the schema); read by position, its values would load "
+        "under other columns' names. Make the files and the schema file agree (a column "
+        "added or dropped: add or remove it in the schema file)"
+    )
+
+
 def _by_header(
     spark: SparkSession, df: DataFrame, schema: TableSchema, options: CsvOptions
 ) -> tuple[DataFrame, list[str]]:
@@ -185,6 +214,9 @@ def _by_header(
         names = [n.lower() for n in header]
         if not line or names == declared:
             continue
+        shifted = shifted_header(_file_name(file), header, schema)
+        if shifted:
+            raise ValueError(shifted)
         extra = tuple(h for h, n in zip(header, names, strict=True) if n not in by_name)
         lacking = tuple(by_name[d] for d in declared if d not in names)
         if not lacking:
