@@ -53,7 +53,12 @@ from ml_engine.quality.clean import dedup_key
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import TableSchema
 from ml_engine.session import describe
-from ml_engine.tables.base import DeltaTables, schema_differences, sql_literal
+from ml_engine.tables.base import (
+    BatchNotFoundError,
+    DeltaTables,
+    schema_differences,
+    sql_literal,
+)
 
 MICROS_PER_DAY = 86_400 * 1_000_000
 BATCH_COLUMN = "batch_id"
@@ -561,6 +566,7 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
     if detector is not None:
         where = [f"the outlier model saved at {model_path}"] * len(detector.stages)
         check_detector_columns(rows, detector_models(detector), silver_path, where)
+        _check_drop_policy(tables, cfg, batch)
     rows = apply_outlier_policy(rows, detector, cfg.outliers.policy)
     try:
         carry = (BATCH_COLUMN, *OUTLIER_COLUMNS)
@@ -596,6 +602,38 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
             else f"not applied: no detector saved at {model_path} (run detect_outliers)",
         },
     )
+
+
+def _check_drop_policy(tables: DeltaTables, cfg: Config, batch: str) -> None:
+    """Stops a run whose ``outliers.policy`` and the one ``detect_outliers`` applied to the
+    batch (every batch when ``batch`` is empty) disagree on ``drop``: the outliers would be
+    both in ``quarantine`` and in ``features``, or in neither. Reads ``outlier_stats``."""
+    stats_path = cfg.storage.table_path("outlier_stats")
+    policy = cfg.outliers.policy
+    recorded: dict[str, str] = {}
+    try:
+        if tables.exists(stats_path):
+            stats = tables.read_batch(stats_path, batch) if batch else tables.read(stats_path)
+            pairs = stats.select("batch_id", "policy").distinct().collect()
+            recorded = {r.batch_id: r.policy for r in pairs}
+    except BatchNotFoundError:
+        pass  # detect_outliers has not run for the batch
+    if batch and policy == "drop" and batch not in recorded:
+        raise JobError(
+            f"build_features: outliers.policy is drop but detect_outliers has not run for batch "
+            f"'{batch}' (no rows in {stats_path}): run it first, so that the rows left out of "
+            "features are in quarantine"
+        )
+    differ = sorted(b for b, p in recorded.items() if (p == "drop") != (policy == "drop"))
+    if differ:
+        shown = ", ".join(f"'{b}' ({recorded[b]})" for b in differ[:5])
+        raise JobError(
+            f"build_features: outliers.policy is {policy}, but detect_outliers applied another "
+            f"policy to batch {shown} ({stats_path}); with drop the outliers go to quarantine "
+            "instead of features, so both jobs must agree: run detect_outliers for the batch "
+            f"with policy {policy}, or build the features with --set outliers.policy="
+            f"{recorded[differ[0]]}"
+        )
 
 
 def _check_same_definitions(tables: DeltaTables, features_path: str, out: DataFrame) -> None:

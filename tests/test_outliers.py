@@ -970,6 +970,34 @@ def test_job_drop_quarantines_outliers_and_features_leave_them_out(spark, policy
     assert first.outputs["quarantine"] == cfg.storage.table_path("quarantine")
 
 
+def test_build_features_refuses_a_policy_that_disagrees_on_drop_with_detect_outliers(
+    spark, policy_runs
+):
+    """Rows detect_outliers quarantined under drop must not also reach features (nor rows
+    build_features drops be missing from quarantine): the two jobs' policies must agree."""
+    cfg, tables, *_ = policy_runs("drop")
+    features = cfg.storage.table_path("features")
+    stats = cfg.storage.table_path("outlier_stats")
+    before = tables.version(features)
+    flag = cfg.model_copy(update={"outliers": cfg.outliers.model_copy(update={"policy": "flag"})})
+    with pytest.raises(JobError) as err:
+        run_job("build_features", spark, flag, tables)
+    assert str(err.value) == (
+        "build_features: outliers.policy is flag, but detect_outliers applied another policy "
+        f"to batch 'b1' (drop) ({stats}); with drop the outliers go to quarantine instead of "
+        "features, so both jobs must agree: run detect_outliers for the batch with policy "
+        "flag, or build the features with --set outliers.policy=drop"
+    )
+    with pytest.raises(JobError) as err:  # b0: in silver, never given to detect_outliers
+        run_job("build_features", spark, cfg.model_copy(update={"batch_id": "b0"}), tables)
+    assert str(err.value) == (
+        "build_features: outliers.policy is drop but detect_outliers has not run for batch "
+        f"'b0' (no rows in {stats}): run it first, so that the rows left out of features are "
+        "in quarantine"
+    )
+    assert tables.version(features) == before
+
+
 @pytest.mark.parametrize("policy", ["flag", "cap", "drop"])
 def test_job_rerun_on_the_same_batch_gives_the_same_tables(policy_runs, policy):
     cfg, tables, first, second, versions, _ = policy_runs(policy)
