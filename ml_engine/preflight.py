@@ -218,10 +218,11 @@ def _header_problems(cfg: Config, file: Path) -> list[str]:
         return []
     from ml_engine.quality.ingest import shifted_header
 
-    shifted = shifted_header(str(file), column_names(header)[0], schema)
+    names = column_names(header)[0]
+    shifted = shifted_header(str(file), names, schema)
     if shifted:
         return [f"ingest.path: {shifted}"]
-    fields = [n.lower() for n in column_names(header)[0]]
+    fields = [n.lower() for n in names]
     lacking = [c for c in schema.names if csv_name(c).lower() not in fields]
     if not lacking or len(fields) == len(schema.names):
         return []
