@@ -32,8 +32,7 @@ test: check-java env
 
 # The cluster and scheduler checks CI runs after `make test`: the whole chain on a standalone
 # cluster losing a worker, the failures a cluster run cannot survive, the Airflow DAG.
-CLUSTER_TESTS = tests/test_cluster.py tests/test_cluster_chain.py tests/test_cluster_failures.py \
-	tests/test_airflow_dag.py
+CLUSTER_TESTS = tests/test_cluster_chain.py tests/test_cluster_failures.py tests/test_airflow_dag.py
 test-cluster: check-java env airflow-env
 	$(BIN)/pytest -m slow $(CLUSTER_TESTS)
 

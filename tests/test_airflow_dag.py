@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from services import SHORT_JVM_OPTIONS
 
 from ml_engine.jobs import PIPELINE
 from ml_engine.session import ENGINE_JAVA_OPTIONS
@@ -53,6 +54,8 @@ def airflow_env(request, tmp_path_factory) -> dict[str, str]:
         "ML_ENGINE_CONFIG": str(work / "config.yaml"),
         "ML_ENGINE_RAW_ROOT": str(work / "raw"),
         "ML_ENGINE_RUNNER": request.param,
+        # Every task's driver JVM (spark-submit reads it in both runners): the tests' JIT choice.
+        "SPARK_SUBMIT_OPTS": SHORT_JVM_OPTIONS,
     }
     if request.param == "spark-submit":
         env["ML_ENGINE_JOBS_DIR"] = str(ROOT / "jobs")
