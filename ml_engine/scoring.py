@@ -159,8 +159,10 @@ def check_signature(inputs: list[str], df: DataFrame, what: str) -> None:
     missing = [c for c in inputs if c not in df.columns]
     if missing:
         raise JobError(
-            f"{what} lacks column(s) {missing} that the model's signature needs; rebuild the "
-            f"features with the config the model was trained with"
+            f"{what} lacks column(s) {missing} that the model's signature needs; if the schema "
+            f"dropped them on purpose, retrain on today's columns (ml-engine run "
+            f"build_training_set train), else rebuild the features with the config the model "
+            f"was trained with"
         )
 
 

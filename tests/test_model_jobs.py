@@ -429,7 +429,27 @@ def test_batch_without_a_column_of_the_signature_is_refused(chain, trained):
         check_signature(registered.inputs, features.drop("amount", "channel"), "score: batch x")
     assert str(err.value) == (
         "score: batch x lacks column(s) ['amount', 'channel'] that the model's signature "
-        "needs; rebuild the features with the config the model was trained with"
+        "needs; if the schema dropped them on purpose, retrain on today's columns "
+        "(ml-engine run build_training_set train), else rebuild the features with the config "
+        "the model was trained with"
+    )
+
+
+def test_gate_names_the_columns_the_champion_needs_that_the_new_test_set_lacks(chain, trained):
+    from mlflow import MlflowClient
+
+    from ml_engine.tracking import use_store
+    from ml_engine.training.job import champion_on
+
+    uri = use_store(chain.cfg)
+    champion = MlflowClient(uri, uri).get_model_version_by_alias(NAME, "champion")
+    features = chain.tables.read_batch(chain.cfg.storage.table_path("features"), "current")
+    got = champion_on(chain.cfg, features.drop("amount", "channel"), "auc_roc")
+    assert got == (
+        None,
+        int(champion.version),
+        f"champion v{champion.version} cannot score the new test set: it lacks column(s) "
+        "['amount', 'channel'] that the champion was trained with",
     )
 
 

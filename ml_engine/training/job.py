@@ -337,6 +337,12 @@ def champion_on(cfg: Config, test: DataFrame, metric: str) -> tuple[float | None
         return None, version, f"champion v{version} has no feature spec; judged on thresholds"
     spec_data.pop("positive_class", None)
     spec = FeatureSpec(**spec_data)
+    info = mlflow.models.get_model_info(f"models:/{name}/{version}")
+    needed = [c.name for c in info.signature.inputs.inputs] if info.signature else []
+    lacking = [c for c in needed if c not in test.columns]
+    if lacking:
+        why = f"it lacks column(s) {lacking} that the champion was trained with"
+        return None, version, f"champion v{version} cannot score the new test set: {why}"
     try:
         model = mlflow.spark.load_model(f"models:/{name}/{version}")
         score = evaluate(model.transform(test), spec, metrics=[metric]).get(metric)
