@@ -220,9 +220,17 @@ def _run(args) -> int:
     code = R.EXIT_OK
     for n in names:
         result = J.run_job(n, spark, cfg, tables)
-        print_result(result, cfg.effective_batch_id() if J.job_spec(n).per_batch else None)
+        print_result(result, _batch_of(n, cfg))
         code = max(code, result.exit_code)
     return code
+
+
+def _batch_of(job: str, cfg) -> str | None:
+    """The batch a job's run processed; None for a job over every batch, and for
+    build_features by event time or with ``features.rebuild`` (its ``replaced`` says what)."""
+    if not J.job_spec(job).per_batch or (job == "build_features" and not cfg.features.by_batch):
+        return None
+    return cfg.effective_batch_id()
 
 
 def _plain_interrupt(debug: bool) -> None:

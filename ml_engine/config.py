@@ -698,6 +698,11 @@ class FeaturesConfig(StrictModel):
     rebuild: bool = False
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
 
+    @property
+    def by_batch(self) -> bool:
+        """The run builds the rows of its batch (no ``start``/``end``, no ``rebuild``)."""
+        return self.start is None and self.end is None and not self.rebuild
+
     @model_validator(mode="after")
     def _well_formed(self) -> FeaturesConfig:
         if self.rebuild and (self.start is not None or self.end is not None):

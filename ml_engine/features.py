@@ -545,8 +545,7 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
         feature_id_columns(schema)
     except FeatureError as exc:
         raise JobError(f"build_features: {exc}") from None
-    by_batch = fcfg.start is None and fcfg.end is None and not fcfg.rebuild
-    batch = cfg.effective_batch_id() if by_batch else ""
+    batch = cfg.effective_batch_id() if fcfg.by_batch else ""
     predicate = None if fcfg.rebuild else feature_rows_predicate(fcfg, batch, schema.time_column)
     if batch:
         tables.require_batch(silver_path, batch)

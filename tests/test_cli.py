@@ -630,3 +630,23 @@ def test_several_jobs_run_in_the_order_given_in_one_session(spark, tmp_path, mon
         "ml-engine: run ingest clen: unknown job 'clen'; jobs: ingest, clean, detect_outliers, "
         "build_features, build_training_set, train, score, drift_report"
     ]
+
+
+@pytest.mark.parametrize(
+    ("job", "overrides", "batch"),
+    [
+        ("clean", [], "day3"),
+        ("build_features", [], "day3"),
+        ("build_features", ["features.rebuild=true"], None),
+        ("build_features", ["features.start=2026-01-01"], None),
+        ("train", [], None),
+    ],
+)
+def test_the_done_line_names_a_batch_only_for_a_run_over_one_batch(job, overrides, batch):
+    from ml_engine.cli import _batch_of
+    from ml_engine.config import load_config
+
+    cfg = load_config(
+        "ml-engine:sample", ["storage.root=/store", "ingest.path=/raw/day3", *overrides]
+    )
+    assert _batch_of(job, cfg) == batch
