@@ -1246,6 +1246,10 @@ def test_header_only_input_writes_empty_batch(spark, tmp_path, sample_schema_pat
         "quarantined_lines": 0,
         "blank_lines": 0,
     }
+    assert result.notes == [
+        f"ingest: {batch_dir} holds no records (headers and blank lines only): batch empty is "
+        "empty, and the later jobs will not find it in bronze; check the export"
+    ]
     assert tables.read(result.outputs["bronze"]).collect() == []
 
 

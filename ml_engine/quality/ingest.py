@@ -1108,6 +1108,11 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
     finally:
         parsed.unpersist()
     notes = [*read_notes, *added_note("bronze", added)]
+    if counts["rows_in"] == 0:
+        notes.append(
+            f"ingest: {ing.path} holds no records (headers and blank lines only): batch {batch} "
+            "is empty, and the later jobs will not find it in bronze; check the export"
+        )
     if line_metrics:
         accounted = sum(line_metrics[k] for k in ("bronze_lines", "quarantined_lines"))
         accounted += line_metrics["blank_lines"]
