@@ -1109,9 +1109,10 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
         parsed.unpersist()
     notes = [*read_notes, *added_note("bronze", added)]
     if counts["rows_in"] == 0:
+        what = " (headers and blank lines only)" if ing.format == "csv" else ""
         notes.append(
-            f"ingest: {ing.path} holds no records (headers and blank lines only): batch {batch} "
-            "is empty, and the later jobs will not find it in bronze; check the export"
+            f"ingest: {ing.path} holds no records{what}: batch {batch} is empty, and the later "
+            "jobs will not find it in bronze; check the export"
         )
     if line_metrics:
         accounted = sum(line_metrics[k] for k in ("bronze_lines", "quarantined_lines"))
