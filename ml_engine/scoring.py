@@ -143,11 +143,18 @@ def load_registered_model(
 
     mv = resolve_model_version(cfg, alias=alias, version=version)
     uri = f"models:/{mv.name}/{mv.version}"
-    info = mlflow.models.get_model_info(uri)
-    inputs = [c.name for c in info.signature.inputs.inputs] if info.signature else []
+    inputs = signature_inputs(uri)
     model = mlflow.spark.load_model(uri)
     source = f"version {mv.version}" if version is not None else f"alias {alias or 'champion'}"
     return RegisteredModel(mv.name, int(mv.version), mv.run_id, model, inputs, source)
+
+
+def signature_inputs(uri: str) -> list[str]:
+    """The input columns of the logged model at ``uri`` (none when it has no signature)."""
+    import mlflow
+
+    info = mlflow.models.get_model_info(uri)
+    return [c.name for c in info.signature.inputs.inputs] if info.signature else []
 
 
 def check_signature(inputs: list[str], df: DataFrame, what: str) -> None:

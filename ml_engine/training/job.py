@@ -322,6 +322,7 @@ def champion_on(cfg: Config, test: DataFrame, metric: str) -> tuple[float | None
     from mlflow.exceptions import MlflowException
 
     from ml_engine.drift.job import SPEC_ARTIFACT, download_json
+    from ml_engine.scoring import signature_inputs
     from ml_engine.training.evaluation import evaluate
     from ml_engine.training.pipeline import FeatureSpec
 
@@ -337,9 +338,7 @@ def champion_on(cfg: Config, test: DataFrame, metric: str) -> tuple[float | None
         return None, version, f"champion v{version} has no feature spec; judged on thresholds"
     spec_data.pop("positive_class", None)
     spec = FeatureSpec(**spec_data)
-    info = mlflow.models.get_model_info(f"models:/{name}/{version}")
-    needed = [c.name for c in info.signature.inputs.inputs] if info.signature else []
-    lacking = [c for c in needed if c not in test.columns]
+    lacking = [c for c in signature_inputs(f"models:/{name}/{version}") if c not in test.columns]
     if lacking:
         why = f"it lacks column(s) {lacking} that the champion was trained with"
         return None, version, f"champion v{version} cannot score the new test set: {why}"
