@@ -1301,13 +1301,19 @@ def test_top_reasons_leave_out_values_and_keep_quoted_formats(spark):
         "column m: '1.5' (double) is not a whole number in the range of int",
         "column m: '2.5' (double) is not a whole number in the range of int",
         None,
+        "malformed CSV line: not 4 fields (check ingest.csv.quote and ingest.csv.escape)",
+        f"column note: '{'y' * 41}' is not a date",
     ]
     parsed = spark.createDataFrame([(r,) for r in reasons], "_reason string")
-    assert top_reasons(parsed) == [
-        (f"column opened_at: '…' {iso}", 3),
-        ("column m: '…' (double) is not a whole number in the range of int", 2),
-        ("column n: '…' is not an int", 2),
-    ]
+    # each example: the smallest non-empty value of its problem, in code point order
+    assert top_reasons(parsed, limit=5) == [
+        (f"column opened_at: '…' {iso}", 3, "01.11.2026"),
+        ("column m: '…' (double) is not a whole number in the range of int", 2, "1.5"),
+        ("column n: '…' is not an int", 2, "it's"),
+        ("column note: '…' is not a date", 1, "y" * 39 + "…"),
+        ("malformed CSV line: not 4 fields (check ingest.csv.quote and ingest.csv.escape)", 1,
+         None),
+    ]  # fmt: skip
 
 
 def test_too_many_rejected_rows_commit_quarantine_not_bronze_and_name_top_reasons(
@@ -1330,8 +1336,9 @@ def test_too_many_rejected_rows_commit_quarantine_not_bronze_and_name_top_reason
     assert message == (
         "ingest: 4 of 5 rows of batch 'day9' were rejected (80.0%), more than "
         "ingest.max_rejected_fraction 0.5; bronze was not written. Top reasons: column amount: "
-        "'…' is not a double (3 rows); column event_time: '…' does not match timestamp format "
-        f"yyyy-MM-dd HH:mm:ss (1 rows). The rejected rows are in {quarantine_path}; check the "
+        "'…' is not a double (3 rows, e.g. '1.2.3'); column event_time: '…' does not match "
+        "timestamp format yyyy-MM-dd HH:mm:ss (1 rows, e.g. '01/01/2026'). The rejected rows "
+        f"are in {quarantine_path}; check the "
         "schema, ingest.csv and ingest.timestamp_format (or raise ingest.max_rejected_fraction)"
     )
     quarantined = tables.read(quarantine_path).select("record_key").collect()

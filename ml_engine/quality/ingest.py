@@ -895,30 +895,52 @@ def split_valid(
     return split_parsed(parsed, schema)
 
 
-def top_reasons(parsed: DataFrame, limit: int = 3) -> list[tuple[str, int]]:
-    """The most frequent problems of rejected rows, values left out, with their row counts.
+def top_reasons(parsed: DataFrame, limit: int = 3) -> list[tuple[str, int, str | None]]:
+    """The most frequent problems of rejected rows, values left out, with their row counts
+    and one example value each (the smallest non-empty one, cut at 40 characters; None for a
+    problem that names no value).
 
     ``column amount: 'abc' is not a double`` and ``... '12.3.4' ...`` count as one problem,
-    ``column amount: '…' is not a double``. One small aggregation.
+    ``column amount: '…' is not a double``, example ``12.3.4``. One small aggregation.
     """
     problems = parsed.where(F.col(_REASON).isNotNull()).select(
         F.explode(F.split(F.col(_REASON), "; ")).alias("problem")
     )
     # The value between "column c: '" and "' is not" / "' does not match" / "' (type) ..." (a
     # format such as yyyy-MM-dd'T'HH:mm:ss after it keeps its quotes).
-    value = r"^(column .+?: ').*?(' (?:is not|does not match|\([a-z0-9(),<>: ]+\) ))"
-    kinds = problems.select(F.regexp_replace("problem", value, "$1…$2").alias("kind"))
-    top = kinds.groupBy("kind").count().orderBy(F.desc("count"), F.asc("kind")).limit(limit)
-    return [(r["kind"], int(r["count"])) for r in top.collect()]
+    value = r"^(column .+?: ')(.*?)(' (?:is not|does not match|\([a-z0-9(),<>: ]+\) ))"
+    named = F.col("problem").rlike(value)
+    kinds = problems.select(
+        F.regexp_replace("problem", value, "$1…$3").alias("kind"),
+        F.when(named, F.regexp_extract("problem", value, 2)).alias("value"),
+    )
+    shown = F.when(F.length("value") > 40, F.concat(F.substring("value", 1, 39), F.lit("…")))
+    example = F.coalesce(F.min(F.nullif("value", F.lit(""))), F.min("value"))
+    top = (
+        kinds.groupBy("kind")
+        .agg(F.count(F.lit(1)).alias("count"), example.alias("value"))
+        .select("kind", "count", shown.otherwise(F.col("value")).alias("example"))
+        .orderBy(F.desc("count"), F.asc("kind"))
+        .limit(limit)
+    )
+    return [(r["kind"], int(r["count"]), r["example"]) for r in top.collect()]
+
+
+def _reason_counts(parsed: DataFrame) -> str:
+    """The top reasons as the rejection messages print them."""
+    return "; ".join(
+        f"{kind} ({n} rows" + (f", e.g. '{example}')" if example is not None else ")")
+        for kind, n, example in top_reasons(parsed)
+    )
 
 
 def _too_many_rejected(parsed: DataFrame, counts, ing, quarantine_path: str, batch: str) -> str:
     rejected, rows = int(counts["quarantined_rows"]), int(counts["rows_in"])
-    reasons = "; ".join(f"{kind} ({n} rows)" for kind, n in top_reasons(parsed))
     return (
         f"ingest: {rejected} of {rows} rows of batch '{batch}' were rejected "
         f"({rejected / rows:.1%}), more than ingest.max_rejected_fraction "
-        f"{ing.max_rejected_fraction:g}; bronze was not written. Top reasons: {reasons}. "
+        f"{ing.max_rejected_fraction:g}; bronze was not written. Top reasons: "
+        f"{_reason_counts(parsed)}. "
         f"The rejected rows are in {quarantine_path}; check the schema, ingest.csv and "
         f"ingest.timestamp_format (or raise ingest.max_rejected_fraction)"
     )
