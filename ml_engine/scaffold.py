@@ -1446,6 +1446,14 @@ def _config_text(
             if n * TOLERATED_SHARE <= sampled:
                 why += "; if it is a typo, not a class, list the label's allowed values"
             lines.append(("  class_weight: balanced", why))
+        metric = {"classification": "auc_roc" if label.distinct <= 2 else "f1"}.get(task, "r2")
+        lines.append(
+            (
+                f"  # gate_thresholds: {{{metric}: 0.7}}",
+                "none set: the first model trained becomes champion whatever it scores; "
+                "set the least a model must reach",
+            )
+        )
     else:
         lines.append(
             ("# train: {task: classification}", "set once schema.yaml gives a column role label")

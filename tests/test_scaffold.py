@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -510,6 +511,33 @@ def test_label_given_by_name_is_the_label_and_its_values_set_the_task(tmp_path):
     result = scaffold(str(data), str(tmp_path / "out2"), label="words")
     assert load_schema(result.schema_path).label == "words"
     assert config_of(result)["train"] == {"task": "regression"}
+
+
+def test_the_config_shows_a_gate_bound_of_its_tasks_metric_commented_out(events_csv, tmp_path):
+    """No bound is set (the data decides what a good score is), but the line to set one is
+    there, with the task's metric, and loads once uncommented."""
+    from ml_engine.config import load_config
+
+    rows = "\n".join(f"T{i},{i * 1.5},{('low', 'normal', 'high')[i % 3]}" for i in range(1, 13))
+    tickets = write(tmp_path / "t.csv", f"ticket,words,priority\n{rows}\n")
+    cases = {
+        "binary": (scaffold(str(events_csv), str(tmp_path / "binary")), "auc_roc"),
+        "multiclass": (scaffold(str(tickets), str(tmp_path / "multi"), label="priority"), "f1"),
+        "regression": (scaffold(str(events_csv), str(tmp_path / "reg"), label="f00"), "r2"),
+    }
+    for name, (result, metric) in cases.items():
+        path = Path(result.config_path)
+        text = path.read_text()
+        assert "gate_thresholds" not in config_of(result)["train"], name
+        line = next(x for x in text.splitlines() if "gate_thresholds" in x)
+        setting = line[: line.index("  # none set")].rstrip()
+        assert setting == f"  # gate_thresholds: {{{metric}: 0.7}}", name
+        assert line.endswith(
+            "# none set: the first model trained becomes champion whatever it scores; set the "
+            "least a model must reach"
+        ), name
+        path.write_text(text.replace("  # gate_thresholds", "  gate_thresholds"))
+        assert load_config(str(path)).train.gate_thresholds == {metric: 0.7}, name
 
 
 def test_a_few_dirty_values_do_not_hide_the_event_time_or_the_record_id(tmp_path):
