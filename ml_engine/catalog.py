@@ -191,9 +191,7 @@ class BatchCatalog:
         """How the run log names the table at ``path``: by its name when it lies beside the
         run log (``bronze``), so a storage root keeps its batches when it is moved or copied;
         else by its path."""
-        table, base = path.rstrip("/"), self.runs_path.rstrip("/")
-        folder, name = table.rsplit("/", 1) if "/" in table else ("", table)
-        return name if folder == base.rsplit("/", 1)[0] else path
+        return _logged_path(path, self.runs_path)
 
     # ------------------------------------------------------------------------------- reads
 
@@ -319,3 +317,32 @@ def _not_complete(tables: DeltaTables, path: str, batch_id: str, visible: dict[s
             f"batches: {shown}"
         )
     return batch_not_found(path, batch_id, complete)
+
+
+def _logged_path(path: str, runs_path: str) -> str:
+    """See :meth:`BatchCatalog.logged_path`."""
+    table, base = path.rstrip("/"), runs_path.rstrip("/")
+    folder, name = table.rsplit("/", 1) if "/" in table else ("", table)
+    return name if folder == base.rsplit("/", 1)[0] else path
+
+
+def logged_runs_of_batch(runs_path: str, path: str, batch_id: str) -> list[tuple[str, datetime]]:
+    """``(job, completed_at)`` of each completed run that wrote batch ``batch_id`` of the table
+    at ``path``, oldest first, read from the run log at ``runs_path`` by delta-rs (no Spark:
+    the checks before a job starts use it); empty when there is no run log."""
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError, TableNotFoundError
+
+    from ml_engine.tables.rs import _location
+
+    try:
+        log = DeltaTable(_location(runs_path))
+    except (TableNotFoundError, DeltaError):
+        return []
+    names = [_logged_path(path, runs_path), path]
+    rows = log.to_pyarrow_dataset().to_table(
+        columns=["job", "completed_at"],
+        filter=(ds.field("batch_id") == batch_id) & ds.field("table_path").isin(names),
+    )
+    return sorted(((r["job"], r["completed_at"]) for r in rows.to_pylist()), key=lambda r: r[1])

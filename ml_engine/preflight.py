@@ -459,6 +459,7 @@ def _role_problems(cfg: Config, job: str, roles: Sequence[str]) -> list[str]:
 
 
 def _table_problems(cfg: Config, job: str, written: set[str]) -> list[str]:
+    from ml_engine.catalog import logged_runs_of_batch
     from ml_engine.tables.rs import logged_batches
 
     spec = job_spec(job)
@@ -497,6 +498,16 @@ def _table_problems(cfg: Config, job: str, written: set[str]) -> list[str]:
             return [str(exc)]
         if batches is not None and batch not in batches:
             shown = ", ".join(batches[-20:]) or "none"
+            runs = logged_runs_of_batch(cfg.storage.table_path("job_runs"), path, batch)
+            if runs:  # the batch was written, with no rows
+                producer, at = runs[-1]
+                return [
+                    f"{job}: batch '{batch}' has no rows in its input table {batch_table} "
+                    f"({path}): {producer} last ran for it (completed "
+                    f"{at:%Y-%m-%d %H:%M:%S} UTC) and left it without rows. Check the batch's "
+                    f"input (and the quarantine, for rows {producer} rejected), then rerun "
+                    f"{producer}; or set batch_id to another batch: {shown}"
+                ]
             problems.append(
                 f"{job}: batch '{batch}' is not in its input table {batch_table} ({path}); "
                 f"batches there: {shown}. Set batch_id to one of them or run the jobs "

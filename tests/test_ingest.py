@@ -1230,12 +1230,14 @@ def test_files_of_another_day_named_like_a_batch_do_not_replace_it(
 
 
 def test_header_only_input_writes_empty_batch(spark, tmp_path, sample_schema_path, tables):
-    from ml_engine.quality.ingest import run_ingest
+    from ml_engine.jobs import run_job
+    from ml_engine.preflight import preflight
 
     batch_dir = tmp_path / "raw" / "empty"
     write(batch_dir / "a.csv", (TX_HEADER + "\n").encode())
     write(batch_dir / "b.csv", b"")
-    result = run_ingest(spark, job_config(tmp_path, sample_schema_path, batch_dir), tables)
+    cfg = job_config(tmp_path, sample_schema_path, batch_dir)
+    result = run_job("ingest", spark, cfg, tables)
     assert result.metrics == {
         "batch_id": "empty",
         "rows_in": 0,
@@ -1251,6 +1253,19 @@ def test_header_only_input_writes_empty_batch(spark, tmp_path, sample_schema_pat
         "empty, and the later jobs will not find it in bronze; check the export"
     ]
     assert tables.read(result.outputs["bronze"]).collect() == []
+    # clean's check before Spark starts names the run that wrote the batch without rows
+    runs = tables.read(cfg.storage.table_path("job_runs")).orderBy("table_path").collect()
+    assert [(r.job, r.batch_id, r.table_path) for r in runs] == [
+        ("ingest", "empty", "bronze"),
+        ("ingest", "empty", "quarantine"),
+    ]
+    bronze = cfg.storage.table_path("bronze")
+    assert preflight(cfg, ["clean"]) == [
+        f"clean: batch 'empty' has no rows in its input table bronze ({bronze}): ingest last ran "
+        f"for it (completed {runs[0].completed_at:%Y-%m-%d %H:%M:%S} UTC) and left it without "
+        "rows. Check the batch's input (and the quarantine, for rows ingest rejected), then rerun "
+        "ingest; or set batch_id to another batch: none"
+    ]
 
 
 def test_missing_input_path_is_a_job_error(spark, tmp_path, sample_schema_path, tables):
