@@ -501,18 +501,19 @@ def _table_problems(cfg: Config, job: str, written: set[str]) -> list[str]:
             runs = logged_runs_of_batch(cfg.storage.table_path("job_runs"), path, batch)
             if runs:  # the batch was written, with no rows
                 producer, at = runs[-1]
-                return [
+                problems.append(
                     f"{job}: batch '{batch}' has no rows in its input table {batch_table} "
                     f"({path}): {producer} last ran for it (completed "
                     f"{at:%Y-%m-%d %H:%M:%S} UTC) and left it without rows. Check the batch's "
                     f"input (and the quarantine, for rows {producer} rejected), then rerun "
                     f"{producer}; or set batch_id to another batch: {shown}"
-                ]
-            problems.append(
-                f"{job}: batch '{batch}' is not in its input table {batch_table} ({path}); "
-                f"batches there: {shown}. Set batch_id to one of them or run the jobs "
-                f"before {job} for this batch"
-            )
+                )
+            else:
+                problems.append(
+                    f"{job}: batch '{batch}' is not in its input table {batch_table} ({path}); "
+                    f"batches there: {shown}. Set batch_id to one of them or run the jobs "
+                    f"before {job} for this batch"
+                )
     return problems
 
 

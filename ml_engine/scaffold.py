@@ -1446,7 +1446,10 @@ def _config_text(
             if n * TOLERATED_SHARE <= sampled:
                 why += "; if it is a typo, not a class, list the label's allowed values"
             lines.append(("  class_weight: balanced", why))
-        metric = {"classification": "auc_roc" if label.distinct <= 2 else "f1"}.get(task, "r2")
+        if task == "regression":
+            metric = "r2"
+        else:
+            metric = "auc_roc" if label.distinct <= 2 else "f1"
         lines.append(
             (
                 f"  # gate_thresholds: {{{metric}: 0.7}}",

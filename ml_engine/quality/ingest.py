@@ -926,21 +926,16 @@ def top_reasons(parsed: DataFrame, limit: int = 3) -> list[tuple[str, int, str |
     return [(r["kind"], int(r["count"]), r["example"]) for r in top.collect()]
 
 
-def _reason_counts(parsed: DataFrame) -> str:
-    """The top reasons as the rejection messages print them."""
-    return "; ".join(
+def _too_many_rejected(parsed: DataFrame, counts, ing, quarantine_path: str, batch: str) -> str:
+    rejected, rows = int(counts["quarantined_rows"]), int(counts["rows_in"])
+    reasons = "; ".join(
         f"{kind} ({n} rows" + (f", e.g. '{example}')" if example is not None else ")")
         for kind, n, example in top_reasons(parsed)
     )
-
-
-def _too_many_rejected(parsed: DataFrame, counts, ing, quarantine_path: str, batch: str) -> str:
-    rejected, rows = int(counts["quarantined_rows"]), int(counts["rows_in"])
     return (
         f"ingest: {rejected} of {rows} rows of batch '{batch}' were rejected "
         f"({rejected / rows:.1%}), more than ingest.max_rejected_fraction "
-        f"{ing.max_rejected_fraction:g}; bronze was not written. Top reasons: "
-        f"{_reason_counts(parsed)}. "
+        f"{ing.max_rejected_fraction:g}; bronze was not written. Top reasons: {reasons}. "
         f"The rejected rows are in {quarantine_path}; check the schema, ingest.csv and "
         f"ingest.timestamp_format (or raise ingest.max_rejected_fraction)"
     )
