@@ -198,20 +198,16 @@ class BatchCatalog:
     def visible(self, path: str) -> dict[str, int] | None:
         """Batch -> the table version its latest completed run recorded; None when the table
         is read as it is (no record in the run log and no commit made through a catalog)."""
-        rows = []
-        if self.tables.exists(self.runs_path):
-            rows = (
-                self.tables.read(self.runs_path)
-                .where(F.col("table_path").isin(self.logged_path(path), path))
-                .groupBy("batch_id")
-                .agg(
-                    F.max_by("table_version", F.struct("completed_at", "table_version")).alias("v")
-                )
-                .collect()
-            )
-        if not rows:
+        names = [self.logged_path(path), path]
+        runs = self.tables.log_rows(
+            self.runs_path, ["batch_id", "table_version", "completed_at"], {"table_path": names}
+        )
+        if not runs:
             return {} if self._marked(path) else None
-        return {r["batch_id"]: int(r["v"]) for r in rows}
+        latest: dict[str, int] = {}
+        for run in sorted(runs, key=lambda r: (r["completed_at"], r["table_version"])):
+            latest[run["batch_id"]] = int(run["table_version"])
+        return latest
 
     def _marked(self, path: str) -> bool:
         """True when a commit of the table was made through a catalog."""
@@ -330,19 +326,11 @@ def logged_runs_of_batch(runs_path: str, path: str, batch_id: str) -> list[tuple
     """``(job, completed_at)`` of each completed run that wrote batch ``batch_id`` of the table
     at ``path``, oldest first, read from the run log at ``runs_path`` by delta-rs (no Spark:
     the checks before a job starts use it); empty when there is no run log."""
-    import pyarrow.dataset as ds
-    from deltalake import DeltaTable
-    from deltalake.exceptions import DeltaError, TableNotFoundError
+    from ml_engine.tables.rs import log_rows
 
-    from ml_engine.tables.rs import _location
-
-    try:
-        log = DeltaTable(_location(runs_path))
-    except (TableNotFoundError, DeltaError):
-        return []
-    names = [_logged_path(path, runs_path), path]
-    rows = log.to_pyarrow_dataset().to_table(
-        columns=["job", "completed_at"],
-        filter=(ds.field("batch_id") == batch_id) & ds.field("table_path").isin(names),
+    runs = log_rows(
+        runs_path,
+        ["job", "completed_at"],
+        {"batch_id": [batch_id], "table_path": [_logged_path(path, runs_path), path]},
     )
-    return sorted(((r["job"], r["completed_at"]) for r in rows.to_pylist()), key=lambda r: r[1])
+    return sorted(((r["job"], r["completed_at"]) for r in runs), key=lambda r: r[1])

@@ -7,6 +7,8 @@ only decides how the Delta transaction log is read and committed.
 from __future__ import annotations
 
 import copy
+import functools
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -222,6 +224,15 @@ class DeltaTables(ABC):
         """
         version = self.version(path)
         return self.read(path, version=version), version
+
+    def log_rows(self, path: str, columns: list[str], where: dict[str, list]) -> list[dict]:
+        """The ``columns`` of a small table's rows (a run log) whose column ``c`` is one of
+        ``where[c]`` for each ``c``, as Python values; empty when there is no table."""
+        if not self.exists(path):
+            return []
+        kept = [F.col(c).isin(values) for c, values in where.items()]
+        rows = self.read(path).where(functools.reduce(operator.and_, kept)).select(*columns)
+        return [r.asDict() for r in rows.collect()]
 
     def replace_batch(
         self,

@@ -85,6 +85,7 @@ except ImportError:  # Windows: no flock, commits rely on the exact-version comm
 
 import deltalake
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
@@ -329,6 +330,9 @@ class RsDeltaTables(DeltaTables):
             self._load_version(table, path, version)
         found = _logged_batches(path, table)
         return super().batches(path, version=version) if found is None else found
+
+    def log_rows(self, path: str, columns: list[str], where: dict[str, list]) -> list[dict]:
+        return log_rows(path, columns, where)
 
     def history(self, path: str) -> list[Commit]:
         commits = []
@@ -1200,6 +1204,16 @@ def logged_batches(path: str) -> list[str] | None:
     return _logged_batches(path, table)
 
 
+def log_rows(path: str, columns: list[str], where: dict[str, list]) -> list[dict]:
+    """:meth:`DeltaTables.log_rows` read by delta-rs and pyarrow (no Spark needed)."""
+    try:
+        table = DeltaTable(_location(path))
+    except (DeltaTableNotFoundError, DeltaError):
+        return []
+    kept = reduce(operator.and_, [pads.field(c).isin(values) for c, values in where.items()])
+    return table.to_pyarrow_dataset().to_table(columns=columns, filter=kept).to_pylist()
+
+
 def logged_schema(path: str) -> T.StructType | None:
     """The latest schema of the Delta table at ``path`` from its log (no Spark needed); None
     when there is no table."""
@@ -1371,8 +1385,10 @@ def _scan_groups(files: list[_DataFile], with_file_ids: bool) -> list[list[_Data
 def _empty(spark: SparkSession, schema: T.StructType) -> DataFrame:
     """An empty DataFrame with ``schema`` that the optimizer turns into an empty local relation
     (``createDataFrame([])`` would become an RDD scan that still runs a task)."""
-    nulls = [F.lit(None).cast(f.dataType).alias(f.name) for f in schema.fields]
-    return spark.range(1).select(*nulls).where(F.lit(False))
+    # one null struct cast to the schema: a few calls to the JVM, not a few per column
+    fields = T.StructType([T.StructField(f.name, f.dataType) for f in schema.fields])
+    nulls = F.lit(None).cast(fields).alias("nulls")
+    return spark.range(1).select(nulls).select("nulls.*").where(F.lit(False))
 
 
 def _typed_literal(value: Any, data_type: T.DataType) -> Column:
