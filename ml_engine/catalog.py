@@ -182,8 +182,7 @@ class BatchCatalog:
             batches = {batch_id} | (touched_batches(path, version) or set())
             logged = self.logged_path(path)
             rows += [(run_id, job, b, logged, int(version), now) for b in sorted(batches)]
-        log = self.tables.spark.createDataFrame(rows, RUNS_SCHEMA)
-        self.tables.append(log, self.runs_path, app_id=f"ml-engine-run-{run_id}", app_version=1)
+        self.tables.append_rows(rows, RUNS_SCHEMA, self.runs_path, f"ml-engine-run-{run_id}", 1)
         self.committed = {}
         return rows
 

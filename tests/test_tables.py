@@ -32,7 +32,7 @@ from ml_engine.tables import (
     delta_spark_conf,
     open_tables,
 )
-from ml_engine.tables.base import with_columns_of
+from ml_engine.tables.base import nullable_schema, with_columns_of
 
 UTC = timezone.utc
 
@@ -138,6 +138,44 @@ def test_append_creates_the_table_then_adds_rows(spark, tables, tmp_path):
     expected = [(1, "b1", 1.5), (2, "b1", None), (3, "b2", -2.0)]
     assert_df_equality(tables.read(path), frame(spark, expected), ignore_row_order=True)
     assert delta_rows(path) == [(1, "b1", 1.5), (2, "b1", None), (3, "b2", -2.0)]
+
+
+LOG_SCHEMA = T.StructType(
+    [
+        T.StructField("run", T.StringType(), False),
+        T.StructField("version", T.LongType(), False),
+        T.StructField("at", T.TimestampType(), False),
+    ]
+)
+
+
+@pytest.mark.parametrize("reader", ["own", "inherited"])
+def test_append_rows_appends_once_per_app_version_and_refuses_nulls(
+    spark, tables, tmp_path, reader
+):
+    path = str(tmp_path / "log")
+    at = datetime(2026, 3, 29, 1, 30, 0, 250000, tzinfo=UTC)  # inside a DST change somewhere
+    rows = [("r1", 3, at), ("r1", 4, at)]
+    append_rows = tables.append_rows if reader == "own" else super(type(tables), tables).append_rows
+
+    first = append_rows(rows, LOG_SCHEMA, path, "run-r1", 1)
+    again = append_rows(rows, LOG_SCHEMA, path, "run-r1", 1)  # a retry of the same run
+    second = append_rows([("r2", 5, at)], LOG_SCHEMA, path, "run-r2", 1)
+
+    assert (first, again, second) == (0, None, 1)
+    expected = spark.createDataFrame(
+        [("r1", 3, at), ("r1", 4, at), ("r2", 5, at)], nullable_schema(LOG_SCHEMA)
+    )
+    assert_df_equality(tables.read(path), expected, ignore_row_order=True)
+    independent = DeltaTable(path).to_pyarrow_table().sort_by("version").to_pylist()
+    assert [(r["run"], r["version"], r["at"]) for r in independent] == [
+        ("r1", 3, at),
+        ("r1", 4, at),
+        ("r2", 5, at),
+    ]
+    with pytest.raises(Exception, match="(?i)not null"):  # "NOT NULL", "not nullable"
+        append_rows([("r3", None, at)], LOG_SCHEMA, path, "run-r3", 1)
+    assert tables.version(path) == 1
 
 
 def test_log_rows_are_the_rows_matching_every_condition_as_python_values(spark, tables, tmp_path):

@@ -225,6 +225,14 @@ class DeltaTables(ABC):
         version = self.version(path)
         return self.read(path, version=version), version
 
+    def append_rows(
+        self, rows: list[tuple], schema: StructType, path: str, app_id: str, app_version: int
+    ) -> int | None:
+        """Appends a few Python ``rows`` of ``schema`` (a run log's entries) as :meth:`append`
+        does with the same app id and version."""
+        df = self.spark.createDataFrame(rows, schema)
+        return self.append(df, path, app_id=app_id, app_version=app_version)
+
     def log_rows(self, path: str, columns: list[str], where: dict[str, list]) -> list[dict]:
         """The ``columns`` of a small table's rows (a run log) whose column ``c`` is one of
         ``where[c]`` for each ``c``, as Python values; empty when there is no table."""

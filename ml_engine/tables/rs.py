@@ -103,6 +103,7 @@ from pyspark.logger import PySparkLogger
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from ml_engine.tables.base import (
     BATCH_COLUMN,
@@ -443,6 +444,56 @@ class RsDeltaTables(DeltaTables):
             data = _with_row_checks(conform_to_table(path, snapshot.schema, df), snapshot)
             adds = self._write_files(data, snapshot)
             return _Plan(snapshot, adds, [], "WRITE", parameters, _Scope("none"), app=app)
+
+        return self._write(path, "append", plan)
+
+    def append_rows(
+        self, rows: list[tuple], schema: T.StructType, path: str, app_id: str, app_version: int
+    ) -> int | None:
+        """:meth:`DeltaTables.append_rows` with the file written by pyarrow: no Spark job.
+
+        Raises:
+            TableError: a row holds a null in a NOT NULL column of ``schema``, or the table's
+                columns are not those of ``schema``.
+        """
+        for row in rows:
+            for field, value in zip(schema.fields, row, strict=True):
+                if value is None and not field.nullable:
+                    raise TableError(
+                        f"append to Delta table {path}: column {field.name} is NOT NULL and "
+                        f"a row holds null: {row}"
+                    )
+        arrow_schema = to_arrow_schema(nullable_schema(schema), timezone="UTC")
+        named = [dict(zip(schema.names, r, strict=True)) for r in rows]
+        data = pa.Table.from_pylist(named, arrow_schema)
+        app = (app_id, int(app_version))
+        parameters = {"mode": "Append"}
+
+        def plan(table: DeltaTable | None) -> _Plan | None:
+            if table is not None and _app_done(table, app):
+                return None
+            if table is None:
+                snapshot = _Snapshot(path, None, nullable_schema(schema), [], [])  # type: ignore[arg-type]
+            else:
+                snapshot = _snapshot(path, table, with_files=False)
+                _check_writable(snapshot, None)
+                if [(f.name, f.dataType) for f in snapshot.schema.fields] != [
+                    (f.name, f.dataType) for f in schema.fields
+                ]:
+                    raise TableError(
+                        f"append to Delta table {path}: the table's columns "
+                        f"{snapshot.schema.simpleString()} are not {schema.simpleString()}"
+                    )
+            write_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:16]}"
+            target = _join(_location(path), write_id)
+            fs, base = _filesystem(target)
+            fs.create_dir(base)
+            pq.write_table(data, f"{base}/part-00000.snappy.parquet", filesystem=fs)
+            adds = _add_actions(snapshot, target, write_id)
+            create = (snapshot.schema, []) if table is None else None
+            base_snapshot = None if table is None else snapshot
+            return _Plan(base_snapshot, adds, [], "WRITE", parameters, _Scope("none"), app=app,
+                         create=create)  # fmt: skip
 
         return self._write(path, "append", plan)
 
