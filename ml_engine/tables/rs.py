@@ -1163,7 +1163,7 @@ def _check_partition_columns(path: str, schema: T.StructType, partition_by: list
 def _check_predicate(spark: SparkSession, path: str, schema: T.StructType, predicate: str) -> None:
     """Analyses ``predicate`` against the table's columns (no Spark job)."""
     try:
-        spark.createDataFrame([], nullable_schema(schema)).where(predicate).schema  # noqa: B018
+        _empty(spark, schema).where(predicate).schema  # noqa: B018
     except Exception as exc:
         raise TableError(
             f"replace_where predicate {predicate!r} is not a valid SQL predicate over the "
@@ -1175,11 +1175,11 @@ def _only_partition_columns(spark: SparkSession, snapshot: _Snapshot, predicate:
     """True when ``predicate`` resolves against the partition columns alone."""
     if not snapshot.partition_by:
         return False
-    only_partitions = T.StructType([f for f in nullable_schema(snapshot.schema).fields
+    only_partitions = T.StructType([f for f in snapshot.schema.fields
                                     if f.name in snapshot.partition_by])  # fmt: skip
     try:
         with _quiet_analysis_errors():
-            spark.createDataFrame([], only_partitions).where(predicate).schema  # noqa: B018
+            _empty(spark, only_partitions).where(predicate).schema  # noqa: B018
     except AnalysisException:
         return False
     return True
