@@ -458,6 +458,22 @@ def test_replace_where_refuses_rows_that_do_not_match_the_predicate(spark, table
     assert delta_rows(path) == [(1, "b1", 1.0)]
 
 
+@pytest.mark.skipif("config.getoption('--delta-backend') != 'rs'")
+def test_rs_replace_where_names_a_predicate_over_unknown_columns(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    tables.append(frame(spark, [(1, "b1", 1.0)]), path, partition_by=["batch"])
+
+    with pytest.raises(TableError) as refused:
+        tables.overwrite(frame(spark, [(2, "b1", 2.0)]), path, replace_where="shop = 'b1'")
+
+    assert str(refused.value).startswith(
+        "replace_where predicate \"shop = 'b1'\" is not a valid SQL predicate over the columns "
+        f"of Delta table {path} (['id', 'batch', 'amount']): "
+    )
+    assert "shop" in str(refused.value).split("]): ", 1)[1]
+    assert tables.version(path) == 0
+
+
 # ---------------------------------------------------------------------------------- upsert
 
 
