@@ -175,6 +175,9 @@ def test_append_rows_appends_once_per_app_version_and_refuses_nulls(
     ]
     with pytest.raises(Exception, match="(?i)not null"):  # "NOT NULL", "not nullable"
         append_rows([("r3", None, at)], LOG_SCHEMA, path, "run-r3", 1)
+    other = T.StructType([*LOG_SCHEMA.fields[:2], T.StructField("at", T.StringType())])
+    with pytest.raises(TableError, match=r"differs from the table's \(different types: at"):
+        append_rows([("r4", 6, "later")], other, path, "run-r4", 1)
     assert tables.version(path) == 1
 
 

@@ -339,14 +339,24 @@ def conform_to_table(path: str, table_schema: StructType, df: DataFrame) -> Data
     Raises:
         TableError: naming the missing, extra and differently typed columns.
     """
-    problems = schema_differences(table_schema, df.schema)
+    check_columns(path, table_schema, df.schema)
+    return df.select(*[df[name] for name in table_schema.names])
+
+
+def check_columns(path: str, table_schema: StructType, data_schema: StructType) -> None:
+    """Refuses rows of ``data_schema`` for the table unless they have its columns and types
+    (nullability and column order aside); see :func:`conform_to_table`.
+
+    Raises:
+        TableError: naming the missing, extra and differently typed columns.
+    """
+    problems = schema_differences(table_schema, data_schema)
     if problems:
         raise TableError(
             f"cannot write to Delta table {path}: the data's schema differs from the table's "
             f"({problems}). Select and cast the columns to the table's schema "
             f"({table_schema.simpleString()}), or write to a new table."
         )
-    return df.select(*[df[name] for name in table_schema.names])
 
 
 def added_columns(

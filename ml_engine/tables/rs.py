@@ -113,6 +113,7 @@ from ml_engine.tables.base import (
     TableError,
     TableNotFoundError,
     added_columns,
+    check_columns,
     check_replace_schema,
     check_unique_keys,
     conform_to_table,
@@ -453,8 +454,8 @@ class RsDeltaTables(DeltaTables):
         """:meth:`DeltaTables.append_rows` with the file written by pyarrow: no Spark job.
 
         Raises:
-            TableError: a row holds a null in a NOT NULL column of ``schema``, or the table's
-                columns are not those of ``schema``.
+            TableError: a row holds a null in a NOT NULL column of ``schema``, or ``schema``
+                does not fit the table's columns (see ``conform_to_table``).
         """
         for row in rows:
             for field, value in zip(schema.fields, row, strict=True):
@@ -477,18 +478,13 @@ class RsDeltaTables(DeltaTables):
             else:
                 snapshot = _snapshot(path, table, with_files=False)
                 _check_writable(snapshot, None)
-                if [(f.name, f.dataType) for f in snapshot.schema.fields] != [
-                    (f.name, f.dataType) for f in schema.fields
-                ]:
-                    raise TableError(
-                        f"append to Delta table {path}: the table's columns "
-                        f"{snapshot.schema.simpleString()} are not {schema.simpleString()}"
-                    )
-            write_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:16]}"
+                check_columns(path, snapshot.schema, schema)
+            write_id = _new_write_id()
             target = _join(_location(path), write_id)
             fs, base = _filesystem(target)
             fs.create_dir(base)
-            pq.write_table(data, f"{base}/part-00000.snappy.parquet", filesystem=fs)
+            in_table_order = data.select(snapshot.schema.names)
+            pq.write_table(in_table_order, f"{base}/part-00000.snappy.parquet", filesystem=fs)
             adds = _add_actions(snapshot, target, write_id)
             create = (snapshot.schema, []) if table is None else None
             base_snapshot = None if table is None else snapshot
@@ -829,7 +825,7 @@ class RsDeltaTables(DeltaTables):
         """Spark writes ``df`` (table columns, in order) as Parquet into a new directory of the
         table; returns one add action per non-empty file, with partition values and stats."""
         location = _location(snapshot.path)
-        write_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:16]}"
+        write_id = _new_write_id()
         target = _join(location, write_id)
         fields = {f.name: f for f in snapshot.schema.fields}
         out = df.select(
@@ -1085,6 +1081,11 @@ def _spark_uri(location: str) -> str:
     """The same location for Spark. Local paths get an explicit ``file://`` so that a default
     file system other than the local one (HDFS on a cluster) is never assumed."""
     return "file://" + location if location.startswith("/") else location
+
+
+def _new_write_id() -> str:
+    """The directory, unique to one write, that its files go into."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:16]}"
 
 
 def _join(location: str, relative: str) -> str:
