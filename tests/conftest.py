@@ -11,8 +11,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from services import SHORT_JVM_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The Spark a test starts in a subprocess (through spark-submit's launcher: the CLI, the demo)
+# lives a minute and sees a few thousand rows: it gets the cluster tests' C1-only JIT, which
+# warms up sooner and leaves the second core to the suite's own session.
+os.environ.setdefault("SPARK_SUBMIT_OPTS", SHORT_JVM_OPTIONS)
 
 
 def pytest_addoption(parser):
@@ -33,25 +39,41 @@ def spark():
     from ml_engine.config import SparkConfig
     from ml_engine.session import build_session
 
-    session = build_session(
-        SparkConfig(
-            master="local[2]",
-            app_name="ml-engine-tests",
-            conf={
-                "spark.sql.shuffle.partitions": "2",
-                "spark.default.parallelism": "2",
-                "spark.ui.enabled": "false",
-                "spark.ui.showConsoleProgress": "false",
-                "spark.sql.adaptive.enabled": "false",
-                "spark.driver.memory": "2g",
-                "spark.sql.ansi.enabled": "true",
-                # Tests run thousands of queries over a few rows each: compiling Java for each
-                # plan costs more than it saves there, so the session interprets them.
-                "spark.sql.codegen.wholeStage": "false",
-                "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-            },
+    submit_opts = os.environ.pop("SPARK_SUBMIT_OPTS", None)  # for subprocesses only (above)
+    try:
+        session = build_session(
+            SparkConfig(
+                master="local[2]",
+                app_name="ml-engine-tests",
+                conf={
+                    "spark.sql.shuffle.partitions": "2",
+                    "spark.default.parallelism": "2",
+                    "spark.ui.enabled": "false",
+                    "spark.ui.showConsoleProgress": "false",
+                    "spark.sql.adaptive.enabled": "false",
+                    "spark.driver.memory": "2g",
+                    "spark.sql.ansi.enabled": "true",
+                    # Tests run thousands of queries over a few rows each: compiling Java for each
+                    # plan costs more than it saves there, so the session interprets them.
+                    "spark.sql.codegen.wholeStage": "false",
+                    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+                    # Most of this JVM's CPU went to HotSpot's C2 compiler (88 of 140 s over
+                    # test_clean.py), compiling Spark's planner for queries of a few rows. Fewer,
+                    # later C2 compiles: 52 s. It lives the whole run, so C1
+                    # alone would leave it slower (122 s against 113 s for that module).
+                    "spark.driver.extraJavaOptions": " ".join(
+                        (
+                            "-XX:Tier4InvocationThreshold=50000",
+                            "-XX:Tier4CompileThreshold=60000",
+                            "-XX:Tier4MinInvocationThreshold=20000",
+                        )
+                    ),
+                },
+            )
         )
-    )
+    finally:
+        if submit_opts is not None:
+            os.environ["SPARK_SUBMIT_OPTS"] = submit_opts
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
