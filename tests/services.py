@@ -142,11 +142,36 @@ def standalone_cluster(root: Path, workers: int = 1, memory: str = "1g") -> Iter
             stop(p)
 
 
+@dataclass
+class StartingServer:
+    """An ``mlflow server`` process that may not answer yet: ``ready()`` waits until it does
+    and returns its URL. A fixture can build data meanwhile (the server takes 15 s to start)."""
+
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+    def ready(self) -> str:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self.url
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(self.log.read_text()[-3000:])
+            time.sleep(0.5)
+
+
 @contextlib.contextmanager
-def mlflow_server(root: Path) -> Iterator[str]:
-    """A real tracking server: sqlite backend, artifacts served by the server itself."""
+def starting_mlflow_server(root: Path) -> Iterator[StartingServer]:
+    """A real tracking server, started and not awaited: sqlite backend, artifacts served by
+    the server itself."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    log = root / "server.log"
     proc = start(
         [
             str(Path(sys.executable).parent / "mlflow"),
@@ -162,24 +187,19 @@ def mlflow_server(root: Path) -> Iterator[str]:
             "--workers",
             "1",
         ],
-        root / "server.log",
+        log,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError((root / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
-        yield url
+        yield StartingServer(f"http://127.0.0.1:{port}", proc, log)
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path) -> Iterator[str]:
+    """A real tracking server that answers: its URL."""
+    with starting_mlflow_server(root) as server:
+        yield server.ready()
 
 
 def submit_command(

@@ -53,8 +53,9 @@ NAME = "transactions-fraud"
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    with services.mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
-        yield url
+    """Started, not awaited: the chain's data jobs (no tracking) run while it starts."""
+    with services.starting_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server
 
 
 @dataclass
@@ -73,7 +74,7 @@ def chain(spark, tmp_path_factory, mlflow_server):
     generate_sample_data(spark, str(root / "raw"), rows=3000, current_rows=1000, files=1)
     base = [
         f"storage.root={root}",
-        f"mlflow.tracking_uri={mlflow_server}",
+        f"mlflow.tracking_uri={mlflow_server.url}",
         "spark.conf.spark.sql.shuffle.partitions=2",
         *TRAIN,
     ]
@@ -84,7 +85,7 @@ def chain(spark, tmp_path_factory, mlflow_server):
         run_job(job, spark, cfg, tables)
     for job in ("ingest", "clean", "detect_outliers", "build_features"):
         run_job(job, spark, current, tables)
-    return Chain(cfg, current, tables, root, mlflow_server)
+    return Chain(cfg, current, tables, root, mlflow_server.ready())
 
 
 def with_sets(cfg, *overrides):
@@ -169,6 +170,15 @@ def fresh_process_champion(chain, trained, tmp_path_factory):
 def scored(spark, chain, trained, fresh_process_champion):
     """The current batch scored once by the champion (v1), shared by the score and drift tests."""
     return run_job("score", spark, chain.current, chain.tables)
+
+
+@pytest.fixture(scope="module")
+def champion(chain, trained):
+    """The champion as score loads it (from the server), loaded once for the tests that
+    inspect it."""
+    from ml_engine.scoring import load_registered_model
+
+    return load_registered_model(chain.cfg)
 
 
 def client(chain) -> MlflowClient:
@@ -380,9 +390,7 @@ def test_rescoring_replaces_and_another_version_keeps_both(spark, chain, scored)
     assert by_version == {1: once, 2: once}
 
 
-def test_unseen_categories_nulls_and_outliers_are_scored(spark, chain, trained):
-    from ml_engine.scoring import load_registered_model
-
+def test_unseen_categories_nulls_and_outliers_are_scored(chain, champion):
     features = chain.tables.read_batch(chain.cfg.storage.table_path("features"), "current")
     odd = features.limit(3).withColumns(
         {
@@ -393,8 +401,7 @@ def test_unseen_categories_nulls_and_outliers_are_scored(spark, chain, trained):
             "log_amount": F.lit(float("nan")),
         }
     )
-    model = load_registered_model(chain.cfg).model
-    rows = model.transform(odd).select("prediction", "probability").collect()
+    rows = champion.model.transform(odd).select("prediction", "probability").collect()
     assert len(rows) == 3
     for r in rows:
         assert r.prediction in (0.0, 1.0)
@@ -420,13 +427,12 @@ def test_missing_model_version_or_alias_is_one_line(spark, chain, trained, overr
     assert "\n" not in str(err.value)
 
 
-def test_batch_without_a_column_of_the_signature_is_refused(chain, trained):
-    from ml_engine.scoring import check_signature, load_registered_model
+def test_batch_without_a_column_of_the_signature_is_refused(chain, champion):
+    from ml_engine.scoring import check_signature
 
-    registered = load_registered_model(chain.cfg)
     features = chain.tables.read_batch(chain.cfg.storage.table_path("features"), "current")
     with pytest.raises(JobError) as err:
-        check_signature(registered.inputs, features.drop("amount", "channel"), "score: batch x")
+        check_signature(champion.inputs, features.drop("amount", "channel"), "score: batch x")
     assert str(err.value) == (
         "score: batch x lacks column(s) ['amount', 'channel'] that the model's signature "
         "needs; if the schema dropped them on purpose, retrain on today's columns "
