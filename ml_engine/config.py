@@ -45,8 +45,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pyspark.sql import types as T
 
-from ml_engine.schemas import ROLE_CATEGORICAL, ROLE_NUMERIC, TableSchema, load_schema, parse_type
-from ml_engine.tables.base import META_COLUMNS
+from ml_engine.schemas import (
+    META_COLUMNS,
+    ROLE_CATEGORICAL,
+    ROLE_NUMERIC,
+    TableSchema,
+    load_schema,
+    parse_type,
+)
 
 TABLE_NAMES = (
     "bronze",

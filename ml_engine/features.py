@@ -51,7 +51,7 @@ from ml_engine.outliers import (
 )
 from ml_engine.quality.clean import dedup_key
 from ml_engine.results import JobError, JobResult
-from ml_engine.schemas import TableSchema
+from ml_engine.schemas import BATCH_COLUMN, TableSchema
 from ml_engine.session import describe
 from ml_engine.tables.base import (
     BatchNotFoundError,
@@ -61,7 +61,6 @@ from ml_engine.tables.base import (
 )
 
 MICROS_PER_DAY = 86_400 * 1_000_000
-BATCH_COLUMN = "batch_id"
 _FIRST_TARGET = "__first_target_us"
 
 _DATE_PARTS = {

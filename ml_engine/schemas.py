@@ -44,6 +44,10 @@ ROLE_KEY = "key"
 ROLE_EVENT_TIME = "event_time"
 # The load time ingest adds to every row: the event time of a schema without one.
 ARRIVAL_TIME = "ingested_at"
+BATCH_COLUMN = "batch_id"
+SOURCE_FILE_COLUMN = "source_file"
+# What ingest adds to every row of a batch; carried by bronze, silver and quarantine.
+META_COLUMNS = (BATCH_COLUMN, SOURCE_FILE_COLUMN, ARRIVAL_TIME)
 ROLE_LABEL = "label"
 ROLE_NUMERIC = "numeric_feature"
 ROLE_CATEGORICAL = "categorical_feature"

@@ -27,7 +27,14 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from ml_engine.schemas import ARRIVAL_TIME
+# The metadata columns ingest adds are schema facts (the config checks names against them
+# without importing a Delta backend); the table modules take them from here.
+from ml_engine.schemas import (  # noqa: F401 - re-exported
+    ARRIVAL_TIME,
+    BATCH_COLUMN,
+    META_COLUMNS,
+    SOURCE_FILE_COLUMN,
+)
 
 
 class TableError(RuntimeError):
@@ -47,11 +54,7 @@ class BatchNotFoundError(TableError):
     """The table holds no rows of the batch asked for; the message lists the batches it has."""
 
 
-BATCH_COLUMN = "batch_id"
-SOURCE_FILE_COLUMN = "source_file"
 INGESTED_AT_COLUMN = ARRIVAL_TIME
-# What ingest adds to every row of a batch; carried by bronze, silver and quarantine.
-META_COLUMNS = (BATCH_COLUMN, SOURCE_FILE_COLUMN, INGESTED_AT_COLUMN)
 
 
 @dataclass(frozen=True)
