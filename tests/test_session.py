@@ -46,17 +46,55 @@ def _values(stdout: str) -> dict[str, str]:
     )
 
 
-def test_local_run_defaults_to_local_star_and_applies_config(tmp_path):
-    script = tmp_path / "s.py"
-    script.write_text(
-        SCRIPT.format(
-            args='conf={"spark.sql.shuffle.partitions": "3", "spark.ui.enabled": "false", '
-            '"spark.driver.extraJavaOptions": "-Dml.from.config=1"}'
+LOCAL_ARGS = (
+    'conf={"spark.sql.shuffle.partitions": "3", "spark.ui.enabled": "false", '
+    '"spark.driver.extraJavaOptions": "-Dml.from.config=1"}'
+)
+SUBMIT_ARGS = (
+    'master="local[2]", conf={"spark.sql.shuffle.partitions": "3", "spark.ui.enabled": "false"}'
+)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """The session script run by Python and by spark-submit, both started at once (each is a
+    JVM of its own that waits on its start-up much of the time)."""
+    root = tmp_path_factory.mktemp("session-runs")
+    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    commands = {
+        "local": [sys.executable],
+        "submit": [
+            str(spark_submit),
+            "--master",
+            "local[1]",
+            "--conf",
+            "spark.sql.shuffle.partitions=7",
+            "--conf",
+            "spark.executor.extraJavaOptions=-Dml.from.submit=1",
+            "--driver-java-options",
+            "-XX:-DontCompileHugeMethods",
+        ],
+    }
+    procs = {}
+    for name, args in (("local", LOCAL_ARGS), ("submit", SUBMIT_ARGS)):
+        script = root / f"{name}.py"
+        script.write_text(SCRIPT.format(args=args))
+        procs[name] = subprocess.Popen(
+            [*commands[name], str(script)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
         )
-    )
-    r = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, env=_env(), timeout=300
-    )
+    done = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return done
+
+
+def test_local_run_defaults_to_local_star_and_applies_config(runs):
+    r = runs["local"]
     assert r.returncode == 0, r.stderr[-2000:]
     # PySpark's per-Column call-site capture is off: it tripled the cost of building columns.
     # HotSpot compiles Spark's huge generated methods: the JVM the session started runs with the
@@ -71,32 +109,8 @@ def test_local_run_defaults_to_local_star_and_applies_config(tmp_path):
     }
 
 
-def test_spark_submit_master_and_conf_win_over_config(tmp_path):
-    script = tmp_path / "s.py"
-    script.write_text(
-        SCRIPT.format(
-            args='master="local[2]", conf={"spark.sql.shuffle.partitions": "3", "spark.ui.enabled": "false"}'
-        )
-    )
-    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
-    r = subprocess.run(
-        [
-            str(spark_submit),
-            "--master",
-            "local[1]",
-            "--conf",
-            "spark.sql.shuffle.partitions=7",
-            "--conf",
-            "spark.executor.extraJavaOptions=-Dml.from.submit=1",
-            "--driver-java-options",
-            "-XX:-DontCompileHugeMethods",
-            str(script),
-        ],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=300,
-    )
+def test_spark_submit_master_and_conf_win_over_config(runs):
+    r = runs["submit"]
     assert r.returncode == 0, r.stderr[-2000:]
     # spark-submit starts the driver's JVM (README passes the option); the engine adds it to the
     # executors' options spark-submit gives.
