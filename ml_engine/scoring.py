@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
@@ -73,21 +74,26 @@ def resolve_model_version(
         JobError: the model, the version or the alias does not exist (one line naming what
             exists instead).
     """
+    name = cfg.mlflow.registered_model
+    no_model = JobError(
+        f"no registered model '{name}' in {cfg_uri(cfg)} (mlflow.registered_model); run the "
+        f"train job first"
+    )
+    store = cfg.tracking_uri()
+    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///") :]).exists():
+        raise no_model  # no store file yet: nothing registered, and none is made to ask
+
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from ml_engine.tracking import use_store
 
-    name = cfg.mlflow.registered_model
     uri = use_store(cfg)  # the store the error messages name, and the model loads from
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         registered = client.get_registered_model(name)
     except MlflowException:
-        raise JobError(
-            f"no registered model '{name}' in {cfg_uri(cfg)} (mlflow.registered_model); run the "
-            f"train job first"
-        ) from None
+        raise no_model from None
     if version is not None:
         try:
             return client.get_model_version(name, str(version))

@@ -85,6 +85,12 @@ def test_job_script_behaves_like_ml_engine_run(job, tmp_path):
     assert f"{job}: its input table {table} does not exist at {tmp_path}/tables/{table}" in (
         script.stderr
     )
+    if job == "drift_report":  # its model is looked up too, in a store no run has made yet
+        assert script.stderr.strip().splitlines()[-1] == (
+            f"ml-engine: run drift_report: no registered model 'transactions-fraud' in "
+            f"sqlite:///{tmp_path}/mlflow.db (mlflow.registered_model); run the train job first"
+        )
+    assert list(tmp_path.iterdir()) == []  # a refused job makes nothing, not even the store
 
 
 def test_jobs_lists_every_job_with_what_it_reads_and_writes():
