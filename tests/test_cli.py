@@ -29,25 +29,6 @@ def run_cli(*args, env=None, cwd=ROOT):
     )
 
 
-def run_clis(*commands: list[str]) -> list[subprocess.CompletedProcess]:
-    """Independent commands started at once (each spends seconds importing MLflow)."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "ml_engine.cli", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        for args in commands
-    ]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    return [
-        subprocess.CompletedProcess(p.args, p.returncode, out, err)
-        for p, (out, err) in zip(procs, outputs, strict=True)
-    ]
-
-
 def test_init_with_a_label_that_is_not_a_column_exits_2_in_one_line(tmp_path):
     data = tmp_path / "t.csv"
     data.write_text("ticket,words,priority\nT1,2.5,low\nT2,3.5,high\n")
@@ -423,13 +404,13 @@ def test_model_command_names_its_own_options_when_an_alias_is_missing(tmp_path):
     # score with an alias no version holds: refused before Spark starts, exit 2
     features = tmp_path / "store" / "tables" / "features"
     write_deltalake(str(features), pd.DataFrame({"order_id": ["o1"], "batch_id": ["b1"]}))
-    model, score, positional, version = run_clis(
-        ["model", "--config", str(config), "--alias", "challenger"],
-        ["run", "score", "--config", str(config), "--set", "batch_id=b1",
-         "--set", "score.model_alias=challenger"],
-        ["model", "--config", str(config), "champion"],  # the alias needs --alias
-        ["model", "--config", str(config), "--version", "1"],
+    model = run_cli("model", "--config", str(config), "--alias", "challenger")
+    score = run_cli(
+        "run", "score", "--config", str(config), "--set", "batch_id=b1",
+        "--set", "score.model_alias=challenger",
     )  # fmt: skip
+    positional = run_cli("model", "--config", str(config), "champion")  # the alias needs --alias
+    version = run_cli("model", "--config", str(config), "--version", "1")
     assert model.returncode == 1
     assert model.stderr.strip().splitlines() == [
         "ml-engine: model: model 'shop-model' has no alias 'challenger' (--alias); aliases: "
