@@ -1155,6 +1155,11 @@ class Config(StrictModel):
             return os.environ["MLFLOW_TRACKING_URI"]
         return f"sqlite:///{self.storage.path('mlflow.db')}"
 
+    def sqlite_store(self) -> Path | None:
+        """The file of a ``sqlite:///`` tracking store (None for a tracking server)."""
+        uri = self.tracking_uri()
+        return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
     def artifact_location(self) -> str | None:
         """Where a new MLflow experiment keeps artifacts (None: the tracking server decides)."""
         if self.mlflow.artifact_location:

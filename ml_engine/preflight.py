@@ -577,8 +577,9 @@ def _producers(table: str) -> list[str]:
 def tracking_problems(cfg: Config, timeout: float = 5.0) -> list[str]:
     """The MLflow tracking store can be reached (a server answers its health check)."""
     uri = cfg.tracking_uri()
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///") :]).parent
+    store = cfg.sqlite_store()
+    if store is not None:
+        folder = store.parent
         probe = folder
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
@@ -79,8 +78,8 @@ def resolve_model_version(
         f"no registered model '{name}' in {cfg_uri(cfg)} (mlflow.registered_model); run the "
         f"train job first"
     )
-    store = cfg.tracking_uri()
-    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///") :]).exists():
+    store = cfg.sqlite_store()
+    if store is not None and not store.exists():
         raise no_model  # no store file yet: nothing registered, and none is made to ask
 
     from mlflow import MlflowClient

@@ -401,23 +401,21 @@ def test_model_command_names_its_own_options_when_an_alias_is_missing(tmp_path):
     config = project(
         tmp_path, SHOP_SCHEMA, f"mlflow: {{tracking_uri: '{uri}', registered_model: shop-model}}\n"
     )
-    # score with an alias no version holds: refused before Spark starts, exit 2
-    features = tmp_path / "store" / "tables" / "features"
-    write_deltalake(str(features), pd.DataFrame({"order_id": ["o1"], "batch_id": ["b1"]}))
-    model = run_cli("model", "--config", str(config), "--alias", "challenger")
-    score = run_cli(
-        "run", "score", "--config", str(config), "--set", "batch_id=b1",
-        "--set", "score.model_alias=challenger",
-    )  # fmt: skip
-    positional = run_cli("model", "--config", str(config), "champion")  # the alias needs --alias
-    version = run_cli("model", "--config", str(config), "--version", "1")
-    assert model.returncode == 1
-    assert model.stderr.strip().splitlines() == [
+    r = run_cli("model", "--config", str(config), "--alias", "challenger")
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
         "ml-engine: model: model 'shop-model' has no alias 'challenger' (--alias); aliases: "
         "champion -> v1. No version holds it now: a new version is challenger until the gate "
         "promotes it. Or give a version with --version"
     ]
-    assert (score.returncode, score.stderr.strip().splitlines()) == (
+    # score with an alias no version holds: refused before Spark starts, exit 2
+    features = tmp_path / "store" / "tables" / "features"
+    write_deltalake(str(features), pd.DataFrame({"order_id": ["o1"], "batch_id": ["b1"]}))
+    r = run_cli(
+        "run", "score", "--config", str(config), "--set", "batch_id=b1",
+        "--set", "score.model_alias=challenger",
+    )  # fmt: skip
+    assert (r.returncode, r.stderr.strip().splitlines()) == (
         2,
         [
             "ml-engine: run score: model 'shop-model' has no alias 'challenger' "
@@ -426,13 +424,14 @@ def test_model_command_names_its_own_options_when_an_alias_is_missing(tmp_path):
             "score.model_version"
         ],
     )
-    r = positional
+    r = run_cli("model", "--config", str(config), "champion")  # the alias needs --alias
     assert (r.returncode, r.stderr.split()[:3], r.stderr.splitlines()[-1]) == (
         2,
         ["usage:", "ml-engine", "model"],
         "ml-engine model: error: unrecognized arguments: champion",
     )
-    assert (version.returncode, version.stdout.strip()) == (
+    r = run_cli("model", "--config", str(config), "--version", "1")
+    assert (r.returncode, r.stdout.strip()) == (
         0,
         "shop-model version 1 (run None; aliases: champion)",
     )

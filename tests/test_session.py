@@ -61,26 +61,29 @@ def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     JVM of its own that waits on its start-up much of the time)."""
     root = tmp_path_factory.mktemp("session-runs")
     spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
-    commands = {
-        "local": [sys.executable],
-        "submit": [
-            str(spark_submit),
-            "--master",
-            "local[1]",
-            "--conf",
-            "spark.sql.shuffle.partitions=7",
-            "--conf",
-            "spark.executor.extraJavaOptions=-Dml.from.submit=1",
-            "--driver-java-options",
-            "-XX:-DontCompileHugeMethods",
-        ],
+    runs = {
+        "local": ([sys.executable], LOCAL_ARGS),
+        "submit": (
+            [
+                str(spark_submit),
+                "--master",
+                "local[1]",
+                "--conf",
+                "spark.sql.shuffle.partitions=7",
+                "--conf",
+                "spark.executor.extraJavaOptions=-Dml.from.submit=1",
+                "--driver-java-options",
+                "-XX:-DontCompileHugeMethods",
+            ],
+            SUBMIT_ARGS,
+        ),
     }
     procs = {}
-    for name, args in (("local", LOCAL_ARGS), ("submit", SUBMIT_ARGS)):
+    for name, (command, args) in runs.items():
         script = root / f"{name}.py"
         script.write_text(SCRIPT.format(args=args))
         procs[name] = subprocess.Popen(
-            [*commands[name], str(script)],
+            [*command, str(script)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
