@@ -263,11 +263,15 @@ def _reproduce(args) -> int:
 
 
 def _model(args) -> int:
+    from ml_engine.preflight import tracking_problems
     from ml_engine.scoring import resolve_model_version
-    from ml_engine.tracking import connect
 
     cfg = load_config(args.config, args.overrides)
-    connect(cfg)
+    # A question, not a run: an unreachable server is named as such, and no store or
+    # experiment is made to answer it.
+    problems = tracking_problems(cfg)
+    if problems:
+        raise PreflightError("\n".join(problems))
     mv = resolve_model_version(cfg, args.alias, args.version, keys=("--alias", "--version"))
     aliases = ", ".join(sorted(mv.aliases)) or "none"
     print(f"{mv.name} version {mv.version} (run {mv.run_id}; aliases: {aliases})")

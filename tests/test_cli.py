@@ -435,6 +435,23 @@ def test_model_command_names_its_own_options_when_an_alias_is_missing(tmp_path):
         0,
         "shop-model version 1 (run None; aliases: champion)",
     )
+    # a store that does not exist yet holds no model: said so, and none is made to ask
+    fresh = tmp_path / "fresh"
+    fresh_uri = f"sqlite:///{fresh / 'mlflow.db'}"
+    r = run_cli("model", "--config", str(config), "--set", f"mlflow.tracking_uri={fresh_uri}")
+    assert (r.returncode, r.stderr.strip(), fresh.exists()) == (
+        1,
+        f"ml-engine: model: no registered model 'shop-model' in {fresh_uri} "
+        "(mlflow.registered_model); run the train job first",
+        False,
+    )
+    # a tracking server that does not answer is named as such, before MLflow's retries
+    r = run_cli("model", "--config", str(config), "--set", "mlflow.tracking_uri=http://127.0.0.1:9")
+    assert (r.returncode, r.stderr.strip()) == (
+        2,
+        "ml-engine: model: mlflow.tracking_uri: the tracking server http://127.0.0.1:9 does not "
+        "answer ([Errno 111] Connection refused); start it or fix the URI (MLFLOW_TRACKING_URI)",
+    )
 
 
 def test_spark_error_is_one_line_naming_the_root_cause_and_the_file(spark, tmp_path):
