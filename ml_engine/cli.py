@@ -147,13 +147,20 @@ def _parser() -> argparse.ArgumentParser:
     model = sub.add_parser(
         "model",
         parents=[common],
-        help="show the registered model version an alias or number names",
+        help="show the registered model version an alias or number names, or make it champion",
         description="Print the registered model version of the config's model that an alias "
-        "(default champion) or a version number names; exit 1 when there is none.",
+        "(default champion) or a version number names; exit 1 when there is none. With "
+        "--promote, move the champion alias to it.",
     )
     model.add_argument("--config", required=True, help="the config naming the model (mlflow.*)")
     model.add_argument("--alias", default="champion", help="an alias (default champion)")
     model.add_argument("--version", type=int, default=None, help="a version number instead")
+    model.add_argument(
+        "--promote",
+        action="store_true",
+        help="make that version the champion (a rollback: --version of an earlier one; or "
+        "--alias challenger); score and drift_report use it from their next run",
+    )
     _add_set(model)
 
     pkg = sub.add_parser(
@@ -264,15 +271,18 @@ def _reproduce(args) -> int:
 
 def _model(args) -> int:
     from ml_engine.preflight import tracking_problems
-    from ml_engine.scoring import resolve_model_version
+    from ml_engine.scoring import make_champion, resolve_model_version
 
     cfg = load_config(args.config, args.overrides)
-    # A question, not a run: an unreachable server is named as such, and no store or
-    # experiment is made to answer it.
+    # An unreachable server is named as such, and no store or experiment is made to look a
+    # model up.
     problems = tracking_problems(cfg)
     if problems:
         raise PreflightError("\n".join(problems))
     mv = resolve_model_version(cfg, args.alias, args.version, keys=("--alias", "--version"))
+    if args.promote:
+        print(make_champion(cfg, mv))
+        return R.EXIT_OK
     aliases = ", ".join(sorted(mv.aliases)) or "none"
     print(f"{mv.name} version {mv.version} (run {mv.run_id}; aliases: {aliases})")
     return R.EXIT_OK

@@ -120,6 +120,40 @@ def resolve_model_version(
         ) from None
 
 
+def make_champion(cfg: Config, mv) -> str:
+    """Moves the ``champion`` alias to model version ``mv`` (rolling back to an earlier
+    version, or promoting a challenger by hand) and returns the line saying what moved.
+
+    A ``challenger`` alias on ``mv`` is removed, as the gate does when it promotes. The
+    version gets the tag ``ml_engine.promoted`` (when, and which version it replaced), since
+    the registry keeps no history of its aliases.
+    """
+    from mlflow import MlflowClient
+
+    from ml_engine.tracking import use_store
+
+    uri = use_store(cfg)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name, version = mv.name, str(mv.version)
+    aliases = {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+    before = aliases.get("champion")
+    if before == version:
+        return f"{name} version {version} is already champion; nothing moved"
+    client.set_registered_model_alias(name, "champion", version)
+    if aliases.get("challenger") == version:
+        client.delete_registered_model_alias(name, "challenger")
+    replaced = f"version {before}" if before else "no champion"
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    client.set_model_version_tag(
+        name, version, "ml_engine.promoted", f"ml-engine model --promote at {when}, replacing "
+        f"{replaced}"
+    )  # fmt: skip
+    return (
+        f"{name}: champion moved from {replaced} to version {version} (run {mv.run_id}); "
+        "score and drift_report use it from their next run"
+    )
+
+
 def model_choice(cfg: Config, job: str) -> tuple[str | None, tuple[str, str]]:
     """The alias ``job`` (``score`` or ``drift_report``) uses, and the config keys of the alias
     and the version, as :func:`resolve_model_version` names them."""

@@ -393,6 +393,9 @@ def test_a_column_type_the_tables_do_not_have_is_refused_before_spark_starts(tmp
 def test_model_command_names_its_own_options_when_an_alias_is_missing(tmp_path):
     from mlflow import MlflowClient
 
+    from ml_engine.config import load_config
+    from ml_engine.scoring import make_champion, resolve_model_version
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = MlflowClient(tracking_uri=uri, registry_uri=uri)
     store.create_registered_model("shop-model")
@@ -435,6 +438,28 @@ def test_model_command_names_its_own_options_when_an_alias_is_missing(tmp_path):
         0,
         "shop-model version 1 (run None; aliases: champion)",
     )
+    # a rollback: v2, promoted by hand from challenger, then champion moved back to v1
+    store.create_model_version("shop-model", source=str(tmp_path / "model2"))
+    store.set_registered_model_alias("shop-model", "challenger", "2")
+    r = run_cli("model", "--config", str(config), "--alias", "challenger", "--promote")
+    assert (r.returncode, r.stdout.strip()) == (
+        0,
+        "shop-model: champion moved from version 1 to version 2 (run None); score and "
+        "drift_report use it from their next run",
+    )
+    assert store.get_registered_model("shop-model").aliases == {"champion": 2}
+    tag = store.get_model_version("shop-model", "2").tags["ml_engine.promoted"]
+    assert re.fullmatch(
+        r"ml-engine model --promote at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, replacing version 1", tag
+    )
+    cfg = load_config(config)
+    v1 = resolve_model_version(cfg, version=1)
+    assert make_champion(cfg, v1) == (
+        "shop-model: champion moved from version 2 to version 1 (run None); score and "
+        "drift_report use it from their next run"
+    )
+    assert make_champion(cfg, v1) == "shop-model version 1 is already champion; nothing moved"
+    assert store.get_registered_model("shop-model").aliases == {"champion": 1}
     # a store that does not exist yet holds no model: said so, and none is made to ask
     fresh = tmp_path / "fresh"
     fresh_uri = f"sqlite:///{fresh / 'mlflow.db'}"
