@@ -320,7 +320,8 @@ def _generate(args) -> int:
         files=args.files,
     )
     print(f"sample data written to {Path(args.out).resolve()}")
-    print(f"  {summary}")
+    for line in summary.lines():
+        print(f"  {line}")
     return R.EXIT_OK
 
 

@@ -138,7 +138,9 @@ def run_demo(
         current_rows=sd.current_rows,
         files=sd.files,
     )
-    print(f"[sample data] {wd / 'raw'}: {summary}")
+    print(f"[sample data] {wd / 'raw'}")
+    for line in summary.lines():
+        print(f"  {line}")
 
     results: list[R.JobResult] = []
     code = R.EXIT_OK

@@ -238,6 +238,19 @@ class SampleDataSummary:
     batches: dict[str, BatchSummary]
     drifted_features: list[str] = field(default_factory=lambda: list(DRIFTED_FEATURES))
 
+    def lines(self) -> list[str]:
+        """What was written, for the terminal: one line per batch, then the drift."""
+        out = []
+        for b in self.batches.values():
+            dirt = ", ".join(f"{kind} {n:,}" for kind, n in b.dirt.items() if n)
+            out.append(
+                f"{b.name}: {b.records:,} records in {b.lines:,} lines at {b.path} "
+                f"({b.fraud:,} fraud); dirty: {dirt or 'none'}"
+            )
+        drifted = ", ".join(self.drifted_features) or "none"
+        out.append(f"drifted in current: {drifted} (what each batch holds: {self.manifest_path})")
+        return out
+
 
 # --------------------------------------------------------------------------- expressions
 

@@ -338,3 +338,12 @@ def test_fraud_label_is_rare_and_learnable(generated):
     assert auc > 0.75
     assert beta[1] > 0 and beta[2] > 0 and beta[3] < 0  # the documented directions
     assert not math.isnan(auc)
+
+
+def test_summary_lines_name_each_batch_its_dirt_and_the_drift():
+    batch = sd.BatchSummary("current", "/d/raw/current", 6666, 6731, {"duplicate": 65, "x": 0}, 517)
+    summary = sd.SampleDataSummary("/d/raw", "/d/raw/MANIFEST.json", {"current": batch})
+    assert summary.lines() == [
+        "current: 6,666 records in 6,731 lines at /d/raw/current (517 fraud); dirty: duplicate 65",
+        "drifted in current: amount, channel (what each batch holds: /d/raw/MANIFEST.json)",
+    ]
