@@ -253,3 +253,19 @@ def test_numbers_show_three_significant_digits_and_counts_in_full():
     assert [_num(v) for v in values] == [
         "4,981", "1,234,567", "211", "0.0432", "1.23e+04", "-2,000", "—", "∞"
     ]  # fmt: skip
+
+
+def test_the_note_on_arrived_labels_shows_the_metric_the_gate_judged_by():
+    from ml_engine.drift.job import performance_note
+
+    # a multiclass model has auc_roc too (one-vs-rest), but its gate judged it by f1
+    performance = {"labelled_rows": 900.0, "auc_roc": 0.93104, "f1": 0.8, "accuracy": 0.9}
+    test = {"auc_roc": 0.95338, "f1": 0.97396}
+    assert performance_note(performance, test, 1000, "f1") == (
+        "on arrived labels (900 of 1,000 scored rows): f1 0.8000 (training test: 0.9740)"
+    )
+    # a run logged before the gate's metric was, or a metric not computed on the batch
+    for gate_metric in (None, "log_loss"):
+        assert performance_note(performance, test, 1000, gate_metric) == (
+            "on arrived labels (900 of 1,000 scored rows): auc_roc 0.9310 (training test: 0.9534)"
+        )

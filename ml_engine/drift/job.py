@@ -432,7 +432,8 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
 
     describe(spark, f"drift_report: performance of batch {batch} on arrived labels")
     performance = labelled_performance(cfg, tables, predictions, spec, batch)
-    training_metrics = MlflowClient().get_run(run_id).data.metrics
+    training = MlflowClient().get_run(run_id).data
+    training_metrics = training.metrics
     test_metrics = {
         k.removeprefix("test_"): v for k, v in training_metrics.items() if k.startswith("test_")
     }
@@ -471,7 +472,8 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
     drifted = [f.feature for f in result.features if f.status == "drift"]
     notes = _notes(result, dc.drift_share, drifted, report_path)
     if performance:
-        notes.append(performance_note(performance, test_metrics, current.rows))
+        gate_metric = training.params.get("gate.metric")
+        notes.append(performance_note(performance, test_metrics, current.rows, gate_metric))
     if replaced:
         notes.append(
             f"replaces the earlier drift run(s) {', '.join(replaced)} of v{model_version} on "
@@ -632,11 +634,16 @@ def _notes(
 
 
 def performance_note(
-    performance: dict[str, float], test_metrics: dict[str, float], scored: int
+    performance: dict[str, float],
+    test_metrics: dict[str, float],
+    scored: int,
+    gate_metric: str | None = None,
 ) -> str:
-    """The line the job prints of the model on arrived labels: how many rows, the main metric."""
+    """The line the job prints of the model on arrived labels: how many rows, and the metric
+    the model's gate judged it by (``gate_metric``; else the task's usual one)."""
     labelled = int(performance[LABELLED_ROWS])
-    main = next(iter(k for k in ("auc_roc", "f1", "rmse") if k in performance))
+    usual = ("auc_roc", "f1", "rmse")
+    main = next(iter(k for k in (gate_metric, *usual) if k is not None and k in performance))
     return (
         f"on arrived labels ({labelled:,} of {scored:,} scored rows): {main} "
         f"{performance[main]:.4f} (training test: {test_metrics.get(main, float('nan')):.4f})"
