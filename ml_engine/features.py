@@ -54,7 +54,6 @@ from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import BATCH_COLUMN, TableSchema
 from ml_engine.session import describe
 from ml_engine.tables.base import (
-    BatchNotFoundError,
     DeltaTables,
     schema_differences,
     sql_literal,
@@ -564,7 +563,7 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
     if detector is not None:
         where = [f"the outlier model saved at {model_path}"] * len(detector.stages)
         check_detector_columns(rows, detector_models(detector), silver_path, where)
-        _check_drop_policy(tables, cfg, batch)
+        _check_policy(tables, cfg, batch)
     rows = apply_outlier_policy(rows, detector, cfg.outliers.policy)
     try:
         carry = (BATCH_COLUMN, *OUTLIER_COLUMNS)
@@ -602,35 +601,46 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
     )
 
 
-def _check_drop_policy(tables: DeltaTables, cfg: Config, batch: str) -> None:
-    """Stops a run whose ``outliers.policy`` and the one ``detect_outliers`` applied to the
-    batch (every batch when ``batch`` is empty) disagree on ``drop``: the outliers would be
-    both in ``quarantine`` and in ``features``, or in neither. Reads ``outlier_stats``."""
+def _check_policy(tables: DeltaTables, cfg: Config, batch: str) -> None:
+    """Stops a run whose ``outliers.policy`` differs from the one ``detect_outliers`` applied
+    to the batch (every batch when ``batch`` is empty), or to another batch: the features
+    table holds the rows of one policy. Otherwise outliers would be both in ``quarantine``
+    and in ``features`` (or in neither), and capped values would sit beside raw ones in the
+    rows one model trains on. Reads ``outlier_stats``."""
     stats_path = cfg.storage.table_path("outlier_stats")
     policy = cfg.outliers.policy
     recorded: dict[str, str] = {}
-    try:
-        if tables.exists(stats_path):
-            stats = tables.read_batch(stats_path, batch) if batch else tables.read(stats_path)
-            pairs = stats.select("batch_id", "policy").distinct().collect()
-            recorded = {r.batch_id: r.policy for r in pairs}
-    except BatchNotFoundError:
-        pass  # detect_outliers has not run for the batch
+    if tables.exists(stats_path):
+        pairs = tables.read(stats_path).select("batch_id", "policy").distinct().collect()
+        recorded = {r.batch_id: r.policy for r in pairs}
     if batch and policy == "drop" and batch not in recorded:
         raise JobError(
             f"build_features: outliers.policy is drop but detect_outliers has not run for batch "
             f"'{batch}' (no rows in {stats_path}): run it first, so that the rows left out of "
             "features are in quarantine"
         )
-    differ = sorted(b for b, p in recorded.items() if (p == "drop") != (policy == "drop"))
+    mine = [batch] if batch else sorted(recorded)
+    differ = [b for b in mine if recorded.get(b, policy) != policy]
     if differ:
         shown = ", ".join(f"'{b}' ({recorded[b]})" for b in differ[:5])
         raise JobError(
             f"build_features: outliers.policy is {policy}, but detect_outliers applied another "
-            f"policy to batch {shown} ({stats_path}); with drop the outliers go to quarantine "
-            "instead of features, so both jobs must agree: run detect_outliers for the batch "
-            f"with policy {policy}, or build the features with --set outliers.policy="
-            f"{recorded[differ[0]]}"
+            f"policy to batch {shown} ({stats_path}); both jobs must apply the same one (with "
+            "drop the outliers go to quarantine instead of features): run detect_outliers for "
+            f"the batch with policy {policy}, or build the features with --set "
+            f"outliers.policy={recorded[differ[0]]}"
+        )
+    others = sorted(b for b, p in recorded.items() if p != policy)
+    if others:
+        shown = ", ".join(f"'{b}' ({recorded[b]})" for b in others[:5])
+        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+        raise JobError(
+            f"build_features: outliers.policy is {policy}, but the features of batch {shown}"
+            f"{more} were built with another policy ({stats_path}): one features table holds "
+            "the rows of one policy, or a model would train on capped and raw values (or on "
+            f"kept and dropped outliers) at once. Keep --set outliers.policy={recorded[others[0]]}"
+            f", or move every batch to {policy}: run detect_outliers with it for each batch, "
+            "then build_features with --set features.rebuild=true"
         )
 
 

@@ -984,9 +984,9 @@ def test_build_features_refuses_a_policy_that_disagrees_on_drop_with_detect_outl
         run_job("build_features", spark, flag, tables)
     assert str(err.value) == (
         "build_features: outliers.policy is flag, but detect_outliers applied another policy "
-        f"to batch 'b1' (drop) ({stats}); with drop the outliers go to quarantine instead of "
-        "features, so both jobs must agree: run detect_outliers for the batch with policy "
-        "flag, or build the features with --set outliers.policy=drop"
+        f"to batch 'b1' (drop) ({stats}); both jobs must apply the same one (with drop the "
+        "outliers go to quarantine instead of features): run detect_outliers for the batch "
+        "with policy flag, or build the features with --set outliers.policy=drop"
     )
     with pytest.raises(JobError) as err:  # b0: in silver, never given to detect_outliers
         run_job("build_features", spark, cfg.model_copy(update={"batch_id": "b0"}), tables)
@@ -996,6 +996,58 @@ def test_build_features_refuses_a_policy_that_disagrees_on_drop_with_detect_outl
         "in quarantine"
     )
     assert tables.version(features) == before
+
+
+def test_one_features_table_holds_the_rows_of_one_policy(spark, tmp_path):
+    """Capped values of one batch must not sit beside raw values of another in features:
+    another policy for one batch is refused until every batch moves to it."""
+    tables = open_tables(spark, "rs")
+
+    def cfg_of(policy, batch, **features):
+        cfg = _cfg(tmp_path, {"policy": policy, "detectors": DETECTORS})
+        return cfg.model_copy(
+            update={"batch_id": batch, "features": cfg.features.model_copy(update=features)}
+        )
+
+    _silver_with(
+        spark,
+        tables,
+        cfg_of("cap", "b1"),
+        [data_row(i, *r) for i, r in enumerate(BATCH)] + [OTHER_BATCH],
+    )
+    for job in ("detect_outliers", "build_features"):
+        run_job(job, spark, cfg_of("cap", "b1"), tables)
+    run_job("detect_outliers", spark, cfg_of("flag", "b0"), tables)
+    features = cfg_of("cap", "b1").storage.table_path("features")
+    stats = cfg_of("cap", "b1").storage.table_path("outlier_stats")
+    before = tables.version(features)
+    with pytest.raises(JobError) as err:  # the same batch: both jobs apply one policy
+        run_job("build_features", spark, cfg_of("flag", "b1"), tables)
+    assert str(err.value).startswith(
+        f"build_features: outliers.policy is flag, but detect_outliers applied another policy "
+        f"to batch 'b1' (cap) ({stats}); both jobs must apply the same one"
+    )
+    with pytest.raises(JobError) as err:  # another batch of features: capped beside raw
+        run_job("build_features", spark, cfg_of("flag", "b0"), tables)
+    assert str(err.value) == (
+        "build_features: outliers.policy is flag, but the features of batch 'b1' (cap) were "
+        f"built with another policy ({stats}): one features table holds the rows of one "
+        "policy, or a model would train on capped and raw values (or on kept and dropped "
+        "outliers) at once. Keep --set outliers.policy=cap, or move every batch to flag: run "
+        "detect_outliers with it for each batch, then build_features with --set "
+        "features.rebuild=true"
+    )
+    assert tables.version(features) == before
+    # the way the message gives: every batch moved to flag, then one rebuild
+    run_job("detect_outliers", spark, cfg_of("flag", "b1"), tables)
+    run_job("build_features", spark, cfg_of("flag", "b1", rebuild=True), tables)
+    raw = [(rid, amount) for rid, amount, _ in BATCH] + [("T99", 1e6)]
+    assert_df_equality(
+        tables.read(features).select("id", "amount"),
+        spark.createDataFrame(raw, "id string, amount double"),
+        ignore_nullable=True,
+        ignore_row_order=True,
+    )
 
 
 @pytest.mark.parametrize("policy", ["flag", "cap", "drop"])
