@@ -246,6 +246,31 @@ def test_the_job_output_names_the_features_without_a_reference(spark, tmp_path):
     ]
 
 
+def test_the_job_output_names_a_column_that_the_training_set_mostly_lacks(spark, tmp_path):
+    from ml_engine.drift.job import _notes
+
+    # "added": a column the first three of four training batches lack; "lost": values that
+    # stopped coming, which is drift of another kind
+    ref_rows = [(None if i < 75 else float(i), float(i)) for i in range(100)]
+    reference = profile_dataframe(
+        spark.createDataFrame(ref_rows, "added double, lost double"), ["added", "lost"], []
+    )
+    cur_rows = [(float(i), None if i % 2 else float(i)) for i in range(75, 115)]
+    current = profile_dataframe(
+        spark.createDataFrame(cur_rows, "added double, lost double"), ["added", "lost"], []
+    )
+    result = compare(reference, current, DriftThresholds(), drift_share=0.5)
+
+    notes = _notes(result, 0.5, ["added", "lost"], tmp_path / "r.html")
+
+    assert (result.feature("added").status, result.feature("lost").status) == ("drift", "drift")
+    assert notes[2:] == [
+        "mostly null in the model's training set: added (75% null there, 0% now). A column "
+        "that earlier batches lack (added to the schema later) drifts on its null share until "
+        "a model trained on batches with its values is the champion: retrain"
+    ]
+
+
 def test_numbers_show_three_significant_digits_and_counts_in_full():
     from ml_engine.drift.report import _num
 

@@ -41,7 +41,13 @@ from pyspark.sql import types as T
 from ml_engine.config import Config
 from ml_engine.drift.profile import DatasetProfile, profile_dataframe
 from ml_engine.drift.report import render_report
-from ml_engine.drift.stats import NO_REFERENCE, DriftResult, compare
+from ml_engine.drift.stats import (
+    NO_REFERENCE,
+    NULL_SHARE,
+    NULL_SHARE_CHANGE,
+    DriftResult,
+    compare,
+)
 from ml_engine.results import EXIT_DRIFT, EXIT_OK, JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import BATCH_COLUMN, DeltaTables, sql_literal
@@ -629,6 +635,18 @@ def _notes(
             f"not compared, no reference: {', '.join(unreferenced)}. The reference profile is "
             "made when the model is trained, of drift.features then (default: the schema's "
             "features); set drift.features before train to compare other columns"
+        )
+    arriving = []
+    for f in result.features:
+        share, change = f.value(NULL_SHARE), f.value(NULL_SHARE_CHANGE)
+        if f.status == "drift" and share is not None and change is not None and change < 0:
+            if share - change >= 0.5:  # mostly null in the training set, with values now
+                arriving.append(f"{f.feature} ({share - change:.0%} null there, {share:.0%} now)")
+    if arriving:
+        notes.append(
+            f"mostly null in the model's training set: {', '.join(arriving)}. A column that "
+            "earlier batches lack (added to the schema later) drifts on its null share until "
+            "a model trained on batches with its values is the champion: retrain"
         )
     return notes
 
