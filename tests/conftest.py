@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import os
 import shutil
 import subprocess
@@ -123,19 +122,15 @@ def _tracking_env_restored_per_module():
     _restore_tracking_env()
 
 
-# ------------------------------------------------------------------ work run in the background
+# ------------------------------------------------------------------ the demo, run in the background
 # `tests/test_demo.py` inspects one `ml-engine demo` run made as a user makes it: `pip install .`
-# (not editable) and the installed command, in a process of its own. `tests/test_model_jobs.py`
-# trains against an `mlflow server` on the sample data's tables, which the data jobs write as
-# `ml-engine run` commands (`services.sample_chain`) while the server starts. Neither needs a
-# fixture of this process, so they start as soon as collection ends, one after the other, and
-# run beside the test modules (whose own session leaves the second core mostly idle); the
-# tests that need them wait for them. The server stops when the session ends.
-_BACKGROUND = pytest.StashKey[tuple]()
+# (not editable) and the installed command, in a process of its own. That process needs no
+# fixture of this one, so it starts as soon as collection ends and runs beside the first test
+# modules; the demo tests wait for it.
+_DEMO = pytest.StashKey[tuple]()
 
 
 def demo_as_installed(base: Path) -> tuple[Path, subprocess.CompletedProcess]:
-    base.mkdir(parents=True, exist_ok=True)
     install, workdir = base / "install", base / "demo"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(install), "."],
@@ -181,58 +176,23 @@ def demo_as_installed(base: Path) -> tuple[Path, subprocess.CompletedProcess]:
     return workdir, run
 
 
-def model_jobs_inputs(base: Path, services: contextlib.ExitStack):
-    """The sample data's tables (:func:`services.sample_chain`) and a tracking server that
-    answers: ``(storage root, the data jobs' commands, server)``."""
-    from services import sample_chain, starting_mlflow_server
-
-    server = services.enter_context(starting_mlflow_server(base / "mlflow-server"))
-    root, runs = sample_chain(base / "chain")
-    server.ready()
-    return root, runs, server
-
-
 def pytest_collection_finish(session):
-    collected = {item.path.name for item in session.items}
-    base = Path(tempfile.mkdtemp(prefix="ml-engine-background-"))
-    services = contextlib.ExitStack()
-    work = {
-        "demo": ("test_demo.py", lambda: demo_as_installed(base / "demo")),
-        "model_jobs": (
-            "test_model_jobs.py",
-            lambda: model_jobs_inputs(base / "model_jobs", services),
-        ),
-    }
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)  # one at a time, in order
-    futures = {name: pool.submit(fn) for name, (module, fn) in work.items() if module in collected}
-    session.config.stash[_BACKGROUND] = (base, pool, futures, services)
+    if any(item.path.name == "test_demo.py" for item in session.items):
+        base = Path(tempfile.mkdtemp(prefix="ml-engine-demo-"))
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        session.config.stash[_DEMO] = (base, pool, pool.submit(demo_as_installed, base))
 
 
 def pytest_sessionfinish(session):
-    started = session.config.stash.get(_BACKGROUND, None)
+    started = session.config.stash.get(_DEMO, None)
     if started is not None:
-        base, pool, futures, services = started
-        for future in futures.values():
-            future.cancel()  # not started yet: the tests that needed it did not run
+        base, pool, _ = started
         pool.shutdown(wait=True)
-        services.close()
         shutil.rmtree(base, ignore_errors=True)
-
-
-def background(request, name: str):
-    """The result of background work ``name`` (see above), once it has finished."""
-    _, _, futures, _ = request.config.stash[_BACKGROUND]
-    return futures[name].result()
 
 
 @pytest.fixture(scope="session")
 def demo_run(request) -> tuple[Path, subprocess.CompletedProcess]:
     """The background demo run's work directory and finished process (see above)."""
-    return background(request, "demo")
-
-
-@pytest.fixture(scope="session")
-def model_jobs_run(request):
-    """The background data jobs' storage root and finished commands, and the tracking server
-    (see above)."""
-    return background(request, "model_jobs")
+    _, _, future = request.config.stash[_DEMO]
+    return future.result()

@@ -259,36 +259,3 @@ def package(out: Path) -> Path:
     )
     assert done.returncode == 0, done.stderr
     return out
-
-
-def sample_chain(root: Path) -> tuple[Path, list[subprocess.CompletedProcess]]:
-    """The sample data (3,000 reference and 1,000 current records, one file each) through the
-    data jobs as a user runs them, each command a process of its own: ingest, clean,
-    detect_outliers, build_features and build_training_set for the reference batch, the
-    first four for the current batch. Returns ``root`` (``storage.root``; the data is under
-    ``root / "raw"``) and the commands' results (the first that failed ends the list)."""
-    root.mkdir(parents=True, exist_ok=True)
-    env = {"SPARK_LOCAL_IP": "127.0.0.1", **os.environ}
-    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        env.pop(key, None)  # the data jobs track nothing
-    cli = [sys.executable, "-m", "ml_engine.cli"]
-    raw = root / "raw"
-    sets = [f"storage.root={root}", "spark.master=local[2]"]
-    sets.append("spark.conf.spark.sql.shuffle.partitions=2")
-    data_jobs = ["ingest", "clean", "detect_outliers", "build_features"]
-    commands = [
-        [*cli, "generate-sample-data", "--out", str(raw), "--rows", "3000"]
-        + ["--current-rows", "1000", "--files", "1"],
-        [*cli, "run", *data_jobs, "build_training_set", "--config", "ml-engine:sample"]
-        + [f"--set={s}" for s in (*sets, f"ingest.path={raw / 'reference'}")],
-        [*cli, "run", *data_jobs, "--config", "ml-engine:sample"]
-        + [f"--set={s}" for s in (*sets, f"ingest.path={raw / 'current'}")],
-    ]
-    runs = []
-    for command in commands:
-        runs.append(
-            subprocess.run(command, capture_output=True, text=True, cwd=root, env=env, timeout=900)
-        )
-        if runs[-1].returncode != 0:
-            break
-    return root, runs
