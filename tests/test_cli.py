@@ -390,9 +390,10 @@ def test_a_column_type_the_tables_do_not_have_is_refused_before_spark_starts(tmp
     assert problems == [r.stderr.strip().splitlines()[0].removeprefix("ml-engine: run pipeline: ")]
 
 
-def test_model_command_names_its_own_options_when_an_alias_is_missing(tmp_path):
+def test_model_command_names_its_own_options_when_an_alias_is_missing(tmp_path, capsys):
     from mlflow import MlflowClient
 
+    from ml_engine import cli
     from ml_engine.config import load_config
     from ml_engine.scoring import make_champion, resolve_model_version
 
@@ -441,8 +442,9 @@ def test_model_command_names_its_own_options_when_an_alias_is_missing(tmp_path):
     # a rollback: v2, promoted by hand from challenger, then champion moved back to v1
     store.create_model_version("shop-model", source=str(tmp_path / "model2"))
     store.set_registered_model_alias("shop-model", "challenger", "2")
-    r = run_cli("model", "--config", str(config), "--alias", "challenger", "--promote")
-    assert (r.returncode, r.stdout.strip()) == (
+    # in this process from here on: the command's start-up was shown by the runs above
+    code = cli.main(["model", "--config", str(config), "--alias", "challenger", "--promote"])
+    assert (code, capsys.readouterr().out.strip()) == (
         0,
         "shop-model: champion moved from version 1 to version 2 (run None); score and "
         "drift_report use it from their next run",
@@ -463,16 +465,18 @@ def test_model_command_names_its_own_options_when_an_alias_is_missing(tmp_path):
     # a store that does not exist yet holds no model: said so, and none is made to ask
     fresh = tmp_path / "fresh"
     fresh_uri = f"sqlite:///{fresh / 'mlflow.db'}"
-    r = run_cli("model", "--config", str(config), "--set", f"mlflow.tracking_uri={fresh_uri}")
-    assert (r.returncode, r.stderr.strip(), fresh.exists()) == (
+    code = cli.main(["model", "--config", str(config), f"--set=mlflow.tracking_uri={fresh_uri}"])
+    assert (code, capsys.readouterr().err.strip(), fresh.exists()) == (
         1,
         f"ml-engine: model: no registered model 'shop-model' in {fresh_uri} "
         "(mlflow.registered_model); run the train job first",
         False,
     )
     # a tracking server that does not answer is named as such, before MLflow's retries
-    r = run_cli("model", "--config", str(config), "--set", "mlflow.tracking_uri=http://127.0.0.1:9")
-    assert (r.returncode, r.stderr.strip()) == (
+    code = cli.main(
+        ["model", "--config", str(config), "--set=mlflow.tracking_uri=http://127.0.0.1:9"]
+    )
+    assert (code, capsys.readouterr().err.strip()) == (
         2,
         "ml-engine: model: mlflow.tracking_uri: the tracking server http://127.0.0.1:9 does not "
         "answer ([Errno 111] Connection refused); start it or fix the URI (MLFLOW_TRACKING_URI)",
