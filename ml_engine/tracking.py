@@ -73,9 +73,37 @@ def use_store(cfg: Config) -> str:
     store = cfg.sqlite_store()
     if store is not None:
         store.parent.mkdir(parents=True, exist_ok=True)
+        _open_sqlite_store(uri, store)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+_OPENED: set[str] = set()
+
+
+def _open_sqlite_store(uri: str, store: Path) -> None:
+    """Opens the sqlite store once per process, under an exclusive lock on ``<store>.lock``.
+
+    MLflow creates and migrates a sqlite store when a process first opens it. Processes that
+    open a new store at once (two jobs of a schedule starting together) run the migrations
+    against each other and leave the store broken for good ("table _alembic_tmp_tags already
+    exists" on every later open). Under the lock the first process creates it whole; the
+    others then find every table and only check the schema.
+    """
+    if uri in _OPENED:
+        return
+    import fcntl
+
+    from mlflow import MlflowClient
+
+    with open(store.with_name(store.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _OPENED.add(uri)
 
 
 def connect(cfg: Config) -> str:
