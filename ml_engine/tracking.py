@@ -97,7 +97,11 @@ def _open_sqlite_store(uri: str, store: Path) -> None:
 
     from mlflow import MlflowClient
 
-    with open(store.with_name(store.name + ".lock"), "a") as lock:
+    try:
+        lock = open(store.with_name(store.name + ".lock"), "a")
+    except OSError:  # a directory one may only read: the store is there to read, not to make
+        return
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
