@@ -51,6 +51,7 @@ from ml_engine.drift.stats import (
 from ml_engine.results import EXIT_DRIFT, EXIT_OK, JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import BATCH_COLUMN, DeltaTables, sql_literal
+from ml_engine.training.evaluation import GATE_METRIC_PARAM
 from ml_engine.training.evaluation import ROWS as LABELLED_ROWS
 
 REFERENCE_ARTIFACT = "reference/profile.json"
@@ -478,7 +479,7 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
     drifted = [f.feature for f in result.features if f.status == "drift"]
     notes = _notes(result, dc.drift_share, drifted, report_path)
     if performance:
-        gate_metric = training.params.get("gate.metric")
+        gate_metric = training.params.get(GATE_METRIC_PARAM)
         notes.append(performance_note(performance, test_metrics, current.rows, gate_metric))
     if replaced:
         notes.append(
@@ -661,7 +662,7 @@ def performance_note(
     the model's gate judged it by (``gate_metric``; else the task's usual one)."""
     labelled = int(performance[LABELLED_ROWS])
     usual = ("auc_roc", "f1", "rmse")
-    main = next(iter(k for k in (gate_metric, *usual) if k is not None and k in performance))
+    main = next(k for k in (gate_metric, *usual) if k in performance)
     return (
         f"on arrived labels ({labelled:,} of {scored:,} scored rows): {main} "
         f"{performance[main]:.4f} (training test: {test_metrics.get(main, float('nan')):.4f})"

@@ -81,6 +81,8 @@ LOG_LOSS_EPS = 1e-15
 AUC_METRICS = ("auc_roc", "auc_pr")
 # The number of labelled rows behind the metrics (``evaluate(..., with_rows=True)``).
 ROWS = "labelled_rows"
+# The training run's param naming the metric its gate judged the model by.
+GATE_METRIC_PARAM = "gate.metric"
 #: Distinct scores per class up to which ``auc_roc`` and ``auc_pr`` are exact (see the module
 #: docstring); also the number of grid buckets above it.
 AUC_EXACT_SCORES = 100_000

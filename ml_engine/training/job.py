@@ -55,6 +55,7 @@ from ml_engine.results import JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import DeltaTables
 from ml_engine.training import TrainingError
+from ml_engine.training.evaluation import GATE_METRIC_PARAM
 from ml_engine.training_set import FEATURES_VERSION, LABEL_TIME, LABELS_VERSION
 
 MODEL_ARTIFACT = "model"
@@ -580,7 +581,7 @@ def _log_training(
             **{f"best.{k}": json.dumps(v) for k, v in fit.best_params.items()},
             **{f"split.{k}": v for k, v in trained.split.items()},
             "tuning.method_used": fit.tuning,
-            "gate.metric": metric,
+            GATE_METRIC_PARAM: metric,
         }
     )
     mlflow.log_metrics({f"test_{_metric_key(k)}": v for k, v in _finite(trained.metrics).items()})
