@@ -280,7 +280,7 @@ class BatchCatalog:
         parts = [
             self._as_latest(
                 path,
-                self.tables.read(path, version=v).where(F.col(BATCH_COLUMN).isin(sorted(batches))),
+                self.tables.read_batches(path, sorted(batches), version=v),
             )
             for v, batches in sorted(by_version.items())
         ]

@@ -22,8 +22,10 @@ from deltalake import DeltaTable
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ml_engine.session import JobCounter
 from ml_engine.tables import (
     DELTA_SPARK_PACKAGE,
+    BatchNotFoundError,
     RsDeltaTables,
     TableError,
     TableNotFoundError,
@@ -32,7 +34,7 @@ from ml_engine.tables import (
     delta_spark_conf,
     open_tables,
 )
-from ml_engine.tables.base import nullable_schema, with_columns_of
+from ml_engine.tables.base import batch_not_found, nullable_schema, with_columns_of
 
 UTC = timezone.utc
 
@@ -420,6 +422,90 @@ def test_replace_batch_unique_by_moves_records_written_again_out_of_other_batche
     assert len(b1_files & referenced_files(path)) == len(b1_files) - 1
     with pytest.raises(TableError, match="unique_by \\['id'\\] needs replace_where"):
         tables.overwrite(frame(spark, ours, schema), path, unique_by=["id"])
+
+
+# Batch ids whose predicates hold a quote, a backslash and the text of another term.
+ODD_BATCHES = ("b1' AND batch_id = 'b2", "c\\d", "b2")
+PARTS_SCHEMA = T.StructType(
+    [
+        T.StructField("id", T.LongType(), True),
+        T.StructField("batch_id", T.StringType(), True),
+        T.StructField("part", T.IntegerType(), True),
+    ]
+)
+
+
+def odd_batches_table(spark, tables, path):
+    """Batches ODD_BATCHES, each with rows in parts 1 and 2 (ids 10*i + part)."""
+    rows = [(10 * i + p, b, p) for i, b in enumerate(ODD_BATCHES, 1) for p in (1, 2)]
+    tables.append(frame(spark, rows, PARTS_SCHEMA), path, partition_by=["batch_id", "part"])
+    return rows
+
+
+def test_equality_predicates_on_partitions_replace_exactly_the_partitions_they_name(
+    spark, tables, tmp_path
+):
+    path = str(tmp_path / "t")
+    odd, backslash, plain = ODD_BATCHES
+    odd_batches_table(spark, tables, path)
+
+    # the literal holds " AND batch_id = 'b2'": b2 is not replaced
+    replacements = [
+        ([(100, odd, 1)], batch_predicate(odd)),
+        ([(200, backslash, 2)], batch_predicate(backslash)),
+        ([(300, plain, 2)], batch_predicate(plain, {"part": 2})),  # an integer partition
+        ([(400, "new", 1)], "part = 1"),  # one partition column alone: part 1 of every batch
+    ]
+    for new_rows, predicate in replacements:
+        tables.overwrite(frame(spark, new_rows, PARTS_SCHEMA), path, replace_where=predicate)
+
+    # b1...'s and c\d's rows replaced, b2's part 2, then every part 1 row
+    expected = [(200, backslash, 2), (300, plain, 2), (400, "new", 1)]
+    assert_df_equality(
+        tables.read(path), frame(spark, expected, PARTS_SCHEMA), ignore_row_order=True
+    )
+    assert delta_rows(path) == sorted(expected)
+
+
+def test_batch_reads_return_exactly_the_batches_rows(spark, tables, tmp_path):
+    path = str(tmp_path / "t")
+    odd, backslash, plain = ODD_BATCHES
+    odd_batches_table(spark, tables, path)
+
+    def ids(df):
+        return sorted(r.id for r in df.collect())
+
+    assert ids(tables.read_batch(path, odd)) == [11, 12]
+    assert ids(tables.read_batch(path, backslash)) == [21, 22]
+    assert ids(tables.batch_rows(path, plain)) == [31, 32]
+    assert ids(tables.batch_rows(path, "b9")) == []
+    assert ids(tables.read_batches(path, [odd, plain, "b9"])) == [11, 12, 31, 32]
+    with pytest.raises(BatchNotFoundError) as err:
+        tables.read_batch(path, "b1")
+    assert str(err.value) == batch_not_found(path, "b1", sorted(ODD_BATCHES))
+
+
+def test_rs_plans_a_batch_read_over_the_batchs_files_only(spark, tmp_path, capsys):
+    """A read of some batches scans their files alone, however many batches the table has."""
+    tables = open_tables(spark, "rs")
+    path = str(tmp_path / "t")
+    odd, backslash, plain = ODD_BATCHES
+    odd_batches_table(spark, tables, path)  # 6 files: 3 batches x 2 parts
+
+    def scans(df):
+        df.explain(extended=True)
+        analysed = capsys.readouterr().out.split("== Analyzed Logical Plan ==")[1]
+        return analysed.split("== Optimized Logical Plan ==")[0].count("Relation [")
+
+    assert scans(tables.read(path)) == 6
+    assert scans(tables.read_batch(path, odd)) == 2
+    assert scans(tables.batch_rows(path, backslash)) == 2
+    assert scans(tables.read_batches(path, [odd, plain])) == 4
+    # the files a batch replace removes come from the log: its one Spark job is the write
+    for predicate in (batch_predicate(odd), "batch_id = 'b2' OR part = 7"):
+        with JobCounter(spark) as jobs:
+            tables.overwrite(frame(spark, [], PARTS_SCHEMA), path, replace_where=predicate)
+        assert jobs.count == (1 if predicate.startswith("batch_id = 'b1") else 2)
 
 
 def test_batch_predicate_quotes_strings_and_refuses_other_values():

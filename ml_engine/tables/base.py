@@ -219,6 +219,17 @@ class DeltaTables(ABC):
         """
         return self.read(path, version=version).where(F.col(BATCH_COLUMN) == F.lit(batch_id))
 
+    def read_batches(
+        self, path: str, batch_ids: list[str], version: int | None = None
+    ) -> DataFrame:
+        """The rows of the batches ``batch_ids`` (latest, or as of ``version``); batches
+        without rows add none.
+
+        Raises:
+            TableNotFoundError: no table at ``path``.
+        """
+        return self.read(path, version=version).where(F.col(BATCH_COLUMN).isin(list(batch_ids)))
+
     def read_complete(self, path: str) -> tuple[DataFrame, int]:
         """Every batch of the table, at its latest version: ``(rows, version)``.
 

@@ -69,6 +69,7 @@ import re
 import time
 import urllib.parse
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -107,12 +108,14 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from ml_engine.tables.base import (
     BATCH_COLUMN,
+    BatchNotFoundError,
     Commit,
     ConcurrentWriteError,
     DeltaTables,
     TableError,
     TableNotFoundError,
     added_columns,
+    batch_not_found,
     check_columns,
     check_replace_schema,
     check_unique_keys,
@@ -394,6 +397,36 @@ class RsDeltaTables(DeltaTables):
                 the timestamp is before the first commit, or the table uses deletion vectors or
                 column mapping (read it with the ``spark`` backend).
         """
+        snapshot = self._read_snapshot(path, version, timestamp)
+        return self._scan(snapshot, snapshot.files)
+
+    def read_batch(self, path: str, batch_id: str, version: int | None = None) -> DataFrame:
+        """As :meth:`DeltaTables.read_batch`; Spark plans a scan of the batch's files only."""
+        snapshot = self._read_snapshot(path, version)
+        existing = _snapshot_batches(snapshot)
+        if existing is None:  # not partitioned by batch: the rows say
+            self.require_batch(path, batch_id, version=version)
+        elif batch_id not in existing:
+            raise BatchNotFoundError(batch_not_found(path, batch_id, existing))
+        return self._batch_scan(snapshot, batch_id)
+
+    def batch_rows(self, path: str, batch_id: str, version: int | None = None) -> DataFrame:
+        """As :meth:`DeltaTables.batch_rows`; Spark plans a scan of the batch's files only."""
+        return self._batch_scan(self._read_snapshot(path, version), batch_id)
+
+    def read_batches(
+        self, path: str, batch_ids: list[str], version: int | None = None
+    ) -> DataFrame:
+        """As :meth:`DeltaTables.read_batches`; Spark plans a scan of those batches' files."""
+        snapshot = self._read_snapshot(path, version)
+        return self._scan(snapshot, _batch_files(snapshot, batch_ids)).where(
+            F.col(BATCH_COLUMN).isin(list(batch_ids))
+        )
+
+    def _read_snapshot(
+        self, path: str, version: int | None = None, timestamp: datetime | str | None = None
+    ) -> _Snapshot:
+        """The readable snapshot :meth:`read` scans (its errors are :meth:`read`'s)."""
         if version is not None and timestamp is not None:
             raise TableError(f"read of Delta table {path}: give a version or a timestamp, not both")
         table = self._open(path)
@@ -403,7 +436,14 @@ class RsDeltaTables(DeltaTables):
             self._load_timestamp(table, path, timestamp)
         snapshot = _snapshot(path, table)
         _check_readable(snapshot)
-        return self._scan(snapshot, snapshot.files)
+        return snapshot
+
+    def _batch_scan(self, snapshot: _Snapshot, batch_id: str) -> DataFrame:
+        """The rows of batch ``batch_id``: when the table is partitioned by batch, a scan of
+        that partition's files alone (planning a scan of every batch's files costs the driver
+        time in proportion to the number of batches)."""
+        files = _batch_files(snapshot, [batch_id])
+        return self._scan(snapshot, files).where(F.col(BATCH_COLUMN) == F.lit(batch_id))
 
     # -------------------------------------------------------------------------------- write
 
@@ -556,17 +596,29 @@ class RsDeltaTables(DeltaTables):
                     snapshot, adds, [], "WRITE", parameters, _Scope("table"), overwrite=True
                 )
 
-            _check_predicate(self.spark, path, snapshot.schema, replace_where)
+            if _partition_equalities(snapshot, replace_where) is None:
+                _check_predicate(self.spark, path, snapshot.schema, replace_where)
             _check_readable(snapshot)
             new_rows = _with_row_checks(rows, snapshot, predicate=replace_where)
             matches = F.coalesce(F.expr(replace_where), F.lit(False))
-            if _only_partition_columns(self.spark, snapshot, replace_where):
+            if _partition_equalities(snapshot, replace_where) is not None or (
+                _only_partition_columns(self.spark, snapshot, replace_where)
+            ):
                 removed = self._files_in_matching_partitions(snapshot, replace_where)
                 data = new_rows
                 scope = _Scope("partitions", predicate=replace_where)
             else:
+                # Only files of the partitions the predicate names can hold its rows.
+                terms = _partition_terms(snapshot, replace_where)
+                candidates = (
+                    snapshot
+                    if terms is None
+                    else dataclasses.replace(
+                        snapshot, files=_in_partitions(snapshot.files, terms[0])
+                    )
+                )
                 removed = self._files_with_rows(
-                    snapshot, lambda rows: rows.where(matches), f"rows matching {replace_where!r}"
+                    candidates, lambda rows: rows.where(matches), f"rows matching {replace_where!r}"
                 )
                 kept = self._scan(snapshot, removed).where(~matches)
                 data = new_rows.unionByName(kept)
@@ -721,9 +773,10 @@ class RsDeltaTables(DeltaTables):
         # An empty branch with every column nullable: the union's columns are then nullable
         # like Parquet columns, whatever literals the partition columns are (the optimizer
         # drops the branch, and still prunes branches whose partition values a filter rules out).
-        anchor = _empty(self.spark, T.StructType(schema.fields + (extra if with_file_ids else [])))
-        if not files:
-            return anchor
+        columns = T.StructType(schema.fields + (extra if with_file_ids else []))
+        if not files:  # a frame of its own: one a caller joins with another read of the table
+            return _new_empty(self.spark, columns)
+        anchor = _empty(self.spark, columns)
         parts = []
         groups = _scan_groups(files, with_file_ids)
         # The files are known: Spark only checks them, on the driver, instead of running a
@@ -765,8 +818,13 @@ class RsDeltaTables(DeltaTables):
         """The files whose partition values match ``predicate`` (partition columns only).
 
         The predicate is evaluated by Spark on the distinct partition values (a small local
-        relation), so it has Spark SQL semantics exactly like the check on the new rows.
+        relation), so it has Spark SQL semantics exactly like the check on the new rows; a
+        predicate of ``column = literal`` terms (:func:`_partition_equalities`, what
+        ``replace_batch`` writes) is matched here instead, with the same result and no job.
         """
+        equalities = _partition_equalities(snapshot, predicate)
+        if equalities is not None:
+            return _in_partitions(snapshot.files, equalities)
         distinct = sorted({f.partition_values for f in snapshot.files}, key=repr)
         if not distinct:
             return []
@@ -1234,7 +1292,11 @@ def _snapshot(path: str, table: DeltaTable, with_files: bool = True) -> _Snapsho
 
 def _logged_batches(path: str, table: DeltaTable) -> list[str] | None:
     """Batch ids of the table's data files, or None when it is not partitioned by batch."""
-    snapshot = _snapshot(path, table)
+    return _snapshot_batches(_snapshot(path, table))
+
+
+def _snapshot_batches(snapshot: _Snapshot) -> list[str] | None:
+    """Batch ids of the snapshot's data files, or None when it is not partitioned by batch."""
     if BATCH_COLUMN not in snapshot.partition_by:
         return None
     i = snapshot.partition_by.index(BATCH_COLUMN)
@@ -1434,7 +1496,88 @@ def _scan_groups(files: list[_DataFile], with_file_ids: bool) -> list[list[_Data
     return [group for groups in by_values.values() for group in groups]
 
 
+# A string literal as sql_literal writes it (only \\ and \' escaped), or a whole number.
+_EQUALITY_TERM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*) = ('(?:[^'\\]|\\[\\'])*'|-?[0-9]+)")
+_INTEGRAL_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+
+
+def _partition_terms(
+    snapshot: _Snapshot, predicate: str
+) -> tuple[list[tuple[int, Any]], bool] | None:
+    """When ``predicate`` is ``c = v AND ...`` (``batch_predicate``'s form): the (partition
+    column index, value) pairs of its terms that compare a partition column, a string one with
+    a string literal or a whole-number one with a number, and whether those are all its terms.
+    None for any other predicate, which Spark then evaluates.
+
+    For these terms Spark's ``=`` is Python's ``==`` on the typed partition values (a null
+    value matches nothing in both), so they choose files without a Spark job.
+    """
+    fields = {f.name: f.dataType for f in snapshot.schema.fields}
+    terms: list[tuple[int, Any]] = []
+    every, position = True, 0
+    while True:
+        term = _EQUALITY_TERM.match(predicate, position)
+        if term is None:
+            return None
+        column, literal = term.groups()
+        data_type = fields.get(column) if column in snapshot.partition_by else None
+        if literal.startswith("'") and isinstance(data_type, T.StringType):
+            terms.append(
+                (snapshot.partition_by.index(column), re.sub(r"\\(.)", r"\1", literal[1:-1]))
+            )
+        elif not literal.startswith("'") and isinstance(data_type, _INTEGRAL_TYPES):
+            terms.append((snapshot.partition_by.index(column), int(literal)))
+        else:
+            every = False
+        position = term.end()
+        if position == len(predicate):
+            return terms, every
+        if not predicate.startswith(" AND ", position):
+            return None
+        position += len(" AND ")
+
+
+def _partition_equalities(snapshot: _Snapshot, predicate: str) -> list[tuple[int, Any]] | None:
+    """The terms of ``predicate`` when all of them are partition terms (see
+    :func:`_partition_terms`), else None."""
+    parsed = _partition_terms(snapshot, predicate)
+    return parsed[0] if parsed is not None and parsed[1] else None
+
+
+def _batch_files(snapshot: _Snapshot, batch_ids: list[str]) -> list[_DataFile]:
+    """The snapshot's files that can hold rows of ``batch_ids``: those of their partitions
+    when the table is partitioned by its text ``batch_id`` column, else all."""
+    fields = {f.name: f.dataType for f in snapshot.schema.fields}
+    if BATCH_COLUMN not in snapshot.partition_by or not isinstance(
+        fields[BATCH_COLUMN], T.StringType
+    ):
+        return snapshot.files
+    i, wanted = snapshot.partition_by.index(BATCH_COLUMN), set(batch_ids)
+    return [f for f in snapshot.files if f.partition_values[i] in wanted]
+
+
+def _in_partitions(files: list[_DataFile], terms: list[tuple[int, Any]]) -> list[_DataFile]:
+    """The files whose partition values equal every (index, value) of ``terms``."""
+    return [f for f in files if all(f.partition_values[i] == value for i, value in terms)]
+
+
+# Empty frames by session and schema: building one costs a few analyses in the JVM, and every
+# read and predicate check needs one (DataFrames are immutable, so one can serve them all).
+_EMPTY_FRAMES: weakref.WeakKeyDictionary[SparkSession, dict[str, DataFrame]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _empty(spark: SparkSession, schema: T.StructType) -> DataFrame:
+    """The session's empty DataFrame with ``schema`` (see :func:`_new_empty`), built once."""
+    frames = _EMPTY_FRAMES.setdefault(spark, {})
+    key = schema.json()
+    if key not in frames:
+        frames[key] = _new_empty(spark, schema)
+    return frames[key]
+
+
+def _new_empty(spark: SparkSession, schema: T.StructType) -> DataFrame:
     """An empty DataFrame with ``schema`` that the optimizer turns into an empty local relation
     (``createDataFrame([])`` would become an RDD scan that still runs a task)."""
     # one null struct cast to the schema: a few calls to the JVM, not a few per column
