@@ -255,7 +255,7 @@ class BatchCatalog:
         if visible is None:
             return self.tables.batch_rows(path, batch_id, version=version)
         if batch_id not in visible:
-            return self.tables.read(path).limit(0)
+            return self.tables.read_batches(path, [])
         return self._as_latest(path, self.tables.batch_rows(path, batch_id, visible[batch_id]))
 
     def read_complete(self, path: str) -> tuple[DataFrame, int]:

@@ -649,7 +649,7 @@ def _check_same_definitions(tables: DeltaTables, features_path: str, out: DataFr
     different definitions in one table would train one model on two meanings)."""
     if not tables.exists(features_path):
         return
-    changed = schema_differences(tables.read(features_path).schema, out.schema)
+    changed = schema_differences(tables.schema(features_path), out.schema)
     if changed:
         raise JobError(
             f"build_features: the features table {features_path} was built with other feature "

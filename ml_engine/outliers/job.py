@@ -143,8 +143,7 @@ def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -
         )
     elif tables.exists(quarantine_path):
         # Clears this stage's rows of an earlier run with policy drop.
-        schema = tables.read(quarantine_path).select(*QUARANTINE_COLUMNS).schema
-        quarantine_out = spark.createDataFrame([], schema)
+        quarantine_out = tables.read_batches(quarantine_path, []).select(*QUARANTINE_COLUMNS)
     if quarantine_out is not None:
         describe(spark, f"detect_outliers: write quarantine rows of batch {batch}")
         tables.replace_batch(quarantine_out, quarantine_path, batch, within={"stage": STAGE})
