@@ -1,0 +1,118 @@
+"""Benchmark: what one batch costs on rs tables of many batches.
+
+A daily job reads its batch and replaces its batch in tables that gain a batch every day. For
+tables of ``--batches`` batch partitions (default 10, 100 and 300; ``--rows-per-batch`` rows
+each, written in one commit), it measures on the ``rs`` backend, each figure the median of
+``--repeats`` runs:
+
+* ``read_batch`` of one batch, counted (the scan of that batch's files only);
+* side by side, the whole table read and filtered to that batch, counted (what a reader that
+  plans every batch's files does);
+* ``replace_batch`` of one batch (its files picked from the log; the Parquet write);
+* a read of every batch: planning the DataFrame, then counting it.
+
+It prints the times, the ratio whole-table filter / batch read, and each figure's growth from
+the fewest batches to the most.
+
+Usage::
+
+    python benchmarks/bench_batches.py
+    python benchmarks/bench_batches.py --batches 10 50 --repeats 3   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+
+from common import add_java_options, java_options_conf, load_average
+from pyspark.sql import functions as F
+
+from ml_engine.config import SparkConfig
+from ml_engine.session import build_session
+from ml_engine.tables import open_tables
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm: the first call of a fresh plan shape compiles more of Spark
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[10, 100, 300])
+    parser.add_argument("--rows-per-batch", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=7)
+    add_java_options(parser)
+    args = parser.parse_args()
+
+    conf = {"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false"}
+    conf.update(java_options_conf(args.java_options))
+    spark = build_session(SparkConfig(master="local[2]", app_name="bench-batches", conf=conf))
+    spark.sparkContext.setLogLevel("ERROR")
+    tables = open_tables(spark, "rs")
+    root = tempfile.mkdtemp(prefix="bench-batches-")
+    results = {}
+    try:
+        for n in args.batches:
+            path = f"{root}/t{n}"
+            rows = spark.range(n * args.rows_per_batch).select(
+                F.concat(F.lit("b"), (F.col("id") % n).cast("string")).alias("batch_id"),
+                F.col("id"),
+                (F.col("id") * 0.5).alias("amount"),
+                F.lit("web").alias("channel"),
+            )
+            tables.overwrite(rows, path, partition_by=["batch_id"])
+            one = rows.where(F.col("batch_id") == "b1").cache()
+            one.count()
+            planned = {}
+
+            def plan_all(path=path, planned=planned):
+                planned["df"] = tables.read(path)
+
+            figures = {
+                "read_batch + count": median_ms(
+                    lambda path=path: tables.read_batch(path, "b1").count(), args.repeats
+                ),
+                "whole table, filtered + count": median_ms(
+                    lambda path=path: tables.read(path).where(F.col("batch_id") == "b1").count(),
+                    args.repeats,
+                ),
+                "replace_batch": median_ms(
+                    lambda path=path, one=one: tables.replace_batch(one, path, "b1"), args.repeats
+                ),
+                "read every batch: plan": median_ms(plan_all, args.repeats),
+            }
+            figures["read every batch: count"] = median_ms(
+                lambda planned=planned: planned["df"].count(), args.repeats
+            )
+            one.unpersist()
+            results[n] = figures
+            print(
+                f"\n{n} batches of {args.rows_per_batch} rows (median of {args.repeats}, ms; "
+                f"{load_average()})"
+            )
+            for name, ms in figures.items():
+                print(f"  {name:32s} {ms:9.0f}")
+            ratio = figures["whole table, filtered + count"] / figures["read_batch + count"]
+            print(f"  whole-table filter / read_batch  {ratio:9.1f}x")
+        if len(results) > 1:
+            low, high = min(results), max(results)
+            print(f"\ngrowth from {low} to {high} batches ({high / low:.0f}x the batches)")
+            for name in results[low]:
+                print(f"  {name:32s} {results[high][name] / results[low][name]:9.1f}x")
+    finally:
+        spark.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
