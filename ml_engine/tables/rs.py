@@ -596,14 +596,14 @@ class RsDeltaTables(DeltaTables):
                     snapshot, adds, [], "WRITE", parameters, _Scope("table"), overwrite=True
                 )
 
-            if _partition_equalities(snapshot, replace_where) is None:
+            # Equality terms on partition columns resolve by construction: no check needed.
+            on_partitions = _partition_equalities(snapshot, replace_where) is not None
+            if not on_partitions:
                 _check_predicate(self.spark, path, snapshot.schema, replace_where)
             _check_readable(snapshot)
             new_rows = _with_row_checks(rows, snapshot, predicate=replace_where)
             matches = F.coalesce(F.expr(replace_where), F.lit(False))
-            if _partition_equalities(snapshot, replace_where) is not None or (
-                _only_partition_columns(self.spark, snapshot, replace_where)
-            ):
+            if on_partitions or _only_partition_columns(self.spark, snapshot, replace_where):
                 removed = self._files_in_matching_partitions(snapshot, replace_where)
                 data = new_rows
                 scope = _Scope("partitions", predicate=replace_where)
