@@ -217,7 +217,7 @@ class DeltaTables(ABC):
         Raises:
             TableNotFoundError: no table at ``path``.
         """
-        return self.read(path, version=version).where(F.col(BATCH_COLUMN) == F.lit(batch_id))
+        return self.read_batches(path, [batch_id], version=version)
 
     def read_batches(
         self, path: str, batch_ids: list[str], version: int | None = None

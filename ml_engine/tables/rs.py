@@ -408,20 +408,13 @@ class RsDeltaTables(DeltaTables):
             self.require_batch(path, batch_id, version=version)
         elif batch_id not in existing:
             raise BatchNotFoundError(batch_not_found(path, batch_id, existing))
-        return self._batch_scan(snapshot, batch_id)
-
-    def batch_rows(self, path: str, batch_id: str, version: int | None = None) -> DataFrame:
-        """As :meth:`DeltaTables.batch_rows`; Spark plans a scan of the batch's files only."""
-        return self._batch_scan(self._read_snapshot(path, version), batch_id)
+        return self._scan_batches(snapshot, [batch_id])
 
     def read_batches(
         self, path: str, batch_ids: list[str], version: int | None = None
     ) -> DataFrame:
         """As :meth:`DeltaTables.read_batches`; Spark plans a scan of those batches' files."""
-        snapshot = self._read_snapshot(path, version)
-        return self._scan(snapshot, _batch_files(snapshot, batch_ids)).where(
-            F.col(BATCH_COLUMN).isin(list(batch_ids))
-        )
+        return self._scan_batches(self._read_snapshot(path, version), batch_ids)
 
     def _read_snapshot(
         self, path: str, version: int | None = None, timestamp: datetime | str | None = None
@@ -438,12 +431,12 @@ class RsDeltaTables(DeltaTables):
         _check_readable(snapshot)
         return snapshot
 
-    def _batch_scan(self, snapshot: _Snapshot, batch_id: str) -> DataFrame:
-        """The rows of batch ``batch_id``: when the table is partitioned by batch, a scan of
-        that partition's files alone (planning a scan of every batch's files costs the driver
+    def _scan_batches(self, snapshot: _Snapshot, batch_ids: list[str]) -> DataFrame:
+        """The rows of batches ``batch_ids``: when the table is partitioned by batch, a scan of
+        their partitions' files alone (planning a scan of every batch's files costs the driver
         time in proportion to the number of batches)."""
-        files = _batch_files(snapshot, [batch_id])
-        return self._scan(snapshot, files).where(F.col(BATCH_COLUMN) == F.lit(batch_id))
+        files = _batch_files(snapshot, batch_ids)
+        return self._scan(snapshot, files).where(F.col(BATCH_COLUMN).isin(list(batch_ids)))
 
     # -------------------------------------------------------------------------------- write
 
