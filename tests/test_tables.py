@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from chispa import assert_df_equality
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -497,15 +497,59 @@ def test_rs_plans_a_batch_read_over_the_batchs_files_only(spark, tmp_path, capsy
         analysed = capsys.readouterr().out.split("== Analyzed Logical Plan ==")[1]
         return analysed.split("== Optimized Logical Plan ==")[0].count("Relation [")
 
-    assert scans(tables.read(path)) == 6
+    # b2's two partitions are plain directories, one scan; the others' names are escaped on
+    # disk, so each of their partitions is a scan with its values from the log
+    assert scans(tables.read(path)) == 5
     assert scans(tables.read_batch(path, odd)) == 2
     assert scans(tables.batch_rows(path, backslash)) == 2
-    assert scans(tables.read_batches(path, [odd, plain])) == 4
+    assert scans(tables.read_batches(path, [odd, plain])) == 3
     # the files a batch replace removes come from the log: its one Spark job is the write
     for predicate in (batch_predicate(odd), "batch_id = 'b2' OR part = 7"):
         with JobCounter(spark) as jobs:
             tables.overwrite(frame(spark, [], PARTS_SCHEMA), path, replace_where=predicate)
         assert jobs.count == (1 if predicate.startswith("batch_id = 'b1") else 2)
+
+
+def test_rs_reads_plain_partition_directories_as_one_scan_that_a_filter_prunes(
+    spark, tmp_path, capsys
+):
+    """Batches written one by one (each in its write's directory) and by delta-rs (in the
+    table's own ``batch_id=`` directories) are one Parquet scan; a filter on a partition
+    column then reads only the files of the partitions it keeps."""
+    tables = open_tables(spark, "rs")
+    path = str(tmp_path / "t")
+    written = []
+    for i in range(1, 5):  # one write per batch, a negative integer partition among them
+        rows = [(10 * i + p, f"2026-01-0{i}", p - 2 * (i == 4)) for p in (1, 2)]
+        tables.append(frame(spark, rows, PARTS_SCHEMA), path, partition_by=["batch_id", "part"])
+        written += rows
+    by_delta_rs = [(51, "2026-01-05", 1)]
+    arrow = pa.table({"id": [51], "batch_id": ["2026-01-05"], "part": pa.array([1], pa.int32())})
+    write_deltalake(path, arrow, mode="append")
+    written += by_delta_rs
+    assert sum(1 for f in data_files(path) if os.path.dirname(f).startswith("batch_id=")) == 1
+
+    table = tables.read(path)
+    table.explain(extended=True)
+    analysed = capsys.readouterr().out.split("== Analyzed Logical Plan ==")[1]
+    assert analysed.split("== Optimized Logical Plan ==")[0].count("Relation [") == 1
+    assert_df_equality(
+        table, frame(spark, written, nullable_schema(PARTS_SCHEMA)), ignore_row_order=True
+    )
+
+    # a file of batch 2026-01-01 no longer reads as Parquet: only a read of it fails
+    first = next(f for f in data_files(path) if "batch_id=2026-01-01/part=1" in f)
+    with open(os.path.join(path, first), "wb") as out:
+        out.write(b"not a parquet file")
+    kept = [r for r in written if r[1] in ("2026-01-02", "2026-01-04") and r[2] != 2]
+    pruned = tables.read(path).where(
+        F.col("batch_id").isin("2026-01-02", "2026-01-04") & (F.col("part") != 2)
+    )
+    assert_df_equality(
+        pruned, frame(spark, kept, nullable_schema(PARTS_SCHEMA)), ignore_row_order=True
+    )
+    with pytest.raises(Exception, match="(?i)parquet"):
+        tables.read(path).where(F.col("part") == 1).collect()
 
 
 def test_batch_predicate_quotes_strings_and_refuses_other_values():

@@ -1,9 +1,10 @@
 """The ``rs`` Delta backend: delta-rs keeps the transaction log, Spark does all data work.
 
 Reading asks delta-rs (the ``deltalake`` package) for a snapshot's data files and their
-partition values and lets Spark read exactly those Parquet files, adding the partition columns
-back as typed literals: one scan per distinct partition value (one for an unpartitioned table),
-all in one Spark job, never one job per file.
+partition values and lets Spark read exactly those Parquet files: files in plain ``col=value/``
+directories as one scan whose partition columns Spark takes from the directories (so that a
+filter on them prunes files), any others with a scan per distinct partition value that adds the
+partition columns as typed literals from the log. All in one Spark job, never one job per file.
 
 Writing lets Spark write Parquet files into a fresh directory ``<table>/<write id>/`` (Hive-style
 ``col=value/`` directories below it for partitioned tables), so concurrent or failed writes never
@@ -155,6 +156,7 @@ _WRITE_OPTIONS = {
 }
 _NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 _LISTING_THRESHOLD = "spark.sql.sources.parallelPartitionDiscovery.threshold"
+_SKIP_BASE_PATH_CHECK = "spark.sql.files.ignoreInvalidPartitionPaths"
 # Delta writers keep string statistics short; a prefix is still a valid lower bound.
 _STRING_STATS_PREFIX = 32
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -753,34 +755,49 @@ class RsDeltaTables(DeltaTables):
     def _scan(
         self, snapshot: _Snapshot, files: list[_DataFile], with_file_ids: bool = False
     ) -> DataFrame:
-        """Spark reads ``files``; partition columns come back as typed literals.
-
-        One Parquet scan per distinct partition value (and, with file ids, per set of files
-        with distinct names), united in one DataFrame: the read is one Spark job whatever the
-        number of files. With ``with_file_ids`` every row also carries ``_GROUP`` (the scan)
-        and ``_FILE`` (its file's name), which identify its file: see :meth:`_files_with_rows`.
+        """Spark reads ``files``, with the partition columns of the table (see
+        :func:`_plan_scans`): one DataFrame, read in one Spark job whatever the number of
+        files. With ``with_file_ids`` every row also carries ``_GROUP`` (its scan) and
+        ``_FILE`` (its file's name), which with its partition values identify its file: see
+        :meth:`_files_with_rows`.
         """
-        data_schema = snapshot.data_schema
+        return self._read_scans(
+            snapshot, _plan_scans(snapshot, files, with_file_ids), with_file_ids
+        )
+
+    def _read_scans(
+        self, snapshot: _Snapshot, scans: list[tuple[bool, list[_DataFile]]], with_file_ids: bool
+    ) -> DataFrame:
+        """The union of ``scans``: (plain, files) pairs from :func:`_plan_scans`."""
         extra = [T.StructField(_GROUP, T.IntegerType()), T.StructField(_FILE, T.StringType())]
         schema = nullable_schema(snapshot.schema)
         # An empty branch with every column nullable: the union's columns are then nullable
         # like Parquet columns, whatever literals the partition columns are (the optimizer
         # drops the branch, and still prunes branches whose partition values a filter rules out).
-        columns = T.StructType(schema.fields + (extra if with_file_ids else []))
-        if not files:  # a frame of its own: one a caller joins with another read of the table
-            return _new_empty(self.spark, columns)
-        anchor = _empty(self.spark, columns)
-        parts = []
-        groups = _scan_groups(files, with_file_ids)
+        frame_schema = T.StructType(schema.fields + (extra if with_file_ids else []))
+        if not scans:  # a frame of its own: one a caller joins with another read of the table
+            return _new_empty(self.spark, frame_schema)
+        location = _location(snapshot.path)
         # The files are known: Spark only checks them, on the driver, instead of running a
-        # listing job for every scan of more than 32 files.
-        with _runtime_conf(self.spark, {_LISTING_THRESHOLD: str(2**31 - 1)}):
-            scans = [
-                self.spark.read.schema(data_schema).parquet(*[_spark_uri(f.uri) for f in group])
-                for group in groups
+        # listing job for every scan of more than 32 files. Files of several writes sit in
+        # several <write id>/ directories below the table: to Spark's partition discovery
+        # these are base paths of their own, which it refuses unless told to skip that check
+        # (it still reads each file's partition values from its own directories).
+        conf = {_LISTING_THRESHOLD: str(2**31 - 1), _SKIP_BASE_PATH_CHECK: "true"}
+        with _runtime_conf(self.spark, conf):
+            reads = [
+                self.spark.read.schema(schema if plain else snapshot.data_schema)
+                .options(**({"basePath": _spark_uri(location)} if plain else {}))
+                .parquet(*[_spark_uri(f.uri) for f in files])
+                for plain, files in scans
             ]
-        for group_id, (group, scan) in enumerate(zip(groups, scans, strict=True)):
-            values = dict(zip(snapshot.partition_by, group[0].partition_values, strict=True))
+        parts = []
+        for group_id, ((plain, files), scan) in enumerate(zip(scans, reads, strict=True)):
+            values = (
+                {}
+                if plain
+                else dict(zip(snapshot.partition_by, files[0].partition_values, strict=True))
+            )
             columns = [
                 _typed_literal(values[f.name], f.dataType).alias(f.name)
                 if f.name in values
@@ -793,19 +810,29 @@ class RsDeltaTables(DeltaTables):
                     scan.metadataColumn("_metadata").getField("file_name").alias(_FILE),
                 ]
             parts.append(scan.select(*columns))
-        return reduce(DataFrame.union, [*parts, anchor])
+        return reduce(DataFrame.union, [*parts, _empty(self.spark, frame_schema)])
 
     def _files_with_rows(self, snapshot: _Snapshot, select_rows, what: str) -> list[_DataFile]:
         """The snapshot's files holding at least one row that ``select_rows`` keeps.
 
-        One Spark job; collects one (scan, file name) pair per such file.
+        One Spark job; collects one (scan, file name, partition values) row per such file.
         """
-        groups = _scan_groups(snapshot.files, with_file_ids=True)
-        by_id = {(g, f.name): f for g, group in enumerate(groups) for f in group}
-        rows = self._scan(snapshot, snapshot.files, with_file_ids=True)
+        scans = _plan_scans(snapshot, snapshot.files, with_file_ids=True)
+        by_id = {
+            (g, f.name, f.partition_values if plain else None): f
+            for g, (plain, group) in enumerate(scans)
+            for f in group
+        }
+        rows = self._read_scans(snapshot, scans, with_file_ids=True)
+        partition_columns = [quote_name(c) for c in snapshot.partition_by]
         with _job_description(self.spark, f"ml-engine: find files of {snapshot.path} with {what}"):
-            hits = select_rows(rows).select(_GROUP, _FILE).distinct().collect()
-        return [by_id[(hit[_GROUP], hit[_FILE])] for hit in hits]
+            hits = select_rows(rows).select(_GROUP, _FILE, *partition_columns).distinct().collect()
+        found = []
+        for hit in hits:
+            plain = scans[hit[_GROUP]][0]
+            values = tuple(hit[c] for c in snapshot.partition_by) if plain else None
+            found.append(by_id[(hit[_GROUP], hit[_FILE], values)])
+        return found
 
     def _files_in_matching_partitions(self, snapshot: _Snapshot, predicate: str) -> list[_DataFile]:
         """The files whose partition values match ``predicate`` (partition columns only).
@@ -1471,27 +1498,106 @@ def _first_line(exc: BaseException) -> str:
 # -------------------------------------------------------------------------- partition values
 
 
-def _scan_groups(files: list[_DataFile], with_file_ids: bool) -> list[list[_DataFile]]:
-    """Files grouped by partition values; with file ids also split so that file names are
-    unique within a group (Spark writers reuse a name in every partition directory)."""
-    by_values: dict[tuple[Any, ...], list[list[_DataFile]]] = {}
+def _plan_scans(
+    snapshot: _Snapshot, files: list[_DataFile], with_file_ids: bool
+) -> list[tuple[bool, list[_DataFile]]]:
+    """The Parquet scans that read ``files``, as (plain, files) pairs.
+
+    Files in plain Hive-style directories (:func:`_in_plain_directories`) are one scan whose
+    partition columns Spark reads from those directories, so a filter on them prunes files.
+    Every other file is read by a scan per distinct partition value whose partition columns
+    are typed literals. With file ids, scans are also split so that no two files of one scan
+    share their name and partition values (Spark writers reuse a name in every partition
+    directory, other writers in every write).
+    """
+    plain = _in_plain_directories(snapshot, files)
+    in_plain = {id(f) for f in plain}
+    others = [f for f in files if id(f) not in in_plain]
+    return [(True, g) for g in _scan_groups(plain, with_file_ids, lambda f: ())] + [
+        (False, g) for g in _scan_groups(others, with_file_ids, lambda f: f.partition_values)
+    ]
+
+
+def _scan_groups(
+    files: list[_DataFile], with_file_ids: bool, key: Callable[[_DataFile], tuple]
+) -> list[list[_DataFile]]:
+    """Files grouped by ``key``; with file ids also split so that no two files of a group
+    have the same name and partition values."""
+    by_key: dict[tuple[Any, ...], list[list[_DataFile]]] = {}
     for f in files:
-        groups = by_values.setdefault(f.partition_values, [])
+        groups = by_key.setdefault(key(f), [])
         target = None
         if with_file_ids:
-            target = next((g for g in groups if all(o.name != f.name for o in g)), None)
+            same = (f.name, f.partition_values)
+            target = next(
+                (g for g in groups if all((o.name, o.partition_values) != same for o in g)), None
+            )
         elif groups:
             target = groups[0]
         if target is None:
             groups.append([f])
         else:
             target.append(f)
-    return [group for groups in by_values.values() for group in groups]
+    return [group for groups in by_key.values() for group in groups]
 
 
 # A string literal as sql_literal writes it (only \\ and \' escaped), or a whole number.
 _EQUALITY_TERM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*) = ('(?:[^'\\]|\\[\\'])*'|-?[0-9]+)")
 _INTEGRAL_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+
+
+# Partition column types whose value Spark reads back from a ``col=text`` directory exactly as
+# the log has it, when the text needs no escaping.
+_PLAIN_DIRECTORY_TYPES = (T.StringType, T.DateType, T.IntegerType, T.LongType)
+# Characters Spark's writers escape in partition directory names (and ``=``, ``%``, ``/``).
+_ESCAPED = re.compile(r"[\x00-\x1f\x7f\"#%'*/:=?\\{\[\]^]")
+
+
+def _in_plain_directories(snapshot: _Snapshot, files: list[_DataFile]) -> list[_DataFile]:
+    """The files whose partition values Spark's partition discovery (base path: the table)
+    reads from their directories exactly as the log records them.
+
+    That is a file ``<location>/[dir/...]c1=v1/.../cn=vn/name`` (no ``=`` in the table's
+    directory name and the directories above ``c1=``, none named ``_temporary``) of a table
+    partitioned by ``c1..cn`` (text, date, int or bigint columns), where each ``vi`` is the
+    value's text as the log writes it and needs no escaping (``__HIVE_DEFAULT_PARTITION__``
+    for null). Others (escaped or odd values, other layouts) are read by a scan per
+    partition, with their values from the log.
+    """
+    types = {f.name: f.dataType for f in snapshot.schema.fields}
+    if not snapshot.partition_by or not all(
+        isinstance(types[c], _PLAIN_DIRECTORY_TYPES) and not _ESCAPED.search(c)
+        for c in snapshot.partition_by
+    ):
+        return []
+    location = _location(snapshot.path).rstrip("/")
+    if "=" in location.rsplit("/", 1)[-1]:
+        return []
+    prefix = location + "/"
+    plain = []
+    for f in files:
+        if not f.uri.startswith(prefix):
+            continue
+        directories = f.uri[len(prefix) :].split("/")[:-1]
+        above, own = (
+            directories[: -len(snapshot.partition_by)],
+            directories[-len(snapshot.partition_by) :],
+        )
+        if len(own) != len(snapshot.partition_by) or any("=" in d for d in above):
+            continue
+        if any(d.lower() == "_temporary" for d in directories):  # Spark skips those
+            continue
+        expected = []
+        for c, value in zip(snapshot.partition_by, f.partition_values, strict=True):
+            text = _partition_text(value, types[c])
+            if text is None:
+                text = _NULL_PARTITION
+            elif not text or text == _NULL_PARTITION or _ESCAPED.search(text):
+                break
+            expected.append(f"{c}={text}")
+        if own == expected:
+            plain.append(f)
+    return plain
 
 
 def _partition_terms(
