@@ -2,17 +2,17 @@
 
 A daily job reads its batch and replaces its batch in tables that gain a batch every day. For
 tables of ``--batches`` batch partitions (default 10, 100 and 300; ``--rows-per-batch`` rows
-each, written in one commit), it measures on the ``rs`` backend, each figure the median of
-``--repeats`` runs:
+each, one write per batch as a daily job makes them), it measures on the ``rs`` backend, each
+figure the median of ``--repeats`` runs:
 
 * ``read_batch`` of one batch, counted (the scan of that batch's files only);
-* side by side, the whole table read and filtered to that batch, counted (what a reader that
-  plans every batch's files does);
+* side by side, the whole table read and filtered to that batch, counted;
 * ``replace_batch`` of one batch (its files picked from the log; the Parquet write);
-* a read of every batch: planning the DataFrame, then counting it.
+* a read of every batch: planning the DataFrame, then counting it; side by side, the same for
+  a table whose batch ids Spark escapes in directory names (``b:1``), whose partitions the
+  backend reads with a scan each, their values from the log.
 
-It prints the times, the ratio whole-table filter / batch read, and each figure's growth from
-the fewest batches to the most.
+It prints the times, the ratios, and each figure's growth from the fewest batches to the most.
 
 Usage::
 
@@ -63,14 +63,18 @@ def main() -> None:
     results = {}
     try:
         for n in args.batches:
-            path = f"{root}/t{n}"
+            path, escaped = f"{root}/t{n}", f"{root}/escaped{n}"
             rows = spark.range(n * args.rows_per_batch).select(
                 F.concat(F.lit("b"), (F.col("id") % n).cast("string")).alias("batch_id"),
                 F.col("id"),
                 (F.col("id") * 0.5).alias("amount"),
                 F.lit("web").alias("channel"),
             )
-            tables.overwrite(rows, path, partition_by=["batch_id"])
+            for i in range(n):  # each batch its own write (its own directory), as jobs do
+                batch = rows.where(F.col("id") % n == i)
+                tables.append(batch, path, partition_by=["batch_id"])
+            escaped_rows = rows.withColumn("batch_id", F.regexp_replace("batch_id", "b", "b:"))
+            tables.overwrite(escaped_rows, escaped, partition_by=["batch_id"])
             one = rows.where(F.col("batch_id") == "b1").cache()
             one.count()
             planned = {}
@@ -94,6 +98,14 @@ def main() -> None:
             figures["read every batch: count"] = median_ms(
                 lambda planned=planned: planned["df"].count(), args.repeats
             )
+
+            def plan_escaped(path=escaped, planned=planned):
+                planned["escaped"] = tables.read(path)
+
+            figures["escaped ids, every batch: plan"] = median_ms(plan_escaped, args.repeats)
+            figures["escaped ids, every batch: count"] = median_ms(
+                lambda planned=planned: planned["escaped"].count(), args.repeats
+            )
             one.unpersist()
             results[n] = figures
             print(
@@ -102,8 +114,24 @@ def main() -> None:
             )
             for name, ms in figures.items():
                 print(f"  {name:32s} {ms:9.0f}")
-            ratio = figures["whole table, filtered + count"] / figures["read_batch + count"]
-            print(f"  whole-table filter / read_batch  {ratio:9.1f}x")
+            for name, over, under in (
+                (
+                    "whole-table filter / read_batch",
+                    "whole table, filtered + count",
+                    "read_batch + count",
+                ),
+                (
+                    "escaped / plain ids: plan",
+                    "escaped ids, every batch: plan",
+                    "read every batch: plan",
+                ),
+                (
+                    "escaped / plain ids: count",
+                    "escaped ids, every batch: count",
+                    "read every batch: count",
+                ),
+            ):
+                print(f"  {name:32s} {figures[over] / figures[under]:9.1f}x")
         if len(results) > 1:
             low, high = min(results), max(results)
             print(f"\ngrowth from {low} to {high} batches ({high / low:.0f}x the batches)")
