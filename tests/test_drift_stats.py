@@ -27,6 +27,7 @@ from scipy.stats import chi2_contingency, ks_2samp, kstwobign, wasserstein_dista
 from ml_engine import sample_data as sd
 from ml_engine.config import DriftThresholds
 from ml_engine.drift import DatasetProfile, compare, profile_dataframe, profile_groups
+from ml_engine.drift.job import profile_outputs
 from ml_engine.drift.stats import (
     DRIFT,
     KS_EXACT_MAX_N,
@@ -630,3 +631,34 @@ def test_sample_amount_drift_is_flagged_whatever_compacted_sketches_keep(spark):
             bound = error * (max(ref.max(), cur[name].max()) - ref.min()) / ref.std(ddof=1)
             assert abs(f.value("wasserstein_norm") - w_exact) <= bound, (t, name)
         assert result.feature("drifted").value("psi") >= THRESHOLDS.psi_drift + 0.1
+
+
+def test_a_multiclass_model_output_is_profiled_per_class_probability(spark):
+    """Every class's probability is an output of its own (binary: the positive class's as
+    ``score``), profiled on its own values; ``predicted_label`` as categories."""
+    rng = np.random.default_rng(7)
+    classes = ["low", "mid", "high"]
+    raw = rng.dirichlet([1.0, 2.0, 3.0], size=101)
+    labels = [classes[i] for i in raw.argmax(axis=1)]
+    schema = "probability array<double>, predicted_label string"
+    df = spark.createDataFrame(
+        [(p.tolist(), lab) for p, lab in zip(raw, labels, strict=True)], schema
+    )
+    spec = {"task": "classification", "classes": classes}
+
+    profile = profile_outputs(df, spec, F.col("probability"), bins=4)
+
+    assert list(profile.columns) == ["score_low", "score_mid", "score_high", "predicted_label"]
+    for i, name in enumerate(classes):
+        column = profile.columns[f"score_{name}"]
+        values = raw[:, i]
+        expected_edges = _edges(values, 4)
+        assert (column.count, column.min, column.max) == (101, values.min(), values.max())
+        assert column.edges == pytest.approx(expected_edges, abs=1e-12)
+    counts = profile.columns["predicted_label"].counts
+    assert counts == {c: labels.count(c) for c in classes if c in labels}
+    binary = profile_outputs(
+        df, {"task": "classification", "classes": ["no", "yes"]}, F.col("probability"), bins=4
+    )
+    assert list(binary.columns) == ["score", "predicted_label"]
+    assert binary.columns["score"].max == raw[:, 1].max()

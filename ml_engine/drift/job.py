@@ -9,8 +9,9 @@
 3. the batch: its ``features`` rows and its ``predictions`` by that model version, each
    profiled in one aggregation on the reference's bins (two Spark jobs whatever the number of
    features);
-4. per feature and for the model's output (``score``, the positive class's probability, and
-   ``predicted_label`` for classifiers; ``prediction`` for regression) PSI, KS, Wasserstein,
+4. per feature and for the model's output (``predicted_label`` and, for a binary classifier,
+   ``score``, the positive class's probability, for a multiclass one ``score_<class>``, each
+   class's probability; ``prediction`` for regression) PSI, KS, Wasserstein,
    chi-square and Jensen-Shannon on the driver (:func:`ml_engine.drift.compare`), and when
    labels of the batch's rows have arrived (the label column of ``training_set.labels_path``
    or silver, joined by record id), the batch's model metrics next to the training test
@@ -78,17 +79,25 @@ DRIFT_METRICS_SCHEMA = T.StructType(
 
 
 def output_columns(spec: dict[str, Any], probability: Column) -> dict[str, tuple[Column, str]]:
-    """The model-output columns a drift report profiles, as ``name -> (column, kind)``.
+    """The model-output columns a drift report profiles, as ``name -> (column, kind)``:
+    ``prediction`` for regression; ``predicted_label`` and the class probabilities for
+    classification (``score``, the positive class's, for two classes; ``score_<class>`` for
+    each class of more).
 
     Args:
-        spec: the model's feature spec (``FeatureSpec.to_dict()``).
+        spec: the model's feature spec (``FeatureSpec.to_dict()``; ``classes`` in the order
+            of the probability vector).
         probability: the predicted class probabilities as an array of double.
     """
     if spec["task"] != "classification":
         return {"prediction": (F.col("prediction").cast("double"), "numeric")}
     out = {"predicted_label": (F.col("predicted_label").cast("string"), "categorical")}
-    if spec.get("classes") and len(spec["classes"]) == 2:
+    classes = spec.get("classes") or []
+    if len(classes) == 2:
         out[SCORE] = (probability[1], "numeric")
+    else:
+        for i, name in enumerate(classes):
+            out[f"{SCORE}_{name}"] = (probability[i], "numeric")
     return out
 
 
