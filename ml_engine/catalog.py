@@ -70,23 +70,50 @@ def touched_batches(path: str, version: int) -> set[str] | None:
     """The ``batch_id`` partitions that commit ``version`` of the table added or removed files
     in, read from the commit file; None when unknown (not a local table, or not partitioned
     by batch)."""
+    found = _commit_file_batches(path, version)
+    if found is None or all(b is _NO_BATCH for b in found):
+        return None
+    return {b for b in found if b is not _NO_BATCH and b is not None}
+
+
+# A file whose partition values hold no batch_id (a table not partitioned by batch).
+_NO_BATCH = object()
+
+
+def _commit_file_batches(path: str, version: int) -> list[Any] | None:
+    """The ``batch_id`` partition value of every file commit ``version`` of the table added or
+    removed (:data:`_NO_BATCH` for a file without one), read from the commit file; None when
+    the commit cannot be read here (not a local table, or its commit file is gone)."""
     location = path[len("file://") :] if path.startswith("file://") else path
     if "://" in location:
         return None
     commit = Path(location) / "_delta_log" / f"{version:020d}.json"
     if not commit.is_file():
         return None
-    batches: set[str] = set()
-    partitioned = False
+    found = []
     for line in commit.read_text(encoding="utf-8").splitlines():
         action = json.loads(line) if line.strip() else {}
         for kind in ("add", "remove"):
-            values = (action.get(kind) or {}).get("partitionValues")
-            if values is not None and BATCH_COLUMN in values:
-                partitioned = True
-                if values[BATCH_COLUMN] is not None:
-                    batches.add(values[BATCH_COLUMN])
-    return batches if partitioned else None
+            if kind in action:
+                values = action[kind].get("partitionValues") or {}
+                found.append(values.get(BATCH_COLUMN, _NO_BATCH))
+    return found
+
+
+def rewritten_after(path: str, recorded: dict[str, int], latest: int) -> set[str] | None:
+    """The batches of ``recorded`` (batch -> version) whose files a commit after that version,
+    up to ``latest``, added or removed (a run that has not completed: a completed one records
+    the batches it touched); None when a commit in between cannot be read or touched a file
+    outside the batch partitions."""
+    if max(recorded.values(), default=latest) > latest:  # the table was made anew
+        return None
+    last_touched: dict[Any, int] = {}
+    for version in range(min(recorded.values(), default=latest) + 1, latest + 1):
+        found = _commit_file_batches(path, version)
+        if found is None or any(b is _NO_BATCH for b in found):
+            return None
+        last_touched.update(dict.fromkeys(found, version))
+    return {b for b, v in recorded.items() if last_touched.get(b, -1) > v}
 
 
 class BatchCatalog:
@@ -259,7 +286,9 @@ class BatchCatalog:
         return self._as_latest(path, self.tables.batch_rows(path, batch_id, visible[batch_id]))
 
     def read_complete(self, path: str) -> tuple[DataFrame, int]:
-        """Every complete batch of the table, each at its recorded version.
+        """Every complete batch of the table, each as its recorded version holds it (read from
+        the latest version when no commit has touched the batch since; see
+        :func:`rewritten_after`).
 
         Returns:
             ``(rows, version)``: ``version`` is the newest version read (the table's latest
@@ -274,9 +303,15 @@ class BatchCatalog:
                 f"Delta table {path} has rows but no completed run: the job writing it stopped "
                 "before it finished. Rerun that job; complete batches: none"
             )
+        # A batch no commit has touched since its recorded version has the same files at the
+        # latest version: all such batches are one read of the latest version, instead of a
+        # read (a snapshot and a scan) per recorded version.
+        latest = self.tables.version(path)
+        rewritten = rewritten_after(path, visible, latest)
         by_version: dict[int, list[str]] = defaultdict(list)
         for batch, version in visible.items():
-            by_version[version].append(batch)
+            at_latest = rewritten is not None and batch not in rewritten
+            by_version[latest if at_latest else version].append(batch)
         parts = [
             self._as_latest(
                 path,
@@ -287,7 +322,7 @@ class BatchCatalog:
         rows = parts[0]
         for part in parts[1:]:
             rows = rows.unionByName(part)
-        return rows, max(by_version)
+        return rows, max(visible.values())
 
     def _as_latest(self, path: str, rows: DataFrame) -> DataFrame:
         """``rows`` of a recorded version in the table's latest columns: a batch recorded

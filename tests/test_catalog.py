@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from chispa import assert_df_equality
 
-from ml_engine.catalog import CATALOG_MARK, BatchCatalog, touched_batches
+from ml_engine.catalog import CATALOG_MARK, BatchCatalog, rewritten_after, touched_batches
 from ml_engine.config import build_config
 from ml_engine.jobs import run_job
 from ml_engine.results import JobError
@@ -138,6 +138,35 @@ def test_an_interrupted_rerun_leaves_the_batch_as_the_last_complete_run_wrote_it
     assert version == 1  # b1 at v0, b2 at v1; the interrupted v2 is not read
     write_run(catalog, spark, path, "b1", 7, 8, 9)
     assert sorted(r.value for r in catalog.read_complete(path)[0].collect()) == [5, 7, 8, 9]
+
+
+def test_complete_batches_untouched_since_their_run_are_one_read_of_the_latest_version(
+    spark, catalog, capsys
+):
+    catalog, root = catalog
+    path = str(root / "a")
+    for i, batch in enumerate(("b1", "b2", "b3", "b4")):  # versions 0 to 3
+        write_run(catalog, spark, path, batch, i, 10 + i)
+    write_run(catalog, spark, path, "b2", 99, complete=False)  # version 4: a rerun that died
+    recorded = {"b1": 0, "b2": 1, "b3": 2, "b4": 3}
+    assert rewritten_after(path, recorded, 4) == {"b2"}
+    assert rewritten_after(path, recorded, 3) == set()
+    assert rewritten_after(f"hdfs://nn{path}", recorded, 4) is None  # commits not readable here
+
+    complete, version = catalog.read_complete(path)
+
+    expected = [rows(spark, b, i, 10 + i) for i, b in enumerate(("b1", "b2", "b3", "b4"))]
+    assert_df_equality(
+        complete,
+        expected[0].unionByName(expected[1]).unionByName(expected[2]).unionByName(expected[3]),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    assert version == 3
+    # b1, b3 and b4: one scan of version 4; b2: a scan of version 1
+    complete.explain(extended=True)
+    analysed = capsys.readouterr().out.split("== Analyzed Logical Plan ==")[1]
+    assert analysed.split("== Optimized Logical Plan ==")[0].count("Relation [") == 2
 
 
 def test_the_run_log_records_every_batch_a_commit_touched(spark, catalog):
