@@ -10,7 +10,10 @@ figure the median of ``--repeats`` runs:
 * ``replace_batch`` of one batch (its files picked from the log; the Parquet write);
 * a read of every batch: planning the DataFrame, then counting it; side by side, the same for
   a table whose batch ids Spark escapes in directory names (``b:1``), whose partitions the
-  backend reads with a scan each, their values from the log.
+  backend reads with a scan each, their values from the log;
+* the catalog's ``read_complete`` (every complete batch as its run recorded it, the batches
+  written through a :class:`BatchCatalog` with a run log): planning and counting; side by side,
+  reading each batch at its recorded version (a snapshot and a scan per batch).
 
 It prints the times, the ratios, and each figure's growth from the fewest batches to the most.
 
@@ -27,10 +30,13 @@ import shutil
 import statistics
 import tempfile
 import time
+from functools import reduce
 
 from common import add_java_options, java_options_conf, load_average
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from ml_engine.catalog import BatchCatalog
 from ml_engine.config import SparkConfig
 from ml_engine.session import build_session
 from ml_engine.tables import open_tables
@@ -70,14 +76,35 @@ def main() -> None:
                 (F.col("id") * 0.5).alias("amount"),
                 F.lit("web").alias("channel"),
             )
-            for i in range(n):  # each batch its own write (its own directory), as jobs do
-                batch = rows.where(F.col("id") % n == i)
-                tables.append(batch, path, partition_by=["batch_id"])
+            for i in range(n):  # each batch its own run (its own directory), as jobs do
+                catalog = BatchCatalog(tables, f"{root}/job_runs")
+                catalog.replace_batch(rows.where(F.col("id") % n == i), path, f"b{i}")
+                catalog.complete_run("bench", f"b{i}")
             escaped_rows = rows.withColumn("batch_id", F.regexp_replace("batch_id", "b", "b:"))
             tables.overwrite(escaped_rows, escaped, partition_by=["batch_id"])
             one = rows.where(F.col("batch_id") == "b1").cache()
             one.count()
             planned = {}
+
+            # before replace_batch below, whose commits are not runs of the catalog
+            early = {}
+
+            def read_complete(path=path, planned=planned, catalog=catalog):
+                planned["complete"] = catalog.read_complete(path)[0]
+
+            def each_at_its_version(path=path, planned=planned, catalog=catalog):
+                recorded = catalog.visible(path)
+                parts = [tables.read_batches(path, [b], version=v) for b, v in recorded.items()]
+                planned["versions"] = reduce(DataFrame.unionByName, parts)
+
+            early["read_complete: plan"] = median_ms(read_complete, args.repeats)
+            early["read_complete: count"] = median_ms(
+                lambda planned=planned: planned["complete"].count(), args.repeats
+            )
+            early["each at its version: plan"] = median_ms(each_at_its_version, args.repeats)
+            early["each at its version: count"] = median_ms(
+                lambda planned=planned: planned["versions"].count(), args.repeats
+            )
 
             def plan_all(path=path, planned=planned):
                 planned["df"] = tables.read(path)
@@ -106,6 +133,8 @@ def main() -> None:
             figures["escaped ids, every batch: count"] = median_ms(
                 lambda planned=planned: planned["escaped"].count(), args.repeats
             )
+
+            figures.update(early)
             one.unpersist()
             results[n] = figures
             print(
@@ -129,6 +158,16 @@ def main() -> None:
                     "escaped / plain ids: count",
                     "escaped ids, every batch: count",
                     "read every batch: count",
+                ),
+                (
+                    "versions / read_complete: plan",
+                    "each at its version: plan",
+                    "read_complete: plan",
+                ),
+                (
+                    "versions / read_complete: count",
+                    "each at its version: count",
+                    "read_complete: count",
                 ),
             ):
                 print(f"  {name:32s} {figures[over] / figures[under]:9.1f}x")
