@@ -291,8 +291,8 @@ class BatchCatalog:
         :func:`rewritten_after`).
 
         Returns:
-            ``(rows, version)``: ``version`` is the newest version read (the table's latest
-            version when the run log does not know the table).
+            ``(rows, version)``: ``version`` is the newest version a complete run recorded
+            (the table's latest version when the run log does not know the table).
         """
         visible = self.visible(path)
         if visible is None:
