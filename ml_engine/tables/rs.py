@@ -1523,22 +1523,23 @@ def _scan_groups(
 ) -> list[list[_DataFile]]:
     """Files grouped by ``key``; with file ids also split so that no two files of a group
     have the same name and partition values."""
-    by_key: dict[tuple[Any, ...], list[list[_DataFile]]] = {}
+    # per key, its groups as (files, their (name, partition values)): a file joins the first
+    # group without its pair, a set lookup per group rather than a pass over its files
+    by_key: dict[tuple[Any, ...], list[tuple[list[_DataFile], set]]] = {}
     for f in files:
         groups = by_key.setdefault(key(f), [])
+        pair = (f.name, f.partition_values)
         target = None
         if with_file_ids:
-            same = (f.name, f.partition_values)
-            target = next(
-                (g for g in groups if all((o.name, o.partition_values) != same for o in g)), None
-            )
+            target = next((g for g in groups if pair not in g[1]), None)
         elif groups:
             target = groups[0]
         if target is None:
-            groups.append([f])
+            groups.append(([f], {pair}))
         else:
-            target.append(f)
-    return [group for groups in by_key.values() for group in groups]
+            target[0].append(f)
+            target[1].add(pair)
+    return [group for groups in by_key.values() for group, _ in groups]
 
 
 # A string literal as sql_literal writes it (only \\ and \' escaped), or a whole number.
