@@ -1510,9 +1510,7 @@ def _plan_scans(
     share their name and partition values (Spark writers reuse a name in every partition
     directory, other writers in every write).
     """
-    plain = _in_plain_directories(snapshot, files)
-    in_plain = {id(f) for f in plain}
-    others = [f for f in files if id(f) not in in_plain]
+    plain, others = _in_plain_directories(snapshot, files)
     return [(True, g) for g in _scan_groups(plain, with_file_ids, lambda f: ())] + [
         (False, g) for g in _scan_groups(others, with_file_ids, lambda f: f.partition_values)
     ]
@@ -1554,9 +1552,12 @@ _PLAIN_DIRECTORY_TYPES = (T.StringType, T.DateType, T.IntegerType, T.LongType)
 _ESCAPED = re.compile(r"[\x00-\x1f\x7f\"#%'*/:=?\\{\[\]^]")
 
 
-def _in_plain_directories(snapshot: _Snapshot, files: list[_DataFile]) -> list[_DataFile]:
-    """The files whose partition values Spark's partition discovery (base path: the table)
-    reads from their directories exactly as the log records them.
+def _in_plain_directories(
+    snapshot: _Snapshot, files: list[_DataFile]
+) -> tuple[list[_DataFile], list[_DataFile]]:
+    """``files`` split in two: those whose partition values Spark's partition discovery (base
+    path: the table) reads from their directories exactly as the log records them, and the
+    others.
 
     That is a file ``<location>/[dir/...]c1=v1/.../cn=vn/name`` (no ``=`` in the table's
     directory name and the directories above ``c1=``, none named ``_temporary``) of a table
@@ -1570,35 +1571,42 @@ def _in_plain_directories(snapshot: _Snapshot, files: list[_DataFile]) -> list[_
         isinstance(types[c], _PLAIN_DIRECTORY_TYPES) and not _ESCAPED.search(c)
         for c in snapshot.partition_by
     ):
-        return []
+        return [], files
     location = _location(snapshot.path).rstrip("/")
     if "=" in location.rsplit("/", 1)[-1]:
-        return []
+        return [], files
     prefix = location + "/"
-    plain = []
+    plain, others = [], []
     for f in files:
-        if not f.uri.startswith(prefix):
-            continue
-        directories = f.uri[len(prefix) :].split("/")[:-1]
-        above, own = (
-            directories[: -len(snapshot.partition_by)],
-            directories[-len(snapshot.partition_by) :],
-        )
-        if len(own) != len(snapshot.partition_by) or any("=" in d for d in above):
-            continue
-        if any(d.lower() == "_temporary" for d in directories):  # Spark skips those
-            continue
-        expected = []
-        for c, value in zip(snapshot.partition_by, f.partition_values, strict=True):
-            text = _partition_text(value, types[c])
-            if text is None:
-                text = _NULL_PARTITION
-            elif not text or text == _NULL_PARTITION or _ESCAPED.search(text):
-                break
-            expected.append(f"{c}={text}")
-        if own == expected:
+        if _in_plain_directory(f, prefix, snapshot.partition_by, types):
             plain.append(f)
-    return plain
+        else:
+            others.append(f)
+    return plain, others
+
+
+def _in_plain_directory(
+    f: _DataFile, prefix: str, partition_by: list[str], types: dict[str, T.DataType]
+) -> bool:
+    """Whether file ``f`` lies in ``<prefix>[dir/...]c1=v1/.../cn=vn/`` as
+    :func:`_in_plain_directories` describes."""
+    if not f.uri.startswith(prefix):
+        return False
+    directories = f.uri[len(prefix) :].split("/")[:-1]
+    above, own = directories[: -len(partition_by)], directories[-len(partition_by) :]
+    if len(own) != len(partition_by) or any("=" in d for d in above):
+        return False
+    if any(d.lower() == "_temporary" for d in directories):  # Spark skips those
+        return False
+    expected = []
+    for c, value in zip(partition_by, f.partition_values, strict=True):
+        text = _partition_text(value, types[c])
+        if text is None:
+            text = _NULL_PARTITION
+        elif not text or text == _NULL_PARTITION or _ESCAPED.search(text):
+            return False
+        expected.append(f"{c}={text}")
+    return own == expected
 
 
 def _partition_terms(
