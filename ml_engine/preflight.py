@@ -628,10 +628,36 @@ def preflight(cfg: Config, jobs: Sequence[str]) -> list[str]:
     if "ingest" in jobs:
         problems += input_problems(cfg)
     problems += type_problems(cfg, jobs)
+    problems += reserved_name_problems(cfg, jobs)
     if any(job_spec(j).tracking for j in jobs):
         unreachable = tracking_problems(cfg)
         problems += unreachable or model_problems(cfg, jobs)
     return list(dict.fromkeys(problems))
+
+
+def reserved_name_problems(cfg: Config, jobs: Sequence[str]) -> list[str]:
+    """Schema or engineered columns named like a model output, for the jobs that train or
+    use a model (the model would overwrite them; drift would compare one for the other)."""
+    from ml_engine.training import RESERVED_COLUMNS, reserved_column_hint
+
+    model_jobs = [j for j in jobs if j in ("train", "score", "drift_report")]
+    if not model_jobs:
+        return []
+    schema: TableSchema = cfg.table_schema
+    cannot = f"{', '.join(model_jobs)} cannot use it"
+    problems = [
+        f"schema '{schema.name}' ({schema.source}): column '{c}': {cannot}: "
+        f"{reserved_column_hint()}"
+        for c in schema.names
+        if c in RESERVED_COLUMNS
+    ]
+    problems += [
+        f"features: engineered column '{c}': {cannot}: a model output takes this name; give "
+        "it another name in the config"
+        for c in cfg.features.output_names()
+        if c in RESERVED_COLUMNS
+    ]
+    return problems
 
 
 def model_problems(cfg: Config, jobs: Sequence[str]) -> list[str]:

@@ -66,6 +66,7 @@ from ml_engine.schemas import (
     ROLE_RECORD_ID,
     csv_column_names,
 )
+from ml_engine.training import RESERVED_COLUMNS, reserved_column_hint
 
 SCHEMA_FILE = "schema.yaml"
 CONFIG_FILE = "config.yaml"
@@ -1215,6 +1216,11 @@ def scaffold(
     )
 
     warnings += _job_warnings(cols, roles)
+    warnings += [
+        f"column '{c.name}': train, score and drift_report cannot use it: {reserved_column_hint()}"
+        for c in cols
+        if c.name in RESERVED_COLUMNS
+    ]
     if fmt != "csv":
         odd = [c.name for c in cols if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", c.name)]
         if odd:

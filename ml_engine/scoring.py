@@ -30,10 +30,10 @@ from ml_engine.quality.clean import dedup_key
 from ml_engine.results import JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import BATCH_COLUMN, DeltaTables
+from ml_engine.training import PREDICTED_LABEL_COL as PREDICTED_LABEL
+from ml_engine.training import PREDICTION_COL as PREDICTION
+from ml_engine.training import PROBABILITY_COL as PROBABILITY
 
-PREDICTION = "prediction"
-PREDICTED_LABEL = "predicted_label"
-PROBABILITY = "probability"
 MODEL_NAME = "model_name"
 MODEL_VERSION = "model_version"
 SCORED_AT = "scored_at"

@@ -300,6 +300,38 @@ def test_role_a_job_needs_is_named_before_spark_starts(tmp_path):
     )
 
 
+def test_columns_named_like_a_model_output_are_named_before_any_job_of_a_model_chain(tmp_path):
+    from ml_engine.config import load_config
+    from ml_engine.jobs import PIPELINE
+    from ml_engine.preflight import preflight
+
+    schema = SHOP_SCHEMA.replace("name: basket", "name: score") + (
+        "      - {name: predicted_label, type: string, role: categorical_feature}\n"
+    )
+    config = project(tmp_path, schema, "features: {ratios: {prediction: [score, score]}}\n")
+    cfg = load_config(str(config))
+    hint = (
+        "the model's outputs take these names (prediction, probability, rawPrediction, "
+        "predicted_label, score, score_<class>); rename the column in the schema file (a CSV "
+        "file is read by position when its header differs from the schema only in renamed "
+        "columns; JSON lines and Parquet data must carry the new name)"
+    )
+    where = f"schema 'shop' ({tmp_path / 'schema.yaml'})"
+    expected = [
+        f"{where}: column 'score': train, score, drift_report cannot use it: {hint}",
+        f"{where}: column 'predicted_label': train, score, drift_report cannot use it: {hint}",
+        "features: engineered column 'prediction': train, score, drift_report cannot use it: "
+        "a model output takes this name; give it another name in the config",
+    ]
+    problems = preflight(cfg, PIPELINE)
+    assert [p for p in problems if "cannot use it" in p] == expected
+    # the data jobs alone have no model output to clash with
+    assert not [p for p in preflight(cfg, PIPELINE[:5]) if "cannot use it" in p]
+    assert [p for p in preflight(cfg, ["drift_report"]) if "cannot use it" in p] == [
+        e.replace("train, score, drift_report", "drift_report") for e in expected
+    ]
+
+
 def test_missing_input_table_and_batch_are_named_before_spark_starts(tmp_path):
     config = project(tmp_path, SHOP_SCHEMA)
     r = run_cli("run", "clean", "--config", str(config), "--set", "batch_id=b3")

@@ -27,7 +27,7 @@ from scipy.stats import chi2_contingency, ks_2samp, kstwobign, wasserstein_dista
 from ml_engine import sample_data as sd
 from ml_engine.config import DriftThresholds
 from ml_engine.drift import DatasetProfile, compare, profile_dataframe, profile_groups
-from ml_engine.drift.job import profile_outputs
+from ml_engine.drift.job import merge_profiles, profile_outputs
 from ml_engine.drift.stats import (
     DRIFT,
     KS_EXACT_MAX_N,
@@ -662,3 +662,23 @@ def test_a_multiclass_model_output_is_profiled_per_class_probability(spark):
     )
     assert list(binary.columns) == ["score", "predicted_label"]
     assert binary.columns["score"].max == raw[:, 1].max()
+
+
+def test_a_feature_named_like_a_class_probability_stops_the_profile_naming_it(spark):
+    """A feature ``score_high`` beside a class ``high``: one profile would hide the other."""
+    df = spark.createDataFrame(
+        [([0.1, 0.8, 0.1], "high", 0.5), ([0.9, 0.05, 0.05], "low", 1.5)],
+        "probability array<double>, predicted_label string, score_high double",
+    )
+    spec = {"task": "classification", "classes": ["low", "high", "other"]}
+    features = profile_dataframe(df, ["score_high"], [], bins=2)
+    outputs = profile_outputs(df, spec, F.col("probability"), bins=2)
+    with pytest.raises(ValueError) as err:
+        merge_profiles(features, outputs)
+    assert str(err.value) == (
+        "feature column(s) ['score_high'] have the name of a model output the drift profiles "
+        "hold: the model's outputs take these names (prediction, probability, rawPrediction, "
+        "predicted_label, score, score_<class>); rename the column in the schema file (a CSV "
+        "file is read by position when its header differs from the schema only in renamed "
+        "columns; JSON lines and Parquet data must carry the new name)"
+    )

@@ -528,6 +528,31 @@ def test_drift_report_flags_the_documented_drift_and_writes_its_outputs(spark, c
     assert again.count() == before
 
 
+def test_drift_report_of_a_batch_without_rows_says_so(spark, chain, scored):
+    """A batch the jobs before it left empty (a file of a header only, run as one chain):
+    score accounts for no rows, and drift_report says there is nothing to compare (not that
+    score was skipped)."""
+    raw = chain.root / "raw" / "empty-day"
+    raw.mkdir()
+    header = (chain.root / "raw" / "current").glob("*.csv").__next__().read_text().split("\n")[0]
+    (raw / "part.csv").write_text(header + "\n")
+    cfg = with_sets(chain.current, f"ingest.path={raw}", "batch_id=empty-day")
+    for job in ("ingest", "clean", "build_features"):
+        run_job(job, spark, cfg, chain.tables)
+    result = run_job("score", spark, cfg, chain.tables)
+    counts = ("rows_of_batch", "scored", "quarantined_upstream", "unaccounted")
+    assert [result.metrics[k] for k in counts] == [0, 0, 0, 0]
+    with pytest.raises(JobError) as err:
+        run_job("drift_report", spark, cfg, chain.tables)
+    assert str(err.value) == (
+        "drift_report: batch 'empty-day' has no rows in features "
+        f"({cfg.storage.table_path('features')}) nor in predictions: the jobs before "
+        "drift_report left it without rows, so there is nothing to compare with the reference. "
+        "Check the batch's input (and the quarantine), then rerun those jobs; or set batch_id "
+        "to another batch"
+    )
+
+
 def test_drift_profiles_of_a_batch_are_two_spark_jobs_for_5_or_40_features(spark):
     from ml_engine.config import build_config
     from ml_engine.drift.job import profile_batch

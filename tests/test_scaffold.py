@@ -819,6 +819,25 @@ def test_without_a_label_or_time_the_config_is_written_and_the_result_warns(tmp_
     ) in header_of(tmp_path / "out" / "schema.yaml")
 
 
+def test_columns_named_like_a_model_output_are_warned_about(tmp_path):
+    data = write(
+        tmp_path / "t.csv",
+        "id,score,prediction,outcome\n1,2.5,x,0\n2,3.5,y,1\n3,4.5,x,0\n4,5.5,x,1\n5,1.0,y,0\n",
+    )
+    result = scaffold(str(data), str(tmp_path / "out"))
+    hint = (
+        "train, score and drift_report cannot use it: the model's outputs take these names "
+        "(prediction, probability, rawPrediction, predicted_label, score, score_<class>); "
+        "rename the column in the schema file (a CSV file is read by position when its header "
+        "differs from the schema only in renamed columns; JSON lines and Parquet data must "
+        "carry the new name)"
+    )
+    assert [w for w in result.warnings if "cannot use it" in w] == [
+        f"column 'score': {hint}",
+        f"column 'prediction': {hint}",
+    ]
+
+
 # --------------------------------------------------------------------------- refusals and errors
 
 

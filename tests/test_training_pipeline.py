@@ -151,6 +151,38 @@ def test_outlier_columns_are_not_default_features_when_the_detector_computes_the
     assert (spec.numeric, spec.categorical) == (["x1"], [])
 
 
+HINT = (
+    "the model's outputs take these names (prediction, probability, rawPrediction, "
+    "predicted_label, score, score_<class>); rename the column in the schema file (a CSV file "
+    "is read by position when its header differs from the schema only in renamed columns; "
+    "JSON lines and Parquet data must carry the new name)"
+)
+
+
+def test_a_column_named_like_a_model_output_is_refused_before_the_fit(spark):
+    with pytest.raises(TrainingError) as err:
+        feature_spec(schema(x1=T.DoubleType(), score=T.DoubleType()), TrainConfig(), "y", IDS)
+    assert str(err.value) == f"the training set has column(s) ['score']: {HINT}"
+    from ml_engine.results import JobError
+    from ml_engine.training.job import check_training_set
+
+    df = spark.createDataFrame(
+        [("low", 1.0, 2.0), ("high", 3.0, 4.0), ("mid", 5.0, 6.0)],
+        "y string, score_high double, score_total double",
+    )
+    with pytest.raises(JobError) as err:
+        check_training_set(df, "y", True, "/t")
+    assert str(err.value) == (
+        "train: the training set has column(s) ['score_high'], named like the probability of a "
+        f"class of label 'y': {HINT}"
+    )
+    # no class named 'total': the same columns beside another label are fine
+    assert check_training_set(df.where("y != 'high'"), "y", True, "/t") == {
+        "rows": 2,
+        "labelled": 2,
+    }
+
+
 def test_metric_of_the_other_task_names_train_metric():
     spec = feature_spec(schema(T.DoubleType(), x=T.DoubleType()), TrainConfig(), "y", IDS)
     with pytest.raises(TrainingError, match=r"^train.metric: auc_roc is not a regression metric"):

@@ -52,12 +52,13 @@ from ml_engine.drift.stats import (
 from ml_engine.results import EXIT_DRIFT, EXIT_OK, JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import BATCH_COLUMN, DeltaTables, sql_literal
+from ml_engine.training import SCORE_COL as SCORE
+from ml_engine.training import reserved_column_hint
 from ml_engine.training.evaluation import GATE_METRIC_PARAM
 from ml_engine.training.evaluation import ROWS as LABELLED_ROWS
 
 REFERENCE_ARTIFACT = "reference/profile.json"
 SPEC_ARTIFACT = "model_spec/feature_spec.json"
-SCORE = "score"
 DRIFT_TAG = "ml_engine.drift"
 
 DRIFT_METRICS_SCHEMA = T.StructType(
@@ -177,11 +178,25 @@ def profile_batch(
         moments=False,
         source=sources[1],
     )
-    return merge_profiles(current, produced), [*wanted, *outputs]
+    try:
+        return merge_profiles(current, produced), [*wanted, *outputs]
+    except ValueError as exc:
+        raise JobError(f"drift_report: {exc}") from None
 
 
 def merge_profiles(a: DatasetProfile, b: DatasetProfile) -> DatasetProfile:
-    """The columns of two profiles of the same rows as one profile."""
+    """The columns of two profiles of the same rows as one profile: a feature profile ``a``
+    and the model-output profile ``b``.
+
+    Raises:
+        ValueError: a feature has the name of a model output (one would hide the other).
+    """
+    clash = [c for c in a.columns if c in b.columns]
+    if clash:
+        raise ValueError(
+            f"feature column(s) {clash} have the name of a model output the drift profiles "
+            f"hold: {reserved_column_hint()}"
+        )
     return DatasetProfile(
         rows=a.rows,
         columns={**a.columns, **b.columns},
@@ -427,6 +442,13 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
         F.col(MODEL_VERSION) == model_version
     )
     features = tables.read_batch(features_path, batch)
+    if predictions.isEmpty() and features.isEmpty():  # as preflight says of a single job
+        raise JobError(
+            f"drift_report: batch '{batch}' has no rows in features ({features_path}) nor in "
+            f"predictions: the jobs before drift_report left it without rows, so there is "
+            f"nothing to compare with the reference. Check the batch's input (and the "
+            f"quarantine), then rerun those jobs; or set batch_id to another batch"
+        )
     if predictions.isEmpty():
         raise JobError(
             f"drift_report: batch '{batch}' has no predictions of {model_name} v{model_version} "

@@ -23,4 +23,36 @@ class TrainingError(ValueError):
     """Training cannot go ahead as configured; the message names the config key and column."""
 
 
-__all__ = ["TrainingError"]
+# The columns a fitted model adds to the rows it scores, and the name the drift report gives
+# the positive class's probability (``score_<class>`` for each class of a multiclass model):
+# no column of the data a model is trained on may have one of these names.
+PREDICTION_COL = "prediction"
+PROBABILITY_COL = "probability"
+RAW_PREDICTION_COL = "rawPrediction"
+PREDICTED_LABEL_COL = "predicted_label"
+SCORE_COL = "score"
+OUTPUT_COLUMNS = (PREDICTION_COL, PROBABILITY_COL, RAW_PREDICTION_COL, PREDICTED_LABEL_COL)
+RESERVED_COLUMNS = (*OUTPUT_COLUMNS, SCORE_COL)
+
+
+def reserved_column_hint() -> str:
+    """What to do about a data column named like a model output, for error messages."""
+    names = ", ".join([*RESERVED_COLUMNS, f"{SCORE_COL}_<class>"])
+    return (
+        f"the model's outputs take these names ({names}); rename the column in the schema "
+        "file (a CSV file is read by position when its header differs from the schema only "
+        "in renamed columns; JSON lines and Parquet data must carry the new name)"
+    )
+
+
+__all__ = [
+    "OUTPUT_COLUMNS",
+    "PREDICTED_LABEL_COL",
+    "PREDICTION_COL",
+    "PROBABILITY_COL",
+    "RAW_PREDICTION_COL",
+    "RESERVED_COLUMNS",
+    "SCORE_COL",
+    "TrainingError",
+    "reserved_column_hint",
+]

@@ -54,7 +54,7 @@ from ml_engine.package_files import package_dir
 from ml_engine.results import JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import DeltaTables
-from ml_engine.training import TrainingError
+from ml_engine.training import SCORE_COL, TrainingError, reserved_column_hint
 from ml_engine.training.evaluation import GATE_METRIC_PARAM
 from ml_engine.training_set import FEATURES_VERSION, LABEL_TIME, LABELS_VERSION
 
@@ -114,13 +114,20 @@ def check_training_set(df: DataFrame, label: str, classification: bool, path: st
     """Refuses a training set that cannot train a model (one small aggregation).
 
     Raises:
-        JobError: no rows, no labelled rows, or fewer than two classes for classification.
+        JobError: no rows, no labelled rows, fewer than two classes for classification, or a
+            column ``score_<class>`` for one of the label's classes (a model output's name).
     """
+    prefix = f"{SCORE_COL}_"
+    scores = (
+        [c for c in df.columns if c.startswith(prefix) and c != label] if classification else []
+    )
+    value = F.col(label).cast("string")
     row = df.agg(
         F.count(F.lit(1)).alias("rows"),
         F.count(F.col(label)).alias("labelled"),
         F.approx_count_distinct(F.col(label)).alias("classes"),
-        F.min(F.col(label).cast("string")).alias("some_class"),
+        F.min(value).alias("some_class"),
+        *[F.max(value == c[len(prefix) :]).alias(f"clash_{i}") for i, c in enumerate(scores)],
     ).first()
     if row["rows"] == 0:
         raise JobError(
@@ -133,6 +140,12 @@ def check_training_set(df: DataFrame, label: str, classification: bool, path: st
         raise JobError(
             f"train: label '{label}' has one class only ({row['some_class']!r} in all "
             f"{row['labelled']} labelled rows of {path}); classification needs at least two"
+        )
+    clash = [c for i, c in enumerate(scores) if row[f"clash_{i}"]]
+    if clash:
+        raise JobError(
+            f"train: the training set has column(s) {clash}, named like the probability of a "
+            f"class of label '{label}': {reserved_column_hint()}"
         )
     return {"rows": int(row["rows"]), "labelled": int(row["labelled"])}
 
@@ -444,7 +457,10 @@ def reference_profile(cfg: Config, df: DataFrame, trained: Trained, source: dict
         else F.lit(None).cast("array<double>")
     )
     outputs = profile_outputs(trained.predictions, spec, probability, cfg.drift.bins, source)
-    return merge_profiles(features, outputs)
+    try:
+        return merge_profiles(features, outputs)
+    except ValueError as exc:
+        raise JobError(f"train: {exc}") from None
 
 
 def _signature_and_example(trained: Trained):

@@ -68,7 +68,15 @@ from pyspark.sql import types as T
 
 from ml_engine.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, TrainConfig
 from ml_engine.outliers import IS_OUTLIER, OUTLIER_REASONS, OUTLIER_SCORE, detector_models
-from ml_engine.training import TrainingError
+from ml_engine.training import (
+    PREDICTED_LABEL_COL,
+    PREDICTION_COL,
+    PROBABILITY_COL,
+    RAW_PREDICTION_COL,
+    RESERVED_COLUMNS,
+    TrainingError,
+    reserved_column_hint,
+)
 from ml_engine.training_set import FEATURE_TIME, FEATURES_VERSION, LABEL_TIME, LABELS_VERSION
 
 __all__ = [
@@ -97,10 +105,6 @@ CLASSIFICATION = "classification"
 REGRESSION = "regression"
 
 # Output columns of the fitted pipeline (public) and the internal ones it reads.
-PREDICTION_COL = "prediction"
-PROBABILITY_COL = "probability"
-RAW_PREDICTION_COL = "rawPrediction"
-PREDICTED_LABEL_COL = "predicted_label"
 FEATURES_COL = "__features"
 ASSEMBLED_COL = "__assembled"
 LABEL_COL = "__label"
@@ -114,7 +118,6 @@ INDEX_PREFIX = "__idx__"
 ONEHOT_PREFIX = "__ohe__"
 UNKNOWN_CATEGORY = "__unknown"  # StringIndexer's name of the "keep" slot
 
-OUTPUT_COLUMNS = (PREDICTION_COL, PROBABILITY_COL, RAW_PREDICTION_COL, PREDICTED_LABEL_COL)
 # Training-set columns that are never features by default (see ml_engine.training_set).
 TRAINING_SET_METADATA = (LABEL_TIME, FEATURE_TIME, FEATURES_VERSION, LABELS_VERSION)
 # Estimator params that name the columns above: ml_engine sets them, a config may not.
@@ -259,11 +262,9 @@ def feature_spec(
             f"set training_set.label or the schema's label role"
         )
     task = _task(fields[label], cfg, label)
-    clash = [c for c in OUTPUT_COLUMNS if c in fields]
+    clash = [c for c in RESERVED_COLUMNS if c in fields]
     if clash:
-        raise TrainingError(
-            f"the training set has column(s) {clash}, which the model writes; rename them"
-        )
+        raise TrainingError(f"the training set has column(s) {clash}: {reserved_column_hint()}")
     outlier_cols = (IS_OUTLIER, OUTLIER_SCORE, OUTLIER_REASONS) if cfg.outlier_features else ()
     skip = {label, *exclude, *TRAINING_SET_METADATA, *outlier_cols}
 
