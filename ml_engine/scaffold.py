@@ -304,6 +304,27 @@ def _read_csv(path: Path, names: list[str], delimiter: str, encoding: str, limit
     return [table.column(k).to_pylist() for k in keys], skipped
 
 
+def _unreserved(
+    names: list[str], renamed: list[tuple[str, str]]
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """CSV column names with those a model output takes (``score``) made ``<name>_value``:
+    ingest reads a CSV file whose header differs from the schema only in renamed columns by
+    position, so the files keep their header."""
+    taken = {n.lower() for n in names}
+    raw = {new: old for old, new in renamed}
+    out, pairs = [], []
+    for i, name in enumerate(names, start=1):
+        new = name
+        if name in RESERVED_COLUMNS:
+            new = f"{name}_value"
+            new = new if new.lower() not in taken else f"{new}_{i}"
+            taken.add(new.lower())
+        out.append(new)
+        if new != name or name in raw:
+            pairs.append((raw.get(name, name), new))
+    return out, pairs
+
+
 def _sample_csv(files: list[Path], sample_rows: int) -> _Sample:
     first_header: list[str] | None = None
     sample = _Sample(fmt="csv", files=[], columns=[], rows=0)
@@ -317,7 +338,7 @@ def _sample_csv(files: list[Path], sample_rows: int) -> _Sample:
             continue
         header, encoding = _decode(line)
         delimiter = _delimiter(header)
-        names, renamed = csv_column_names(header, delimiter)
+        names, renamed = _unreserved(*csv_column_names(header, delimiter))
         if first_header is None:
             first_header = names
             sample.delimiter, sample.encoding = delimiter, encoding
@@ -1220,6 +1241,13 @@ def scaffold(
         f"column '{c.name}': train, score and drift_report cannot use it: {reserved_column_hint()}"
         for c in cols
         if c.name in RESERVED_COLUMNS
+    ]
+    warnings += [
+        f"column '{c.name}': the header's '{c.renamed_from}' is a name a model output takes, "
+        "so the schema names it otherwise (the CSV files keep their header: ingest reads "
+        "them by position)"
+        for c in cols
+        if (c.renamed_from or "").strip() in RESERVED_COLUMNS
     ]
     if fmt != "csv":
         odd = [c.name for c in cols if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", c.name)]

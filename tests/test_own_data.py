@@ -2,7 +2,8 @@
 
 Two generated datasets that are not the sample transactions, with other column names, types
 and label kinds: sensor readings in CSV (an integer id that is also the entity, ISO ``T``
-timestamps, 30 numeric features, a 0/1 target) and shop orders in JSON lines (a string id, a
+timestamps, 30 numeric features, one of them headed ``score`` like a model output, a 0/1
+target) and shop orders in JSON lines (a string id, a
 separate store key, ``yyyy/MM/dd HH:mm:ss`` timestamps, categories and a float label). Each
 runs as README says, from another working directory, with the scaffolded config unedited:
 ``ml-engine init`` as a command, the pipeline through the CLI's ``main`` in the suite's own
@@ -37,8 +38,9 @@ def sensor_readings(path: Path, rows: int = 500) -> pd.DataFrame:
     df["recorded_at"] = (start + pd.to_timedelta(np.arange(rows) * 37, unit="min")).strftime(
         "%Y-%m-%dT%H:%M:%S"
     )
-    for i in range(30):
+    for i in range(29):
         df[f"f{i:02d}"] = np.round(x[:, i], 4)
+    df["score"] = np.round(x[:, 29], 4)  # a name a model output takes: init renames it
     df["target"] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
     # A few readings the sensor could not take, written as text: 1 row in 100.
     written = df.astype({"f05": object})
@@ -125,13 +127,15 @@ def test_classification_csv_runs_the_whole_pipeline_after_init(
     assert sorted(bronze.reading_id) == list(df.reading_id)
     training = table(project, "training_set")
     assert len(training) == len(df)
-    assert set(training.columns) >= {f"f{i:02d}" for i in range(30)}
+    assert set(training.columns) >= {*(f"f{i:02d}" for i in range(29)), "score_value"}
     # f05's 'n/a' readings: the column is text in bronze, a number from clean on, the five
     # readings null (counted), not rows lost to quarantine.
     na = df.index % 100 == 7
     silver = table(project, "silver").set_index("reading_id").loc[df.reading_id]
     assert silver.f05.isna().to_numpy().tolist() == na.tolist()
     assert silver.f05[~na].tolist() == df.f05[~na].tolist()
+    # the header's 'score', named score_value by init, read by position
+    assert silver.score_value.tolist() == df.score.tolist()
     metrics = table(project, "dq_metrics")
     failures = metrics[(metrics["column"] == "f05") & (metrics.metric == "coercion_failures")]
     assert failures.value.tolist() == [5.0]
@@ -145,6 +149,7 @@ def test_classification_csv_runs_the_whole_pipeline_after_init(
     drift = table(project, "drift_metrics")
     # The batch compared with itself: nothing drifts.
     assert set(drift.status.dropna()) == {"ok"}
+    assert {"score_value", "score"} <= set(drift.feature)  # the feature and the model's output
     assert "dataset drift: no (0 of 32 features drifted" in pipeline.stdout
 
 

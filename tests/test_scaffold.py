@@ -819,22 +819,39 @@ def test_without_a_label_or_time_the_config_is_written_and_the_result_warns(tmp_
     ) in header_of(tmp_path / "out" / "schema.yaml")
 
 
-def test_columns_named_like_a_model_output_are_warned_about(tmp_path):
-    data = write(
-        tmp_path / "t.csv",
-        "id,score,prediction,outcome\n1,2.5,x,0\n2,3.5,y,1\n3,4.5,x,0\n4,5.5,x,1\n5,1.0,y,0\n",
-    )
+def test_csv_columns_named_like_a_model_output_are_renamed_and_json_ones_warned_about(tmp_path):
+    rows = "".join(f"{i},{i + 0.5},{'xy'[i % 2]},{i * 2},{i % 2}\n" for i in range(1, 7))
+    data = write(tmp_path / "t.csv", "id,score,prediction, prediction_value ,outcome\n" + rows)
     result = scaffold(str(data), str(tmp_path / "out"))
-    hint = (
-        "train, score and drift_report cannot use it: the model's outputs take these names "
-        "(prediction, probability, rawPrediction, predicted_label, score, score_<class>); "
-        "rename the column in the schema file (a CSV file is read by position when its header "
-        "differs from the schema only in renamed columns; JSON lines and Parquet data must "
-        "carry the new name)"
+    schema = load_schema(result.schema_path)
+    assert list(schema.names) == [
+        "id",
+        "score_value",
+        "prediction_value_3",
+        "prediction_value",
+        "outcome",
+    ]
+    why = (
+        "is a name a model output takes, so the schema names it otherwise (the CSV files keep "
+        "their header: ingest reads them by position)"
     )
-    assert [w for w in result.warnings if "cannot use it" in w] == [
-        f"column 'score': {hint}",
-        f"column 'prediction': {hint}",
+    assert [w for w in result.warnings if "model output" in w] == [
+        f"column 'score_value': the header's 'score' {why}",
+        f"column 'prediction_value_3': the header's 'prediction' {why}",
+    ]
+    assert {g.name: g.reason.split("; ")[-1] for g in result.guesses if "renamed" in g.reason} == {
+        "score_value": "header 'score' renamed",
+        "prediction_value_3": "header 'prediction' renamed",
+        "prediction_value": "header ' prediction_value ' renamed",
+    }
+    lines = write(tmp_path / "t.jsonl", '{"id": 1, "score": 2.5, "outcome": 0}\n' * 5)
+    result = scaffold(str(lines), str(tmp_path / "json"))
+    assert [w for w in result.warnings if "score" in w] == [
+        "column 'score': train, score and drift_report cannot use it: the model's outputs take "
+        "these names (prediction, probability, rawPrediction, predicted_label, score, "
+        "score_<class>); rename the column in the schema file (a CSV file is read by position "
+        "when its header differs from the schema only in renamed columns; JSON lines and "
+        "Parquet data must carry the new name)"
     ]
 
 
