@@ -442,14 +442,15 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
         F.col(MODEL_VERSION) == model_version
     )
     features = tables.read_batch(features_path, batch)
-    if predictions.isEmpty() and features.isEmpty():  # as preflight says of a single job
+    scored = not predictions.isEmpty()
+    if not scored and features.isEmpty():  # as preflight says of a single job
         raise JobError(
             f"drift_report: batch '{batch}' has no rows in features ({features_path}) nor in "
             f"predictions: the jobs before drift_report left it without rows, so there is "
             f"nothing to compare with the reference. Check the batch's input (and the "
             f"quarantine), then rerun those jobs; or set batch_id to another batch"
         )
-    if predictions.isEmpty():
+    if not scored:
         raise JobError(
             f"drift_report: batch '{batch}' has no predictions of {model_name} v{model_version} "
             f"in {predictions_path}; run score for this batch first"
