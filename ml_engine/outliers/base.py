@@ -51,6 +51,7 @@ from pyspark.sql import types as T
 
 from ml_engine.quality.quarantine import no_reasons, reasons
 from ml_engine.quantiles import SAMPLE_ROWS
+from ml_engine.tables.base import quote_name
 
 # 1 / Phi^-1(0.75): makes the MAD of normal data comparable to its standard deviation.
 ROBUST_Z_FACTOR = 0.6745
@@ -79,7 +80,7 @@ class OutlierFitError(ValueError):
 
 def _col(name: str) -> Column:
     """The column ``name``, quoted so names with dots or spaces work."""
-    return F.col("`" + name.replace("`", "``") + "`")
+    return F.col(quote_name(name))
 
 
 def _value(name: str) -> Column:
@@ -88,8 +89,7 @@ def _value(name: str) -> Column:
     Written as SQL text: one call to the JVM where the same Column built function by function
     takes a dozen, and the detectors build it for every column several times.
     """
-    quoted = "`" + name.replace("`", "``") + "`"
-    return F.expr(f"nanvl(CAST({quoted} AS DOUBLE), CAST(NULL AS DOUBLE))")
+    return F.expr(f"nanvl(CAST({quote_name(name)} AS DOUBLE), CAST(NULL AS DOUBLE))")
 
 
 def _check_input(dataset: DataFrame, columns: Sequence[str], stage: str) -> None:

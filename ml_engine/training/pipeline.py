@@ -68,6 +68,7 @@ from pyspark.sql import types as T
 
 from ml_engine.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, TrainConfig
 from ml_engine.outliers import IS_OUTLIER, OUTLIER_REASONS, OUTLIER_SCORE, detector_models
+from ml_engine.tables.base import quote_name
 from ml_engine.training import (
     PREDICTED_LABEL_COL,
     PREDICTION_COL,
@@ -104,7 +105,8 @@ __all__ = [
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 
-# Output columns of the fitted pipeline (public) and the internal ones it reads.
+# The internal columns the fitted pipeline reads and writes (its public output columns are
+# defined in ml_engine.training).
 FEATURES_COL = "__features"
 ASSEMBLED_COL = "__assembled"
 LABEL_COL = "__label"
@@ -144,11 +146,6 @@ PipelineStage = Estimator | Transformer
 
 _CATEGORICAL_TYPES = (T.StringType, T.BooleanType, T.IntegralType)
 _NUMERIC_TYPES = (T.NumericType, T.BooleanType)
-
-
-def _q(name: str) -> str:
-    """``name`` quoted for Spark SQL."""
-    return "`" + name.replace("`", "``") + "`"
 
 
 # --------------------------------------------------------------------------- the spec
@@ -488,7 +485,9 @@ class CastIfPresent(
         name = self.getInputCol()
         if name not in dataset.columns:
             return dataset
-        return dataset.withColumn(self.getOutputCol(), F.col(_q(name)).cast(self.getDataType()))
+        return dataset.withColumn(
+            self.getOutputCol(), F.col(quote_name(name)).cast(self.getDataType())
+        )
 
 
 # --------------------------------------------------------------------------- feature stages
@@ -506,14 +505,14 @@ def _outlier_sql(outlier_model: PipelineModel) -> tuple[list[str], list[str]]:
         models = detector_models(outlier_model)
     except ValueError as exc:
         raise TrainingError(f"train.outlier_features: {exc}") from None
-    reasons = ", ".join(_q(m.getReasonsCol()) for m in models)
-    scores = [_q(m.getScoreCol()) for m in models]
+    reasons = ", ".join(quote_name(m.getReasonsCol()) for m in models)
+    scores = [quote_name(m.getScoreCol()) for m in models]
     score = scores[0] if len(scores) == 1 else f"greatest({', '.join(scores)})"
     drop = [c for m in models for c in (m.getOutputCol(), m.getScoreCol(), m.getReasonsCol())]
     exprs = [
         f"CAST(size(array_distinct(concat({reasons}))) > 0 AS DOUBLE) AS "
-        f"{_q(NUM_PREFIX + IS_OUTLIER)}",
-        f"CAST({score} AS DOUBLE) AS {_q(NUM_PREFIX + OUTLIER_SCORE)}",
+        f"{quote_name(NUM_PREFIX + IS_OUTLIER)}",
+        f"CAST({score} AS DOUBLE) AS {quote_name(NUM_PREFIX + OUTLIER_SCORE)}",
     ]
     return drop, exprs
 
@@ -553,14 +552,18 @@ def feature_stages(
     numeric, categorical = feature_columns(spec, with_outliers)
     stages: list[PipelineStage] = []
     drop: list[str] = []
-    exprs = [f"CAST({_q(c)} AS DOUBLE) AS {_q(NUM_PREFIX + c)}" for c in spec.numeric]
+    exprs = [
+        f"CAST({quote_name(c)} AS DOUBLE) AS {quote_name(NUM_PREFIX + c)}" for c in spec.numeric
+    ]
     if with_outliers:
         stages += list(outlier_model.stages)
         drop, outlier_exprs = _outlier_sql(outlier_model)
         exprs += outlier_exprs
-    exprs += [f"CAST({_q(c)} AS STRING) AS {_q(STR_PREFIX + c)}" for c in categorical]
+    exprs += [
+        f"CAST({quote_name(c)} AS STRING) AS {quote_name(STR_PREFIX + c)}" for c in categorical
+    ]
     if exprs:
-        star = f"* EXCEPT ({', '.join(_q(c) for c in drop)})" if drop else "*"
+        star = f"* EXCEPT ({', '.join(quote_name(c) for c in drop)})" if drop else "*"
         stages.append(SQLTransformer(statement=f"SELECT {star}, {', '.join(exprs)} FROM __THIS__"))
 
     assembled: list[str] = []
@@ -649,8 +652,8 @@ def label_decoder(spec: FeatureSpec) -> list[Transformer]:
     return [
         IndexToString(inputCol=PREDICTION_COL, outputCol=text, labels=spec.classes),
         SQLTransformer(
-            statement=f"SELECT * EXCEPT ({_q(text)}), CAST({_q(text)} AS {spec.label_type}) "
-            f"AS {_q(PREDICTED_LABEL_COL)} FROM __THIS__"
+            statement=f"SELECT * EXCEPT ({quote_name(text)}), CAST({quote_name(text)} AS "
+            f"{spec.label_type}) AS {quote_name(PREDICTED_LABEL_COL)} FROM __THIS__"
         ),
     ]
 

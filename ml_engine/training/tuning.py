@@ -38,6 +38,7 @@ from pyspark.sql import types as T
 from ml_engine.config import METRIC_HIGHER_IS_BETTER, SplitConfig, TrainConfig
 from ml_engine.outliers import detector_models
 from ml_engine.session import describe
+from ml_engine.tables.base import quote_name
 from ml_engine.training import TrainingError
 from ml_engine.training.evaluation import estimator_model, evaluate, feature_names
 from ml_engine.training.pipeline import (
@@ -63,7 +64,7 @@ _TWO_53 = float(2**53)
 
 
 def _q(name: str) -> Column:
-    return F.col("`" + name.replace("`", "``") + "`")
+    return F.col(quote_name(name))
 
 
 def _hash_columns(df: DataFrame, id_col: str | None) -> list[str]:
