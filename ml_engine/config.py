@@ -1074,7 +1074,7 @@ class DriftConfig(StrictModel):
     """The drift report of ``drift_report`` (see ``ml_engine.drift``).
 
     ``bins``: reference-quantile bins of numeric features for PSI. ``drift_share``: the dataset
-    drifts when at least this share of features drift. ``fail_on_drift``: exit with code 5 when
+    drifts when at least this share of the compared columns (features and model outputs) drift. ``fail_on_drift``: exit with code 5 when
     the dataset drifts, so a scheduler can branch on it. ``history``: batches shown in the
     report's trend lines. ``report_dir``: default ``<storage root>/reports``.
     """

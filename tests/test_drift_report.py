@@ -124,7 +124,8 @@ def test_report_has_every_section_and_feature(sides, page):
     ):
         assert heading in page
     assert (
-        f"Data set drift: {result.drifted_count} of {result.compared_count} features drift" in page
+        f"Data set drift: {result.drifted_count} of {result.compared_count} features drift; "
+        in page
     )
     for fact in ("7", "b4", "211", "table=training_set, delta_version=3"):
         assert f"<dd>{fact}</dd>" in page
@@ -238,12 +239,39 @@ def test_the_job_output_names_the_features_without_a_reference(spark, tmp_path):
     notes = _notes(result, 0.5, [], tmp_path / "r.html")
 
     assert notes == [
-        "dataset drift: no (0 of 1 features drifted, share 0.00, threshold 0.5); drifted: none",
+        "dataset drift: no (0 of 1 features drift; share 0.00, threshold 0.5); drifted: none",
         f"report: {tmp_path / 'r.html'}",
         "not compared, no reference: y. The reference profile is made when the model is "
         "trained, of drift.features then (default: the schema's features); set drift.features "
         "before train to compare other columns",
     ]
+
+
+def test_the_verdict_counts_model_outputs_apart_from_features(spark, tmp_path):
+    from ml_engine.drift.job import _notes
+
+    # x and the model's score move by 50 (five standard deviations of 0..99); y and the
+    # predicted label stay: 2 of 4 compared columns drift, one of each kind
+    ref = [(float(i), float(i), float(i), "yes" if i % 2 else "no") for i in range(100)]
+    cur = [(float(i + 50), float(i), float(i + 50), "yes" if i % 2 else "no") for i in range(100)]
+    schema = "x double, y double, score double, predicted_label string"
+    columns = (["x", "y", "score"], ["predicted_label"])
+    reference = profile_dataframe(spark.createDataFrame(ref, schema), *columns)
+    current = profile_dataframe(spark.createDataFrame(cur, schema), *columns)
+    result = compare(reference, current, DriftThresholds(), drift_share=0.5)
+    outputs = ["predicted_label", "score"]
+
+    notes = _notes(result, 0.5, outputs, tmp_path / "r.html")
+    page = render_report(result, reference, current, outputs=outputs)
+
+    assert notes[0] == (
+        "dataset drift: YES (2 of 4 columns drift, 2 features and 2 model outputs; share 0.50, "
+        "threshold 0.5); drifted: x; model outputs drifted: score"
+    )
+    assert (
+        ">Data set drift: 2 of 4 columns drift, 2 features and 2 model outputs; share 50%, the "
+        "data set drifts at 50%</div>"
+    ) in page
 
 
 def test_the_job_output_names_a_column_that_the_training_set_mostly_lacks(spark, tmp_path):
@@ -261,7 +289,7 @@ def test_the_job_output_names_a_column_that_the_training_set_mostly_lacks(spark,
     )
     result = compare(reference, current, DriftThresholds(), drift_share=0.5)
 
-    notes = _notes(result, 0.5, ["added", "lost"], tmp_path / "r.html")
+    notes = _notes(result, 0.5, (), tmp_path / "r.html")
 
     assert (result.feature("added").status, result.feature("lost").status) == ("drift", "drift")
     assert notes[2:] == [

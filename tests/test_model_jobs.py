@@ -472,6 +472,10 @@ def test_drift_report_flags_the_documented_drift_and_writes_its_outputs(spark, c
     }
     inputs = {f for f in status if f not in ("score", "predicted_label")}
     assert {f for f in inputs if status[f] == "drift"} == set(manifest["drifted_features"])
+    # the job's result names drifting features and drifting model outputs apart
+    assert set(result.metrics["drifted_features"]) == set(manifest["drifted_features"])
+    produced = {f for f in ("score", "predicted_label") if status[f] == "drift"}
+    assert set(result.metrics["drifted_outputs"]) == produced
     html = Path(result.outputs["report"]).read_text()
     assert "<script src" not in html and "http" not in html.split("<body")[1]
     run = client(chain).get_run(result.metrics["mlflow_run_id"])

@@ -150,7 +150,11 @@ def test_classification_csv_runs_the_whole_pipeline_after_init(
     # The batch compared with itself: nothing drifts.
     assert set(drift.status.dropna()) == {"ok"}
     assert {"score_value", "score"} <= set(drift.feature)  # the feature and the model's output
-    assert "dataset drift: no (0 of 32 features drifted" in pipeline.stdout
+    # 29 f-columns and score_value; the model's predicted_label and score
+    assert (
+        "dataset drift: no (0 of 32 columns drift, 30 features and 2 model outputs; share 0.00"
+        in pipeline.stdout
+    )
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ from ml_engine.drift.stats import (
 from ml_engine.results import EXIT_DRIFT, EXIT_OK, JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import BATCH_COLUMN, DeltaTables, sql_literal
+from ml_engine.training import PREDICTED_LABEL_COL as PREDICTED_LABEL
+from ml_engine.training import PREDICTION_COL as PREDICTION
 from ml_engine.training import SCORE_COL as SCORE
 from ml_engine.training import reserved_column_hint
 from ml_engine.training.evaluation import GATE_METRIC_PARAM
@@ -79,26 +82,39 @@ DRIFT_METRICS_SCHEMA = T.StructType(
 )
 
 
-def output_columns(spec: dict[str, Any], probability: Column) -> dict[str, tuple[Column, str]]:
-    """The model-output columns a drift report profiles, as ``name -> (column, kind)``:
-    ``prediction`` for regression; ``predicted_label`` and the class probabilities for
-    classification (``score``, the positive class's, for two classes; ``score_<class>`` for
-    each class of more).
+def output_names(spec: dict[str, Any]) -> list[str]:
+    """The names of the model outputs a drift report profiles: ``prediction`` for
+    regression; ``predicted_label`` and the class probabilities for classification
+    (``score``, the positive class's, for two classes; ``score_<class>`` for each class of
+    more, in the order of the probability vector).
 
     Args:
-        spec: the model's feature spec (``FeatureSpec.to_dict()``; ``classes`` in the order
-            of the probability vector).
-        probability: the predicted class probabilities as an array of double.
+        spec: the model's feature spec (``FeatureSpec.to_dict()``).
     """
     if spec["task"] != "classification":
-        return {"prediction": (F.col("prediction").cast("double"), "numeric")}
-    out = {"predicted_label": (F.col("predicted_label").cast("string"), "categorical")}
+        return [PREDICTION]
     classes = spec.get("classes") or []
     if len(classes) == 2:
+        return [PREDICTED_LABEL, SCORE]
+    return [PREDICTED_LABEL, *(f"{SCORE}_{name}" for name in classes)]
+
+
+def output_columns(spec: dict[str, Any], probability: Column) -> dict[str, tuple[Column, str]]:
+    """The model-output columns of :func:`output_names`, as ``name -> (column, kind)``.
+
+    Args:
+        spec: the model's feature spec (``classes`` in the order of the probability vector).
+        probability: the predicted class probabilities as an array of double.
+    """
+    names = output_names(spec)
+    if names == [PREDICTION]:
+        return {PREDICTION: (F.col(PREDICTION).cast("double"), "numeric")}
+    out = {PREDICTED_LABEL: (F.col(PREDICTED_LABEL).cast("string"), "categorical")}
+    scores = names[1:]
+    if len(scores) == 1:  # two classes: the positive class's
         out[SCORE] = (probability[1], "numeric")
     else:
-        for i, name in enumerate(classes):
-            out[f"{SCORE}_{name}"] = (probability[i], "numeric")
+        out.update({name: (probability[i], "numeric") for i, name in enumerate(scores)})
     return out
 
 
@@ -151,7 +167,7 @@ def profile_batch(
         reference's features) and the model outputs; a name the batch lacks is compared as
         ``missing``, one the reference lacks as ``no_reference``.
     """
-    outputs = output_columns(spec, F.col("probability"))
+    outputs = output_names(spec)
     known = {n: p.kind for n, p in reference.columns.items() if n not in outputs}
     wanted = cfg.drift.features or list(known)
     schema_kinds = {c: "categorical" for c in cfg.table_schema.categorical_features}
@@ -493,7 +509,9 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
             "training_test": test_metrics,
             "rows": (int(performance[LABELLED_ROWS]), current.rows),
         }
-    report_path = _write_report(cfg, result, reference, current, history, meta, perf)
+    report_path = _write_report(
+        cfg, result, (reference, current), history, meta, perf, output_names(spec)
+    )
     drift_run_id = _log_run(result, performance, current, report_path, meta, run_id)
 
     kinds = {n: p.kind for n, p in reference.columns.items()}
@@ -508,8 +526,9 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
         within={"model_name": model_name, "model_version": int(model_version)},
     )
     replaced = _delete_earlier_runs(meta, drift_run_id)
-    drifted = [f.feature for f in result.features if f.status == "drift"]
-    notes = _notes(result, dc.drift_share, drifted, report_path)
+    outputs = output_names(spec)
+    drifted, outputs_drifted = _drifted(result, outputs)
+    notes = _notes(result, dc.drift_share, outputs, report_path)
     if performance:
         gate_metric = training.params.get(GATE_METRIC_PARAM)
         notes.append(performance_note(performance, test_metrics, current.rows, gate_metric))
@@ -527,6 +546,7 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
             "model_version": model_version,
             "dataset_drift": result.drifted,
             "drifted_features": drifted,
+            "drifted_outputs": outputs_drifted,
             "drifted_share": round(result.drifted_share, 4),
             "mlflow_run_id": drift_run_id,
         },
@@ -538,24 +558,24 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
 def _write_report(
     cfg: Config,
     result: DriftResult,
-    reference: DatasetProfile,
-    current: DatasetProfile,
+    profiles: tuple[DatasetProfile, DatasetProfile],
     history: list[dict],
     meta: dict[str, Any],
     performance: dict | None,
+    outputs: Sequence[str],
 ) -> Path:
     """The HTML report written under ``drift.report_dir`` (default ``<root>/reports``)."""
     dc = cfg.drift
     name, version, batch = meta["model"], meta["model_version"], meta["batch_id"]
     html = render_report(
         result,
-        reference,
-        current,
+        *profiles,
         history=history,
         title=f"Drift report: {name} v{version}, batch {batch}",
         meta=meta,
         history_batches=dc.history,
         performance=performance,
+        outputs=outputs,
     )
     report_dir = Path(dc.report_dir or cfg.storage.path("reports"))
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -649,19 +669,29 @@ def _performance_rows(
     ]
 
 
+def _drifted(result: DriftResult, outputs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The drifting features and the drifting model ``outputs``, most severe first."""
+    drifted = [f.feature for f in result.features if f.status == "drift"]
+    return [n for n in drifted if n not in outputs], [n for n in drifted if n in outputs]
+
+
 def _notes(
     result: DriftResult,
     drift_share: float,
-    drifted: list[str],
+    outputs: Sequence[str],
     report_path: Path,
 ) -> list[str]:
-    """What the job prints of the comparison: the verdict, the report, features not compared."""
-    notes = [
-        f"dataset drift: {'YES' if result.drifted else 'no'} ({result.drifted_count} of "
-        f"{result.compared_count} features drifted, share {result.drifted_share:.2f}, "
-        f"threshold {drift_share:g}); drifted: {', '.join(drifted) or 'none'}",
-        f"report: {report_path}",
-    ]
+    """What the job prints of the comparison: the verdict (drifted features and model
+    ``outputs`` named apart), the report, features not compared."""
+    features, produced = _drifted(result, outputs)
+    verdict = (
+        f"dataset drift: {'YES' if result.drifted else 'no'} ({result.counts_text(outputs)}; "
+        f"share {result.drifted_share:.2f}, threshold {drift_share:g}); drifted: "
+        f"{', '.join(features) or 'none'}"
+    )
+    if produced:
+        verdict += f"; model outputs drifted: {', '.join(produced)}"
+    notes = [verdict, f"report: {report_path}"]
     unreferenced = [f.feature for f in result.features if f.status == NO_REFERENCE]
     if unreferenced:
         notes.append(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from ml_engine.drift.profile import DatasetProfile, NumericProfile
@@ -108,6 +108,7 @@ def render_report(
     meta: Mapping[str, Any] | None = None,
     history_batches: int = 20,
     performance: Mapping[str, Any] | None = None,
+    outputs: Collection[str] = (),
 ) -> str:
     """Renders the drift report as one self-contained HTML page.
 
@@ -126,6 +127,8 @@ def render_report(
         performance: when labels of the batch have arrived: ``{"batch": metrics of the
             batch, "training_test": the model's held-out test metrics, "rows": (labelled rows,
             scored rows)}``, the metrics shown side by side.
+        outputs: the names in ``result`` that are model outputs, not features (the verdict
+            counts them apart).
 
     Returns:
         The HTML text.
@@ -137,7 +140,7 @@ def render_report(
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>",
-        _header(result, reference, current, title, meta),
+        _header(result, reference, current, title, meta, outputs),
         _summary(result),
         _performance(performance),
         '<h2 id="features">Features</h2>',
@@ -160,6 +163,7 @@ def _header(
     current: DatasetProfile,
     title: str,
     meta: Mapping[str, Any],
+    outputs: Collection[str],
 ) -> str:
     colour, background = STATUS_COLOURS.get(result.status, NEUTRAL)
     facts = [(str(k).replace("_", " "), v) for k, v in meta.items()]
@@ -175,7 +179,7 @@ def _header(
     items = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in facts)
     return (
         f'<header class="card"><h1>{_e(title)}</h1>'
-        f'<div class="verdict" style="color:{colour};background:{background}">{_e(_verdict(result))}</div>'
+        f'<div class="verdict" style="color:{colour};background:{background}">{_e(_verdict(result, outputs))}</div>'
         f'<dl class="facts">{items}</dl></header>'
     )
 
@@ -203,13 +207,13 @@ def _performance(performance: Mapping[str, Any] | None) -> str:
     )
 
 
-def _verdict(result: DriftResult) -> str:
+def _verdict(result: DriftResult, outputs: Collection[str]) -> str:
     if result.compared_count == 0:
         return "No data: no feature could be compared"
     share = result.drifted_share or 0.0
     counts = (
-        f"{result.drifted_count} of {result.compared_count} features drift ({share:.0%}; "
-        f"the data set drifts at {result.drift_share:.0%})"
+        f"{result.counts_text(outputs)}; share {share:.0%}, the data set drifts at "
+        f"{result.drift_share:.0%}"
     )
     if result.drifted:
         return f"Data set drift: {counts}"

@@ -75,7 +75,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -222,6 +222,20 @@ class DriftResult:
             if f.feature == name:
                 return f
         raise KeyError(f"feature {name!r} is not in the drift result")
+
+    def counts_text(self, outputs: Collection[str] = ()) -> str:
+        """How many compared columns drift, e.g. ``2 of 5 features drift``; with model
+        ``outputs`` among them, ``3 of 7 columns drift, 5 features and 2 model outputs``: the
+        verdict's share counts both."""
+        compared = [f for f in self.features if f.status in COMPARED]
+        produced = sum(f.feature in outputs for f in compared)
+        if not produced:
+            return f"{self.drifted_count} of {self.compared_count} features drift"
+        return (
+            f"{self.drifted_count} of {self.compared_count} columns drift, "
+            f"{len(compared) - produced} features and {produced} model output"
+            f"{'s' if produced > 1 else ''}"
+        )
 
     def metric_rows(self) -> list[dict[str, Any]]:
         """One dict per (feature, metric): ``feature, metric, value, threshold, drifted``.
