@@ -272,6 +272,13 @@ def test_the_verdict_counts_model_outputs_apart_from_features(spark, tmp_path):
         ">Data set drift: 2 of 4 columns drift, 2 features and 2 model outputs; share 50%, the "
         "data set drifts at 50%</div>"
     ) in page
+    for name, kind in (
+        ("x", "numeric"),
+        ("y", "numeric"),
+        ("score", "numeric, model output"),
+        ("predicted_label", "categorical, model output"),
+    ):
+        assert f">{name}</a></td><td>{kind}</td>" in page
 
 
 def test_the_job_output_names_a_column_that_the_training_set_mostly_lacks(spark, tmp_path):

@@ -141,7 +141,7 @@ def render_report(
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>",
         _header(result, reference, current, title, meta, outputs),
-        _summary(result),
+        _summary(result, outputs),
         _performance(performance),
         '<h2 id="features">Features</h2>',
         *(
@@ -220,7 +220,7 @@ def _verdict(result: DriftResult, outputs: Collection[str]) -> str:
     return f"No data set drift: {counts}" + (" - see warnings" if result.status == WARN else "")
 
 
-def _summary(result: DriftResult) -> str:
+def _summary(result: DriftResult, outputs: Collection[str]) -> str:
     head = (
         "<tr><th>Feature</th><th>Type</th><th>Status</th><th>PSI</th>"
         "<th>p-value (KS / &chi;&sup2;)</th><th>Distance (W/&sigma; / JS)</th>"
@@ -232,7 +232,8 @@ def _summary(result: DriftResult) -> str:
         p = f.metric(KS_P_VALUE) or f.metric(CHI2_P_VALUE)
         d = f.metric(WASSERSTEIN_NORM) or f.metric(JS_DISTANCE)
         rows.append(
-            f'<tr><td class="name"><a href="#f{i}">{_e(f.feature)}</a></td><td>{_e(f.kind)}</td>'
+            f'<tr><td class="name"><a href="#f{i}">{_e(f.feature)}</a></td>'
+            f"<td>{_e(f.kind)}{', model output' if f.feature in outputs else ''}</td>"
             f"<td>{_badge(f.status)}</td>{_metric_cell(f.metric(PSI), psi_warn)}{_metric_cell(p)}"
             f"{_metric_cell(d)}{_null_cell(f)}"
             f"<td>{_e(f.note)}</td></tr>"
