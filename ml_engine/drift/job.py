@@ -31,6 +31,7 @@ import hashlib
 import json
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -423,6 +424,18 @@ def _history(tables: DeltaTables, path: str, model_name: str, limit: int) -> lis
     return [r.asDict() for r in rows]
 
 
+@dataclass(frozen=True)
+class _Model:
+    """The model version a report compares against, with its feature spec and reference."""
+
+    name: str
+    version: int
+    run_id: str
+    spec: dict[str, Any]
+    reference: DatasetProfile
+    reference_text: str
+
+
 def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResult:
     """The drift_report job (see the module docstring).
 
@@ -432,30 +445,105 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
     """
     from mlflow import MlflowClient
 
-    from ml_engine.scoring import MODEL_VERSION, model_choice, resolve_model_version
     from ml_engine.tracking import connect
 
-    batch = cfg.effective_batch_id()
-    dc = cfg.drift
+    batch, dc = cfg.effective_batch_id(), cfg.drift
     features_path = cfg.storage.table_path("features")
     predictions_path = cfg.storage.table_path("predictions")
     metrics_path = cfg.storage.table_path("drift_metrics")
     connect(cfg)
+    model = _model(spark, cfg, tables)
+    features, predictions = _batch_inputs(cfg, tables, model, batch)
+
+    describe(spark, f"drift_report: profile batch {batch} (features, v{model.version} outputs)")
+    current, compared = profile_batch(
+        cfg,
+        features,
+        predictions,
+        model.reference,
+        model.spec,
+        sources=(
+            {"table": features_path, "batch_id": batch},
+            {"table": predictions_path, "batch_id": batch},
+        ),
+    )
+    result = compare(model.reference, current, dc.thresholds, dc.drift_share, features=compared)
+    describe(spark, f"drift_report: performance of batch {batch} on arrived labels")
+    performance = labelled_performance(cfg, tables, predictions, model.spec, batch)
+    training = MlflowClient().get_run(model.run_id).data
+    test_metrics = {
+        k.removeprefix("test_"): v for k, v in training.metrics.items() if k.startswith("test_")
+    }
+
+    computed_at = datetime.now(timezone.utc)
+    meta = {
+        "model": model.name,
+        "model_version": model.version,
+        "batch_id": batch,
+        "reference": model.reference_text,
+        "computed_at": computed_at.isoformat(timespec="seconds"),
+    }
+    history = _history(tables, metrics_path, model.name, dc.history)
+    perf = _performance_view(performance, test_metrics, current.rows)
+    report_path = _write_report(
+        cfg, result, (model.reference, current), history, meta, perf, output_names(model.spec)
+    )
+    drift_run_id = _log_run(result, performance, current, report_path, meta, model.run_id)
+    rows = metric_rows(
+        result, model.name, model.version, batch, computed_at, drift_run_id,
+        _kinds(model.reference, current),
+    )  # fmt: skip
+    rows += _performance_rows(performance, test_metrics, meta, computed_at, drift_run_id)
+    describe(spark, f"drift_report: write drift_metrics of batch {batch}")
+    tables.replace_batch(
+        spark.createDataFrame(rows, DRIFT_METRICS_SCHEMA),
+        metrics_path,
+        batch,
+        within={"model_name": model.name, "model_version": model.version},
+    )
+    replaced = _delete_earlier_runs(meta, drift_run_id)
+    gate_metric = training.params.get(GATE_METRIC_PARAM)
+    return _result(
+        cfg, model, result, (performance, test_metrics, gate_metric), current.rows, replaced,
+        {"drift_metrics": metrics_path, "report": str(report_path), "run": drift_run_id},
+    )  # fmt: skip
+
+
+def _model(spark: SparkSession, cfg: Config, tables: DeltaTables) -> _Model:
+    """The model version the config names (``drift.model_alias``, else ``score.*``), its
+    feature spec and its reference profile."""
+    from ml_engine.scoring import model_choice, resolve_model_version
+
     alias, keys = model_choice(cfg, "drift_report")
     mv = resolve_model_version(cfg, alias=alias, version=cfg.score.model_version, keys=keys)
-    model_name, model_version, run_id = mv.name, int(mv.version), mv.run_id
+    name, version, run_id = mv.name, int(mv.version), mv.run_id
     spec = download_json(run_id, SPEC_ARTIFACT)
     if spec is None:
         raise JobError(
-            f"drift_report: the run {run_id} of {model_name} v{model_version} has no "
+            f"drift_report: the run {run_id} of {name} v{version} has no "
             f"{SPEC_ARTIFACT}; retrain the model with this engine"
         )
-    reference, ref_text = reference_profile(spark, cfg, tables, run_id, spec)
+    reference, text = reference_profile(spark, cfg, tables, run_id, spec)
+    return _Model(name, version, run_id, spec, reference, text)
 
+
+def _batch_inputs(
+    cfg: Config, tables: DeltaTables, model: _Model, batch: str
+) -> tuple[DataFrame, DataFrame]:
+    """The batch's ``features`` rows and its ``predictions`` by ``model``.
+
+    Raises:
+        JobError: no predictions table, or the batch has no predictions of the model version
+            (saying whether the jobs before left the batch without any row).
+    """
+    from ml_engine.scoring import MODEL_VERSION
+
+    features_path = cfg.storage.table_path("features")
+    predictions_path = cfg.storage.table_path("predictions")
     if not tables.exists(predictions_path):
         raise JobError(f"drift_report: no predictions table at {predictions_path}; run score")
     predictions = tables.read_batch(predictions_path, batch).where(
-        F.col(MODEL_VERSION) == model_version
+        F.col(MODEL_VERSION) == model.version
     )
     features = tables.read_batch(features_path, batch)
     scored = not predictions.isEmpty()
@@ -468,90 +556,76 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
         )
     if not scored:
         raise JobError(
-            f"drift_report: batch '{batch}' has no predictions of {model_name} v{model_version} "
-            f"in {predictions_path}; run score for this batch first"
+            f"drift_report: batch '{batch}' has no predictions of {model.name} "
+            f"v{model.version} in {predictions_path}; run score for this batch first"
         )
-    describe(spark, f"drift_report: profile batch {batch} (features, v{model_version} outputs)")
-    current, compared = profile_batch(
-        cfg,
-        features,
-        predictions,
-        reference,
-        spec,
-        sources=(
-            {"table": features_path, "batch_id": batch},
-            {"table": predictions_path, "batch_id": batch},
-        ),
-    )
-    result = compare(reference, current, dc.thresholds, dc.drift_share, features=compared)
+    return features, predictions
 
-    describe(spark, f"drift_report: performance of batch {batch} on arrived labels")
-    performance = labelled_performance(cfg, tables, predictions, spec, batch)
-    training = MlflowClient().get_run(run_id).data
-    training_metrics = training.metrics
-    test_metrics = {
-        k.removeprefix("test_"): v for k, v in training_metrics.items() if k.startswith("test_")
+
+def _performance_view(
+    performance: dict | None, test_metrics: dict[str, float], scored: int
+) -> dict | None:
+    """What the report shows of the metrics on arrived labels (None: no label arrived)."""
+    if performance is None:
+        return None
+    return {
+        "batch": {k: v for k, v in performance.items() if k != LABELLED_ROWS},
+        "training_test": test_metrics,
+        "rows": (int(performance[LABELLED_ROWS]), scored),
     }
 
-    computed_at = datetime.now(timezone.utc)
-    meta = {
-        "model": model_name,
-        "model_version": model_version,
-        "batch_id": batch,
-        "reference": ref_text,
-        "computed_at": computed_at.isoformat(timespec="seconds"),
-    }
-    history = _history(tables, metrics_path, model_name, dc.history)
-    perf = None
-    if performance is not None:
-        perf = {
-            "batch": {k: v for k, v in performance.items() if k != LABELLED_ROWS},
-            "training_test": test_metrics,
-            "rows": (int(performance[LABELLED_ROWS]), current.rows),
-        }
-    report_path = _write_report(
-        cfg, result, (reference, current), history, meta, perf, output_names(spec)
-    )
-    drift_run_id = _log_run(result, performance, current, report_path, meta, run_id)
 
+def _kinds(reference: DatasetProfile, current: DatasetProfile) -> dict[str, str]:
+    """Column -> kind (``numeric``/``categorical``) over both profiles, the batch's last."""
     kinds = {n: p.kind for n, p in reference.columns.items()}
     kinds.update({n: p.kind for n, p in current.columns.items()})
-    rows = metric_rows(result, model_name, model_version, batch, computed_at, drift_run_id, kinds)
-    rows += _performance_rows(performance, test_metrics, meta, computed_at, drift_run_id)
-    describe(spark, f"drift_report: write drift_metrics of batch {batch}")
-    tables.replace_batch(
-        spark.createDataFrame(rows, DRIFT_METRICS_SCHEMA),
-        metrics_path,
-        batch,
-        within={"model_name": model_name, "model_version": int(model_version)},
-    )
-    replaced = _delete_earlier_runs(meta, drift_run_id)
-    outputs = output_names(spec)
+    return kinds
+
+
+def _result(
+    cfg: Config,
+    model: _Model,
+    result: DriftResult,
+    performance: tuple[dict | None, dict[str, float], str | None],
+    scored: int,
+    replaced: list[str],
+    written: dict[str, str],
+) -> JobResult:
+    """The job's result: its outputs, metrics, notes and exit code.
+
+    Args:
+        performance: ``(metrics on arrived labels or None, training test metrics, the
+            metric the gate judged by)``.
+        scored: the batch's scored rows.
+        replaced: the ids of the earlier drift runs of the same version and batch, deleted.
+        written: the ``drift_metrics`` path, the report's path and the MLflow run id.
+    """
+    dc, batch = cfg.drift, cfg.effective_batch_id()
+    outputs = output_names(model.spec)
     drifted, outputs_drifted = _drifted(result, outputs)
-    notes = _notes(result, dc.drift_share, outputs, report_path)
-    if performance:
-        gate_metric = training.params.get(GATE_METRIC_PARAM)
-        notes.append(performance_note(performance, test_metrics, current.rows, gate_metric))
+    notes = _notes(result, dc.drift_share, outputs, Path(written["report"]))
+    on_labels, test_metrics, gate_metric = performance
+    if on_labels:
+        notes.append(performance_note(on_labels, test_metrics, scored, gate_metric))
     if replaced:
         notes.append(
-            f"replaces the earlier drift run(s) {', '.join(replaced)} of v{model_version} on "
+            f"replaces the earlier drift run(s) {', '.join(replaced)} of v{model.version} on "
             f"batch {batch}, now deleted in MLflow (restorable: mlflow runs restore --run-id ID)"
         )
-    code = EXIT_DRIFT if result.drifted and dc.fail_on_drift else EXIT_OK
     return JobResult(
         job="drift_report",
-        outputs={"drift_metrics": metrics_path, "report": str(report_path)},
+        outputs={"drift_metrics": written["drift_metrics"], "report": written["report"]},
         metrics={
             "batch_id": batch,
-            "model_version": model_version,
+            "model_version": model.version,
             "dataset_drift": result.drifted,
             "drifted_features": drifted,
             "drifted_outputs": outputs_drifted,
             "drifted_share": round(result.drifted_share, 4),
-            "mlflow_run_id": drift_run_id,
+            "mlflow_run_id": written["run"],
         },
         notes=notes,
-        exit_code=code,
+        exit_code=EXIT_DRIFT if result.drifted and dc.fail_on_drift else EXIT_OK,
     )
 
 
