@@ -76,11 +76,11 @@ from datetime import datetime, timezone
 
 from pyspark import StorageLevel
 from pyspark.errors import AnalysisException, PySparkException
-from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
+from pyspark.sql import Column, DataFrame, DataFrameReader, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ml_engine.config import Config, CsvOptions
+from ml_engine.config import Config, CsvOptions, IngestConfig
 from ml_engine.quality.quarantine import quarantine_rows
 from ml_engine.quality.schema_change import added_note, columns_to_add
 from ml_engine.results import JobError, JobResult
@@ -1059,22 +1059,8 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
             another type than bronze's, or the batch id (from ``ingest.path``'s name, not
             set) is a batch of other files (nothing is written then).
     """
-    ing = cfg.ingest
-    if not ing.path:
-        raise JobError("ingest.path is not set: set it to the raw file, directory or glob to load")
-    batch = cfg.effective_batch_id()
-    schema = cfg.table_schema
-    describe(spark, f"ingest: read {ing.format} {ing.path}")
-    try:
-        raw, read_notes = read_input(spark, ing.path, ing.format, schema, ing.csv)
-    except FileNotFoundError:
-        raise JobError(
-            f"ingest input {ing.path} does not exist; check ingest.path (the raw file, "
-            "directory or glob to load)"
-        ) from None
-    except ValueError as exc:
-        raise JobError(f"{exc} (ingest.path / schema)") from None
-
+    ing, batch, schema = cfg.ingest, cfg.effective_batch_id(), cfg.table_schema
+    raw, read_notes = _read_raw(spark, cfg)
     bronze_path = cfg.storage.table_path("bronze")
     quarantine_path = cfg.storage.table_path("quarantine")
     held = _held_batch(spark, tables, bronze_path, batch)
@@ -1097,15 +1083,7 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
     parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         describe(spark, f"ingest: parse and count batch {batch}")
-        good, bad = F.col(_REASON).isNull(), F.col(_REASON).isNotNull()
-        counts = parsed.agg(
-            F.count(F.lit(1)).alias("rows_in"),
-            F.count_if(good).alias("bronze_rows"),
-            F.count_if(bad).alias("quarantined_rows"),
-            F.coalesce(F.sum(F.when(good, F.col(_LINES))), F.lit(0)).alias("bronze_lines"),
-            F.coalesce(F.sum(F.when(bad, F.col(_LINES))), F.lit(0)).alias("quarantined_lines"),
-            F.coalesce(F.sum(_BLANK_LINES), F.lit(0)).alias("blank_lines_in_records"),
-        ).first()
+        counts = _record_counts(parsed)
         line_metrics: dict[str, int] = {}
         if ing.format == "csv":
             describe(spark, f"ingest: count lines of {ing.path}")
@@ -1125,7 +1103,58 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
     finally:
         parsed.unpersist()
     notes = [*read_notes, *added_note("bronze", added)]
-    if counts["rows_in"] == 0:
+    notes += _count_notes(ing, batch, int(counts["rows_in"]), line_metrics)
+    return JobResult(
+        job="ingest",
+        outputs={"bronze": bronze_path, "quarantine": quarantine_path},
+        metrics={
+            "batch_id": batch,
+            "rows_in": int(counts["rows_in"]),
+            "bronze_rows": int(counts["bronze_rows"]),
+            "quarantined_rows": int(counts["quarantined_rows"]),
+            **line_metrics,
+        },
+        notes=notes,
+    )
+
+
+def _read_raw(spark: SparkSession, cfg: Config) -> tuple[DataFrame, list[str]]:
+    """:func:`read_input` of ``ingest.path`` with the config's errors as job errors."""
+    ing = cfg.ingest
+    if not ing.path:
+        raise JobError("ingest.path is not set: set it to the raw file, directory or glob to load")
+    describe(spark, f"ingest: read {ing.format} {ing.path}")
+    try:
+        return read_input(spark, ing.path, ing.format, cfg.table_schema, ing.csv)
+    except FileNotFoundError:
+        raise JobError(
+            f"ingest input {ing.path} does not exist; check ingest.path (the raw file, "
+            "directory or glob to load)"
+        ) from None
+    except ValueError as exc:
+        raise JobError(f"{exc} (ingest.path / schema)") from None
+
+
+def _record_counts(parsed: DataFrame) -> Row:
+    """One aggregation over the parsed records: ``rows_in``, ``bronze_rows``,
+    ``quarantined_rows``, ``bronze_lines``, ``quarantined_lines``, ``blank_lines_in_records``."""
+    good, bad = F.col(_REASON).isNull(), F.col(_REASON).isNotNull()
+    return parsed.agg(
+        F.count(F.lit(1)).alias("rows_in"),
+        F.count_if(good).alias("bronze_rows"),
+        F.count_if(bad).alias("quarantined_rows"),
+        F.coalesce(F.sum(F.when(good, F.col(_LINES))), F.lit(0)).alias("bronze_lines"),
+        F.coalesce(F.sum(F.when(bad, F.col(_LINES))), F.lit(0)).alias("quarantined_lines"),
+        F.coalesce(F.sum(_BLANK_LINES), F.lit(0)).alias("blank_lines_in_records"),
+    ).first()
+
+
+def _count_notes(
+    ing: IngestConfig, batch: str, rows_in: int, line_metrics: dict[str, int]
+) -> list[str]:
+    """Notes on an empty batch and on line counts that the parsed records do not explain."""
+    notes = []
+    if rows_in == 0:
         what = " (headers and blank lines only)" if ing.format == "csv" else ""
         notes.append(
             f"ingest: {ing.path} holds no records{what}: batch {batch} is empty, and the later "
@@ -1140,15 +1169,4 @@ def run_ingest(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
                 f"lines, the parsed records and blank lines {accounted}: check the files' "
                 "quoting and line endings against ingest.csv (quote, escape, multiline)"
             )
-    return JobResult(
-        job="ingest",
-        outputs={"bronze": bronze_path, "quarantine": quarantine_path},
-        metrics={
-            "batch_id": batch,
-            "rows_in": int(counts["rows_in"]),
-            "bronze_rows": int(counts["bronze_rows"]),
-            "quarantined_rows": int(counts["quarantined_rows"]),
-            **line_metrics,
-        },
-        notes=notes,
-    )
+    return notes
