@@ -508,18 +508,9 @@ def run_train(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
     version = tables.version(path)
     df = tables.read(path, version=version)
     experiment_id = connect(cfg)
-    name = cfg.mlflow.registered_model
     client = MlflowClient()
 
-    describe(spark, "train: input versions")
-    versions = df.agg(F.max(FEATURES_VERSION), F.max(LABELS_VERSION)).first()
-    features_path = cfg.storage.table_path("features")
-    labels_path = cfg.training_set.labels_path or cfg.storage.table_path("silver")
-    inputs = {"training_set": (path, version)}
-    if versions[0] is not None:
-        inputs["features"] = (features_path, int(versions[0]))
-        inputs["labels"] = (labels_path, int(versions[1]))
-
+    inputs = _input_versions(spark, cfg, df, (path, version))
     prepared = prepare_training(spark, cfg, df, path)
     trained = None
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as run:
@@ -543,34 +534,63 @@ def run_train(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
             if trained is not None:
                 trained.release()
 
+    return _train_result(
+        cfg, trained, (run_id, new_version), decision, promoted, version,
+        round(time.perf_counter() - started, 1),
+    )  # fmt: skip
+
+
+def _input_versions(
+    spark: SparkSession, cfg: Config, df: DataFrame, training_set: tuple[str, int]
+) -> dict[str, tuple[str, int]]:
+    """The tables and Delta versions the run was trained from (its lineage tags): the
+    training set, and the features and labels versions it was built from, when recorded."""
+    describe(spark, "train: input versions")
+    versions = df.agg(F.max(FEATURES_VERSION), F.max(LABELS_VERSION)).first()
+    inputs = {"training_set": training_set}
+    if versions[0] is not None:
+        labels_path = cfg.training_set.labels_path or cfg.storage.table_path("silver")
+        inputs["features"] = (cfg.storage.table_path("features"), int(versions[0]))
+        inputs["labels"] = (labels_path, int(versions[1]))
+    return inputs
+
+
+def _train_result(
+    cfg: Config,
+    trained: Trained,
+    registered: tuple[str, int],
+    decision: GateDecision,
+    promoted: bool,
+    training_set_version: int,
+    seconds: float,
+) -> JobResult:
+    """The job's result: the run and version registered (``registered`` = run id, version),
+    the gate's verdict and the test metrics."""
+    run_id, new_version = registered
+    name = cfg.mlflow.registered_model
     verdict = "becomes champion" if decision.promote else "stays challenger"
     if cfg.train.gate == "dry_run":
         would = "would become champion" if decision.promote else "would stay challenger"
         verdict = f"{would} (dry run: only the challenger alias was set)"
-    notes = [
-        f"MLflow run {run_id}; registered {name} version {new_version}",
-        f"gate: version {new_version} {verdict}: {decision.reason}",
-    ]
+    gate = "champion" if promoted else ("passed (dry run)" if decision.promote else "rejected")
+    metrics = {k: v for k, v in _finite(trained.metrics).items() if k in SUMMARY_METRICS}
     return JobResult(
         job="train",
         outputs={"mlflow_run": run_id, "registered_model": f"models:/{name}/{new_version}"},
         metrics={
             "run_id": run_id,
             "model_version": new_version,
-            "estimator": fit.estimator,
-            "gate": "champion"
-            if promoted
-            else ("passed (dry run)" if decision.promote else "rejected"),
-            "training_set_version": version,
+            "estimator": trained.fit.estimator,
+            "gate": gate,
+            "training_set_version": training_set_version,
             "rows": trained.rows,
-            **{
-                f"test_{k}": round(v, 6)
-                for k, v in _finite(trained.metrics).items()
-                if k in SUMMARY_METRICS
-            },
-            "seconds": round(time.perf_counter() - started, 1),
+            **{f"test_{k}": round(v, 6) for k, v in metrics.items()},
+            "seconds": seconds,
         },
-        notes=notes,
+        notes=[
+            f"MLflow run {run_id}; registered {name} version {new_version}",
+            f"gate: version {new_version} {verdict}: {decision.reason}",
+        ],
     )
 
 
