@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from pyspark.errors import AnalysisException
+from pyspark.ml import PipelineModel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -556,36 +557,14 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
         days = max(fcfg.windows.days) if fcfg.windows.columns else 0
         rows = filter_window_history(rows, F.expr(predicate), schema.key, schema.time_column, days)
     model_path = outlier_model_path(cfg)
-    try:
-        detector = load_outlier_model(spark, model_path)
-    except ValueError as exc:
-        raise JobError(f"build_features: outliers.model_path: {model_path}: {exc}") from None
-    if detector is not None:
-        where = [f"the outlier model saved at {model_path}"] * len(detector.stages)
-        check_detector_columns(rows, detector_models(detector), silver_path, where)
-        _check_policy(tables, cfg, batch)
+    detector = _detector(spark, cfg, tables, rows, batch)
     rows = apply_outlier_policy(rows, detector, cfg.outliers.policy)
     try:
         carry = (BATCH_COLUMN, *OUTLIER_COLUMNS)
         out = with_features(rows, fcfg, schema, carry=carry)
     except FeatureError as exc:
         raise JobError(f"build_features: {exc} (silver: {silver_path})") from None
-    if predicate is None:
-        version = tables.overwrite(
-            out, features_path, partition_by=[BATCH_COLUMN], replace_schema=True
-        )
-    else:
-        _check_same_definitions(tables, features_path, out)
-        # With latest_by_key a record is held once across batches: the batch written last
-        # has it.
-        key = dedup_key(schema) if cfg.clean.dedup == "latest_by_key" else None
-        version = tables.overwrite(
-            out.where(F.expr(predicate)),
-            features_path,
-            partition_by=[BATCH_COLUMN],
-            replace_where=predicate,
-            unique_by=[key] if key in out.columns else None,
-        )
+    version = _write_features(tables, cfg, out, predicate)
     return JobResult(
         job="build_features",
         outputs={"features": features_path},
@@ -598,6 +577,44 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
             if detector is not None
             else f"not applied: no detector saved at {model_path} (run detect_outliers)",
         },
+    )
+
+
+def _detector(
+    spark: SparkSession, cfg: Config, tables: DeltaTables, rows: DataFrame, batch: str
+) -> PipelineModel | None:
+    """The detector ``detect_outliers`` saved (None: none saved), checked against ``rows``
+    (silver's) and against the policy the batch's features were written with."""
+    model_path = outlier_model_path(cfg)
+    try:
+        detector = load_outlier_model(spark, model_path)
+    except ValueError as exc:
+        raise JobError(f"build_features: outliers.model_path: {model_path}: {exc}") from None
+    if detector is not None:
+        where = [f"the outlier model saved at {model_path}"] * len(detector.stages)
+        silver_path = cfg.storage.table_path("silver")
+        check_detector_columns(rows, detector_models(detector), silver_path, where)
+        _check_policy(tables, cfg, batch)
+    return detector
+
+
+def _write_features(tables: DeltaTables, cfg: Config, out: DataFrame, predicate: str | None) -> int:
+    """Writes the feature rows: the whole table (``predicate`` None, ``features.rebuild``)
+    or the rows ``predicate`` selects, replacing those; returns the new version."""
+    features_path = cfg.storage.table_path("features")
+    if predicate is None:
+        return tables.overwrite(
+            out, features_path, partition_by=[BATCH_COLUMN], replace_schema=True
+        )
+    _check_same_definitions(tables, features_path, out)
+    # With latest_by_key a record is held once across batches: the batch written last has it.
+    key = dedup_key(cfg.table_schema) if cfg.clean.dedup == "latest_by_key" else None
+    return tables.overwrite(
+        out.where(F.expr(predicate)),
+        features_path,
+        partition_by=[BATCH_COLUMN],
+        replace_where=predicate,
+        unique_by=[key] if key in out.columns else None,
     )
 
 
