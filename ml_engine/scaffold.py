@@ -66,7 +66,7 @@ from ml_engine.schemas import (
     ROLE_RECORD_ID,
     csv_column_names,
 )
-from ml_engine.training import RESERVED_COLUMNS, reserved_column_hint
+from ml_engine.training import RESERVED_COLUMNS, SCORE_COL, reserved_column_hint
 
 SCHEMA_FILE = "schema.yaml"
 CONFIG_FILE = "config.yaml"
@@ -302,6 +302,40 @@ def _read_csv(path: Path, names: list[str], delimiter: str, encoding: str, limit
             break
     table = pa.Table.from_batches(batches, schema=reader.schema).slice(0, limit)
     return [table.column(k).to_pylist() for k in keys], skipped
+
+
+def _class_score_columns(
+    cols: list[_Typed], roles: _Roles, rename: bool
+) -> list[tuple[_Typed, str]]:
+    """The columns named ``score_<class>`` for a sampled class of a classification label,
+    with that class: the model's probability of the class takes the name, so ``train`` would
+    stop on them. With ``rename`` (CSV files, read by position) each is renamed
+    ``<name>_value`` in place, its roles following it."""
+    label = next((c for c in cols if c.name == roles.label), None)
+    if label is None or _task(label)[0] != "classification":
+        return []
+    by_name = {f"{SCORE_COL}_{_class_name(v)}": _class_name(v) for v in set(label.values)}
+    found = [(c, by_name[c.name]) for c in cols if c.name in by_name and c is not label]
+    taken = {c.name.lower() for c in cols}
+    for c, _ in found if rename else ():
+        new = f"{c.name}_value"
+        new = new if new.lower() not in taken else f"{new}_{cols.index(c) + 1}"
+        taken.add(new.lower())
+        roles.roles[new] = roles.roles.pop(c.name)
+        roles.reasons[new] = roles.reasons.pop(c.name)
+        for attr in ("record_id", "key", "event_time"):
+            if getattr(roles, attr) == c.name:
+                setattr(roles, attr, new)
+        roles.label_candidates = [new if n == c.name else n for n in roles.label_candidates]
+        c.renamed_from, c.name = c.renamed_from or c.name, new
+    return found
+
+
+def _class_name(value: Any) -> str:
+    """A label value as the model names its class (the label cast to text)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def _unreserved(
@@ -1189,6 +1223,7 @@ def scaffold(
             f"--label '{label}' is not a column of {source}; {hint}its columns: {', '.join(names)}"
         )
     roles = _guess_roles(cols, sample.rows, label)
+    class_scores = _class_score_columns(cols, roles, rename=fmt == "csv")
     name = _dataset_name(source)
     today = date.today().isoformat()
     warnings = list(sample.warnings)
@@ -1249,6 +1284,20 @@ def scaffold(
         for c in cols
         if (c.renamed_from or "").strip() in RESERVED_COLUMNS
     ]
+    for c, value in class_scores:
+        if c.renamed_from is not None:
+            warnings.append(
+                f"column '{c.name}': the header's '{c.renamed_from}' is the name the model's "
+                f"probability of class {value!r} of label '{roles.label}' takes, so the schema "
+                "names it otherwise (the CSV files keep their header: ingest reads them by "
+                "position)"
+            )
+        else:
+            warnings.append(
+                f"column '{c.name}': train stops on it, as it is the name the model's "
+                f"probability of class {value!r} of label '{roles.label}' takes: "
+                f"{reserved_column_hint()}"
+            )
     if fmt != "csv":
         odd = [c.name for c in cols if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", c.name)]
         if odd:

@@ -855,6 +855,50 @@ def test_csv_columns_named_like_a_model_output_are_renamed_and_json_ones_warned_
     ]
 
 
+def test_csv_columns_named_like_a_class_probability_are_renamed_and_load(spark, tmp_path):
+    from pyspark.sql import Row
+
+    from ml_engine.config import load_config
+    from ml_engine.jobs import run_job
+    from ml_engine.tables import open_tables
+
+    # label `mode` with classes a, b and c: the model's probability of class b is `score_b`;
+    # `score_z` names no class and stays
+    lines = [f"r{i},{i * 1.5},{i * 3},{'abc'[i % 3]}\n" for i in range(1, 10)]
+    data = write(tmp_path / "raw" / "d1.csv", "rid,score_b,score_z,mode\n" + "".join(lines))
+    result = scaffold(str(data), str(tmp_path / "out"), label="mode")
+    assert list(load_schema(result.schema_path).names) == [
+        "rid",
+        "score_b_value",
+        "score_z",
+        "mode",
+    ]
+    assert [w for w in result.warnings if "probability" in w] == [
+        "column 'score_b_value': the header's 'score_b' is the name the model's probability of "
+        "class 'b' of label 'mode' takes, so the schema names it otherwise (the CSV files keep "
+        "their header: ingest reads them by position)"
+    ]
+    # ingest loads the file as it is, the values under the schema's name
+    cfg = load_config(str(result.config_path), [f"storage.root={tmp_path / 'store'}"])
+    run_job("ingest", spark, cfg, open_tables(spark, "rs"))
+    bronze = open_tables(spark, "rs").read(cfg.storage.table_path("bronze"))
+    got = bronze.select("rid", "score_b_value", "mode").orderBy("rid").collect()
+    assert got == [Row(rid=f"r{i}", score_b_value=i * 1.5, mode="abc"[i % 3]) for i in range(1, 10)]
+
+    # JSON lines are read by name: a warning says what train would do; whole-number classes
+    json_lines = "".join(
+        json.dumps({"id": i, "score_2": i / 2, "y": i % 3}) + "\n" for i in range(9)
+    )
+    result = scaffold(str(write(tmp_path / "t.jsonl", json_lines)), str(tmp_path / "json"))
+    assert [w for w in result.warnings if "probability" in w] == [
+        "column 'score_2': train stops on it, as it is the name the model's probability of "
+        "class '2' of label 'y' takes: the model's outputs take these names (prediction, "
+        "probability, rawPrediction, predicted_label, score, score_<class>); rename the column "
+        "in the schema file (a CSV file is read by position when its header differs from the "
+        "schema only in renamed columns; JSON lines and Parquet data must carry the new name)"
+    ]
+
+
 # --------------------------------------------------------------------------- refusals and errors
 
 
