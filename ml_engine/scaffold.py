@@ -318,9 +318,7 @@ def _class_score_columns(
     found = [(c, by_name[c.name]) for c in cols if c.name in by_name and c is not label]
     taken = {c.name.lower() for c in cols}
     for c, _ in found if rename else ():
-        new = f"{c.name}_value"
-        new = new if new.lower() not in taken else f"{new}_{cols.index(c) + 1}"
-        taken.add(new.lower())
+        new = _value_name(c.name, cols.index(c) + 1, taken)
         roles.roles[new] = roles.roles.pop(c.name)
         roles.reasons[new] = roles.reasons.pop(c.name)
         for attr in ("record_id", "key", "event_time"):
@@ -338,6 +336,15 @@ def _class_name(value: Any) -> str:
     return str(value)
 
 
+def _value_name(name: str, position: int, taken: set[str]) -> str:
+    """``<name>_value``, or ``<name>_value_<position>`` when a column has that name already
+    (``taken``: lower-case names, the new one added)."""
+    new = f"{name}_value"
+    new = new if new.lower() not in taken else f"{new}_{position}"
+    taken.add(new.lower())
+    return new
+
+
 def _unreserved(
     names: list[str], renamed: list[tuple[str, str]]
 ) -> tuple[list[str], list[tuple[str, str]]]:
@@ -350,9 +357,7 @@ def _unreserved(
     for i, name in enumerate(names, start=1):
         new = name
         if name in RESERVED_COLUMNS:
-            new = f"{name}_value"
-            new = new if new.lower() not in taken else f"{new}_{i}"
-            taken.add(new.lower())
+            new = _value_name(name, i, taken)
         out.append(new)
         if new != name or name in raw:
             pairs.append((raw.get(name, name), new))
