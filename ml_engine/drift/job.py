@@ -485,8 +485,9 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
     }
     history = _history(tables, metrics_path, model.name, dc.history)
     perf = _performance_view(performance, test_metrics, current.rows)
+    outputs = output_names(model.spec)
     report_path = _write_report(
-        cfg, result, (model.reference, current), history, meta, perf, output_names(model.spec)
+        cfg, result, (model.reference, current), history, meta, perf, outputs
     )
     drift_run_id = _log_run(result, performance, current, report_path, meta, model.run_id)
     rows = metric_rows(
@@ -504,8 +505,8 @@ def run_drift_report(spark: SparkSession, cfg: Config, tables: DeltaTables) -> J
     replaced = _delete_earlier_runs(meta, drift_run_id)
     gate_metric = training.params.get(GATE_METRIC_PARAM)
     return _result(
-        cfg, model, result, (performance, test_metrics, gate_metric), current.rows, replaced,
-        {"drift_metrics": metrics_path, "report": str(report_path), "run": drift_run_id},
+        cfg, model, result, outputs, (performance, test_metrics, gate_metric), current.rows,
+        replaced, report_path, drift_run_id,
     )  # fmt: skip
 
 
@@ -586,24 +587,27 @@ def _result(
     cfg: Config,
     model: _Model,
     result: DriftResult,
+    outputs: Sequence[str],
     performance: tuple[dict | None, dict[str, float], str | None],
     scored: int,
     replaced: list[str],
-    written: dict[str, str],
+    report_path: Path,
+    drift_run_id: str,
 ) -> JobResult:
     """The job's result: its outputs, metrics, notes and exit code.
 
     Args:
+        outputs: the model-output names among the compared columns.
         performance: ``(metrics on arrived labels or None, training test metrics, the
             metric the gate judged by)``.
         scored: the batch's scored rows.
         replaced: the ids of the earlier drift runs of the same version and batch, deleted.
-        written: the ``drift_metrics`` path, the report's path and the MLflow run id.
+        report_path: the HTML report written.
+        drift_run_id: the MLflow run of this report.
     """
     dc, batch = cfg.drift, cfg.effective_batch_id()
-    outputs = output_names(model.spec)
     drifted, outputs_drifted = _drifted(result, outputs)
-    notes = _notes(result, dc.drift_share, outputs, Path(written["report"]))
+    notes = _notes(result, dc.drift_share, outputs, report_path)
     on_labels, test_metrics, gate_metric = performance
     if on_labels:
         notes.append(performance_note(on_labels, test_metrics, scored, gate_metric))
@@ -614,7 +618,10 @@ def _result(
         )
     return JobResult(
         job="drift_report",
-        outputs={"drift_metrics": written["drift_metrics"], "report": written["report"]},
+        outputs={
+            "drift_metrics": cfg.storage.table_path("drift_metrics"),
+            "report": str(report_path),
+        },
         metrics={
             "batch_id": batch,
             "model_version": model.version,
@@ -622,7 +629,7 @@ def _result(
             "drifted_features": drifted,
             "drifted_outputs": outputs_drifted,
             "drifted_share": round(result.drifted_share, 4),
-            "mlflow_run_id": written["run"],
+            "mlflow_run_id": drift_run_id,
         },
         notes=notes,
         exit_code=EXIT_DRIFT if result.drifted and dc.fail_on_drift else EXIT_OK,
