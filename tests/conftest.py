@@ -125,9 +125,11 @@ def _tracking_env_restored_per_module():
 # ------------------------------------------------------------------ the demo, run in the background
 # `tests/test_demo.py` inspects one `ml-engine demo` run made as a user makes it: `pip install .`
 # (not editable) and the installed command, in a process of its own. That process needs no
-# fixture of this one, so it starts as soon as collection ends and runs beside the first test
-# modules; the demo tests wait for it.
-_DEMO = pytest.StashKey[tuple]()
+# fixture of this one, so it runs beside the other modules and the demo tests, run last, wait
+# for it. It starts half-way through the run: the first modules keep both cores busy (this
+# session's JVM compiling Spark's planner), later ones leave one core mostly idle (a driver
+# planning queries of a few rows), which the demo then takes.
+_DEMO = pytest.StashKey[dict]()
 
 
 def demo_as_installed(base: Path) -> tuple[Path, subprocess.CompletedProcess]:
@@ -176,17 +178,42 @@ def demo_as_installed(base: Path) -> tuple[Path, subprocess.CompletedProcess]:
     return workdir, run
 
 
+def _is_demo_test(item) -> bool:
+    return item.path.name == "test_demo.py"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=_is_demo_test)  # stable: the demo tests last, the rest in their order
+
+
 def pytest_collection_finish(session):
-    if any(item.path.name == "test_demo.py" for item in session.items):
+    demo_tests = [i for i, item in enumerate(session.items) if _is_demo_test(item)]
+    if demo_tests:
+        start_at = min(len(session.items) // 2, demo_tests[0])
+        session.config.stash[_DEMO] = {"start_at": start_at, "started": 0, "run": None}
+
+
+def _start_demo(config) -> None:
+    demo = config.stash[_DEMO]
+    if demo["run"] is None:
         base = Path(tempfile.mkdtemp(prefix="ml-engine-demo-"))
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        session.config.stash[_DEMO] = (base, pool, pool.submit(demo_as_installed, base))
+        demo["run"] = (base, pool, pool.submit(demo_as_installed, base))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    demo = item.config.stash.get(_DEMO, None)
+    if demo is not None:
+        if demo["started"] >= demo["start_at"]:
+            _start_demo(item.config)
+        demo["started"] += 1
 
 
 def pytest_sessionfinish(session):
-    started = session.config.stash.get(_DEMO, None)
-    if started is not None:
-        base, pool, _ = started
+    demo = session.config.stash.get(_DEMO, None)
+    if demo is not None and demo["run"] is not None:
+        base, pool, _ = demo["run"]
         pool.shutdown(wait=True)
         shutil.rmtree(base, ignore_errors=True)
 
@@ -194,5 +221,6 @@ def pytest_sessionfinish(session):
 @pytest.fixture(scope="session")
 def demo_run(request) -> tuple[Path, subprocess.CompletedProcess]:
     """The background demo run's work directory and finished process (see above)."""
-    _, _, future = request.config.stash[_DEMO]
+    _start_demo(request.config)  # already started unless this test came first
+    _, _, future = request.config.stash[_DEMO]["run"]
     return future.result()
