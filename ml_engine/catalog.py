@@ -14,7 +14,9 @@ written last: one row per (run, table, batch) with the table version the run com
 * :meth:`BatchCatalog.read_batch` reads a batch at the version its latest completed run
   recorded, :meth:`BatchCatalog.read_complete` reads every complete batch that way, and
   :meth:`BatchCatalog.batches` lists the complete batches. Rows a crashed run committed are
-  never seen; a rerun of the batch completes it.
+  never seen; a rerun of the batch completes it. A recorded version whose log entries Delta's
+  log retention removed is read as the latest version when no commit the log still holds
+  changed the batch since (:func:`readable_from`).
 
 Every commit made through a :class:`BatchCatalog` is marked (``commitInfo.userMetadata`` is
 :data:`CATALOG_MARK`). A table with a marked commit that the run log does not know yet (its
@@ -84,10 +86,10 @@ def _commit_file_batches(path: str, version: int) -> list[Any] | None:
     """The ``batch_id`` partition value of every file commit ``version`` of the table added or
     removed (:data:`_NO_BATCH` for a file without one), read from the commit file; None when
     the commit cannot be read here (not a local table, or its commit file is gone)."""
-    location = path[len("file://") :] if path.startswith("file://") else path
-    if "://" in location:
+    log = _local_log(path)
+    if log is None:
         return None
-    commit = Path(location) / "_delta_log" / f"{version:020d}.json"
+    commit = log / f"{version:020d}.json"
     if not commit.is_file():
         return None
     found = []
@@ -104,16 +106,62 @@ def rewritten_after(path: str, recorded: dict[str, int], latest: int) -> set[str
     """The batches of ``recorded`` (batch -> version) whose files a commit after that version,
     up to ``latest``, added or removed (a run that has not completed: a completed one records
     the batches it touched); None when a commit in between cannot be read or touched a file
-    outside the batch partitions."""
+    outside the batch partitions. Commits before the log's oldest readable version
+    (:func:`readable_from`) whose entries Delta's log retention removed are not counted."""
     if max(recorded.values(), default=latest) > latest:  # the table was made anew
         return None
+    oldest = readable_from(path)
     last_touched: dict[Any, int] = {}
     for version in range(min(recorded.values(), default=latest) + 1, latest + 1):
         found = _commit_file_batches(path, version)
+        if found is None and oldest is not None and version <= oldest:
+            continue  # removed by the log retention: its batches are unknown
         if found is None or any(b is _NO_BATCH for b in found):
             return None
         last_touched.update(dict.fromkeys(found, version))
     return {b for b, v in recorded.items() if last_touched.get(b, -1) > v}
+
+
+def _local_log(path: str) -> Path | None:
+    """The table's ``_delta_log`` directory; None when the table is not on a local or mounted
+    file system."""
+    location = path[len("file://") :] if path.startswith("file://") else path
+    return None if "://" in location else Path(location) / "_delta_log"
+
+
+def readable_from(path: str) -> int | None:
+    """The oldest version of the table the Delta log can still give: 0 while the first commit
+    is kept, else its oldest checkpoint (Delta's log retention, ``delta.logRetentionDuration``,
+    removes the entries before a checkpoint once they are old enough, and with them every
+    version before it); None when the log cannot be listed here (not a local table)."""
+    log = _local_log(path)
+    if log is None or not log.is_dir():
+        return None
+    if (log / f"{0:020d}.json").is_file():  # the whole log is kept: no need to list it
+        return 0
+    commits, checkpoints = [], []
+    for entry in log.iterdir():
+        stem, _, rest = entry.name.partition(".")
+        if len(stem) == 20 and stem.isdigit():
+            if rest == "json":
+                commits.append(int(stem))
+            elif rest.startswith("checkpoint"):
+                checkpoints.append(int(stem))
+    return min(checkpoints, default=min(commits, default=0))
+
+
+def _expired(path: str, batch_id: str, version: int, oldest: int, changed: bool) -> str:
+    later = (
+        "a later run of it did not complete"
+        if changed
+        else "its commits since cannot show whether another run changed it"
+    )
+    return (
+        f"batch '{batch_id}' of Delta table {path}: its last complete run recorded version "
+        f"{version}, which the Delta log no longer holds (the entries before version {oldest} "
+        f"were removed by the table's log retention, delta.logRetentionDuration), and {later}. "
+        f"Rerun the jobs of batch '{batch_id}'"
+    )
 
 
 class BatchCatalog:
@@ -273,7 +321,7 @@ class BatchCatalog:
             return self.tables.read_batch(path, batch_id, version=version)
         if batch_id not in visible:
             raise BatchNotFoundError(_not_complete(self.tables, path, batch_id, visible))
-        return self._as_latest(path, self.tables.batch_rows(path, batch_id, visible[batch_id]))
+        return self._recorded_rows(path, batch_id, visible[batch_id])
 
     def batch_rows(self, path: str, batch_id: str, version: int | None = None) -> DataFrame:
         """The rows of batch ``batch_id`` as its latest completed run left them; empty when no
@@ -283,7 +331,7 @@ class BatchCatalog:
             return self.tables.batch_rows(path, batch_id, version=version)
         if batch_id not in visible:
             return self.tables.read_batches(path, [])
-        return self._as_latest(path, self.tables.batch_rows(path, batch_id, visible[batch_id]))
+        return self._recorded_rows(path, batch_id, visible[batch_id])
 
     def read_complete(self, path: str) -> tuple[DataFrame, int]:
         """Every complete batch of the table, each as its recorded version holds it (read from
@@ -308,9 +356,14 @@ class BatchCatalog:
         # read (a snapshot and a scan) per recorded version.
         latest = self.tables.version(path)
         rewritten = rewritten_after(path, visible, latest)
+        oldest = readable_from(path)
         by_version: dict[int, list[str]] = defaultdict(list)
         for batch, version in visible.items():
             at_latest = rewritten is not None and batch not in rewritten
+            if not at_latest and oldest is not None and version < oldest:
+                raise BatchNotFoundError(
+                    _expired(path, batch, version, oldest, changed=rewritten is not None)
+                )
             by_version[latest if at_latest else version].append(batch)
         parts = [
             self._as_latest(
@@ -323,6 +376,25 @@ class BatchCatalog:
         for part in parts[1:]:
             rows = rows.unionByName(part)
         return rows, max(visible.values())
+
+    def _recorded_rows(self, path: str, batch_id: str, version: int) -> DataFrame:
+        """The batch's rows at ``version``, recorded by its latest complete run; at the latest
+        version when the log no longer holds ``version`` (:func:`readable_from`) and no commit
+        it still holds has changed the batch since.
+
+        Raises:
+            BatchNotFoundError: the log no longer holds ``version`` and a later commit it holds
+                changed the batch (a run that did not complete), or cannot be read.
+        """
+        oldest = readable_from(path)
+        if oldest is not None and version < oldest:
+            latest = self.tables.version(path)
+            rewritten = rewritten_after(path, {batch_id: version}, latest)
+            if rewritten is None or batch_id in rewritten:
+                changed = rewritten is not None
+                raise BatchNotFoundError(_expired(path, batch_id, version, oldest, changed))
+            version = latest
+        return self._as_latest(path, self.tables.batch_rows(path, batch_id, version))
 
     def _as_latest(self, path: str, rows: DataFrame) -> DataFrame:
         """``rows`` of a recorded version in the table's latest columns: a batch recorded

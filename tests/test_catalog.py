@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from chispa import assert_df_equality
+from deltalake import DeltaTable
 
 from ml_engine.catalog import CATALOG_MARK, BatchCatalog, rewritten_after, touched_batches
 from ml_engine.config import build_config
 from ml_engine.jobs import run_job
 from ml_engine.results import JobError
-from ml_engine.tables import BatchNotFoundError, open_tables
+from ml_engine.tables import BatchNotFoundError, TableError, open_tables
 
 SCHEMA = "id string, value int, batch_id string"
 
@@ -236,3 +239,59 @@ def test_a_copied_storage_root_keeps_its_batches(spark, catalog, tmp_path):
     # a table outside the run log's folder keeps its path
     assert cat.logged_path("/data/labels") == "/data/labels"
     assert cat.logged_path(str(root / "t")) == "t"
+
+
+def expire_log_before_checkpoint(path: str) -> int:
+    """What Delta's log retention (delta-spark: ``delta.logRetentionDuration``, 30 days) does to
+    old entries at a checkpoint: a checkpoint of the latest version, every commit file before
+    it deleted. Returns the checkpoint's version."""
+    table = DeltaTable(path)
+    table.create_checkpoint()
+    for commit in (Path(path) / "_delta_log").glob("*.json"):
+        if int(commit.name.split(".")[0]) < table.version():
+            commit.unlink()
+    return table.version()
+
+
+def test_batches_recorded_at_versions_the_log_no_longer_holds_are_read_at_the_latest(
+    spark, catalog
+):
+    catalog, root = catalog
+    a = str(root / "a")
+    write_run(catalog, spark, a, "b1", 1, 2)  # version 0
+    write_run(catalog, spark, a, "b2", 3)  # version 1
+    write_run(catalog, spark, a, "b3", 4, 5)  # version 2
+    assert expire_log_before_checkpoint(a) == 2
+    with pytest.raises(TableError):  # b1's version cannot be loaded any more
+        catalog.tables.read(a, version=0)
+    every = rows(spark, "b1", 1, 2).unionByName(rows(spark, "b2", 3))
+    every = every.unionByName(rows(spark, "b3", 4, 5))
+    complete, version = catalog.read_complete(a)
+    assert version == 2
+    assert_df_equality(complete, every, ignore_nullable=True, ignore_row_order=True)
+    assert_df_equality(
+        catalog.read_batch(a, "b1"), rows(spark, "b1", 1, 2), ignore_nullable=True,
+        ignore_row_order=True,
+    )  # fmt: skip
+    assert_df_equality(catalog.batch_rows(a, "b2"), rows(spark, "b2", 3), ignore_nullable=True)
+
+
+def test_a_batch_an_unfinished_run_changed_after_its_expired_version_is_refused(spark, catalog):
+    catalog, root = catalog
+    a = str(root / "a")
+    write_run(catalog, spark, a, "b1", 1, 2)  # version 0
+    write_run(catalog, spark, a, "b2", 3)  # version 1
+    assert expire_log_before_checkpoint(a) == 1
+    write_run(catalog, spark, a, "b1", 9, complete=False)  # version 2: a rerun that died
+    message = (
+        f"batch 'b1' of Delta table {a}: its last complete run recorded version 0, which the "
+        "Delta log no longer holds (the entries before version 1 were removed by the table's "
+        "log retention, delta.logRetentionDuration), and a later run of it did not complete. "
+        "Rerun the jobs of batch 'b1'"
+    )
+    for read in (lambda: catalog.read_batch(a, "b1"), lambda: catalog.read_complete(a)):
+        with pytest.raises(BatchNotFoundError) as err:
+            read()
+        assert str(err.value) == message
+    # b2 was recorded at the checkpoint's version, which the log still gives
+    assert_df_equality(catalog.read_batch(a, "b2"), rows(spark, "b2", 3), ignore_nullable=True)
