@@ -102,15 +102,16 @@ def _commit_file_batches(path: str, version: int) -> list[Any] | None:
     return found
 
 
-def rewritten_after(path: str, recorded: dict[str, int], latest: int) -> set[str] | None:
+def rewritten_after(
+    path: str, recorded: dict[str, int], latest: int, oldest: int | None
+) -> set[str] | None:
     """The batches of ``recorded`` (batch -> version) whose files a commit after that version,
     up to ``latest``, added or removed (a run that has not completed: a completed one records
     the batches it touched); None when a commit in between cannot be read or touched a file
-    outside the batch partitions. Commits before the log's oldest readable version
-    (:func:`readable_from`) whose entries Delta's log retention removed are not counted."""
+    outside the batch partitions. Commits up to ``oldest``, the log's oldest readable version
+    (:func:`readable_from`), whose entries Delta's log retention removed are not counted."""
     if max(recorded.values(), default=latest) > latest:  # the table was made anew
         return None
-    oldest = readable_from(path)
     last_touched: dict[Any, int] = {}
     for version in range(min(recorded.values(), default=latest) + 1, latest + 1):
         found = _commit_file_batches(path, version)
@@ -150,18 +151,37 @@ def readable_from(path: str) -> int | None:
     return min(checkpoints, default=min(commits, default=0))
 
 
-def _expired(path: str, batch_id: str, version: int, oldest: int, changed: bool) -> str:
-    later = (
-        "a later run of it did not complete"
-        if changed
-        else "its commits since cannot show whether another run changed it"
-    )
-    return (
-        f"batch '{batch_id}' of Delta table {path}: its last complete run recorded version "
-        f"{version}, which the Delta log no longer holds (the entries before version {oldest} "
-        f"were removed by the table's log retention, delta.logRetentionDuration), and {later}. "
-        f"Rerun the jobs of batch '{batch_id}'"
-    )
+def _version_to_read(
+    path: str,
+    batch_id: str,
+    version: int,
+    latest: int,
+    rewritten: set[str] | None,
+    oldest: int | None,
+) -> int:
+    """The version to read batch ``batch_id``, recorded at ``version``, at: ``latest`` when no
+    commit since changed it (``rewritten``: :func:`rewritten_after`), else ``version``.
+
+    Raises:
+        BatchNotFoundError: ``version`` is older than ``oldest``, the log's oldest readable
+            version, and a commit since changed the batch (a run that did not complete) or
+            the commits cannot show whether one did.
+    """
+    if rewritten is not None and batch_id not in rewritten:
+        return latest
+    if oldest is not None and version < oldest:
+        later = (
+            "a later run of it did not complete"
+            if rewritten is not None
+            else "its commits since cannot show whether another run changed it"
+        )
+        raise BatchNotFoundError(
+            f"batch '{batch_id}' of Delta table {path}: its last complete run recorded version "
+            f"{version}, which the Delta log no longer holds (the entries before version "
+            f"{oldest} were removed by the table's log retention, delta.logRetentionDuration), "
+            f"and {later}. Rerun the jobs of batch '{batch_id}'"
+        )
+    return version
 
 
 class BatchCatalog:
@@ -355,16 +375,12 @@ class BatchCatalog:
         # latest version: all such batches are one read of the latest version, instead of a
         # read (a snapshot and a scan) per recorded version.
         latest = self.tables.version(path)
-        rewritten = rewritten_after(path, visible, latest)
         oldest = readable_from(path)
+        rewritten = rewritten_after(path, visible, latest, oldest)
         by_version: dict[int, list[str]] = defaultdict(list)
         for batch, version in visible.items():
-            at_latest = rewritten is not None and batch not in rewritten
-            if not at_latest and oldest is not None and version < oldest:
-                raise BatchNotFoundError(
-                    _expired(path, batch, version, oldest, changed=rewritten is not None)
-                )
-            by_version[latest if at_latest else version].append(batch)
+            at = _version_to_read(path, batch, version, latest, rewritten, oldest)
+            by_version[at].append(batch)
         parts = [
             self._as_latest(
                 path,
@@ -389,11 +405,8 @@ class BatchCatalog:
         oldest = readable_from(path)
         if oldest is not None and version < oldest:
             latest = self.tables.version(path)
-            rewritten = rewritten_after(path, {batch_id: version}, latest)
-            if rewritten is None or batch_id in rewritten:
-                changed = rewritten is not None
-                raise BatchNotFoundError(_expired(path, batch_id, version, oldest, changed))
-            version = latest
+            rewritten = rewritten_after(path, {batch_id: version}, latest, oldest)
+            version = _version_to_read(path, batch_id, version, latest, rewritten, oldest)
         return self._as_latest(path, self.tables.batch_rows(path, batch_id, version))
 
     def _as_latest(self, path: str, rows: DataFrame) -> DataFrame:

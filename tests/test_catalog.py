@@ -8,7 +8,13 @@ import pytest
 from chispa import assert_df_equality
 from deltalake import DeltaTable
 
-from ml_engine.catalog import CATALOG_MARK, BatchCatalog, rewritten_after, touched_batches
+from ml_engine.catalog import (
+    CATALOG_MARK,
+    BatchCatalog,
+    readable_from,
+    rewritten_after,
+    touched_batches,
+)
 from ml_engine.config import build_config
 from ml_engine.jobs import run_job
 from ml_engine.results import JobError
@@ -152,9 +158,13 @@ def test_complete_batches_untouched_since_their_run_are_one_read_of_the_latest_v
         write_run(catalog, spark, path, batch, i, 10 + i)
     write_run(catalog, spark, path, "b2", 99, complete=False)  # version 4: a rerun that died
     recorded = {"b1": 0, "b2": 1, "b3": 2, "b4": 3}
-    assert rewritten_after(path, recorded, 4) == {"b2"}
-    assert rewritten_after(path, recorded, 3) == set()
-    assert rewritten_after(f"hdfs://nn{path}", recorded, 4) is None  # commits not readable here
+    oldest = readable_from(path)
+    assert rewritten_after(path, recorded, 4, oldest) == {"b2"}
+    assert rewritten_after(path, recorded, 3, oldest) == set()
+    # commits not readable here
+    assert (
+        rewritten_after(f"hdfs://nn{path}", recorded, 4, readable_from(f"hdfs://nn{path}")) is None
+    )
 
     complete, version = catalog.read_complete(path)
 
