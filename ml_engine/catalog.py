@@ -393,6 +393,24 @@ class BatchCatalog:
             rows = rows.unionByName(part)
         return rows, max(visible.values())
 
+    def pinned_versions(self, path: str) -> dict[int, list[str]]:
+        """Version -> the complete batches jobs read at that version rather than the latest
+        one (a later run of them did not complete, or the commits since cannot show that none
+        did; see :func:`rewritten_after`): the versions a vacuum must keep readable. Versions
+        the log no longer holds are left out (nothing can read them)."""
+        visible = self.visible(path)
+        if not visible:
+            return {}
+        latest = self.tables.version(path)
+        oldest = readable_from(path)
+        rewritten = rewritten_after(path, visible, latest, oldest)
+        pinned: dict[int, list[str]] = defaultdict(list)
+        for batch, version in sorted(visible.items()):
+            readable = version < latest and (oldest is None or version >= oldest)
+            if readable and (rewritten is None or batch in rewritten):
+                pinned[version].append(batch)
+        return dict(pinned)
+
     def _recorded_rows(self, path: str, batch_id: str, version: int) -> DataFrame:
         """The batch's rows at ``version``, recorded by its latest complete run; at the latest
         version when the log no longer holds ``version`` (:func:`readable_from`) and no commit

@@ -1090,6 +1090,21 @@ class DriftConfig(StrictModel):
     model_alias: str | None = None
 
 
+class VacuumConfig(StrictModel):
+    """What the ``vacuum`` job deletes (see ``ml_engine.vacuum``).
+
+    ``retain_hours``: files replaced or removed this long ago (and files a write left
+    uncommitted, counted from when they were written) are deleted; Delta time travel to
+    versions older than that stops working unless the job keeps them. Keep it longer than the
+    longest job runs: a write still running loses its files otherwise. ``keep_model_inputs``:
+    keep the table versions every registered version of ``mlflow.registered_model`` was
+    trained from, so ``ml-engine reproduce`` can rebuild its training set.
+    """
+
+    retain_hours: int = Field(default=168, ge=0)
+    keep_model_inputs: bool = True
+
+
 # --------------------------------------------------------------------------- the whole config
 
 
@@ -1113,6 +1128,7 @@ class Config(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    vacuum: VacuumConfig = Field(default_factory=VacuumConfig)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 

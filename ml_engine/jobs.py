@@ -28,6 +28,8 @@ class JobSpec:
         roles: schema roles it needs.
         tracking: it talks to the MLflow tracking server.
         listed: what ``ml-engine jobs`` prints it reads and writes (tables, models, runs).
+        pipeline: it is a step of ``ml-engine run pipeline``; the others (``vacuum``) look
+            after the tables rather than process a batch, and record no run.
     """
 
     name: str
@@ -38,6 +40,7 @@ class JobSpec:
     roles: tuple[str, ...] = ()
     tracking: bool = False
     listed: tuple[str, str] = ("", "")
+    pipeline: bool = True
 
     @property
     def per_batch(self) -> bool:
@@ -118,11 +121,21 @@ _SPECS = (
             "drift_metrics, an HTML report, an MLflow run",
         ),
     ),
+    JobSpec(
+        "vacuum",
+        "ml_engine.vacuum:run_vacuum",
+        tracking=True,
+        listed=(
+            "every table's log, the run log, the registered models' inputs",
+            "no table; deletes the files of replaced rows older than vacuum.retain_hours",
+        ),
+        pipeline=False,
+    ),
 )
 
 JOBS: dict[str, JobSpec] = {spec.name: spec for spec in _SPECS}
 # The order in which the pipeline runs them.
-PIPELINE = [spec.name for spec in _SPECS]
+PIPELINE = [spec.name for spec in _SPECS if spec.pipeline]
 
 
 def job_spec(name: str) -> JobSpec:
@@ -160,16 +173,17 @@ def run_job(name: str, spark, cfg, tables) -> JobResult:
     from ml_engine.tables import BatchNotFoundError
 
     fn = job_function(name)
-    batch = cfg.effective_batch_id()
+    batch = cfg.effective_batch_id() if job_spec(name).pipeline else None
     catalog = BatchCatalog(
         tables.tables if isinstance(tables, BatchCatalog) else tables,
         cfg.storage.table_path("job_runs"),
     )
-    describe(spark, f"ml-engine {name} (batch {batch})")
+    describe(spark, f"ml-engine {name}" + (f" (batch {batch})" if batch is not None else ""))
     try:
         result = fn(spark, cfg, catalog)
-        # Written last: the batch's outputs become visible to other jobs only now.
-        catalog.complete_run(name, batch)
+        if batch is not None:
+            # Written last: the batch's outputs become visible to other jobs only now.
+            catalog.complete_run(name, batch)
         return result
     except BatchNotFoundError as exc:
         raise JobError(f"{name}: {exc}") from None

@@ -45,7 +45,7 @@ def test_unknown_job_exits_2_naming_the_jobs():
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "ml-engine: run bake: unknown job 'bake'; jobs: ingest, clean, detect_outliers, "
-        "build_features, build_training_set, train, score, drift_report"
+        "build_features, build_training_set, train, score, drift_report, vacuum"
     ]
 
 
@@ -91,6 +91,9 @@ def test_jobs_lists_every_job_with_what_it_reads_and_writes():
         "writes predictions",
         "drift_report         reads features, predictions of the batch; writes drift_metrics, "
         "an HTML report, an MLflow run",
+        "vacuum               reads every table's log, the run log, the registered models' "
+        "inputs; writes no table; deletes the files of replaced rows older than "
+        "vacuum.retain_hours",
     ]
 
 
@@ -685,6 +688,7 @@ def test_a_per_batch_job_names_its_batch_in_its_done_line(spark, tmp_path, monke
     assert [n for n, spec in J.JOBS.items() if not spec.per_batch] == [
         "build_training_set",
         "train",
+        "vacuum",
     ]
 
 
@@ -712,7 +716,7 @@ def test_several_jobs_run_in_the_order_given_in_one_session(spark, tmp_path, mon
     assert cli.main(["run", "ingest", "clen", "--config", str(config)]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "ml-engine: run ingest clen: unknown job 'clen'; jobs: ingest, clean, detect_outliers, "
-        "build_features, build_training_set, train, score, drift_report"
+        "build_features, build_training_set, train, score, drift_report, vacuum"
     ]
 
 

@@ -91,12 +91,14 @@ def crontab_variables() -> dict[str, str]:
     return dict(m.groups() for line in lines if (m := re.fullmatch(r"([A-Za-z_]\w*)=(.*)", line)))
 
 
-def cron_command() -> str:
-    (line,) = [ln for ln in CRONTAB.read_text().splitlines() if ln.startswith("0 2 ")]
+def cron_command(schedule: str = "0 2 * * *") -> str:
+    (line,) = [ln for ln in CRONTAB.read_text().splitlines() if ln.startswith(schedule + " ")]
     return line.split(None, 5)[5]
 
 
-def run_cron_chain(tmp: Path, exits: dict[str, int], **changes: str) -> subprocess.CompletedProcess:
+def run_cron_chain(
+    tmp: Path, exits: dict[str, int], schedule: str = "0 2 * * *", args: str = BATCH, **changes: str
+) -> subprocess.CompletedProcess:
     """Runs the crontab's command for BATCH in the crontab's environment, the install paths
     (/opt/ml-engine, the raw root, the log directory) moved to this checkout and ``tmp``, and
     ml-engine replaced by the recording stand-in; ``changes`` set or change more variables."""
@@ -112,9 +114,9 @@ def run_cron_chain(tmp: Path, exits: dict[str, int], **changes: str) -> subproce
         ML_ENGINE_LOG_DIR=str(tmp / "logs" / "ml-engine"),
         **changes,
     )
-    command = cron_command().replace("/opt/ml-engine", str(ROOT))
+    command = cron_command(schedule).replace("/opt/ml-engine", str(ROOT))
     return subprocess.run(
-        [env["SHELL"], "-c", f"{command} {BATCH}"],
+        [env["SHELL"], "-c", f"{command} {args}".rstrip()],
         env={**CRON_BASE_ENV, "HOME": str(tmp), **env},
         cwd=tmp,
         capture_output=True,
@@ -192,6 +194,29 @@ def test_cron_environment_resolves_the_cluster_config_for_every_job(first_night)
             cron["ML_ENGINE_STORAGE_ROOT"],
             cron["MLFLOW_TRACKING_URI"],
         ), argv
+
+
+def test_cron_sunday_vacuum_runs_on_the_crontabs_master_with_a_resolvable_config(tmp_path):
+    done = run_cron_chain(tmp_path, {}, schedule="0 4 * * 0", args="")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    cron = crontab_variables()
+    (call,) = recorded(tmp_path)
+    argv = call["argv"]
+    assert argv == [
+        "run",
+        "vacuum",
+        "--config",
+        str(ROOT / "conf" / "cluster.yaml"),
+        "--set",
+        f"spark.master={cron['ML_ENGINE_MASTER']}",
+    ]
+    cfg = load_config(argv[3], overrides(argv), env=call["env"])
+    assert (cfg.spark.master, cfg.storage.root, cfg.vacuum.retain_hours) == (
+        cron["ML_ENGINE_MASTER"],
+        cron["ML_ENGINE_STORAGE_ROOT"],
+        168,
+    )
+    assert (tmp_path / "logs" / "ml-engine" / "vacuum.log").read_text() == ""
 
 
 def test_cron_night_appends_its_output_to_the_batch_log_in_a_directory_it_creates(first_night):

@@ -10,7 +10,7 @@ import copy
 import functools
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -293,10 +293,19 @@ class DeltaTables(ABC):
         """The latest ``app_version`` committed for ``app_id``, or None."""
 
     @abstractmethod
-    def vacuum(self, path: str) -> list[str]:
-        """Removes files no committed version references (also leftovers of failed writes).
+    def vacuum(
+        self, path: str, retain_hours: int = 0, keep_versions: Sequence[int] = ()
+    ) -> list[str]:
+        """Deletes the files the latest version does not reference (of replaced or removed
+        rows, and leftovers of failed writes) once they are ``retain_hours`` old: removed from
+        the table that long ago, or written that long ago and never committed. The files of
+        ``keep_versions`` stay, so those versions can still be read.
 
-        Returns the removed file paths.
+        With ``retain_hours`` shorter than the longest write, a write still running loses its
+        files; 0 is for tests and tools that own the table.
+
+        Returns:
+            The deleted files, relative to the table directory.
         """
 
 

@@ -71,7 +71,7 @@ import time
 import urllib.parse
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -365,23 +365,38 @@ class RsDeltaTables(DeltaTables):
     def transaction_version(self, path: str, app_id: str) -> int | None:
         return self._open(path).transaction_version(app_id)
 
-    def vacuum(self, path: str) -> list[str]:
-        """Deletes every file the latest version does not reference: files of removed rows
-        (older versions can then no longer be read) and leftovers of failed writes.
+    def vacuum(
+        self, path: str, retain_hours: int = 0, keep_versions: Sequence[int] = ()
+    ) -> list[str]:
+        """delta-rs's full vacuum: the files no version of the log references count from
+        their write time, the removed ones from their removal. Under the commit lock, so its
+        own log entries (``VACUUM START`` and ``END``) never race a commit of this backend.
 
-        Do not run it while another job writes the table: its not yet committed files would
-        be deleted too.
-
-        Returns:
-            The deleted files, relative to the table directory.
-        """
-        table = self._open(path)
+        delta-rs also names removed files an earlier vacuum already deleted (by their path in
+        the log); on a local table only the files that were there are returned."""
+        table, location = self._open(path), _location(path)
+        options: dict[str, Any] = {
+            "retention_hours": int(retain_hours),
+            "enforce_retention_duration": False,
+            "full": True,
+            "keep_versions": sorted(set(keep_versions)) or None,
+        }
         try:
-            return table.vacuum(
-                retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True
-            )
+            with _commit_lock(location, path, self.commit_lock_timeout_s):
+                planned = table.vacuum(dry_run=True, **options)
+                if "://" not in location:
+                    relative = (
+                        os.path.relpath(f, location) if os.path.isabs(f) else f for f in planned
+                    )
+                    planned = list(
+                        dict.fromkeys(
+                            f for f in relative if os.path.lexists(os.path.join(location, f))
+                        )
+                    )
+                table.vacuum(dry_run=False, **options)
         except DeltaError as exc:
             raise TableError(f"vacuum of Delta table {path} failed: {exc}") from exc
+        return planned
 
     # --------------------------------------------------------------------------------- read
 

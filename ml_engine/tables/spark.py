@@ -8,7 +8,8 @@ on the classpath) and the session settings of :func:`delta_spark_conf`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import math
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 
@@ -31,6 +32,16 @@ from ml_engine.tables.base import (
 
 DELTA_EXTENSION_CLASS = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG_CLASS = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+def retention_keeping(retain_hours: int, kept: Iterable[datetime], now: datetime) -> int:
+    """The hours a ``VACUUM`` must retain removed files for so that the versions committed at
+    the times ``kept`` stay readable: at least ``retain_hours``, and more than the age of the
+    oldest of them (a file such a version reads was removed by a later commit, so it was
+    removed for less time than that version exists), rounded up, plus an hour for the clocks
+    of the writers that stamped the removals."""
+    ages = [math.ceil((now - t).total_seconds() / 3600) + 1 for t in kept]
+    return max([int(retain_hours), *ages])
 
 
 def _delta_spark_package() -> str:
@@ -309,8 +320,18 @@ class SparkDeltaTables(DeltaTables):
         self._require(path)
         return deltalake.DeltaTable(path).transaction_version(app_id)
 
-    def vacuum(self, path: str) -> list[str]:
+    def vacuum(
+        self, path: str, retain_hours: int = 0, keep_versions: Sequence[int] = ()
+    ) -> list[str]:
+        """Delta's ``VACUUM``, which keeps no chosen version: the retention is lengthened to
+        cover the oldest of ``keep_versions`` (:func:`retention_keeping`)."""
         self._require(path)
+        kept = set(keep_versions)
+        hours = retention_keeping(
+            retain_hours,
+            [c.timestamp for c in self.history(path) if c.version in kept],
+            datetime.now(timezone.utc),
+        )
         root = self._delta_table.forPath(self.spark, path).detail().head()["location"]
         quoted = "delta.`" + path.replace("`", "``") + "`"
         check = "spark.databricks.delta.retentionDurationCheck.enabled"
@@ -318,9 +339,10 @@ class SparkDeltaTables(DeltaTables):
         self.spark.conf.set(check, "false")
         try:
             doomed = [
-                r[0] for r in self.spark.sql(f"VACUUM {quoted} RETAIN 0 HOURS DRY RUN").collect()
+                r[0]
+                for r in self.spark.sql(f"VACUUM {quoted} RETAIN {hours} HOURS DRY RUN").collect()
             ]
-            self.spark.sql(f"VACUUM {quoted} RETAIN 0 HOURS").collect()
+            self.spark.sql(f"VACUUM {quoted} RETAIN {hours} HOURS").collect()
         finally:
             self.spark.conf.set(check, previous)
         prefix = root.rstrip("/") + "/"

@@ -1,0 +1,233 @@
+"""The vacuum job: replaced files are deleted, except those of the versions the engine reads."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from deltalake import DeltaTable
+
+from ml_engine.catalog import BatchCatalog
+from ml_engine.config import build_config
+from ml_engine.jobs import run_job
+from ml_engine.results import JobError
+from ml_engine.tables import TableError, open_tables
+from ml_engine.tables.spark import retention_keeping
+
+SCHEMA = "id string, value int, batch_id string"
+
+
+def rows(spark, batch, *values):
+    return spark.createDataFrame([(f"{batch}-{v}", v, batch) for v in values], SCHEMA)
+
+
+def added_at(path: str, version: int) -> set[str]:
+    """The data files commit ``version`` added, relative to the table (delta-rs's own view)."""
+    before = set() if version == 0 else set(DeltaTable(path, version=version - 1).file_uris())
+    return {
+        os.path.relpath(f, path)
+        for f in set(DeltaTable(path, version=version).file_uris()) - before
+    }
+
+
+def data_files(path: str) -> set[str]:
+    """Every file of the table outside its log (data files, their checksums), but the lock."""
+    return {
+        os.path.relpath(os.path.join(d, f), path)
+        for d, _, files in os.walk(path)
+        if "_delta_log" not in d
+        for f in files
+        if f != "_ml_engine_commit.lock"
+    }
+
+
+@pytest.fixture
+def setup(spark, tmp_path, sample_schema_path):
+    """silver: b1 and b2 complete, b2 rerun (its first files replaced), then a rerun of b1
+    that did not complete; features: batch r, a model trained from its version 0, r rebuilt."""
+    cfg = build_config(
+        {
+            "schema": str(sample_schema_path),
+            "storage": {"root": str(tmp_path)},
+            "batch_id": "b1",
+            "vacuum": {"retain_hours": 0},
+            "mlflow": {"registered_model": "vacuum-test-model"},
+        }
+    )
+    tables = open_tables(spark, "rs")
+    catalog = BatchCatalog(tables, cfg.storage.table_path("job_runs"))
+    silver, features = cfg.storage.table_path("silver"), cfg.storage.table_path("features")
+
+    def run(path, batch, *values, complete=True):
+        catalog.replace_batch(rows(spark, batch, *values), path, batch)
+        if complete:
+            catalog.complete_run("clean", batch)
+        else:
+            catalog.committed = {}  # the process died before the run log write
+
+    run(silver, "b1", 1, 2)  # v0
+    run(silver, "b2", 3)  # v1
+    run(silver, "b2", 4)  # v2: v1's file of b2 replaced, no run reads it
+    run(silver, "b1", 5, complete=False)  # v3: b1 is still read at v0
+    run(features, "r", 1)  # v0
+    # Its labels came from a table of another storage root, which this vacuum leaves alone.
+    _register_model_trained_on(
+        cfg, {"features": (features, 0), "labels": ("/elsewhere/tables/silver", 4)}
+    )
+    run(features, "r", 2)  # v1: v0's file replaced, but the model was trained on v0
+    return cfg, tables, catalog, silver, features
+
+
+def _register_model_trained_on(cfg, inputs):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from ml_engine.tracking import connect, lineage_tags
+
+    experiment = connect(cfg)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        mlflow.set_tags(lineage_tags(inputs))
+    client = MlflowClient()
+    client.create_registered_model(cfg.mlflow.registered_model)
+    client.create_model_version(
+        cfg.mlflow.registered_model, f"runs:/{run.info.run_id}/model", run.info.run_id
+    )
+
+
+def unreferenced(path: str) -> set[str]:
+    """Files on disk that no version of the table references: a write's leftovers, and
+    Spark's checksum files beside the data files (Delta does not track them)."""
+    latest = DeltaTable(path).version()
+    known = set().union(*(added_at(path, v) for v in range(latest + 1)))
+    return data_files(path) - known
+
+
+def test_vacuum_keeps_the_versions_jobs_and_registered_models_read(spark, setup):
+    cfg, tables, catalog, silver, features = setup
+    replaced_b2, replaced_r, b1_first = (
+        added_at(silver, 1),
+        added_at(features, 0),
+        added_at(silver, 0),
+    )
+    assert replaced_b2 and replaced_r and b1_first
+    doomed = {"silver": replaced_b2 | unreferenced(silver), "features": unreferenced(features)}
+    before = {"silver": data_files(silver), "features": data_files(features)}
+
+    result = run_job("vacuum", spark, cfg, tables)
+
+    deleted = {
+        n: before[n] - data_files(p) for n, p in (("silver", silver), ("features", features))
+    }
+    assert deleted == doomed
+    assert result.metrics == {
+        "retain_hours": 0,
+        "files_deleted": len(doomed["silver"]) + len(doomed["features"]),
+        "files_deleted_by_table": {
+            "silver": len(doomed["silver"]),
+            "features": len(doomed["features"]),
+            "job_runs": 0,
+        },
+    }
+    assert result.notes == [
+        "silver: kept v0 (read for batch(es) b1)",
+        "features: kept v0 (trained vacuum-test-model v1)",
+        "inputs of registered models in tables outside this storage root (kept when their own "
+        "root is vacuumed): /elsewhere/tables/silver v4 (vacuum-test-model v1)",
+    ]
+    assert result.outputs == {
+        "silver": silver,
+        "features": features,
+        "job_runs": cfg.storage.table_path("job_runs"),
+    }
+    # b1's recorded files and the model's inputs are still readable.
+    assert_df_equality(
+        catalog.read_batch(silver, "b1"), rows(spark, "b1", 1, 2), ignore_row_order=True
+    )
+    assert_df_equality(catalog.read_batch(silver, "b2"), rows(spark, "b2", 4))
+    assert_df_equality(tables.read(features, version=0), rows(spark, "r", 1))
+    # The vacuum recorded no run: the run log holds the clean runs only.
+    runs = tables.read(cfg.storage.table_path("job_runs")).select("job").distinct().collect()
+    assert [r.job for r in runs] == ["clean"]
+
+    # Without the models' inputs kept, version 0 of features goes, and time travel to it fails.
+    cfg.vacuum.keep_model_inputs = False
+    again = run_job("vacuum", spark, cfg, tables)
+    assert again.metrics["files_deleted_by_table"] == {
+        "silver": 0,
+        "features": len(replaced_r),
+        "job_runs": 0,
+    }
+    assert replaced_r & data_files(features) == set()
+    with pytest.raises(Exception, match="(?i)not.found|no such file|does not exist"):
+        tables.read(features, version=0).collect()
+
+
+def test_vacuum_deletes_only_what_is_older_than_the_retention(spark, setup):
+    cfg, tables, catalog, silver, _ = setup
+    # Files a failed write left behind, one written 200 hours ago and one just now.
+    old, new = (
+        Path(silver, "part-failed-old.parquet"),
+        Path(silver, "part-failed-new.parquet"),
+    )
+    for f in (old, new):
+        f.write_bytes(b"PAR1")
+    aged = time.time() - 200 * 3600
+    os.utime(old, (aged, aged))
+    replaced_b2 = added_at(silver, 1)
+
+    cfg.vacuum.retain_hours = 168
+    result = run_job("vacuum", spark, cfg, tables)
+
+    # b2's file replaced minutes ago stays (time travel within the week still works); the
+    # 200-hour-old leftover goes, the new one (a write that may still be running) stays.
+    assert result.metrics["files_deleted_by_table"]["silver"] == 1
+    assert not old.exists() and new.exists()
+    assert replaced_b2 <= data_files(silver)
+    assert_df_equality(
+        tables.read(silver, version=1).where("batch_id = 'b2'"), rows(spark, "b2", 3)
+    )
+
+
+def test_vacuum_stops_before_deleting_when_the_models_cannot_be_read(spark, setup, monkeypatch):
+    cfg, tables, _, silver, _ = setup
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    before = data_files(silver)
+    cfg.mlflow.tracking_uri = "http://127.0.0.1:9"  # nothing listens there
+    with pytest.raises(JobError) as err:
+        run_job("vacuum", spark, cfg, tables)
+    assert str(err.value).startswith(
+        "vacuum: cannot read the registered versions of model 'vacuum-test-model' from "
+        "http://127.0.0.1:9 (mlflow.tracking_uri): "
+    )
+    assert str(err.value).endswith(
+        "Nothing was deleted; start the tracking server, or set vacuum.keep_model_inputs to "
+        "false to vacuum without keeping the models' training inputs"
+    )
+    assert data_files(silver) == before
+
+
+def test_the_spark_backend_retains_removed_files_as_long_as_the_kept_versions_exist():
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+    # kept versions committed 30 h 10 min and 2 h ago: 31 whole hours, plus one for clocks
+    kept = [now - timedelta(hours=30, minutes=10), now - timedelta(hours=2)]
+    assert retention_keeping(0, kept, now) == 32
+    assert retention_keeping(168, kept, now) == 168
+    assert retention_keeping(24, [], now) == 24
+    assert retention_keeping(0, [now - timedelta(hours=30)], now) == 31
+
+
+def test_a_table_the_run_log_does_not_know_pins_no_version_and_a_missing_one_is_refused(
+    spark, tmp_path
+):
+    tables = open_tables(spark, "rs")
+    catalog = BatchCatalog(tables, str(tmp_path / "job_runs"))
+    path = str(tmp_path / "t")
+    tables.replace_batch(rows(spark, "a", 1), path, "a")  # not through the catalog
+    tables.replace_batch(rows(spark, "a", 2), path, "a")
+    assert catalog.pinned_versions(path) == {}
+    with pytest.raises(TableError):
+        tables.vacuum(str(tmp_path / "missing"))
