@@ -16,7 +16,9 @@ written last: one row per (run, table, batch) with the table version the run com
   :meth:`BatchCatalog.batches` lists the complete batches. Rows a crashed run committed are
   never seen; a rerun of the batch completes it. A recorded version whose log entries Delta's
   log retention removed is read as the latest version when no commit the log still holds
-  changed the batch since (:func:`readable_from`).
+  changed the batch since (:func:`readable_from`). Which batches a commit touched comes
+  from the table's commit files, read as they are (:mod:`ml_engine.tables.log`: a local
+  directory, or any file system Spark reads, object stores included).
 
 Every commit made through a :class:`BatchCatalog` is marked (``commitInfo.userMetadata`` is
 :data:`CATALOG_MARK`). A table with a marked commit that the run log does not know yet (its
@@ -35,7 +37,6 @@ import json
 import uuid
 from collections import defaultdict
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame
@@ -51,6 +52,7 @@ from ml_engine.tables.base import (
     quote_name,
     with_columns_of,
 )
+from ml_engine.tables.log import DeltaLog, delta_log
 
 RUNS_TABLE = "job_runs"
 #: ``userMetadata`` of every commit made through a BatchCatalog.
@@ -68,11 +70,11 @@ RUNS_SCHEMA = T.StructType(
 )
 
 
-def touched_batches(path: str, version: int) -> set[str] | None:
+def touched_batches(log: DeltaLog, version: int) -> set[str] | None:
     """The ``batch_id`` partitions that commit ``version`` of the table added or removed files
-    in, read from the commit file; None when unknown (not a local table, or not partitioned
-    by batch)."""
-    found = _commit_file_batches(path, version)
+    in, read from the commit file in ``log``; None when unknown (the commit file is gone, or
+    the table is not partitioned by batch)."""
+    found = _file_batches(log.read(_commit_name(version)))
     if found is None or all(b is _NO_BATCH for b in found):
         return None
     return {b for b in found if b is not _NO_BATCH and b is not None}
@@ -82,18 +84,17 @@ def touched_batches(path: str, version: int) -> set[str] | None:
 _NO_BATCH = object()
 
 
-def _commit_file_batches(path: str, version: int) -> list[Any] | None:
-    """The ``batch_id`` partition value of every file commit ``version`` of the table added or
-    removed (:data:`_NO_BATCH` for a file without one), read from the commit file; None when
-    the commit cannot be read here (not a local table, or its commit file is gone)."""
-    log = _local_log(path)
-    if log is None:
-        return None
-    commit = log / f"{version:020d}.json"
-    if not commit.is_file():
+def _commit_name(version: int) -> str:
+    return f"{version:020d}.json"
+
+
+def _file_batches(commit: str | None) -> list[Any] | None:
+    """The ``batch_id`` partition value of every file the commit file's text ``commit`` adds
+    or removes (:data:`_NO_BATCH` for a file without one); None when there is no commit."""
+    if commit is None:
         return None
     found = []
-    for line in commit.read_text(encoding="utf-8").splitlines():
+    for line in commit.splitlines():
         action = json.loads(line) if line.strip() else {}
         for kind in ("add", "remove"):
             if kind in action:
@@ -103,18 +104,21 @@ def _commit_file_batches(path: str, version: int) -> list[Any] | None:
 
 
 def rewritten_after(
-    path: str, recorded: dict[str, int], latest: int, oldest: int | None
+    log: DeltaLog, recorded: dict[str, int], latest: int, oldest: int | None
 ) -> set[str] | None:
     """The batches of ``recorded`` (batch -> version) whose files a commit after that version,
     up to ``latest``, added or removed (a run that has not completed: a completed one records
-    the batches it touched); None when a commit in between cannot be read or touched a file
-    outside the batch partitions. Commits up to ``oldest``, the log's oldest readable version
-    (:func:`readable_from`), whose entries Delta's log retention removed are not counted."""
+    the batches it touched), read from the commit files in ``log``; None when a commit in
+    between cannot be read or touched a file outside the batch partitions. Commits up to
+    ``oldest``, the log's oldest readable version (:func:`readable_from`), whose entries
+    Delta's log retention removed are not counted."""
     if max(recorded.values(), default=latest) > latest:  # the table was made anew
         return None
+    versions = range(min(recorded.values(), default=latest) + 1, latest + 1)
+    commits = log.read_all([_commit_name(v) for v in versions])
     last_touched: dict[Any, int] = {}
-    for version in range(min(recorded.values(), default=latest) + 1, latest + 1):
-        found = _commit_file_batches(path, version)
+    for version, commit in zip(versions, commits, strict=True):
+        found = _file_batches(commit)
         if found is None and oldest is not None and version <= oldest:
             continue  # removed by the log retention: its batches are unknown
         if found is None or any(b is _NO_BATCH for b in found):
@@ -123,26 +127,19 @@ def rewritten_after(
     return {b for b, v in recorded.items() if last_touched.get(b, -1) > v}
 
 
-def _local_log(path: str) -> Path | None:
-    """The table's ``_delta_log`` directory; None when the table is not on a local or mounted
-    file system."""
-    location = path[len("file://") :] if path.startswith("file://") else path
-    return None if "://" in location else Path(location) / "_delta_log"
-
-
-def readable_from(path: str) -> int | None:
+def readable_from(log: DeltaLog) -> int | None:
     """The oldest version of the table the Delta log can still give: 0 while the first commit
     is kept, else its oldest checkpoint (Delta's log retention, ``delta.logRetentionDuration``,
     removes the entries before a checkpoint once they are old enough, and with them every
-    version before it); None when the log cannot be listed here (not a local table)."""
-    log = _local_log(path)
-    if log is None or not log.is_dir():
-        return None
-    if (log / f"{0:020d}.json").is_file():  # the whole log is kept: no need to list it
+    version before it); None when there is no log to list."""
+    if log.exists(_commit_name(0)):  # the whole log is kept: no need to list it
         return 0
+    names = log.names()
+    if names is None:
+        return None
     commits, checkpoints = [], []
-    for entry in log.iterdir():
-        stem, _, rest = entry.name.partition(".")
+    for name in names:
+        stem, _, rest = name.partition(".")
         if len(stem) == 20 and stem.isdigit():
             if rest == "json":
                 commits.append(int(stem))
@@ -274,7 +271,8 @@ class BatchCatalog:
         now = datetime.now(timezone.utc)
         rows = []
         for path, version in sorted(self.committed.items()):
-            batches = {batch_id} | (touched_batches(path, version) or set())
+            touched = touched_batches(delta_log(path, self.spark), version)
+            batches = {batch_id} | (touched or set())
             logged = self.logged_path(path)
             rows += [(run_id, job, b, logged, int(version), now) for b in sorted(batches)]
         self.tables.append_rows(rows, RUNS_SCHEMA, self.runs_path, f"ml-engine-run-{run_id}", 1)
@@ -375,8 +373,9 @@ class BatchCatalog:
         # latest version: all such batches are one read of the latest version, instead of a
         # read (a snapshot and a scan) per recorded version.
         latest = self.tables.version(path)
-        oldest = readable_from(path)
-        rewritten = rewritten_after(path, visible, latest, oldest)
+        log = delta_log(path, self.spark)
+        oldest = readable_from(log)
+        rewritten = rewritten_after(log, visible, latest, oldest)
         by_version: dict[int, list[str]] = defaultdict(list)
         for batch, version in visible.items():
             at = _version_to_read(path, batch, version, latest, rewritten, oldest)
@@ -402,8 +401,9 @@ class BatchCatalog:
         if not visible:
             return {}
         latest = self.tables.version(path)
-        oldest = readable_from(path)
-        rewritten = rewritten_after(path, visible, latest, oldest)
+        log = delta_log(path, self.spark)
+        oldest = readable_from(log)
+        rewritten = rewritten_after(log, visible, latest, oldest)
         pinned: dict[int, list[str]] = defaultdict(list)
         for batch, version in sorted(visible.items()):
             readable = version < latest and (oldest is None or version >= oldest)
@@ -420,10 +420,11 @@ class BatchCatalog:
             BatchNotFoundError: the log no longer holds ``version`` and a later commit it holds
                 changed the batch (a run that did not complete), or cannot be read.
         """
-        oldest = readable_from(path)
+        log = delta_log(path, self.spark)
+        oldest = readable_from(log)
         if oldest is not None and version < oldest:
             latest = self.tables.version(path)
-            rewritten = rewritten_after(path, {batch_id: version}, latest, oldest)
+            rewritten = rewritten_after(log, {batch_id: version}, latest, oldest)
             version = _version_to_read(path, batch_id, version, latest, rewritten, oldest)
         return self._as_latest(path, self.tables.batch_rows(path, batch_id, version))
 

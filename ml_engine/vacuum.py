@@ -31,6 +31,7 @@ from ml_engine.config import TABLE_NAMES, Config
 from ml_engine.results import JobError, JobResult
 from ml_engine.session import describe
 from ml_engine.tables.base import DeltaTables
+from ml_engine.tables.log import delta_log
 
 STAGE = "vacuum"
 
@@ -89,7 +90,7 @@ def versions_to_keep(
         why[version].append(f"read for batch(es) {', '.join(batches)}")
     for version, models in trained.items():
         why[version].append(f"trained {', '.join(models)}")
-    oldest, latest = readable_from(path) or 0, tables.version(path)
+    oldest, latest = readable_from(delta_log(path, tables.spark)) or 0, tables.version(path)
     return {v: why[v] for v in sorted(why) if oldest <= v <= latest}
 
 

@@ -19,14 +19,36 @@ from ml_engine.config import build_config
 from ml_engine.jobs import run_job
 from ml_engine.results import JobError
 from ml_engine.tables import BatchNotFoundError, TableError, open_tables
+from ml_engine.tables.log import DeltaLog, HadoopDeltaLog, delta_log
 
 SCHEMA = "id string, value int, batch_id string"
 
 
+class Uri(str):
+    """A ``file://`` URI that joins like a path: tables given by URI, as on an object store,
+    whose log the catalog reads through Spark's Hadoop file system."""
+
+    def __truediv__(self, name: str) -> Uri:
+        return Uri(f"{self}/{name}")
+
+
 @pytest.fixture
-def catalog(spark, tmp_path):
+def catalog(request, spark, tmp_path):
+    """(catalog, root of its tables): a directory, or with the parameter "uri" its
+    ``file://`` URI."""
     tables = open_tables(spark, "rs")
-    return BatchCatalog(tables, str(tmp_path / "tables" / "job_runs")), tmp_path / "tables"
+    root = tmp_path / "tables"
+    if getattr(request, "param", "path") == "uri":
+        root = Uri(f"file://{root}")
+    return BatchCatalog(tables, str(root / "job_runs")), root
+
+
+BOTH = pytest.mark.parametrize("catalog", ["path", "uri"], indirect=True)
+URI = pytest.mark.parametrize("catalog", ["uri"], indirect=True)
+
+
+def local(path: str) -> str:
+    return path.removeprefix("file://")
 
 
 def rows(spark, batch, *values):
@@ -149,6 +171,7 @@ def test_an_interrupted_rerun_leaves_the_batch_as_the_last_complete_run_wrote_it
     assert sorted(r.value for r in catalog.read_complete(path)[0].collect()) == [5, 7, 8, 9]
 
 
+@BOTH
 def test_complete_batches_untouched_since_their_run_are_one_read_of_the_latest_version(
     spark, catalog, capsys
 ):
@@ -158,13 +181,13 @@ def test_complete_batches_untouched_since_their_run_are_one_read_of_the_latest_v
         write_run(catalog, spark, path, batch, i, 10 + i)
     write_run(catalog, spark, path, "b2", 99, complete=False)  # version 4: a rerun that died
     recorded = {"b1": 0, "b2": 1, "b3": 2, "b4": 3}
-    oldest = readable_from(path)
-    assert rewritten_after(path, recorded, 4, oldest) == {"b2"}
-    assert rewritten_after(path, recorded, 3, oldest) == set()
-    # commits not readable here
-    assert (
-        rewritten_after(f"hdfs://nn{path}", recorded, 4, readable_from(f"hdfs://nn{path}")) is None
-    )
+    log = delta_log(path, spark)
+    assert type(log) is (HadoopDeltaLog if path.startswith("file://") else DeltaLog)
+    assert readable_from(log) == 0
+    assert rewritten_after(log, recorded, 4, 0) == {"b2"}
+    assert rewritten_after(log, recorded, 3, 0) == set()
+    # a commit that cannot be read (its file gone)
+    assert rewritten_after(log, recorded, 5, 0) is None
 
     complete, version = catalog.read_complete(path)
 
@@ -182,13 +205,15 @@ def test_complete_batches_untouched_since_their_run_are_one_read_of_the_latest_v
     assert analysed.split("== Optimized Logical Plan ==")[0].count("Relation [") == 2
 
 
+@URI
 def test_the_run_log_records_every_batch_a_commit_touched(spark, catalog):
     catalog, root = catalog
     path = str(root / "a")
     catalog.overwrite(
         rows(spark, "b1", 1).unionByName(rows(spark, "b2", 2)), path, partition_by=["batch_id"]
     )
-    assert touched_batches(path, 0) == {"b1", "b2"}
+    assert touched_batches(delta_log(path, spark), 0) == {"b1", "b2"}
+    assert touched_batches(delta_log(path, spark), 1) is None  # no such commit
     written = catalog.complete_run("build_features", "b9")
     assert sorted((r[1], r[2], r[3], r[4]) for r in written) == [
         ("build_features", "b1", "a", 0),  # named as it lies beside the run log
@@ -255,14 +280,15 @@ def expire_log_before_checkpoint(path: str) -> int:
     """What Delta's log retention (delta-spark: ``delta.logRetentionDuration``, 30 days) does to
     old entries at a checkpoint: a checkpoint of the latest version, every commit file before
     it deleted. Returns the checkpoint's version."""
-    table = DeltaTable(path)
+    table = DeltaTable(local(path))
     table.create_checkpoint()
-    for commit in (Path(path) / "_delta_log").glob("*.json"):
+    for commit in (Path(local(path)) / "_delta_log").glob("*.json"):
         if int(commit.name.split(".")[0]) < table.version():
             commit.unlink()
     return table.version()
 
 
+@URI
 def test_batches_recorded_at_versions_the_log_no_longer_holds_are_read_at_the_latest(
     spark, catalog
 ):
@@ -286,6 +312,7 @@ def test_batches_recorded_at_versions_the_log_no_longer_holds_are_read_at_the_la
     assert_df_equality(catalog.batch_rows(a, "b2"), rows(spark, "b2", 3), ignore_nullable=True)
 
 
+@BOTH
 def test_a_batch_an_unfinished_run_changed_after_its_expired_version_is_refused(spark, catalog):
     catalog, root = catalog
     a = str(root / "a")
