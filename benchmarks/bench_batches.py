@@ -13,7 +13,9 @@ figure the median of ``--repeats`` runs:
   backend reads with a scan each, their values from the log;
 * the catalog's ``read_complete`` (every complete batch as its run recorded it, the batches
   written through a :class:`BatchCatalog` with a run log): planning and counting; side by side,
-  reading each batch at its recorded version (a snapshot and a scan per batch).
+  reading each batch at its recorded version (a snapshot and a scan per batch), and planning
+  it for the same tables given by ``file://`` URI (the commit files read through Hadoop's file
+  system, as for an object store).
 
 It prints the times, the ratios, and each figure's growth from the fewest batches to the most.
 
@@ -97,7 +99,13 @@ def main() -> None:
                 parts = [tables.read_batches(path, [b], version=v) for b, v in recorded.items()]
                 planned["versions"] = reduce(DataFrame.unionByName, parts)
 
+            def read_complete_uri(path=path, planned=planned):
+                # the same tables by file:// URI: the commits read through Hadoop's file system
+                uri_catalog = BatchCatalog(tables, f"file://{root}/job_runs")
+                planned["uri"] = uri_catalog.read_complete(f"file://{path}")[0]
+
             early["read_complete: plan"] = median_ms(read_complete, args.repeats)
+            early["read_complete by URI: plan"] = median_ms(read_complete_uri, args.repeats)
             early["read_complete: count"] = median_ms(
                 lambda planned=planned: planned["complete"].count(), args.repeats
             )
@@ -162,6 +170,11 @@ def main() -> None:
                 (
                     "versions / read_complete: plan",
                     "each at its version: plan",
+                    "read_complete: plan",
+                ),
+                (
+                    "URI / path read_complete: plan",
+                    "read_complete by URI: plan",
                     "read_complete: plan",
                 ),
                 (
