@@ -83,15 +83,15 @@ def versions_to_keep(
 ) -> dict[int, list[str]]:
     """Version -> why the vacuum of the table at ``path`` keeps it, oldest first: the batches
     jobs read there (:meth:`~ml_engine.catalog.BatchCatalog.pinned_versions`) and the model
-    versions ``trained`` from it. A version the log no longer holds, or that a table made
-    anew has not reached, has nothing to keep and is left out."""
+    versions ``trained`` from it. The latest version (kept anyway), a version the log no
+    longer holds and one a table made anew has not reached are left out."""
     why: dict[int, list[str]] = defaultdict(list)
     for version, batches in tables.pinned_versions(path).items():
-        why[version].append(f"read for batch(es) {', '.join(batches)}")
+        why[version].append(f"jobs read batch(es) {', '.join(batches)} there")
     for version, models in trained.items():
-        why[version].append(f"trained {', '.join(models)}")
+        why[version].append(f"{', '.join(models)} trained on it")
     oldest, latest = readable_from(delta_log(path, tables.spark)) or 0, tables.version(path)
-    return {v: why[v] for v in sorted(why) if oldest <= v <= latest}
+    return {v: why[v] for v in sorted(why) if oldest <= v < latest}
 
 
 def _inputs_elsewhere(

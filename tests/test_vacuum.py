@@ -133,8 +133,8 @@ def test_vacuum_keeps_the_versions_jobs_and_registered_models_read(spark, setup)
         },
     }
     assert result.notes == [
-        "silver: kept v0 (read for batch(es) b1)",
-        "features: kept v0 (trained vacuum-test-model v1)",
+        "silver: kept v0 (jobs read batch(es) b1 there)",
+        "features: kept v0 (vacuum-test-model v1 trained on it)",
         "inputs of registered models in tables outside this storage root (kept when their own "
         "root is vacuumed): /elsewhere/tables/silver v4 (vacuum-test-model v1)",
     ]

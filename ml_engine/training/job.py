@@ -754,6 +754,7 @@ def reproduce(spark: SparkSession, cfg: Config, tables: DeltaTables, run_id: str
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+    from pyspark.errors import AnalysisException
 
     from ml_engine.tables.base import TableError
     from ml_engine.tracking import connect, input_versions, lineage_tags
@@ -785,6 +786,16 @@ def reproduce(spark: SparkSession, cfg: Config, tables: DeltaTables, run_id: str
             raise JobError(f"reproduce: run {run_id} records no input table versions")
     except TableError as exc:
         raise JobError(f"reproduce: {exc}") from None
+    except AnalysisException as exc:
+        if exc.getCondition() != "PATH_NOT_FOUND":
+            raise
+        versions = ", ".join(f"{n} v{v}" for n, (_, v) in sorted(inputs.items()))
+        raise JobError(
+            f"reproduce: run {run_id}'s inputs ({versions}) can no longer be read: a vacuum "
+            f"deleted their files ({str(exc).splitlines()[0]}). The vacuum job keeps the inputs "
+            "of registered model versions (vacuum.keep_model_inputs); a run whose version was "
+            "deleted, or that registered none, is kept for vacuum.retain_hours only"
+        ) from None
     trained = train_model(spark, cfg, df, path)
     trained.release()
     with mlflow.start_run(experiment_id=experiment_id, run_name="reproduce") as run:
