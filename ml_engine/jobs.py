@@ -26,7 +26,8 @@ class JobSpec:
         writes: tables it writes.
         batch_input: the table whose rows of the run's batch it processes, if any.
         roles: schema roles it needs.
-        tracking: it talks to the MLflow tracking server.
+        tracking: it talks to the MLflow tracking server (when ``tracking_if``, a boolean
+            config key, is set: only when that key is true).
         listed: what ``ml-engine jobs`` prints it reads and writes (tables, models, runs).
         pipeline: it is a step of ``ml-engine run pipeline``; the others (``vacuum``) look
             after the tables rather than process a batch, and record no run.
@@ -39,8 +40,18 @@ class JobSpec:
     batch_input: str | None = None
     roles: tuple[str, ...] = ()
     tracking: bool = False
+    tracking_if: str | None = None
     listed: tuple[str, str] = ("", "")
     pipeline: bool = True
+
+    def tracks(self, cfg) -> bool:
+        """Whether the job talks to the tracking server when run with ``cfg``."""
+        if not self.tracking or self.tracking_if is None:
+            return self.tracking
+        value = cfg
+        for part in self.tracking_if.split("."):
+            value = getattr(value, part)
+        return bool(value)
 
     @property
     def per_batch(self) -> bool:
@@ -125,6 +136,7 @@ _SPECS = (
         "vacuum",
         "ml_engine.vacuum:run_vacuum",
         tracking=True,
+        tracking_if="vacuum.keep_model_inputs",
         listed=(
             "every table's log, the run log, the registered models' inputs",
             "no table; deletes the files of replaced rows older than vacuum.retain_hours",

@@ -629,7 +629,7 @@ def preflight(cfg: Config, jobs: Sequence[str]) -> list[str]:
         problems += input_problems(cfg)
     problems += type_problems(cfg, jobs)
     problems += reserved_name_problems(cfg, jobs)
-    if any(job_spec(j).tracking for j in jobs):
+    if any(job_spec(j).tracks(cfg) for j in jobs):
         unreachable = tracking_problems(cfg)
         problems += unreachable or model_problems(cfg, jobs)
     return list(dict.fromkeys(problems))

@@ -312,7 +312,6 @@ def test_batches_recorded_at_versions_the_log_no_longer_holds_are_read_at_the_la
     assert_df_equality(catalog.batch_rows(a, "b2"), rows(spark, "b2", 3), ignore_nullable=True)
 
 
-@BOTH
 def test_a_batch_an_unfinished_run_changed_after_its_expired_version_is_refused(spark, catalog):
     catalog, root = catalog
     a = str(root / "a")

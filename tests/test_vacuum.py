@@ -48,13 +48,14 @@ def data_files(path: str) -> set[str]:
 @pytest.fixture
 def setup(spark, tmp_path, sample_schema_path):
     """silver: b1 and b2 complete, b2 rerun (its first files replaced), then a rerun of b1
-    that did not complete; features: batch r, a model trained from its version 0, r rebuilt."""
+    that did not complete; features: batch r, then r rebuilt. No model is registered, and the
+    config keeps no model inputs (a test that registers one turns it on)."""
     cfg = build_config(
         {
             "schema": str(sample_schema_path),
             "storage": {"root": str(tmp_path)},
             "batch_id": "b1",
-            "vacuum": {"retain_hours": 0},
+            "vacuum": {"retain_hours": 0, "keep_model_inputs": False},
             "mlflow": {"registered_model": "vacuum-test-model"},
         }
     )
@@ -74,11 +75,7 @@ def setup(spark, tmp_path, sample_schema_path):
     run(silver, "b2", 4)  # v2: v1's file of b2 replaced, no run reads it
     run(silver, "b1", 5, complete=False)  # v3: b1 is still read at v0
     run(features, "r", 1)  # v0
-    # Its labels came from a table of another storage root, which this vacuum leaves alone.
-    _register_model_trained_on(
-        cfg, {"features": (features, 0), "labels": ("/elsewhere/tables/silver", 4)}
-    )
-    run(features, "r", 2)  # v1: v0's file replaced, but the model was trained on v0
+    run(features, "r", 2)  # v1: v0's file replaced
     return cfg, tables, catalog, silver, features
 
 
@@ -108,6 +105,12 @@ def unreferenced(path: str) -> set[str]:
 
 def test_vacuum_keeps_the_versions_jobs_and_registered_models_read(spark, setup):
     cfg, tables, catalog, silver, features = setup
+    # A model trained on features v0 (replaced since); its labels came from a table of another
+    # storage root, which this vacuum leaves alone.
+    _register_model_trained_on(
+        cfg, {"features": (features, 0), "labels": ("/elsewhere/tables/silver", 4)}
+    )
+    cfg.vacuum.keep_model_inputs = True
     replaced_b2, replaced_r, b1_first = (
         added_at(silver, 1),
         added_at(features, 0),
@@ -196,6 +199,7 @@ def test_vacuum_stops_before_deleting_when_the_models_cannot_be_read(spark, setu
     cfg, tables, _, silver, _ = setup
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     before = data_files(silver)
+    cfg.vacuum.keep_model_inputs = True
     cfg.mlflow.tracking_uri = "http://127.0.0.1:9"  # nothing listens there
     with pytest.raises(JobError) as err:
         run_job("vacuum", spark, cfg, tables)
@@ -231,3 +235,22 @@ def test_a_table_the_run_log_does_not_know_pins_no_version_and_a_missing_one_is_
     assert catalog.pinned_versions(path) == {}
     with pytest.raises(TableError):
         tables.vacuum(str(tmp_path / "missing"))
+
+
+def test_preflight_asks_for_the_tracking_server_only_when_model_inputs_are_kept(
+    tmp_path, sample_schema_path
+):
+    from ml_engine.preflight import preflight
+
+    cfg = build_config(
+        {
+            "schema": str(sample_schema_path),
+            "storage": {"root": str(tmp_path)},
+            "mlflow": {"tracking_uri": "http://127.0.0.1:9"},  # nothing listens there
+        }
+    )
+    (problem,) = preflight(cfg, ["vacuum"])
+    assert problem.startswith("mlflow.tracking_uri: the tracking server http://127.0.0.1:9 ")
+    assert problem.endswith("; start it or fix the URI (MLFLOW_TRACKING_URI)")
+    cfg.vacuum.keep_model_inputs = False
+    assert preflight(cfg, ["vacuum"]) == []
