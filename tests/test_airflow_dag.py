@@ -111,7 +111,9 @@ def test_dag_imports_in_airflows_loader_and_follows_the_pipeline_order(airflow_e
         "  'types': {t.task_id: type(t).__name__ for t in dag.tasks},\n"
         "  'conf': {t.task_id: getattr(t, 'conf', None) or getattr(t, '_conf', None)\n"
         "           for t in dag.tasks if type(t).__name__ == 'SparkSubmitOperator'},\n"
-        "  'order': [t.task_id for t in dag.topological_sort()]}))\n"
+        "  'order': [t.task_id for t in dag.topological_sort()],\n"
+        "  'vacuum': {t.task_id: type(t).__name__ for t in bag.dags['ml_engine_vacuum'].tasks},\n"
+        "  'vacuum_schedule': bag.dags['ml_engine_vacuum'].schedule}))\n"
     )
     done = subprocess.run(
         [str(AIRFLOW_VENV / "bin" / "python"), "-c", script],
@@ -130,6 +132,7 @@ def test_dag_imports_in_airflows_loader_and_follows_the_pipeline_order(airflow_e
     jobs = [j for j in PIPELINE if j != "drift_report"]  # drift_report branches on its exit code
     expected = operator[airflow_env["ML_ENGINE_RUNNER"]]
     assert {j: out["types"][j] for j in jobs} == dict.fromkeys(jobs, expected)
+    assert (out["vacuum"], out["vacuum_schedule"]) == ({"vacuum": expected}, "@weekly")
     if expected == "SparkSubmitOperator":
         # spark-submit starts the driver's JVM, so the submit carries the engine's options.
         options = " ".join(ENGINE_JAVA_OPTIONS)
@@ -137,12 +140,14 @@ def test_dag_imports_in_airflows_loader_and_follows_the_pipeline_order(airflow_e
         assert out["conf"] == dict.fromkeys(jobs, want)
 
 
-def task_states(env: dict[str, str], logical_date: str) -> dict[str, str]:
-    runs = airflow(env, "dags", "list-runs", "ml_engine_pipeline", "-o", "json")
+def task_states(
+    env: dict[str, str], logical_date: str, dag: str = "ml_engine_pipeline"
+) -> dict[str, str]:
+    runs = airflow(env, "dags", "list-runs", dag, "-o", "json")
     run_id = next(
         r["run_id"] for r in json.loads(runs.stdout) if r["logical_date"].startswith(logical_date)
     )
-    states = airflow(env, "tasks", "states-for-dag-run", "ml_engine_pipeline", run_id, "-o", "json")
+    states = airflow(env, "tasks", "states-for-dag-run", dag, run_id, "-o", "json")
     return {t["task_id"]: t["state"] for t in json.loads(states.stdout)}
 
 
@@ -154,7 +159,11 @@ def test_dags_test_runs_the_chain_end_to_end_and_retrains_on_drift(airflow_env):
     assert (states["skip_training"], states["no_drift"]) == ("skipped", "success")
     if airflow_env["ML_ENGINE_RUNNER"] == "cli":
         # The branches are the DAG's, not the runner's: the spark-submit runner takes the
-        # second batch through them (each batch costs this test about five minutes).
+        # second batch through them (each batch costs this test about five minutes). The
+        # weekly vacuum over the tables the first batch wrote: nothing is a week old yet.
+        weekly = airflow(airflow_env, "dags", "test", "ml_engine_vacuum", "2026-05-03")
+        assert weekly.returncode == 0, weekly.stdout[-3000:] + weekly.stderr[-3000:]
+        assert task_states(airflow_env, "2026-05-03", "ml_engine_vacuum") == {"vacuum": "success"}
         return
 
     drifty = {**airflow_env, "ML_ENGINE_SET": "drift.drift_share=0.2"}

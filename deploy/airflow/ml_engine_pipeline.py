@@ -1,4 +1,6 @@
-"""Airflow DAG ``ml_engine_pipeline``: the ml-engine chain for one batch per logical date.
+"""Airflow DAGs of ml-engine: ``ml_engine_pipeline``, the chain for one batch per logical
+date, and ``ml_engine_vacuum``, the weekly ``vacuum`` job (deletes the files of replaced rows
+older than ``vacuum.retain_hours``, keeping the versions jobs and registered models read).
 
 One task per job, in the pipeline's order::
 
@@ -198,3 +200,16 @@ with DAG(
     ingest >> clean >> detect_outliers >> build_features >> build_training_set >> decided
     decided >> [train, skip_training]
     [train, skip_training] >> score >> drift >> [trigger_retraining, no_drift]
+
+
+with DAG(
+    dag_id="ml_engine_vacuum",
+    description="ml-engine: delete the files of replaced rows (vacuum)",
+    schedule="@weekly",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
+    tags=["ml-engine"],
+) as vacuum_dag:
+    job_task("vacuum")

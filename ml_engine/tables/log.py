@@ -88,5 +88,6 @@ class HadoopDeltaLog(DeltaLog):
 
 def delta_log(path: str, spark: SparkSession) -> DeltaLog:
     """The log of the table at ``path``: :class:`DeltaLog` for a plain path, else (any
-    ``scheme://``) :class:`HadoopDeltaLog`."""
-    return HadoopDeltaLog(path, spark) if "://" in path else DeltaLog(path)
+    ``scheme://``, or ``file:``) :class:`HadoopDeltaLog`."""
+    remote = "://" in path or path.startswith("file:")
+    return HadoopDeltaLog(path, spark) if remote else DeltaLog(path)
