@@ -58,6 +58,18 @@ def test_databricks_job_runs_every_job_in_the_pipeline_order_and_retrains_on_dri
     assert retrain["depends_on"] == [{"task_key": "drift_report"}]
 
 
+def test_databricks_vacuum_job_runs_weekly_on_the_pipelines_cluster():
+    job = json.loads((DEPLOY / "databricks" / "ml-engine-vacuum-job.json").read_text())
+    pipeline = json.loads((DEPLOY / "databricks" / "ml-engine-job.json").read_text())
+    assert job["job_clusters"] == pipeline["job_clusters"]
+    assert job["schedule"]["quartz_cron_expression"] == "0 0 4 ? * SUN"
+    (task,) = job["tasks"]
+    python_task = task["spark_python_task"]
+    assert (ROOT / "jobs" / Path(python_task["python_file"]).name).is_file()
+    assert (task["task_key"], Path(python_task["python_file"]).name) == ("vacuum", "vacuum.py")
+    assert python_task["parameters"] == ["--config", "/Workspace/ml-engine/conf/cluster.yaml"]
+
+
 def test_cron_chain_is_valid_bash_and_runs_the_jobs_in_the_pipeline_order():
     script = DEPLOY / "cron" / "run-batch.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
