@@ -126,6 +126,8 @@ def test_vacuum_keeps_the_versions_jobs_and_registered_models_read(spark, setup)
         n: before[n] - data_files(p) for n, p in (("silver", silver), ("features", features))
     }
     assert deleted == doomed
+    # and the directories of b2's first write, emptied, are gone
+    assert [d for d, subdirs, files in os.walk(silver) if not subdirs and not files] == []
     assert result.metrics == {
         "retain_hours": 0,
         "files_deleted": len(doomed["silver"]) + len(doomed["features"]),

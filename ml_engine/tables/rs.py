@@ -396,6 +396,8 @@ class RsDeltaTables(DeltaTables):
                 table.vacuum(dry_run=False, **options)
         except DeltaError as exc:
             raise TableError(f"vacuum of Delta table {path} failed: {exc}") from exc
+        if "://" not in location:
+            _remove_empty_directories(location, planned)
         return planned
 
     # --------------------------------------------------------------------------------- read
@@ -1887,6 +1889,18 @@ def _app_done(table: DeltaTable, app: tuple[str, int] | None) -> bool:
 
 def _file_key(f: _DataFile) -> str:
     return urllib.parse.unquote(f.log_path)
+
+
+def _remove_empty_directories(location: str, deleted: Sequence[str]) -> None:
+    """Removes the directories below the table at ``location`` that deleting the files
+    ``deleted`` (relative paths) left empty: each write's own directory, its partitions."""
+    for parent in sorted({os.path.dirname(f) for f in deleted}, key=len, reverse=True):
+        while parent:
+            try:
+                os.rmdir(os.path.join(location, parent))
+            except OSError:  # not empty (or gone): its parents are not empty either
+                break
+            parent = os.path.dirname(parent)
 
 
 @contextlib.contextmanager
