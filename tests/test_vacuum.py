@@ -17,6 +17,7 @@ from ml_engine.jobs import run_job
 from ml_engine.results import JobError
 from ml_engine.tables import TableError, open_tables
 from ml_engine.tables.spark import retention_keeping
+from ml_engine.training.job import reproduce
 
 SCHEMA = "id string, value int, batch_id string"
 
@@ -93,6 +94,7 @@ def _register_model_trained_on(cfg, inputs):
     client.create_model_version(
         cfg.mlflow.registered_model, f"runs:/{run.info.run_id}/model", run.info.run_id
     )
+    return run.info.run_id
 
 
 def unreferenced(path: str) -> set[str]:
@@ -107,7 +109,7 @@ def test_vacuum_keeps_the_versions_jobs_and_registered_models_read(spark, setup)
     cfg, tables, catalog, silver, features = setup
     # A model trained on features v0 (replaced since); its labels came from a table of another
     # storage root, which this vacuum leaves alone.
-    _register_model_trained_on(
+    run_id = _register_model_trained_on(
         cfg, {"features": (features, 0), "labels": ("/elsewhere/tables/silver", 4)}
     )
     cfg.vacuum.keep_model_inputs = True
@@ -167,8 +169,18 @@ def test_vacuum_keeps_the_versions_jobs_and_registered_models_read(spark, setup)
         "job_runs": 0,
     }
     assert replaced_r & data_files(features) == set()
-    with pytest.raises(Exception, match="(?i)not.found|no such file|does not exist"):
-        tables.read(features, version=0).collect()
+    # ... so reproducing the model's run says why it cannot.
+    with pytest.raises(JobError) as err:
+        reproduce(spark, cfg, tables, run_id)
+    assert str(err.value).startswith(
+        f"reproduce: run {run_id}'s inputs (features v0, labels v4) can no longer be read: a "
+        "vacuum deleted their files ([PATH_NOT_FOUND] Path does not exist: file:"
+    )
+    assert str(err.value).endswith(
+        "The vacuum job keeps the inputs of registered model versions "
+        "(vacuum.keep_model_inputs); a run whose version was deleted, or that registered none, "
+        "is kept for vacuum.retain_hours only"
+    )
 
 
 def test_vacuum_deletes_only_what_is_older_than_the_retention(spark, setup):
