@@ -196,6 +196,9 @@ class BatchCatalog:
         self.runs_path = runs_path
         self.committed: dict[str, int] = {}
 
+    #: The number of run log files at which :meth:`complete_run` compacts the run log.
+    compact_run_log_at = 64
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.tables, name)
 
@@ -277,7 +280,19 @@ class BatchCatalog:
             rows += [(run_id, job, b, logged, int(version), now) for b in sorted(batches)]
         self.tables.append_rows(rows, RUNS_SCHEMA, self.runs_path, f"ml-engine-run-{run_id}", 1)
         self.committed = {}
+        self._compact_run_log()
         return rows
+
+    def _compact_run_log(self) -> None:
+        """Compacts the run log once it has :attr:`compact_run_log_at` files: every job reads
+        it whole, and each run appends a file, so a year of daily runs would leave thousands
+        of tiny files to open on every read. The run is complete before this; a compaction
+        that fails (one another process made at the same moment) changes nothing and is left
+        to the next run."""
+        try:
+            self.tables.compact(self.runs_path, min_files=self.compact_run_log_at)
+        except TableError:
+            pass
 
     def logged_path(self, path: str) -> str:
         """How the run log names the table at ``path``: by its name when it lies beside the

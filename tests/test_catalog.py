@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from chispa import assert_df_equality
 from deltalake import DeltaTable
@@ -331,3 +332,20 @@ def test_a_batch_an_unfinished_run_changed_after_its_expired_version_is_refused(
         assert str(err.value) == message
     # b2 was recorded at the checkpoint's version, which the log still gives
     assert_df_equality(catalog.read_batch(a, "b2"), rows(spark, "b2", 3), ignore_nullable=True)
+
+
+def test_the_run_log_is_compacted_once_it_has_enough_files_and_reads_the_same(spark, catalog):
+    catalog, root = catalog
+    catalog.compact_run_log_at = 3
+    runs = str(root / "job_runs")
+    written = []
+    for i, batch in enumerate(("b1", "b2", "b3", "b4")):
+        catalog.replace_batch(rows(spark, batch, i), str(root / "a"), batch)
+        written += catalog.complete_run("ingest", batch)
+        # one file per run until the third run's compaction makes them one; then one more
+        assert len(DeltaTable(runs).file_uris()) == [1, 2, 1, 2][i]
+    logged = DeltaTable(runs).to_pandas().sort_values("batch_id")
+    assert [tuple(r) for r in logged.itertuples(index=False)] == [
+        (r[0], r[1], r[2], r[3], r[4], pd.Timestamp(r[5])) for r in written
+    ]
+    assert catalog.visible(str(root / "a")) == {"b1": 0, "b2": 1, "b3": 2, "b4": 3}

@@ -293,6 +293,12 @@ class DeltaTables(ABC):
         """The latest ``app_version`` committed for ``app_id``, or None."""
 
     @abstractmethod
+    def compact(self, path: str, min_files: int = 2) -> bool:
+        """Rewrites the table's data files into as few as Delta's target file size allows
+        (one commit that changes no row; the old files stay for time travel until a vacuum)
+        when it has at least ``min_files`` of them. Returns whether it did."""
+
+    @abstractmethod
     def vacuum(
         self, path: str, retain_hours: int = 0, keep_versions: Sequence[int] = ()
     ) -> list[str]:

@@ -320,6 +320,14 @@ class SparkDeltaTables(DeltaTables):
         self._require(path)
         return deltalake.DeltaTable(path).transaction_version(app_id)
 
+    def compact(self, path: str, min_files: int = 2) -> bool:
+        self._require(path)
+        table = self._delta_table.forPath(self.spark, path)
+        if table.detail().head()["numFiles"] < min_files:
+            return False
+        table.optimize().executeCompaction()
+        return True
+
     def vacuum(
         self, path: str, retain_hours: int = 0, keep_versions: Sequence[int] = ()
     ) -> list[str]:
