@@ -128,7 +128,7 @@ def _tracking_env_restored_per_module():
 # fixture of this one, so it runs beside the other modules and the demo tests, run last, wait
 # for it. It starts half-way through the run: the first modules keep both cores busy (this
 # session's JVM compiling Spark's planner), later ones leave one core mostly idle (a driver
-# planning queries of a few rows), which the demo then takes.
+# planning queries of a few rows), which the demo then takes, at the lowest CPU priority.
 _DEMO = pytest.StashKey[dict]()
 
 
@@ -140,6 +140,7 @@ def demo_as_installed(base: Path) -> tuple[Path, subprocess.CompletedProcess]:
         check=True,
         capture_output=True,
         timeout=300,
+        preexec_fn=_background,
     )
     # A `python3` first on PATH that is not the one ml-engine is installed for (cron's
     # /usr/bin, a venv of another version): Spark's Python workers must not pick it up.
@@ -174,8 +175,15 @@ def demo_as_installed(base: Path) -> tuple[Path, subprocess.CompletedProcess]:
         cwd="/",
         env=env,
         timeout=900,
+        preexec_fn=_background,
     )
     return workdir, run
+
+
+def _background() -> None:
+    """Runs the demo's processes (its JVM and Python workers inherit it) at the lowest CPU
+    priority: they take the core the suite leaves idle, not the suite's own."""
+    os.nice(19)
 
 
 def _is_demo_test(item) -> bool:
