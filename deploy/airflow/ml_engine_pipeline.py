@@ -64,6 +64,14 @@ EXIT_DRIFT = 5  # ml_engine.results.EXIT_DRIFT
 SUBMIT_CONF = {"spark.driver.extraJavaOptions": "-XX:-DontCompileHugeMethods"}
 
 BATCH = "{{ dag_run.conf.get('batch_id') or ds }}"
+# What both DAGs share: no backfill, one run at a time, 2 retries per task.
+SCHEDULING = {
+    "start_date": datetime(2026, 1, 1),
+    "catchup": False,
+    "max_active_runs": 1,
+    "default_args": {"retries": 2, "retry_delay": timedelta(minutes=5)},
+    "tags": ["ml-engine"],
+}
 
 if RUNNER not in ("cli", "spark-submit"):
     raise ValueError(f"ML_ENGINE_RUNNER={RUNNER!r}: use cli or spark-submit")
@@ -150,15 +158,11 @@ with DAG(
     dag_id=DAG_ID,
     description="ml-engine: ingest, clean, outliers, features, training, scoring, drift",
     schedule="@daily",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
+    **SCHEDULING,
     params={
         "retrain": Param(False, type="boolean", description="train even if a champion exists"),
         "batch_id": Param(None, type=["null", "string"], description="default: logical date"),
     },
-    tags=["ml-engine"],
 ) as dag:
     ingest = job_task("ingest")
     clean = job_task("clean")
@@ -206,10 +210,6 @@ with DAG(
     dag_id="ml_engine_vacuum",
     description="ml-engine: delete the files of replaced rows (vacuum)",
     schedule="@weekly",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
-    tags=["ml-engine"],
+    **SCHEDULING,
 ) as vacuum_dag:
     job_task("vacuum")
