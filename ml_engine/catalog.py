@@ -387,10 +387,7 @@ class BatchCatalog:
         # A batch no commit has touched since its recorded version has the same files at the
         # latest version: all such batches are one read of the latest version, instead of a
         # read (a snapshot and a scan) per recorded version.
-        latest = self.tables.version(path)
-        log = delta_log(path, self.spark)
-        oldest = readable_from(log)
-        rewritten = rewritten_after(log, visible, latest, oldest)
+        latest, oldest, rewritten = self._history(path, visible)
         by_version: dict[int, list[str]] = defaultdict(list)
         for batch, version in visible.items():
             at = _version_to_read(path, batch, version, latest, rewritten, oldest)
@@ -415,10 +412,7 @@ class BatchCatalog:
         visible = self.visible(path)
         if not visible:
             return {}
-        latest = self.tables.version(path)
-        log = delta_log(path, self.spark)
-        oldest = readable_from(log)
-        rewritten = rewritten_after(log, visible, latest, oldest)
+        latest, oldest, rewritten = self._history(path, visible)
         pinned: dict[int, list[str]] = defaultdict(list)
         for batch, version in sorted(visible.items()):
             readable = version < latest and (oldest is None or version >= oldest)
@@ -435,13 +429,23 @@ class BatchCatalog:
             BatchNotFoundError: the log no longer holds ``version`` and a later commit it holds
                 changed the batch (a run that did not complete), or cannot be read.
         """
-        log = delta_log(path, self.spark)
-        oldest = readable_from(log)
+        oldest = readable_from(delta_log(path, self.spark))
         if oldest is not None and version < oldest:
-            latest = self.tables.version(path)
-            rewritten = rewritten_after(log, {batch_id: version}, latest, oldest)
+            latest, oldest, rewritten = self._history(path, {batch_id: version})
             version = _version_to_read(path, batch_id, version, latest, rewritten, oldest)
         return self._as_latest(path, self.tables.batch_rows(path, batch_id, version))
+
+    def _history(
+        self, path: str, recorded: dict[str, int]
+    ) -> tuple[int, int | None, set[str] | None]:
+        """``(latest, oldest, rewritten)`` of the table at ``path`` for batches ``recorded``
+        at their versions: its latest version, the oldest version its log still holds
+        (:func:`readable_from`) and the batches a commit since their version changed
+        (:func:`rewritten_after`)."""
+        latest = self.tables.version(path)
+        log = delta_log(path, self.spark)
+        oldest = readable_from(log)
+        return latest, oldest, rewritten_after(log, recorded, latest, oldest)
 
     def _as_latest(self, path: str, rows: DataFrame) -> DataFrame:
         """``rows`` of a recorded version in the table's latest columns: a batch recorded

@@ -9,10 +9,15 @@ checks before Spark starts (:mod:`ml_engine.preflight`), session building and ex
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import ROLE_EVENT_TIME, ROLE_KEY, ROLE_LABEL
+
+if TYPE_CHECKING:
+    from ml_engine.config import Config
 
 
 @dataclass(frozen=True)
@@ -26,8 +31,8 @@ class JobSpec:
         writes: tables it writes.
         batch_input: the table whose rows of the run's batch it processes, if any.
         roles: schema roles it needs.
-        tracking: it talks to the MLflow tracking server (when ``tracking_if``, a boolean
-            config key, is set: only when that key is true).
+        tracking: it talks to the MLflow tracking server: always, never, or when a function
+            of the run's config says so.
         listed: what ``ml-engine jobs`` prints it reads and writes (tables, models, runs).
         pipeline: it is a step of ``ml-engine run pipeline``; the others (``vacuum``) look
             after the tables rather than process a batch, and record no run.
@@ -39,19 +44,13 @@ class JobSpec:
     writes: tuple[str, ...] = ()
     batch_input: str | None = None
     roles: tuple[str, ...] = ()
-    tracking: bool = False
-    tracking_if: str | None = None
+    tracking: bool | Callable[[Config], bool] = False
     listed: tuple[str, str] = ("", "")
     pipeline: bool = True
 
-    def tracks(self, cfg) -> bool:
+    def tracks(self, cfg: Config) -> bool:
         """Whether the job talks to the tracking server when run with ``cfg``."""
-        if not self.tracking or self.tracking_if is None:
-            return self.tracking
-        value = cfg
-        for part in self.tracking_if.split("."):
-            value = getattr(value, part)
-        return bool(value)
+        return self.tracking(cfg) if callable(self.tracking) else self.tracking
 
     @property
     def per_batch(self) -> bool:
@@ -135,8 +134,7 @@ _SPECS = (
     JobSpec(
         "vacuum",
         "ml_engine.vacuum:run_vacuum",
-        tracking=True,
-        tracking_if="vacuum.keep_model_inputs",
+        tracking=lambda cfg: cfg.vacuum.keep_model_inputs,
         listed=(
             "every table's log, the run log, the registered models' inputs",
             "no table; deletes the files of replaced rows older than vacuum.retain_hours",

@@ -20,7 +20,6 @@ Time travel to any other version older than the retention stops working, as with
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -30,23 +29,15 @@ from ml_engine.catalog import readable_from
 from ml_engine.config import TABLE_NAMES, Config
 from ml_engine.results import JobError, JobResult
 from ml_engine.session import describe
-from ml_engine.tables.base import DeltaTables
+from ml_engine.tables.base import DeltaTables, table_location
 from ml_engine.tables.log import delta_log
 
 STAGE = "vacuum"
 
 
-def _same_path(path: str) -> str:
-    """``path`` in one spelling, so a table's path from a config and from a run's tags
-    compare equal."""
-    if "://" in path and not path.startswith("file://"):
-        return path.rstrip("/")
-    return os.path.normpath(os.path.abspath(path.removeprefix("file://")))
-
-
 def model_inputs(cfg: Config) -> dict[str, dict[int, list[str]]]:
-    """Table path (:func:`_same_path`) -> version -> the registered model versions of
-    ``mlflow.registered_model`` trained from that version of the table.
+    """Table path (:func:`~ml_engine.tables.base.table_location`) -> version -> the registered
+    model versions of ``mlflow.registered_model`` trained from that version of the table.
 
     Raises:
         JobError: the tracking store cannot be read.
@@ -67,7 +58,7 @@ def model_inputs(cfg: Config) -> dict[str, dict[int, list[str]]]:
                 continue
             tags = client.get_run(mv.run_id).data.tags
             for path, version in input_versions(tags).values():
-                found[_same_path(path)][version].append(f"{name} v{mv.version}")
+                found[table_location(path)][version].append(f"{name} v{mv.version}")
     except MlflowException as exc:
         raise JobError(
             f"vacuum: cannot read the registered versions of model '{name}' from "
@@ -98,7 +89,7 @@ def _inputs_elsewhere(
     inputs: dict[str, dict[int, list[str]]], vacuumed: Iterable[str]
 ) -> list[str]:
     """A note naming the models' input versions in tables this vacuum did not look at."""
-    here = {_same_path(p) for p in vacuumed}
+    here = {table_location(p) for p in vacuumed}
     elsewhere = [
         f"{path} v{v} ({', '.join(models)})"
         for path, by_version in sorted(inputs.items())
@@ -136,7 +127,7 @@ def run_vacuum(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
         path = cfg.storage.table_path(name)
         if not tables.exists(path):
             continue
-        keep = versions_to_keep(tables, path, inputs.get(_same_path(path), {}))
+        keep = versions_to_keep(tables, path, inputs.get(table_location(path), {}))
         describe(spark, f"vacuum {name}")
         outputs[name], deleted[name] = path, len(tables.vacuum(path, vc.retain_hours, list(keep)))
         if keep:

@@ -335,6 +335,28 @@ def test_columns_named_like_a_model_output_are_named_before_any_job_of_a_model_c
     ]
 
 
+def test_the_jobs_that_talk_to_the_tracking_server_are_the_model_jobs_and_a_keeping_vacuum(
+    tmp_path,
+):
+    from ml_engine import jobs as J
+    from ml_engine.config import load_config
+
+    cfg = load_config(str(project(tmp_path, SHOP_SCHEMA)))
+    assert cfg.vacuum.keep_model_inputs is True  # the default
+    assert [n for n, spec in J.JOBS.items() if spec.tracks(cfg)] == [
+        "train",
+        "score",
+        "drift_report",
+        "vacuum",
+    ]
+    cfg.vacuum.keep_model_inputs = False
+    assert [n for n, spec in J.JOBS.items() if spec.tracks(cfg)] == [
+        "train",
+        "score",
+        "drift_report",
+    ]
+
+
 def test_missing_input_table_and_batch_are_named_before_spark_starts(tmp_path):
     config = project(tmp_path, SHOP_SCHEMA)
     r = run_cli("run", "clean", "--config", str(config), "--set", "batch_id=b3")

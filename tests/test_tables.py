@@ -34,7 +34,12 @@ from ml_engine.tables import (
     delta_spark_conf,
     open_tables,
 )
-from ml_engine.tables.base import batch_not_found, nullable_schema, with_columns_of
+from ml_engine.tables.base import (
+    batch_not_found,
+    nullable_schema,
+    table_location,
+    with_columns_of,
+)
 
 UTC = timezone.utc
 
@@ -328,6 +333,20 @@ def test_with_columns_of_gives_rows_the_tables_columns_in_its_order(spark):
                      "id long, kind string, batch_id string, note string")  # fmt: skip
     assert_df_equality(actual, expected, ignore_nullable=True)
     assert with_columns_of(expected, table) is expected
+
+
+def test_table_location_spells_one_table_one_way(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    table = f"{tmp_path}/store/my silver"
+    spellings = [
+        table,
+        "store/my silver",
+        "store/./x/../my silver/",
+        f"file://{tmp_path}/store/my%20silver",
+        f"file:{tmp_path}/store/my%20silver",
+    ]
+    assert [table_location(s) for s in spellings] == [table] * len(spellings)
+    assert table_location("s3a://bucket/tables/silver/") == "s3a://bucket/tables/silver"
 
 
 def new_names(ddl: str) -> list[str]:

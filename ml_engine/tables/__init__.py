@@ -25,6 +25,7 @@ from ml_engine.tables.base import (
     check_unique_keys,
     conform_to_table,
     nullable_schema,
+    table_location,
 )
 from ml_engine.tables.rs import RsDeltaTables
 from ml_engine.tables.spark import (
@@ -82,4 +83,5 @@ __all__ = [
     "delta_spark_conf",
     "nullable_schema",
     "open_tables",
+    "table_location",
 ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import functools
 import operator
+import os
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -331,6 +333,20 @@ def _without_nullability(data_type: DataType) -> DataType:
             _without_nullability(data_type.keyType), _without_nullability(data_type.valueType), True
         )
     return data_type
+
+
+def table_location(path: str) -> str:
+    """A table's path in one spelling, as delta-rs and pyarrow take it: an absolute,
+    normalised local path (``file:`` URIs decoded into one), or any other URI without its
+    trailing slash. Two spellings of one table compare equal after it."""
+    path = str(path)
+    if path.startswith("file://"):
+        path = urllib.parse.unquote(path[len("file://") :])
+    elif path.startswith("file:"):
+        path = urllib.parse.unquote(path[len("file:") :])
+    elif "://" in path:
+        return path.rstrip("/")
+    return os.path.abspath(path)
 
 
 def nullable_schema(schema: StructType) -> StructType:

@@ -124,6 +124,7 @@ from ml_engine.tables.base import (
     nullable_schema,
     parquet_options,
     quote_name,
+    table_location,
     with_columns_of,
 )
 
@@ -302,7 +303,7 @@ class RsDeltaTables(DeltaTables):
     # ----------------------------------------------------------------------------- log only
 
     def exists(self, path: str) -> bool:
-        return DeltaTable.is_deltatable(_location(path))
+        return DeltaTable.is_deltatable(table_location(path))
 
     def create(self, path: str, schema: T.StructType, partition_by: list[str] | None = None) -> int:
         """Creates an empty table (version 0) with ``schema``; its non-nullable columns are
@@ -367,7 +368,7 @@ class RsDeltaTables(DeltaTables):
 
     def compact(self, path: str, min_files: int = 2) -> bool:
         """delta-rs's ``optimize.compact``, under the commit lock."""
-        location = _location(path)
+        location = table_location(path)
         try:
             if len(self._open(path).file_uris()) < min_files:
                 return False
@@ -386,7 +387,7 @@ class RsDeltaTables(DeltaTables):
 
         delta-rs also names removed files an earlier vacuum already deleted (by their path in
         the log); on a local table only the files that were there are returned."""
-        table, location = self._open(path), _location(path)
+        table, location = self._open(path), table_location(path)
         options: dict[str, Any] = {
             "retention_hours": int(retain_hours),
             "enforce_retention_duration": False,
@@ -544,7 +545,7 @@ class RsDeltaTables(DeltaTables):
                 _check_writable(snapshot, None)
                 check_columns(path, snapshot.schema, schema)
             write_id = _new_write_id()
-            target = _join(_location(path), write_id)
+            target = _join(table_location(path), write_id)
             fs, base = _filesystem(target)
             fs.create_dir(base)
             in_table_order = data.select(snapshot.schema.names)
@@ -715,7 +716,7 @@ class RsDeltaTables(DeltaTables):
         table = self._open_or_none(path)
         if table is None or not added_columns(path, _spark_schema(table), data_schema):
             return
-        with _commit_lock(_location(path), path, self.commit_lock_timeout_s):
+        with _commit_lock(table_location(path), path, self.commit_lock_timeout_s):
             table = self._open(path)
             new = added_columns(path, _spark_schema(table), data_schema)
             if not new:
@@ -738,7 +739,7 @@ class RsDeltaTables(DeltaTables):
                 ) from exc
 
     def _open(self, path: str) -> DeltaTable:
-        location = _location(path)
+        location = table_location(path)
         try:
             return DeltaTable(location)
         except DeltaTableNotFoundError as exc:
@@ -806,7 +807,7 @@ class RsDeltaTables(DeltaTables):
         frame_schema = T.StructType(schema.fields + (extra if with_file_ids else []))
         if not scans:  # a frame of its own: one a caller joins with another read of the table
             return _new_empty(self.spark, frame_schema)
-        location = _location(snapshot.path)
+        location = table_location(snapshot.path)
         # The files are known: Spark only checks them, on the driver, instead of running a
         # listing job for every scan of more than 32 files. Files of several writes sit in
         # several <write id>/ directories below the table: to Spark's partition discovery
@@ -931,7 +932,7 @@ class RsDeltaTables(DeltaTables):
     def _write_files(self, df: DataFrame, snapshot: _Snapshot) -> list[AddAction]:
         """Spark writes ``df`` (table columns, in order) as Parquet into a new directory of the
         table; returns one add action per non-empty file, with partition values and stats."""
-        location = _location(snapshot.path)
+        location = table_location(snapshot.path)
         write_id = _new_write_id()
         target = _join(location, write_id)
         fields = {f.name: f for f in snapshot.schema.fields}
@@ -1017,7 +1018,7 @@ class RsDeltaTables(DeltaTables):
             ConcurrentWriteError: the table changed on every one of ``_MAX_REBASES`` checks.
             TableError: the commit failed for another reason, or the lock timed out.
         """
-        location = _location(path)
+        location = table_location(path)
         checked = plan.base
         for _ in range(_MAX_REBASES):
             version = -1 if checked is None else checked.table.version()
@@ -1099,7 +1100,7 @@ class RsDeltaTables(DeltaTables):
     def _commit_at(self, path: str, plan: _Plan, checked: _Snapshot | None, commit_id: str) -> None:
         """Commits ``plan`` as the version after ``checked`` (version 0 when None); delta-rs
         fails, never retries on a later version, when that version exists already."""
-        location = _location(path)
+        location = table_location(path)
         if checked is None:
             schema, parts = plan.create  # type: ignore[misc]
             create_table_with_add_actions(
@@ -1172,18 +1173,6 @@ def _non_null_keys(rows: DataFrame, columns: list[str]) -> DataFrame:
     return rows.select(*columns).where(present).distinct()
 
 
-def _location(path: str) -> str:
-    """The table's location for delta-rs and pyarrow: an absolute local path or a URI."""
-    path = str(path)
-    if path.startswith("file://"):
-        path = urllib.parse.unquote(path[len("file://") :])
-    elif path.startswith("file:"):
-        path = urllib.parse.unquote(path[len("file:") :])
-    elif "://" in path:
-        return path.rstrip("/")
-    return os.path.abspath(path)
-
-
 def _spark_uri(location: str) -> str:
     """The same location for Spark. Local paths get an explicit ``file://`` so that a default
     file system other than the local one (HDFS on a cluster) is never assumed."""
@@ -1199,13 +1188,14 @@ def _join(location: str, relative: str) -> str:
     return location.rstrip("/") + "/" + relative
 
 
-def _file_location(table_location: str, log_path: str) -> str:
-    """Absolute, decoded location of a file from its (URI-encoded) path in the log."""
+def _file_location(location: str, log_path: str) -> str:
+    """Absolute, decoded location of a file from its (URI-encoded) path in the log of the
+    table at ``location``."""
     if log_path.startswith("file:"):
-        return _location(log_path)  # decodes
+        return table_location(log_path)  # decodes
     if "://" in log_path:  # an absolute URI (shallow clones)
         return urllib.parse.unquote(log_path)
-    return _join(table_location, urllib.parse.unquote(log_path))
+    return _join(location, urllib.parse.unquote(log_path))
 
 
 def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
@@ -1318,7 +1308,7 @@ def _snapshot(path: str, table: DeltaTable, with_files: bool = True) -> _Snapsho
     partition_by = list(table.metadata().partition_columns)
     files = []
     if with_files:
-        location = _location(path)
+        location = table_location(path)
         actions = pa.table(table.get_add_actions(flatten=True))
         wanted = {"path", "size_bytes", *(f"partition.{c}" for c in partition_by)}
         names = set(actions.column_names) & wanted
@@ -1361,7 +1351,7 @@ def logged_batches(path: str) -> list[str] | None:
         ``batch_id``.
     """
     try:
-        table = DeltaTable(_location(path))
+        table = DeltaTable(table_location(path))
     except (DeltaTableNotFoundError, DeltaError):
         return None
     return _logged_batches(path, table)
@@ -1370,7 +1360,7 @@ def logged_batches(path: str) -> list[str] | None:
 def log_rows(path: str, columns: list[str], where: dict[str, list]) -> list[dict]:
     """:meth:`DeltaTables.log_rows` read by delta-rs and pyarrow (no Spark needed)."""
     try:
-        table = DeltaTable(_location(path))
+        table = DeltaTable(table_location(path))
     except (DeltaTableNotFoundError, DeltaError):
         return []
     kept = reduce(operator.and_, [pads.field(c).isin(values) for c, values in where.items()])
@@ -1381,7 +1371,7 @@ def logged_schema(path: str) -> T.StructType | None:
     """The latest schema of the Delta table at ``path`` from its log (no Spark needed); None
     when there is no table."""
     try:
-        return _spark_schema(DeltaTable(_location(path)))
+        return _spark_schema(DeltaTable(table_location(path)))
     except (DeltaTableNotFoundError, DeltaError):
         return None
 
@@ -1601,7 +1591,7 @@ def _in_plain_directories(
         for c in snapshot.partition_by
     ):
         return [], files
-    location = _location(snapshot.path).rstrip("/")
+    location = table_location(snapshot.path).rstrip("/")
     if "=" in location.rsplit("/", 1)[-1]:
         return [], files
     prefix = location + "/"
