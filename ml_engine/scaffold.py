@@ -1264,8 +1264,9 @@ def scaffold(
         f"Draft schema written by `ml-engine init` on {today} from {source} ({fmt}): types, "
         f"nullability and roles are guessed from its first {sample.rows} rows.",
         "Check every '# guessed:' comment, then add the constraints your data must meet "
-        '(min, max, allowed, pattern; quote text values: allowed: ["yes", "no"]); the '
-        "format is described in README.md, 'Adapting config and schema'.",
+        'under a column\'s constraints key (constraints: {min: 0, max: 100}, {allowed: ["yes", '
+        '"no"]} with text values quoted, {pattern: "C[0-9]+"}); the format is described in '
+        "README.md, 'Adapting config and schema'.",
     ]
     if roles.label is None:
         schema_header.append(

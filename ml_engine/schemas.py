@@ -257,8 +257,15 @@ def _column(raw: Any, index: int, where: str) -> ColumnSpec:
     at = f"{where}: column '{name}'"
     unknown = set(raw) - _COLUMN_KEYS
     if unknown:
+        misplaced = [k for k in raw if k in unknown & _CONSTRAINT_KEYS]
+        hint = (
+            f"; {', '.join(misplaced)} belong(s) under 'constraints': "
+            f"constraints: {{{', '.join(f'{k}: {json.dumps(raw[k])}' for k in misplaced)}}}"
+            if misplaced
+            else ""
+        )
         raise SchemaError(
-            f"{at}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_COLUMN_KEYS)}"
+            f"{at}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_COLUMN_KEYS)}{hint}"
         )
     if "type" not in raw:
         raise SchemaError(f"{at}: missing 'type'")

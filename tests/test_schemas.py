@@ -126,6 +126,29 @@ def test_malformed_schema_names_file_and_column(tmp_path, columns, message):
     assert message in str(err.value)
 
 
+def test_constraints_written_beside_the_type_are_shown_under_constraints(tmp_path):
+    p = write_schema(
+        tmp_path,
+        "name: m\ncolumns:\n  - {name: t, type: double, min: -60, max: 60.5, note: x}\n"
+        '  - {name: c, type: string, allowed: ["a", "b"]}\n',
+    )
+    with pytest.raises(SchemaError) as err:
+        load_schema(p)
+    assert str(err.value) == (
+        f"{p}: column 't': unknown key(s) ['max', 'min', 'note']; allowed: ['constraints', "
+        "'description', 'format', 'name', 'nullable', 'role', 'type']; min, max belong(s) under "
+        "'constraints': constraints: {min: -60, max: 60.5}"
+    )
+    p.write_text(p.read_text().replace("min: -60, max: 60.5, note: x", "constraints: {min: -60}"))
+    with pytest.raises(SchemaError) as err:
+        load_schema(p)
+    assert str(err.value).endswith(
+        "column 'c': unknown key(s) ['allowed']; allowed: ['constraints', 'description', "
+        "'format', 'name', 'nullable', 'role', 'type']; allowed belong(s) under 'constraints': "
+        'constraints: {allowed: ["a", "b"]}'
+    )
+
+
 def test_schema_without_columns_is_rejected(tmp_path):
     p = write_schema(tmp_path, "name: empty\ncolumns: []\n")
     with pytest.raises(SchemaError, match="'columns' must be a non-empty list"):
