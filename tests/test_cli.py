@@ -742,6 +742,47 @@ def test_several_jobs_run_in_the_order_given_in_one_session(spark, tmp_path, mon
     ]
 
 
+def test_a_run_of_several_jobs_stops_at_the_first_that_fails_with_its_exit_code(
+    spark, tmp_path, monkeypatch, capsys
+):
+    from ml_engine import cli
+    from ml_engine import jobs as J
+    from ml_engine.catalog import BatchCatalog
+    from ml_engine.tables import open_tables
+
+    raw = tmp_path / "raw" / "b1"
+    raw.mkdir(parents=True)
+    (raw / "orders.csv").write_text(
+        "order_id,placed,basket,returned\n"
+        "o1,2026-11-28 10:00:00,1.5,0\n"
+        "o2,2026-11-28 11:00:00,30.0,1\n"
+    )
+    rule = "{name: basket_small, type: range, column: basket, max: 25, action: fail}"
+    config = project(
+        tmp_path, SHOP_SCHEMA, f"ingest: {{path: raw/b1}}\nclean: {{rules: [{rule}]}}\n"
+    )
+    tables = open_tables(spark, "rs")
+    monkeypatch.setattr(J, "open_session_and_tables", lambda cfg, app, **k: (spark, tables))
+
+    code = cli.main(["run", "ingest", "clean", "detect_outliers", "--config", str(config)])
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert [line for line in out.splitlines() if line.startswith("[")] == [
+        "[ingest] done: batch b1"
+    ]
+    store = tmp_path / "store" / "tables"
+    assert err.splitlines() == [
+        f"ml-engine: run ingest clean detect_outliers: clean: batch b1 of {store / 'bronze'} "
+        "violates fail rule(s): rule basket_small (column basket) failed for 1 row(s), e.g. keys "
+        "['o2']. Nothing was written; fix the data or change the rules' action."
+    ]
+    # ingest's commits stand and its batch is complete; clean and detect_outliers wrote nothing
+    catalog = BatchCatalog(tables, str(store / "job_runs"))
+    assert catalog.batches(str(store / "bronze")) == ["b1"]
+    assert sorted(p.name for p in store.iterdir()) == ["bronze", "job_runs", "quarantine"]
+
+
 @pytest.mark.parametrize(
     ("job", "overrides", "batch"),
     [

@@ -8,6 +8,7 @@ config is then loaded with the real config loader in the environment the job got
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -73,11 +74,13 @@ def test_databricks_vacuum_job_runs_weekly_on_the_pipelines_cluster():
 def test_cron_chain_is_valid_bash_and_runs_the_jobs_in_the_pipeline_order():
     script = DEPLOY / "cron" / "run-batch.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
-    jobs = re.findall(r"^\s*run (\w+)", script.read_text(), flags=re.M)
-    first = list(dict.fromkeys(jobs))
-    assert first == PIPELINE
+    runs = [
+        run_jobs(["run", *line.split("#")[0].split()])
+        for line in re.findall(r"^\s*run (.*)$", script.read_text(), flags=re.M)
+    ]
+    assert list(dict.fromkeys(job for jobs in runs for job in jobs)) == PIPELINE
     # After the drift report: the retraining.
-    assert jobs[-2:] == ["build_training_set", "train"]
+    assert runs[-1] == ["build_training_set", "train"]
     crontab = (DEPLOY / "cron" / "crontab").read_text()
     assert re.search(r"^0 2 \* \* \* /opt/ml-engine/deploy/cron/run-batch.sh$", crontab, re.M)
 
@@ -88,12 +91,18 @@ CRONTAB = DEPLOY / "cron" / "crontab"
 CRON_BASE_ENV = {"PATH": "/usr/bin:/bin", "LOGNAME": "ml", "SHELL": "/bin/sh"}
 FAKE_ENGINE = """#!{python}
 # A stand-in for the ml-engine executable: records its arguments and environment, then exits
-# with the code given for its command ("model", "run <job>"), 0 for any other.
-import json, os, sys
+# with the code given for its command ("model", "run <job>"), 0 for any other. A run of
+# several jobs exits as ml-engine's does: with the code of the first job that fails (1, 2, 4),
+# else the highest (drift_report's 5).
+import itertools, json, os, sys
 with open({record!r}, "a") as out:
     out.write(json.dumps({{"argv": sys.argv[1:], "env": dict(os.environ)}}) + "\\n")
-command = " ".join(sys.argv[1:3]) if sys.argv[1:2] == ["run"] else sys.argv[1]
-sys.exit({exits!r}.get(command, 0))
+exits = {exits!r}
+if sys.argv[1:2] == ["run"]:
+    jobs = itertools.takewhile(lambda a: not a.startswith("--"), sys.argv[2:])
+    codes = [exits.get("run " + job, 0) for job in jobs]
+    sys.exit(next((c for c in codes if c not in (0, 5)), max(codes, default=0)))
+sys.exit(exits.get(sys.argv[1], 0))
 """
 
 
@@ -145,8 +154,16 @@ def overrides(argv: list[str]) -> list[str]:
     return [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
 
 
+def run_jobs(argv: list[str]) -> list[str]:
+    """The jobs of a ``run`` command line: the words after ``run`` before the first option."""
+    return list(itertools.takewhile(lambda a: not a.startswith("--"), argv[1:]))
+
+
 def job_calls(calls: list[dict]) -> list[str]:
-    return [" ".join(c["argv"][:2]) if c["argv"][0] == "run" else c["argv"][0] for c in calls]
+    return [
+        " ".join(["run", *run_jobs(c["argv"])]) if c["argv"][0] == "run" else c["argv"][0]
+        for c in calls
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -169,18 +186,13 @@ def test_cron_night_runs_every_job_for_the_batch_on_the_crontabs_master(first_ni
         f"spark.master={crontab_variables()['ML_ENGINE_MASTER']}",
     ]
     assert crontab_variables()["ML_ENGINE_MASTER"].startswith("spark://")
+    data_jobs = ["ingest", "clean", "detect_outliers", "build_features", "build_training_set"]
     assert [c["argv"] for c in calls] == [
-        ["run", "ingest", "--set", f"ingest.path={tmp / 'raw' / BATCH}", *sets],
-        ["run", "clean", *sets],
-        ["run", "detect_outliers", *sets],
-        ["run", "build_features", *sets],
-        ["run", "build_training_set", *sets],
+        ["run", *data_jobs, "--set", f"ingest.path={tmp / 'raw' / BATCH}", *sets],
         ["model", *sets],
         ["run", "train", *sets],
-        ["run", "score", *sets],
-        ["run", "drift_report", "--set", "drift.fail_on_drift=true", *sets],
-        ["run", "build_training_set", *sets],
-        ["run", "train", *sets],
+        ["run", "score", "drift_report", "--set", "drift.fail_on_drift=true", *sets],
+        ["run", "build_training_set", "train", *sets],
     ]
 
 
@@ -236,25 +248,23 @@ def test_cron_night_appends_its_output_to_the_batch_log_in_a_directory_it_create
     log = (tmp / "logs" / "ml-engine" / f"{BATCH}.log").read_text().splitlines()
     headers = [re.sub(r" \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)$", "", ln) for ln in log]
     assert headers == [
-        f"== ingest --set ingest.path={tmp / 'raw' / BATCH}",
-        "== clean",
-        "== detect_outliers",
-        "== build_features",
-        "== build_training_set",
+        "== ingest clean detect_outliers build_features build_training_set --set "
+        f"ingest.path={tmp / 'raw' / BATCH}",
         "== train",
-        "== score",
-        "== drift_report --set drift.fail_on_drift=true",
+        "== score drift_report --set drift.fail_on_drift=true",
         "== data set drift: retraining",
-        "== build_training_set",
-        "== train",
+        "== build_training_set train",
     ]
 
 
 def test_run_batch_without_a_master_leaves_the_configs_spark_master(tmp_path):
     done = run_cron_chain(tmp_path, {}, ML_ENGINE_MASTER="")
     assert done.returncode == 0, done.stderr
-    (clean,) = [c for c in recorded(tmp_path) if c["argv"][:2] == ["run", "clean"]]
-    assert overrides(clean["argv"]) == [f"batch_id={BATCH}"]
+    (clean,) = [c for c in recorded(tmp_path) if "clean" in run_jobs(c["argv"])]
+    assert overrides(clean["argv"]) == [
+        f"ingest.path={tmp_path / 'raw' / BATCH}",
+        f"batch_id={BATCH}",
+    ]
     cfg = load_config(ROOT / "conf" / "cluster.yaml", overrides(clean["argv"]), env=clean["env"])
     assert cfg.spark.master == "local[*]"
 
@@ -262,19 +272,19 @@ def test_run_batch_without_a_master_leaves_the_configs_spark_master(tmp_path):
 def test_run_batch_stops_at_the_first_failing_job_with_its_exit_code(tmp_path):
     done = run_cron_chain(tmp_path, {"run clean": 1})
     assert done.returncode == 1
-    assert job_calls(recorded(tmp_path)) == ["run ingest", "run clean"]
+    assert job_calls(recorded(tmp_path)) == [
+        "run ingest clean detect_outliers build_features build_training_set"
+    ]
+    done = run_cron_chain(tmp_path, {"run score": 1, "run drift_report": 5})
+    assert done.returncode == 1  # a failed score is no drift: no retraining
+    assert job_calls(recorded(tmp_path))[-2:] == ["model", "run score drift_report"]
 
 
 def test_run_batch_with_a_champion_and_no_drift_neither_trains_nor_retrains(tmp_path):
     done = run_cron_chain(tmp_path, {})
     assert done.returncode == 0
     assert job_calls(recorded(tmp_path)) == [
-        "run ingest",
-        "run clean",
-        "run detect_outliers",
-        "run build_features",
-        "run build_training_set",
+        "run ingest clean detect_outliers build_features build_training_set",
         "model",
-        "run score",
-        "run drift_report",
+        "run score drift_report",
     ]

@@ -4,6 +4,10 @@
 # -> [train when there is no champion yet] -> score -> drift_report; when the drift report
 # exits 5 (data set drift), build_training_set and train run again (retraining).
 #
+# Jobs that always follow one another run in one `ml-engine run` (one Spark application: the
+# JVM starts and warms up once, not once per job); each job still commits its own tables and
+# its run log entry, and the first job that fails stops the run with its exit code.
+#
 # Usage: run-batch.sh BATCH_ID        (default: yesterday's date, UTC)
 #
 # Environment (cron passes only what the crontab sets, so every variable below and every
@@ -45,23 +49,17 @@ for kv in ${ML_ENGINE_SET:-}; do sets+=(--set "$kv"); done
 run() { echo "== $* ($(date -u +%FT%TZ))"; "$ml_engine" run "$@" "${sets[@]}"; }
 
 set -e
-run ingest --set "ingest.path=$ML_ENGINE_RAW_PATH"
-run clean
-run detect_outliers
-run build_features
-run build_training_set
+run ingest clean detect_outliers build_features build_training_set --set "ingest.path=$ML_ENGINE_RAW_PATH"
 if ! "$ml_engine" model "${sets[@]}" >/dev/null 2>&1; then
   run train                                   # no champion yet
 fi
-run score
 set +e
-run drift_report --set drift.fail_on_drift=true
+run score drift_report --set drift.fail_on_drift=true   # exits 5 on data set drift
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then
   echo "== data set drift: retraining"
-  run build_training_set
-  run train
+  run build_training_set train
 elif [ "$code" -ne 0 ]; then
   exit "$code"
 fi
