@@ -177,9 +177,12 @@ def _parser() -> argparse.ArgumentParser:
 def _print_failure(what: str, why: str) -> None:
     from ml_engine.config import redact_secrets
 
+    # A line naming the one job the command ran ("clean: ...", "reproduce: ...") would say it
+    # twice after "run clean: "; a run of several jobs keeps the name of the one that failed.
+    named = what.removeprefix("run ") + ": "
     for line in redact_secrets(str(why)).strip().splitlines() or [""]:
         if line.strip():
-            print(f"ml-engine: {what}: {line.strip()}", file=sys.stderr)
+            print(f"ml-engine: {what}: {line.strip().removeprefix(named)}", file=sys.stderr)
 
 
 def _fail(what: str, why: str, code: int, debug: bool) -> int:

@@ -362,7 +362,7 @@ def test_missing_input_table_and_batch_are_named_before_spark_starts(tmp_path):
     r = run_cli("run", "clean", "--config", str(config), "--set", "batch_id=b3")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        f"ml-engine: run clean: clean: its input table bronze does not exist at "
+        f"ml-engine: run clean: its input table bronze does not exist at "
         f"{tmp_path / 'store' / 'tables' / 'bronze'}; run ingest first (or check storage.root)"
     ]
     bronze = pd.DataFrame({"order_id": ["o1", "o2"], "batch_id": ["b1", "b2"]})
@@ -372,7 +372,7 @@ def test_missing_input_table_and_batch_are_named_before_spark_starts(tmp_path):
     r = run_cli("run", "clean", "--config", str(config), "--set", "batch_id=b3")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        f"ml-engine: run clean: clean: batch 'b3' is not in its input table bronze "
+        f"ml-engine: run clean: batch 'b3' is not in its input table bronze "
         f"({tmp_path / 'store' / 'tables' / 'bronze'}); batches there: b1, b2. Set batch_id to "
         "one of them or run the jobs before clean for this batch"
     ]
