@@ -92,7 +92,7 @@ _FLAG_LABEL_WORDS = ("churn", "fraud", "default")
 # Words of a column name that say its values are the thing a record is about.
 _ENTITY_WORDS = frozenset(
     "customer user account client member subscriber patient player device machine sensor "
-    "vehicle store merchant household entity".split()
+    "meter vehicle store shop site station terminal merchant household entity".split()
 )
 _EVENT_TIME_NAMES = ("event_time", "timestamp", "ts", "time", "datetime", "event_ts", "date")
 _EVENT_TIME_SUFFIXES = ("_at", "_time", "_ts", "_timestamp", "_date", "_datetime")
@@ -881,20 +881,23 @@ def _entity_key(cols: list[_Typed], rows: int) -> tuple[_Typed | None, str]:
     """The column the records are about when none is named like an identifier: codes such as
     ``C0048`` or a column named like an entity (``customer``, ``machine``), empty in at most
     one of 50 sampled rows, each value repeating over a few records, too many distinct values
-    for a category. A column named like an entity wins over one that only looks like codes."""
+    for a category. A column named like an entity wins over one that only looks like codes;
+    failing both, a column whose name ends in an entity word (``meter``, ``store``, not
+    ``merchant_category``) with few distinct values is the key (and stays a category)."""
 
     def codes(c: _Typed) -> bool:
         return all(re.search(r"[A-Za-z]", v) and re.search(r"[0-9]", v) for v in c.values)
 
-    candidates = [
+    repeating = [
         c
         for c in cols
         if c.values
         and c.nulls <= rows // TOLERATED_SHARE
         and c.type == "string"
         and _id_shaped(c)
-        and MAX_CATEGORIES < c.distinct < len(c.values) - len(c.values) // TOLERATED_SHARE
+        and 1 < c.distinct < len(c.values) - len(c.values) // TOLERATED_SHARE
     ]
+    candidates = [c for c in repeating if c.distinct > MAX_CATEGORIES]
     named = [c for c in candidates if _ENTITY_WORDS.intersection(_words(c.name))]
     if named:
         c = named[0]
@@ -903,6 +906,14 @@ def _entity_key(cols: list[_Typed], rows: int) -> tuple[_Typed | None, str]:
     if coded:
         c = coded[0]
         return c, f"codes repeating in the sample ({c.distinct} distinct in {rows} rows)"
+    few = [
+        c
+        for c in repeating
+        if c.distinct <= MAX_CATEGORIES and (_words(c.name) or [""])[-1] in _ENTITY_WORDS
+    ]
+    if few:
+        c = few[0]
+        return c, f"named like an entity, {c.distinct} distinct values repeating in {rows} rows"
     return None, ""
 
 
@@ -989,6 +1000,9 @@ def _guess_roles(cols: list[_Typed], rows: int, label: str | None = None) -> _Ro
         r.key = key.name
         r.roles[key.name].append(ROLE_KEY)
         r.reasons[key.name] = f"{key_why} -> entity key"
+        if not _id_named(key.name) and key.distinct <= MAX_CATEGORIES:
+            r.roles[key.name].append(ROLE_CATEGORICAL)
+            r.reasons[key.name] += " and categorical feature"
 
     temporal = [c for c in cols if c.is_temporal]
     if temporal:

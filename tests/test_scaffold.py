@@ -469,6 +469,25 @@ def test_repeating_codes_are_the_entity_key_when_no_column_is_named_like_one(tmp
     assert (roles["comment"], roles["zip"], roles["region"]) == ((), (), ("categorical_feature",))
 
 
+def test_a_column_named_for_an_entity_with_few_values_is_the_key_and_stays_a_category(tmp_path):
+    # 200 readings of 12 meters; merchant_category has fewer values and ends in no entity word
+    lines = ["reading_uid,merchant_category,meter,kwh,read_at"]
+    for i in range(200):
+        lines.append(f"r{i:04d},cat{i % 5},M{i % 12:03d},{i * 0.5},2024-01-01 {i % 24:02d}:00:00")
+    result = scaffold(str(write(tmp_path / "m.csv", "\n".join(lines) + "\n")), str(tmp_path / "o"))
+    schema = load_schema(result.schema_path)
+    roles = {c.name: c.roles for c in schema.columns}
+    assert (schema.record_id, schema.key) == ("reading_uid", "meter")
+    assert (roles["meter"], roles["merchant_category"]) == (
+        ("key", "categorical_feature"),
+        ("categorical_feature",),
+    )
+    assert {g.name: g.reason for g in result.guesses}["meter"] == (
+        "text -> string; named like an entity, 12 distinct values repeating in 200 rows -> "
+        "entity key and categorical feature; never empty -> not nullable"
+    )
+
+
 def test_without_a_record_id_dedup_is_exact(tmp_path):
     data = write(
         tmp_path / "t.csv",
