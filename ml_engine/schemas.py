@@ -259,7 +259,8 @@ def _column(raw: Any, index: int, where: str) -> ColumnSpec:
     if unknown:
         misplaced = [k for k in raw if k in unknown & _CONSTRAINT_KEYS]
         hint = (
-            f"; {', '.join(misplaced)} belong(s) under 'constraints': "
+            f"; {', '.join(misplaced)} belong{'s' if len(misplaced) == 1 else ''} under "
+            "'constraints': "
             f"constraints: {{{', '.join(f'{k}: {json.dumps(raw[k])}' for k in misplaced)}}}"
             if misplaced
             else ""

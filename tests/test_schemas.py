@@ -136,7 +136,7 @@ def test_constraints_written_beside_the_type_are_shown_under_constraints(tmp_pat
         load_schema(p)
     assert str(err.value) == (
         f"{p}: column 't': unknown key(s) ['max', 'min', 'note']; allowed: ['constraints', "
-        "'description', 'format', 'name', 'nullable', 'role', 'type']; min, max belong(s) under "
+        "'description', 'format', 'name', 'nullable', 'role', 'type']; min, max belong under "
         "'constraints': constraints: {min: -60, max: 60.5}"
     )
     p.write_text(p.read_text().replace("min: -60, max: 60.5, note: x", "constraints: {min: -60}"))
@@ -144,7 +144,7 @@ def test_constraints_written_beside_the_type_are_shown_under_constraints(tmp_pat
         load_schema(p)
     assert str(err.value).endswith(
         "column 'c': unknown key(s) ['allowed']; allowed: ['constraints', 'description', "
-        "'format', 'name', 'nullable', 'role', 'type']; allowed belong(s) under 'constraints': "
+        "'format', 'name', 'nullable', 'role', 'type']; allowed belongs under 'constraints': "
         'constraints: {allowed: ["a", "b"]}'
     )
 
