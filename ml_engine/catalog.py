@@ -429,9 +429,11 @@ class BatchCatalog:
             BatchNotFoundError: the log no longer holds ``version`` and a later commit it holds
                 changed the batch (a run that did not complete), or cannot be read.
         """
-        oldest = readable_from(delta_log(path, self.spark))
+        log = delta_log(path, self.spark)
+        oldest = readable_from(log)
         if oldest is not None and version < oldest:
-            latest, oldest, rewritten = self._history(path, {batch_id: version})
+            latest = self.tables.version(path)
+            rewritten = rewritten_after(log, {batch_id: version}, latest, oldest)
             version = _version_to_read(path, batch_id, version, latest, rewritten, oldest)
         return self._as_latest(path, self.tables.batch_rows(path, batch_id, version))
 

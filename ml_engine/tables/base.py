@@ -340,10 +340,8 @@ def table_location(path: str) -> str:
     normalised local path (``file:`` URIs decoded into one), or any other URI without its
     trailing slash. Two spellings of one table compare equal after it."""
     path = str(path)
-    if path.startswith("file://"):
-        path = urllib.parse.unquote(path[len("file://") :])
-    elif path.startswith("file:"):
-        path = urllib.parse.unquote(path[len("file:") :])
+    if path.startswith("file:"):
+        path = urllib.parse.unquote(path.removeprefix("file:").removeprefix("//"))
     elif "://" in path:
         return path.rstrip("/")
     return os.path.abspath(path)
