@@ -15,7 +15,9 @@ figure the median of ``--repeats`` runs:
   written through a :class:`BatchCatalog` with a run log): planning and counting; side by side,
   reading each batch at its recorded version (a snapshot and a scan per batch), and planning
   it for the same tables given by ``file://`` URI (the commit files read through Hadoop's file
-  system, as for an object store).
+  system, as for an object store);
+* last, the table compacted as the ``vacuum`` job does (each batch's files merged into one):
+  the compaction, then ``read_complete`` planned and counted again, beside the figures before.
 
 It prints the times, the ratios, and each figure's growth from the fewest batches to the most.
 
@@ -144,10 +146,19 @@ def main() -> None:
 
             figures.update(early)
             one.unpersist()
+            files_before = len(tables.read(path).inputFiles())
+            start = time.perf_counter()
+            tables.compact(path)
+            figures["compaction"] = (time.perf_counter() - start) * 1000
+            figures["compacted, read_complete: plan"] = median_ms(read_complete, args.repeats)
+            figures["compacted, read_complete: count"] = median_ms(
+                lambda planned=planned: planned["complete"].count(), args.repeats
+            )
+            files_after = len(tables.read(path).inputFiles())
             results[n] = figures
             print(
-                f"\n{n} batches of {args.rows_per_batch} rows (median of {args.repeats}, ms; "
-                f"{load_average()})"
+                f"\n{n} batches of {args.rows_per_batch} rows, {files_before} files, "
+                f"{files_after} once compacted (median of {args.repeats}, ms; {load_average()})"
             )
             for name, ms in figures.items():
                 print(f"  {name:32s} {ms:9.0f}")
@@ -181,6 +192,16 @@ def main() -> None:
                     "versions / read_complete: count",
                     "each at its version: count",
                     "read_complete: count",
+                ),
+                (
+                    "read_complete / compacted: plan",
+                    "read_complete: plan",
+                    "compacted, read_complete: plan",
+                ),
+                (
+                    "read_complete / compacted: count",
+                    "read_complete: count",
+                    "compacted, read_complete: count",
                 ),
             ):
                 print(f"  {name:32s} {figures[over] / figures[under]:9.1f}x")

@@ -90,14 +90,18 @@ def _commit_name(version: int) -> str:
 
 def _file_batches(commit: str | None) -> list[Any] | None:
     """The ``batch_id`` partition value of every file the commit file's text ``commit`` adds
-    or removes (:data:`_NO_BATCH` for a file without one); None when there is no commit."""
+    or removes (:data:`_NO_BATCH` for a file without one); None when there is no commit.
+
+    Files added or removed with ``dataChange: false`` are left out: such a commit (a
+    compaction, Delta's ``OPTIMIZE``) rewrites files without changing a row, so a batch it
+    rewrote reads the same at the versions before and after it."""
     if commit is None:
         return None
     found = []
     for line in commit.splitlines():
         action = json.loads(line) if line.strip() else {}
         for kind in ("add", "remove"):
-            if kind in action:
+            if kind in action and action[kind].get("dataChange", True) is not False:
                 values = action[kind].get("partitionValues") or {}
                 found.append(values.get(BATCH_COLUMN, _NO_BATCH))
     return found
@@ -421,20 +425,17 @@ class BatchCatalog:
         return dict(pinned)
 
     def _recorded_rows(self, path: str, batch_id: str, version: int) -> DataFrame:
-        """The batch's rows at ``version``, recorded by its latest complete run; at the latest
-        version when the log no longer holds ``version`` (:func:`readable_from`) and no commit
-        it still holds has changed the batch since.
+        """The batch's rows as ``version``, recorded by its latest complete run, holds them:
+        read at the latest version when no commit since has changed the batch (a compaction
+        may have replaced its files there, and a vacuum then deleted those of ``version``),
+        else at ``version``.
 
         Raises:
             BatchNotFoundError: the log no longer holds ``version`` and a later commit it holds
                 changed the batch (a run that did not complete), or cannot be read.
         """
-        log = delta_log(path, self.spark)
-        oldest = readable_from(log)
-        if oldest is not None and version < oldest:
-            latest = self.tables.version(path)
-            rewritten = rewritten_after(log, {batch_id: version}, latest, oldest)
-            version = _version_to_read(path, batch_id, version, latest, rewritten, oldest)
+        latest, oldest, rewritten = self._history(path, {batch_id: version})
+        version = _version_to_read(path, batch_id, version, latest, rewritten, oldest)
         return self._as_latest(path, self.tables.batch_rows(path, batch_id, version))
 
     def _history(

@@ -1098,11 +1098,15 @@ class VacuumConfig(StrictModel):
     versions older than that stops working unless the job keeps them. Keep it longer than the
     longest job runs: a write still running loses its files otherwise. ``keep_model_inputs``:
     keep the table versions every registered version of ``mlflow.registered_model`` was
-    trained from, so ``ml-engine reproduce`` can rebuild its training set.
+    trained from, so ``ml-engine reproduce`` can rebuild its training set. ``compact``: first
+    merge the small files of each table partition (each batch of a batch table) into as few
+    as Delta's target file size allows, a commit that changes no row; the files it replaces
+    are deleted by a vacuum ``retain_hours`` later.
     """
 
     retain_hours: int = Field(default=168, ge=0)
     keep_model_inputs: bool = True
+    compact: bool = True
 
 
 # --------------------------------------------------------------------------- the whole config

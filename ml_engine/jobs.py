@@ -137,7 +137,8 @@ _SPECS = (
         tracking=lambda cfg: cfg.vacuum.keep_model_inputs,
         listed=(
             "every table's log, the run log, the registered models' inputs",
-            "no table; deletes the files of replaced rows older than vacuum.retain_hours",
+            "no rows; merges each batch's small files (vacuum.compact), deletes the files of "
+            "replaced rows older than vacuum.retain_hours",
         ),
         pipeline=False,
     ),

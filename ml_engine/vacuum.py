@@ -1,4 +1,5 @@
-"""The ``vacuum`` job: deletes the files of replaced rows that no job will read again.
+"""The ``vacuum`` job: compacts small files and deletes the files of replaced rows that no job
+will read again.
 
 Every rerun of a batch, every record a later batch takes over (``latest_by_key``) and every
 rebuilt feature table leaves the replaced Parquet files on disk, readable by Delta time
@@ -16,6 +17,14 @@ latest version does not reference once they are ``vacuum.retain_hours`` old (Del
 
 Time travel to any other version older than the retention stops working, as with Delta's own
 ``VACUUM``; earlier runs' ``dq_metrics`` (read by time travel) among them.
+
+Each job writes a batch as several files (one per Spark task), and a small daily batch stays
+that many small files in every table, each opened by every job that reads the table whole.
+With ``vacuum.compact`` the job first compacts every table (Delta's ``OPTIMIZE``): each
+partition's small files become one, in a commit that changes no row. The run log does not
+count it as a change of the batches it rewrote (:func:`~ml_engine.catalog.rewritten_after`),
+so jobs read them at the new version and no version is kept for them; the replaced files
+are deleted by the first vacuum ``retain_hours`` later.
 """
 
 from __future__ import annotations
@@ -112,8 +121,8 @@ def run_vacuum(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
 
     Returns:
         ``JobResult("vacuum")``: each vacuumed table's path; metrics ``retain_hours``,
-        ``files_deleted`` in all and per table; a note per table that keeps older versions,
-        naming them and why.
+        ``files_compacted`` (the small files compaction replaced) and ``files_deleted``, in
+        all and per table; a note per table that keeps older versions, naming them and why.
 
     Raises:
         JobError: the registered models' inputs cannot be read (see :func:`model_inputs`).
@@ -121,12 +130,17 @@ def run_vacuum(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
     vc = cfg.vacuum
     inputs = model_inputs(cfg) if vc.keep_model_inputs else {}
     outputs: dict[str, str] = {}
+    compacted: dict[str, int] = {}
     deleted: dict[str, int] = {}
     notes: list[str] = []
     for name in TABLE_NAMES:
         path = cfg.storage.table_path(name)
         if not tables.exists(path):
             continue
+        if vc.compact:
+            describe(spark, f"compact {name}")
+            compacted[name] = tables.compact(path)
+        # after the compaction: the version it replaced as the latest may be a model's input
         keep = versions_to_keep(tables, path, inputs.get(table_location(path), {}))
         describe(spark, f"vacuum {name}")
         outputs[name], deleted[name] = path, len(tables.vacuum(path, vc.retain_hours, list(keep)))
@@ -139,6 +153,8 @@ def run_vacuum(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResu
         outputs=outputs,
         metrics={
             "retain_hours": vc.retain_hours,
+            "files_compacted": sum(compacted.values()),
+            "files_compacted_by_table": compacted,
             "files_deleted": sum(deleted.values()),
             "files_deleted_by_table": deleted,
         },

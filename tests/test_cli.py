@@ -92,8 +92,8 @@ def test_jobs_lists_every_job_with_what_it_reads_and_writes():
         "drift_report         reads features, predictions of the batch; writes drift_metrics, "
         "an HTML report, an MLflow run",
         "vacuum               reads every table's log, the run log, the registered models' "
-        "inputs; writes no table; deletes the files of replaced rows older than "
-        "vacuum.retain_hours",
+        "inputs; writes no rows; merges each batch's small files (vacuum.compact), deletes the "
+        "files of replaced rows older than vacuum.retain_hours",
     ]
 
 

@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from chispa import assert_df_equality
 from deltalake import DeltaTable
@@ -50,13 +51,14 @@ def data_files(path: str) -> set[str]:
 def setup(spark, tmp_path, sample_schema_path):
     """silver: b1 and b2 complete, b2 rerun (its first files replaced), then a rerun of b1
     that did not complete; features: batch r, then r rebuilt. No model is registered, and the
-    config keeps no model inputs (a test that registers one turns it on)."""
+    config keeps no model inputs (a test that registers one turns it on) and compacts no
+    table (the compaction's test turns it on)."""
     cfg = build_config(
         {
             "schema": str(sample_schema_path),
             "storage": {"root": str(tmp_path)},
             "batch_id": "b1",
-            "vacuum": {"retain_hours": 0, "keep_model_inputs": False},
+            "vacuum": {"retain_hours": 0, "keep_model_inputs": False, "compact": False},
             "mlflow": {"registered_model": "vacuum-test-model"},
         }
     )
@@ -132,6 +134,8 @@ def test_vacuum_keeps_the_versions_jobs_and_registered_models_read(spark, setup)
     assert [d for d, subdirs, files in os.walk(silver) if not subdirs and not files] == []
     assert result.metrics == {
         "retain_hours": 0,
+        "files_compacted": 0,
+        "files_compacted_by_table": {},
         "files_deleted": len(doomed["silver"]) + len(doomed["features"]),
         "files_deleted_by_table": {
             "silver": len(doomed["silver"]),
@@ -181,6 +185,93 @@ def test_vacuum_keeps_the_versions_jobs_and_registered_models_read(spark, setup)
         "(vacuum.keep_model_inputs); a run whose version was deleted, or that registered none, "
         "is kept for vacuum.retain_hours only"
     )
+
+
+def files_by_batch(path: str, version: int | None = None) -> dict[str | None, set[str]]:
+    """The data files of a version of the table, relative to it, by their ``batch_id``
+    partition (None for a table without one), from delta-rs's add actions."""
+    actions = pa.table(DeltaTable(path, version=version).get_add_actions(flatten=True)).to_pylist()
+    found: dict[str | None, set[str]] = {}
+    for a in actions:
+        found.setdefault(a.get("partition.batch_id"), set()).add(a["path"])
+    return found
+
+
+def test_compaction_merges_each_batchs_files_and_pins_no_version(spark, setup):
+    cfg, tables, catalog, silver, features = setup
+    # b3 written as three files; features r rebuilt as three files, and a model trained on
+    # that version, the latest before the compaction.
+    catalog.replace_batch(rows(spark, "b3", 6, 7, 8).repartition(3), silver, "b3")  # v4
+    catalog.complete_run("clean", "b3")
+    catalog.replace_batch(rows(spark, "r", 3, 4, 5).repartition(3), features, "r")  # v2
+    catalog.complete_run("build_features", "r")
+    _register_model_trained_on(cfg, {"features": (features, 2)})
+    cfg.vacuum.keep_model_inputs = True
+    cfg.vacuum.compact = True
+    runs = cfg.storage.table_path("job_runs")
+    before = {p: files_by_batch(p) for p in (silver, features, runs)}
+    assert len(before[silver]["b3"]) == 3 and len(before[features]["r"]) == 3
+    merged = {
+        name: sum(len(fs) for fs in before[p].values() if len(fs) > 1)
+        for name, p in (("silver", silver), ("features", features), ("job_runs", runs))
+    }
+
+    result = run_job("vacuum", spark, cfg, tables)
+
+    assert result.metrics["files_compacted_by_table"] == merged
+    assert result.metrics["files_compacted"] == sum(merged.values())
+    for p in (silver, features, runs):  # one file per batch, the batches as they were
+        after = files_by_batch(p)
+        assert sorted(after) == sorted(before[p])
+        assert all(len(fs) == 1 for fs in after.values())
+    # The compaction is no rewrite to the run log: b2 and b3 are read at the new version,
+    # b1 still at v0 (its rerun did not complete), and features v2 is kept for the model.
+    assert catalog.pinned_versions(silver) == {0: ["b1"]}
+    assert result.notes == [
+        "silver: kept v0 (jobs read batch(es) b1 there)",
+        "features: kept v2 (vacuum-test-model v1 trained on it)",
+    ]
+    # With no retention, the files the compaction replaced are gone at once, but those of the
+    # kept versions; what is left reads as before.
+    kept = {
+        silver: files_by_batch(silver, 0),
+        features: files_by_batch(features, 2),
+        runs: {},
+    }
+    for p in (silver, features, runs):
+        on_disk = {f for f in data_files(p) if not f.endswith(".crc")}
+        referenced = set().union(*files_by_batch(p).values(), *kept[p].values())
+        assert on_disk == referenced
+    expected = {"b1": (1, 2), "b2": (4,), "b3": (6, 7, 8)}
+    for batch, values in expected.items():
+        assert_df_equality(
+            catalog.read_batch(silver, batch), rows(spark, batch, *values), ignore_row_order=True
+        )
+    everything = rows(spark, "b1", 1, 2).unionByName(rows(spark, "b2", 4))
+    assert_df_equality(
+        catalog.read_complete(silver)[0],
+        everything.unionByName(rows(spark, "b3", 6, 7, 8)),
+        ignore_row_order=True,
+    )
+    assert_df_equality(
+        catalog.read_batch(features, "r"), rows(spark, "r", 3, 4, 5), ignore_row_order=True
+    )
+    assert_df_equality(
+        tables.read(features, version=2), rows(spark, "r", 3, 4, 5), ignore_row_order=True
+    )
+    # A rerun of a compacted batch replaces its compacted file.
+    catalog.replace_batch(rows(spark, "b3", 9), silver, "b3")
+    catalog.complete_run("clean", "b3")
+    assert_df_equality(catalog.read_batch(silver, "b3"), rows(spark, "b3", 9))
+    # A second vacuum merges only what came since: the run log's file of that rerun.
+    assert [len(fs) for fs in files_by_batch(runs).values()] == [2]
+    assert len(files_by_batch(silver)["b3"]) == 1
+    again = run_job("vacuum", spark, cfg, tables)
+    assert again.metrics["files_compacted_by_table"] == {
+        "silver": 0,
+        "features": 0,
+        "job_runs": 2,
+    }
 
 
 def test_vacuum_deletes_only_what_is_older_than_the_retention(spark, setup):

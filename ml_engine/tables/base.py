@@ -295,10 +295,12 @@ class DeltaTables(ABC):
         """The latest ``app_version`` committed for ``app_id``, or None."""
 
     @abstractmethod
-    def compact(self, path: str, min_files: int = 2) -> bool:
-        """Rewrites the table's data files into as few as Delta's target file size allows
-        (one commit that changes no row; the old files stay for time travel until a vacuum)
-        when it has at least ``min_files`` of them. Returns whether it did."""
+    def compact(self, path: str, min_files: int = 2) -> int:
+        """Rewrites the small data files of each partition into as few as Delta's target file
+        size allows, when the table has at least ``min_files`` data files: one commit whose
+        files are all added and removed with ``dataChange: false`` (no row changes; the old
+        files stay for time travel until a vacuum), none when no partition has two files to
+        merge. Returns the number of files it replaced."""
 
     @abstractmethod
     def vacuum(

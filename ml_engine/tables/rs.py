@@ -366,17 +366,17 @@ class RsDeltaTables(DeltaTables):
     def transaction_version(self, path: str, app_id: str) -> int | None:
         return self._open(path).transaction_version(app_id)
 
-    def compact(self, path: str, min_files: int = 2) -> bool:
+    def compact(self, path: str, min_files: int = 2) -> int:
         """delta-rs's ``optimize.compact``, under the commit lock."""
         location = table_location(path)
         try:
             if len(self._open(path).file_uris()) < min_files:
-                return False
+                return 0
             with _commit_lock(location, path, self.commit_lock_timeout_s):
-                self._open(path).optimize.compact()
+                done = self._open(path).optimize.compact()
         except DeltaError as exc:
             raise TableError(f"compaction of Delta table {path} failed: {exc}") from exc
-        return True
+        return int(done["numFilesRemoved"])
 
     def vacuum(
         self, path: str, retain_hours: int = 0, keep_versions: Sequence[int] = ()

@@ -320,13 +320,13 @@ class SparkDeltaTables(DeltaTables):
         self._require(path)
         return deltalake.DeltaTable(path).transaction_version(app_id)
 
-    def compact(self, path: str, min_files: int = 2) -> bool:
+    def compact(self, path: str, min_files: int = 2) -> int:
         self._require(path)
         table = self._delta_table.forPath(self.spark, path)
         if table.detail().head()["numFiles"] < min_files:
-            return False
-        table.optimize().executeCompaction()
-        return True
+            return 0
+        done = table.optimize().executeCompaction().select("metrics.numFilesRemoved").head()
+        return int(done[0])
 
     def vacuum(
         self, path: str, retain_hours: int = 0, keep_versions: Sequence[int] = ()
