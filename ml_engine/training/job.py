@@ -325,8 +325,12 @@ def _fmt(value: float | None) -> str:
     return "none" if value is None else f"{value:.4f}"
 
 
-def champion_on(cfg: Config, test: DataFrame, metric: str) -> tuple[float | None, int | None, str]:
-    """The current champion's ``metric`` on ``test``: ``(score, version, note)``.
+def champion_on(
+    cfg: Config, test: DataFrame, metric: str, label: str
+) -> tuple[float | None, int | None, str]:
+    """The current champion's ``metric`` on ``test``, whose label column is ``label``:
+    ``(score, version, note)``. A champion trained on a label column of another name (its
+    labels came from ``silver``, the new ones from a label table) reads ``label`` as its own.
 
     ``(None, None, ...)`` when there is no champion; ``(None, version, why)`` when the
     champion cannot score these rows (for example it was trained on other features).
@@ -352,6 +356,8 @@ def champion_on(cfg: Config, test: DataFrame, metric: str) -> tuple[float | None
         return None, version, f"champion v{version} has no feature spec; judged on thresholds"
     spec_data.pop("positive_class", None)
     spec = FeatureSpec(**spec_data)
+    if spec.label != label:
+        test = test.drop(spec.label).withColumnRenamed(label, spec.label)
     lacking = [c for c in signature_inputs(f"models:/{name}/{version}") if c not in test.columns]
     if lacking:
         why = f"it lacks column(s) {lacking} that the champion was trained with"
@@ -661,7 +667,9 @@ def _register_and_gate(
 
     name = cfg.mlflow.registered_model
     describe(spark, "train: the current champion on the new test set")
-    champion, champion_version, note = champion_on(cfg, trained.test, metric)
+    champion, champion_version, note = champion_on(
+        cfg, trained.test, metric, trained.fit.spec.label
+    )
     decision = gate_decision(cfg, metric, trained.metrics, champion, champion_version, note)
     # register_model prints its progress on stderr; the job reports it once.
     with contextlib.redirect_stderr(io.StringIO()):
