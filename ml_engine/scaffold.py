@@ -1440,6 +1440,51 @@ def _case_spellings(col: _Typed, roles: _Roles) -> list[str]:
     return []
 
 
+#: The most numeric features a drafted window aggregates.
+WINDOW_COLUMNS = 3
+_NUMERIC_TYPES = frozenset({"int", "long", "float", "double"})
+_PART_WORDS = {"hour": "hour", "dayofweek": "day of the week"}
+
+
+def _feature_lines(cols: list[_Typed], roles: _Roles) -> list[tuple[str, str]]:
+    """The features a draft config starts with, from the guessed roles: the event time's
+    hour and weekday, and with an entity key other than the record id, per-entity windows
+    over the first :data:`WINDOW_COLUMNS` numeric features. None without an event time."""
+    if roles.event_time is None:
+        return []
+    event = next(c for c in cols if c.name == roles.event_time)
+    parts = ["hour", "dayofweek"] if event.type == "timestamp" else ["dayofweek"]
+    lines = [
+        ("features:", "guessed from the roles in schema.yaml; remove what you do not want"),
+        ("  date_parts:", ""),
+        (
+            f"    {_scalar(event.name)}: [{', '.join(parts)}]",
+            " and ".join(_PART_WORDS[part] for part in parts)
+            + " of the event time as features: "
+            + ", ".join(f"{event.name}_{part}" for part in parts),
+        ),
+    ]
+    numeric = [
+        c.name
+        for c in cols
+        if ROLE_NUMERIC in roles.roles.get(c.name, []) and c.type in _NUMERIC_TYPES
+    ][:WINDOW_COLUMNS]
+    if roles.key is None or roles.key == roles.record_id or not numeric:
+        return lines
+    return lines + [
+        (
+            "  windows:",
+            f"per {roles.key} (the entity key): its rows in the days up to each row's {event.name}",
+        ),
+        (f"    columns: [{', '.join(_scalar(n) for n in numeric)}]", ""),
+        ("    days: [7, 30]", ""),
+        (
+            "    aggs: [count, mean, max]",
+            f"{len(numeric) * 6} columns, {numeric[0]}_count_7d to {numeric[-1]}_max_30d",
+        ),
+    ]
+
+
 def _config_text(
     source: Path,
     target: Path,
@@ -1527,6 +1572,7 @@ def _config_text(
         ]
     if clean:
         lines += [("clean:", ""), *clean]
+    lines += _feature_lines(cols, roles)
     lines += [
         ("mlflow:", ""),
         (f"  experiment: {_scalar(name)}", ""),

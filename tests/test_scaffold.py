@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ml_engine.config import Config
+from ml_engine.config import Config, load_config
 from ml_engine.scaffold import ColumnGuess, ScaffoldError, scaffold
 from ml_engine.schemas import load_schema
 
@@ -166,6 +166,8 @@ def test_csv_config_holds_exactly_the_keys_to_run_every_job(events_csv, tmp_path
             "format": "csv",
             "timestamp_format": "yyyy-MM-dd'T'HH:mm:ss",
         },
+        # the record id is the entity: no windows
+        "features": {"date_parts": {"ts": ["hour", "dayofweek"]}},
         "mlflow": {"experiment": "events", "registered_model": "events-model"},
         "train": {"task": "classification"},
     }
@@ -260,10 +262,54 @@ def test_json_lines_config(visits_jsonl, tmp_path):
             "format": "json",
             "timestamp_format": "yyyy/MM/dd HH:mm:ss",
         },
+        "features": {
+            "date_parts": {"ts": ["hour", "dayofweek"]},
+            "windows": {
+                "columns": ["visits", "spend"],
+                "days": [7, 30],
+                "aggs": ["count", "mean", "max"],
+            },
+        },
         "mlflow": {"experiment": "visits", "registered_model": "visits-model"},
         "train": {"task": "regression"},
     }
     assert result.warnings == ()
+
+
+def test_features_are_drafted_from_the_event_time_and_the_entity_key(tmp_path):
+    n = 60
+    frame = pd.DataFrame(
+        {
+            "rec": [f"r{i:03d}" for i in range(n)],
+            "account": [f"A{i % 6:02d}" for i in range(n)],
+            "day": [f"2026-03-{1 + i % 28:02d}" for i in range(n)],
+            "a": np.arange(n),
+            "b": np.arange(n) * 0.5,
+            "note": [f"free text number {i} here" for i in range(n)],
+            "c": np.arange(n) % 7,
+            "d": np.arange(n) % 5 * 1.5,
+            "label": np.arange(n) % 2,
+        }
+    )
+    frame.to_csv(tmp_path / "days.csv", index=False)
+    result = scaffold(str(tmp_path / "days.csv"), str(tmp_path / "p"))
+    # a date has no hour; the first three numeric features (schema order) get the windows
+    assert config_of(result)["features"] == {
+        "date_parts": {"day": ["dayofweek"]},
+        "windows": {"columns": ["a", "b", "c"], "days": [7, 30], "aggs": ["count", "mean", "max"]},
+    }
+    text = (tmp_path / "p" / "config.yaml").read_text()
+    assert "# per account (the entity key): its rows in the days up to each row's day" in text
+    assert "# 18 columns, a_count_7d to c_max_30d" in text
+    cfg = load_config(tmp_path / "p" / "config.yaml")  # the engine takes the draft as it is
+    assert (cfg.features.windows.columns, cfg.features.date_parts) == (
+        ["a", "b", "c"],
+        {"day": ["dayofweek"]},
+    )
+    # Without a date/time column the draft engineers nothing.
+    frame.drop(columns=["day"]).to_csv(tmp_path / "undated.csv", index=False)
+    undated = scaffold(str(tmp_path / "undated.csv"), str(tmp_path / "q"))
+    assert "features" not in config_of(undated)
 
 
 def test_parquet_directory_keeps_the_files_types(tmp_path):
