@@ -358,20 +358,10 @@ def _file_format(file: Path) -> str | None:
 
 # Parquet footers read before Spark starts; the rest of a large directory is left to Spark.
 PARQUET_FILES_CHECKED = 50
-# How pandas writes timestamps Spark can read.
-PANDAS_MICROS = "df.to_parquet(path, coerce_timestamps='us', allow_truncated_timestamps=True)"
-
-
-def nanosecond_columns(schema) -> list[str]:
-    """Columns of a pyarrow schema holding timestamps in nanoseconds, which Spark cannot read."""
-    import pyarrow as pa
-
-    return [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
 
 
 def _parquet_problems(files: Sequence[Path], declared: TableSchema) -> list[str]:
-    """Columns Spark cannot read (Parquet timestamps in nanoseconds, pandas' default unit) and
-    declared columns that none of the first files holds (matched without case, as Spark
+    """Declared columns that none of the first files holds (matched without case, as Spark
     does)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -382,13 +372,6 @@ def _parquet_problems(files: Sequence[Path], declared: TableSchema) -> list[str]
             schema = pq.read_schema(file)
         except (OSError, pa.ArrowException) as exc:
             return [f"ingest.path: {file} is not a readable Parquet file ({exc})"]
-        nanos = nanosecond_columns(schema)
-        if nanos:
-            return [
-                f"ingest.path: column(s) {', '.join(map(repr, nanos))} of {file} hold Parquet "
-                f"TIMESTAMP(NANOS), which Spark cannot read; write them in microseconds (pandas: "
-                f"{PANDAS_MICROS}; pyarrow: pq.write_table(table, path, coerce_timestamps='us'))"
-            ]
         present.update((name.lower(), name) for name in schema.names)
     missing = [c.name for c in declared.columns if c.name.lower() not in present]
     if not missing:

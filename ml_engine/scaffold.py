@@ -56,7 +56,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import yaml
 
-from ml_engine.preflight import PANDAS_MICROS, format_by_name, nanosecond_columns
+from ml_engine.preflight import format_by_name
 from ml_engine.schemas import (
     ROLE_CATEGORICAL,
     ROLE_EVENT_TIME,
@@ -563,13 +563,6 @@ def _sample_parquet(files: list[Path], sample_rows: int) -> _Sample:
         else:
             values = col.to_pylist()
         sample.columns.append(_RawColumn(name, values, native, note))
-    nanos = nanosecond_columns(schema)
-    if nanos:
-        sample.warnings.append(
-            f"column(s) {', '.join(nanos)} hold Parquet timestamps in nanoseconds (pandas' "
-            f"default), which Spark cannot read: ingest refuses the files until they are "
-            f"written in microseconds (pandas: {PANDAS_MICROS})."
-        )
     return sample
 
 

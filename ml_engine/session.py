@@ -24,6 +24,9 @@ from ml_engine.package_files import package_dir
 ENGINE_DEFAULTS = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.session.timeZone": "UTC",
+    # Parquet TIMESTAMP(NANOS) columns (pandas' default unit) read as their INT64 value, which
+    # Spark would refuse; ingest turns them into timestamps (ml_engine.quality.ingest).
+    "spark.sql.legacy.parquet.nanosAsLong": "true",
     "spark.ui.showConsoleProgress": "false",
     # Whole-stage codegen is switched off for plans wider than maxFields (default 100); the
     # one-pass statistics of 50+ columns are far wider, and run 2x slower without it.

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import CsvOptions
@@ -576,6 +577,70 @@ def test_parquet_files_storing_a_column_in_different_widths_are_one_batch(spark,
             src(path / "part-1.parquet"),
         )
     ]
+
+
+def test_parquet_nanosecond_timestamps_load_truncated_to_microseconds(spark, tmp_path):
+    """pandas writes TIMESTAMP(NANOS) by default; naive and zone-aware columns both load,
+    the nanoseconds cut down to Spark's microseconds (also before 1970)."""
+    import pandas as pd
+
+    schema = schema_from_dict(
+        {
+            "name": "nanos",
+            "columns": [
+                {"name": "id", "type": "string", "nullable": False},
+                {"name": "local_at", "type": "timestamp"},
+                {"name": "utc_at", "type": "timestamp"},
+                {"name": "day", "type": "date"},
+            ],
+        }
+    )
+    local = pd.to_datetime(
+        ["2026-11-28 10:00:00.123456789", "1969-12-31 23:59:59.999999999", None],
+        format="ISO8601",
+    )
+    aware = pd.to_datetime(
+        ["2026-11-28 10:00:00.000000500+01:00", "2026-03-29 01:30:00+00:00", None],
+        format="ISO8601",
+        utc=True,
+    )
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "local_at": local, "utc_at": aware})
+    frame["day"] = local  # a nanosecond timestamp declared a date
+    path = tmp_path / "pq"
+    path.mkdir()
+    frame.to_parquet(path / "part-0.parquet")  # pandas' default: nanoseconds
+    import pyarrow.parquet as pq
+
+    stored = pq.read_schema(path / "part-0.parquet")
+    assert [stored.field(c).type.unit for c in ("local_at", "utc_at", "day")] == ["ns"] * 3
+
+    raw = read_raw(spark, str(path), "parquet", schema)
+    bronze, quarantine = split_valid(raw, schema, "b1", AT, fmt="parquet")
+
+    def micros(stamp):  # pandas' own nanosecond count, floored to microseconds
+        return None if pd.isna(stamp) else stamp.value // 1000
+
+    expected = spark.createDataFrame(
+        [
+            (
+                i,
+                micros(local[n]),
+                micros(aware[n]),
+                None if pd.isna(local[n]) else str(local[n].date()),
+            )
+            for n, i in enumerate(["a", "b", "c"])
+        ],
+        "id string, local_at long, utc_at long, day string",
+    )
+    got = bronze.select(
+        "id",
+        F.unix_micros("local_at").alias("local_at"),
+        F.unix_micros("utc_at").alias("utc_at"),
+        F.col("day").cast("string").alias("day"),
+    )
+    assert_df_equality(got, expected, ignore_nullable=True, ignore_row_order=True)
+    assert expected.where("id = 'b'").first().local_at == -1  # floored, not rounded to 0
+    assert quarantine.count() == 0
 
 
 def test_parquet_fractions_declared_whole_numbers_are_quarantined_not_truncated(spark, tmp_path):

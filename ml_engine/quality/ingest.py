@@ -81,6 +81,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ml_engine.config import Config, CsvOptions, IngestConfig
+from ml_engine.preflight import PARQUET_FILES_CHECKED
 from ml_engine.quality.quarantine import quarantine_rows
 from ml_engine.quality.schema_change import added_note, columns_to_add
 from ml_engine.results import JobError, JobResult
@@ -404,6 +405,7 @@ def read_input(
             notes = _undeclared_json_keys(spark, df, schema, options.encoding)
         elif fmt == "parquet":
             df = reader.parquet(path)
+            nanos = nanosecond_columns(spark, df.inputFiles()[:PARQUET_FILES_CHECKED])
             widest = _widest_numbers(df.schema)
             if widest != df.schema:
                 # The schema Spark takes from one file's footer: a file storing a column in a
@@ -430,12 +432,49 @@ def read_input(
         extra = [c for c in df.columns if c.lower() not in declared]
         if extra:
             notes.append(_not_loaded(f"column(s) {extra} of parquet input {path}", schema))
-        cols = [F.col(c.name) for c in schema.columns]
+        cols = [
+            _from_nanos(F.col(c.name)).alias(c.name) if c.name.lower() in nanos else F.col(c.name)
+            for c in schema.columns
+        ]
     else:
         cols = [F.col(c.name) for c in schema.columns] + [F.col(CORRUPT_COLUMN)]
     if FILE_FIELDS in df.columns:  # CSV files read by their header
         return df.select(*cols, SOURCE_FILE_COLUMN, FILE_FIELDS), notes
     return df.select(*cols, F.col("_metadata.file_path").alias(SOURCE_FILE_COLUMN)), notes
+
+
+def nanosecond_columns(spark: SparkSession, files: list[str]) -> set[str]:
+    """The columns (lower case) that any of the Parquet ``files`` stores as TIMESTAMP(NANOS),
+    pandas' default unit, from their footers read through the session's Hadoop file system.
+    The session reads them as their INT64 value (``spark.sql.legacy.parquet.nanosAsLong``,
+    set by :data:`ml_engine.session.ENGINE_DEFAULTS`); :func:`_from_nanos` makes them
+    timestamps."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    parquet = jvm.org.apache.parquet.hadoop
+    found: set[str] = set()
+    for file in files:
+        source = parquet.util.HadoopInputFile.fromPath(
+            jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(file)), conf
+        )
+        reader = parquet.ParquetFileReader.open(source)
+        try:
+            fields = reader.getFooter().getFileMetaData().getSchema().getFields()
+        finally:
+            reader.close()
+        for field in fields:
+            logical = field.getLogicalTypeAnnotation()
+            if logical is not None and logical.toString().startswith("TIMESTAMP(NANOS"):
+                found.add(field.getName().lower())
+    return found
+
+
+def _from_nanos(nanos: Column) -> Column:
+    """A timestamp from nanoseconds since the epoch, truncated to Spark's microseconds (down,
+    also before 1970). A TIMESTAMP(NANOS) not adjusted to UTC (pandas' naive timestamps) reads
+    as that wall-clock time in UTC, the engine's session zone."""
+    micros = F.floor(nanos.cast("decimal(20,0)") / F.lit(1000))  # exact, unlike a double
+    return F.timestamp_micros(micros.cast("long"))
 
 
 def _widest_numbers(schema: T.StructType) -> T.StructType:
