@@ -459,25 +459,22 @@ def test_gate_names_the_columns_the_champion_needs_that_the_new_test_set_lacks(c
     )
 
 
-def test_the_champion_reads_a_label_column_named_otherwise_as_its_own(chain, trained):
+def test_the_champion_reads_a_label_column_named_otherwise_as_its_own(chain, champion):
     """A model trained on silver's ``is_fraud`` is compared with one trained on a label
     table's ``chargeback`` column: the champion reads that column as its label."""
-    import mlflow.spark
-
     from ml_engine.tracking import use_store
     from ml_engine.training.job import champion_on
 
-    uri = use_store(chain.cfg)
-    champion = MlflowClient(uri, uri).get_model_version_by_alias(NAME, "champion")
+    use_store(chain.cfg)  # as the train job does
+
     features = chain.tables.read_batch(chain.cfg.storage.table_path("features"), "current")
     test = features.where("is_fraud IS NOT NULL").withColumnRenamed("is_fraud", "chargeback")
 
     got = champion_on(chain.cfg, test, "auc_roc", "chargeback")
 
-    model = mlflow.spark.load_model(f"models:/{NAME}/{champion.version}")
-    rows = model.transform(test).select("chargeback", "probability").toPandas()
+    rows = champion.model.transform(test).select("chargeback", "probability").toPandas()
     auc = skm.roc_auc_score(rows.chargeback, [p[1] for p in rows.probability])
-    assert got == (pytest.approx(auc, rel=1e-9), int(champion.version), "")
+    assert got == (pytest.approx(auc, rel=1e-9), champion.version, "")
 
 
 # --------------------------------------------------------------------------- drift
