@@ -1435,7 +1435,6 @@ def _case_spellings(col: _Typed, roles: _Roles) -> list[str]:
 
 #: The most numeric features a drafted window aggregates.
 WINDOW_COLUMNS = 3
-_NUMERIC_TYPES = frozenset({"int", "long", "float", "double"})
 _PART_WORDS = {"hour": "hour", "dayofweek": "day of the week"}
 
 
@@ -1457,10 +1456,9 @@ def _feature_lines(cols: list[_Typed], roles: _Roles) -> list[tuple[str, str]]:
             + ", ".join(f"{event.name}_{part}" for part in parts),
         ),
     ]
+    # a numeric feature clean coerces is text in the schema, which window aggregates refuse
     numeric = [
-        c.name
-        for c in cols
-        if ROLE_NUMERIC in roles.roles.get(c.name, []) and c.type in _NUMERIC_TYPES
+        c.name for c in cols if ROLE_NUMERIC in roles.roles.get(c.name, []) and c.coerce is None
     ][:WINDOW_COLUMNS]
     if roles.key is None or roles.key == roles.record_id or not numeric:
         return lines

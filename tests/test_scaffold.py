@@ -283,6 +283,8 @@ def test_features_are_drafted_from_the_event_time_and_the_entity_key(tmp_path):
             "rec": [f"r{i:03d}" for i in range(n)],
             "account": [f"A{i % 6:02d}" for i in range(n)],
             "day": [f"2026-03-{1 + i % 28:02d}" for i in range(n)],
+            # numbers but one word: text in the schema, cast by clean.coerce, no window
+            "fee": ["oops" if i == 7 else f"{i * 1.25:.2f}" for i in range(n)],
             "a": np.arange(n),
             "b": np.arange(n) * 0.5,
             "note": [f"free text number {i} here" for i in range(n)],
@@ -293,6 +295,7 @@ def test_features_are_drafted_from_the_event_time_and_the_entity_key(tmp_path):
     )
     frame.to_csv(tmp_path / "days.csv", index=False)
     result = scaffold(str(tmp_path / "days.csv"), str(tmp_path / "p"))
+    assert config_of(result)["clean"] == {"coerce": {"fee": "double"}}
     # a date has no hour; the first three numeric features (schema order) get the windows
     assert config_of(result)["features"] == {
         "date_parts": {"day": ["dayofweek"]},
