@@ -405,7 +405,13 @@ def read_input(
             notes = _undeclared_json_keys(spark, df, schema, options.encoding)
         elif fmt == "parquet":
             df = reader.parquet(path)
-            nanos = nanosecond_columns(spark, df.inputFiles()[:PARQUET_FILES_CHECKED])
+            # A TIMESTAMP(NANOS) column reads as a long: only a declared long needs the footers.
+            longs = {f.name.lower() for f in df.schema if isinstance(f.dataType, T.LongType)}
+            nanos = (
+                nanosecond_columns(spark, df.inputFiles()[:PARQUET_FILES_CHECKED])
+                if longs & {c.name.lower() for c in schema.columns}
+                else set()
+            )
             widest = _widest_numbers(df.schema)
             if widest != df.schema:
                 # The schema Spark takes from one file's footer: a file storing a column in a
