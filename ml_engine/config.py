@@ -950,6 +950,9 @@ class TrainConfig(StrictModel):
     champion on the gate metric (both scored on the new test set) the new version may be and
     still replace it. When ``task`` is set, a ``metric`` or ``gate_thresholds`` metric of the
     other task (``auc_roc`` for regression) is refused as the config is loaded.
+    ``partitions``: how many partitions the training rows are laid out in before the fit
+    (default: one per 100,000 labelled rows of the training set), the same wherever the run
+    or its reproduction runs, whatever ``spark.sql.shuffle.partitions`` the session has.
     """
 
     task: Literal["auto", "classification", "regression"] = "auto"
@@ -970,6 +973,7 @@ class TrainConfig(StrictModel):
     gate_thresholds: dict[str, float] = Field(default_factory=dict)
     gate_max_loss: float = Field(default=0.0, ge=0)
     seed: int = 42
+    partitions: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _grid_and_metric(self) -> TrainConfig:

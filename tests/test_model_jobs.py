@@ -210,6 +210,8 @@ def test_first_model_becomes_champion_with_lineage_params_and_pictures(chain, tr
     assert params["storage.root"] == str(chain.root)
     assert params["train.max_categories"] == "50"  # the engine's default: no config sets it
     assert params["best.regParam"] == "0.01" and params["best.maxIter"] == "25"
+    # One partition per 100,000 labelled rows, not the session's 2 shuffle partitions.
+    assert params["train.partitions_used"] == "1"
     assert {"test_auc_roc", "test_auc_pr", "test_accuracy", "test_f1", "test_log_loss"} <= set(
         run.data.metrics
     )

@@ -35,7 +35,7 @@ from ml_engine.training.pipeline import (
     param_grid,
     tuning_metric,
 )
-from ml_engine.training.tuning import class_weights, fit, split
+from ml_engine.training.tuning import class_weights, fit, split, training_partitions
 
 UTC = timezone.utc
 INT = T.IntegerType()
@@ -415,6 +415,34 @@ def test_a_forest_fitted_on_the_same_rows_in_any_order_and_partitioning_is_the_s
     ]
     assert_df_equality(probabilities[0], probabilities[1], ignore_row_order=True)
     assert_df_equality(probabilities[0], probabilities[2], ignore_row_order=True)
+
+
+@pytest.mark.parametrize(
+    ("labelled", "setting", "expected"),
+    [(1, None, 1), (100_000, None, 1), (100_001, None, 2), (1_000_000, None, 10), (10, 3, 3)],
+)
+def test_training_partitions_are_one_per_100k_labelled_rows_unless_set(labelled, setting, expected):
+    assert training_partitions(TrainConfig(partitions=setting), labelled) == expected
+
+
+def test_a_fit_lays_the_rows_out_in_the_partitions_it_is_given_whatever_the_session_says(spark):
+    train = training_set(spark, n=400, seed=3)
+    cfg = TrainConfig(estimator="random_forest", params={"numTrees": 3, "maxDepth": 3})
+    spec = feature_spec(train.schema, cfg, "y", IDS)
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    results = []
+    try:
+        for session_partitions in ("2", "7"):
+            spark.conf.set("spark.sql.shuffle.partitions", session_partitions)
+            result = fit(train, spec, cfg, id_col="tx_id", partitions=3)
+            p = result.model.transform(train).select(
+                "tx_id", vector_to_array("probability")[1].alias("p")
+            )
+            results.append((result.partitions, p))
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", before)
+    assert [n for n, _ in results] == [3, 3]
+    assert_df_equality(results[0][1], results[1][1], ignore_row_order=True)
 
 
 # ---------------------------------------------------------------------------------- weights

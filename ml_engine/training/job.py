@@ -213,12 +213,17 @@ def fit_and_evaluate(
         JobError: the fit or the evaluation cannot be done (names the reason).
     """
     from ml_engine.training.evaluation import evaluate
-    from ml_engine.training.tuning import fit, split
+    from ml_engine.training.tuning import fit, split, training_partitions
 
     train, test, split_info = split(df, cfg.train.split, prepared.id_col, LABEL_TIME)
     try:
         result = fit(
-            train, prepared.spec, cfg.train, prepared.outlier_model, id_col=prepared.id_col
+            train,
+            prepared.spec,
+            cfg.train,
+            prepared.outlier_model,
+            id_col=prepared.id_col,
+            partitions=training_partitions(cfg.train, prepared.rows["labelled"]),
         )
     except TrainingError as exc:
         raise JobError(f"train: {exc}") from None
@@ -623,6 +628,7 @@ def _log_training(
             **{f"best.{k}": json.dumps(v) for k, v in fit.best_params.items()},
             **{f"split.{k}": v for k, v in trained.split.items()},
             "tuning.method_used": fit.tuning,
+            "train.partitions_used": fit.partitions,
             GATE_METRIC_PARAM: metric,
         }
     )

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from collections import defaultdict
@@ -200,6 +201,7 @@ class FitResult:
         class_weights: class label -> weight with ``class_weight: balanced``, else None.
         timings: seconds spent in ``feature_fit``, ``tuning`` (including the final fit) and
             ``total``.
+        partitions: the partitions the training rows were laid out in.
     """
 
     model: PipelineModel
@@ -212,6 +214,7 @@ class FitResult:
     feature_names: list[str]
     class_weights: dict[str, float] | None
     timings: dict[str, float]
+    partitions: int
 
     @property
     def estimator_model(self) -> Transformer:
@@ -334,18 +337,37 @@ def _tune(
     return best, points[best_index]["params"], points
 
 
+ROWS_PER_PARTITION = 100_000
+
+
+def training_partitions(cfg: TrainConfig, labelled_rows: int) -> int:
+    """The partitions the training rows are laid out in: ``train.partitions``, else one per
+    :data:`ROWS_PER_PARTITION` labelled rows (at least one).
+
+    A function of the training set, not of the session: ``spark.sql.shuffle.partitions``
+    differs between a cluster and the machine a run is reproduced on, and a forest's bootstrap
+    samples (drawn per partition) would differ with it. Few partitions also keep a small
+    training set from paying one task per partition in every iteration of every fit.
+    """
+    return cfg.partitions or max(1, math.ceil(labelled_rows / ROWS_PER_PARTITION))
+
+
 def fit(
     train_df: DataFrame,
     spec: FeatureSpec,
     cfg: TrainConfig,
     outlier_model: PipelineModel | None = None,
     id_col: str | None = None,
+    partitions: int | None = None,
 ) -> FitResult:
     """Fits the training pipeline: feature stages once, then the (tuned) estimator.
 
-    Steps: rows with a null label are dropped and the rest laid out by a hash of the record id
-    (the columns :func:`split` hashes without one), sorted by it in each partition, so that
-    the same rows fit the same model in any order and partitioning; the feature stages
+    Steps: rows with a null label are dropped and the rest laid out in ``partitions``
+    partitions (default ``train.partitions``, else the session's
+    ``spark.sql.shuffle.partitions``; the train job passes :func:`training_partitions`) by a
+    hash of the record id (the columns :func:`split` hashes without one), sorted by it in each
+    partition, so that the same rows fit the same model in any order and partitioning; the
+    feature stages
     (:func:`~ml_engine.training.pipeline.feature_stages`) are fitted once on the training rows;
     the transformed rows are reduced to what the estimator reads (feature vector, label index
     or value, the fold number for cross validation) and persisted once (released at the end,
@@ -370,6 +392,7 @@ def fit(
         cfg: the ``train`` config section.
         outlier_model: the fitted outlier detector (with ``train.outlier_features``).
         id_col: the record id, for the fold hash.
+        partitions: the partitions of the training rows' layout.
 
     Returns:
         The :class:`FitResult`.
@@ -388,7 +411,7 @@ def fit(
     # samples per partition in row order, and reproduce rebuilds the rows in another layout
     # than the stored training set. One shuffle of the training rows.
     hashed = _hash_columns(train_df, id_col)
-    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    partitions = partitions or cfg.partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
     rows = (
         train_df.where(_q(spec.label).isNotNull())
         .repartition(partitions, *[_q(c) for c in hashed])
@@ -458,4 +481,5 @@ def fit(
             "tuning": tune_seconds,
             "total": time.perf_counter() - start,
         },
+        partitions=partitions,
     )
