@@ -367,11 +367,10 @@ def fit(
     ``spark.sql.shuffle.partitions``; the train job passes :func:`training_partitions`) by a
     hash of the record id (the columns :func:`split` hashes without one), sorted by it in each
     partition, so that the same rows fit the same model in any order and partitioning; the
-    feature stages
-    (:func:`~ml_engine.training.pipeline.feature_stages`) are fitted once on the training rows;
-    the transformed rows are reduced to what the estimator reads (feature vector, label index
-    or value, the fold number for cross validation) and persisted once (released at the end,
-    also on error); with ``class_weight: balanced`` one aggregate gives the weights
+    feature stages (:func:`~ml_engine.training.pipeline.feature_stages`) are fitted once on the
+    training rows; the transformed rows are reduced to what the estimator reads (feature
+    vector, label index or value, the fold number for cross validation) and persisted once
+    (released at the end, also on error); with ``class_weight: balanced`` one aggregate gives the weights
     (:func:`class_weights`) and a weight column; then ``train.tuning_method``:
 
     * ``cross_validation``: Spark's ``CrossValidator`` over ``train.grid`` with
