@@ -370,8 +370,8 @@ def fit(
     feature stages (:func:`~ml_engine.training.pipeline.feature_stages`) are fitted once on the
     training rows; the transformed rows are reduced to what the estimator reads (feature
     vector, label index or value, the fold number for cross validation) and persisted once
-    (released at the end, also on error); with ``class_weight: balanced`` one aggregate gives the weights
-    (:func:`class_weights`) and a weight column; then ``train.tuning_method``:
+    (released at the end, also on error); with ``class_weight: balanced`` one aggregate gives
+    the weights (:func:`class_weights`) and a weight column; then ``train.tuning_method``:
 
     * ``cross_validation``: Spark's ``CrossValidator`` over ``train.grid`` with
       ``tuning.folds`` folds from ``foldCol``: fold = ``floor(h * folds)`` with ``h`` in
