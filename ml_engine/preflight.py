@@ -172,18 +172,24 @@ def _sample_values(cfg: Config, file: Path, columns: Sequence[str]) -> dict[str,
     """Text values of ``columns`` in the first data lines of ``file`` (CSV, JSON lines, or the
     first rows of a Parquet file's text columns)."""
     ing = cfg.ingest
-    names = cfg.table_schema.names
+    # Each column by its name in the input files.
+    read_as = {c.name: c.read_as for c in cfg.table_schema.columns}
+    names = [read_as[n] for n in cfg.table_schema.names]
     values: dict[str, list[str]] = {c: [] for c in columns}
     if ing.format == "parquet":
-        for c, seen in _parquet_text(file, columns).items():
-            values[c] = [v for v in seen if v.strip()]
+        seen = _parquet_text(file, [read_as[c] for c in columns])
+        for c in columns:
+            values[c] = [v for v in seen.get(read_as[c], []) if v.strip()]
         return values
     with _open_text(file, ing.csv.encoding) as text:
         if ing.format == "csv":
             rows = _csv_rows(cfg, text)
-            position = {c: names.index(c) for c in columns}
+            position = {c: names.index(read_as[c]) for c in columns}
             if ing.csv.header:
-                position = _header_positions(next(rows, None) or [], names, columns) or position
+                found = _header_positions(
+                    next(rows, None) or [], names, [read_as[c] for c in columns]
+                )
+                position = {c: found[read_as[c]] for c in columns} if found else position
             for n, row in enumerate(rows):
                 if n >= SAMPLE_LINES:
                     break
@@ -201,7 +207,7 @@ def _sample_values(cfg: Config, file: Path, columns: Sequence[str]) -> dict[str,
                     continue
                 if isinstance(record, dict):
                     for c in columns:
-                        v = record.get(c)
+                        v = record.get(read_as[c])
                         if isinstance(v, str) and v.strip():
                             values[c].append(v)
     return values
@@ -223,7 +229,7 @@ def _header_problems(cfg: Config, file: Path) -> list[str]:
     if shifted:
         return [f"ingest.path: {shifted}"]
     fields = [n.lower() for n in names]
-    lacking = [c for c in schema.names if csv_name(c).lower() not in fields]
+    lacking = [c.name for c in schema.columns if csv_name(c.read_as).lower() not in fields]
     if not lacking or len(fields) == len(schema.names):
         return []
     return [
@@ -373,7 +379,7 @@ def _parquet_problems(files: Sequence[Path], declared: TableSchema) -> list[str]
         except (OSError, pa.ArrowException) as exc:
             return [f"ingest.path: {file} is not a readable Parquet file ({exc})"]
         present.update((name.lower(), name) for name in schema.names)
-    missing = [c.name for c in declared.columns if c.name.lower() not in present]
+    missing = [c.read_as for c in declared.columns if c.read_as.lower() not in present]
     if not missing:
         return []
     checked = "" if len(files) == 1 else f" (the first {min(len(files), PARQUET_FILES_CHECKED)})"

@@ -64,9 +64,10 @@ from ml_engine.schemas import (
     ROLE_LABEL,
     ROLE_NUMERIC,
     ROLE_RECORD_ID,
+    column_names,
     csv_column_names,
 )
-from ml_engine.training import RESERVED_COLUMNS, SCORE_COL, reserved_column_hint
+from ml_engine.training import RESERVED_COLUMNS, SCORE_COL
 
 SCHEMA_FILE = "schema.yaml"
 CONFIG_FILE = "config.yaml"
@@ -304,20 +305,18 @@ def _read_csv(path: Path, names: list[str], delimiter: str, encoding: str, limit
     return [table.column(k).to_pylist() for k in keys], skipped
 
 
-def _class_score_columns(
-    cols: list[_Typed], roles: _Roles, rename: bool
-) -> list[tuple[_Typed, str]]:
+def _class_score_columns(cols: list[_Typed], roles: _Roles) -> list[tuple[_Typed, str]]:
     """The columns named ``score_<class>`` for a sampled class of a classification label,
     with that class: the model's probability of the class takes the name, so ``train`` would
-    stop on them. With ``rename`` (CSV files, read by position) each is renamed
-    ``<name>_value`` in place, its roles following it."""
+    stop on them. Each is renamed ``<name>_value`` in place, its roles following it (ingest
+    reads a CSV file by position, a JSON key or Parquet column by its ``input_name``)."""
     label = next((c for c in cols if c.name == roles.label), None)
     if label is None or _task(label)[0] != "classification":
         return []
     by_name = {f"{SCORE_COL}_{_class_name(v)}": _class_name(v) for v in set(label.values)}
     found = [(c, by_name[c.name]) for c in cols if c.name in by_name and c is not label]
     taken = {c.name.lower() for c in cols}
-    for c, _ in found if rename else ():
+    for c, _ in found:
         new = _value_name(c.name, cols.index(c) + 1, taken)
         roles.roles[new] = roles.roles.pop(c.name)
         roles.reasons[new] = roles.reasons.pop(c.name)
@@ -566,6 +565,22 @@ def _sample_parquet(files: list[Path], sample_rows: int) -> _Sample:
     return sample
 
 
+# What a column is called in each input format.
+_FIELD = {"csv": "header", "json": "key", "parquet": "column"}
+
+
+def _name_for_tables(columns: list[_RawColumn]) -> None:
+    """Names JSON keys and Parquet columns of characters other than letters, digits and ``_``
+    as such a CSV header field is named (``reading.temp`` -> ``reading_temp``): the tables'
+    columns and the config's expressions then need no quoting, and the schema reads each
+    from its input name (``input_name``). So are names a model output takes (``score`` ->
+    ``score_value``), as :func:`_unreserved` names such CSV header fields."""
+    names = _unreserved(*column_names([c.name for c in columns]))[0]
+    for c, new in zip(columns, names, strict=True):
+        if new != c.name:
+            c.renamed_from, c.name = c.name, new
+
+
 def _sample(fmt: str, files: list[Path], sample_rows: int) -> _Sample:
     reader = {"csv": _sample_csv, "json": _sample_json, "parquet": _sample_parquet}[fmt]
     return reader(files, sample_rows)
@@ -808,12 +823,15 @@ def _typed(col: _RawColumn) -> _Typed:
     if col.native_type is not None:
         why = f"{col.native_note} -> {col.native_type}"
         nested = col.native_type == "string"
-        return _Typed(col.name, col.native_type, None, why, present, nulls, nested=nested)
+        return _Typed(
+            col.name, col.native_type, None, why, present, nulls, col.renamed_from, nested=nested
+        )
     if not present:
-        return _Typed(col.name, "string", None, "empty in the whole sample -> string", [], nulls)
+        why = "empty in the whole sample -> string"
+        return _Typed(col.name, "string", None, why, [], nulls, col.renamed_from)
     if any(isinstance(v, _Nested) for v in present):
         why = "nested JSON values -> string (their JSON text)"
-        return _Typed(col.name, "string", None, why, present, nulls, nested=True)
+        return _Typed(col.name, "string", None, why, present, nulls, col.renamed_from, nested=True)
     text = [str(v) for v in present]
     type_, fmt, reason, typed, note = _type_from_text(text)
     mostly = _mostly_numbers(text) if type_ == "string" else None
@@ -848,12 +866,9 @@ def _words(name: str) -> list[str]:
 
 
 def _id_named(name: str) -> bool:
-    lower = name.lower()
-    return (
-        lower == "id"
-        or lower.endswith(("_id", "-id", "uuid"))
-        or bool(re.search(r"[a-z0-9](Id|ID)$", name))
-    )
+    """``id``, ``customer_id``, ``customer-id``, ``customerId``, ``CustomerID``, ``Customer ID``,
+    ``customer.id``, ``order_uuid``."""
+    return name.lower().endswith("uuid") or _words(name)[-1:] == ["id"]
 
 
 def _id_shaped(col: _Typed) -> bool:
@@ -1115,8 +1130,11 @@ def _comment_block(lines: list[str], width: int = 96) -> list[str]:
     return out
 
 
-def _column_line(c: _Typed, roles: list[str], nullable: bool) -> str:
-    items = [f"name: {_scalar(c.name)}", f"type: {c.type}", f"nullable: {_scalar(nullable)}"]
+def _column_line(c: _Typed, roles: list[str], nullable: bool, input_name: str | None) -> str:
+    items = [f"name: {_scalar(c.name)}"]
+    if input_name is not None:
+        items.append(f"input_name: {_scalar(input_name)}")
+    items += [f"type: {c.type}", f"nullable: {_scalar(nullable)}"]
     if len(roles) == 1:
         items.append(f"role: {roles[0]}")
     elif roles:
@@ -1224,6 +1242,10 @@ def scaffold(
         )
     fmt, files = _data_files(source)
     sample = _sample(fmt, files, sample_rows)
+    if fmt != "csv":
+        _name_for_tables(sample.columns)
+        if label is not None:  # the name in the data given for a renamed column
+            label = next((c.name for c in sample.columns if c.renamed_from == label), label)
     cols = [_typed(c) for c in sample.columns]
     names = [c.name for c in cols]
     if label is not None and label not in names:
@@ -1235,7 +1257,7 @@ def scaffold(
             f"--label '{label}' is not a column of {source}; {hint}its columns: {', '.join(names)}"
         )
     roles = _guess_roles(cols, sample.rows, label)
-    class_scores = _class_score_columns(cols, roles, rename=fmt == "csv")
+    class_scores = _class_score_columns(cols, roles)
     name = _dataset_name(source)
     today = date.today().isoformat()
     warnings = list(sample.warnings)
@@ -1258,13 +1280,16 @@ def scaffold(
             parts.append(f"{empty} -> not nullable: ingest will quarantine such rows")
         elif not nullable:
             parts.append("never empty -> not nullable")
-        if c.renamed_from is not None:
+        if c.renamed_from is not None and fmt == "csv":
             parts.append(f"header {c.renamed_from!r} renamed")
+        elif c.renamed_from is not None:
+            parts.append(f"{_FIELD[fmt]} {c.renamed_from!r} renamed, read by its input_name")
         if c.note:
             parts.append(c.note)
             warnings.append(f"column '{c.name}': {c.note}")
         reason = _one_line("; ".join(parts))
-        lines.append((_column_line(c, col_roles, nullable), f"guessed: {reason}"))
+        input_name = c.renamed_from if fmt != "csv" else None
+        lines.append((_column_line(c, col_roles, nullable, input_name), f"guessed: {reason}"))
         guesses.append(ColumnGuess(c.name, c.type, tuple(col_roles), c.format, nullable, reason))
 
     schema_header = [
@@ -1285,40 +1310,30 @@ def scaffold(
     )
 
     warnings += _job_warnings(cols, roles)
+
+    def was(c: _Typed) -> str:
+        return (
+            f"the header's '{c.renamed_from}'"
+            if fmt == "csv"
+            else f"the {_FIELD[fmt]} '{c.renamed_from}'"
+        )
+
+    kept = (
+        "the CSV files keep their header: ingest reads them by position"
+        if fmt == "csv"
+        else f"the files keep it: ingest reads the {_FIELD[fmt]} by its input_name"
+    )
     warnings += [
-        f"column '{c.name}': train, score and drift_report cannot use it: {reserved_column_hint()}"
-        for c in cols
-        if c.name in RESERVED_COLUMNS
-    ]
-    warnings += [
-        f"column '{c.name}': the header's '{c.renamed_from}' is a name a model output takes, "
-        "so the schema names it otherwise (the CSV files keep their header: ingest reads "
-        "them by position)"
+        f"column '{c.name}': {was(c)} is a name a model output takes, so the schema names it "
+        f"otherwise ({kept})"
         for c in cols
         if (c.renamed_from or "").strip() in RESERVED_COLUMNS
     ]
-    for c, value in class_scores:
-        if c.renamed_from is not None:
-            warnings.append(
-                f"column '{c.name}': the header's '{c.renamed_from}' is the name the model's "
-                f"probability of class {value!r} of label '{roles.label}' takes, so the schema "
-                "names it otherwise (the CSV files keep their header: ingest reads them by "
-                "position)"
-            )
-        else:
-            warnings.append(
-                f"column '{c.name}': train stops on it, as it is the name the model's "
-                f"probability of class {value!r} of label '{roles.label}' takes: "
-                f"{reserved_column_hint()}"
-            )
-    if fmt != "csv":
-        odd = [c.name for c in cols if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", c.name)]
-        if odd:
-            warnings.append(
-                f"column name(s) {odd} are not plain identifiers; {fmt} columns are read by "
-                f"name, so they are kept, but expressions in the config must quote them "
-                f"with backticks"
-            )
+    warnings += [
+        f"column '{c.name}': {was(c)} is the name the model's probability of class {value!r} "
+        f"of label '{roles.label}' takes, so the schema names it otherwise ({kept})"
+        for c, value in class_scores
+    ]
 
     config_text = _config_text(source, target, fmt, sample, cols, roles, name, today)
     target.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,9 @@ a feature, an event time that is also an id, a feature both numeric and categori
 that is also a feature or the label) are refused. ``record_id``, ``key``, ``event_time`` and
 ``label`` are each held by at most one column. Constraints: ``min``, ``max``, ``allowed``
 (list of values), ``pattern`` (Java regex matching the whole value).
+A name holds no ``.`` or backtick (Spark reads ``a.b`` as field ``b`` of ``a``): a JSON key or
+Parquet column named so is loaded under another name with ``input_name``, e.g.
+``{name: reading_temp, input_name: "reading.temp", type: double}``.
 Loading never needs a Spark session.
 """
 
@@ -89,7 +92,11 @@ _SIMPLE_TYPES: dict[str, T.DataType] = {
 }
 _DECIMAL_RE = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
 _CONSTRAINT_KEYS = {"min", "max", "allowed", "pattern"}
-_COLUMN_KEYS = {"name", "type", "nullable", "role", "constraints", "description", "format"}
+_COLUMN_KEYS = {
+    "name", "type", "nullable", "role", "constraints", "description", "format", "input_name"
+}  # fmt: skip
+# Characters Spark's column references give a meaning to: a column name holds none of them.
+UNUSABLE_NAME_CHARACTERS = (".", "`")
 
 
 class SchemaError(ValueError):
@@ -121,6 +128,13 @@ class ColumnSpec:
     constraints: Constraints = field(default_factory=Constraints)
     format: str | None = None
     description: str | None = None
+    # The column's name in JSON or Parquet input when the tables name it otherwise.
+    input_name: str | None = None
+
+    @property
+    def read_as(self) -> str:
+        """The column's name in the input files."""
+        return self.input_name or self.name
 
     @property
     def role(self) -> str | None:
@@ -255,6 +269,16 @@ def _column(raw: Any, index: int, where: str) -> ColumnSpec:
     if not isinstance(name, str) or not name:
         raise SchemaError(f"{where}: columns[{index}] has no 'name'")
     at = f"{where}: column '{name}'"
+    input_name = raw.get("input_name")
+    if input_name is not None and (not isinstance(input_name, str) or not input_name):
+        raise SchemaError(f"{at}: 'input_name' must be the column's name in the input files")
+    odd = [ch for ch in UNUSABLE_NAME_CHARACTERS if ch in name]
+    if odd:
+        raise SchemaError(
+            f"{at}: a column name cannot hold {' or '.join(repr(ch) for ch in odd)} (Spark "
+            f"reads 'a.b' as field b of column a); name it {csv_name(name)!r} and, if the input "
+            f"files name it {name!r}, add input_name: {json.dumps(input_name or name)}"
+        )
     unknown = set(raw) - _COLUMN_KEYS
     if unknown:
         misplaced = [k for k in raw if k in unknown & _CONSTRAINT_KEYS]
@@ -321,6 +345,7 @@ def _column(raw: Any, index: int, where: str) -> ColumnSpec:
         ),
         format=raw.get("format"),
         description=raw.get("description"),
+        input_name=input_name if input_name != name else None,
     )
 
 
@@ -380,6 +405,14 @@ def schema_from_dict(data: Any, source: str = "<inline>") -> TableSchema:
         if c.name.lower() in seen:
             raise SchemaError(f"{source}: column '{c.name}' is declared twice")
         seen.add(c.name.lower())
+    read: dict[str, str] = {}
+    for c in columns:
+        other = read.setdefault(c.read_as.lower(), c.name)
+        if other != c.name:
+            raise SchemaError(
+                f"{source}: columns '{other}' and '{c.name}' are both read from input column "
+                f"'{c.read_as}'; give each its own input_name"
+            )
     for role in SINGLE_COLUMN_ROLES:
         having = [c.name for c in columns if c.has_role(role)]
         if len(having) > 1:

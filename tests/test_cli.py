@@ -313,7 +313,7 @@ def test_columns_named_like_a_model_output_are_named_before_any_job_of_a_model_c
         "the model's outputs take these names (prediction, probability, rawPrediction, "
         "predicted_label, score, score_<class>); rename the column in the schema file (a CSV "
         "file is read by position when its header differs from the schema only in renamed "
-        "columns; JSON lines and Parquet data must carry the new name)"
+        "columns; a JSON key or Parquet column keeps its name as the column's input_name)"
     )
     where = f"schema 'shop' ({tmp_path / 'schema.yaml'})"
     expected = [

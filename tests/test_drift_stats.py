@@ -680,5 +680,5 @@ def test_a_feature_named_like_a_class_probability_stops_the_profile_naming_it(sp
         "hold: the model's outputs take these names (prediction, probability, rawPrediction, "
         "predicted_label, score, score_<class>); rename the column in the schema file (a CSV "
         "file is read by position when its header differs from the schema only in renamed "
-        "columns; JSON lines and Parquet data must carry the new name)"
+        "columns; a JSON key or Parquet column keeps its name as the column's input_name)"
     )

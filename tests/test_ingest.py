@@ -820,6 +820,60 @@ def test_parquet_and_json_columns_the_schema_does_not_declare_are_named_in_a_not
     ]
 
 
+def test_json_keys_and_parquet_columns_load_from_their_input_name(spark, tmp_path):
+    """A key or column named with a dot (which Spark reads as a nested field) or blanks loads
+    under the schema's name; a quarantined JSON record keeps the input's keys."""
+    from ml_engine.quality.ingest import read_input
+
+    schema = schema_from_dict(
+        {
+            "name": "r",
+            "columns": [
+                {"name": "Reading_ID", "input_name": "Reading ID", "type": "string",
+                 "nullable": False, "role": "record_id"},
+                {"name": "reading_temp", "input_name": "reading.temp", "type": "double"},
+                {"name": "zone", "type": "string"},
+            ],
+        }
+    )  # fmt: skip
+    lines = [
+        '{"Reading ID": "r1", "reading.temp": 21.5, "zone": "N", "reading": {"temp": 9}}',
+        '{"Reading ID": "r2", "reading.temp": "warm", "zone": "S"}',
+    ]
+    f = write(tmp_path / "j" / "a.json", ("\n".join(lines) + "\n").encode())
+    raw, notes = read_input(spark, str(f), "json", schema)
+    assert notes == [
+        f"ingest: {f}: key(s) ['reading'] of the first record are not in schema 'r' (<inline>) "
+        "and were not loaded; declare them in the schema file to load them"
+    ]
+    bronze, quarantine = split_valid(raw, schema, "b1", AT, fmt="json")
+    expected = spark.createDataFrame(
+        [("r1", 21.5, "N", "b1", src(f), AT)],
+        "Reading_ID string, reading_temp double, zone string, batch_id string, "
+        "source_file string, ingested_at timestamp",
+    )
+    assert_df_equality(bronze, expected, ignore_nullable=True)
+    assert [(r.raw_record, r.reason, r.record_key) for r in quarantine.collect()] == [
+        (
+            '{"Reading ID":"r2","reading.temp":"warm","zone":"S"}',
+            "column reading_temp: 'warm' is not a double",
+            "r2",
+        )
+    ]
+
+    path = str(tmp_path / "p")
+    spark.createDataFrame(
+        [("r3", 19.0, "W", 1)], "`Reading ID` string, `reading.temp` double, zone string, n int"
+    ).write.parquet(path)
+    raw, notes = read_input(spark, path, "parquet", schema)
+    assert notes == [
+        f"ingest: column(s) ['n'] of parquet input {path} are not in schema 'r' (<inline>) and "
+        "were not loaded; declare them in the schema file to load them"
+    ]
+    assert [tuple(r) for r in raw.drop("source_file").collect()] == [("r3", 19.0, "W")]
+    assert raw.columns == ["Reading_ID", "reading_temp", "zone", "source_file"]
+
+
 def test_first_lines_read_in_python_and_through_hadoop_agree(spark, tmp_path):
     import zlib
 

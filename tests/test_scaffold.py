@@ -276,6 +276,53 @@ def test_json_lines_config(visits_jsonl, tmp_path):
     assert result.warnings == ()
 
 
+@pytest.mark.parametrize("fmt", ["json", "parquet"])
+def test_json_keys_and_parquet_columns_of_odd_names_are_renamed_and_read_by_input_name(
+    tmp_path, fmt
+):
+    # a dot would make Spark look for a nested field; blanks, %, ( ) are named as CSV headers
+    frame = pd.DataFrame(
+        {
+            "Reading ID": [f"R{i}" for i in range(60)],
+            "Read At": [f"2026-09-{1 + i % 28:02d} 10:00:00" for i in range(60)],
+            "reading.temp": [20 + i * 0.25 for i in range(60)],
+            "humidity-%": [30 + i % 7 for i in range(60)],
+            "Power Load kW": [100 + i * 1.5 for i in range(60)],
+        }
+    )
+    data = tmp_path / "raw" / f"r.{fmt}"
+    data.parent.mkdir()
+    if fmt == "json":
+        frame.to_json(data, orient="records", lines=True)
+    else:
+        frame.to_parquet(data)
+    result = scaffold(str(data), str(tmp_path / "o"), label="Power Load kW")
+    schema = load_schema(result.schema_path)
+    assert [(c.name, c.input_name, c.roles) for c in schema.columns] == [
+        ("Reading_ID", "Reading ID", ("record_id", "key")),
+        ("Read_At", "Read At", ("event_time",)),
+        ("reading_temp", "reading.temp", ("numeric_feature",)),
+        ("humidity", "humidity-%", ("numeric_feature",)),
+        ("Power_Load_kW", "Power Load kW", ("label",)),
+    ]
+    field = {"json": "key", "parquet": "column"}[fmt]
+    assert result.guesses[2].reason.endswith(
+        f"; {field} 'reading.temp' renamed, read by its input_name"
+    )
+    assert config_of(result)["features"]["date_parts"] == {"Read_At": ["hour", "dayofweek"]}
+    assert result.warnings == ()
+    # the written config checks the input's timestamps through the input name
+    from ml_engine.preflight import input_problems
+
+    assert input_problems(load_config(result.config_path)) == []
+    frame["Read At"] = "28/09/2026 10:00"
+    frame.to_json(data, orient="records", lines=True) if fmt == "json" else frame.to_parquet(data)
+    assert [p.split(" (first:")[0] for p in input_problems(load_config(result.config_path))] == [
+        f"the schema's format of column Read_At in {result.schema_path}: 'yyyy-MM-dd HH:mm:ss' "
+        f"matches none of the first 20 values of column 'Read_At' in {data}"
+    ]
+
+
 def test_features_are_drafted_from_the_event_time_and_the_entity_key(tmp_path):
     n = 60
     frame = pd.DataFrame(
@@ -534,6 +581,37 @@ def test_a_column_named_for_an_entity_with_few_values_is_the_key_and_stays_a_cat
     assert {g.name: g.reason for g in result.guesses}["meter"] == (
         "text -> string; named like an entity, 12 distinct values repeating in 200 rows -> "
         "entity key and categorical feature; never empty -> not nullable"
+    )
+
+
+@pytest.mark.parametrize(
+    ("record", "key", "named"),
+    [
+        ("Reading ID", "Sensor ID", ("Reading_ID", "Sensor_ID")),
+        ("readingId", "sensorId", ("readingId", "sensorId")),
+        ("ReadingID", "SensorID", ("ReadingID", "SensorID")),
+        ("reading.id", "sensor.id", ("reading_id", "sensor_id")),
+        ("reading-id", "sensor-id", ("reading_id", "sensor_id")),
+    ],
+)
+def test_identifier_names_with_blanks_dots_or_capitals_are_the_record_id_and_key(
+    tmp_path, record, key, named
+):
+    # 200 readings of 40 sensors: the sensor id repeats and is the key (not a category, and
+    # not the record id as the only identifier-named column would otherwise make it)
+    rows = [
+        {record: f"R{i}", key: f"S-{i % 40:03d}", "temp": i * 0.5, "zone": "nsw"[i % 3]}
+        for i in range(200)
+    ]
+    data = write(tmp_path / "r.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    result = scaffold(str(data), str(tmp_path / "o"))
+    schema = load_schema(result.schema_path)
+    roles = {c.name: c.roles for c in schema.columns}
+    assert (schema.record_id, schema.key) == named  # as a CSV header is named
+    assert (roles[named[0]], roles[named[1]]) == (("record_id",), ("key",))
+    assert {g.name: g.reason for g in result.guesses}[named[1]].startswith(
+        "text -> string; identifier-like name, repeats in the sample -> entity key; never empty "
+        "-> not nullable"
     )
 
 
@@ -884,7 +962,7 @@ def test_without_a_label_or_time_the_config_is_written_and_the_result_warns(tmp_
     ) in header_of(tmp_path / "out" / "schema.yaml")
 
 
-def test_csv_columns_named_like_a_model_output_are_renamed_and_json_ones_warned_about(tmp_path):
+def test_columns_named_like_a_model_output_are_renamed(tmp_path):
     rows = "".join(f"{i},{i + 0.5},{'xy'[i % 2]},{i * 2},{i % 2}\n" for i in range(1, 7))
     data = write(tmp_path / "t.csv", "id,score,prediction, prediction_value ,outcome\n" + rows)
     result = scaffold(str(data), str(tmp_path / "out"))
@@ -909,14 +987,18 @@ def test_csv_columns_named_like_a_model_output_are_renamed_and_json_ones_warned_
         "prediction_value_3": "header 'prediction' renamed",
         "prediction_value": "header ' prediction_value ' renamed",
     }
+    # a JSON key keeps its name in the data, the schema reading it as its input_name
     lines = write(tmp_path / "t.jsonl", '{"id": 1, "score": 2.5, "outcome": 0}\n' * 5)
     result = scaffold(str(lines), str(tmp_path / "json"))
+    schema = load_schema(result.schema_path)
+    assert [(c.name, c.input_name) for c in schema.columns] == [
+        ("id", None),
+        ("score_value", "score"),
+        ("outcome", None),
+    ]
     assert [w for w in result.warnings if "score" in w] == [
-        "column 'score': train, score and drift_report cannot use it: the model's outputs take "
-        "these names (prediction, probability, rawPrediction, predicted_label, score, "
-        "score_<class>); rename the column in the schema file (a CSV file is read by position "
-        "when its header differs from the schema only in renamed columns; JSON lines and "
-        "Parquet data must carry the new name)"
+        "column 'score_value': the key 'score' is a name a model output takes, so the schema "
+        "names it otherwise (the files keep it: ingest reads the key by its input_name)"
     ]
 
 
@@ -943,24 +1025,33 @@ def test_csv_columns_named_like_a_class_probability_are_renamed_and_load(spark, 
         "class 'b' of label 'mode' takes, so the schema names it otherwise (the CSV files keep "
         "their header: ingest reads them by position)"
     ]
-    # ingest loads the file as it is, the values under the schema's name
-    cfg = load_config(str(result.config_path), [f"storage.root={tmp_path / 'store'}"])
-    run_job("ingest", spark, cfg, open_tables(spark, "rs"))
-    bronze = open_tables(spark, "rs").read(cfg.storage.table_path("bronze"))
-    got = bronze.select("rid", "score_b_value", "mode").orderBy("rid").collect()
-    assert got == [Row(rid=f"r{i}", score_b_value=i * 1.5, mode="abc"[i % 3]) for i in range(1, 10)]
 
-    # JSON lines are read by name: a warning says what train would do; whole-number classes
+    def ingested(result, *columns):
+        """Bronze's ``columns`` after ingest of the drafted config, ordered by the first."""
+        store = tmp_path / "store" / Path(result.schema_path).parent.name
+        cfg = load_config(str(result.config_path), [f"storage.root={store}"])
+        run_job("ingest", spark, cfg, open_tables(spark, "rs"))
+        bronze = open_tables(spark, "rs").read(cfg.storage.table_path("bronze"))
+        return bronze.select(*columns).orderBy(columns[0]).collect()
+
+    # ingest loads the file as it is, the values under the schema's name
+    assert ingested(result, "rid", "score_b_value", "mode") == [
+        Row(rid=f"r{i}", score_b_value=i * 1.5, mode="abc"[i % 3]) for i in range(1, 10)
+    ]
+
+    # a JSON key is read by its input_name; whole-number classes
     json_lines = "".join(
-        json.dumps({"id": i, "score_2": i / 2, "y": i % 3}) + "\n" for i in range(9)
+        json.dumps({"id": f"j{i}", "score_2": i / 2, "y": i % 3}) + "\n" for i in range(9)
     )
-    result = scaffold(str(write(tmp_path / "t.jsonl", json_lines)), str(tmp_path / "json"))
+    data = write(tmp_path / "raw2" / "t.jsonl", json_lines)
+    result = scaffold(str(data), str(tmp_path / "json"))
     assert [w for w in result.warnings if "probability" in w] == [
-        "column 'score_2': train stops on it, as it is the name the model's probability of "
-        "class '2' of label 'y' takes: the model's outputs take these names (prediction, "
-        "probability, rawPrediction, predicted_label, score, score_<class>); rename the column "
-        "in the schema file (a CSV file is read by position when its header differs from the "
-        "schema only in renamed columns; JSON lines and Parquet data must carry the new name)"
+        "column 'score_2_value': the key 'score_2' is the name the model's probability of "
+        "class '2' of label 'y' takes, so the schema names it otherwise (the files keep it: "
+        "ingest reads the key by its input_name)"
+    ]
+    assert ingested(result, "id", "score_2_value", "y") == [
+        Row(id=f"j{i}", score_2_value=i / 2, y=i % 3) for i in range(9)
     ]
 
 

@@ -116,6 +116,22 @@ def test_json_schema_and_decimal_type(tmp_path):
             "- {name: a, type: int, role: key}\n  - {name: b, type: int, role: key}",
             "role 'key' is given to several columns ['a', 'b']",
         ),
+        (
+            "- {name: reading.temp, type: double}",
+            "column 'reading.temp': a column name cannot hold '.' (Spark reads 'a.b' as field b "
+            "of column a); name it 'reading_temp' and, if the input files name it "
+            "'reading.temp', add input_name: \"reading.temp\"",
+        ),
+        (
+            "- {name: 'a`b', input_name: a b, type: double}",
+            "column 'a`b': a column name cannot hold '`' (Spark reads 'a.b' as field b of column "
+            "a); name it 'a_b' and, if the input files name it 'a`b', add input_name: \"a b\"",
+        ),
+        ("- {name: a, input_name: 3, type: int}", "column 'a': 'input_name' must be the column's"),
+        (
+            "- {name: a, type: int}\n  - {name: b, input_name: A, type: int}",
+            "columns 'a' and 'b' are both read from input column 'A'; give each its own input_name",
+        ),
     ],
 )
 def test_malformed_schema_names_file_and_column(tmp_path, columns, message):
@@ -136,16 +152,16 @@ def test_constraints_written_beside_the_type_are_shown_under_constraints(tmp_pat
         load_schema(p)
     assert str(err.value) == (
         f"{p}: column 't': unknown key(s) ['max', 'min', 'note']; allowed: ['constraints', "
-        "'description', 'format', 'name', 'nullable', 'role', 'type']; min, max belong under "
-        "'constraints': constraints: {min: -60, max: 60.5}"
+        "'description', 'format', 'input_name', 'name', 'nullable', 'role', 'type']; min, max "
+        "belong under 'constraints': constraints: {min: -60, max: 60.5}"
     )
     p.write_text(p.read_text().replace("min: -60, max: 60.5, note: x", "constraints: {min: -60}"))
     with pytest.raises(SchemaError) as err:
         load_schema(p)
     assert str(err.value).endswith(
         "column 'c': unknown key(s) ['allowed']; allowed: ['constraints', 'description', "
-        "'format', 'name', 'nullable', 'role', 'type']; allowed belongs under 'constraints': "
-        'constraints: {allowed: ["a", "b"]}'
+        "'format', 'input_name', 'name', 'nullable', 'role', 'type']; allowed belongs under "
+        '\'constraints\': constraints: {allowed: ["a", "b"]}'
     )
 
 
@@ -287,3 +303,19 @@ def test_a_single_column_role_in_a_list_is_still_held_by_one_column(tmp_path):
     assert str(err.value) == (
         f"{p}: role 'key' is given to several columns ['a', 'b']; only one may have it"
     )
+
+
+def test_input_name_reads_a_column_the_tables_name_otherwise(tmp_path):
+    p = write_schema(
+        tmp_path,
+        "name: r\ncolumns:\n"
+        '  - {name: reading_temp, input_name: "reading.temp", type: double}\n'
+        "  - {name: zone, input_name: zone, type: string}\n"
+        '  - {name: "Sensor ID", type: string}\n',
+    )
+    schema = load_schema(p)
+    assert [(c.name, c.input_name, c.read_as) for c in schema.columns] == [
+        ("reading_temp", "reading.temp", "reading.temp"),
+        ("zone", None, "zone"),
+        ("Sensor ID", None, "Sensor ID"),
+    ]

@@ -155,7 +155,7 @@ HINT = (
     "the model's outputs take these names (prediction, probability, rawPrediction, "
     "predicted_label, score, score_<class>); rename the column in the schema file (a CSV file "
     "is read by position when its header differs from the schema only in renamed columns; "
-    "JSON lines and Parquet data must carry the new name)"
+    "a JSON key or Parquet column keeps its name as the column's input_name)"
 )
 
 

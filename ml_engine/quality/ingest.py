@@ -93,6 +93,7 @@ from ml_engine.tables.base import (
     META_COLUMNS,
     SOURCE_FILE_COLUMN,
     DeltaTables,
+    quote_name,
 )
 
 CORRUPT_COLUMN = "_corrupt_record"
@@ -128,7 +129,10 @@ def raw_struct(schema: TableSchema, fmt: str = "csv") -> T.StructType:
         schema: the declared input schema.
         fmt: ``csv``, ``json`` or ``parquet``.
     """
-    fields = [T.StructField(c.name, T.StringType(), True) for c in schema.columns]
+    fields = [
+        T.StructField(c.read_as if fmt == "json" else c.name, T.StringType(), True)
+        for c in schema.columns
+    ]
     if fmt in ("csv", "json"):
         fields.append(T.StructField(CORRUPT_COLUMN, T.StringType(), True))
     return T.StructType(fields)
@@ -161,7 +165,7 @@ def shifted_header(file: str, header: Sequence[str], schema: TableSchema) -> str
     declares (a column dropped and another added): read by position, values would load under
     other columns' names; None otherwise (a header renamed by hand keeps every field it shares
     with the schema in the schema's place)."""
-    declared = [csv_name(c.name).lower() for c in schema.columns]
+    declared = [csv_name(c.read_as).lower() for c in schema.columns]
     names = [n.lower() for n in header]
     lacking = [c.name for c, d in zip(schema.columns, declared, strict=True) if d not in names]
     if not lacking or len(names) != len(declared):
@@ -202,7 +206,7 @@ def _by_header(
     header."""
     if not options.header or len(options.delimiter) != 1:
         return df, []
-    declared = [csv_name(c.name).lower() for c in schema.columns]
+    declared = [csv_name(c.read_as).lower() for c in schema.columns]
     by_name = {d: c.name for d, c in zip(declared, schema.columns, strict=True)}
     uris = sorted(df.inputFiles())
     files = [urllib.parse.unquote(uri) for uri in uris]  # as spark.read takes them
@@ -269,7 +273,7 @@ def _undeclared_json_keys(
 ) -> list[str]:
     """Notes naming the keys of each JSON file's first record that the schema does not
     declare (Spark's read leaves them out); one line per file read on the driver."""
-    declared = {c.name for c in schema.columns}  # Spark matches JSON keys by exact name
+    declared = {c.read_as for c in schema.columns}  # Spark matches JSON keys by exact name
     undeclared: dict[tuple[str, ...], set[str]] = {}
     for uri in sorted(df.inputFiles()):
         try:
@@ -409,7 +413,7 @@ def read_input(
             longs = {f.name.lower() for f in df.schema if isinstance(f.dataType, T.LongType)}
             nanos = (
                 nanosecond_columns(spark, df.inputFiles()[:PARQUET_FILES_CHECKED])
-                if longs & {c.name.lower() for c in schema.columns}
+                if longs & {c.read_as.lower() for c in schema.columns}
                 else set()
             )
             widest = _widest_numbers(df.schema)
@@ -427,26 +431,34 @@ def read_input(
         raise
     if fmt == "parquet":
         present = {c.lower() for c in df.columns}
-        missing = [c.name for c in schema.columns if c.name.lower() not in present]
+        missing = [c.read_as for c in schema.columns if c.read_as.lower() not in present]
         if missing:
             raise ValueError(
                 f"parquet input {path}: column(s) {missing} declared in schema "
                 f"'{schema.name}' ({schema.source}) are missing; the files have columns "
                 f"{df.columns}. Fix the files or the schema."
             )
-        declared = {c.name.lower() for c in schema.columns}
+        declared = {c.read_as.lower() for c in schema.columns}
         extra = [c for c in df.columns if c.lower() not in declared]
         if extra:
             notes.append(_not_loaded(f"column(s) {extra} of parquet input {path}", schema))
         cols = [
-            _from_nanos(F.col(c.name)).alias(c.name) if c.name.lower() in nanos else F.col(c.name)
+            (_from_nanos(_input(c)) if c.read_as.lower() in nanos else _input(c)).alias(c.name)
             for c in schema.columns
         ]
+    elif fmt == "json":
+        cols = [_input(c).alias(c.name) for c in schema.columns]
+        cols.append(F.col(CORRUPT_COLUMN))
     else:
         cols = [F.col(c.name) for c in schema.columns] + [F.col(CORRUPT_COLUMN)]
     if FILE_FIELDS in df.columns:  # CSV files read by their header
         return df.select(*cols, SOURCE_FILE_COLUMN, FILE_FIELDS), notes
     return df.select(*cols, F.col("_metadata.file_path").alias(SOURCE_FILE_COLUMN)), notes
+
+
+def _input(column: ColumnSpec) -> Column:
+    """The input's column that ``column`` is read from."""
+    return F.col(quote_name(column.read_as))
 
 
 def nanosecond_columns(spark: SparkSession, files: list[str]) -> set[str]:
@@ -848,7 +860,9 @@ def with_parsed_columns(
         # A line reader's record is one line; JSON lines and Parquet rows count as one.
         lines, blank_lines = F.lit(1), F.lit(0)
 
-    raw_fields = F.struct(*raw_columns)
+    raw_fields = F.struct(
+        *[r.alias(c.read_as) for r, c in zip(raw_columns, schema.columns, strict=True)]
+    )
     if fmt == "csv":
         text = F.to_csv(
             raw_fields,

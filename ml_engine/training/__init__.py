@@ -41,7 +41,8 @@ def reserved_column_hint() -> str:
     return (
         f"the model's outputs take these names ({names}); rename the column in the schema "
         "file (a CSV file is read by position when its header differs from the schema only "
-        "in renamed columns; JSON lines and Parquet data must carry the new name)"
+        "in renamed columns; a JSON key or Parquet column keeps its name as the column's "
+        "input_name)"
     )
 
 
