@@ -50,8 +50,10 @@ from ml_engine.schemas import (
     ROLE_CATEGORICAL,
     ROLE_NUMERIC,
     TableSchema,
+    csv_name,
     load_schema,
     parse_type,
+    unusable_name,
 )
 
 TABLE_NAMES = (
@@ -715,6 +717,13 @@ class FeaturesConfig(StrictModel):
             raise ValueError(
                 "rebuild rebuilds the features of every batch; leave start and end unset"
             )
+        for key, names in (("expressions", self.expressions), ("ratios", self.ratios)):
+            for name in names:
+                unusable = unusable_name(name)
+                if unusable:
+                    raise ValueError(
+                        f"{key}: feature {name!r}: {unusable}; name it e.g. {csv_name(name)!r}"
+                    )
         for name, pair in self.ratios.items():
             if len(pair) != 2:
                 raise ValueError(f"ratios.{name}: give [numerator, denominator], got {pair}")

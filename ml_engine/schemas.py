@@ -23,8 +23,9 @@ a feature, an event time that is also an id, a feature both numeric and categori
 that is also a feature or the label) are refused. ``record_id``, ``key``, ``event_time`` and
 ``label`` are each held by at most one column. Constraints: ``min``, ``max``, ``allowed``
 (list of values), ``pattern`` (Java regex matching the whole value).
-A name holds no ``.`` or backtick (Spark reads ``a.b`` as field ``b`` of ``a``): a JSON key or
-Parquet column named so is loaded under another name with ``input_name``, e.g.
+A name holds no ``.``, backtick, blank or ``,;{}()=`` (Spark reads ``a.b`` as field ``b`` of
+``a``; Delta tables refuse the others): a JSON key or Parquet column named so is loaded under
+another name with ``input_name``, e.g.
 ``{name: reading_temp, input_name: "reading.temp", type: double}``.
 Loading never needs a Spark session.
 """
@@ -95,8 +96,10 @@ _CONSTRAINT_KEYS = {"min", "max", "allowed", "pattern"}
 _COLUMN_KEYS = {
     "name", "type", "nullable", "role", "constraints", "description", "format", "input_name"
 }  # fmt: skip
-# Characters Spark's column references give a meaning to: a column name holds none of them.
-UNUSABLE_NAME_CHARACTERS = (".", "`")
+# What a column name holds none of: Spark's column references read a dot as a nested field
+# (and backticks as quoting), and Delta tables without column mapping (delta-spark's writes)
+# refuse blanks and ,;{}()= in names.
+UNUSABLE_NAME_CHARACTERS = (".", "`", " ", ",", ";", "{", "}", "(", ")", "\n", "\t", "=")
 
 
 class SchemaError(ValueError):
@@ -272,12 +275,11 @@ def _column(raw: Any, index: int, where: str) -> ColumnSpec:
     input_name = raw.get("input_name")
     if input_name is not None and (not isinstance(input_name, str) or not input_name):
         raise SchemaError(f"{at}: 'input_name' must be the column's name in the input files")
-    odd = [ch for ch in UNUSABLE_NAME_CHARACTERS if ch in name]
-    if odd:
+    unusable = unusable_name(name)
+    if unusable:
         raise SchemaError(
-            f"{at}: a column name cannot hold {' or '.join(repr(ch) for ch in odd)} (Spark "
-            f"reads 'a.b' as field b of column a); name it {csv_name(name)!r} and, if the input "
-            f"files name it {name!r}, add input_name: {json.dumps(input_name or name)}"
+            f"{at}: {unusable}; name it {csv_name(name)!r} and, if the input files name it "
+            f"{name!r}, add input_name: {json.dumps(input_name or name)}"
         )
     unknown = set(raw) - _COLUMN_KEYS
     if unknown:
@@ -346,6 +348,17 @@ def _column(raw: Any, index: int, where: str) -> ColumnSpec:
         format=raw.get("format"),
         description=raw.get("description"),
         input_name=input_name if input_name != name else None,
+    )
+
+
+def unusable_name(name: str) -> str | None:
+    """Why ``name`` cannot name a column of the tables; None when it can."""
+    odd = [ch for ch in UNUSABLE_NAME_CHARACTERS if ch in name]
+    if not odd:
+        return None
+    return (
+        f"a column name cannot hold {' or '.join(repr(ch) for ch in odd)} (Spark reads 'a.b' "
+        f"as field b of column a; Delta tables refuse blanks and ,;{{}}()= in names)"
     )
 
 

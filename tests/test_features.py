@@ -485,6 +485,16 @@ def test_feature_config_naming_unknown_or_wrong_column_fails_with_key_path(
     [
         ({"buckets": {"amount": [0, 10, 5]}}, "buckets.amount: splits [0.0, 10.0, 5.0] must be"),
         ({"ratios": {"r": ["amount"]}}, "ratios.r: give [numerator, denominator]"),
+        (
+            {"ratios": {"amount per item": ["amount", "amount"]}},
+            "ratios: feature 'amount per item': a column name cannot hold ' ' (Spark reads "
+            "'a.b' as field b of column a; Delta tables refuse blanks and ,;{}()= in names); "
+            "name it e.g. 'amount_per_item'",
+        ),
+        (
+            {"expressions": {"amount.x2": "amount * 2"}},
+            "expressions: feature 'amount.x2': a column name cannot hold '.' (Spark",
+        ),
         ({"start": "2026-02-01", "end": "2026-01-01"}, "start 2026-02-01 must be before end"),
         ({"start": "yesterday"}, "start: 'yesterday' is not an ISO date"),
         ({"windows": {"days": [0]}}, "every window must be at least 1 day"),

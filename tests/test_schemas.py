@@ -119,13 +119,20 @@ def test_json_schema_and_decimal_type(tmp_path):
         (
             "- {name: reading.temp, type: double}",
             "column 'reading.temp': a column name cannot hold '.' (Spark reads 'a.b' as field b "
-            "of column a); name it 'reading_temp' and, if the input files name it "
-            "'reading.temp', add input_name: \"reading.temp\"",
+            "of column a; Delta tables refuse blanks and ,;{}()= in names); name it "
+            "'reading_temp' and, if the input files name it 'reading.temp', add input_name: "
+            '"reading.temp"',
         ),
         (
             "- {name: 'a`b', input_name: a b, type: double}",
-            "column 'a`b': a column name cannot hold '`' (Spark reads 'a.b' as field b of column "
-            "a); name it 'a_b' and, if the input files name it 'a`b', add input_name: \"a b\"",
+            "column 'a`b': a column name cannot hold '`' (Spark",
+        ),
+        (
+            "- {name: 'Zone (A/B)', type: string}",
+            "column 'Zone (A/B)': a column name cannot hold ' ' or '(' or ')' (Spark reads 'a.b' "
+            "as field b of column a; Delta tables refuse blanks and ,;{}()= in names); name it "
+            "'Zone_A_B' and, if the input files name it 'Zone (A/B)', add input_name: "
+            '"Zone (A/B)"',
         ),
         ("- {name: a, input_name: 3, type: int}", "column 'a': 'input_name' must be the column's"),
         (
@@ -311,11 +318,11 @@ def test_input_name_reads_a_column_the_tables_name_otherwise(tmp_path):
         "name: r\ncolumns:\n"
         '  - {name: reading_temp, input_name: "reading.temp", type: double}\n'
         "  - {name: zone, input_name: zone, type: string}\n"
-        '  - {name: "Sensor ID", type: string}\n',
+        '  - {name: Sensor_ID, input_name: "Sensor ID", type: string}\n',
     )
     schema = load_schema(p)
     assert [(c.name, c.input_name, c.read_as) for c in schema.columns] == [
         ("reading_temp", "reading.temp", "reading.temp"),
         ("zone", None, "zone"),
-        ("Sensor ID", None, "Sensor ID"),
+        ("Sensor_ID", "Sensor ID", "Sensor ID"),
     ]
