@@ -217,6 +217,10 @@ class CsvOptions(StrictModel):
             of fields and load as a wrong row. The default is ``true``: correct records
             first; set ``false`` for large single files known to hold no quoted line
             breaks. UTF-16 and UTF-32 files are only read correctly with ``true``.
+        decimal: the decimal separator of numbers in CSV files. With ``","`` a number is
+            written ``1234,5`` or, with ``.`` grouping thousands, ``1.234,5``; a value of a
+            numeric column written otherwise (``1.5``) does not parse and its row goes to
+            quarantine.
     """
 
     header: bool = True
@@ -225,6 +229,7 @@ class CsvOptions(StrictModel):
     quote: str = Field(default='"', max_length=1)
     escape: str = Field(default='"', max_length=1)
     multiline: bool = True
+    decimal: Literal[".", ","] = "."
 
     @model_validator(mode="after")
     def _known_encoding(self) -> CsvOptions:

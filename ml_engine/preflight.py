@@ -402,9 +402,13 @@ _SUGGESTIONS = (
     "yyyy-MM-dd HH:mm",
     "dd/MM/yyyy HH:mm",
     "MM/dd/yyyy HH:mm",
+    "dd.MM.yyyy HH:mm:ss",
+    "dd.MM.yyyy HH:mm",
     "yyyy-MM-dd",
     "yyyy/MM/dd",
     "dd/MM/yyyy",
+    "dd.MM.yyyy",
+    "dd-MM-yyyy",
 )
 
 

@@ -58,6 +58,7 @@ import yaml
 
 from ml_engine.preflight import format_by_name
 from ml_engine.schemas import (
+    DECIMAL_COMMA_NUMBER,
     ROLE_CATEGORICAL,
     ROLE_EVENT_TIME,
     ROLE_KEY,
@@ -177,6 +178,8 @@ class _Sample:
     delimiter: str = ","
     encoding: str = "utf-8"
     warnings: list[str] = field(default_factory=list)
+    # (column, value) that shows numbers written with a decimal comma (1.234,5), when so.
+    decimal_comma: tuple[str, str] | None = None
 
 
 def _known_extensions(last: str = "and") -> str:
@@ -565,6 +568,50 @@ def _sample_parquet(files: list[Path], sample_rows: int) -> _Sample:
     return sample
 
 
+_COMMA_NUMBER_RE = re.compile(DECIMAL_COMMA_NUMBER)
+
+
+def _read_decimal_commas(sample: _Sample) -> None:
+    """When a CSV column's numbers are written with a decimal comma (``1234,5``, ``1.234,5``:
+    all but one value in :data:`TOLERATED_SHARE`, one at least with a comma) and no column's
+    with a decimal point (``3.14``), sets ``sample.decimal_comma`` and rewrites every such
+    number of the sample with a point, as ingest reads them with ``ingest.csv.decimal: ","``;
+    when columns of both kinds exist, warns instead (ingest reads one separator)."""
+    comma: list[tuple[str, str]] = []
+    point: list[tuple[str, str]] = []
+    for c in sample.columns:
+        values = [v.strip() for v in c.values if v is not None and v.strip()]
+        matching = [v for v in values if _COMMA_NUMBER_RE.fullmatch(v)]
+        with_comma = next((v for v in matching if "," in v), None)
+        if with_comma and len(values) - len(matching) <= len(values) // TOLERATED_SHARE:
+            comma.append((c.name, with_comma))
+        with_point = next(
+            (v for v in values if _FLOAT_RE.fullmatch(v) and not _COMMA_NUMBER_RE.fullmatch(v)),
+            None,
+        )
+        if with_point:
+            point.append((c.name, with_point))
+    if comma and point:
+        sample.warnings.append(
+            f"column '{comma[0][0]}' writes numbers with a decimal comma ('{comma[0][1]}'), "
+            f"column '{point[0][0]}' with a point ('{point[0][1]}'): ingest reads one decimal "
+            f"separator (ingest.csv.decimal), so the other column's values will not parse"
+        )
+    if not comma or point:
+        return
+    sample.decimal_comma = comma[0]
+    for c in sample.columns:
+        c.values = [
+            v.strip().translate(_TO_POINT)
+            if v is not None and _COMMA_NUMBER_RE.fullmatch(v.strip())
+            else v
+            for v in c.values
+        ]
+
+
+# 1.234,5 -> 1234.5
+_TO_POINT = str.maketrans({",": ".", ".": None})
+
 # What a column is called in each input format.
 _FIELD = {"csv": "header", "json": "key", "parquet": "column"}
 
@@ -591,7 +638,7 @@ def _sample(fmt: str, files: list[Path], sample_rows: int) -> _Sample:
 _TEMPORAL_RE = re.compile(
     r"(?:(?P<iso>(?P<iy>\d{4})-(?P<im>\d{2})-(?P<id>\d{2}))"
     r"|(?P<ymd>(?P<sy>\d{4})/(?P<sm>\d{2})/(?P<sd>\d{2}))"
-    r"|(?P<xy>(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<xyear>\d{4})))"
+    r"|(?P<xy>(?P<a>\d{1,2})(?P<xs>[/.-])(?P<b>\d{1,2})(?P=xs)(?P<xyear>\d{4})))"
     r"(?:(?P<sep>[T ])(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d{1,9}))?)?"
     r"(?P<z>Z|[+-]\d{2}:\d{2}|[+-]\d{4})?)?"
 )
@@ -660,7 +707,7 @@ def _temporal(values: list[str]) -> _Temporal | None:
             return None
         style = "iso" if m["iso"] else "ymd" if m["ymd"] else "xy"
         has_time = m["sep"] is not None
-        this = (style, m["sep"], has_time, m["S"] is not None, m["z"] is not None)
+        this = (style, m["xs"], m["sep"], has_time, m["S"] is not None, m["z"] is not None)
         if shape is None:
             shape = this
         elif this != shape:
@@ -689,7 +736,7 @@ def _temporal(values: list[str]) -> _Temporal | None:
                 return None
     if shape is None or {"colon", "plain"} <= zones:
         return None
-    style, sep, has_time, has_seconds, has_zone = shape
+    style, xs, sep, has_time, has_seconds, has_zone = shape
     note = ""
     if style == "iso":
         day = "yyyy-MM-dd"
@@ -697,7 +744,7 @@ def _temporal(values: list[str]) -> _Temporal | None:
         day = "yyyy/MM/dd"
     else:
         d, mo = ("d", "M") if unpadded else ("dd", "MM")
-        day = f"{d}/{mo}/yyyy" if day_first_ok else f"{mo}/{d}/yyyy"
+        day = f"{d}{xs}{mo}{xs}yyyy" if day_first_ok else f"{mo}{xs}{d}{xs}yyyy"
         if day_first_ok and month_first_ok:
             note = (
                 "day/month order not decided by the sample (no day above 12): "
@@ -1242,7 +1289,9 @@ def scaffold(
         )
     fmt, files = _data_files(source)
     sample = _sample(fmt, files, sample_rows)
-    if fmt != "csv":
+    if fmt == "csv":
+        _read_decimal_commas(sample)
+    else:
         _name_for_tables(sample.columns)
         if label is not None:  # the name in the data given for a renamed column
             label = next((c.name for c in sample.columns if c.renamed_from == label), label)
@@ -1526,6 +1575,11 @@ def _config_text(
                 f"    delimiter: {_scalar(sample.delimiter)}",
                 f"{_DELIMITER_NAMES[sample.delimiter]}, detected in the header line",
             )
+        )
+    if sample.decimal_comma is not None:
+        column, value = sample.decimal_comma
+        csv_opts.append(
+            ('    decimal: ","', f"decimal comma, detected in column '{column}' (e.g. {value})")
         )
     if sample.encoding != "utf-8":
         csv_opts.append(

@@ -96,6 +96,9 @@ _CONSTRAINT_KEYS = {"min", "max", "allowed", "pattern"}
 _COLUMN_KEYS = {
     "name", "type", "nullable", "role", "constraints", "description", "format", "input_name"
 }  # fmt: skip
+# A number written with a decimal comma, thousands grouped by points or not: 1234,5 1.234,5 -3
+# (a Java and a Python regex; ``ingest.csv.decimal: ","``).
+DECIMAL_COMMA_NUMBER = r"^\s*[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?([eE][+-]?\d+)?\s*$"
 # What a column name holds none of: Spark's column references read a dot as a nested field
 # (and backticks as quoting), and Delta tables without column mapping (delta-spark's writes)
 # refuse blanks and ,;{}()= in names.

@@ -173,6 +173,25 @@ def test_timestamp_format_that_does_not_match_the_first_lines_fails_before_spark
     ]
 
 
+@pytest.mark.parametrize(
+    ("first", "suggested"),
+    [("28.11.2026 10:00", "dd.MM.yyyy HH:mm"), ("28.11.2026 10:00:05", "dd.MM.yyyy HH:mm:ss")],
+)
+def test_a_timestamp_format_with_points_is_suggested(tmp_path, first, suggested):
+    from ml_engine.config import load_config
+    from ml_engine.preflight import input_problems
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "orders.csv").write_text(f"order_id,placed,basket,returned\no1,{first},12.5,0\n")
+    config = project(tmp_path, SHOP_SCHEMA, "ingest: {path: raw/orders.csv}\n")
+    assert input_problems(load_config(config)) == [
+        "ingest.timestamp_format: 'yyyy-MM-dd HH:mm:ss' matches none of the first 1 values of "
+        f"column 'placed' in {raw / 'orders.csv'} (first: '{first}'); set it to the file's "
+        f'format, e.g. "{suggested}"'
+    ]
+
+
 def test_a_csv_header_lacking_schema_columns_is_named_before_its_values_are_checked(tmp_path):
     from ml_engine.config import load_config
     from ml_engine.preflight import input_problems

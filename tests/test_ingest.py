@@ -1423,6 +1423,48 @@ def too_many_rejected(spark, cfg, tables, fraction: float) -> tuple[str, str]:
     return str(err.value), cfg.storage.table_path("quarantine")
 
 
+def test_numbers_with_a_decimal_comma_load_with_ingest_csv_decimal(
+    spark, tmp_path, sample_schema_path, tables
+):
+    """A European export: ';' between fields, decimal commas, points grouping thousands. With
+    the default point the rows are rejected and the error says which setting reads them;
+    with ``decimal: ","`` they load, and a number written with a point is quarantined."""
+    batch_dir = tmp_path / "raw" / "eu"
+    batch_dir.mkdir(parents=True)
+    header = "transaction_id;customer_id;event_time;amount;account_age_days;num_items;"
+    header += "distance_km;credit_score;channel;merchant_category;country;is_fraud"
+    row = "T00000000{i};C000001;2026-01-01 10:00:00;{amount};30;{items};{km};700;web;grocery;US;0"
+    values = [("12,5", "1", "2,25"), ("1.234,50", "1.000", "-0,5"), ("7", "2", "3"),
+              ("1.5", "1", "0")]  # fmt: skip
+    lines = [header] + [
+        row.format(i=i, amount=a, items=n, km=km) for i, (a, n, km) in enumerate(values, 1)
+    ]
+    (batch_dir / "part.csv").write_text("\n".join(lines) + "\n")
+    cfg = job_config(tmp_path, sample_schema_path, batch_dir)
+    cfg.ingest.csv.delimiter = ";"
+    message, _ = too_many_rejected(spark, cfg, tables, 0.25)
+    assert message.startswith("ingest: 2 of 4 rows of batch 'eu' were rejected (50.0%)")
+    assert message.endswith(
+        "(or raise ingest.max_rejected_fraction); the numbers are written with a decimal "
+        "comma: set ingest.csv.decimal: ','"
+    )
+
+    from ml_engine.quality.ingest import run_ingest
+
+    cfg.ingest.csv.decimal = ","
+    cfg.ingest.max_rejected_fraction = 1.0
+    run_ingest(spark, cfg, tables)
+    bronze = tables.read(cfg.storage.table_path("bronze"))
+    got = sorted(tuple(r) for r in bronze.select("transaction_id", "amount", "num_items",
+                                                  "distance_km").collect())  # fmt: skip
+    assert got == [("T000000001", 12.5, 1, 2.25), ("T000000002", 1234.5, 1000, -0.5),
+                   ("T000000003", 7.0, 2, 3.0)]  # fmt: skip
+    quarantined = tables.read(cfg.storage.table_path("quarantine")).collect()
+    assert [(r.record_key, r.reason) for r in quarantined] == [
+        ("T000000004", "column amount: '1.5' is not a double written with a decimal comma")
+    ]
+
+
 def test_top_reasons_leave_out_values_and_keep_quoted_formats(spark):
     from ml_engine.quality.ingest import top_reasons
 

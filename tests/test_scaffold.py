@@ -423,6 +423,10 @@ def test_parquet_directory_keeps_the_files_types(tmp_path):
         (["2024-01-02", "2024-02-29"], "date", "yyyy-MM-dd"),
         (["2024/01/02", "2024/02/29"], "date", "yyyy/MM/dd"),
         (["31/01/2024", "01/02/2024"], "date", "dd/MM/yyyy"),
+        (["31.01.2024", "01.02.2024"], "date", "dd.MM.yyyy"),
+        (["31-01-2024", "1-2-2024"], "date", "d-M-yyyy"),
+        (["25.01.2024 03:04", "5.12.2024 13:04"], "timestamp", "d.M.yyyy H:mm"),
+        (["31.01.2024", "01/02/2024"], "string", None),
         (["2024-02-30", "2024-01-01"], "string", None),
         (["2024-01-02 03:04:05", "2024-01-02T03:04:05"], "string", None),
         (["2024-01-02", "2024-01-02 03:04:05"], "string", None),
@@ -435,6 +439,48 @@ def test_datetime_text_formats_are_detected(tmp_path, values, type_, fmt):
     result = scaffold(str(data), str(tmp_path / "out"))
     when = load_schema(result.schema_path).column("when")
     assert (when.type, when.format) == (type_, fmt)
+
+
+def test_numbers_with_a_decimal_comma_are_numbers_read_with_ingest_csv_decimal(tmp_path):
+    # 100 rows of a ';' export: amounts with points grouping thousands, a share, counts, a
+    # date with points (not a number), and one "n/a" amount (1 in 50 tolerated)
+    amounts = [f"{i * 37 + 0.5:_.2f}".replace(".", ",").replace("_", ".") for i in range(100)]
+    amounts[7] = "n/a"
+    lines = [
+        f"B{i:04d};{amounts[i]};{i % 3 * 2.5:.1f};{i % 9};{1 + i % 28:02d}.10.2026".replace(
+            ".0;", ",0;"
+        ).replace(".5;", ",5;")
+        for i in range(100)
+    ]
+    data = write(tmp_path / "t.csv", "doc;amount;share;n;day\n" + "\n".join(lines) + "\n")
+    assert lines[30] == "B0030;1.110,50;0,0;3;03.10.2026"
+    result = scaffold(str(data), str(tmp_path / "out"))
+    schema = load_schema(result.schema_path)
+    assert [(c.name, c.type, c.format) for c in schema.columns] == [
+        ("doc", "string", None),
+        ("amount", "string", None),  # cast by clean.coerce for its n/a
+        ("share", "double", None),
+        ("n", "int", None),
+        ("day", "date", "dd.MM.yyyy"),
+    ]
+    cfg = config_of(result)
+    assert cfg["ingest"]["csv"] == {"delimiter": ";", "decimal": ","}
+    assert cfg["clean"]["coerce"] == {"amount": "double"}
+    text = (tmp_path / "out" / "config.yaml").read_text()
+    assert "decimal comma, detected in column 'amount' (e.g. 0,50)" in text
+    # a column of numbers with a point beside one with a comma: no setting, a warning
+    lines = [f"{i};{i},5;{i}.25" for i in range(60)]
+    data = write(tmp_path / "m.csv", "id;a;b\n" + "\n".join(lines) + "\n")
+    result = scaffold(str(data), str(tmp_path / "out2"))
+    assert (
+        "csv" not in config_of(result)["ingest"]
+        or "decimal" not in (config_of(result)["ingest"]["csv"])
+    )
+    assert [w for w in result.warnings if "decimal" in w] == [
+        "column 'a' writes numbers with a decimal comma ('0,5'), column 'b' with a point "
+        "('0.25'): ingest reads one decimal separator (ingest.csv.decimal), so the other "
+        "column's values will not parse"
+    ]
 
 
 def test_ambiguous_day_month_order_assumes_day_first_and_warns(tmp_path):

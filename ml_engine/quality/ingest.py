@@ -70,6 +70,7 @@ import functools
 import gzip
 import json
 import os
+import re
 import urllib.parse
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -85,7 +86,14 @@ from ml_engine.preflight import PARQUET_FILES_CHECKED
 from ml_engine.quality.quarantine import quarantine_rows
 from ml_engine.quality.schema_change import added_note, columns_to_add
 from ml_engine.results import JobError, JobResult
-from ml_engine.schemas import ColumnSpec, TableSchema, article, csv_column_names, csv_name
+from ml_engine.schemas import (
+    DECIMAL_COMMA_NUMBER,
+    ColumnSpec,
+    TableSchema,
+    article,
+    csv_column_names,
+    csv_name,
+)
 from ml_engine.session import describe
 from ml_engine.tables.base import (
     BATCH_COLUMN,
@@ -682,12 +690,25 @@ def _csv_record_lines(
 
 
 def _parse(
-    c: ColumnSpec, raw: Column, raw_type: T.DataType, timestamp_format: str, date_format: str
+    c: ColumnSpec,
+    raw: Column,
+    raw_type: T.DataType,
+    timestamp_format: str,
+    date_format: str,
+    decimal: str = ".",
 ) -> tuple[Column, Column | None]:
-    """(typed value, message when the non-null raw value does not parse) of one column."""
+    """(typed value, message when the non-null raw value does not parse) of one column;
+    ``decimal``: the decimal separator of numbers written as text."""
     target = c.spark_type
     if raw_type == target:
         return raw, None
+    if decimal == "," and isinstance(raw_type, T.StringType) and isinstance(target, T.NumericType):
+        # 1.234,5 -> 1234.5: the comma becomes the point, the grouping points go.
+        typed = F.when(raw.rlike(DECIMAL_COMMA_NUMBER), F.translate(raw, ",.", ".")).try_cast(
+            target
+        )
+        problem = f"' is not {article(c.type)} {c.type} written with a decimal comma"
+        return typed, F.concat(F.lit(f"column {c.name}: '"), raw, F.lit(problem))
     if isinstance(raw_type, T.StringType) and isinstance(target, T.TimestampType):
         fmt = c.format or timestamp_format
         typed = F.try_to_timestamp(raw, F.lit(fmt))
@@ -761,7 +782,8 @@ def with_parsed_columns(
     for c in schema.columns:
         rc = F.col(c.name)
         rtype = raw_types[c.name]
-        typed, parse_msg = _parse(c, rc, rtype, timestamp_format, date_format)
+        decimal = options.decimal if fmt == "csv" else "."
+        typed, parse_msg = _parse(c, rc, rtype, timestamp_format, date_format, decimal)
         typed_cols.append(typed.alias(c.name))
         msg = None
         if isinstance(rtype, T.StringType):
@@ -987,16 +1009,24 @@ def top_reasons(parsed: DataFrame, limit: int = 3) -> list[tuple[str, int, str |
 
 def _too_many_rejected(parsed: DataFrame, counts, ing, quarantine_path: str, batch: str) -> str:
     rejected, rows = int(counts["quarantined_rows"]), int(counts["rows_in"])
+    top = top_reasons(parsed)
     reasons = "; ".join(
         f"{kind} ({n} rows" + (f", e.g. '{example}')" if example is not None else ")")
-        for kind, n, example in top_reasons(parsed)
+        for kind, n, example in top
     )
+    comma = ing.csv.decimal == "." and any(
+        re.search(r"' is not an? ", kind)
+        and re.fullmatch(DECIMAL_COMMA_NUMBER, example or "")
+        and "," in example
+        for kind, _, example in top
+    )
+    hint = "; the numbers are written with a decimal comma: set ingest.csv.decimal: ','"
     return (
         f"ingest: {rejected} of {rows} rows of batch '{batch}' were rejected "
         f"({rejected / rows:.1%}), more than ingest.max_rejected_fraction "
         f"{ing.max_rejected_fraction:g}; bronze was not written. Top reasons: {reasons}. "
         f"The rejected rows are in {quarantine_path}; check the schema, ingest.csv and "
-        f"ingest.timestamp_format (or raise ingest.max_rejected_fraction)"
+        f"ingest.timestamp_format (or raise ingest.max_rejected_fraction)" + (hint if comma else "")
     )
 
 
