@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pyspark.sql import Column
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 ROLE_RECORD_ID = "record_id"
@@ -99,6 +101,14 @@ _COLUMN_KEYS = {
 # A number written with a decimal comma, thousands grouped by points or not: 1234,5 1.234,5 -3
 # (a Java and a Python regex; ``ingest.csv.decimal: ","``).
 DECIMAL_COMMA_NUMBER = r"^\s*[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?([eE][+-]?\d+)?\s*$"
+
+
+def with_decimal_point(text: Column) -> Column:
+    """A number written with a decimal comma as Spark casts it (``1.234,5`` -> ``1234.5``: the
+    comma becomes the point, the grouping points go); null for text that is no such number."""
+    return F.when(text.rlike(DECIMAL_COMMA_NUMBER), F.translate(text, ",.", "."))
+
+
 # What a column name holds none of: Spark's column references read a dot as a nested field
 # (and backticks as quoting), and Delta tables without column mapping (delta-spark's writes)
 # refuse blanks and ,;{}()= in names.

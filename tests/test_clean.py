@@ -303,6 +303,26 @@ def test_coercion_failures_become_null_and_are_named(spark):
     assert_df_equality(actual, expected, ignore_nullable=True)
 
 
+def test_coercion_with_a_decimal_comma_casts_comma_numbers_only(spark):
+    df = spark.createDataFrame(
+        [("1.234,5", "1.000", "x"), ("12,5", "3", "7,5"), ("1.5", "2,5", None), ("n/a", "-4", "")],
+        "a string, b string, c string",
+    )
+
+    actual = with_coerced_types(df, {"a": "double", "b": "int", "c": "decimal(4,1)"}, ",")
+
+    expected = spark.createDataFrame(
+        [
+            (1234.5, 1000, None, ["c"]),
+            (12.5, 3, Decimal("7.5"), []),
+            (None, None, None, ["a", "b"]),  # 1.5: no decimal-comma number; 2,5: no int
+            (None, -4, None, ["a", "c"]),
+        ],
+        f"a double, b int, c decimal(4,1), {COERCE_FAILED} array<string>",
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True)
+
+
 # --------------------------------------------------------------------------- dedup
 
 

@@ -93,6 +93,7 @@ from ml_engine.schemas import (
     article,
     csv_column_names,
     csv_name,
+    with_decimal_point,
 )
 from ml_engine.session import describe
 from ml_engine.tables.base import (
@@ -703,10 +704,7 @@ def _parse(
     if raw_type == target:
         return raw, None
     if decimal == "," and isinstance(raw_type, T.StringType) and isinstance(target, T.NumericType):
-        # 1.234,5 -> 1234.5: the comma becomes the point, the grouping points go.
-        typed = F.when(raw.rlike(DECIMAL_COMMA_NUMBER), F.translate(raw, ",.", ".")).try_cast(
-            target
-        )
+        typed = with_decimal_point(raw).try_cast(target)
         problem = f"' is not {article(c.type)} {c.type} written with a decimal comma"
         return typed, F.concat(F.lit(f"column {c.name}: '"), raw, F.lit(problem))
     if isinstance(raw_type, T.StringType) and isinstance(target, T.TimestampType):
