@@ -967,9 +967,13 @@ class TrainConfig(StrictModel):
     ``partitions``: how many partitions the training rows are laid out in before the fit
     (default: one per 100,000 labelled rows of the training set), the same wherever the run
     or its reproduction runs, whatever ``spark.sql.shuffle.partitions`` the session has.
+    ``positive_class``: for a label of two classes, the class the binary metrics (precision,
+    recall, F1, the areas) and the ``score`` output are about (default: the label's text
+    alphabetically last, which is 1, true and yes for 0/1, false/true and no/yes labels).
     """
 
     task: Literal["auto", "classification", "regression"] = "auto"
+    positive_class: str | bool | int | None = None
     estimator: Literal[ESTIMATORS] = "auto"  # type: ignore[valid-type]
     params: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
@@ -1006,7 +1010,19 @@ class TrainConfig(StrictModel):
             )
         if self.tuning.method in ("cross_validation", "train_validation_split") and not self.grid:
             raise ValueError(f"tuning.method {self.tuning.method} needs a grid to search")
+        if self.task == "regression" and self.positive_class is not None:
+            raise ValueError(
+                "positive_class names a class of a classification label; remove it for "
+                "task regression"
+            )
         return self
+
+    @property
+    def positive_class_text(self) -> str | None:
+        """``positive_class`` as the label indexer names classes (``true``, ``1``, ``yes``)."""
+        if isinstance(self.positive_class, bool):
+            return str(self.positive_class).lower()
+        return None if self.positive_class is None else str(self.positive_class)
 
     def task_metric_errors(self, task: str, why: str) -> list[tuple[str, str]]:
         """Errors for ``metric`` and each ``gate_thresholds`` metric that a model of ``task``

@@ -1483,6 +1483,26 @@ def _rare_class(label: _Typed) -> tuple[Any, int, int] | None:
     return (value, n, len(label.values)) if n < RARE_CLASS_SHARE * len(label.values) else None
 
 
+# Values that mean "yes" in a two-class label: the class the binary metrics are about.
+_YES_WORDS = frozenset(
+    {"yes", "y", "true", "t", "1", "ja", "j", "oui", "si", "sí", "sim", "da", "tak", "positive"}
+)
+
+
+def _positive_class(label: _Typed, roles: _Roles) -> tuple[str, str] | None:
+    """(the class, the other) of a two-class label whose class that means yes (``ja``,
+    ``oui``) is not the alphabetically last one, which the model takes as the positive class
+    by default; else None. Values as clean leaves them (trimmed, lower-cased when spelled in
+    both cases)."""
+    lower = bool(_case_spellings(label, roles))
+    classes = sorted({_class_name(v).strip() for v in label.values})
+    classes = sorted({c.lower() for c in classes}) if lower else classes
+    yes = [c for c in classes if c.lower() in _YES_WORDS]
+    if len(classes) != 2 or len(yes) != 1 or yes[0] == classes[-1]:
+        return None
+    return yes[0], classes[-1]
+
+
 def _case_spellings(col: _Typed, roles: _Roles) -> list[str]:
     """Two sampled spellings of one value that differ only in case (after clean's trim), for
     a categorical feature or a text label; empty when there are none."""
@@ -1655,6 +1675,16 @@ def _config_text(
             if n * TOLERATED_SHARE <= sampled:
                 why += "; if it is a typo, not a class, list the label's allowed values"
             lines.append(("  class_weight: balanced", why))
+        positive = _positive_class(label, roles) if task == "classification" else None
+        if positive is not None:
+            positive, other = positive
+            lines.append(
+                (
+                    f"  positive_class: {_scalar(positive)}",
+                    f"'{positive}' means yes: precision, recall, F1 and the score output are "
+                    f"about it (else about '{other}', the alphabetically last class)",
+                )
+            )
         if task == "regression":
             metric = "r2"
         else:

@@ -705,6 +705,31 @@ def test_label_given_by_name_is_the_label_and_its_values_set_the_task(tmp_path):
     assert config_of(result)["train"] == {"task": "regression"}
 
 
+@pytest.mark.parametrize(
+    ("values", "positive"),
+    [
+        (["ja", "nein"], "ja"),  # "ja" is alphabetically first: set
+        (["Ja", "Nein", "nein"], "ja"),  # spelled in both cases: lowered by clean.case
+        (["oui", "non"], None),  # oui is last already
+        (["no", "yes"], None),  # yes is last already
+        (["0", "1"], None),
+        (["fraud", "legit"], None),  # no word for yes: the default stays
+        (["ja", "nein", "vielleicht"], None),  # three classes
+    ],
+)
+def test_a_class_meaning_yes_is_the_positive_class(tmp_path, values, positive):
+    rows = "".join(f"R{i},{i * 0.5},{values[i % len(values)]}\n" for i in range(60))
+    data = write(tmp_path / "t.csv", "id,x,answer\n" + rows)
+    result = scaffold(str(data), str(tmp_path / "o"), label="answer")
+    train = config_of(result)["train"]
+    assert train.get("positive_class") == positive
+    if positive is not None:
+        assert (
+            f"'{positive}' means yes: precision, recall, F1 and the score output are about it "
+            "(else about 'nein', the alphabetically last class)"
+        ) in (tmp_path / "o" / "config.yaml").read_text()
+
+
 def test_the_config_shows_a_gate_bound_of_its_tasks_metric_commented_out(events_csv, tmp_path):
     """No bound is set (the data decides what a good score is), but the line to set one is
     there, with the task's metric, and loads once uncommented."""

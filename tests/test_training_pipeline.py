@@ -463,6 +463,73 @@ def test_fit_reports_balanced_weights_by_class_label(binary_fit):
     assert result.class_weights == pytest.approx(expected)
 
 
+def test_positive_class_is_class_index_1_and_the_binary_metrics_are_about_it(spark):
+    from ml_engine.training.evaluation import evaluate
+
+    # "ja" is alphabetically first: without positive_class the metrics are about "nein"
+    def ja_nein(x1, x2, colour, noise):
+        return "ja" if x1 + 1.5 * (colour == "red") + noise > 0.7 else "nein"
+
+    train = training_set(spark, label=ja_nein, label_type=T.StringType())
+    default_cfg, ja_cfg = cfg_of(), cfg_of(positive_class="ja")
+    default = fit(train, feature_spec(train.schema, default_cfg, "y", IDS), default_cfg)
+    ja = fit(train, feature_spec(train.schema, ja_cfg, "y", IDS), ja_cfg)
+    assert (default.spec.classes, ja.spec.classes) == (["ja", "nein"], ["nein", "ja"])
+
+    out = ja.model.transform(train).select(
+        "tx_id", "y", "predicted_label", vector_to_array("probability").alias("p")
+    )
+    rows = out.collect()
+    y = np.array([r.y == "ja" for r in rows])
+    hit = np.array([r.predicted_label == "ja" for r in rows])
+    tp, fp, fn = np.sum(y & hit), np.sum(~y & hit), np.sum(y & ~hit)
+    metrics = evaluate(ja.model.transform(train), ja.spec)
+    assert (metrics["precision"], metrics["recall"]) == pytest.approx(
+        (tp / (tp + fp), tp / (tp + fn))
+    )
+    # the same model up to the class order: P(ja) is the other's first probability
+    others = {
+        r.tx_id: r
+        for r in default.model.transform(train)
+        .select("tx_id", "predicted_label", vector_to_array("probability").alias("p"))
+        .collect()
+    }
+    assert [r.predicted_label for r in rows] == [others[r.tx_id].predicted_label for r in rows]
+    np.testing.assert_allclose(
+        [r.p for r in rows], [others[r.tx_id].p[::-1] for r in rows], rtol=0, atol=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    ("positive", "label", "message"),
+    [
+        ("yes", None, "train.positive_class 'yes' is not one of them: label 'y' has the classes "
+         "['0', '1'] in the training split; set it to one of two classes, or remove it"),
+        ("1", lambda x1, x2, colour, noise: x2 % 3, "train.positive_class '1' needs a label of "
+         "two classes: label 'y' has the classes ['0', '1', '2'] in the training split"),
+    ],
+)  # fmt: skip
+def test_a_positive_class_that_is_not_one_of_two_classes_is_refused(
+    spark, positive, label, message
+):
+    train = training_set(spark, label=label)
+    cfg = cfg_of(positive_class=positive)
+    with pytest.raises(TrainingError) as err:
+        fit(train, feature_spec(train.schema, cfg, "y", IDS), cfg)
+    assert str(err.value).startswith(message)
+
+
+def test_a_positive_class_for_a_quantity_is_refused(spark):
+    with pytest.raises(ValueError, match="positive_class names a class of a classification label"):
+        TrainConfig(task="regression", positive_class="1")
+    train = training_set(
+        spark, label=lambda x1, x2, c, noise: x1 + noise, label_type=T.DoubleType()
+    )
+    cfg = cfg_of(positive_class=1)
+    with pytest.raises(TrainingError, match=r"^train.positive_class is set, but label 'y' is a "):
+        fit(train, feature_spec(train.schema, cfg, "y", IDS), cfg)
+
+
 # ---------------------------------------------------------------------------------- split
 
 

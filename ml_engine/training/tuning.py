@@ -279,11 +279,41 @@ def _check_outlier_columns(df: DataFrame, outlier_model: PipelineModel) -> None:
                 )
 
 
-def _label_classes(feature_model: PipelineModel) -> list[str]:
+def _label_indexer(feature_model: PipelineModel) -> StringIndexerModel:
     for stage in feature_model.stages:
         if isinstance(stage, StringIndexerModel) and stage.getOutputCol() == LABEL_COL:
-            return list(stage.labelsArray[0])
+            return stage
     raise TrainingError("the feature pipeline has no label indexer")
+
+
+def _label_classes(feature_model: PipelineModel) -> list[str]:
+    return list(_label_indexer(feature_model).labelsArray[0])
+
+
+def _with_positive_class(feature_model: PipelineModel, label: str, positive: str) -> PipelineModel:
+    """``feature_model`` with its label indexer giving ``positive`` class index 1.
+
+    Raises:
+        TrainingError: the label has not two classes, or ``positive`` is not one of them.
+    """
+    indexer = _label_indexer(feature_model)
+    classes = list(indexer.labelsArray[0])
+    if positive not in classes or len(classes) != 2:
+        problem = (
+            "is not one of them" if positive not in classes else "needs a label of two classes"
+        )
+        raise TrainingError(
+            f"train.positive_class '{positive}' {problem}: label '{label}' has the classes "
+            f"{classes} in the training split; set it to one of two classes, or remove it"
+        )
+    ordered = StringIndexerModel.from_labels(
+        [c for c in classes if c != positive] + [positive],
+        inputCol=indexer.getInputCol(),
+        outputCol=LABEL_COL,
+        handleInvalid=indexer.getHandleInvalid(),
+    )
+    stages = [ordered if s is indexer else s for s in feature_model.stages]
+    return PipelineModel(stages=stages)
 
 
 def _grid_params(pm: Mapping[Param, Any]) -> dict[str, Any]:
@@ -404,6 +434,11 @@ def fit(
     start = time.perf_counter()
     # Config mistakes surface before any Spark job.
     param_grid(estimator(spec, cfg), cfg.grid)
+    if cfg.positive_class is not None and not spec.is_classification:
+        raise TrainingError(
+            f"train.positive_class is set, but label '{spec.label}' is a quantity "
+            f"(regression); remove it or set train.task: classification"
+        )
     if cfg.outlier_features and outlier_model is not None:
         _check_outlier_columns(train_df, outlier_model)
     # The same rows give the same model whatever their layout: a forest draws its bootstrap
@@ -419,6 +454,8 @@ def fit(
 
     describe(spark, "train: fit feature stages")
     feature_model = Pipeline(stages=feature_stages(spec, cfg, outlier_model)).fit(rows)
+    if cfg.positive_class_text is not None:
+        feature_model = _with_positive_class(feature_model, spec.label, cfg.positive_class_text)
     if spec.is_classification:
         classes = _label_classes(feature_model)
         if len(classes) < 2:
