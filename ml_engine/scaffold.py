@@ -90,7 +90,11 @@ _DELIMITERS = (",", "\t", ";", "|")
 _DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 
 _EXACT_LABELS = ("label", "target", "y", "class", "outcome")
-_FLAG_LABEL_WORDS = ("churn", "fraud", "default")
+# A two-valued column with a word starting so is the event a model predicts: churned,
+# fraudulent, defaulted, failure, converted, cancelled, attrition, defective, survived, clicked.
+_FLAG_LABEL_WORDS = (
+    "churn", "fraud", "default", "fail", "convert", "cancel", "attrit", "defect", "surviv", "click"
+)  # fmt: skip
 # Words of a column name that say its values are the thing a record is about.
 _ENTITY_WORDS = frozenset(
     "customer user account client member subscriber patient player device machine sensor "
@@ -995,7 +999,8 @@ def _event_time_rank(col: _Typed) -> tuple[int, int]:
 
 
 def _label_tier(col: _Typed) -> int | None:
-    """0: an exact label name; 1: a churn/fraud/default flag; 2: an ``is_*`` flag; else None."""
+    """0: an exact label name; 1: a churn/fraud/default/failure... flag
+    (:data:`_FLAG_LABEL_WORDS`); 2: an ``is_*`` flag; else None."""
     if col.is_temporal or col.nested or not col.values:
         return None
     if col.name.lower() in _EXACT_LABELS:
@@ -1352,7 +1357,8 @@ def scaffold(
     if roles.label is None:
         schema_header.append(
             "No label was recognised (no column named label, target, y, class or outcome, nor "
-            "a churn/fraud/default/is_* flag): give the column to predict `role: label`."
+            "a two-valued churn/fraud/failure/conversion/... or is_* flag): give the column to "
+            "predict `role: label`."
         )
     schema_text = "\n".join(
         [*_comment_block(schema_header), f"name: {_scalar(name)}", "columns:", *_aligned(lines)]

@@ -677,12 +677,15 @@ def test_without_a_record_id_dedup_is_exact(tmp_path):
     )
 
 
-def test_a_fraud_flag_is_the_label_when_no_column_has_a_label_name(tmp_path):
+@pytest.mark.parametrize(
+    "flag", ["is_fraud", "failure", "Converted", "cancelled", "Attrition_Flag", "survived"]
+)
+def test_a_flag_of_the_predicted_event_is_the_label_when_no_column_has_a_label_name(tmp_path, flag):
     rows = "\n".join(f"{i},{i % 2},{i % 3 == 0},{i * 1.5}" for i in range(1, 11))
-    data = write(tmp_path / "t.csv", f"id,is_fraud,is_weekend,amount\n{rows}\n")
+    data = write(tmp_path / "t.csv", f"id,{flag},is_weekend,amount\n{rows}\n")
     result = scaffold(str(data), str(tmp_path / "out"))
     schema = load_schema(result.schema_path)
-    assert schema.label == "is_fraud"
+    assert schema.label == flag
     assert schema.column("is_weekend").roles == ("categorical_feature",)
     assert config_of(result)["train"] == {"task": "classification"}
 
@@ -1029,7 +1032,8 @@ def test_without_a_label_or_time_the_config_is_written_and_the_result_warns(tmp_
     )
     assert (
         "No label was recognised (no column named label, target, y, class or outcome, nor a "
-        "churn/fraud/default/is_* flag): give the column to predict `role: label`."
+        "two-valued churn/fraud/failure/conversion/... or is_* flag): give the column to "
+        "predict `role: label`."
     ) in header_of(tmp_path / "out" / "schema.yaml")
 
 
