@@ -507,12 +507,17 @@ def test_positive_class_is_class_index_1_and_the_binary_metrics_are_about_it(spa
          "['0', '1'] in the training split; set it to one of two classes, or remove it"),
         ("1", lambda x1, x2, colour, noise: x2 % 3, "train.positive_class '1' needs a label of "
          "two classes: label 'y' has the classes ['0', '1', '2'] in the training split"),
+        (True, lambda x1, x2, colour, noise: "yes" if x1 > 0 else "no", "train.positive_class "
+         "'true' is not one of them: label 'y' has the classes ['no', 'yes'] in the training "
+         "split; set it to one of two classes, or remove it (YAML reads an unquoted yes, no, on "
+         "or off as true or false: quote it)"),
     ],
 )  # fmt: skip
 def test_a_positive_class_that_is_not_one_of_two_classes_is_refused(
     spark, positive, label, message
 ):
-    train = training_set(spark, label=label)
+    text = isinstance(positive, bool)
+    train = training_set(spark, label=label, label_type=T.StringType() if text else INT)
     cfg = cfg_of(positive_class=positive)
     with pytest.raises(TrainingError) as err:
         fit(train, feature_spec(train.schema, cfg, "y", IDS), cfg)

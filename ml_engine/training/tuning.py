@@ -302,9 +302,12 @@ def _with_positive_class(feature_model: PipelineModel, label: str, positive: str
         problem = (
             "is not one of them" if positive not in classes else "needs a label of two classes"
         )
+        yaml_bool = positive in ("true", "false") and not {"true", "false"} & set(classes)
+        quote = " (YAML reads an unquoted yes, no, on or off as true or false: quote it)"
         raise TrainingError(
             f"train.positive_class '{positive}' {problem}: label '{label}' has the classes "
             f"{classes} in the training split; set it to one of two classes, or remove it"
+            + (quote if yaml_bool else "")
         )
     ordered = StringIndexerModel.from_labels(
         [c for c in classes if c != positive] + [positive],
