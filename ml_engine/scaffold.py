@@ -644,6 +644,7 @@ _TEMPORAL_RE = re.compile(
     r"|(?P<ymd>(?P<sy>\d{4})/(?P<sm>\d{2})/(?P<sd>\d{2}))"
     r"|(?P<xy>(?P<a>\d{1,2})(?P<xs>[/.-])(?P<b>\d{1,2})(?P=xs)(?P<xyear>\d{4})))"
     r"(?:(?P<sep>[T ])(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d{1,9}))?)?"
+    r"(?:(?P<ampm_sep> ?)(?P<ampm>[AaPp][Mm]))?"
     r"(?P<z>Z|[+-]\d{2}:\d{2}|[+-]\d{4})?)?"
 )
 _INT_RE = re.compile(r"[+-]?\d+")
@@ -703,7 +704,7 @@ def _temporal(values: list[str]) -> _Temporal | None:
     shape = None
     frac = 0
     zones: set[str] = set()
-    unpadded = False
+    unpadded = short_hour = False
     day_first_ok = month_first_ok = True
     for v in values:
         m = _TEMPORAL_RE.fullmatch(v)
@@ -711,16 +712,20 @@ def _temporal(values: list[str]) -> _Temporal | None:
             return None
         style = "iso" if m["iso"] else "ymd" if m["ymd"] else "xy"
         has_time = m["sep"] is not None
-        this = (style, m["xs"], m["sep"], has_time, m["S"] is not None, m["z"] is not None)
+        ampm = m["ampm_sep"] if m["ampm"] else None  # the text before AM/PM: " " or ""
+        this = (style, m["xs"], m["sep"], has_time, m["S"] is not None, m["z"] is not None, ampm)
         if shape is None:
             shape = this
         elif this != shape:
             return None
         if style != "iso" and (m["sep"] == "T" or m["z"]):
             return None
-        if has_time and len(m["H"]) == 1 and style != "xy":
+        if has_time and len(m["H"]) == 1 and style != "xy" and ampm is None:
             return None
-        h, mi, s = (int(m["H"]), int(m["M"]), int(m["S"] or 0)) if has_time else (0, 0, 0)
+        if ampm is not None and (m["sep"] == "T" or not 1 <= int(m["H"]) <= 12):
+            return None
+        short_hour |= has_time and len(m["H"]) == 1
+        h, mi, s = (int(m["H"]) % 12, int(m["M"]), int(m["S"] or 0)) if has_time else (0, 0, 0)
         if m["f"]:
             frac = max(frac, len(m["f"]))
         if m["z"]:
@@ -740,7 +745,7 @@ def _temporal(values: list[str]) -> _Temporal | None:
                 return None
     if shape is None or {"colon", "plain"} <= zones:
         return None
-    style, xs, sep, has_time, has_seconds, has_zone = shape
+    style, xs, sep, has_time, has_seconds, has_zone, ampm = shape
     note = ""
     if style == "iso":
         day = "yyyy-MM-dd"
@@ -757,11 +762,15 @@ def _temporal(values: list[str]) -> _Temporal | None:
     if not has_time:
         return _Temporal("date", day, note)
     hour = "H" if style == "xy" and unpadded else "HH"
+    if ampm is not None:  # a 12-hour clock
+        hour = "h" if unpadded or short_hour else "hh"
     pattern = day + ("'T'" if sep == "T" else " ") + f"{hour}:mm"
     if has_seconds:
         pattern += ":ss"
         if frac:
             pattern += "[.SSSSSS]" if frac <= 6 else "[.SSSSSSSSS]"
+    if ampm is not None:
+        pattern += f"{ampm}a"
     if has_zone:
         pattern += "XX" if "plain" in zones else "XXX"
     return _Temporal("timestamp", pattern, note)

@@ -175,9 +175,14 @@ def test_timestamp_format_that_does_not_match_the_first_lines_fails_before_spark
 
 @pytest.mark.parametrize(
     ("first", "suggested"),
-    [("28.11.2026 10:00", "dd.MM.yyyy HH:mm"), ("28.11.2026 10:00:05", "dd.MM.yyyy HH:mm:ss")],
+    [
+        ("28.11.2026 10:00", "dd.MM.yyyy HH:mm"),
+        ("28.11.2026 10:00:05", "dd.MM.yyyy HH:mm:ss"),
+        ("11/28/2026 10:00 PM", "MM/dd/yyyy hh:mm a"),
+        ("11/28/2026 10:00:05 am", "MM/dd/yyyy hh:mm:ss a"),
+    ],
 )
-def test_a_timestamp_format_with_points_is_suggested(tmp_path, first, suggested):
+def test_a_timestamp_format_with_points_or_a_12_hour_clock_is_suggested(tmp_path, first, suggested):
     from ml_engine.config import load_config
     from ml_engine.preflight import input_problems
 

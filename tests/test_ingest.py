@@ -191,12 +191,18 @@ def test_record_key_is_the_record_id_even_when_it_is_null(spark):
     assert_df_equality(quarantine, expected, ignore_nullable=True)
 
 
-def test_timestamp_format_applies_to_columns_without_their_own(spark):
-    bronze, quarantine = split(
-        spark, [raw_row(ts="02.01.2026 03:04")], timestamp_format="dd.MM.yyyy HH:mm"
-    )
+@pytest.mark.parametrize(
+    ("text", "fmt", "hour"),
+    [
+        ("02.01.2026 03:04", "dd.MM.yyyy HH:mm", 3),  # as init drafts them
+        ("01/02/2026 03:04 PM", "MM/dd/yyyy hh:mm a", 15),
+        ("1/2/2026 3:04am", "M/d/yyyy h:mma", 3),
+    ],
+)
+def test_timestamp_format_applies_to_columns_without_their_own(spark, text, fmt, hour):
+    bronze, quarantine = split(spark, [raw_row(ts=text)], timestamp_format=fmt)
     typed = list(GOOD_TYPED)
-    typed[2] = datetime(2026, 1, 2, 3, 4, 0)
+    typed[2] = datetime(2026, 1, 2, hour, 4, 0)
     expected = spark.createDataFrame([(*typed, "b1", SRC, AT)], BRONZE_SCHEMA)
     assert_df_equality(bronze, expected, ignore_nullable=True)
     assert quarantine.collect() == []

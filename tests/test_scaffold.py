@@ -427,6 +427,10 @@ def test_parquet_directory_keeps_the_files_types(tmp_path):
         (["31-01-2024", "1-2-2024"], "date", "d-M-yyyy"),
         (["25.01.2024 03:04", "5.12.2024 13:04"], "timestamp", "d.M.yyyy H:mm"),
         (["31.01.2024", "01/02/2024"], "string", None),
+        (["01/25/2024 03:04 PM", "12/05/2024 11:04 am"], "timestamp", "MM/dd/yyyy hh:mm a"),
+        (["1/25/2024 3:04:05 PM", "12/5/2024 12:00:00 AM"], "timestamp", "M/d/yyyy h:mm:ss a"),
+        (["2024-01-25 3:04PM", "2024-12-05 11:04PM"], "timestamp", "yyyy-MM-dd h:mma"),
+        (["01/25/2024 13:04 PM"], "string", None),  # no 13 o'clock on a 12-hour clock
         (["2024-02-30", "2024-01-01"], "string", None),
         (["2024-01-02 03:04:05", "2024-01-02T03:04:05"], "string", None),
         (["2024-01-02", "2024-01-02 03:04:05"], "string", None),
