@@ -39,6 +39,7 @@ from pyspark.sql import types as T
 from ml_engine.config import Config, ConfigError
 from ml_engine.jobs import job_spec
 from ml_engine.schemas import (
+    EPOCH_UNITS,
     ROLE_EVENT_TIME,
     ROLE_KEY,
     ROLE_LABEL,
@@ -114,7 +115,10 @@ def java_alternatives(pattern: str) -> list[str]:
 
 
 def _matches_java(value: str, java: str) -> bool | None:
-    """Whether ``value`` matches the Java pattern (None when the pattern cannot be checked)."""
+    """Whether ``value`` matches the Java pattern (None when the pattern cannot be checked);
+    ``epoch_seconds`` and ``epoch_millis`` take a number."""
+    if java in EPOCH_UNITS:
+        return bool(re.fullmatch(r"\s*[+-]?\d+(\.\d*)?\s*", value))
     formats = [java_to_strptime(alt) for alt in java_alternatives(java)]
     if any(f is None for f in formats):
         return None

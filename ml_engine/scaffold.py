@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import gzip
 import json
@@ -47,7 +48,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -59,6 +60,7 @@ import yaml
 from ml_engine.preflight import format_by_name
 from ml_engine.schemas import (
     DECIMAL_COMMA_NUMBER,
+    EPOCH_UNITS,
     ROLE_CATEGORICAL,
     ROLE_EVENT_TIME,
     ROLE_KEY,
@@ -878,6 +880,40 @@ def _type_from_text(values: list[str]) -> tuple[str, str | None, str, list[Any],
 
 
 def _typed(col: _RawColumn) -> _Typed:
+    typed = _typed_values(col)
+    return _epoch_time(typed) or typed
+
+
+def _time_named(name: str) -> bool:
+    """``ts``, ``created_at``, ``readAt``, ``event_time``: a name a time column has."""
+    lower = name.lower()
+    return (
+        lower in _EVENT_TIME_NAMES
+        or lower.endswith(_EVENT_TIME_SUFFIXES)
+        or bool(re.search(r"[a-z0-9](At|Time|Date)$", name))
+    )
+
+
+def _epoch_time(col: _Typed) -> _Typed | None:
+    """A column of whole numbers named like a time whose every value is a time since 1970 in
+    seconds or milliseconds between 2001 and 2096 (``1759300000``, ``1759300000123``), as a
+    timestamp of format ``epoch_seconds`` / ``epoch_millis``; else None."""
+    if col.type not in ("int", "long") or not col.values or not _time_named(col.name):
+        return None
+    for fmt, per_second in EPOCH_UNITS.items():
+        if all(1e9 * per_second <= v < 4e9 * per_second for v in col.values):
+            times = [datetime.fromtimestamp(v / per_second, tz=timezone.utc) for v in col.values]
+            why = (
+                f"whole numbers named like a time, e.g. {col.values[0]} = "
+                f"{times[0]:%Y-%m-%d %H:%M:%S} UTC -> timestamp, format {fmt}"
+            )
+            return dataclasses.replace(
+                col, type="timestamp", format=fmt, type_reason=why, values=times
+            )
+    return None
+
+
+def _typed_values(col: _RawColumn) -> _Typed:
     present = [v for v in col.values if v is not None]
     nulls = len(col.values) - len(present)
     if col.native_type is not None:
@@ -1000,7 +1036,7 @@ def _event_time_rank(col: _Typed) -> tuple[int, int]:
     lower = col.name.lower()
     if lower in _EVENT_TIME_NAMES:
         by_name = _EVENT_TIME_NAMES.index(lower)
-    elif lower.endswith(_EVENT_TIME_SUFFIXES) or re.search(r"[a-z0-9](At|Time|Date)$", col.name):
+    elif _time_named(col.name):
         by_name = len(_EVENT_TIME_NAMES)
     else:
         by_name = len(_EVENT_TIME_NAMES) + 1

@@ -103,6 +103,22 @@ _COLUMN_KEYS = {
 DECIMAL_COMMA_NUMBER = r"^\s*[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?([eE][+-]?\d+)?\s*$"
 
 
+# Timestamp formats of numbers: seconds or milliseconds since 1970-01-01 00:00 UTC.
+EPOCH_UNITS = {"epoch_seconds": 1, "epoch_millis": 1000}
+# The seconds of 0001-01-01 and 9999-12-31 23:59:59 UTC: a number outside is no time Spark has.
+_EPOCH_RANGE = (-62_135_596_800, 253_402_300_799)
+
+
+def epoch_timestamp(value: Column, fmt: str) -> Column:
+    """The timestamp of a number (or its text) of seconds or milliseconds since the epoch
+    (``fmt``: a key of :data:`EPOCH_UNITS`); null for anything else or out of range."""
+    per_second = EPOCH_UNITS[fmt]
+    number = value.cast("string").try_cast("double")
+    lo, hi = (bound * per_second for bound in _EPOCH_RANGE)
+    micros = (number * F.lit(1_000_000 // per_second)).try_cast("long")
+    return F.when(number.between(lo, hi), F.timestamp_micros(micros))
+
+
 def with_decimal_point(text: Column) -> Column:
     """A number written with a decimal comma as Spark casts it (``1.234,5`` -> ``1234.5``: the
     comma becomes the point, the grouping points go); null for text that is no such number."""
@@ -344,6 +360,9 @@ def _column(raw: Any, index: int, where: str) -> ColumnSpec:
             re.compile(pattern)
         except re.error as exc:
             raise SchemaError(f"{at}: pattern {pattern!r} is not a valid regex: {exc}") from None
+    fmt = raw.get("format")
+    if fmt in EPOCH_UNITS and not isinstance(spark_type, T.TimestampType):
+        raise SchemaError(f"{at}: format {fmt} (a number since 1970) needs type timestamp")
     if "min" in rc and "max" in rc and rc["min"] > rc["max"]:
         raise SchemaError(f"{at}: min {rc['min']} is greater than max {rc['max']}")
     return ColumnSpec(

@@ -15,7 +15,7 @@ import json
 import re
 import urllib.parse
 from collections import Counter
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -197,6 +197,8 @@ def test_record_key_is_the_record_id_even_when_it_is_null(spark):
         ("02.01.2026 03:04", "dd.MM.yyyy HH:mm", 3),  # as init drafts them
         ("01/02/2026 03:04 PM", "MM/dd/yyyy hh:mm a", 15),
         ("1/2/2026 3:04am", "M/d/yyyy h:mma", 3),
+        ("1767323040", "epoch_seconds", 3),  # 2026-01-02 03:04:00 UTC
+        (" 1767323040000 ", "epoch_millis", 3),
     ],
 )
 def test_timestamp_format_applies_to_columns_without_their_own(spark, text, fmt, hour):
@@ -534,6 +536,33 @@ def test_json_lines_are_typed_and_malformed_records_quarantined(spark, tmp_path,
         QUARANTINE_SCHEMA,
     )
     assert_df_equality(quarantine, expected_q, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_epoch_times_load_from_numbers_and_text_and_others_are_quarantined(spark, tmp_path):
+    schema = schema_from_dict(
+        {
+            "name": "e",
+            "columns": [
+                {"name": "id", "type": "string"},
+                {"name": "ms", "type": "timestamp", "format": "epoch_millis"},
+                {"name": "s", "type": "timestamp", "format": "epoch_seconds"},
+            ],
+        }
+    )
+    path = str(tmp_path / "pq")
+    rows = [("a", 1767323040123, 1767323040.5), ("b", 1767323040123, 1767323040123.0)]
+    spark.createDataFrame(rows, "id string, ms long, s double").write.parquet(path)
+    bronze, quarantine = split_valid(read_raw(spark, path, "parquet", schema), schema, "b1", AT,
+                                     fmt="parquet")  # fmt: skip
+    at = datetime(2026, 1, 2, 3, 4, 0)  # the session zone is UTC
+    assert [(r.id, r.ms, r.s) for r in bronze.collect()] == [
+        ("a", at + timedelta(milliseconds=123), at + timedelta(milliseconds=500))
+    ]
+    # seconds given in milliseconds: beyond the year 9999, no time
+    assert [(r.record_key, r.reason) for r in quarantine.collect()] == [
+        (None, "column s: '1.767323040123E12' is not a number of seconds since 1970-01-01 UTC "
+               "(format epoch_seconds)")
+    ]  # fmt: skip
 
 
 def test_parquet_without_a_declared_column_is_refused(spark, tmp_path, tx_schema):

@@ -445,6 +445,47 @@ def test_datetime_text_formats_are_detected(tmp_path, values, type_, fmt):
     assert (when.type, when.format) == (type_, fmt)
 
 
+@pytest.mark.parametrize(
+    ("name", "values", "type_", "fmt"),
+    [
+        ("ts", [1759300000 + 3600 * i for i in range(60)], "timestamp", "epoch_seconds"),
+        ("createdAt", [1759300000123 + i for i in range(60)], "timestamp", "epoch_millis"),
+        ("sent_at", [1759300000 + i for i in range(59)] + [1759300000123], "long", None),  # mixed
+        ("amount", [1759300000 + i for i in range(60)], "int", None),  # not named like a time
+        ("ts", [100 + i for i in range(60)], "int", None),  # 1970: a counter, not a time
+    ],
+)
+@pytest.mark.parametrize("fmt_in", ["csv", "json"])
+def test_whole_numbers_named_like_a_time_are_epoch_timestamps(
+    tmp_path, fmt_in, name, values, type_, fmt
+):
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(60)], name: values, "x": range(60)})
+    data = tmp_path / f"t.{fmt_in}"
+    if fmt_in == "csv":
+        frame.to_csv(data, index=False)
+    else:
+        frame.to_json(data, orient="records", lines=True)
+    result = scaffold(str(data), str(tmp_path / "o"))
+    column = load_schema(result.schema_path).column(name)
+    assert (column.type, column.format) == (type_, fmt)
+    if fmt == "epoch_seconds":
+        assert result.guesses[1].reason.startswith(
+            "whole numbers named like a time, e.g. 1759300000 = 2025-10-01 06:26:40 UTC -> "
+            "timestamp, format epoch_seconds"
+        )
+        from ml_engine.preflight import input_problems
+
+        cfg = load_config(result.config_path)
+        assert (cfg.ingest.timestamp_format, input_problems(cfg)) == ("epoch_seconds", [])
+        if fmt_in == "csv":  # a text time where seconds are expected
+            frame[name] = "2026-01-01 10:00:00"
+            frame.to_csv(data, index=False)
+            assert [p.split(" (first")[0] for p in input_problems(cfg)] == [
+                f"the schema's format of column ts in {result.schema_path}: 'epoch_seconds' "
+                f"matches none of the first 20 values of column 'ts' in {data}"
+            ]
+
+
 def test_numbers_with_a_decimal_comma_are_numbers_read_with_ingest_csv_decimal(tmp_path):
     # 100 rows of a ';' export: amounts with points grouping thousands, a share, counts, a
     # date with points (not a number), and one "n/a" amount (1 in 50 tolerated)

@@ -136,6 +136,10 @@ def test_json_schema_and_decimal_type(tmp_path):
         ),
         ("- {name: a, input_name: 3, type: int}", "column 'a': 'input_name' must be the column's"),
         (
+            "- {name: a, type: long, format: epoch_millis}",
+            "column 'a': format epoch_millis (a number since 1970) needs type timestamp",
+        ),
+        (
             "- {name: a, type: int}\n  - {name: b, input_name: A, type: int}",
             "columns 'a' and 'b' are both read from input column 'A'; give each its own input_name",
         ),

@@ -89,11 +89,13 @@ from ml_engine.quality.schema_change import added_note, columns_to_add
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import (
     DECIMAL_COMMA_NUMBER,
+    EPOCH_UNITS,
     ColumnSpec,
     TableSchema,
     article,
     csv_column_names,
     csv_name,
+    epoch_timestamp,
     with_decimal_point,
 )
 from ml_engine.session import describe
@@ -708,6 +710,13 @@ def _parse(
         typed = with_decimal_point(raw).try_cast(target)
         problem = f"' is not {article(c.type)} {c.type} written with a decimal comma"
         return typed, F.concat(F.lit(f"column {c.name}: '"), raw, F.lit(problem))
+    epoch = c.format or (timestamp_format if isinstance(raw_type, T.StringType) else None)
+    if isinstance(target, T.TimestampType) and epoch in EPOCH_UNITS:
+        # Text or a number (JSON, Parquet) of seconds or milliseconds since 1970.
+        typed = epoch_timestamp(raw, epoch)
+        unit = epoch.removeprefix("epoch_")
+        problem = f"' is not a number of {unit} since 1970-01-01 UTC (format {epoch})"
+        return typed, F.concat(F.lit(f"column {c.name}: '"), raw.cast("string"), F.lit(problem))
     if isinstance(raw_type, T.StringType) and isinstance(target, T.TimestampType):
         fmt = c.format or timestamp_format
         typed = F.try_to_timestamp(raw, F.lit(fmt))
