@@ -31,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -406,6 +407,20 @@ class CleanConfig(StrictModel):
         if column in self.coerce:
             return parse_type(self.coerce[column])
         return schema.column(column).spark_type
+
+    def silver_schema(self, schema: TableSchema) -> TableSchema:
+        """``schema`` with the types of silver: each column ``coerce`` casts has its new type
+        (a coerce to an unknown type, which the clean check names, leaves the column as is)."""
+        columns = []
+        for c in schema.columns:
+            try:
+                target = parse_type(self.coerce[c.name]) if c.name in self.coerce else None
+            except ValueError:
+                target = None
+            if target is not None:
+                c = dataclasses.replace(c, type=self.coerce[c.name], spark_type=target)
+            columns.append(c)
+        return dataclasses.replace(schema, columns=tuple(columns))
 
     def schema_errors(self, schema: TableSchema, path: str) -> list[tuple[str, str]]:
         errors: list[tuple[str, str]] = []
@@ -1722,8 +1737,11 @@ def build_config(
         except FileNotFoundError as exc:
             raise ConfigError(f"{_where('schema', provenance)}: {exc}") from None
         cfg._schema = schema
+        # The jobs after clean read silver, whose coerced columns have their new types.
+        silver = cfg.clean.silver_schema(schema)
         for section in SECTIONS_CHECKED_AGAINST_SCHEMA:
-            problems += getattr(cfg, section).schema_errors(schema, section)
+            checked = schema if section in ("clean", "training_set") else silver
+            problems += getattr(cfg, section).schema_errors(checked, section)
     if problems:
         raise ConfigError("\n".join(f"{_where(p, provenance)}: {msg}" for p, msg in problems))
     return cfg

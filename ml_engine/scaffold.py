@@ -1591,10 +1591,8 @@ def _feature_lines(cols: list[_Typed], roles: _Roles) -> list[tuple[str, str]]:
             + ", ".join(f"{event.name}_{part}" for part in parts),
         ),
     ]
-    # a numeric feature clean coerces is text in the schema, which window aggregates refuse
-    numeric = [
-        c.name for c in cols if ROLE_NUMERIC in roles.roles.get(c.name, []) and c.coerce is None
-    ][:WINDOW_COLUMNS]
+    # (a numeric feature clean coerces is text in the schema, a number in silver)
+    numeric = [c.name for c in cols if ROLE_NUMERIC in roles.roles.get(c.name, [])][:WINDOW_COLUMNS]
     if roles.key is None or roles.key == roles.record_id or not numeric:
         return lines
     return lines + [

@@ -510,6 +510,31 @@ def test_malformed_feature_config_fails_with_key_path(tmp_path, features, fragme
     assert fragment in str(info.value)
 
 
+def test_a_text_column_clean_coerces_to_a_number_is_numeric_to_the_checks_after_clean(tmp_path):
+    # silver, which features and outliers read, holds channel as a double once coerced
+    features = {"log": ["channel"], "windows": {"columns": ["channel"]}}
+    with pytest.raises(ConfigError) as info:
+        _config(tmp_path, features)
+    assert "features.log: column 'channel' has type string; log needs a numeric column" in str(
+        info.value
+    )
+    cfg = _config(
+        tmp_path,
+        features,
+        clean={"coerce": {"channel": "double"}},
+        outliers={"detectors": [{"method": "iqr", "columns": ["amount", "channel"]}]},
+    )
+    assert (cfg.features.log, cfg.outliers.detectors[0].columns) == (
+        ["channel"],
+        ["amount", "channel"],
+    )
+    # a coerce to no type leaves the column text: its own error, and the log's
+    with pytest.raises(ConfigError) as info:
+        _config(tmp_path, features, clean={"coerce": {"channel": "number"}})
+    assert "clean.coerce.channel: unknown type 'number'" in str(info.value)
+    assert "features.log: column 'channel' has type string" in str(info.value)
+
+
 def test_window_over_an_expression_name_passes_the_schema_check(tmp_path):
     cfg = _config(
         tmp_path, {"expressions": {"x2": "amount * 2"}, "windows": {"columns": ["x2", "amount"]}}

@@ -330,7 +330,7 @@ def test_features_are_drafted_from_the_event_time_and_the_entity_key(tmp_path):
             "rec": [f"r{i:03d}" for i in range(n)],
             "account": [f"A{i % 6:02d}" for i in range(n)],
             "day": [f"2026-03-{1 + i % 28:02d}" for i in range(n)],
-            # numbers but one word: text in the schema, cast by clean.coerce, no window
+            # numbers but one word: text in the schema, a double in silver (clean.coerce)
             "fee": ["oops" if i == 7 else f"{i * 1.25:.2f}" for i in range(n)],
             "a": np.arange(n),
             "b": np.arange(n) * 0.5,
@@ -346,14 +346,18 @@ def test_features_are_drafted_from_the_event_time_and_the_entity_key(tmp_path):
     # a date has no hour; the first three numeric features (schema order) get the windows
     assert config_of(result)["features"] == {
         "date_parts": {"day": ["dayofweek"]},
-        "windows": {"columns": ["a", "b", "c"], "days": [7, 30], "aggs": ["count", "mean", "max"]},
+        "windows": {
+            "columns": ["fee", "a", "b"],
+            "days": [7, 30],
+            "aggs": ["count", "mean", "max"],
+        },
     }
     text = (tmp_path / "p" / "config.yaml").read_text()
     assert "# per account (the entity key): its rows in the days up to each row's day" in text
-    assert "# 18 columns, a_count_7d to c_max_30d" in text
+    assert "# 18 columns, fee_count_7d to b_max_30d" in text
     cfg = load_config(tmp_path / "p" / "config.yaml")  # the engine takes the draft as it is
     assert (cfg.features.windows.columns, cfg.features.date_parts) == (
-        ["a", "b", "c"],
+        ["fee", "a", "b"],
         {"day": ["dayofweek"]},
     )
     # Without a date/time column the draft engineers nothing.
