@@ -881,7 +881,7 @@ def _type_from_text(values: list[str]) -> tuple[str, str | None, str, list[Any],
 
 def _typed(col: _RawColumn) -> _Typed:
     typed = _typed_values(col)
-    return _epoch_time(typed) or typed
+    return _epoch_time(typed) or _compact_date(typed) or typed
 
 
 def _time_named(name: str) -> bool:
@@ -911,6 +911,21 @@ def _epoch_time(col: _Typed) -> _Typed | None:
                 col, type="timestamp", format=fmt, type_reason=why, values=times
             )
     return None
+
+
+def _compact_date(col: _Typed) -> _Typed | None:
+    """A column of 8-digit whole numbers named like a time whose every value is a date from
+    1900 to 2099 written ``yyyyMMdd`` (``20261005``), as a date of that format; else None."""
+    if col.type not in ("int", "long") or not col.values or not _time_named(col.name):
+        return None
+    dates = []
+    for v in col.values:
+        y, md = divmod(v, 10_000)
+        if not 1900 <= y <= 2099 or not _valid_time(y, md // 100, md % 100, 0, 0, 0, None):
+            return None
+        dates.append(date(y, md // 100, md % 100))
+    why = f"8-digit numbers named like a date, e.g. {col.values[0]} -> date, format yyyyMMdd"
+    return dataclasses.replace(col, type="date", format="yyyyMMdd", type_reason=why, values=dates)
 
 
 def _typed_values(col: _RawColumn) -> _Typed:

@@ -565,6 +565,28 @@ def test_epoch_times_load_from_numbers_and_text_and_others_are_quarantined(spark
     ]  # fmt: skip
 
 
+def test_whole_number_dates_of_parquet_files_load_by_their_format(spark, tmp_path):
+    schema = schema_from_dict(
+        {
+            "name": "d",
+            "columns": [
+                {"name": "id", "type": "string", "role": "record_id"},
+                {"name": "posted", "type": "date", "format": "yyyyMMdd"},
+            ],
+        }
+    )
+    path = str(tmp_path / "pq")
+    spark.createDataFrame(
+        [("a", 20261005), ("b", 20260230)], "id string, posted int"
+    ).write.parquet(path)
+    bronze, quarantine = split_valid(read_raw(spark, path, "parquet", schema), schema, "b1", AT,
+                                     fmt="parquet")  # fmt: skip
+    assert [(r.id, r.posted) for r in bronze.collect()] == [("a", date(2026, 10, 5))]
+    assert [(r.record_key, r.reason) for r in quarantine.collect()] == [
+        ("b", "column posted: '20260230' does not match date format yyyyMMdd")
+    ]
+
+
 def test_parquet_without_a_declared_column_is_refused(spark, tmp_path, tx_schema):
     path = tmp_path / "pq"
     spark.createDataFrame(

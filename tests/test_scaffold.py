@@ -457,6 +457,9 @@ def test_datetime_text_formats_are_detected(tmp_path, values, type_, fmt):
         ("sent_at", [1759300000 + i for i in range(59)] + [1759300000123], "long", None),  # mixed
         ("amount", [1759300000 + i for i in range(60)], "int", None),  # not named like a time
         ("ts", [100 + i for i in range(60)], "int", None),  # 1970: a counter, not a time
+        ("posting_date", [20261001 + i % 28 for i in range(60)], "date", "yyyyMMdd"),
+        ("posting_date", [20261001 + i for i in range(60)], "int", None),  # 20261032: no date
+        ("doc_no", [20261001 + i % 28 for i in range(60)], "int", None),  # not named like one
     ],
 )
 @pytest.mark.parametrize("fmt_in", ["csv", "json"])

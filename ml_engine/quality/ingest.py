@@ -717,6 +717,9 @@ def _parse(
         unit = epoch.removeprefix("epoch_")
         problem = f"' is not a number of {unit} since 1970-01-01 UTC (format {epoch})"
         return typed, F.concat(F.lit(f"column {c.name}: '"), raw.cast("string"), F.lit(problem))
+    if c.format and isinstance(target, (T.DateType, T.TimestampType)):
+        if isinstance(raw_type, T.IntegralType):  # 20261005 stored as a Parquet integer
+            raw, raw_type = raw.cast("string"), T.StringType()
     if isinstance(raw_type, T.StringType) and isinstance(target, T.TimestampType):
         fmt = c.format or timestamp_format
         typed = F.try_to_timestamp(raw, F.lit(fmt))
