@@ -413,12 +413,12 @@ class CleanConfig(StrictModel):
         (a coerce to an unknown type, which the clean check names, leaves the column as is)."""
         columns = []
         for c in schema.columns:
-            try:
-                target = parse_type(self.coerce[c.name]) if c.name in self.coerce else None
-            except ValueError:
-                target = None
-            if target is not None:
-                c = dataclasses.replace(c, type=self.coerce[c.name], spark_type=target)
+            if c.name in self.coerce:
+                try:
+                    target = self.column_type(schema, c.name)
+                    c = dataclasses.replace(c, type=self.coerce[c.name], spark_type=target)
+                except ValueError:
+                    pass
             columns.append(c)
         return dataclasses.replace(schema, columns=tuple(columns))
 

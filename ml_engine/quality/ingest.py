@@ -709,14 +709,14 @@ def _parse(
     if decimal == "," and isinstance(raw_type, T.StringType) and isinstance(target, T.NumericType):
         typed = with_decimal_point(raw).try_cast(target)
         problem = f"' is not {article(c.type)} {c.type} written with a decimal comma"
-        return typed, F.concat(F.lit(f"column {c.name}: '"), raw, F.lit(problem))
+        return typed, _value_message(c, raw, problem)
     epoch = c.format or (timestamp_format if isinstance(raw_type, T.StringType) else None)
     if isinstance(target, T.TimestampType) and epoch in EPOCH_UNITS:
         # Text or a number (JSON, Parquet) of seconds or milliseconds since 1970.
         typed = epoch_timestamp(raw, epoch)
         unit = epoch.removeprefix("epoch_")
         problem = f"' is not a number of {unit} since 1970-01-01 UTC (format {epoch})"
-        return typed, F.concat(F.lit(f"column {c.name}: '"), raw.cast("string"), F.lit(problem))
+        return typed, _value_message(c, raw, problem)
     if c.format and isinstance(target, (T.DateType, T.TimestampType)):
         if isinstance(raw_type, T.IntegralType):  # 20261005 stored as a Parquet integer
             raw, raw_type = raw.cast("string"), T.StringType()
@@ -744,8 +744,12 @@ def _parse(
         )
     elif not isinstance(raw_type, T.StringType):
         problem = f"' ({raw_type.simpleString()}) cannot be converted to {target.simpleString()}"
-    message = F.concat(F.lit(f"column {c.name}: '"), raw.cast("string"), F.lit(problem))
-    return typed, message
+    return typed, _value_message(c, raw, problem)
+
+
+def _value_message(c: ColumnSpec, raw: Column, problem: str) -> Column:
+    """``column <name>: '<value>'<problem>``: why a value of ``c`` does not parse."""
+    return F.concat(F.lit(f"column {c.name}: '"), raw.cast("string"), F.lit(problem))
 
 
 def with_parsed_columns(
