@@ -50,6 +50,7 @@ from ml_engine.schemas import (
     META_COLUMNS,
     ROLE_CATEGORICAL,
     ROLE_NUMERIC,
+    NumberText,
     TableSchema,
     csv_name,
     load_schema,
@@ -222,6 +223,14 @@ class CsvOptions(StrictModel):
             written ``1234,5`` or, with ``.`` grouping thousands, ``1.234,5``; a value of a
             numeric column written otherwise (``1.5``) does not parse and its row goes to
             quarantine.
+        thousands: the character that groups thousands in numbers: ``","`` reads
+            ``1,234,567.5``, ``" "`` reads ``1 234,5`` (blanks or no-break spaces), ``"'"``
+            reads ``1'234.5``; ``""`` for none. Unset, it is ``.`` with a decimal comma and
+            none with a decimal point. A number need not be grouped (``1234.5`` reads too),
+            but a group of other than three digits (``1,23.5``) does not parse. Whatever the
+            separators, a currency sign before or after a number (``$5``, ``-$5``, ``5 €``,
+            one of ``$€£¥₹``) and a percent sign after it (``12.5%`` reads as 12.5) are left
+            out.
     """
 
     header: bool = True
@@ -231,6 +240,21 @@ class CsvOptions(StrictModel):
     escape: str = Field(default='"', max_length=1)
     multiline: bool = True
     decimal: Literal[".", ","] = "."
+    thousands: Literal[",", ".", " ", "'", ""] | None = None
+
+    @property
+    def numbers(self) -> NumberText:
+        """How numbers are written in the files (decimal and thousands separators)."""
+        return NumberText(self.decimal, self.thousands)
+
+    @model_validator(mode="after")
+    def _separators_differ(self) -> CsvOptions:
+        if self.thousands == self.decimal:
+            raise ValueError(
+                f"thousands {self.thousands!r} is also the decimal separator; a number has "
+                f"one of each: set thousands to another character or to '' for none"
+            )
+        return self
 
     @model_validator(mode="after")
     def _known_encoding(self) -> CsvOptions:

@@ -59,7 +59,6 @@ import yaml
 
 from ml_engine.preflight import format_by_name
 from ml_engine.schemas import (
-    DECIMAL_COMMA_NUMBER,
     EPOCH_UNITS,
     ROLE_CATEGORICAL,
     ROLE_EVENT_TIME,
@@ -67,6 +66,7 @@ from ml_engine.schemas import (
     ROLE_LABEL,
     ROLE_NUMERIC,
     ROLE_RECORD_ID,
+    NumberText,
     column_names,
     csv_column_names,
 )
@@ -173,6 +173,8 @@ class _RawColumn:
     native_type: str | None = None  # a schema type taken from the file (Parquet), else None
     native_note: str = ""
     renamed_from: str | None = None
+    # A number as the file writes it (``$1,234.50``), when init read its values as numbers.
+    written_as: str | None = None
 
 
 @dataclass
@@ -186,6 +188,8 @@ class _Sample:
     warnings: list[str] = field(default_factory=list)
     # (column, value) that shows numbers written with a decimal comma (1.234,5), when so.
     decimal_comma: tuple[str, str] | None = None
+    # (column, value) that shows thousands grouped by commas (1,234.5), when so.
+    thousands: tuple[str, str] | None = None
 
 
 def _known_extensions(last: str = "and") -> str:
@@ -574,49 +578,78 @@ def _sample_parquet(files: list[Path], sample_rows: int) -> _Sample:
     return sample
 
 
-_COMMA_NUMBER_RE = re.compile(DECIMAL_COMMA_NUMBER)
+def _with_comma(values: list[str], numbers: NumberText) -> tuple[str | None, bool]:
+    """(a value with a comma, whether all but one in :data:`TOLERATED_SHARE` values) of the
+    non-empty stripped ``values`` that are numbers as ``numbers`` writes them."""
+    matching = [v for v in values if numbers.plain(v) is not None]
+    example = next((v for v in matching if "," in v), None)
+    return example, len(values) - len(matching) <= len(values) // TOLERATED_SHARE
 
 
-def _read_decimal_commas(sample: _Sample) -> None:
-    """When a CSV column's numbers are written with a decimal comma (``1234,5``, ``1.234,5``:
-    all but one value in :data:`TOLERATED_SHARE`, one at least with a comma) and no column's
-    with a decimal point (``3.14``), sets ``sample.decimal_comma`` and rewrites every such
-    number of the sample with a point, as ingest reads them with ``ingest.csv.decimal: ","``;
-    when columns of both kinds exist, warns instead (ingest reads one separator)."""
+def _grouped_by_commas(value: str) -> bool:
+    """Whether a number's commas can only be grouping ones: two of them, or a point after."""
+    return value.count(",") > 1 or "." in value.partition(",")[2]
+
+
+def _read_number_text(sample: _Sample) -> None:
+    """Decides how the sample's CSV numbers are written and rewrites every number written so
+    as a plain one (``$1,234.50`` -> ``1234.50``, ``1.234,5`` -> ``1234.5``, ``12%`` ->
+    ``12``), as ingest reads them; each column so rewritten keeps an example in
+    ``written_as``.
+
+    A decimal comma (``ingest.csv.decimal: ","``, in ``sample.decimal_comma``): a column of
+    numbers (all but one in :data:`TOLERATED_SHARE`) with a comma and no column's number with
+    a decimal point (``3.14``). Commas grouping thousands (``ingest.csv.thousands: ","``, in
+    ``sample.thousands``): a column of such numbers whose commas can only group (``1,234.5``,
+    ``1,234,567``), or whose commas all stand before three digits (``1,234``) beside a column
+    with a decimal point. Columns of both kinds: a warning, as ingest reads one decimal
+    separator."""
     comma: list[tuple[str, str]] = []
+    grouped: list[tuple[str, str, bool]] = []  # (column, example, only grouping commas)
     point: list[tuple[str, str]] = []
     for c in sample.columns:
         values = [v.strip() for v in c.values if v is not None and v.strip()]
-        matching = [v for v in values if _COMMA_NUMBER_RE.fullmatch(v)]
-        with_comma = next((v for v in matching if "," in v), None)
-        if with_comma and len(values) - len(matching) <= len(values) // TOLERATED_SHARE:
-            comma.append((c.name, with_comma))
+        example, mostly = _with_comma(values, NumberText(","))
+        if example and mostly:
+            comma.append((c.name, example))
+        example, mostly = _with_comma(values, NumberText(".", ","))
+        if example and mostly:
+            grouping = any(_grouped_by_commas(v) for v in values)
+            grouped.append((c.name, next(filter(_grouped_by_commas, values), example), grouping))
         with_point = next(
             (v for v in values if _FLOAT_RE.fullmatch(v) and not _COMMA_NUMBER_RE.fullmatch(v)),
             None,
         )
         if with_point:
             point.append((c.name, with_point))
+    grouped_names = {name for name, _, _ in grouped}
+    decimal_commas = [(name, v) for name, v in comma if name not in grouped_names]
+    if any(grouping for _, _, grouping in grouped) or (grouped and point and not decimal_commas):
+        sample.thousands = next((g[:2] for g in grouped if g[2]), grouped[0][:2])
+        comma, point = decimal_commas, [sample.thousands]
     if comma and point:
         sample.warnings.append(
             f"column '{comma[0][0]}' writes numbers with a decimal comma ('{comma[0][1]}'), "
             f"column '{point[0][0]}' with a point ('{point[0][1]}'): ingest reads one decimal "
             f"separator (ingest.csv.decimal), so the other column's values will not parse"
         )
-    if not comma or point:
-        return
-    sample.decimal_comma = comma[0]
+    if comma and not point:
+        sample.decimal_comma = comma[0]
+    numbers = NumberText("," if sample.decimal_comma else ".", "," if sample.thousands else None)
     for c in sample.columns:
-        c.values = [
-            v.strip().translate(_TO_POINT)
-            if v is not None and _COMMA_NUMBER_RE.fullmatch(v.strip())
-            else v
-            for v in c.values
-        ]
+        plain = [None if v is None else numbers.plain(v) for v in c.values]
+        written = next(
+            (v.strip() for v, p in zip(c.values, plain, strict=True) if p and p != v.strip()),
+            None,
+        )
+        if written is None:
+            continue
+        c.written_as = written
+        c.values = [v if p is None else p for v, p in zip(c.values, plain, strict=True)]
 
 
-# 1.234,5 -> 1234.5
-_TO_POINT = str.maketrans({",": ".", ".": None})
+_COMMA_NUMBER_RE = re.compile(NumberText(",").pattern)
+
 
 # What a column is called in each input format.
 _FIELD = {"csv": "header", "json": "key", "parquet": "column"}
@@ -945,13 +978,16 @@ def _typed_values(col: _RawColumn) -> _Typed:
         return _Typed(col.name, "string", None, why, present, nulls, col.renamed_from, nested=True)
     text = [str(v) for v in present]
     type_, fmt, reason, typed, note = _type_from_text(text)
+    if col.written_as is not None and type_ in ("int", "long", "double"):
+        reason = reason.replace(" -> ", f", written like '{col.written_as}' -> ", 1)
     mostly = _mostly_numbers(text) if type_ == "string" else None
     if mostly is not None:
         number_type, numbers, odd = mostly
+        written = f" written like '{col.written_as}'" if col.written_as is not None else ""
         reason = (
-            f"numbers but {len(odd)} of {len(text)} values (e.g. '{odd[0]}') -> string, cast "
-            f"to {number_type} by clean.coerce (values that do not cast become nulls, counted "
-            f"in dq_metrics)"
+            f"numbers{written} but {len(odd)} of {len(text)} values (e.g. '{odd[0]}') -> "
+            f"string, cast to {number_type} by clean.coerce (values that do not cast become "
+            f"nulls, counted in dq_metrics)"
         )
         return _Typed(
             col.name,
@@ -1355,11 +1391,11 @@ def scaffold(
     fmt, files = _data_files(source)
     sample = _sample(fmt, files, sample_rows)
     if fmt == "csv":
-        _read_decimal_commas(sample)
+        _read_number_text(sample)
     else:
         _name_for_tables(sample.columns)
-        if label is not None:  # the name in the data given for a renamed column
-            label = next((c.name for c in sample.columns if c.renamed_from == label), label)
+    if label is not None:  # the name in the data given for a renamed column
+        label = next((c.name for c in sample.columns if c.renamed_from == label), label)
     cols = [_typed(c) for c in sample.columns]
     names = [c.name for c in cols]
     if label is not None and label not in names:
@@ -1664,6 +1700,14 @@ def _config_text(
         column, value = sample.decimal_comma
         csv_opts.append(
             ('    decimal: ","', f"decimal comma, detected in column '{column}' (e.g. {value})")
+        )
+    if sample.thousands is not None:
+        column, value = sample.thousands
+        csv_opts.append(
+            (
+                '    thousands: ","',
+                f"commas group thousands, detected in column '{column}' (e.g. {value})",
+            )
         )
     if sample.encoding != "utf-8":
         csv_opts.append(

@@ -98,9 +98,13 @@ _CONSTRAINT_KEYS = {"min", "max", "allowed", "pattern"}
 _COLUMN_KEYS = {
     "name", "type", "nullable", "role", "constraints", "description", "format", "input_name"
 }  # fmt: skip
-# A number written with a decimal comma, thousands grouped by points or not: 1234,5 1.234,5 -3
-# (a Java and a Python regex; ``ingest.csv.decimal: ","``).
-DECIMAL_COMMA_NUMBER = r"^\s*[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?([eE][+-]?\d+)?\s*$"
+# What a number written as text may carry around it, left out when it is read: a currency sign
+# before or after it ($1,234.50, -$5, 12,50 €) or a percent sign after it (12.5% is 12.5).
+CURRENCY_SIGNS = "$€£¥₹"
+# The characters that group thousands (``ingest.csv.thousands``); a blank stands for the
+# no-break spaces that French and other exports write too.
+THOUSANDS_SEPARATORS = (",", ".", " ", "'")
+_BLANKS = " \u00a0\u202f"
 
 
 # Timestamp formats of numbers: seconds or milliseconds since 1970-01-01 00:00 UTC.
@@ -119,11 +123,62 @@ def epoch_timestamp(value: Column, fmt: str) -> Column:
     return F.when(number.between(lo, hi), F.timestamp_micros(micros))
 
 
-def with_decimal_point(text: Column) -> Column:
-    """A number written with a decimal comma as Spark casts it (``1.234,5`` -> ``1234.5``: the
-    comma becomes the point, the grouping points go); null for text that is no such number."""
-    return F.when(text.rlike(DECIMAL_COMMA_NUMBER), F.translate(text, ",.", "."))
+@dataclass(frozen=True)
+class NumberText:
+    """How numbers are written as text: the decimal separator and the thousands separator
+    (``None``: ``.`` with a decimal comma, none with a decimal point;  ``""``: none)."""
 
+    decimal: str = "."
+    thousands: str | None = None
+
+    @property
+    def grouping(self) -> str:
+        """The thousands separator in effect, ``""`` for none."""
+        if self.thousands is None:
+            return "." if self.decimal == "," else ""
+        return self.thousands
+
+    @property
+    def pattern(self) -> str:
+        """A Java and a Python regex that such a number, signs included, fully matches."""
+        point = re.escape(self.decimal)
+        digits = r"\d+"
+        if self.grouping:
+            group = f"[{_BLANKS}]" if self.grouping == " " else re.escape(self.grouping)
+            digits = rf"(?:\d{{1,3}}(?:{group}\d{{3}})+|\d+)"
+        sign = f"[{CURRENCY_SIGNS}]"
+        return (
+            rf"^\s*[+-]?(?:{sign}[{_BLANKS}]?)?[+-]?{digits}(?:{point}\d*)?(?:[eE][+-]?\d+)?"
+            rf"(?:[{_BLANKS}]?(?:{sign}|%))?\s*$"
+        )
+
+    @property
+    def _dropped(self) -> str:
+        """What is left out of such a number before it is cast: signs, grouping, blanks."""
+        return self.grouping + CURRENCY_SIGNS + "%" + _BLANKS
+
+    def plain(self, text: str) -> str | None:
+        """``text`` as Spark casts it to a number (``$1,234.50`` -> ``1234.50``), or ``None``
+        when it is no number written this way."""
+        if not re.fullmatch(self.pattern, text):
+            return None
+        table: dict[int, str | None] = {ord(ch): None for ch in self._dropped}
+        table[ord(self.decimal)] = "."
+        return text.translate(table).strip()
+
+    def read(self, text: Column, target: T.DataType) -> Column:
+        """``text`` cast to the number type ``target``: null for text that is no number written
+        this way. With a decimal point a plain number (``1.5``, ``NaN``) casts as Spark casts
+        it and only the rest is matched against :attr:`pattern`."""
+        to_point = F.translate(text, self.decimal + self._dropped, ".")
+        written = F.when(text.rlike(self.pattern), to_point)
+        if self.decimal == ",":
+            return written.try_cast(target)
+        return F.coalesce(text.try_cast(target), written.try_cast(target))
+
+
+# Numbers as Spark writes them: a decimal point, no grouping (signs still left out).
+PLAIN_NUMBERS = NumberText()
 
 # What a column name holds none of: Spark's column references read a dot as a nested field
 # (and backticks as quoting), and Delta tables without column mapping (delta-spark's writes)

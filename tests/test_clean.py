@@ -40,7 +40,7 @@ from ml_engine.quality.clean import (
 )
 from ml_engine.quality.metrics import quantile_metric
 from ml_engine.results import JobError
-from ml_engine.schemas import schema_from_dict
+from ml_engine.schemas import NumberText, schema_from_dict
 from ml_engine.session import JobCounter
 from ml_engine.tables import BatchNotFoundError, open_tables
 
@@ -309,7 +309,9 @@ def test_coercion_with_a_decimal_comma_casts_comma_numbers_only(spark):
         "a string, b string, c string",
     )
 
-    actual = with_coerced_types(df, {"a": "double", "b": "int", "c": "decimal(4,1)"}, ",")
+    actual = with_coerced_types(
+        df, {"a": "double", "b": "int", "c": "decimal(4,1)"}, NumberText(",")
+    )
 
     expected = spark.createDataFrame(
         [
@@ -319,6 +321,35 @@ def test_coercion_with_a_decimal_comma_casts_comma_numbers_only(spark):
             (None, -4, None, ["a", "c"]),
         ],
         f"a double, b int, c decimal(4,1), {COERCE_FAILED} array<string>",
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_coercion_reads_currency_percent_and_grouped_thousands(spark):
+    df = spark.createDataFrame(
+        [
+            ("$1,234.50", "1,000"),
+            ("-$5", "$3"),
+            ("12.5%", "7 %"),
+            ("1,23.5", "1,0000"),  # groups of other than three digits
+            ("refund", "€ 12"),
+            ("7", "2.5"),
+        ],
+        "a string, b string",
+    )
+
+    actual = with_coerced_types(df, {"a": "double", "b": "int"}, NumberText(".", ","))
+
+    expected = spark.createDataFrame(
+        [
+            (1234.5, 1000, []),
+            (-5.0, 3, []),
+            (12.5, 7, []),
+            (None, None, ["a", "b"]),
+            (None, 12, ["a"]),
+            (7.0, None, ["b"]),
+        ],
+        f"a double, b int, {COERCE_FAILED} array<string>",
     )
     assert_df_equality(actual, expected, ignore_nullable=True)
 

@@ -1480,46 +1480,92 @@ def too_many_rejected(spark, cfg, tables, fraction: float) -> tuple[str, str]:
     return str(err.value), cfg.storage.table_path("quarantine")
 
 
-def test_numbers_with_a_decimal_comma_load_with_ingest_csv_decimal(
-    spark, tmp_path, sample_schema_path, tables
-):
-    """A European export: ';' between fields, decimal commas, points grouping thousands. With
-    the default point the rows are rejected and the error says which setting reads them;
-    with ``decimal: ","`` they load, and a number written with a point is quarantined."""
-    batch_dir = tmp_path / "raw" / "eu"
+def numbers_batch(tmp_path, sample_schema_path, batch, delimiter, values):
+    """The config of a batch of four sample-schema rows whose ``amount``, ``num_items`` and
+    ``distance_km`` are ``values`` (quoted text, the delimiter being ``delimiter``)."""
+    batch_dir = tmp_path / "raw" / batch
     batch_dir.mkdir(parents=True)
-    header = "transaction_id;customer_id;event_time;amount;account_age_days;num_items;"
-    header += "distance_km;credit_score;channel;merchant_category;country;is_fraud"
-    row = "T00000000{i};C000001;2026-01-01 10:00:00;{amount};30;{items};{km};700;web;grocery;US;0"
-    values = [("12,5", "1", "2,25"), ("1.234,50", "1.000", "-0,5"), ("7", "2", "3"),
-              ("1.5", "1", "0")]  # fmt: skip
-    lines = [header] + [
-        row.format(i=i, amount=a, items=n, km=km) for i, (a, n, km) in enumerate(values, 1)
-    ]
+    header = ["transaction_id", "customer_id", "event_time", "amount", "account_age_days",
+              "num_items", "distance_km", "credit_score", "channel", "merchant_category",
+              "country", "is_fraud"]  # fmt: skip
+    rows = [
+        [f"T00000000{i}", "C000001", "2026-01-01 10:00:00", f'"{a}"', "30", f'"{n}"', f'"{km}"',
+         "700", "web", "grocery", "US", "0"]
+        for i, (a, n, km) in enumerate(values, 1)
+    ]  # fmt: skip
+    lines = [delimiter.join(fields) for fields in [header, *rows]]
     (batch_dir / "part.csv").write_text("\n".join(lines) + "\n")
     cfg = job_config(tmp_path, sample_schema_path, batch_dir)
-    cfg.ingest.csv.delimiter = ";"
-    message, _ = too_many_rejected(spark, cfg, tables, 0.25)
-    assert message.startswith("ingest: 2 of 4 rows of batch 'eu' were rejected (50.0%)")
-    assert message.endswith(
-        "(or raise ingest.max_rejected_fraction); the numbers are written with a decimal "
-        "comma: set ingest.csv.decimal: ','"
-    )
+    cfg.ingest.csv.delimiter = delimiter
+    return cfg
 
+
+def loaded_numbers(spark, cfg, tables):
+    """(bronze's id, amount, num_items, distance_km sorted; quarantine's record keys and
+    reasons) after an ingest of ``cfg``'s batch that rejects any share of it."""
     from ml_engine.quality.ingest import run_ingest
 
-    cfg.ingest.csv.decimal = ","
     cfg.ingest.max_rejected_fraction = 1.0
     run_ingest(spark, cfg, tables)
     bronze = tables.read(cfg.storage.table_path("bronze"))
-    got = sorted(tuple(r) for r in bronze.select("transaction_id", "amount", "num_items",
-                                                  "distance_km").collect())  # fmt: skip
-    assert got == [("T000000001", 12.5, 1, 2.25), ("T000000002", 1234.5, 1000, -0.5),
-                   ("T000000003", 7.0, 2, 3.0)]  # fmt: skip
+    columns = ("transaction_id", "amount", "num_items", "distance_km")
     quarantined = tables.read(cfg.storage.table_path("quarantine")).collect()
-    assert [(r.record_key, r.reason) for r in quarantined] == [
-        ("T000000004", "column amount: '1.5' is not a double written with a decimal comma")
-    ]
+    return (
+        sorted(tuple(r) for r in bronze.select(*columns).collect()),
+        [(r.record_key, r.reason) for r in quarantined],
+    )
+
+
+# A European export: ';' between fields, decimal commas, points grouping thousands; a number
+# written with a point does not load. A US export: dollar signs, commas grouping thousands
+# (quoted, the delimiter being a comma too); signs load whatever the separators, a number
+# grouped otherwise does not.
+LOCALE_EXPORTS = {
+    "decimal_comma": (
+        ";",
+        [("12,5", "1", "2,25"), ("1.234,50", "1.000", "-0,5"), ("7", "2", "3"), ("1.5", "1", "0")],
+        ("decimal", ","),
+        "the numbers are written with a decimal comma: set ingest.csv.decimal: ','",
+        (7.0, "column amount: '1.5' is not a double written with a decimal comma"),
+    ),
+    "grouped_thousands": (
+        ",",
+        [("$12.50", "1", "2.25"), ("$1,234.50", "1,000", "-0.5"), ("-$7", "2", "3%"),
+         ("1,23.5", "1", "0")],
+        ("thousands", ","),
+        "the numbers group thousands by commas: set ingest.csv.thousands: ','",
+        (-7.0, "column amount: '1,23.5' is not a double (thousands grouped by ',')"),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("export", LOCALE_EXPORTS)
+def test_numbers_written_for_a_locale_load_with_their_ingest_csv_setting(
+    spark, tmp_path, sample_schema_path, tables, export
+):
+    """With the defaults two of the four rows are rejected and the error names the setting
+    that reads them; with it they load, and the fourth row's amount is quarantined."""
+    delimiter, values, (key, value), hint, (third_amount, reason) = LOCALE_EXPORTS[export]
+    cfg = numbers_batch(tmp_path, sample_schema_path, "b", delimiter, values)
+    message, _ = too_many_rejected(spark, cfg, tables, 0.25)
+    assert message.startswith("ingest: 2 of 4 rows of batch 'b' were rejected (50.0%)")
+    assert message.endswith(f"(or raise ingest.max_rejected_fraction); {hint}")
+
+    setattr(cfg.ingest.csv, key, value)
+    assert loaded_numbers(spark, cfg, tables) == (
+        [("T000000001", 12.5, 1, 2.25), ("T000000002", 1234.5, 1000, -0.5),
+         ("T000000003", third_amount, 2, 3.0)],
+        [("T000000004", reason)],
+    )  # fmt: skip
+
+
+def test_thousands_separator_equal_to_the_decimal_one_is_refused():
+    from pydantic import ValidationError
+
+    from ml_engine.config import CsvOptions
+
+    with pytest.raises(ValidationError, match="thousands ',' is also the decimal separator"):
+        CsvOptions(decimal=",", thousands=",")
 
 
 def test_top_reasons_leave_out_values_and_keep_quoted_formats(spark):

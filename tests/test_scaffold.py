@@ -535,6 +535,48 @@ def test_numbers_with_a_decimal_comma_are_numbers_read_with_ingest_csv_decimal(t
     ]
 
 
+def test_currency_amounts_and_grouped_thousands_are_numbers_read_with_ingest_csv_thousands(
+    tmp_path,
+):
+    # 100 rows of a US export: dollar amounts with commas grouping thousands (quoted), a
+    # percentage, counts grouped by commas ("1,037": ambiguous alone, grouping beside a
+    # column with decimal points), plain prices, and one "refund" amount (1 in 50 tolerated)
+    totals = [f'"${i * 37.25 + 0.5:,.2f}"' for i in range(100)]
+    totals[9] = "refund"
+    lines = [f'{i},{totals[i]},{i % 4 * 2.5}%,"{1000 + i * 37:,}",{i + 0.25}' for i in range(100)]
+    data = write(tmp_path / "t.csv", "id,total,share,qty,price\n" + "\n".join(lines) + "\n")
+    assert lines[30] == '30,"$1,118.00",5.0%,"2,110",30.25'
+    result = scaffold(str(data), str(tmp_path / "out"))
+    schema = load_schema(result.schema_path)
+    assert [(c.name, c.type) for c in schema.columns] == [
+        ("id", "int"),
+        ("total", "string"),  # cast by clean.coerce for its "refund"
+        ("share", "double"),
+        ("qty", "int"),
+        ("price", "double"),
+    ]
+    cfg = config_of(result)
+    assert cfg["ingest"]["csv"] == {"thousands": ","}
+    assert cfg["clean"]["coerce"] == {"total": "double"}
+    text = (tmp_path / "out" / "config.yaml").read_text()
+    assert "commas group thousands, detected in column 'total' (e.g. $1,006.25)" in text
+    reasons = {g.name: g.reason for g in result.guesses}
+    assert reasons["share"].startswith("decimal numbers, written like '0.0%' -> double")
+    assert reasons["qty"].startswith("whole numbers that fit int, written like '1,000' -> int")
+    assert reasons["total"].startswith(
+        "numbers written like '$0.50' but 1 of 100 values (e.g. 'refund') -> string"
+    )
+    assert not [w for w in result.warnings if "decimal" in w]
+    # --label takes the header as written, before init renames it
+    data = write(tmp_path / "l.csv", "id,Order Total,Is Late\n" + "\n".join(
+        f"{i},{i * 3.5},{'yes' if i % 3 else 'no'}" for i in range(60)) + "\n")  # fmt: skip
+    result = scaffold(str(data), str(tmp_path / "out2"), label="Order Total")
+    assert [(c.name, c.roles) for c in load_schema(result.schema_path).columns][1] == (
+        "Order_Total",
+        ("label",),
+    )
+
+
 def test_ambiguous_day_month_order_assumes_day_first_and_warns(tmp_path):
     data = write(tmp_path / "t.csv", "id,when\n1,01/02/2024\n2,03/04/2024\n")
     result = scaffold(str(data), str(tmp_path / "out"))

@@ -54,7 +54,7 @@ from ml_engine.quality.metrics import (
 from ml_engine.quality.quarantine import quarantine_rows, reasons
 from ml_engine.quality.schema_change import added_note, columns_to_add
 from ml_engine.results import JobError, JobResult
-from ml_engine.schemas import TableSchema, parse_type, with_decimal_point
+from ml_engine.schemas import PLAIN_NUMBERS, NumberText, TableSchema, parse_type
 from ml_engine.session import describe
 from ml_engine.tables.base import (
     BATCH_COLUMN,
@@ -148,14 +148,18 @@ def standardise(
     return df.select(*[fix(n).alias(n) for n in df.columns])
 
 
-def with_coerced_types(df: DataFrame, coerce: Mapping[str, str], decimal: str = ".") -> DataFrame:
+def with_coerced_types(
+    df: DataFrame, coerce: Mapping[str, str], numbers: NumberText = PLAIN_NUMBERS
+) -> DataFrame:
     """Casts columns to new types; a value that does not cast becomes null.
 
     Args:
         df: input rows.
         coerce: column -> schema type name (``double``, ``int``, ``timestamp``, ``decimal(p,s)``...).
-        decimal: the decimal separator of text cast to a number (``ingest.csv.decimal``):
-            with ``","``, ``1.234,5`` casts to 1234.5 and ``1.5`` does not cast.
+        numbers: how text cast to a number separates decimals and thousands
+            (``ingest.csv.decimal`` and ``thousands``): with a decimal comma ``1.234,5``
+            casts to 1234.5 and ``1.5`` does not cast; currency and percent signs are left
+            out (``$1,234.50`` casts to 1234.5 with thousands ``,``).
 
     Returns:
         ``df`` with the columns cast plus ``COERCE_FAILED``: array of the names of the columns
@@ -171,8 +175,9 @@ def with_coerced_types(df: DataFrame, coerce: Mapping[str, str], decimal: str = 
     text = {f.name for f in df.schema.fields if isinstance(f.dataType, T.StringType)}
 
     def cast(c: str) -> Column:
-        commas = decimal == "," and c in text and isinstance(targets[c], T.NumericType)
-        return (with_decimal_point(F.col(c)) if commas else F.col(c)).try_cast(targets[c])
+        if c in text and isinstance(targets[c], T.NumericType):
+            return numbers.read(F.col(c), targets[c])
+        return F.col(c).try_cast(targets[c])
 
     cols = [cast(n).alias(n) if n in targets else F.col(n) for n in df.columns]
     failed = [F.when(F.col(c).isNotNull() & cast(c).isNull(), F.lit(c)) for c in sorted(targets)]
@@ -973,7 +978,7 @@ def prepare(
     clean: CleanConfig,
     schema: TableSchema,
     rules: Sequence[CleanRule] | None = None,
-    decimal: str = ".",
+    numbers: NumberText = PLAIN_NUMBERS,
 ) -> DataFrame:
     """Standardises, coerces, deduplicates and checks a batch of bronze rows.
 
@@ -983,7 +988,7 @@ def prepare(
         clean: the ``clean`` config section.
         schema: the input schema.
         rules: the rules to check (default :func:`clean_rules`).
-        decimal: the decimal separator of text that ``clean.coerce`` casts to a number.
+        numbers: how text that ``clean.coerce`` casts to a number is written.
 
     Returns:
         The deduplicated rows (schema columns, types after coercion, metadata columns) with
@@ -1004,7 +1009,7 @@ def prepare(
     std = standardise(
         df.select(*schema.names, *meta), trim=clean.trim, case=clean.case, mappings=clean.mappings
     )
-    coerced = with_coerced_types(std, clean.coerce, decimal)
+    coerced = with_coerced_types(std, clean.coerce, numbers)
     deduped = deduplicate(
         coerced, clean.dedup, schema.names, key=dedup_key(schema), event_time=schema.event_time
     )
@@ -1127,8 +1132,8 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
     bronze = tables.read_batch(paths["bronze"], batch)
     rules = clean_rules(clean, schema)
     try:
-        decimal = cfg.ingest.csv.decimal if cfg.ingest.format == "csv" else "."
-        flagged = prepare(bronze, clean, schema, rules, decimal)
+        numbers = cfg.ingest.csv.numbers if cfg.ingest.format == "csv" else PLAIN_NUMBERS
+        flagged = prepare(bronze, clean, schema, rules, numbers)
     except ValueError as exc:
         raise JobError(f"clean: {paths['bronze']}: {exc}") from None
     flagged = cached = flagged.persist(StorageLevel.MEMORY_AND_DISK)

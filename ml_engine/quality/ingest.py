@@ -5,9 +5,11 @@ become rules in the clean job):
 
 * the field count of a CSV record (Spark's PERMISSIVE parser puts records with too few or too
   many fields in the corrupt-record column), and well-formed JSON records;
-* that every typed column parses: numbers, ints, booleans with ``try_cast`` (CSV numbers with
-  a decimal comma, ``1.234,5``, under ``ingest.csv.decimal: ","``), timestamps and dates with
-  the column's ``format`` or ``ingest.timestamp_format`` / ``ingest.date_format``;
+* that every typed column parses: numbers, ints, booleans with ``try_cast`` (numbers written
+  as text may carry a currency or percent sign, ``$5``, ``12%``; CSV numbers with a decimal
+  comma, ``1.234,5``, under ``ingest.csv.decimal: ","``, with thousands grouped,
+  ``1,234.5``, under ``ingest.csv.thousands``), timestamps and dates with the column's
+  ``format`` or ``ingest.timestamp_format`` / ``ingest.date_format``;
 * that non-nullable columns are present;
 * valid UTF-8: a field holding U+FFFD after decoding had bytes that are not valid in the
   file's encoding (``ingest.csv.encoding``).
@@ -71,7 +73,6 @@ import functools
 import gzip
 import json
 import os
-import re
 import urllib.parse
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -88,15 +89,15 @@ from ml_engine.quality.quarantine import quarantine_rows
 from ml_engine.quality.schema_change import added_note, columns_to_add
 from ml_engine.results import JobError, JobResult
 from ml_engine.schemas import (
-    DECIMAL_COMMA_NUMBER,
     EPOCH_UNITS,
+    PLAIN_NUMBERS,
     ColumnSpec,
+    NumberText,
     TableSchema,
     article,
     csv_column_names,
     csv_name,
     epoch_timestamp,
-    with_decimal_point,
 )
 from ml_engine.session import describe
 from ml_engine.tables.base import (
@@ -699,17 +700,19 @@ def _parse(
     raw_type: T.DataType,
     timestamp_format: str,
     date_format: str,
-    decimal: str = ".",
+    numbers: NumberText = PLAIN_NUMBERS,
 ) -> tuple[Column, Column | None]:
     """(typed value, message when the non-null raw value does not parse) of one column;
-    ``decimal``: the decimal separator of numbers written as text."""
+    ``numbers``: how numbers written as text separate decimals and thousands."""
     target = c.spark_type
     if raw_type == target:
         return raw, None
-    if decimal == "," and isinstance(raw_type, T.StringType) and isinstance(target, T.NumericType):
-        typed = with_decimal_point(raw).try_cast(target)
-        problem = f"' is not {article(c.type)} {c.type} written with a decimal comma"
-        return typed, _value_message(c, raw, problem)
+    if isinstance(raw_type, T.StringType) and isinstance(target, T.NumericType):
+        written = {",": " written with a decimal comma", ".": ""}[numbers.decimal]
+        if numbers.thousands:
+            written += f" (thousands grouped by '{numbers.thousands}')"
+        problem = f"' is not {article(c.type)} {c.type}{written}"
+        return numbers.read(raw, target), _value_message(c, raw, problem)
     epoch = c.format or (timestamp_format if isinstance(raw_type, T.StringType) else None)
     if isinstance(target, T.TimestampType) and epoch in EPOCH_UNITS:
         # Text or a number (JSON, Parquet) of seconds or milliseconds since 1970.
@@ -797,8 +800,8 @@ def with_parsed_columns(
     for c in schema.columns:
         rc = F.col(c.name)
         rtype = raw_types[c.name]
-        decimal = options.decimal if fmt == "csv" else "."
-        typed, parse_msg = _parse(c, rc, rtype, timestamp_format, date_format, decimal)
+        numbers = options.numbers if fmt == "csv" else PLAIN_NUMBERS
+        typed, parse_msg = _parse(c, rc, rtype, timestamp_format, date_format, numbers)
         typed_cols.append(typed.alias(c.name))
         msg = None
         if isinstance(rtype, T.StringType):
@@ -1029,20 +1032,28 @@ def _too_many_rejected(parsed: DataFrame, counts, ing, quarantine_path: str, bat
         f"{kind} ({n} rows" + (f", e.g. '{example}')" if example is not None else ")")
         for kind, n, example in top
     )
-    comma = ing.csv.decimal == "." and any(
-        re.search(r"' is not an? ", kind)
-        and re.fullmatch(DECIMAL_COMMA_NUMBER, example or "")
-        and "," in example
-        for kind, _, example in top
-    )
-    hint = "; the numbers are written with a decimal comma: set ingest.csv.decimal: ','"
     return (
         f"ingest: {rejected} of {rows} rows of batch '{batch}' were rejected "
         f"({rejected / rows:.1%}), more than ingest.max_rejected_fraction "
         f"{ing.max_rejected_fraction:g}; bronze was not written. Top reasons: {reasons}. "
         f"The rejected rows are in {quarantine_path}; check the schema, ingest.csv and "
-        f"ingest.timestamp_format (or raise ingest.max_rejected_fraction)" + (hint if comma else "")
+        f"ingest.timestamp_format (or raise ingest.max_rejected_fraction)"
+        + _number_hint(ing.csv, [example for kind, _, example in top if " is not a" in kind])
     )
+
+
+def _number_hint(csv: CsvOptions, examples: list[str | None]) -> str:
+    """A hint when rejected numbers are written with separators ``csv`` does not read: a
+    decimal comma (``3,5``) or thousands grouped by commas (``1,234.5``, ``1,234,567``)."""
+    if csv.decimal != "." or csv.thousands:
+        return ""
+    written = [e.strip() for e in examples if e and "," in e]
+    grouped = NumberText(".", ",")
+    if any(grouped.plain(e) is not None and ("." in e or e.count(",") > 1) for e in written):
+        return "; the numbers group thousands by commas: set ingest.csv.thousands: ','"
+    if any(NumberText(",").plain(e) is not None for e in written):
+        return "; the numbers are written with a decimal comma: set ingest.csv.decimal: ','"
+    return ""
 
 
 def _line_metrics(spark: SparkSession, path: str, options: CsvOptions, counts) -> dict[str, int]:
