@@ -228,9 +228,9 @@ class CsvOptions(StrictModel):
             reads ``1'234.5``; ``""`` for none. Unset, it is ``.`` with a decimal comma and
             none with a decimal point. A number need not be grouped (``1234.5`` reads too),
             but a group of other than three digits (``1,23.5``) does not parse. Whatever the
-            separators, a currency sign before or after a number (``$5``, ``-$5``, ``5 €``,
-            one of ``$€£¥₹``) and a percent sign after it (``12.5%`` reads as 12.5) are left
-            out.
+            separators, a currency sign or code before or after a number (``$5``, ``-$5``,
+            ``5 €``, ``CHF 5``: one of ``$€£¥₹`` or USD, EUR, GBP, CHF, JPY, CNY, INR, CAD,
+            AUD) and a percent sign after it (``12.5%`` reads as 12.5) are left out.
     """
 
     header: bool = True

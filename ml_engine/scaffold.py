@@ -188,8 +188,8 @@ class _Sample:
     warnings: list[str] = field(default_factory=list)
     # (column, value) that shows numbers written with a decimal comma (1.234,5), when so.
     decimal_comma: tuple[str, str] | None = None
-    # (column, value) that shows thousands grouped by commas (1,234.5), when so.
-    thousands: tuple[str, str] | None = None
+    # (separator, column, value) that shows thousands grouped (1,234.5 1 234,5), when so.
+    thousands: tuple[str, str, str] | None = None
 
 
 def _known_extensions(last: str = "and") -> str:
@@ -578,12 +578,22 @@ def _sample_parquet(files: list[Path], sample_rows: int) -> _Sample:
     return sample
 
 
-def _with_comma(values: list[str], numbers: NumberText) -> tuple[str | None, bool]:
-    """(a value with a comma, whether all but one in :data:`TOLERATED_SHARE` values) of the
-    non-empty stripped ``values`` that are numbers as ``numbers`` writes them."""
+def _example_with(
+    values: list[str], numbers: NumberText, mark: str = ","
+) -> tuple[str | None, bool]:
+    """(a value holding the regex ``mark``, whether all but one in :data:`TOLERATED_SHARE`
+    values) of the non-empty stripped ``values`` that are numbers as ``numbers`` writes them."""
     matching = [v for v in values if numbers.plain(v) is not None]
-    example = next((v for v in matching if "," in v), None)
+    example = next((v for v in matching if re.search(mark, v)), None)
     return example, len(values) - len(matching) <= len(values) // TOLERATED_SHARE
+
+
+# Thousands grouped by blanks (1 234,5, with a decimal comma) or apostrophes (1'234.5): no
+# other reading of such a number exists. (numbers, the grouping between two digits)
+_UNAMBIGUOUS_GROUPINGS = (
+    (NumberText(",", " "), r"\d[ \u00a0\u202f]\d"),
+    (NumberText(".", "'"), r"\d'\d"),
+)
 
 
 def _grouped_by_commas(value: str) -> bool:
@@ -609,10 +619,15 @@ def _read_number_text(sample: _Sample) -> None:
     point: list[tuple[str, str]] = []
     for c in sample.columns:
         values = [v.strip() for v in c.values if v is not None and v.strip()]
-        example, mostly = _with_comma(values, NumberText(","))
+        for numbers, mark in _UNAMBIGUOUS_GROUPINGS:
+            example, mostly = _example_with(values, numbers, mark)
+            if example and mostly and sample.thousands is None:
+                sample.thousands = (numbers.grouping, c.name, example)
+                sample.decimal_comma = (c.name, example) if numbers.decimal == "," else None
+        example, mostly = _example_with(values, NumberText(","))
         if example and mostly:
             comma.append((c.name, example))
-        example, mostly = _with_comma(values, NumberText(".", ","))
+        example, mostly = _example_with(values, NumberText(".", ","))
         if example and mostly:
             grouping = any(_grouped_by_commas(v) for v in values)
             grouped.append((c.name, next(filter(_grouped_by_commas, values), example), grouping))
@@ -624,9 +639,12 @@ def _read_number_text(sample: _Sample) -> None:
             point.append((c.name, with_point))
     grouped_names = {name for name, _, _ in grouped}
     decimal_commas = [(name, v) for name, v in comma if name not in grouped_names]
-    if any(grouping for _, _, grouping in grouped) or (grouped and point and not decimal_commas):
-        sample.thousands = next((g[:2] for g in grouped if g[2]), grouped[0][:2])
-        comma, point = decimal_commas, [sample.thousands]
+    if sample.thousands is not None:
+        comma = point = []
+    elif any(grouping for _, _, grouping in grouped) or (grouped and point and not decimal_commas):
+        column, example, _ = next((g for g in grouped if g[2]), grouped[0])
+        sample.thousands = (",", column, example)
+        comma, point = decimal_commas, [(column, example)]
     if comma and point:
         sample.warnings.append(
             f"column '{comma[0][0]}' writes numbers with a decimal comma ('{comma[0][1]}'), "
@@ -635,7 +653,9 @@ def _read_number_text(sample: _Sample) -> None:
         )
     if comma and not point:
         sample.decimal_comma = comma[0]
-    numbers = NumberText("," if sample.decimal_comma else ".", "," if sample.thousands else None)
+    numbers = NumberText(
+        "," if sample.decimal_comma else ".", sample.thousands[0] if sample.thousands else None
+    )
     for c in sample.columns:
         plain = [None if v is None else numbers.plain(v) for v in c.values]
         written = next(
@@ -650,6 +670,8 @@ def _read_number_text(sample: _Sample) -> None:
 
 _COMMA_NUMBER_RE = re.compile(NumberText(",").pattern)
 
+
+_SEPARATOR_NAMES = {",": "commas", " ": "blanks", "'": "apostrophes"}
 
 # What a column is called in each input format.
 _FIELD = {"csv": "header", "json": "key", "parquet": "column"}
@@ -1255,7 +1277,7 @@ def _scalar(value: Any) -> str:
         and yaml.safe_load(text) == text
     ):
         return text
-    return json.dumps(text)
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _one_line(text: str) -> str:
@@ -1702,11 +1724,12 @@ def _config_text(
             ('    decimal: ","', f"decimal comma, detected in column '{column}' (e.g. {value})")
         )
     if sample.thousands is not None:
-        column, value = sample.thousands
+        separator, column, value = sample.thousands
         csv_opts.append(
             (
-                '    thousands: ","',
-                f"commas group thousands, detected in column '{column}' (e.g. {value})",
+                f"    thousands: {_scalar(separator)}",
+                f"{_SEPARATOR_NAMES[separator]} group thousands, detected in column '{column}' "
+                f"(e.g. {value})",
             )
         )
     if sample.encoding != "utf-8":

@@ -99,8 +99,10 @@ _COLUMN_KEYS = {
     "name", "type", "nullable", "role", "constraints", "description", "format", "input_name"
 }  # fmt: skip
 # What a number written as text may carry around it, left out when it is read: a currency sign
-# before or after it ($1,234.50, -$5, 12,50 €) or a percent sign after it (12.5% is 12.5).
+# or code before or after it ($1,234.50, -$5, 12,50 €, CHF 1'234.50) or a percent sign after
+# it (12.5% is 12.5).
 CURRENCY_SIGNS = "$€£¥₹"
+CURRENCY_CODES = ("USD", "EUR", "GBP", "CHF", "JPY", "CNY", "INR", "CAD", "AUD")
 # The characters that group thousands (``ingest.csv.thousands``); a blank stands for the
 # no-break spaces that French and other exports write too.
 THOUSANDS_SEPARATORS = (",", ".", " ", "'")
@@ -146,7 +148,7 @@ class NumberText:
         if self.grouping:
             group = f"[{_BLANKS}]" if self.grouping == " " else re.escape(self.grouping)
             digits = rf"(?:\d{{1,3}}(?:{group}\d{{3}})+|\d+)"
-        sign = f"[{CURRENCY_SIGNS}]"
+        sign = f"(?:[{CURRENCY_SIGNS}]|{'|'.join(CURRENCY_CODES)})"
         return (
             rf"^\s*[+-]?(?:{sign}[{_BLANKS}]?)?[+-]?{digits}(?:{point}\d*)?(?:[eE][+-]?\d+)?"
             rf"(?:[{_BLANKS}]?(?:{sign}|%))?\s*$"
@@ -154,23 +156,24 @@ class NumberText:
 
     @property
     def _dropped(self) -> str:
-        """What is left out of such a number before it is cast: signs, grouping, blanks."""
-        return self.grouping + CURRENCY_SIGNS + "%" + _BLANKS
+        """A regex of what is left out of such a number before it is cast: currency and
+        percent signs, grouping, blanks."""
+        group = re.escape(self.grouping) if self.grouping else ""
+        return f"{'|'.join(CURRENCY_CODES)}|[{CURRENCY_SIGNS}%{_BLANKS}{group}]"
 
     def plain(self, text: str) -> str | None:
         """``text`` as Spark casts it to a number (``$1,234.50`` -> ``1234.50``), or ``None``
         when it is no number written this way."""
         if not re.fullmatch(self.pattern, text):
             return None
-        table: dict[int, str | None] = {ord(ch): None for ch in self._dropped}
-        table[ord(self.decimal)] = "."
-        return text.translate(table).strip()
+        return re.sub(self._dropped, "", text).strip().replace(self.decimal, ".")
 
     def read(self, text: Column, target: T.DataType) -> Column:
         """``text`` cast to the number type ``target``: null for text that is no number written
         this way. With a decimal point a plain number (``1.5``, ``NaN``) casts as Spark casts
         it and only the rest is matched against :attr:`pattern`."""
-        to_point = F.translate(text, self.decimal + self._dropped, ".")
+        bare = F.regexp_replace(text, self._dropped, "")
+        to_point = F.translate(bare, ",", ".") if self.decimal == "," else bare
         written = F.when(text.rlike(self.pattern), to_point)
         if self.decimal == ",":
             return written.try_cast(target)

@@ -354,6 +354,24 @@ def test_coercion_reads_currency_percent_and_grouped_thousands(spark):
     assert_df_equality(actual, expected, ignore_nullable=True)
 
 
+def test_coercion_reads_thousands_grouped_by_blanks_or_apostrophes(spark):
+    # French exports group by a blank, a no-break or a narrow no-break space; Swiss by "'"
+    # (currency codes left out like signs)
+    df = spark.createDataFrame(
+        [("1 234,5", "2'500.25"), ("7\u00a0996,77 €", "CHF 1"), ("12\u202f000 %", "1'23.5")],
+        "fr string, ch string",
+    )
+
+    french = with_coerced_types(df, {"fr": "double"}, NumberText(",", " "))
+    actual = with_coerced_types(french.drop(COERCE_FAILED), {"ch": "double"}, NumberText(".", "'"))
+
+    expected = spark.createDataFrame(
+        [(1234.5, 2500.25, []), (7996.77, 1.0, []), (12000.0, None, ["ch"])],
+        f"fr double, ch double, {COERCE_FAILED} array<string>",
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True)
+
+
 # --------------------------------------------------------------------------- dedup
 
 

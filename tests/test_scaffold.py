@@ -577,6 +577,34 @@ def test_currency_amounts_and_grouped_thousands_are_numbers_read_with_ingest_csv
     )
 
 
+@pytest.mark.parametrize(
+    "separators, amount, csv",
+    [
+        # a French export: ';' between fields, a narrow no-break space grouping, euros
+        (";", "{:,.2f} €", {"delimiter": ";", "decimal": ",", "thousands": " "}),
+        # a Swiss one: apostrophes grouping, a decimal point
+        (",", "CHF {:,.2f}", {"thousands": "'"}),
+    ],
+)
+def test_thousands_grouped_by_blanks_or_apostrophes_are_numbers(tmp_path, separators, amount, csv):
+    group, point = ("\u202f", ",") if separators == ";" else ("'", ".")
+    amounts = [
+        amount.format(i * 123.25 + 0.5).replace(",", "G").replace(".", point).replace("G", group)
+        for i in range(60)
+    ]
+    rows = [f"{i}{separators}{amounts[i]}" for i in range(60)]
+    data = write(tmp_path / "t.csv", f"id{separators}amount\n" + "\n".join(rows) + "\n")
+    result = scaffold(str(data), str(tmp_path / "out"))
+    assert [(c.name, c.type) for c in load_schema(result.schema_path).columns] == [
+        ("id", "int"),
+        ("amount", "double"),
+    ]
+    assert config_of(result)["ingest"]["csv"] == csv
+    assert result.guesses[1].reason.startswith(
+        f"decimal numbers, written like '{amounts[0]}' -> double"
+    )
+
+
 def test_ambiguous_day_month_order_assumes_day_first_and_warns(tmp_path):
     data = write(tmp_path / "t.csv", "id,when\n1,01/02/2024\n2,03/04/2024\n")
     result = scaffold(str(data), str(tmp_path / "out"))
