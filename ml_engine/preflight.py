@@ -33,6 +33,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import types as T
 
@@ -181,6 +182,7 @@ def _sample_values(cfg: Config, file: Path, columns: Sequence[str]) -> dict[str,
     ing = cfg.ingest
     # Each column by its name in the input files.
     read_as = {c.name: c.read_as for c in cfg.table_schema.columns}
+    paths = {c.name: c.input_path for c in cfg.table_schema.columns}
     names = [read_as[n] for n in cfg.table_schema.names]
     values: dict[str, list[str]] = {c: [] for c in columns}
     if ing.format == "parquet":
@@ -214,10 +216,18 @@ def _sample_values(cfg: Config, file: Path, columns: Sequence[str]) -> dict[str,
                     continue
                 if isinstance(record, dict):
                     for c in columns:
-                        v = record.get(read_as[c])
+                        v = _at_path(record, paths[c])
                         if isinstance(v, str) and v.strip():
                             values[c].append(v)
     return values
+
+
+def _at_path(record: dict, path: tuple[str, ...]) -> Any:
+    """The value the keys ``path`` lead to in a JSON record, None where one is missing."""
+    value: Any = record
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def _header_problems(cfg: Config, file: Path) -> list[str]:
@@ -301,6 +311,13 @@ def input_problems(cfg: Config) -> list[str]:
             f"set ingest.format: {found} (or --set ingest.format={found})"
         ]
     schema = cfg.table_schema
+    nested = [c for c in schema.columns if c.nested]
+    if ing.format == "csv" and nested:
+        return [
+            f"ingest.format: csv, but column {nested[0].name} of {schema.source} is read from "
+            f"the nested field {list(nested[0].input_path)} (input_name), which only JSON and "
+            f"Parquet input have; name the CSV header field, or set ingest.format"
+        ]
     if ing.format == "parquet":
         problems = _parquet_problems(files, schema)
         if problems:
@@ -380,13 +397,17 @@ def _parquet_problems(files: Sequence[Path], declared: TableSchema) -> list[str]
     import pyarrow.parquet as pq
 
     present: dict[str, str] = {}
+    paths: set[tuple[str, ...]] = set()
     for file in files[:PARQUET_FILES_CHECKED]:
         try:
             schema = pq.read_schema(file)
         except (OSError, pa.ArrowException) as exc:
             return [f"ingest.path: {file} is not a readable Parquet file ({exc})"]
         present.update((name.lower(), name) for name in schema.names)
-    missing = [c.read_as for c in declared.columns if c.read_as.lower() not in present]
+        paths |= _arrow_paths(list(schema))
+    missing = [
+        c.read_as for c in declared.columns if tuple(k.lower() for k in c.input_path) not in paths
+    ]
     if not missing:
         return []
     checked = "" if len(files) == 1 else f" (the first {min(len(files), PARQUET_FILES_CHECKED)})"
@@ -395,6 +416,19 @@ def _parquet_problems(files: Sequence[Path], declared: TableSchema) -> list[str]
         f"({declared.source}) are in none of the Parquet files{checked}; the files have columns "
         f"{list(present.values())}. Fix the schema's names or the files"
     ]
+
+
+def _arrow_paths(fields: list, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The paths (lower case) of Arrow ``fields``, and of their structs' fields."""
+    import pyarrow as pa
+
+    paths: set[tuple[str, ...]] = set()
+    for f in fields:
+        path = (*prefix, f.name.lower())
+        paths.add(path)
+        if pa.types.is_struct(f.type):
+            paths |= _arrow_paths(list(f.type), path)
+    return paths
 
 
 _SUGGESTIONS = (

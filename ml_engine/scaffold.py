@@ -173,6 +173,8 @@ class _RawColumn:
     native_type: str | None = None  # a schema type taken from the file (Parquet), else None
     native_note: str = ""
     renamed_from: str | None = None
+    # The keys to a field of a nested JSON object or Parquet struct (``("user", "age")``).
+    path: tuple[str, ...] = ()
     # A number as the file writes it (``$1,234.50``), when init read its values as numbers.
     written_as: str | None = None
 
@@ -466,6 +468,40 @@ class _Nested(str):
     """The JSON text of a nested object or array value."""
 
 
+def _object_paths(rows: list[dict[str, Any]]) -> set[tuple[str, ...]]:
+    """The keys (paths of keys, inside nested objects) whose values are non-empty JSON
+    objects in every row that has a value: init reads their fields as columns of their own.
+    A key that holds an object in one row and another value in the next stays one column
+    (its values' JSON text)."""
+    kinds: dict[tuple[str, ...], set[bool]] = {}
+
+    def walk(obj: dict[str, Any], prefix: tuple[str, ...]) -> None:
+        for key, value in obj.items():
+            path = (*prefix, key)
+            seen = kinds.setdefault(path, set())
+            if value is not None:
+                seen.add(isinstance(value, dict) and bool(value))
+            if isinstance(value, dict):
+                walk(value, path)
+
+    for row in rows:
+        walk(row, ())
+    objects = {p for p, seen in kinds.items() if seen == {True}}
+    return {p for p in objects if all(p[:i] in objects for i in range(1, len(p)))}
+
+
+def _flat(
+    obj: dict[str, Any], objects: set[tuple[str, ...]], prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(path, text) of each value of a JSON record, the fields of ``objects`` each one."""
+    for key, value in obj.items():
+        path = (*prefix, key)
+        if path not in objects:
+            yield path, _text(value)
+        elif isinstance(value, dict):  # None: none of its fields has a value in this row
+            yield from _flat(value, objects, path)
+
+
 def _sample_json(files: list[Path], sample_rows: int) -> _Sample:
     sample = _Sample(fmt="json", files=[], columns=[], rows=0)
     rows: list[dict[str, Any]] = []
@@ -489,7 +525,7 @@ def _sample_json(files: list[Path], sample_rows: int) -> _Sample:
                 if not isinstance(obj, dict):
                     bad.append(f"{path.name}:{number}")
                     continue
-                rows.append({k: _text(v) for k, v in obj.items()})
+                rows.append(obj)
                 if len(rows) >= sample_rows:
                     break
         except (OSError, EOFError) as exc:
@@ -507,8 +543,13 @@ def _sample_json(files: list[Path], sample_rows: int) -> _Sample:
         raise ScaffoldError(
             f"{where}: empty: no JSON object found; give --data JSON lines (one object per line)"
         )
-    names = list(dict.fromkeys(k for row in rows for k in row))
-    sample.columns = [_RawColumn(n, [row.get(n) for row in rows]) for n in names]
+    objects = _object_paths(rows)
+    flat = [dict(_flat(row, objects)) for row in rows]
+    paths = list(dict.fromkeys(p for row in flat for p in row))
+    sample.columns = [
+        _RawColumn(".".join(p), [row.get(p) for row in flat], path=p if len(p) > 1 else ())
+        for p in paths
+    ]
     sample.rows = len(rows)
     return sample
 
@@ -567,15 +608,30 @@ def _sample_parquet(files: list[Path], sample_rows: int) -> _Sample:
         where = files[0] if len(files) == 1 else files[0].parent
         raise ScaffoldError(f"{where}: empty: no rows; give --data Parquet files with rows")
     table = pa.concat_tables(tables, promote_options="permissive")
-    for name in schema.names:
-        native, note = _native_type(schema.field(name).type)
-        col = table.column(name)
+    for path, col in _struct_fields(table):
+        native, note = _native_type(col.type)
         if native == "string" and note:
             values = [None if v is None else str(v) for v in col.to_pylist()]
         else:
             values = col.to_pylist()
-        sample.columns.append(_RawColumn(name, values, native, note))
+        nested = path if len(path) > 1 else ()
+        sample.columns.append(_RawColumn(".".join(path), values, native, note, path=nested))
     return sample
+
+
+def _struct_fields(table: pa.Table) -> Iterator[tuple[tuple[str, ...], pa.Array]]:
+    """(path, values) of each column of ``table``, and of each field of its struct columns
+    (a null struct's fields being null)."""
+
+    def fields(path: tuple[str, ...], values: pa.Array) -> Iterator[tuple[tuple[str, ...], Any]]:
+        if pa.types.is_struct(values.type) and values.type.num_fields:
+            for child, inner in zip(values.type, values.flatten(), strict=True):
+                yield from fields((*path, child.name), inner)
+        else:
+            yield path, values
+
+    for name in table.column_names:
+        yield from fields((name,), table.column(name).combine_chunks())
 
 
 def _example_with(
@@ -1300,9 +1356,13 @@ def _comment_block(lines: list[str], width: int = 96) -> list[str]:
     return out
 
 
-def _column_line(c: _Typed, roles: list[str], nullable: bool, input_name: str | None) -> str:
+def _column_line(
+    c: _Typed, roles: list[str], nullable: bool, input_name: str | list[str] | None
+) -> str:
     items = [f"name: {_scalar(c.name)}"]
-    if input_name is not None:
+    if isinstance(input_name, list):
+        items.append(f"input_name: [{', '.join(map(_scalar, input_name))}]")
+    elif input_name is not None:
         items.append(f"input_name: {_scalar(input_name)}")
     items += [f"type: {c.type}", f"nullable: {_scalar(nullable)}"]
     if len(roles) == 1:
@@ -1437,6 +1497,7 @@ def scaffold(
     guesses: list[ColumnGuess] = []
     lines: list[tuple[str, str]] = []
     required = {roles.record_id, roles.key, roles.event_time}
+    raw_paths = {c.name: c.path for c in sample.columns}
     for c in cols:
         col_roles = roles.roles[c.name]
         # The record id, the entity key and the event time are never nullable: ingest
@@ -1452,15 +1513,19 @@ def scaffold(
             parts.append(f"{empty} -> not nullable: ingest will quarantine such rows")
         elif not nullable:
             parts.append("never empty -> not nullable")
+        path = raw_paths.get(c.name, ())
         if c.renamed_from is not None and fmt == "csv":
             parts.append(f"header {c.renamed_from!r} renamed")
+        elif path:
+            inside = " in ".join(repr(k) for k in reversed(path[:-1]))
+            parts.append(f"field {path[-1]!r} of object {inside}, read by its input_name")
         elif c.renamed_from is not None:
             parts.append(f"{_FIELD[fmt]} {c.renamed_from!r} renamed, read by its input_name")
         if c.note:
             parts.append(c.note)
             warnings.append(f"column '{c.name}': {c.note}")
         reason = _one_line("; ".join(parts))
-        input_name = c.renamed_from if fmt != "csv" else None
+        input_name = list(path) if path else c.renamed_from if fmt != "csv" else None
         lines.append((_column_line(c, col_roles, nullable, input_name), f"guessed: {reason}"))
         guesses.append(ColumnGuess(c.name, c.type, tuple(col_roles), c.format, nullable, reason))
 

@@ -26,7 +26,10 @@ that is also a feature or the label) are refused. ``record_id``, ``key``, ``even
 A name holds no ``.``, backtick, blank or ``,;{}()=`` (Spark reads ``a.b`` as field ``b`` of
 ``a``; Delta tables refuse the others): a JSON key or Parquet column named so is loaded under
 another name with ``input_name``, e.g.
-``{name: reading_temp, input_name: "reading.temp", type: double}``.
+``{name: reading_temp, input_name: "reading.temp", type: double}``. A list of keys reads a
+field of nested JSON objects or Parquet structs:
+``{name: user_age, input_name: [user, age], type: int}`` reads 31 from
+``{"user": {"age": 31}}``.
 Loading never needs a Spark session.
 """
 
@@ -218,13 +221,28 @@ class ColumnSpec:
     constraints: Constraints = field(default_factory=Constraints)
     format: str | None = None
     description: str | None = None
-    # The column's name in JSON or Parquet input when the tables name it otherwise.
-    input_name: str | None = None
+    # The column's name in JSON or Parquet input when the tables name it otherwise, or the
+    # path of keys to it in nested JSON objects or Parquet structs (``("user", "age")``).
+    input_name: str | tuple[str, ...] | None = None
+
+    @property
+    def input_path(self) -> tuple[str, ...]:
+        """The keys that lead to the column's value in the input: one for a top-level key or
+        column, more for a field of a nested object or struct."""
+        if isinstance(self.input_name, tuple):
+            return self.input_name
+        return (self.input_name or self.name,)
+
+    @property
+    def nested(self) -> bool:
+        """Whether the column is read from a field of a nested object or struct."""
+        return len(self.input_path) > 1
 
     @property
     def read_as(self) -> str:
-        """The column's name in the input files."""
-        return self.input_name or self.name
+        """The column's name in the input files (its path's keys joined by ``.`` when it is
+        read from a nested field, as messages show it)."""
+        return ".".join(self.input_path)
 
     @property
     def role(self) -> str | None:
@@ -360,8 +378,20 @@ def _column(raw: Any, index: int, where: str) -> ColumnSpec:
         raise SchemaError(f"{where}: columns[{index}] has no 'name'")
     at = f"{where}: column '{name}'"
     input_name = raw.get("input_name")
-    if input_name is not None and (not isinstance(input_name, str) or not input_name):
-        raise SchemaError(f"{at}: 'input_name' must be the column's name in the input files")
+    if isinstance(input_name, list) and len(input_name) == 1:
+        input_name = input_name[0]
+    if isinstance(input_name, list):
+        if not all(isinstance(k, str) and k for k in input_name):
+            raise SchemaError(
+                f"{at}: 'input_name' as a list is the path of keys to a nested field, e.g. "
+                f'[user, age] for {{"user": {{"age": 31}}}}; got {input_name!r}'
+            )
+        input_name = tuple(input_name)
+    elif input_name is not None and (not isinstance(input_name, str) or not input_name):
+        raise SchemaError(
+            f"{at}: 'input_name' must be the column's name in the input files, or the list of "
+            f"keys to a nested field ([user, age])"
+        )
     unusable = unusable_name(name)
     if unusable:
         raise SchemaError(
@@ -508,13 +538,25 @@ def schema_from_dict(data: Any, source: str = "<inline>") -> TableSchema:
         if c.name.lower() in seen:
             raise SchemaError(f"{source}: column '{c.name}' is declared twice")
         seen.add(c.name.lower())
-    read: dict[str, str] = {}
+    read: dict[tuple[str, ...], str] = {}
     for c in columns:
-        other = read.setdefault(c.read_as.lower(), c.name)
+        path = tuple(k.lower() for k in c.input_path)
+        other = read.setdefault(path, c.name)
         if other != c.name:
             raise SchemaError(
                 f"{source}: columns '{other}' and '{c.name}' are both read from input column "
                 f"'{c.read_as}'; give each its own input_name"
+            )
+    for c in columns:
+        path = tuple(k.lower() for k in c.input_path)
+        inner = next(
+            (n for p, n in read.items() if len(p) > len(path) and p[: len(path)] == path), None
+        )
+        if inner is not None:
+            raise SchemaError(
+                f"{source}: column '{c.name}' reads '{c.read_as}' whole while column '{inner}' "
+                f"reads a field inside it; read its fields as columns (input_name: "
+                f"{json.dumps([*c.input_path, '<field>'])}), or it whole as JSON text, not both"
             )
     for role in SINGLE_COLUMN_ROLES:
         having = [c.name for c in columns if c.has_role(role)]

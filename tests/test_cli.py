@@ -197,6 +197,22 @@ def test_a_timestamp_format_with_points_or_a_12_hour_clock_is_suggested(tmp_path
     ]
 
 
+def test_a_nested_input_path_with_csv_input_is_refused_before_spark_starts(tmp_path):
+    from ml_engine.config import load_config
+    from ml_engine.preflight import input_problems
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "orders.csv").write_text("order_id,placed,basket,returned\no1,,12.5,0\n")
+    schema = SHOP_SCHEMA.replace("{name: basket,", "{name: basket, input_name: [cart, total],")
+    config = project(tmp_path, schema, "ingest: {path: raw/orders.csv}\n")
+    assert input_problems(load_config(config)) == [
+        f"ingest.format: csv, but column basket of {tmp_path / 'schema.yaml'} is read from the "
+        "nested field ['cart', 'total'] (input_name), which only JSON and Parquet input have; "
+        "name the CSV header field, or set ingest.format"
+    ]
+
+
 def test_a_csv_header_lacking_schema_columns_is_named_before_its_values_are_checked(tmp_path):
     from ml_engine.config import load_config
     from ml_engine.preflight import input_problems

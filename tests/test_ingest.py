@@ -877,6 +877,21 @@ def test_parquet_and_json_columns_the_schema_does_not_declare_are_named_in_a_not
     ]
 
 
+def json_batch(spark, tmp_path, lines, schema, undeclared):
+    """(the file, bronze rows, quarantine rows) of JSON ``lines``, whose read notes the
+    ``undeclared`` keys of the first line."""
+    from ml_engine.quality.ingest import read_input
+
+    f = write(tmp_path / "j" / "a.json", ("\n".join(lines) + "\n").encode())
+    raw, notes = read_input(spark, str(f), "json", schema)
+    assert notes == [
+        f"ingest: {f}: key(s) {undeclared} of the first record are not in schema "
+        f"'{schema.name}' (<inline>) and were not loaded; declare them in the schema file to "
+        "load them"
+    ]
+    return f, *split_valid(raw, schema, "b1", AT, fmt="json")
+
+
 def test_json_keys_and_parquet_columns_load_from_their_input_name(spark, tmp_path):
     """A key or column named with a dot (which Spark reads as a nested field) or blanks loads
     under the schema's name; a quarantined JSON record keeps the input's keys."""
@@ -897,13 +912,7 @@ def test_json_keys_and_parquet_columns_load_from_their_input_name(spark, tmp_pat
         '{"Reading ID": "r1", "reading.temp": 21.5, "zone": "N", "reading": {"temp": 9}}',
         '{"Reading ID": "r2", "reading.temp": "warm", "zone": "S"}',
     ]
-    f = write(tmp_path / "j" / "a.json", ("\n".join(lines) + "\n").encode())
-    raw, notes = read_input(spark, str(f), "json", schema)
-    assert notes == [
-        f"ingest: {f}: key(s) ['reading'] of the first record are not in schema 'r' (<inline>) "
-        "and were not loaded; declare them in the schema file to load them"
-    ]
-    bronze, quarantine = split_valid(raw, schema, "b1", AT, fmt="json")
+    f, bronze, quarantine = json_batch(spark, tmp_path, lines, schema, ["reading"])
     expected = spark.createDataFrame(
         [("r1", 21.5, "N", "b1", src(f), AT)],
         "Reading_ID string, reading_temp double, zone string, batch_id string, "
@@ -929,6 +938,73 @@ def test_json_keys_and_parquet_columns_load_from_their_input_name(spark, tmp_pat
     ]
     assert [tuple(r) for r in raw.drop("source_file").collect()] == [("r3", 19.0, "W")]
     assert raw.columns == ["Reading_ID", "reading_temp", "zone", "source_file"]
+
+
+NESTED = schema_from_dict(
+    {
+        "name": "events",
+        "columns": [
+            {"name": "id", "type": "string", "nullable": False, "role": "record_id"},
+            {"name": "user_age", "input_name": ["user", "age"], "type": "int"},
+            {"name": "country", "input_name": ["user", "address", "country"], "type": "string"},
+            {"name": "total", "input_name": ["cart", "total"], "type": "double"},
+        ],
+    }
+)
+
+
+def test_fields_of_nested_json_objects_load_from_their_input_path(spark, tmp_path):
+    """A list input_name reads a field of nested objects; a missing or null object leaves its
+    fields null; a key the schema reads fields of that holds something else quarantines the
+    record with its id and the key named; an undeclared nested key is noted."""
+
+    lines = [
+        '{"id": "e1", "user": {"age": 31, "address": {"country": "DE"}, "email": "x"}, '
+        '"cart": {"total": "$5.50"}}',
+        '{"id": "e2", "user": {"age": 40}, "cart": null}',
+        '{"id": "e3", "user": "anon", "cart": {"total": 2}}',
+        '{"id": "e4", "user": {"age": "old", "address": {"country": "FR"}}, "cart": {"total": 1}}',
+        '{"id": "e5", "user": {"address": "Main St"}}',
+    ]
+    f, bronze, quarantine = json_batch(spark, tmp_path, lines, NESTED, ["user.email"])
+    expected = spark.createDataFrame(
+        [("e1", 31, "DE", 5.5, "b1", src(f), AT), ("e2", 40, None, None, "b1", src(f), AT)],
+        "id string, user_age int, country string, total double, batch_id string, "
+        "source_file string, ingested_at timestamp",
+    )
+    assert_df_equality(bronze, expected, ignore_nullable=True)
+    not_object = "', not the object whose fields the schema reads (input_name)"
+    assert sorted((r.record_key, r.reason, r.raw_record) for r in quarantine.collect()) == [
+        ("e3", f"malformed JSON record: key user holds 'anon{not_object}", lines[2]),
+        (
+            "e4",
+            "column user_age: 'old' is not an int",
+            '{"id":"e4","user.age":"old","user.address.country":"FR","cart.total":"1"}',
+        ),
+        ("e5", f"malformed JSON record: key user.address holds 'Main St{not_object}", lines[4]),
+    ]
+
+
+def test_fields_of_parquet_structs_load_from_their_input_path(spark, tmp_path):
+    from ml_engine.quality.ingest import read_input
+
+    path = str(tmp_path / "p")
+    spark.createDataFrame(
+        [("e1", (31, ("DE",)), (5.5,)), ("e2", None, (1.0,))],
+        "id string, user struct<age: int, address: struct<country: string>>, "
+        "cart struct<total: double>",
+    ).write.parquet(path)
+    raw, notes = read_input(spark, path, "parquet", NESTED)
+    assert notes == []
+    assert sorted(tuple(r) for r in raw.drop("source_file").collect()) == [
+        ("e1", 31, "DE", 5.5),
+        ("e2", None, None, 1.0),
+    ]
+    lacking = schema_from_dict(
+        {"name": "l", "columns": [{"name": "tax", "input_name": ["cart", "tax"], "type": "double"}]}
+    )
+    with pytest.raises(ValueError, match=r"column\(s\) \['cart.tax'\] declared in schema 'l'"):
+        read_input(spark, path, "parquet", lacking)
 
 
 def test_first_lines_read_in_python_and_through_hadoop_agree(spark, tmp_path):

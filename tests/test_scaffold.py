@@ -323,6 +323,64 @@ def test_json_keys_and_parquet_columns_of_odd_names_are_renamed_and_read_by_inpu
     ]
 
 
+@pytest.mark.parametrize("fmt", ["json", "parquet"])
+def test_fields_of_nested_objects_and_structs_are_columns_read_by_their_path(tmp_path, fmt):
+    # 60 events: a nested user (null in one row) with a nested address, a cart, a list of
+    # tags (text), and "meta", an object in some rows and text in others (text, whole)
+    records = [
+        {
+            "event_id": f"e{i:03d}",
+            "ctx": {"at": f"2026-09-{1 + i % 28:02d} 10:00:00"},
+            "user": None if i == 7 else {"id": f"u{i % 9}", "age": 20 + i % 50,
+                                         "address": {"country": ["DE", "FR"][i % 2]}},
+            "cart": {"total": 10 + i * 0.5},
+            "tags": ["a"] * (i % 3),
+            "meta": {"v": i} if i % 2 else "none",
+            "bought": i % 3 == 0,
+        }
+        for i in range(60)
+    ]  # fmt: skip
+    data = tmp_path / "raw" / f"e.{fmt}"
+    data.parent.mkdir()
+    if fmt == "json":
+        data.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    else:
+        for r in records:
+            r["meta"] = str(r["meta"])  # a Parquet column has one type
+        pd.DataFrame(records).to_parquet(data)
+    result = scaffold(str(data), str(tmp_path / "o"), label="bought")
+    schema = load_schema(result.schema_path)
+    assert [(c.name, c.input_name, c.type) for c in schema.columns] == [
+        ("event_id", None, "string"),
+        ("ctx_at", ("ctx", "at"), "timestamp"),
+        ("user_id", ("user", "id"), "string"),
+        ("user_age", ("user", "age"), "int" if fmt == "json" else "long"),
+        ("user_address_country", ("user", "address", "country"), "string"),
+        ("cart_total", ("cart", "total"), "double"),
+        ("tags", None, "string"),
+        ("meta", None, "string"),
+        ("bought", None, "boolean"),
+    ]
+    assert result.guesses[4].reason.endswith(
+        "; field 'country' of object 'address' in 'user', read by its input_name"
+    )
+    assert (schema.key, schema.event_time) == ("user_id", "ctx_at")
+    # the input's check reads a nested time of JSON by its path too
+    from ml_engine.preflight import input_problems
+
+    assert input_problems(load_config(result.config_path)) == []
+    if fmt == "json":
+        for r in records:
+            r["ctx"]["at"] = "28/09/2026 10:00"
+        data.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+        assert [
+            p.split(" (first:")[0] for p in input_problems(load_config(result.config_path))
+        ] == [
+            f"the schema's format of column ctx_at in {result.schema_path}: 'yyyy-MM-dd "
+            f"HH:mm:ss' matches none of the first 20 values of column 'ctx_at' in {data}"
+        ]
+
+
 def test_features_are_drafted_from_the_event_time_and_the_entity_key(tmp_path):
     n = 60
     frame = pd.DataFrame(

@@ -143,6 +143,23 @@ def test_json_schema_and_decimal_type(tmp_path):
             "- {name: a, type: int}\n  - {name: b, input_name: A, type: int}",
             "columns 'a' and 'b' are both read from input column 'A'; give each its own input_name",
         ),
+        (
+            "- {name: a, input_name: [user, 3], type: int}",
+            "column 'a': 'input_name' as a list is the path of keys to a nested field, e.g. "
+            '[user, age] for {"user": {"age": 31}}; got [\'user\', 3]',
+        ),
+        (
+            "- {name: u, input_name: User, type: string}\n"
+            "  - {name: age, input_name: [user, age], type: int}",
+            "column 'u' reads 'User' whole while column 'age' reads a field inside it; read its "
+            'fields as columns (input_name: ["User", "<field>"]), or it whole as JSON text, not '
+            "both",
+        ),
+        (
+            "- {name: a, input_name: [u, age], type: int}\n  - {name: b, input_name: [U, Age], "
+            "type: int}",
+            "columns 'a' and 'b' are both read from input column 'U.Age'",
+        ),
     ],
 )
 def test_malformed_schema_names_file_and_column(tmp_path, columns, message):
@@ -322,11 +339,17 @@ def test_input_name_reads_a_column_the_tables_name_otherwise(tmp_path):
         "name: r\ncolumns:\n"
         '  - {name: reading_temp, input_name: "reading.temp", type: double}\n'
         "  - {name: zone, input_name: zone, type: string}\n"
-        '  - {name: Sensor_ID, input_name: "Sensor ID", type: string}\n',
+        '  - {name: Sensor_ID, input_name: "Sensor ID", type: string}\n'
+        "  - {name: user_age, input_name: [user, age], type: int}\n"
+        "  - {name: country, input_name: [user, address, country], type: string}\n"
+        "  - {name: user_id, input_name: [user_id], type: string}\n",
     )
     schema = load_schema(p)
-    assert [(c.name, c.input_name, c.read_as) for c in schema.columns] == [
-        ("reading_temp", "reading.temp", "reading.temp"),
-        ("zone", None, "zone"),
-        ("Sensor_ID", "Sensor ID", "Sensor ID"),
+    assert [(c.name, c.input_path, c.nested, c.read_as) for c in schema.columns] == [
+        ("reading_temp", ("reading.temp",), False, "reading.temp"),
+        ("zone", ("zone",), False, "zone"),
+        ("Sensor_ID", ("Sensor ID",), False, "Sensor ID"),
+        ("user_age", ("user", "age"), True, "user.age"),
+        ("country", ("user", "address", "country"), True, "user.address.country"),
+        ("user_id", ("user_id",), False, "user_id"),  # a path of one key is that key
     ]

@@ -74,7 +74,7 @@ import gzip
 import json
 import os
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 
 from pyspark import StorageLevel
@@ -142,10 +142,10 @@ def raw_struct(schema: TableSchema, fmt: str = "csv") -> T.StructType:
         schema: the declared input schema.
         fmt: ``csv``, ``json`` or ``parquet``.
     """
-    fields = [
-        T.StructField(c.read_as if fmt == "json" else c.name, T.StringType(), True)
-        for c in schema.columns
-    ]
+    if fmt == "json":
+        fields = _string_fields([c.input_path for c in schema.columns])
+    else:
+        fields = [T.StructField(c.name, T.StringType(), True) for c in schema.columns]
     if fmt in ("csv", "json"):
         fields.append(T.StructField(CORRUPT_COLUMN, T.StringType(), True))
     return T.StructType(fields)
@@ -281,12 +281,41 @@ def _by_header(
     return functools.reduce(DataFrame.unionByName, parts), notes
 
 
+def _string_fields(paths: list[tuple[str, ...]]) -> list[T.StructField]:
+    """String fields that read the keys ``paths`` lead to: a path of several keys reads a
+    field of a nested object, into a struct of the fields read from that object."""
+    tree: dict[str, dict] = {}
+    for path in paths:
+        node = tree
+        for key in path:
+            node = node.setdefault(key, {})
+
+    def fields(node: dict[str, dict]) -> list[T.StructField]:
+        return [
+            T.StructField(k, T.StructType(fields(inner)) if inner else T.StringType(), True)
+            for k, inner in node.items()
+        ]
+
+    return fields(tree)
+
+
+def _field_paths(struct: T.StructType, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The paths (lower case) of ``struct``'s fields, and of its structs' fields."""
+    paths: set[tuple[str, ...]] = set()
+    for f in struct.fields:
+        path = (*prefix, f.name.lower())
+        paths.add(path)
+        if isinstance(f.dataType, T.StructType):
+            paths |= _field_paths(f.dataType, path)
+    return paths
+
+
 def _undeclared_json_keys(
     spark: SparkSession, df: DataFrame, schema: TableSchema, encoding: str
 ) -> list[str]:
     """Notes naming the keys of each JSON file's first record that the schema does not
     declare (Spark's read leaves them out); one line per file read on the driver."""
-    declared = {c.read_as for c in schema.columns}  # Spark matches JSON keys by exact name
+    declared = {c.input_path for c in schema.columns}  # Spark matches JSON keys by exact name
     undeclared: dict[tuple[str, ...], set[str]] = {}
     for uri in sorted(df.inputFiles()):
         try:
@@ -294,13 +323,29 @@ def _undeclared_json_keys(
         except ValueError:
             continue
         if isinstance(record, dict):
-            extra = tuple(k for k in record if k not in declared)
+            extra = tuple(_undeclared_keys(record, declared))
             if extra:
                 undeclared.setdefault(extra, set()).add(_file_name(uri))
     return [
         _not_loaded(f"{_shown(group)}: key(s) {list(extra)} of the first record", schema)
         for extra, group in undeclared.items()
     ]
+
+
+def _undeclared_keys(
+    record: dict, declared: set[tuple[str, ...]], prefix: tuple[str, ...] = ()
+) -> Iterator[str]:
+    """The keys of ``record`` (``user.id`` inside a nested object whose other fields are
+    declared) that no declared path reads."""
+    for key, value in record.items():
+        path = (*prefix, key)
+        if path in declared:
+            continue
+        inner = any(p[: len(path)] == path for p in declared)
+        if inner and isinstance(value, dict):
+            yield from _undeclared_keys(value, declared, path)
+        elif not inner:
+            yield ".".join(path)
 
 
 def _not_loaded(subject: str, schema: TableSchema) -> str:
@@ -443,15 +488,19 @@ def read_input(
             raise ValueError(f"{fmt} input {path} holds no {fmt} files") from None
         raise
     if fmt == "parquet":
-        present = {c.lower() for c in df.columns}
-        missing = [c.read_as for c in schema.columns if c.read_as.lower() not in present]
+        present = _field_paths(df.schema)
+        missing = [
+            c.read_as
+            for c in schema.columns
+            if tuple(k.lower() for k in c.input_path) not in present
+        ]
         if missing:
             raise ValueError(
                 f"parquet input {path}: column(s) {missing} declared in schema "
                 f"'{schema.name}' ({schema.source}) are missing; the files have columns "
                 f"{df.columns}. Fix the files or the schema."
             )
-        declared = {c.read_as.lower() for c in schema.columns}
+        declared = {c.input_path[0].lower() for c in schema.columns}
         extra = [c for c in df.columns if c.lower() not in declared]
         if extra:
             notes.append(_not_loaded(f"column(s) {extra} of parquet input {path}", schema))
@@ -470,8 +519,12 @@ def read_input(
 
 
 def _input(column: ColumnSpec) -> Column:
-    """The input's column that ``column`` is read from."""
-    return F.col(quote_name(column.read_as))
+    """The input's column (or field of a struct column) that ``column`` is read from."""
+    first, *inner = column.input_path
+    value = F.col(quote_name(first))
+    for key in inner:
+        value = value.getField(key)
+    return value
 
 
 def nanosecond_columns(spark: SparkSession, files: list[str]) -> set[str]:
@@ -750,6 +803,11 @@ def _parse(
     return typed, _value_message(c, raw, problem)
 
 
+def _json_path(keys: tuple[str, ...]) -> str:
+    """The JSONPath of ``get_json_object`` to the value ``keys`` lead to."""
+    return "$" + "".join(f"['{key}']" for key in keys)
+
+
 def _value_message(c: ColumnSpec, raw: Column, problem: str) -> Column:
     """``column <name>: '<value>'<problem>``: why a value of ``c`` does not parse."""
     return F.concat(F.lit(f"column {c.name}: '"), raw.cast("string"), F.lit(problem))
@@ -875,6 +933,20 @@ def with_parsed_columns(
                 "malformed JSON record: not a JSON object (the input must hold one JSON "
                 "object per line)"
             )
+            # A key whose fields the schema reads, holding something else than an object.
+            parents = dict.fromkeys(c.input_path[:i] for c in schema.columns
+                                    for i in range(1, len(c.input_path)))  # fmt: skip
+            for parent in reversed(parents):
+                value = F.get_json_object(corrupt, _json_path(parent))
+                shown = ".".join(parent)
+                structure_msg = F.when(
+                    value.isNotNull() & ~value.startswith("{"),
+                    F.concat(
+                        F.lit(f"malformed JSON record: key {shown} holds '"),
+                        value,
+                        F.lit("', not the object whose fields the schema reads (input_name)"),
+                    ),
+                ).otherwise(structure_msg)
         corrupt_msg = F.concat_ws(
             "; ",
             structure_msg,
@@ -926,6 +998,9 @@ def with_parsed_columns(
         record_key = F.lit(None).cast("string")
     elif corrupt is None:
         record_key = key
+    elif fmt == "json":  # a JSON object whose other keys do not load still has its id
+        path = _json_path(schema.column(key_name).input_path)
+        record_key = F.when(corrupt.isNull(), key).otherwise(F.get_json_object(corrupt, path))
     else:
         record_key = F.when(corrupt.isNull(), key)
 
