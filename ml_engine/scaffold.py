@@ -95,7 +95,8 @@ _EXACT_LABELS = ("label", "target", "y", "class", "outcome")
 # A two-valued column with a word starting so is the event a model predicts: churned,
 # fraudulent, defaulted, failure, converted, cancelled, attrition, defective, survived, clicked.
 _FLAG_LABEL_WORDS = (
-    "churn", "fraud", "default", "fail", "convert", "cancel", "attrit", "defect", "surviv", "click"
+    "churn", "fraud", "default", "fail", "convert", "cancel", "attrit", "defect", "surviv", "click",
+    "returned", "purchased", "approved", "responded",
 )  # fmt: skip
 # Words of a column name that say its values are the thing a record is about.
 _ENTITY_WORDS = frozenset(
@@ -215,7 +216,7 @@ def _data_files(path: Path) -> tuple[str, list[Path]]:
             f"file or of a directory of them"
         )
     if path.is_file():
-        fmt = format_by_name(path)
+        fmt = format_by_name(path) or _sniffed_format(path)
         if fmt is None:
             raise ScaffoldError(
                 f"{path}: cannot tell the format from the name '{path.name}'; ml-engine reads "
@@ -237,7 +238,8 @@ def _data_files(path: Path) -> tuple[str, list[Path]]:
         )
     by_format: dict[str, list[str]] = {}
     for f in files:
-        by_format.setdefault(format_by_name(f) or "unknown format", []).append(f.name)
+        fmt = format_by_name(f) or _sniffed_format(f) or "unknown format"
+        by_format.setdefault(fmt, []).append(f.name)
     if len(by_format) > 1:
         listed = "; ".join(
             f"{fmt}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
@@ -255,6 +257,30 @@ def _data_files(path: Path) -> tuple[str, list[Path]]:
             f"{', '.join(by_format[fmt][:3])}); it reads {_known_extensions()}"
         )
     return fmt, files
+
+
+def _sniffed_format(path: Path) -> str | None:
+    """The format of a file named otherwise (``sales.txt``, ``export.dat``) by its content:
+    Parquet's magic bytes, a JSON object on the first line, or lines that split into as many
+    fields by one of the CSV delimiters init knows; None when it is none of these."""
+    if path.name.lower().endswith(_COMPRESSED):
+        return None
+    with open(path, "rb") as f:
+        if f.read(4) == b"PAR1":
+            return "parquet"
+    with open(path, "rb") as f:
+        lines = [_decode(f.readline(1 << 20))[0].strip() for _ in range(5)]
+    lines = [line.lstrip("\ufeff") for line in lines if line]
+    if not lines:
+        return None
+    try:
+        if isinstance(json.loads(lines[0]), dict):
+            return "json"
+    except ValueError:
+        pass
+    delimiter = _delimiter(lines[0])
+    counts = {line.count(delimiter) for line in lines}
+    return "csv" if delimiter in lines[0] and len(counts) == 1 else None
 
 
 def _open_binary(path: Path) -> IO[bytes]:

@@ -858,7 +858,7 @@ def test_without_a_record_id_dedup_is_exact(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "flag", ["is_fraud", "failure", "Converted", "cancelled", "Attrition_Flag", "survived"]
+    "flag", ["is_fraud", "failure", "Converted", "cancelled", "Attrition_Flag", "survived", "Returned"]
 )
 def test_a_flag_of_the_predicted_event_is_the_label_when_no_column_has_a_label_name(tmp_path, flag):
     rows = "\n".join(f"{i},{i % 2},{i % 3 == 0},{i * 1.5}" for i in range(1, 11))
@@ -1403,6 +1403,30 @@ def test_unusable_data_is_refused_naming_the_path(tmp_path, make, message):
         scaffold(str(path), str(tmp_path / "out"))
     assert str(err.value) == message.format(p=path)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "name, fmt, csv",
+    [("sales.txt", "csv", {"delimiter": "|"}), ("part-00000", "csv", None),
+     ("events.dat", "json", None), ("export", "parquet", None)],
+)  # fmt: skip
+def test_files_named_otherwise_are_read_by_their_content(tmp_path, name, fmt, csv):
+    frame = pd.DataFrame({"id": range(60), "units": [i % 7 for i in range(60)]})
+    data = tmp_path / "d" / name
+    data.parent.mkdir()
+    if fmt == "parquet":
+        frame.to_parquet(data)
+    elif fmt == "json":
+        frame.to_json(data, orient="records", lines=True)
+    else:
+        frame.to_csv(data, index=False, sep=(csv or {}).get("delimiter", ","))
+    result = scaffold(str(data.parent), str(tmp_path / "out"))
+    written = config_of(result)["ingest"]
+    assert (written["format"], written.get("csv")) == (fmt, csv)
+    assert [(c.name, c.type) for c in load_schema(result.schema_path).columns] == [
+        ("id", "long" if fmt == "parquet" else "int"),
+        ("units", "long" if fmt == "parquet" else "int"),
+    ]
 
 
 def test_csv_files_of_a_directory_must_share_their_header(tmp_path):
