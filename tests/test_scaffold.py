@@ -858,7 +858,8 @@ def test_without_a_record_id_dedup_is_exact(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "flag", ["is_fraud", "failure", "Converted", "cancelled", "Attrition_Flag", "survived", "Returned"]
+    "flag",
+    ["is_fraud", "failure", "Converted", "cancelled", "Attrition_Flag", "survived", "Returned"],
 )
 def test_a_flag_of_the_predicted_event_is_the_label_when_no_column_has_a_label_name(tmp_path, flag):
     rows = "\n".join(f"{i},{i % 2},{i % 3 == 0},{i * 1.5}" for i in range(1, 11))
