@@ -191,6 +191,16 @@ def test_record_key_is_the_record_id_even_when_it_is_null(spark):
     assert_df_equality(quarantine, expected, ignore_nullable=True)
 
 
+def test_a_record_of_empty_fields_is_quarantined_as_empty(spark):
+    # a spreadsheet's blank row ",,,,,,,," (a schema of nullable columns only would load it)
+    empty = {c: None for c in MINI.names}
+    _, quarantine = split(spark, [raw_row(**empty)])
+    expected = expected_quarantine(
+        spark, [(as_line(**empty), "empty record: none of its 9 fields has a value", None)]
+    )
+    assert_df_equality(quarantine, expected, ignore_nullable=True)
+
+
 @pytest.mark.parametrize(
     ("text", "fmt", "hour"),
     [

@@ -879,6 +879,12 @@ def with_parsed_columns(
         if msg is not None:
             messages.append(msg)
     column_reason = F.concat_ws("; ", *messages) if messages else F.lit("")
+    if fmt in ("csv", "json") and len(schema.columns) > 1:
+        # A spreadsheet's blank row (,,,,) or {}: no record, whatever the schema allows.
+        empty = F.coalesce(*[F.col(c.name) for c in schema.columns]).isNull()
+        column_reason = F.when(
+            empty, F.lit(f"empty record: none of its {len(schema.columns)} fields has a value")
+        ).otherwise(column_reason)
 
     if has_corrupt:
         corrupt = F.col(CORRUPT_COLUMN)
