@@ -404,6 +404,48 @@ def _unreserved(
     return out, pairs
 
 
+def _fields_outside_quotes(line: str, delimiter: str) -> int:
+    """How many fields ``delimiter`` splits ``line`` into, quoted delimiters not counted."""
+    quoted, fields = False, 1
+    for ch in line:
+        if ch == '"':
+            quoted = not quoted
+        elif ch == delimiter and not quoted:
+            fields += 1
+    return fields
+
+
+def _refuse_preamble(path: Path, lines: int = 30) -> None:
+    """Refuses a CSV file whose header is not its first line: a report title or export date
+    above it (``Account statement``, ``Generated: ...``), seen as lines of at most half as many
+    fields above a line whose number of fields nine in ten later sampled lines have. Ingest
+    takes the first line of each file as its header."""
+    with _open_binary(path) as f:
+        read = [_decode(f.readline(1 << 20))[0].rstrip("\r\n") for _ in range(lines)]
+    numbered = [(n, line) for n, line in enumerate(read, 1) if line.strip()]
+    starts: list[int] = []  # per delimiter that splits the lines alike: where they start
+    for delimiter in _DELIMITERS:
+        counts = [_fields_outside_quotes(line, delimiter) for _, line in numbered]
+        width = max(counts, default=1)
+        start = counts.index(width)
+        rest = counts[start:]
+        if width >= 2 and len(rest) >= 3 and rest.count(width) >= len(rest) * 0.9:
+            # Lines above of at most half as many fields (not a header narrower than rows
+            # ending in a delimiter).
+            if start == 0 or max(counts[:start]) <= width // 2:
+                starts.append(start)
+    if starts and 0 not in starts:
+        start = starts[0]
+        shown = "; ".join(repr(line[:40]) for _, line in numbered[:start][:3])
+        header_at = numbered[start][0]
+        raise ScaffoldError(
+            f"{path}: its header is line {header_at}, below other content ({shown}); ingest "
+            f"takes the first line of each file as its header: remove the lines above it, e.g. "
+            f"`tail -n +{header_at} {path.name} > {path.stem}.data{path.suffix}` (and move the "
+            f"original out of the directory), then run init again"
+        )
+
+
 def _sample_csv(files: list[Path], sample_rows: int) -> _Sample:
     first_header: list[str] | None = None
     sample = _Sample(fmt="csv", files=[], columns=[], rows=0)
@@ -416,6 +458,7 @@ def _sample_csv(files: list[Path], sample_rows: int) -> _Sample:
         if not line.strip():
             continue
         header, encoding = _decode(line)
+        _refuse_preamble(path)
         delimiter = _delimiter(header)
         names, renamed = _unreserved(*csv_column_names(header, delimiter))
         if first_header is None:

@@ -1375,6 +1375,17 @@ KNOWN = (
             "rename the file to its format's extension or convert it",
         ),
         (
+            lambda d: write(
+                d / "s.csv",
+                "Account statement\r\nGenerated: 2026-12-01, 08:00\r\n\r\nid,amount,day,note\r\n"
+                + "".join(f"{i},{i}.5,2026-11-0{1 + i},x\r\n" for i in range(5)),
+            ),
+            "{p}: its header is line 4, below other content ('Account statement'; 'Generated: "
+            "2026-12-01, 08:00'); ingest takes the first line of each file as its header: remove "
+            "the lines above it, e.g. `tail -n +4 s.csv > s.data.csv` (and move the original out "
+            "of the directory), then run init again",
+        ),
+        (
             lambda d: write(d / "a.json", '[{"a": 1}]\n'),
             "{p}: holds a JSON array; ingest reads JSON lines (one object per line): convert it, "
             "e.g. with `jq -c '.[]' a.json > a.jsonl`",
