@@ -599,8 +599,9 @@ class OutliersConfig(StrictModel):
     """The outlier detector: fitted on a silver batch by ``detect_outliers``, applied by
     ``build_features`` (flags, capped values or outliers left out; ``quarantine`` for drop)."""
 
+    # [] detects no outliers (data without numeric columns): the outlier columns stay null.
     detectors: list[DetectorConfig] = Field(
-        default_factory=lambda: [DetectorConfig(method="iqr", k=3.0)], min_length=1
+        default_factory=lambda: [DetectorConfig(method="iqr", k=3.0)]
     )
     policy: Literal["flag", "cap", "drop"] = "flag"
     # auto: fit on the first batch (no detector saved yet) and reuse the saved detector for
@@ -625,7 +626,8 @@ class OutliersConfig(StrictModel):
                     (
                         p,
                         f"not set, and schema '{schema.name}' ({schema.source}) has "
-                        f"no numeric_feature columns to default to; list the columns",
+                        f"no numeric_feature columns to default to; list the columns, or set "
+                        f"outliers.detectors: [] to detect no outliers",
                     )
                 )
             for c in det.columns or []:

@@ -575,6 +575,8 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
             "engineered_columns": fcfg.output_names(),
             "outliers": f"{cfg.outliers.policy}, detector {model_path}"
             if detector is not None
+            else "none: outliers.detectors is empty"
+            if not cfg.outliers.detectors
             else f"not applied: no detector saved at {model_path} (run detect_outliers)",
         },
     )
@@ -583,8 +585,11 @@ def run_build_features(spark: SparkSession, cfg: Config, tables: DeltaTables) ->
 def _detector(
     spark: SparkSession, cfg: Config, tables: DeltaTables, rows: DataFrame, batch: str
 ) -> PipelineModel | None:
-    """The detector ``detect_outliers`` saved (None: none saved), checked against ``rows``
-    (silver's) and against the policy the batch's features were written with."""
+    """The detector ``detect_outliers`` saved (None: none saved, or ``outliers.detectors``
+    empty), checked against ``rows`` (silver's) and against the policy the batch's features
+    were written with."""
+    if not cfg.outliers.detectors:
+        return None
     model_path = outlier_model_path(cfg)
     try:
         detector = load_outlier_model(spark, model_path)

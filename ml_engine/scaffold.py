@@ -1720,9 +1720,9 @@ def _job_warnings(cols: list[_Typed], roles: _Roles) -> list[str]:
         )
     if not any(ROLE_NUMERIC in roles.roles[c.name] for c in cols):
         out.append(
-            "no numeric feature was found: detect_outliers needs numeric columns; give numeric "
-            "columns `role: numeric_feature` in schema.yaml or list them in "
-            "outliers.detectors in config.yaml."
+            "no numeric feature was found: config.yaml sets outliers.detectors: [] (no outlier "
+            "detection); give numeric columns `role: numeric_feature` in schema.yaml and remove "
+            "that line to check them."
         )
     return out
 
@@ -1917,6 +1917,11 @@ def _config_text(
         ]
     if clean:
         lines += [("clean:", ""), *clean]
+    if not any(ROLE_NUMERIC in roles.roles[c.name] for c in cols):
+        lines += [
+            ("outliers:", ""),
+            ("  detectors: []", "no numeric column to check: no outlier detection"),
+        ]
     lines += _feature_lines(cols, roles)
     lines += [
         ("mlflow:", ""),

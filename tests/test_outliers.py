@@ -1116,6 +1116,35 @@ def test_job_with_refit_never_and_without_a_saved_model_names_path_and_key(spark
         run_detect_outliers(spark, cfg, tables)
 
 
+def test_no_detectors_fit_nothing_and_features_ignore_a_detector_saved_before(
+    spark, tmp_path, policy_runs
+):
+    # data without numeric columns: outliers.detectors: [] (a detector saved by an earlier
+    # config is not applied)
+    fitted_cfg, tables, *_ = policy_runs("flag")
+    model_path = fitted_cfg.storage.path("models", "outliers")
+    cfg = _cfg(tmp_path, {"model_path": model_path, "detectors": []})
+    _silver_with(spark, tables, cfg, [data_row(i, *r) for i, r in enumerate(BATCH)])
+    result = run_detect_outliers(spark, cfg, tables)
+    assert (result.outputs, result.metrics, result.notes) == (
+        {},
+        {"batch_id": "b1", "detectors": 0},
+        [
+            "outliers.detectors is empty: no detector fitted, no row checked; build_features "
+            "writes the outlier columns null"
+        ],
+    )
+    assert not (tmp_path / "store" / "tables" / "outlier_stats").exists()
+    features = run_build_features(spark, cfg, tables)
+    expected = spark.createDataFrame(
+        [(rid, a, n, None, None, None) for rid, a, n in BATCH], FEATURE_FLAGS
+    )
+    assert_df_equality(
+        _feature_flags(cfg, tables), expected, ignore_nullable=True, ignore_row_order=True
+    )
+    assert features.metrics["outliers"] == "none: outliers.detectors is empty"
+
+
 def test_build_features_without_a_saved_detector_writes_null_flags_and_says_so(spark, tmp_path):
     tables = open_tables(spark, "rs")
     cfg = _cfg(tmp_path, {"detectors": DETECTORS})

@@ -871,6 +871,21 @@ def test_a_flag_of_the_predicted_event_is_the_label_when_no_column_has_a_label_n
     assert config_of(result)["train"] == {"task": "classification"}
 
 
+def test_data_without_numeric_columns_gets_no_outlier_detection(tmp_path):
+    rows = "\n".join(
+        f"t{i},{('web', 'app')[i % 2]},{('low', 'high')[i % 3 > 0]}" for i in range(60)
+    )
+    data = write(tmp_path / "t.csv", f"ticket_id,channel,priority\n{rows}\n")
+    result = scaffold(str(data), str(tmp_path / "out"), label="priority")
+    assert config_of(result)["outliers"] == {"detectors": []}
+    assert load_config(result.config_path).outliers.detectors == []
+    assert (
+        "no numeric feature was found: config.yaml sets outliers.detectors: [] (no outlier "
+        "detection); give numeric columns `role: numeric_feature` in schema.yaml and remove that "
+        "line to check them." in result.warnings
+    )
+
+
 def test_label_given_by_name_is_the_label_and_its_values_set_the_task(tmp_path):
     rows = "\n".join(f"T{i},{i * 1.5},{('low', 'normal', 'high')[i % 3]}" for i in range(1, 13))
     data = write(tmp_path / "t.csv", f"ticket,words,priority\n{rows}\n")

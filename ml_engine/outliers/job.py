@@ -112,6 +112,9 @@ def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -
     per detector after it (quantiles, a correlation matrix), then the statistics and writes;
     none of them grows with the number of columns.
 
+    With ``outliers.detectors: []`` (data without numeric columns) nothing is fitted or
+    written.
+
     Raises:
         JobError: silver is missing or lacks a detector's column, the batch has no values to
             fit on, or ``refit: never`` and no model is saved at the model path.
@@ -126,6 +129,16 @@ def run_detect_outliers(spark: SparkSession, cfg: Config, tables: DeltaTables) -
         raise JobError(
             f"detect_outliers: no silver table at {silver_path}; run the clean job for batch "
             f"'{batch}' first"
+        )
+    if not oc.detectors:
+        tables.require_batch(silver_path, batch)
+        return JobResult(
+            job="detect_outliers",
+            metrics={"batch_id": batch, "detectors": 0},
+            notes=[
+                "outliers.detectors is empty: no detector fitted, no row checked; build_features "
+                "writes the outlier columns null"
+            ],
         )
     describe(spark, f"detect_outliers: read silver batch {batch}")
     data = tables.read_batch(silver_path, batch)

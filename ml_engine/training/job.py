@@ -155,6 +155,11 @@ def _outlier_model(spark: SparkSession, cfg: Config) -> PipelineModel | None:
 
     if not cfg.train.outlier_features:
         return None
+    if not cfg.outliers.detectors:
+        raise JobError(
+            "train.outlier_features is set but outliers.detectors is empty: no detector to "
+            "take the flags from; unset train.outlier_features or configure a detector"
+        )
     path = cfg.outliers.model_path or cfg.storage.path("models", "outliers")
     model = load_outlier_model(spark, path)
     if model is None:
