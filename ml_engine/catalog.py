@@ -309,10 +309,16 @@ class BatchCatalog:
     def visible(self, path: str) -> dict[str, int] | None:
         """Batch -> the table version its latest completed run recorded; None when the table
         is read as it is (no record in the run log and no commit made through a catalog)."""
-        names = [self.logged_path(path), path]
-        runs = self.tables.log_rows(
-            self.runs_path, ["batch_id", "table_version", "completed_at"], {"table_path": names}
-        )
+        runs = []
+        for log in dict.fromkeys([self.runs_path, _run_log_beside(path, self.runs_path)]):
+            # This root's run log, else the one beside a table of another root (the bronze
+            # table of a project that loads the labels).
+            names = [_logged_path(path, log), path]
+            runs = self.tables.log_rows(
+                log, ["batch_id", "table_version", "completed_at"], {"table_path": names}
+            )
+            if runs:
+                break
         if not runs:
             return {} if self._marked(path) else None
         latest: dict[str, int] = {}
@@ -473,6 +479,13 @@ def _not_complete(tables: DeltaTables, path: str, batch_id: str, visible: dict[s
             f"batches: {shown}"
         )
     return batch_not_found(path, batch_id, complete)
+
+
+def _run_log_beside(path: str, runs_path: str) -> str:
+    """Where the run log of the storage root holding the table at ``path`` would be: named as
+    ``runs_path``, in the table's folder."""
+    folder = path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else ""
+    return f"{folder}/{runs_path.rstrip('/').rsplit('/', 1)[-1]}"
 
 
 def _logged_path(path: str, runs_path: str) -> str:

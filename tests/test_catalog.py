@@ -277,6 +277,26 @@ def test_a_copied_storage_root_keeps_its_batches(spark, catalog, tmp_path):
     assert cat.logged_path(str(root / "t")) == "t"
 
 
+@BOTH
+def test_a_table_of_another_storage_root_is_read_as_its_own_run_log_records_it(
+    spark, catalog, tmp_path
+):
+    # the bronze table of a project of its own that loads the labels, read by the main
+    # project's build_training_set: its batches are the ones its own run log completed
+    labels_cat, labels_root = catalog
+    labels = str(labels_root / "bronze")
+    write_run(labels_cat, spark, labels, "2026-06-01", 1, 2)
+    write_run(labels_cat, spark, labels, "2026-06-02", 3, complete=False)  # stopped
+    main = BatchCatalog(open_tables(spark, "rs"), str(tmp_path / "main" / "tables" / "job_runs"))
+    assert main.visible(labels) == {"2026-06-01": 0}
+    assert_df_equality(
+        main.read_complete(labels)[0],
+        rows(spark, "2026-06-01", 1, 2),
+        ignore_nullable=True,
+        ignore_row_order=True,
+    )
+
+
 def expire_log_before_checkpoint(path: str) -> int:
     """What Delta's log retention (delta-spark: ``delta.logRetentionDuration``, 30 days) does to
     old entries at a checkpoint: a checkpoint of the latest version, every commit file before
