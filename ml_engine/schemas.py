@@ -106,9 +106,8 @@ _COLUMN_KEYS = {
 # it (12.5% is 12.5).
 CURRENCY_SIGNS = "$€£¥₹"
 CURRENCY_CODES = ("USD", "EUR", "GBP", "CHF", "JPY", "CNY", "INR", "CAD", "AUD")
-# The characters that group thousands (``ingest.csv.thousands``); a blank stands for the
+# The blanks around a number and between its thousands (``ingest.csv.thousands: " "``): the
 # no-break spaces that French and other exports write too.
-THOUSANDS_SEPARATORS = (",", ".", " ", "'")
 _BLANKS = " \u00a0\u202f"
 
 

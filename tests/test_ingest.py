@@ -196,7 +196,8 @@ def test_a_record_of_empty_fields_is_quarantined_as_empty(spark):
     empty = {c: None for c in MINI.names}
     _, quarantine = split(spark, [raw_row(**empty)])
     expected = expected_quarantine(
-        spark, [(as_line(**empty), "empty record: none of its 9 fields has a value", None)]
+        spark,
+        [(as_line(**empty), "empty record: none of the schema's 9 columns has a value", None)],
     )
     assert_df_equality(quarantine, expected, ignore_nullable=True)
 

@@ -738,7 +738,6 @@ def _cfg(tmp_path, outliers: dict, root=None):
         ),
         ([{"method": "iqr", "columns": []}], "outliers.detectors.0: columns is empty"),
         ([{"method": "iqr", "k": 0}], "outliers.detectors.0.k: Input should be greater than 0"),
-        ([], "outliers.detectors: List should have at least 1 item"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, detectors, message):

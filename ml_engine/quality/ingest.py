@@ -883,7 +883,8 @@ def with_parsed_columns(
         # A spreadsheet's blank row (,,,,) or {}: no record, whatever the schema allows.
         empty = F.coalesce(*[F.col(c.name) for c in schema.columns]).isNull()
         column_reason = F.when(
-            empty, F.lit(f"empty record: none of its {len(schema.columns)} fields has a value")
+            empty,
+            F.lit(f"empty record: none of the schema's {len(schema.columns)} columns has a value"),
         ).otherwise(column_reason)
 
     if has_corrupt:
