@@ -249,6 +249,11 @@ def _header_problems(cfg: Config, file: Path) -> list[str]:
     lacking = [c.name for c in schema.columns if csv_name(c.read_as).lower() not in fields]
     if not lacking or len(fields) == len(schema.names):
         return []
+    from ml_engine.scaffold import header_below, header_below_hint
+
+    below = header_below(file)
+    if below is not None:
+        return [f"ingest.path: {header_below_hint(file, *below)}"]
     return [
         f"ingest.path: the header of {file} names {len(fields)} columns where schema "
         f"'{schema.name}' ({schema.source}) declares {len(schema.names)}: it lacks {lacking}, "

@@ -415,11 +415,12 @@ def _fields_outside_quotes(line: str, delimiter: str) -> int:
     return fields
 
 
-def _refuse_preamble(path: Path, lines: int = 30) -> None:
-    """Refuses a CSV file whose header is not its first line: a report title or export date
-    above it (``Account statement``, ``Generated: ...``), seen as lines of at most half as many
-    fields above a line whose number of fields nine in ten later sampled lines have. Ingest
-    takes the first line of each file as its header."""
+def header_below(path: Path, lines: int = 30) -> tuple[int, str] | None:
+    """(the header's line number, the lines above it shown) of a CSV file whose header is not
+    its first line: a report title or export date above it (``Account statement``,
+    ``Generated: ...``), seen as lines of at most half as many fields above a line whose
+    number of fields nine in ten later sampled lines have; None for a file without such lines.
+    Ingest takes the first line of each file as its header."""
     with _open_binary(path) as f:
         read = [_decode(f.readline(1 << 20))[0].rstrip("\r\n") for _ in range(lines)]
     numbered = [(n, line) for n, line in enumerate(read, 1) if line.strip()]
@@ -434,16 +435,20 @@ def _refuse_preamble(path: Path, lines: int = 30) -> None:
             # ending in a delimiter).
             if start == 0 or max(counts[:start]) <= width // 2:
                 starts.append(start)
-    if starts and 0 not in starts:
-        start = starts[0]
-        shown = "; ".join(repr(line[:40]) for _, line in numbered[:start][:3])
-        header_at = numbered[start][0]
-        raise ScaffoldError(
-            f"{path}: its header is line {header_at}, below other content ({shown}); ingest "
-            f"takes the first line of each file as its header: remove the lines above it, e.g. "
-            f"`tail -n +{header_at} {path.name} > {path.stem}.data{path.suffix}` (and move the "
-            f"original out of the directory), then run init again"
-        )
+    if not starts or 0 in starts:
+        return None
+    shown = "; ".join(repr(line[:40]) for _, line in numbered[: starts[0]][:3])
+    return numbered[starts[0]][0], shown
+
+
+def header_below_hint(path: Path, header_at: int, shown: str) -> str:
+    """What to do about a file whose header is line ``header_at``, below ``shown``."""
+    return (
+        f"{path}: its header is line {header_at}, below other content ({shown}); ingest takes "
+        f"the first line of each file as its header: remove the lines above it, e.g. "
+        f"`tail -n +{header_at} {path.name} > {path.stem}.data{path.suffix}` (and move the "
+        f"original out of the directory)"
+    )
 
 
 def _sample_csv(files: list[Path], sample_rows: int) -> _Sample:
@@ -458,7 +463,9 @@ def _sample_csv(files: list[Path], sample_rows: int) -> _Sample:
         if not line.strip():
             continue
         header, encoding = _decode(line)
-        _refuse_preamble(path)
+        below = header_below(path)
+        if below is not None:
+            raise ScaffoldError(f"{header_below_hint(path, *below)}, then run init again")
         delimiter = _delimiter(header)
         names, renamed = _unreserved(*csv_column_names(header, delimiter))
         if first_header is None:

@@ -213,6 +213,23 @@ def test_a_nested_input_path_with_csv_input_is_refused_before_spark_starts(tmp_p
     ]
 
 
+def test_a_csv_header_below_a_report_title_is_named_before_spark_starts(tmp_path):
+    from ml_engine.config import load_config
+    from ml_engine.preflight import input_problems
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rows = "".join(f"o{i},2026-11-28 10:00:00,1{i}.5,0\n" for i in range(5))
+    (raw / "orders.csv").write_text(f"Orders report\n\norder_id,placed,basket,returned\n{rows}")
+    config = project(tmp_path, SHOP_SCHEMA, "ingest: {path: raw}\n")
+    assert input_problems(load_config(config)) == [
+        f"ingest.path: {raw / 'orders.csv'}: its header is line 3, below other content ('Orders "
+        "report'); ingest takes the first line of each file as its header: remove the lines "
+        "above it, e.g. `tail -n +3 orders.csv > orders.data.csv` (and move the original out of "
+        "the directory)"
+    ]
+
+
 def test_a_csv_header_lacking_schema_columns_is_named_before_its_values_are_checked(tmp_path):
     from ml_engine.config import load_config
     from ml_engine.preflight import input_problems
