@@ -227,10 +227,11 @@ class CsvOptions(StrictModel):
             ``1,234,567.5``, ``" "`` reads ``1 234,5`` (blanks or no-break spaces), ``"'"``
             reads ``1'234.5``; ``""`` for none. Unset, it is ``.`` with a decimal comma and
             none with a decimal point. A number need not be grouped (``1234.5`` reads too),
-            but a group of other than three digits (``1,23.5``) does not parse. Whatever the
-            separators, a currency sign or code before or after a number (``$5``, ``-$5``,
-            ``5 €``, ``CHF 5``: one of ``$€£¥₹`` or USD, EUR, GBP, CHF, JPY, CNY, INR, CAD,
-            AUD) and a percent sign after it (``12.5%`` reads as 12.5) are left out.
+            but a group of other than three digits (``1,23.5``) does not parse.
+        strip_signs: leave out a currency sign or code before or after a number (``$5``,
+            ``-$5``, ``5 €``, ``CHF 5``: one of ``$€£¥₹`` or USD, EUR, GBP, CHF, JPY, CNY,
+            INR, CAD, AUD) and a percent sign after it (``12.5%`` reads as 12.5). Off by
+            default: numbers written as Spark casts them are read at the cost of a cast.
     """
 
     header: bool = True
@@ -241,11 +242,12 @@ class CsvOptions(StrictModel):
     multiline: bool = True
     decimal: Literal[".", ","] = "."
     thousands: Literal[",", ".", " ", "'", ""] | None = None
+    strip_signs: bool = False
 
     @property
     def numbers(self) -> NumberText:
-        """How numbers are written in the files (decimal and thousands separators)."""
-        return NumberText(self.decimal, self.thousands)
+        """How numbers are written in the files (separators, signs)."""
+        return NumberText(self.decimal, self.thousands, self.strip_signs)
 
     @model_validator(mode="after")
     def _separators_differ(self) -> CsvOptions:

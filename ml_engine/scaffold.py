@@ -193,6 +193,8 @@ class _Sample:
     decimal_comma: tuple[str, str] | None = None
     # (separator, column, value) that shows thousands grouped (1,234.5 1 234,5), when so.
     thousands: tuple[str, str, str] | None = None
+    # (column, value) that shows a currency or percent sign around numbers ($5, 12%), when so.
+    signs: tuple[str, str] | None = None
 
 
 def _known_extensions(last: str = "and") -> str:
@@ -723,8 +725,8 @@ def _example_with(
 # Thousands grouped by blanks (1 234,5, with a decimal comma) or apostrophes (1'234.5): no
 # other reading of such a number exists. (numbers, the grouping between two digits)
 _UNAMBIGUOUS_GROUPINGS = (
-    (NumberText(",", " "), r"\d[ \u00a0\u202f]\d"),
-    (NumberText(".", "'"), r"\d'\d"),
+    (NumberText(",", " ", signs=True), r"\d[ \u00a0\u202f]\d"),
+    (NumberText(".", "'", signs=True), r"\d'\d"),
 )
 
 
@@ -756,10 +758,10 @@ def _read_number_text(sample: _Sample) -> None:
             if example and mostly and sample.thousands is None:
                 sample.thousands = (numbers.grouping, c.name, example)
                 sample.decimal_comma = (c.name, example) if numbers.decimal == "," else None
-        example, mostly = _example_with(values, NumberText(","))
+        example, mostly = _example_with(values, NumberText(",", signs=True))
         if example and mostly:
             comma.append((c.name, example))
-        example, mostly = _example_with(values, NumberText(".", ","))
+        example, mostly = _example_with(values, NumberText(".", ",", signs=True))
         if example and mostly:
             grouping = any(_grouped_by_commas(v) for v in values)
             grouped.append((c.name, next(filter(_grouped_by_commas, values), example), grouping))
@@ -785,9 +787,11 @@ def _read_number_text(sample: _Sample) -> None:
         )
     if comma and not point:
         sample.decimal_comma = comma[0]
-    numbers = NumberText(
-        "," if sample.decimal_comma else ".", sample.thousands[0] if sample.thousands else None
+    separators = (
+        "," if sample.decimal_comma else ".",
+        sample.thousands[0] if sample.thousands else None,
     )
+    numbers, unsigned = NumberText(*separators, signs=True), NumberText(*separators)
     for c in sample.columns:
         plain = [None if v is None else numbers.plain(v) for v in c.values]
         written = next(
@@ -796,11 +800,16 @@ def _read_number_text(sample: _Sample) -> None:
         )
         if written is None:
             continue
+        signed = next(
+            (v for v in c.values if v and unsigned.plain(v) is None and numbers.plain(v)), None
+        )
+        if sample.signs is None and signed is not None:
+            sample.signs = (c.name, signed.strip())
         c.written_as = written
         c.values = [v if p is None else p for v, p in zip(c.values, plain, strict=True)]
 
 
-_COMMA_NUMBER_RE = re.compile(NumberText(",").pattern)
+_COMMA_NUMBER_RE = re.compile(NumberText(",", signs=True).pattern)
 
 
 _SEPARATOR_NAMES = {",": "commas", " ": "blanks", "'": "apostrophes"}
@@ -1863,6 +1872,14 @@ def _config_text(
         column, value = sample.decimal_comma
         csv_opts.append(
             ('    decimal: ","', f"decimal comma, detected in column '{column}' (e.g. {value})")
+        )
+    if sample.signs is not None:
+        column, value = sample.signs
+        csv_opts.append(
+            (
+                "    strip_signs: true",
+                f"currency or percent signs, detected in column '{column}' (e.g. {value})",
+            )
         )
     if sample.thousands is not None:
         separator, column, value = sample.thousands

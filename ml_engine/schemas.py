@@ -101,9 +101,9 @@ _CONSTRAINT_KEYS = {"min", "max", "allowed", "pattern"}
 _COLUMN_KEYS = {
     "name", "type", "nullable", "role", "constraints", "description", "format", "input_name"
 }  # fmt: skip
-# What a number written as text may carry around it, left out when it is read: a currency sign
-# or code before or after it ($1,234.50, -$5, 12,50 €, CHF 1'234.50) or a percent sign after
-# it (12.5% is 12.5).
+# What a number written as text may carry around it, left out when it is read with
+# ``ingest.csv.strip_signs``: a currency sign or code before or after it ($1,234.50, -$5,
+# 12,50 €, CHF 1'234.50) or a percent sign after it (12.5% is 12.5).
 CURRENCY_SIGNS = "$€£¥₹"
 CURRENCY_CODES = ("USD", "EUR", "GBP", "CHF", "JPY", "CNY", "INR", "CAD", "AUD")
 # The blanks around a number and between its thousands (``ingest.csv.thousands: " "``): the
@@ -129,11 +129,18 @@ def epoch_timestamp(value: Column, fmt: str) -> Column:
 
 @dataclass(frozen=True)
 class NumberText:
-    """How numbers are written as text: the decimal separator and the thousands separator
-    (``None``: ``.`` with a decimal comma, none with a decimal point;  ``""``: none)."""
+    """How numbers are written as text: the decimal separator, the thousands separator
+    (``None``: ``.`` with a decimal comma, none with a decimal point;  ``""``: none) and
+    whether currency and percent signs around them are left out (``signs``)."""
 
     decimal: str = "."
     thousands: str | None = None
+    signs: bool = False
+
+    @property
+    def plain_only(self) -> bool:
+        """Numbers as Spark casts them: a decimal point, no grouping, no signs."""
+        return self.decimal == "." and not self.grouping and not self.signs
 
     @property
     def grouping(self) -> str:
@@ -150,17 +157,19 @@ class NumberText:
         if self.grouping:
             group = f"[{_BLANKS}]" if self.grouping == " " else re.escape(self.grouping)
             digits = rf"(?:\d{{1,3}}(?:{group}\d{{3}})+|\d+)"
+        number = rf"[+-]?{digits}(?:{point}\d*)?(?:[eE][+-]?\d+)?"
+        if not self.signs:
+            return rf"^\s*{number}\s*$"
         sign = f"(?:[{CURRENCY_SIGNS}]|{'|'.join(CURRENCY_CODES)})"
-        return (
-            rf"^\s*[+-]?(?:{sign}[{_BLANKS}]?)?[+-]?{digits}(?:{point}\d*)?(?:[eE][+-]?\d+)?"
-            rf"(?:[{_BLANKS}]?(?:{sign}|%))?\s*$"
-        )
+        return rf"^\s*[+-]?(?:{sign}[{_BLANKS}]?)?{number}(?:[{_BLANKS}]?(?:{sign}|%))?\s*$"
 
     @property
     def _dropped(self) -> str:
-        """A regex of what is left out of such a number before it is cast: currency and
-        percent signs, grouping, blanks."""
+        """A regex of what is left out of such a number before it is cast: grouping, blanks
+        and, with ``signs``, currency and percent signs."""
         group = re.escape(self.grouping) if self.grouping else ""
+        if not self.signs:
+            return f"[{_BLANKS}{group}]"
         return f"{'|'.join(CURRENCY_CODES)}|[{CURRENCY_SIGNS}%{_BLANKS}{group}]"
 
     def plain(self, text: str) -> str | None:
@@ -173,7 +182,12 @@ class NumberText:
     def read(self, text: Column, target: T.DataType) -> Column:
         """``text`` cast to the number type ``target``: null for text that is no number written
         this way. With a decimal point a plain number (``1.5``, ``NaN``) casts as Spark casts
-        it and only the rest is matched against :attr:`pattern`."""
+        it and only the rest is matched against :attr:`pattern`; numbers written as Spark
+        casts them (:attr:`plain_only`) are only cast, as the regular expressions of the
+        others cost time even on rows they do not run on (a wide select's code outgrows what
+        the JVM compiles)."""
+        if self.plain_only:
+            return text.try_cast(target)
         bare = F.regexp_replace(text, self._dropped, "")
         to_point = F.translate(bare, ",", ".") if self.decimal == "," else bare
         written = F.when(text.rlike(self.pattern), to_point)
@@ -182,7 +196,7 @@ class NumberText:
         return F.coalesce(text.try_cast(target), written.try_cast(target))
 
 
-# Numbers as Spark writes them: a decimal point, no grouping (signs still left out).
+# Numbers as Spark writes them: a decimal point, no grouping, no signs.
 PLAIN_NUMBERS = NumberText()
 
 # What a column name holds none of: Spark's column references read a dot as a nested field

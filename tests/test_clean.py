@@ -338,7 +338,7 @@ def test_coercion_reads_currency_percent_and_grouped_thousands(spark):
         "a string, b string",
     )
 
-    actual = with_coerced_types(df, {"a": "double", "b": "int"}, NumberText(".", ","))
+    actual = with_coerced_types(df, {"a": "double", "b": "int"}, NumberText(".", ",", True))
 
     expected = spark.createDataFrame(
         [
@@ -362,8 +362,10 @@ def test_coercion_reads_thousands_grouped_by_blanks_or_apostrophes(spark):
         "fr string, ch string",
     )
 
-    french = with_coerced_types(df, {"fr": "double"}, NumberText(",", " "))
-    actual = with_coerced_types(french.drop(COERCE_FAILED), {"ch": "double"}, NumberText(".", "'"))
+    french = with_coerced_types(df, {"fr": "double"}, NumberText(",", " ", True))
+    actual = with_coerced_types(
+        french.drop(COERCE_FAILED), {"ch": "double"}, NumberText(".", "'", True)
+    )
 
     expected = spark.createDataFrame(
         [(1234.5, 2500.25, []), (7996.77, 1.0, []), (12000.0, None, ["ch"])],

@@ -971,7 +971,7 @@ def test_fields_of_nested_json_objects_load_from_their_input_path(spark, tmp_pat
 
     lines = [
         '{"id": "e1", "user": {"age": 31, "address": {"country": "DE"}, "email": "x"}, '
-        '"cart": {"total": "$5.50"}}',
+        '"cart": {"total": "5.50"}}',
         '{"id": "e2", "user": {"age": 40}, "cart": null}',
         '{"id": "e3", "user": "anon", "cart": {"total": 2}}',
         '{"id": "e4", "user": {"age": "old", "address": {"country": "FR"}}, "cart": {"total": 1}}',
@@ -1604,14 +1604,16 @@ def loaded_numbers(spark, cfg, tables):
 
 
 # A European export: ';' between fields, decimal commas, points grouping thousands; a number
-# written with a point does not load. A US export: dollar signs, commas grouping thousands
-# (quoted, the delimiter being a comma too); signs load whatever the separators, a number
-# grouped otherwise does not.
+# written with a point does not load. A US export: dollar and percent signs, commas grouping
+# thousands (quoted, the delimiter being a comma too); a number grouped otherwise does not
+# load. (delimiter, values, the settings that read them, what the defaults reject, the hint,
+# the third row's amount and the fourth row's reason once read)
 LOCALE_EXPORTS = {
     "decimal_comma": (
         ";",
         [("12,5", "1", "2,25"), ("1.234,50", "1.000", "-0,5"), ("7", "2", "3"), ("1.5", "1", "0")],
-        ("decimal", ","),
+        {"decimal": ","},
+        "2 of 4 rows",
         "the numbers are written with a decimal comma: set ingest.csv.decimal: ','",
         (7.0, "column amount: '1.5' is not a double written with a decimal comma"),
     ),
@@ -1619,8 +1621,10 @@ LOCALE_EXPORTS = {
         ",",
         [("$12.50", "1", "2.25"), ("$1,234.50", "1,000", "-0.5"), ("-$7", "2", "3%"),
          ("1,23.5", "1", "0")],
-        ("thousands", ","),
-        "the numbers group thousands by commas: set ingest.csv.thousands: ','",
+        {"thousands": ",", "strip_signs": True},
+        "4 of 4 rows",
+        "the numbers group thousands by commas: set ingest.csv.thousands: ','; the numbers carry "
+        "currency or percent signs: set ingest.csv.strip_signs: true",
         (-7.0, "column amount: '1,23.5' is not a double (thousands grouped by ',')"),
     ),
 }  # fmt: skip
@@ -1630,15 +1634,16 @@ LOCALE_EXPORTS = {
 def test_numbers_written_for_a_locale_load_with_their_ingest_csv_setting(
     spark, tmp_path, sample_schema_path, tables, export
 ):
-    """With the defaults two of the four rows are rejected and the error names the setting
-    that reads them; with it they load, and the fourth row's amount is quarantined."""
-    delimiter, values, (key, value), hint, (third_amount, reason) = LOCALE_EXPORTS[export]
+    """With the defaults rows are rejected and the error names the settings that read them;
+    with them they load, and the fourth row's amount is quarantined."""
+    delimiter, values, settings, rejected, hint, (third_amount, reason) = LOCALE_EXPORTS[export]
     cfg = numbers_batch(tmp_path, sample_schema_path, "b", delimiter, values)
     message, _ = too_many_rejected(spark, cfg, tables, 0.25)
-    assert message.startswith("ingest: 2 of 4 rows of batch 'b' were rejected (50.0%)")
+    assert message.startswith(f"ingest: {rejected} of batch 'b' were rejected")
     assert message.endswith(f"(or raise ingest.max_rejected_fraction); {hint}")
 
-    setattr(cfg.ingest.csv, key, value)
+    for key, value in settings.items():
+        setattr(cfg.ingest.csv, key, value)
     assert loaded_numbers(spark, cfg, tables) == (
         [("T000000001", 12.5, 1, 2.25), ("T000000002", 1234.5, 1000, -0.5),
          ("T000000003", third_amount, 2, 3.0)],

@@ -614,7 +614,7 @@ def test_currency_amounts_and_grouped_thousands_are_numbers_read_with_ingest_csv
         ("price", "double"),
     ]
     cfg = config_of(result)
-    assert cfg["ingest"]["csv"] == {"thousands": ","}
+    assert cfg["ingest"]["csv"] == {"strip_signs": True, "thousands": ","}
     assert cfg["clean"]["coerce"] == {"total": "double"}
     text = (tmp_path / "out" / "config.yaml").read_text()
     assert "commas group thousands, detected in column 'total' (e.g. $1,006.25)" in text
@@ -639,9 +639,13 @@ def test_currency_amounts_and_grouped_thousands_are_numbers_read_with_ingest_csv
     "separators, amount, csv",
     [
         # a French export: ';' between fields, a narrow no-break space grouping, euros
-        (";", "{:,.2f} €", {"delimiter": ";", "decimal": ",", "thousands": " "}),
+        (
+            ";",
+            "{:,.2f} €",
+            {"delimiter": ";", "decimal": ",", "strip_signs": True, "thousands": " "},
+        ),
         # a Swiss one: apostrophes grouping, a decimal point
-        (",", "CHF {:,.2f}", {"thousands": "'"}),
+        (",", "CHF {:,.2f}", {"strip_signs": True, "thousands": "'"}),
     ],
 )
 def test_thousands_grouped_by_blanks_or_apostrophes_are_numbers(tmp_path, separators, amount, csv):

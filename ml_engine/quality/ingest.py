@@ -1125,17 +1125,28 @@ def _too_many_rejected(parsed: DataFrame, counts, ing, quarantine_path: str, bat
 
 
 def _number_hint(csv: CsvOptions, examples: list[str | None]) -> str:
-    """A hint when rejected numbers are written with separators ``csv`` does not read: a
-    decimal comma (``3,5``) or thousands grouped by commas (``1,234.5``, ``1,234,567``)."""
-    if csv.decimal != "." or csv.thousands:
-        return ""
-    written = [e.strip() for e in examples if e and "," in e]
-    grouped = NumberText(".", ",")
-    if any(grouped.plain(e) is not None and ("." in e or e.count(",") > 1) for e in written):
-        return "; the numbers group thousands by commas: set ingest.csv.thousands: ','"
-    if any(NumberText(",").plain(e) is not None for e in written):
-        return "; the numbers are written with a decimal comma: set ingest.csv.decimal: ','"
-    return ""
+    """Hints when rejected numbers are written in ways ``csv`` does not read: with a decimal
+    comma (``3,5``), thousands grouped by commas (``1,234.5``, ``1,234,567``), or a currency
+    or percent sign (``$5``, ``12%``)."""
+    shown = [e.strip() for e in examples if e]
+    hints = []
+    if csv.decimal == "." and not csv.thousands:
+        written = [e for e in shown if "," in e]
+        grouped = NumberText(".", ",", signs=True)
+        if any(grouped.plain(e) is not None and ("." in e or e.count(",") > 1) for e in written):
+            hints.append("the numbers group thousands by commas: set ingest.csv.thousands: ','")
+        elif any(NumberText(",", signs=True).plain(e) is not None for e in written):
+            hints.append(
+                "the numbers are written with a decimal comma: set ingest.csv.decimal: ','"
+            )
+    signed, unsigned = (NumberText(csv.decimal, csv.thousands, signs) for signs in (True, False))
+    if not csv.strip_signs and any(
+        signed.plain(e) is not None and unsigned.plain(e) is None for e in shown
+    ):
+        hints.append(
+            "the numbers carry currency or percent signs: set ingest.csv.strip_signs: true"
+        )
+    return "".join(f"; {h}" for h in hints)
 
 
 def _line_metrics(spark: SparkSession, path: str, options: CsvOptions, counts) -> dict[str, int]:
