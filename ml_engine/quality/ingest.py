@@ -5,10 +5,10 @@ become rules in the clean job):
 
 * the field count of a CSV record (Spark's PERMISSIVE parser puts records with too few or too
   many fields in the corrupt-record column), and well-formed JSON records;
-* that every typed column parses: numbers, ints, booleans with ``try_cast`` (numbers written
-  as text may carry a currency or percent sign, ``$5``, ``12%``; CSV numbers with a decimal
-  comma, ``1.234,5``, under ``ingest.csv.decimal: ","``, with thousands grouped,
-  ``1,234.5``, under ``ingest.csv.thousands``), timestamps and dates with the column's
+* that every typed column parses: numbers, ints, booleans with ``try_cast`` (CSV numbers
+  with a decimal comma, ``1.234,5``, under ``ingest.csv.decimal: ","``, with thousands
+  grouped, ``1,234.5``, under ``ingest.csv.thousands``, with a currency or percent sign,
+  ``$5``, ``12%``, under ``ingest.csv.strip_signs``), timestamps and dates with the column's
   ``format`` or ``ingest.timestamp_format`` / ``ingest.date_format``;
 * that non-nullable columns are present;
 * valid UTF-8: a field holding U+FFFD after decoding had bytes that are not valid in the
