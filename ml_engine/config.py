@@ -232,6 +232,8 @@ class CsvOptions(StrictModel):
             ``-$5``, ``5 €``, ``CHF 5``: one of ``$€£¥₹`` or USD, EUR, GBP, CHF, JPY, CNY,
             INR, CAD, AUD) and a percent sign after it (``12.5%`` reads as 12.5). Off by
             default: numbers written as Spark casts them are read at the cost of a cast.
+            ``decimal``, ``thousands`` and ``strip_signs`` also apply to numbers written as
+            text in JSON and Parquet input, and to ``clean.coerce``.
     """
 
     header: bool = True

@@ -888,9 +888,9 @@ def test_parquet_and_json_columns_the_schema_does_not_declare_are_named_in_a_not
     ]
 
 
-def json_batch(spark, tmp_path, lines, schema, undeclared):
+def json_batch(spark, tmp_path, lines, schema, undeclared, options=None):
     """(the file, bronze rows, quarantine rows) of JSON ``lines``, whose read notes the
-    ``undeclared`` keys of the first line."""
+    ``undeclared`` keys of the first line; ``options``: ``ingest.csv``."""
     from ml_engine.quality.ingest import read_input
 
     f = write(tmp_path / "j" / "a.json", ("\n".join(lines) + "\n").encode())
@@ -900,7 +900,7 @@ def json_batch(spark, tmp_path, lines, schema, undeclared):
         f"'{schema.name}' (<inline>) and were not loaded; declare them in the schema file to "
         "load them"
     ]
-    return f, *split_valid(raw, schema, "b1", AT, fmt="json")
+    return f, *split_valid(raw, schema, "b1", AT, fmt="json", options=options)
 
 
 def test_json_keys_and_parquet_columns_load_from_their_input_name(spark, tmp_path):
@@ -971,13 +971,16 @@ def test_fields_of_nested_json_objects_load_from_their_input_path(spark, tmp_pat
 
     lines = [
         '{"id": "e1", "user": {"age": 31, "address": {"country": "DE"}, "email": "x"}, '
-        '"cart": {"total": "5.50"}}',
+        '"cart": {"total": "$5.50"}}',  # text with a sign: read with strip_signs
         '{"id": "e2", "user": {"age": 40}, "cart": null}',
         '{"id": "e3", "user": "anon", "cart": {"total": 2}}',
         '{"id": "e4", "user": {"age": "old", "address": {"country": "FR"}}, "cart": {"total": 1}}',
         '{"id": "e5", "user": {"address": "Main St"}}',
     ]
-    f, bronze, quarantine = json_batch(spark, tmp_path, lines, NESTED, ["user.email"])
+    from ml_engine.config import CsvOptions
+
+    signs = CsvOptions(strip_signs=True)
+    f, bronze, quarantine = json_batch(spark, tmp_path, lines, NESTED, ["user.email"], signs)
     expected = spark.createDataFrame(
         [("e1", 31, "DE", 5.5, "b1", src(f), AT), ("e2", 40, None, None, "b1", src(f), AT)],
         "id string, user_age int, country string, total double, batch_id string, "

@@ -1132,7 +1132,7 @@ def run_clean(spark: SparkSession, cfg: Config, tables: DeltaTables) -> JobResul
     bronze = tables.read_batch(paths["bronze"], batch)
     rules = clean_rules(clean, schema)
     try:
-        numbers = cfg.ingest.csv.numbers if cfg.ingest.format == "csv" else PLAIN_NUMBERS
+        numbers = cfg.ingest.csv.numbers
         flagged = prepare(bronze, clean, schema, rules, numbers)
     except ValueError as exc:
         raise JobError(f"clean: {paths['bronze']}: {exc}") from None

@@ -858,7 +858,7 @@ def with_parsed_columns(
     for c in schema.columns:
         rc = F.col(c.name)
         rtype = raw_types[c.name]
-        numbers = options.numbers if fmt == "csv" else PLAIN_NUMBERS
+        numbers = options.numbers  # text values of JSON and Parquet too
         typed, parse_msg = _parse(c, rc, rtype, timestamp_format, date_format, numbers)
         typed_cols.append(typed.alias(c.name))
         msg = None
