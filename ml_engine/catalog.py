@@ -481,18 +481,23 @@ def _not_complete(tables: DeltaTables, path: str, batch_id: str, visible: dict[s
     return batch_not_found(path, batch_id, complete)
 
 
+def _folder_and_name(path: str) -> tuple[str, str]:
+    """A path's (or URI's) folder and last name."""
+    path = path.rstrip("/")
+    folder, name = path.rsplit("/", 1) if "/" in path else ("", path)
+    return folder, name
+
+
 def _run_log_beside(path: str, runs_path: str) -> str:
     """Where the run log of the storage root holding the table at ``path`` would be: named as
     ``runs_path``, in the table's folder."""
-    folder = path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else ""
-    return f"{folder}/{runs_path.rstrip('/').rsplit('/', 1)[-1]}"
+    return f"{_folder_and_name(path)[0]}/{_folder_and_name(runs_path)[1]}"
 
 
 def _logged_path(path: str, runs_path: str) -> str:
     """See :meth:`BatchCatalog.logged_path`."""
-    table, base = path.rstrip("/"), runs_path.rstrip("/")
-    folder, name = table.rsplit("/", 1) if "/" in table else ("", table)
-    return name if folder == base.rsplit("/", 1)[0] else path
+    folder, name = _folder_and_name(path)
+    return name if folder == _folder_and_name(runs_path)[0] else path
 
 
 def logged_runs_of_batch(runs_path: str, path: str, batch_id: str) -> list[tuple[str, datetime]]:

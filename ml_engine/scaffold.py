@@ -69,6 +69,7 @@ from ml_engine.schemas import (
     NumberText,
     column_names,
     csv_column_names,
+    grouped_by_commas,
 )
 from ml_engine.training import RESERVED_COLUMNS, SCORE_COL
 
@@ -281,7 +282,7 @@ def _sniffed_format(path: Path) -> str | None:
     except ValueError:
         pass
     delimiter = _delimiter(lines[0])
-    counts = {line.count(delimiter) for line in lines}
+    counts = {_fields_outside_quotes(line, delimiter) for line in lines}
     return "csv" if delimiter in lines[0] and len(counts) == 1 else None
 
 
@@ -730,11 +731,6 @@ _UNAMBIGUOUS_GROUPINGS = (
 )
 
 
-def _grouped_by_commas(value: str) -> bool:
-    """Whether a number's commas can only be grouping ones: two of them, or a point after."""
-    return value.count(",") > 1 or "." in value.partition(",")[2]
-
-
 def _read_number_text(sample: _Sample) -> None:
     """Decides how the sample's CSV numbers are written and rewrites every number written so
     as a plain one (``$1,234.50`` -> ``1234.50``, ``1.234,5`` -> ``1234.5``, ``12%`` ->
@@ -747,7 +743,8 @@ def _read_number_text(sample: _Sample) -> None:
     ``sample.thousands``): a column of such numbers whose commas can only group (``1,234.5``,
     ``1,234,567``), or whose commas all stand before three digits (``1,234``) beside a column
     with a decimal point. Columns of both kinds: a warning, as ingest reads one decimal
-    separator."""
+    separator. A currency or percent sign around the numbers (``ingest.csv.strip_signs``,
+    in ``sample.signs``)."""
     comma: list[tuple[str, str]] = []
     grouped: list[tuple[str, str, bool]] = []  # (column, example, only grouping commas)
     point: list[tuple[str, str]] = []
@@ -763,8 +760,8 @@ def _read_number_text(sample: _Sample) -> None:
             comma.append((c.name, example))
         example, mostly = _example_with(values, NumberText(".", ",", signs=True))
         if example and mostly:
-            grouping = any(_grouped_by_commas(v) for v in values)
-            grouped.append((c.name, next(filter(_grouped_by_commas, values), example), grouping))
+            grouping = any(grouped_by_commas(v) for v in values)
+            grouped.append((c.name, next(filter(grouped_by_commas, values), example), grouping))
         with_point = next(
             (v for v in values if _FLOAT_RE.fullmatch(v) and not _COMMA_NUMBER_RE.fullmatch(v)),
             None,

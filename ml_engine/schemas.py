@@ -196,6 +196,11 @@ class NumberText:
         return F.coalesce(text.try_cast(target), written.try_cast(target))
 
 
+def grouped_by_commas(value: str) -> bool:
+    """Whether a number's commas can only be grouping ones: two of them, or a point after."""
+    return value.count(",") > 1 or "." in value.partition(",")[2]
+
+
 # Numbers as Spark writes them: a decimal point, no grouping, no signs.
 PLAIN_NUMBERS = NumberText()
 

@@ -156,10 +156,10 @@ def with_coerced_types(
     Args:
         df: input rows.
         coerce: column -> schema type name (``double``, ``int``, ``timestamp``, ``decimal(p,s)``...).
-        numbers: how text cast to a number separates decimals and thousands
-            (``ingest.csv.decimal`` and ``thousands``): with a decimal comma ``1.234,5``
-            casts to 1234.5 and ``1.5`` does not cast; currency and percent signs are left
-            out (``$1,234.50`` casts to 1234.5 with thousands ``,``).
+        numbers: how text cast to a number is written (``ingest.csv.decimal``,
+            ``thousands``, ``strip_signs``): with a decimal comma ``1.234,5`` casts to 1234.5
+            and ``1.5`` does not cast; with thousands ``,`` and signs left out,
+            ``$1,234.50`` casts to 1234.5.
 
     Returns:
         ``df`` with the columns cast plus ``COERCE_FAILED``: array of the names of the columns

@@ -98,6 +98,7 @@ from ml_engine.schemas import (
     csv_column_names,
     csv_name,
     epoch_timestamp,
+    grouped_by_commas,
 )
 from ml_engine.session import describe
 from ml_engine.tables.base import (
@@ -853,12 +854,12 @@ def with_parsed_columns(
         else "check the file's encoding"
     )
 
+    numbers = options.numbers  # text values of JSON and Parquet too
     typed_cols: list[Column] = []
     messages: list[Column] = []
     for c in schema.columns:
         rc = F.col(c.name)
         rtype = raw_types[c.name]
-        numbers = options.numbers  # text values of JSON and Parquet too
         typed, parse_msg = _parse(c, rc, rtype, timestamp_format, date_format, numbers)
         typed_cols.append(typed.alias(c.name))
         msg = None
@@ -1133,7 +1134,7 @@ def _number_hint(csv: CsvOptions, examples: list[str | None]) -> str:
     if csv.decimal == "." and not csv.thousands:
         written = [e for e in shown if "," in e]
         grouped = NumberText(".", ",", signs=True)
-        if any(grouped.plain(e) is not None and ("." in e or e.count(",") > 1) for e in written):
+        if any(grouped.plain(e) is not None and grouped_by_commas(e) for e in written):
             hints.append("the numbers group thousands by commas: set ingest.csv.thousands: ','")
         elif any(NumberText(",", signs=True).plain(e) is not None for e in written):
             hints.append(
