@@ -1460,6 +1460,19 @@ def test_files_named_otherwise_are_read_by_their_content(tmp_path, name, fmt, cs
     ]
 
 
+def test_a_file_named_otherwise_with_quoted_delimiters_is_read_as_csv(tmp_path):
+    # "a, b" in quotes is one field: the lines still split into as many fields each
+    rows = "".join(f'{i},"{"a, b" if i % 3 else "c"}",{i % 7}\n' for i in range(60))
+    data = write(tmp_path / "d" / "notes.txt", "id,note,units\n" + rows)
+    result = scaffold(str(data), str(tmp_path / "out"))
+    assert config_of(result)["ingest"]["format"] == "csv"
+    assert [(c.name, c.type) for c in load_schema(result.schema_path).columns] == [
+        ("id", "int"),
+        ("note", "string"),
+        ("units", "int"),
+    ]
+
+
 def test_csv_files_of_a_directory_must_share_their_header(tmp_path):
     write(tmp_path / "d" / "a.csv", "id,x\n1,2\n")
     write(tmp_path / "d" / "b.csv", "id,y\n3,4\n")
